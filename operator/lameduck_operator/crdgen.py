@@ -1,0 +1,444 @@
+"""Builds the GracefulPolicy and ClusterGracefulPolicy CRDs from the model's rules.
+
+`make crds` writes them to crds/; a unit test fails when the files there drift from this.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lameduck_operator.model import (
+    API_VERSION,
+    CONTAINER_NAME_MAX_LENGTH,
+    CONTAINER_NAME_PATTERN,
+    DRAIN_TIMEOUT,
+    DURATION_MAX_LENGTH,
+    DURATION_PATTERN,
+    GROUP,
+    KIND_CLUSTER,
+    KIND_NAMESPACED,
+    MAX_CONCURRENT_ROLLOUTS,
+    MAX_CONTAINERS,
+    MAX_HOLD,
+    MAX_SELECTOR_EXPRESSIONS,
+    MAX_SELECTOR_VALUES,
+    MIN_READY_SECONDS,
+    MSG_GRACE_UNDER_BUDGET,
+    MSG_PROPAGATION_OVER_MAX_HOLD,
+    MSG_QUIET_OVER_MAX_HOLD,
+    MSG_SELECTOR_VALUES,
+    PRIORITY,
+    PROPAGATION_DELAY,
+    QUIET_PERIOD,
+    SIDECAR_NAME,
+    SKIP_ANNOTATION,
+    TERMINATION_GRACE_PERIOD,
+    VERSION,
+    ApplyStrategy,
+    ConflictStrategy,
+    DurationRule,
+    HoldMethod,
+    IntRule,
+    Mode,
+    SelectorOperator,
+)
+
+# CEL string literals need the regex's backslashes escaped.
+_CEL_DURATION = "'" + DURATION_PATTERN.replace("\\", "\\\\") + "'"
+
+
+def _is_duration(expr: str) -> str:
+    return f"{expr}.matches({_CEL_DURATION})"
+
+
+def _duration(rule: DurationRule, description: str) -> dict[str, Any]:
+    bounds = f"duration(self) >= duration('{rule.minimum}') && duration(self) <= duration('{rule.maximum}')"
+    return {
+        "type": "string",
+        "description": (
+            f"{description} A duration such as 500ms, 2s or 1m30s, from {rule.minimum} to "
+            f"{rule.maximum}. Default: {rule.default}."
+        ),
+        "default": rule.default,
+        "maxLength": DURATION_MAX_LENGTH,
+        "x-kubernetes-validations": [{"rule": f"{_is_duration('self')} && {bounds}", "message": rule.message}],
+    }
+
+
+def _integer(rule: IntRule, description: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "integer",
+        "format": "int32",
+        "description": description,
+        "minimum": rule.minimum,
+        "maximum": rule.maximum,
+    }
+    if rule.default is not None:
+        schema["default"] = rule.default
+        schema["description"] = f"{description} Default: {rule.default}."
+    return schema
+
+
+def _enum(values: list[str], default: str, description: str) -> dict[str, Any]:
+    return {"type": "string", "description": f"{description} Default: {default}.", "enum": values, "default": default}
+
+
+def _selector(description: str) -> dict[str, Any]:
+    operators = [op.value for op in SelectorOperator]
+    return {
+        "type": "object",
+        "description": description,
+        "default": {},
+        "x-kubernetes-map-type": "atomic",
+        "properties": {
+            "matchLabels": {
+                "type": "object",
+                "description": "Labels that must all be present with exactly these values.",
+                "additionalProperties": {"type": "string", "maxLength": 63},
+                "maxProperties": 64,
+            },
+            "matchExpressions": {
+                "type": "array",
+                "description": "Requirements that must all hold; evaluated as in any Kubernetes label selector.",
+                "maxItems": MAX_SELECTOR_EXPRESSIONS,
+                "x-kubernetes-list-type": "atomic",
+                "x-kubernetes-validations": [
+                    {
+                        "rule": (
+                            "self.all(e, e.operator in ['In', 'NotIn'] ? "
+                            "(has(e.values) && size(e.values) > 0) : (!has(e.values) || size(e.values) == 0))"
+                        ),
+                        "message": MSG_SELECTOR_VALUES,
+                    }
+                ],
+                "items": {
+                    "type": "object",
+                    "description": "One label requirement.",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {"type": "string", "description": "The label key.", "maxLength": 317},
+                        "operator": {
+                            "type": "string",
+                            "description": "How the key relates to the values.",
+                            "enum": operators,
+                        },
+                        "values": {
+                            "type": "array",
+                            "description": "Values: non-empty for In and NotIn, empty for Exists and DoesNotExist.",
+                            "maxItems": MAX_SELECTOR_VALUES,
+                            "x-kubernetes-list-type": "atomic",
+                            "items": {"type": "string", "maxLength": 63},
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def _hold() -> dict[str, Any]:
+    max_hold_ok = _is_duration("self.maxHold")
+    return {
+        "type": "object",
+        "description": "How each pod holds its app containers' preStop until traffic has stopped.",
+        "default": {},
+        "properties": {
+            "method": _enum(
+                [m.value for m in HoldMethod],
+                HoldMethod.SIDECAR.value,
+                "Sidecar: the lameduck sidecar holds until every EndpointSlice shows the pod not ready, "
+                "then until no new connection reached the app for quietPeriod and at least "
+                "propagationDelay passed. Sleep: a fixed native preStop sleep of maxHold, no sidecar.",
+            ),
+            "propagationDelay": _duration(
+                PROPAGATION_DELAY,
+                "Minimum wait after every EndpointSlice shows the pod not ready, for data planes to catch up.",
+            ),
+            "quietPeriod": _duration(
+                QUIET_PERIOD,
+                "After the slices let go: how long no new connection may reach the app before the hold ends.",
+            ),
+            "maxHold": _duration(
+                MAX_HOLD,
+                "Upper bound of the hold; when reached the hold ends anyway (fail open) and a metric counts it. "
+                "With method Sleep, the fixed hold.",
+            ),
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": f"!{_is_duration('self.propagationDelay')} || !{max_hold_ok} || "
+                "duration(self.propagationDelay) <= duration(self.maxHold)",
+                "message": MSG_PROPAGATION_OVER_MAX_HOLD,
+                "fieldPath": ".propagationDelay",
+            },
+            {
+                "rule": f"!{_is_duration('self.quietPeriod')} || !{max_hold_ok} || "
+                "duration(self.quietPeriod) <= duration(self.maxHold)",
+                "message": MSG_QUIET_OVER_MAX_HOLD,
+                "fieldPath": ".quietPeriod",
+            },
+        ],
+    }
+
+
+def _spec(cluster: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "selector": _selector(
+            "Selects Deployments by their labels. The empty selector {} selects every Deployment"
+            + (" in the namespaces namespaceSelector selects." if cluster else " in this namespace.")
+        ),
+        "mode": _enum(
+            [m.value for m in Mode], Mode.ENFORCE.value, "Enforce changes Deployments; Audit only reports compliance."
+        ),
+        "apply": _enum(
+            [a.value for a in ApplyStrategy],
+            ApplyStrategy.ON_NEXT_ROLLOUT.value,
+            "OnNextRollout injects at admission, so a policy change costs no extra restart; "
+            "Immediate patches matched Deployments now, which restarts them.",
+        ),
+        "maxConcurrentRollouts": _integer(
+            MAX_CONCURRENT_ROLLOUTS, "With apply Immediate: how many Deployments of this policy may restart at once."
+        ),
+        "containers": {
+            "type": "array",
+            "description": "Names of the app containers that get the hold; those absent from a Deployment are "
+            "ignored. Empty: every container except the lameduck sidecar.",
+            "maxItems": MAX_CONTAINERS,
+            "x-kubernetes-list-type": "set",
+            "items": {"type": "string", "maxLength": CONTAINER_NAME_MAX_LENGTH, "pattern": CONTAINER_NAME_PATTERN},
+        },
+        "hold": _hold(),
+        "drainTimeout": _duration(DRAIN_TIMEOUT, "What the app itself needs after SIGTERM to finish in-flight work."),
+        "terminationGracePeriodSeconds": _integer(
+            TERMINATION_GRACE_PERIOD,
+            "The pod grace period to set. Unset: maxHold + drainTimeout + 5s, rounded up. "
+            "lameduck never lowers a larger grace period already set.",
+        ),
+        "readinessGate": {
+            "type": "object",
+            "description": "Adds the pod readiness gate lameduck.dev/endpoints-ready, which the operator sets "
+            "once the new pod is ready in every EndpointSlice.",
+            "default": {},
+            "properties": {
+                "enabled": {
+                    "type": "boolean",
+                    "description": "Whether to add the readiness gate. Default: false.",
+                    "default": False,
+                },
+            },
+        },
+        "minReadySeconds": _integer(
+            MIN_READY_SECONDS,
+            "The Deployment's minReadySeconds. Unset: propagationDelay (rounded up) when the readiness gate "
+            "is enabled, otherwise left alone. Never lowers a larger value.",
+        ),
+        "priority": _integer(
+            PRIORITY,
+            "Orders overlapping policies: a namespaced policy beats a cluster one, then the higher priority, "
+            "then the name that sorts first.",
+        ),
+        "onConflict": _enum(
+            [c.value for c in ConflictStrategy],
+            ConflictStrategy.REPORT.value,
+            "What to do when another manager already set a field lameduck needs (an app preStop hook, a lower "
+            "grace period, readiness gates): Report leaves the Deployment alone and reports a conflict; "
+            "TakeOver replaces those values.",
+        ),
+    }
+    if cluster:
+        properties["namespaceSelector"] = _selector(
+            "Selects the namespaces this policy applies in, by their labels. The empty selector {} selects every "
+            "namespace except kube-system, kube-public and kube-node-lease."
+        )
+    return {
+        "type": "object",
+        "description": (
+            "Which Deployments this policy governs and how their pods must shut down. A Deployment opts out "
+            f'with the annotation {SKIP_ANNOTATION}: "true".'
+        ),
+        "default": {},
+        "properties": properties,
+        "x-kubernetes-validations": [
+            {
+                "rule": "!has(self.terminationGracePeriodSeconds) || "
+                f"!{_is_duration('self.hold.maxHold')} || !{_is_duration('self.drainTimeout')} || "
+                "duration(self.hold.maxHold) + duration(self.drainTimeout) <= "
+                "duration(string(self.terminationGracePeriodSeconds) + 's')",
+                "message": MSG_GRACE_UNDER_BUDGET,
+                "fieldPath": ".terminationGracePeriodSeconds",
+            }
+        ],
+    }
+
+
+def _count(description: str) -> dict[str, Any]:
+    return {"type": "integer", "format": "int32", "description": description}
+
+
+def _status() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "What the operator observed when it last evaluated this policy.",
+        "properties": {
+            "observedGeneration": {
+                "type": "integer",
+                "format": "int64",
+                "description": "The generation of the spec this status describes.",
+            },
+            "conditions": {
+                "type": "array",
+                "description": "Ready: the policy is in force. Conflict: Deployments or another policy stand in "
+                "the way. Degraded: the operator could not evaluate or apply part of the policy.",
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+                "maxItems": 8,
+                "items": {
+                    "type": "object",
+                    "description": "One condition, as in metav1.Condition.",
+                    "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+                    "properties": {
+                        "type": {"type": "string", "description": "Ready, Conflict or Degraded.", "maxLength": 316},
+                        "status": {
+                            "type": "string",
+                            "description": "True, False or Unknown.",
+                            "enum": ["True", "False", "Unknown"],
+                        },
+                        "reason": {"type": "string", "description": "A CamelCase reason.", "maxLength": 1024},
+                        "message": {"type": "string", "description": "A human message.", "maxLength": 32768},
+                        "lastTransitionTime": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "When the status last changed.",
+                        },
+                        "observedGeneration": {
+                            "type": "integer",
+                            "format": "int64",
+                            "description": "The generation the condition was set for.",
+                        },
+                    },
+                },
+            },
+            "matched": _count("Deployments this policy governs (selected, not opted out, not lost to another policy)."),
+            "compliant": _count("Matched Deployments that carry the policy's intent."),
+            "pending": _count("Matched Deployments that will get the intent (next rollout, or waiting their turn)."),
+            "conflicting": _count(
+                "Matched Deployments lameduck leaves alone because another manager's value is in the way."
+            ),
+            "skipped": _count(f'Selected Deployments opted out with {SKIP_ANNOTATION}: "true".'),
+            "budgetSeconds": _count("The termination budget this policy gives each pod, in seconds."),
+            "nonCompliant": {
+                "type": "array",
+                "description": "Up to 20 Deployments that are not compliant, with the reason.",
+                "maxItems": 20,
+                "x-kubernetes-list-type": "atomic",
+                "items": {
+                    "type": "object",
+                    "description": "One non-compliant Deployment.",
+                    "properties": {
+                        "namespace": {"type": "string", "description": "The Deployment's namespace."},
+                        "name": {"type": "string", "description": "The Deployment's name."},
+                        "state": {"type": "string", "description": "Pending or Conflict."},
+                        "reason": {"type": "string", "description": "Why, in words."},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _printer_columns() -> list[dict[str, Any]]:
+    return [
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+        {"name": "Apply", "type": "string", "jsonPath": ".spec.apply", "priority": 1},
+        {"name": "Matched", "type": "integer", "jsonPath": ".status.matched"},
+        {"name": "Compliant", "type": "integer", "jsonPath": ".status.compliant"},
+        {"name": "Pending", "type": "integer", "jsonPath": ".status.pending", "priority": 1},
+        {"name": "Conflicting", "type": "integer", "jsonPath": ".status.conflicting", "priority": 1},
+        {
+            "name": "Budget",
+            "type": "integer",
+            "jsonPath": ".status.budgetSeconds",
+            "description": "Termination budget in seconds",
+        },
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def crd(cluster: bool) -> dict[str, Any]:
+    kind = KIND_CLUSTER if cluster else KIND_NAMESPACED
+    plural = kind.lower().removesuffix("policy") + "policies"
+    what = (
+        "Cluster-wide graceful-shutdown policy for the Deployments of the namespaces it selects."
+        if cluster
+        else "Graceful-shutdown policy for the Deployments of one namespace."
+    )
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}", "labels": {"app.kubernetes.io/part-of": SIDECAR_NAME}},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": ["cgpol"] if cluster else ["gpol"],
+                "categories": ["lameduck"],
+            },
+            "scope": "Cluster" if cluster else "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": _printer_columns(),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": f"{what} API {API_VERSION}.",
+                            "properties": {
+                                "apiVersion": {"type": "string", "description": f"The API version: {API_VERSION}."},
+                                "kind": {"type": "string", "description": f"{kind}."},
+                                "metadata": {"type": "object"},
+                                "spec": _spec(cluster),
+                                "status": _status(),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+HEADER = "# Generated by `make crds` from operator/lameduck_operator/crdgen.py. Do not edit by hand.\n"
+
+
+def render_crd(cluster: bool) -> str:
+    return HEADER + yaml.safe_dump(crd(cluster), sort_keys=False, width=120)
+
+
+def crd_files() -> dict[str, str]:
+    """File name -> content for crds/."""
+    return {f"{crd(c)['metadata']['name']}.yaml": render_crd(c) for c in (False, True)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "crds")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in crd_files().items():
+        (out / name).write_text(text)
+        print(f"wrote {out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

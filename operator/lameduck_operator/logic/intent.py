@@ -1,0 +1,248 @@
+"""The exact server-side-apply intent lameduck owns for one Deployment, and its conflicts.
+
+The Deployment given here holds the fields other managers set: the API adapter strips
+lameduck's own fields (from managedFields) before calling, and manifests read from files
+are taken as written. So any value found here that differs from the intent belongs to
+someone else, and replacing it is a conflict unless the policy says TakeOver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lameduck_operator.logic import budget
+from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
+from lameduck_operator.model import (
+    POLICY_ANNOTATION,
+    READINESS_CONDITION,
+    SIDECAR_NAME,
+    ConflictStrategy,
+    HoldMethod,
+    Policy,
+    PolicyRef,
+    PolicySpec,
+    format_seconds,
+)
+from lameduck_operator.settings import Settings, SidecarSettings, image_repository
+
+HOLD_PATH_PREFIX = "/hold/"
+HANDLER_KINDS = ("exec", "httpGet", "tcpSocket", "sleep")
+
+
+@dataclass(frozen=True)
+class Plan:
+    deployment: DeploymentRef
+    policy: PolicyRef
+    budget_seconds: int
+    app_containers: tuple[str, ...]
+    intent: dict[str, Any]
+    # Blocking: while any remains, nothing of the intent may be applied.
+    conflicts: tuple[str, ...] = ()
+    # Other managers' values the intent replaces because the policy says TakeOver.
+    taken_over: tuple[str, ...] = ()
+
+
+def pod_spec(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
+    return ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+
+def hold_handler(spec: PolicySpec, sidecar: SidecarSettings, container: str) -> dict[str, Any]:
+    """The preStop handler of one app container."""
+    if spec.hold.method is HoldMethod.SLEEP:
+        return {"sleep": {"seconds": budget.sleep_seconds(spec)}}
+    return {"httpGet": {"path": f"{HOLD_PATH_PREFIX}{container}", "port": sidecar.port, "scheme": "HTTP"}}
+
+
+def is_lameduck_hold(handler: Mapping[str, Any], sidecar: SidecarSettings) -> bool:
+    """An earlier lameduck hold (possibly from an older policy): ours to update, not a conflict."""
+    get = handler.get("httpGet")
+    return (
+        set(handler) == {"httpGet"}
+        and isinstance(get, Mapping)
+        and get.get("port") == sidecar.port
+        and str(get.get("path", "")).startswith(HOLD_PATH_PREFIX)
+    )
+
+
+def _field_env(name: str, field_path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+
+
+def app_ports(containers: list[Mapping[str, Any]]) -> list[int]:
+    ports = {
+        int(p["containerPort"])
+        for c in containers
+        for p in c.get("ports") or []
+        if "containerPort" in p and p.get("protocol", "TCP") == "TCP"
+    }
+    return sorted(ports)
+
+
+def sidecar_container(
+    spec: PolicySpec, sidecar: SidecarSettings, policy: PolicyRef, ports: list[int]
+) -> dict[str, Any]:
+    """The sidecar as lameduck injects it: settings from the policy, identity from the downward API."""
+    container: dict[str, Any] = {
+        "name": SIDECAR_NAME,
+        "image": sidecar.image,
+        "imagePullPolicy": sidecar.image_pull_policy,
+        "ports": [{"name": SIDECAR_NAME, "containerPort": sidecar.port, "protocol": "TCP"}],
+        "env": [
+            _field_env("LAMEDUCK_POD_NAME", "metadata.name"),
+            _field_env("LAMEDUCK_POD_NAMESPACE", "metadata.namespace"),
+            _field_env("LAMEDUCK_POD_UID", "metadata.uid"),
+            _field_env("LAMEDUCK_POD_IP", "status.podIP"),
+            {"name": "LAMEDUCK_PORT", "value": str(sidecar.port)},
+            {"name": "LAMEDUCK_APP_PORTS", "value": ",".join(str(p) for p in ports)},
+            {"name": "LAMEDUCK_PROPAGATION_DELAY", "value": format_seconds(spec.hold.propagation_delay)},
+            {"name": "LAMEDUCK_QUIET_PERIOD", "value": format_seconds(spec.hold.quiet_period)},
+            {"name": "LAMEDUCK_MAX_HOLD", "value": format_seconds(spec.hold.max_hold)},
+            {"name": "LAMEDUCK_POLICY", "value": policy.annotation_value},
+        ],
+        "resources": {
+            "requests": {"cpu": sidecar.cpu_request, "memory": sidecar.memory_request},
+            "limits": {"memory": sidecar.memory_limit},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": sidecar.run_as_user,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # App containers start only once the sidecar serves, so no hold call finds it absent.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": sidecar.port, "scheme": "HTTP"},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
+    }
+    if sidecar.native:
+        container["restartPolicy"] = "Always"
+    else:
+        # A classic sidecar gets SIGTERM with the app; joining the shared hold keeps it
+        # serving the app's preStop until the hold ends.
+        container["lifecycle"] = {"preStop": hold_handler(spec, sidecar, SIDECAR_NAME)}
+    return container
+
+
+class _Findings:
+    def __init__(self, take_over: bool) -> None:
+        self.take_over = take_over
+        self.conflicts: list[str] = []
+        self.taken_over: list[str] = []
+
+    def replaceable(self, what: str) -> None:
+        """Another manager's value the intent would replace: allowed only with TakeOver."""
+        (self.taken_over if self.take_over else self.conflicts).append(what)
+
+    def blocking(self, what: str) -> None:
+        self.conflicts.append(what)
+
+
+def _handler_kind(handler: Mapping[str, Any]) -> str:
+    return "/".join(k for k in HANDLER_KINDS if k in handler) or "unknown"
+
+
+def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Settings) -> Plan:
+    """What lameduck must own in this Deployment under this policy, and what stands in the way."""
+    spec = policy.spec
+    sidecar = settings.sidecar
+    ref = deployment_ref(deployment)
+    pod = pod_spec(deployment)
+    containers: list[Mapping[str, Any]] = list(pod.get("containers") or [])
+    init_containers: list[Mapping[str, Any]] = list(pod.get("initContainers") or [])
+    findings = _Findings(take_over=spec.on_conflict is ConflictStrategy.TAKE_OVER)
+
+    candidates = [c for c in containers if c.get("name") != SIDECAR_NAME]
+    if spec.containers:
+        apps = [c for c in candidates if c.get("name") in spec.containers]
+        if not apps:
+            findings.blocking("none of the containers named by the policy exist: " + ", ".join(spec.containers))
+    else:
+        apps = candidates
+        if not apps:
+            findings.blocking("the pod template has no app container")
+
+    for existing in [*containers, *init_containers]:
+        if existing.get("name") == SIDECAR_NAME and not _is_our_sidecar(existing, sidecar):
+            findings.blocking(
+                f'a container named "{SIDECAR_NAME}" already exists and is not lameduck\'s sidecar '
+                f"(image {existing.get('image', '?')})"
+            )
+    uses_sidecar = spec.hold.method is HoldMethod.SIDECAR
+    if uses_sidecar:
+        for c in [*containers, *init_containers]:
+            if c.get("name") == SIDECAR_NAME:
+                continue
+            if any(p.get("containerPort") == sidecar.port for p in c.get("ports") or []):
+                findings.blocking(f'container "{c.get("name")}" already uses port {sidecar.port}, the sidecar\'s port')
+
+    pod_intent: dict[str, Any] = {}
+    app_entries = []
+    for c in apps:
+        name = str(c.get("name"))
+        wanted = hold_handler(spec, sidecar, name)
+        current = (c.get("lifecycle") or {}).get("preStop")
+        if current and current != wanted and not is_lameduck_hold(current, sidecar):
+            findings.replaceable(f'container "{name}" already has a preStop hook ({_handler_kind(current)})')
+        app_entries.append({"name": name, "lifecycle": {"preStop": wanted}})
+    pod_intent["containers"] = app_entries
+
+    if uses_sidecar:
+        injected = sidecar_container(spec, sidecar, policy.ref, app_ports(apps))
+        pod_intent["initContainers" if sidecar.native else "containers"] = (
+            [injected] if sidecar.native else [*app_entries, injected]
+        )
+
+    total = budget.budget_seconds(spec)
+    current_grace = pod.get("terminationGracePeriodSeconds")
+    grace = budget.grace_period_to_apply(total, current_grace)
+    if grace is not None:
+        if current_grace is not None:
+            findings.replaceable(f"terminationGracePeriodSeconds is {current_grace}, below the budget of {total}s")
+        pod_intent["terminationGracePeriodSeconds"] = grace
+
+    if spec.readiness_gate:
+        gates = list(pod.get("readinessGates") or [])
+        ours = {"conditionType": READINESS_CONDITION}
+        if ours not in gates:
+            if gates:
+                # readinessGates is an atomic list: owning it means owning everyone's gates.
+                findings.replaceable("readinessGates is already set by another manager (an atomic list)")
+            pod_intent["readinessGates"] = [*gates, ours]
+
+    deployment_spec: dict[str, Any] = {"template": {"spec": pod_intent}}
+    min_ready = budget.min_ready_seconds(spec)
+    current_min_ready = (deployment.get("spec") or {}).get("minReadySeconds")
+    if min_ready is not None and (current_min_ready is None or current_min_ready < min_ready):
+        if current_min_ready:
+            findings.replaceable(f"minReadySeconds is {current_min_ready}, below the required {min_ready}")
+        deployment_spec["minReadySeconds"] = min_ready
+
+    intent = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": ref.name,
+            "namespace": ref.namespace,
+            "annotations": {POLICY_ANNOTATION: policy.ref.annotation_value},
+        },
+        "spec": deployment_spec,
+    }
+    return Plan(
+        deployment=ref,
+        policy=policy.ref,
+        budget_seconds=total,
+        app_containers=tuple(str(c.get("name")) for c in apps),
+        intent=intent,
+        conflicts=tuple(findings.conflicts),
+        taken_over=tuple(findings.taken_over),
+    )
+
+
+def _is_our_sidecar(container: Mapping[str, Any], sidecar: SidecarSettings) -> bool:
+    return image_repository(str(container.get("image", ""))) == image_repository(sidecar.image)

@@ -1,0 +1,60 @@
+"""Server-side-apply-like merging of an intent into a manifest, and the subset test.
+
+Only the list and map shapes lameduck's intent touches are modelled: containers and
+init containers merge by name (as the API server's list-map does); a preStop handler is
+replaced whole because its handler fields are mutually exclusive; other lists are atomic.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+KEYED_LISTS = {"containers": "name", "initContainers": "name", "env": "name", "ports": "containerPort"}
+REPLACED_WHOLE = frozenset({"preStop"})
+
+
+def merge(base: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of base with intent applied on top."""
+    result: dict[str, Any] = copy.deepcopy(dict(base))
+    for key, value in intent.items():
+        current = result.get(key)
+        if key in REPLACED_WHOLE:
+            result[key] = copy.deepcopy(value)
+        elif isinstance(value, Mapping) and isinstance(current, Mapping):
+            result[key] = merge(current, value)
+        elif key in KEYED_LISTS and isinstance(value, list) and isinstance(current, list):
+            result[key] = _merge_keyed(current, value, KEYED_LISTS[key])
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _merge_keyed(current: list[Any], incoming: list[Any], key: str) -> list[Any]:
+    merged = [copy.deepcopy(item) for item in current]
+    index = {item.get(key): pos for pos, item in enumerate(merged) if isinstance(item, Mapping)}
+    for item in incoming:
+        pos = index.get(item.get(key))
+        if pos is None:
+            merged.append(copy.deepcopy(item))
+        else:
+            merged[pos] = merge(merged[pos], item)
+    return merged
+
+
+def is_subset(intent: Any, actual: Any, key: str | None = None) -> bool:
+    """Whether actual already carries everything intent says (server defaults may add more)."""
+    if isinstance(intent, Mapping):
+        if not isinstance(actual, Mapping):
+            return False
+        if key in REPLACED_WHOLE and set(intent) != set(actual):
+            return False
+        return all(k in actual and is_subset(v, actual[k], k) for k, v in intent.items())
+    if isinstance(intent, list) and key in KEYED_LISTS:
+        if not isinstance(actual, list):
+            return False
+        item_key = KEYED_LISTS[key]
+        by_key = {a.get(item_key): a for a in actual if isinstance(a, Mapping)}
+        return all(i.get(item_key) in by_key and is_subset(i, by_key[i.get(item_key)]) for i in intent)
+    return bool(intent == actual)

@@ -1,0 +1,475 @@
+"""The GracefulPolicy API as typed values: parsing, defaulting and validation.
+
+The rules here mirror the CRD (OpenAPI + CEL) in crds/, which `crdgen` builds from the
+same constants, so the CLI and the operator reject exactly what the API server rejects,
+with the same field paths and messages.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+GROUP = "lameduck.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND_NAMESPACED = "GracefulPolicy"
+KIND_CLUSTER = "ClusterGracefulPolicy"
+POLICY_KINDS = (KIND_NAMESPACED, KIND_CLUSTER)
+
+SKIP_ANNOTATION = f"{GROUP}/skip"
+POLICY_ANNOTATION = f"{GROUP}/policy"
+READINESS_CONDITION = f"{GROUP}/endpoints-ready"
+SIDECAR_NAME = "lameduck"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class Mode(StrEnum):
+    ENFORCE = "Enforce"
+    AUDIT = "Audit"
+
+
+class ApplyStrategy(StrEnum):
+    ON_NEXT_ROLLOUT = "OnNextRollout"
+    IMMEDIATE = "Immediate"
+
+
+class HoldMethod(StrEnum):
+    SIDECAR = "Sidecar"
+    SLEEP = "Sleep"
+
+
+class ConflictStrategy(StrEnum):
+    REPORT = "Report"
+    TAKE_OVER = "TakeOver"
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+# Go-style durations restricted to the units a policy needs; CEL's duration() parses these.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_MAX_LENGTH = 32
+CONTAINER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CONTAINER_NAME_MAX_LENGTH = 63
+MAX_CONTAINERS = 64
+MAX_SELECTOR_EXPRESSIONS = 32
+MAX_SELECTOR_VALUES = 64
+BUDGET_MARGIN_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class DurationRule:
+    """Bounds and default of one duration field; shared with the CRD generator."""
+
+    default: str
+    minimum: str
+    maximum: str
+
+    @property
+    def seconds(self) -> tuple[float, float, float]:
+        """(default, minimum, maximum) in seconds."""
+        return (_known_duration(self.default), _known_duration(self.minimum), _known_duration(self.maximum))
+
+    @property
+    def message(self) -> str:
+        return f"must be a duration between {self.minimum} and {self.maximum}, such as 500ms, 2s or 1m30s"
+
+
+@dataclass(frozen=True)
+class IntRule:
+    minimum: int
+    maximum: int
+    default: int | None = None
+
+
+PROPAGATION_DELAY = DurationRule(default="2s", minimum="0s", maximum="5m")
+QUIET_PERIOD = DurationRule(default="1s", minimum="0s", maximum="1m")
+MAX_HOLD = DurationRule(default="30s", minimum="1s", maximum="10m")
+DRAIN_TIMEOUT = DurationRule(default="30s", minimum="0s", maximum="1h")
+MAX_CONCURRENT_ROLLOUTS = IntRule(minimum=1, maximum=1000, default=5)
+PRIORITY = IntRule(minimum=-1000, maximum=1000, default=0)
+TERMINATION_GRACE_PERIOD = IntRule(minimum=1, maximum=7200)
+MIN_READY_SECONDS = IntRule(minimum=0, maximum=3600)
+
+# Messages of the cross-field rules; the CRD's CEL rules carry the same text.
+MSG_PROPAGATION_OVER_MAX_HOLD = "must not be longer than maxHold"
+MSG_QUIET_OVER_MAX_HOLD = "must not be longer than maxHold"
+MSG_GRACE_UNDER_BUDGET = "must be at least maxHold + drainTimeout"
+MSG_SELECTOR_VALUES = "values must be non-empty for operators In and NotIn, and empty for Exists and DoesNotExist"
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration such as "1m30s", or None when it is not one."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        return None
+    return sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _DURATION_PART.findall(text))
+
+
+def _known_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return seconds
+
+
+def format_seconds(seconds: float) -> str:
+    """A short human duration: 2s, 1m30s, 500ms."""
+    if seconds < 1 and seconds != 0:
+        return f"{round(seconds * 1000)}ms"
+    whole = int(seconds)
+    minutes, secs = divmod(whole, 60)
+    frac = seconds - whole
+    sec_text = f"{secs + frac:g}s" if (secs or frac or not minutes) else ""
+    return f"{minutes}m{sec_text}" if minutes else sec_text
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class PolicyInvalid(ValueError):
+    """A policy body that the API server would reject; carries every error found."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+@dataclass(frozen=True)
+class Requirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A Kubernetes label selector; the empty selector matches everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[Requirement, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    kind: str
+    name: str
+    namespace: str | None = None
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.kind == KIND_CLUSTER
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind} {self.namespace}/{self.name}"
+        return f"{self.kind} {self.name}"
+
+    @property
+    def annotation_value(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class HoldSpec:
+    method: HoldMethod
+    propagation_delay: float
+    quiet_period: float
+    max_hold: float
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    selector: LabelSelector
+    namespace_selector: LabelSelector | None
+    mode: Mode
+    apply: ApplyStrategy
+    max_concurrent_rollouts: int
+    containers: tuple[str, ...]
+    hold: HoldSpec
+    drain_timeout: float
+    termination_grace_period_seconds: int | None
+    readiness_gate: bool
+    min_ready_seconds: int | None
+    priority: int
+    on_conflict: ConflictStrategy
+
+
+@dataclass(frozen=True)
+class Policy:
+    ref: PolicyRef
+    spec: PolicySpec
+    generation: int = 0
+
+
+class _Reader:
+    """Walks an untrusted body, collecting errors with their field paths."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(FieldError(path, message))
+
+    def obj(self, value: Any, path: str, known: Sequence[str]) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.error(path, "must be of type object")
+            return {}
+        for key in value:
+            if key not in known:
+                self.error(f"{path}.{key}", f'unknown field "{path}.{key}"')
+        return value
+
+    def string(self, value: Any, path: str) -> str | None:
+        if not isinstance(value, str):
+            self.error(path, "must be of type string")
+            return None
+        return value
+
+    def boolean(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.error(path, "must be of type boolean")
+            return default
+        return value
+
+    def integer(self, value: Any, path: str, rule: IntRule) -> int | None:
+        if value is None:
+            return rule.default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(path, "must be of type integer")
+            return rule.default
+        if value < rule.minimum:
+            self.error(path, f"should be greater than or equal to {rule.minimum}")
+        elif value > rule.maximum:
+            self.error(path, f"should be less than or equal to {rule.maximum}")
+        return value
+
+    def defaulted_integer(self, value: Any, path: str, rule: IntRule) -> int:
+        parsed = self.integer(value, path, rule)
+        assert rule.default is not None, "only for fields with a default"
+        return rule.default if parsed is None else parsed
+
+    def enum(self, value: Any, path: str, enum: type[E], default: E) -> E:
+        if value is None:
+            return default
+        text = self.string(value, path)
+        if text is None:
+            return default
+        try:
+            return enum(text)
+        except ValueError:
+            supported = ", ".join(f'"{m.value}"' for m in enum)
+            self.error(path, f'Unsupported value: "{text}": supported values: {supported}')
+            return default
+
+    def duration(self, value: Any, path: str, rule: DurationRule) -> float:
+        default, lower, upper = rule.seconds
+        if value is None:
+            return default
+        text = self.string(value, path)
+        if text is None:
+            return default
+        if len(text) > DURATION_MAX_LENGTH:
+            self.error(path, f"may not be longer than {DURATION_MAX_LENGTH}")
+            return default
+        seconds = parse_duration(text)
+        if seconds is None or not lower <= seconds <= upper:
+            self.error(path, rule.message)
+            return default
+        return seconds
+
+    def selector(self, value: Any, path: str) -> LabelSelector:
+        body = self.obj(value, path, ("matchLabels", "matchExpressions"))
+        labels: list[tuple[str, str]] = []
+        raw_labels = body.get("matchLabels")
+        if raw_labels is not None:
+            if not isinstance(raw_labels, Mapping):
+                self.error(f"{path}.matchLabels", "must be of type object")
+            else:
+                for key, val in raw_labels.items():
+                    if self.string(val, f"{path}.matchLabels.{key}") is not None:
+                        labels.append((str(key), val))
+        requirements: list[Requirement] = []
+        raw_exprs = body.get("matchExpressions")
+        if raw_exprs is not None:
+            exprs_path = f"{path}.matchExpressions"
+            if not isinstance(raw_exprs, list):
+                self.error(exprs_path, "must be of type array")
+                raw_exprs = []
+            self.max_items(raw_exprs, exprs_path, MAX_SELECTOR_EXPRESSIONS)
+            values_ok = True
+            for index, raw in enumerate(raw_exprs):
+                req = self.requirement(raw, f"{exprs_path}[{index}]")
+                if req is None:
+                    continue
+                needs_values = req.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+                values_ok = values_ok and (bool(req.values) == needs_values)
+                requirements.append(req)
+            if not values_ok:
+                self.error(exprs_path, MSG_SELECTOR_VALUES)
+        return LabelSelector(tuple(sorted(labels)), tuple(requirements))
+
+    def requirement(self, value: Any, path: str) -> Requirement | None:
+        body = self.obj(value, path, ("key", "operator", "values"))
+        if "key" not in body:
+            self.error(f"{path}.key", "Required value")
+        if "operator" not in body:
+            self.error(f"{path}.operator", "Required value")
+        if "key" not in body or "operator" not in body:
+            return None
+        key = self.string(body["key"], f"{path}.key")
+        operator = self.enum(body["operator"], f"{path}.operator", SelectorOperator, SelectorOperator.IN)
+        values: list[str] = []
+        raw_values = body.get("values")
+        if raw_values is not None:
+            if not isinstance(raw_values, list):
+                self.error(f"{path}.values", "must be of type array")
+            else:
+                self.max_items(raw_values, f"{path}.values", MAX_SELECTOR_VALUES)
+                for index, item in enumerate(raw_values):
+                    text = self.string(item, f"{path}.values[{index}]")
+                    if text is not None:
+                        values.append(text)
+        if key is None:
+            return None
+        return Requirement(key, operator, tuple(values))
+
+    def max_items(self, items: list[Any], path: str, limit: int) -> None:
+        if len(items) > limit:
+            self.error(path, f"Too many: {len(items)}: must have at most {limit} items")
+
+    def container_names(self, value: Any, path: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.error(path, "must be of type array")
+            return ()
+        self.max_items(value, path, MAX_CONTAINERS)
+        names: list[str] = []
+        for index, item in enumerate(value):
+            item_path = f"{path}[{index}]"
+            name = self.string(item, item_path)
+            if name is None:
+                continue
+            if len(name) > CONTAINER_NAME_MAX_LENGTH:
+                self.error(item_path, f"may not be longer than {CONTAINER_NAME_MAX_LENGTH}")
+            elif not re.fullmatch(CONTAINER_NAME_PATTERN, name):
+                self.error(item_path, f"should match '{CONTAINER_NAME_PATTERN}'")
+            elif name in names:
+                self.error(item_path, f'Duplicate value: "{name}"')
+            else:
+                names.append(name)
+        return tuple(names)
+
+
+SPEC_FIELDS = (
+    "selector",
+    "mode",
+    "apply",
+    "maxConcurrentRollouts",
+    "containers",
+    "hold",
+    "drainTimeout",
+    "terminationGracePeriodSeconds",
+    "readinessGate",
+    "minReadySeconds",
+    "priority",
+    "onConflict",
+)
+CLUSTER_SPEC_FIELDS = (*SPEC_FIELDS, "namespaceSelector")
+HOLD_FIELDS = ("method", "propagationDelay", "quietPeriod", "maxHold")
+
+
+def parse_policy(body: Mapping[str, Any]) -> Policy:
+    """Parse a GracefulPolicy or ClusterGracefulPolicy object; raise PolicyInvalid."""
+    kind = body.get("kind")
+    if kind not in POLICY_KINDS:
+        raise PolicyInvalid([FieldError("kind", f"must be one of {', '.join(POLICY_KINDS)}")])
+    if body.get("apiVersion") != API_VERSION:
+        raise PolicyInvalid([FieldError("apiVersion", f'must be "{API_VERSION}"')])
+    meta = body.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise PolicyInvalid([FieldError("metadata.name", "Required value")])
+    namespace = meta.get("namespace") if kind == KIND_NAMESPACED else None
+    ref = PolicyRef(kind=str(kind), name=name, namespace=namespace or None)
+    generation = meta.get("generation") or 0
+    return Policy(ref=ref, spec=parse_spec(body.get("spec"), cluster=ref.is_cluster), generation=int(generation))
+
+
+def parse_spec(raw: Any, *, cluster: bool) -> PolicySpec:
+    """Parse and default a policy spec; raise PolicyInvalid listing every error."""
+    r = _Reader()
+    spec = r.obj(raw, "spec", CLUSTER_SPEC_FIELDS if cluster else SPEC_FIELDS)
+    hold_body = r.obj(spec.get("hold"), "spec.hold", HOLD_FIELDS)
+    hold = HoldSpec(
+        method=r.enum(hold_body.get("method"), "spec.hold.method", HoldMethod, HoldMethod.SIDECAR),
+        propagation_delay=r.duration(
+            hold_body.get("propagationDelay"), "spec.hold.propagationDelay", PROPAGATION_DELAY
+        ),
+        quiet_period=r.duration(hold_body.get("quietPeriod"), "spec.hold.quietPeriod", QUIET_PERIOD),
+        max_hold=r.duration(hold_body.get("maxHold"), "spec.hold.maxHold", MAX_HOLD),
+    )
+    gate_body = r.obj(spec.get("readinessGate"), "spec.readinessGate", ("enabled",))
+    parsed = PolicySpec(
+        selector=r.selector(spec.get("selector"), "spec.selector"),
+        namespace_selector=r.selector(spec.get("namespaceSelector"), "spec.namespaceSelector") if cluster else None,
+        mode=r.enum(spec.get("mode"), "spec.mode", Mode, Mode.ENFORCE),
+        apply=r.enum(spec.get("apply"), "spec.apply", ApplyStrategy, ApplyStrategy.ON_NEXT_ROLLOUT),
+        max_concurrent_rollouts=r.defaulted_integer(
+            spec.get("maxConcurrentRollouts"), "spec.maxConcurrentRollouts", MAX_CONCURRENT_ROLLOUTS
+        ),
+        containers=r.container_names(spec.get("containers"), "spec.containers"),
+        hold=hold,
+        drain_timeout=r.duration(spec.get("drainTimeout"), "spec.drainTimeout", DRAIN_TIMEOUT),
+        termination_grace_period_seconds=r.integer(
+            spec.get("terminationGracePeriodSeconds"), "spec.terminationGracePeriodSeconds", TERMINATION_GRACE_PERIOD
+        ),
+        readiness_gate=r.boolean(gate_body.get("enabled"), "spec.readinessGate.enabled", default=False),
+        min_ready_seconds=r.integer(spec.get("minReadySeconds"), "spec.minReadySeconds", MIN_READY_SECONDS),
+        priority=r.defaulted_integer(spec.get("priority"), "spec.priority", PRIORITY),
+        on_conflict=r.enum(spec.get("onConflict"), "spec.onConflict", ConflictStrategy, ConflictStrategy.REPORT),
+    )
+    if not r.errors:
+        _check_cross_field(r, parsed)
+    if r.errors:
+        raise PolicyInvalid(r.errors)
+    return parsed
+
+
+def _check_cross_field(r: _Reader, spec: PolicySpec) -> None:
+    """Rules spanning fields; the CRD states each as a CEL rule with the same message."""
+    if spec.hold.propagation_delay > spec.hold.max_hold:
+        r.error("spec.hold.propagationDelay", MSG_PROPAGATION_OVER_MAX_HOLD)
+    if spec.hold.quiet_period > spec.hold.max_hold:
+        r.error("spec.hold.quietPeriod", MSG_QUIET_OVER_MAX_HOLD)
+    grace = spec.termination_grace_period_seconds
+    if grace is not None and grace < spec.hold.max_hold + spec.drain_timeout:
+        r.error("spec.terminationGracePeriodSeconds", MSG_GRACE_UNDER_BUDGET)
+
+
+def whole_seconds(seconds: float) -> int:
+    """Kubernetes takes whole seconds; round up so a budget is never short."""
+    return math.ceil(seconds - 1e-9)
