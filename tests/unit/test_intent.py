@@ -1,0 +1,275 @@
+"""The intent lameduck owns in a Deployment: holds, sidecar, budget, gates, and conflicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lameduck_operator.logic.budget import budget_seconds
+from lameduck_operator.logic.intent import Plan, plan_deployment
+from lameduck_operator.model import parse_spec
+from lameduck_operator.settings import Settings, SidecarSettings
+from tests.unit.builders import container, deployment, policy
+
+SETTINGS = Settings()
+CLASSIC = Settings(sidecar=SidecarSettings(native=False))
+HOLD_APP = {"httpGet": {"path": "/hold/app", "port": 9901, "scheme": "HTTP"}}
+
+
+def pod(plan: Plan) -> dict[str, Any]:
+    spec: dict[str, Any] = plan.intent["spec"]["template"]["spec"]
+    return spec
+
+
+def env(container_body: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_body["env"]}
+
+
+@pytest.mark.parametrize(
+    ("spec", "budget"),
+    [
+        ({}, 65),
+        ({"hold": {"maxHold": "10s"}, "drainTimeout": "0s"}, 15),
+        ({"hold": {"maxHold": "1.2s", "propagationDelay": "1s"}, "drainTimeout": "1s"}, 8),
+        ({"hold": {"maxHold": "2m"}, "drainTimeout": "45s"}, 170),
+        ({"terminationGracePeriodSeconds": 300}, 300),
+        ({"hold": {"maxHold": "10m"}, "drainTimeout": "1h"}, 4205),
+    ],
+)
+def test_budget(spec: dict[str, Any], budget: int) -> None:
+    assert budget_seconds(parse_spec(spec, cluster=False)) == budget
+
+
+def test_every_app_container_gets_its_own_hold() -> None:
+    d = deployment(containers=[container("app", 8080), container("admin", 9090, 8080), container("worker")])
+    plan = plan_deployment(d, policy(), SETTINGS)
+    assert plan.conflicts == ()
+    assert plan.app_containers == ("app", "admin", "worker")
+    assert [c["name"] for c in pod(plan)["containers"]] == ["app", "admin", "worker"]
+    for c in pod(plan)["containers"]:
+        assert c["lifecycle"]["preStop"]["httpGet"]["path"] == f"/hold/{c['name']}"
+        assert set(c) == {"name", "lifecycle"}, "lameduck owns only the hold in app containers"
+    sidecar = pod(plan)["initContainers"][0]
+    assert env(sidecar)["LAMEDUCK_APP_PORTS"] == "8080,9090"
+
+
+def test_named_containers_only() -> None:
+    d = deployment(containers=[container("app", 8080), container("log-shipper", 24224)])
+    plan = plan_deployment(d, policy(spec={"containers": ["app", "absent"]}), SETTINGS)
+    assert plan.conflicts == ()
+    assert plan.app_containers == ("app",)
+    assert [c["name"] for c in pod(plan)["containers"]] == ["app"]
+    assert env(pod(plan)["initContainers"][0])["LAMEDUCK_APP_PORTS"] == "8080"
+
+
+def test_policy_naming_only_absent_containers_is_reported_not_applied() -> None:
+    plan = plan_deployment(deployment(), policy(spec={"containers": ["web", "api"]}), SETTINGS)
+    assert plan.conflicts == ("none of the containers named by the policy exist: web, api",)
+
+
+@pytest.mark.parametrize(
+    ("handler", "kind"),
+    [
+        ({"exec": {"command": ["sleep", "15"]}}, "exec"),
+        ({"httpGet": {"path": "/shutdown", "port": 8080}}, "httpGet"),
+        ({"httpGet": {"path": "/hold/app", "port": 8080}}, "httpGet"),
+        ({"tcpSocket": {"port": 8080}}, "tcpSocket"),
+        ({"sleep": {"seconds": 15}}, "sleep"),
+    ],
+)
+def test_existing_prestop_of_any_kind_is_a_conflict(handler: dict[str, Any], kind: str) -> None:
+    d = deployment(containers=[container("app", 8080, lifecycle={"preStop": handler})])
+    plan = plan_deployment(d, policy(), SETTINGS)
+    assert plan.conflicts == (f'container "app" already has a preStop hook ({kind})',)
+    taken = plan_deployment(d, policy(spec={"onConflict": "TakeOver"}), SETTINGS)
+    assert taken.conflicts == ()
+    assert taken.taken_over == (f'container "app" already has a preStop hook ({kind})',)
+    assert pod(taken)["containers"][0]["lifecycle"]["preStop"] == HOLD_APP
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        HOLD_APP,
+        {"httpGet": {"path": "/hold/app", "port": 9901, "scheme": "HTTP"}},
+        {"httpGet": {"path": "/hold/old", "port": 9901}},
+    ],
+)
+def test_lameduck_own_hold_is_no_conflict(handler: dict[str, Any]) -> None:
+    d = deployment(containers=[container("app", lifecycle={"preStop": handler})])
+    assert plan_deployment(d, policy(), SETTINGS).conflicts == ()
+
+
+def test_other_lifecycle_hooks_stay_and_are_not_owned() -> None:
+    d = deployment(containers=[container("app", lifecycle={"postStart": {"exec": {"command": ["true"]}}})])
+    plan = plan_deployment(d, policy(), SETTINGS)
+    assert plan.conflicts == ()
+    assert pod(plan)["containers"][0]["lifecycle"] == {"preStop": HOLD_APP}
+
+
+@pytest.mark.parametrize(
+    ("existing", "in_intent", "conflict"),
+    [
+        (None, 65, False),
+        (30, 65, True),
+        (64, 65, True),
+        (65, None, False),
+        (120, None, False),
+    ],
+)
+def test_grace_period(existing: int | None, in_intent: int | None, conflict: bool) -> None:
+    extra = {} if existing is None else {"terminationGracePeriodSeconds": existing}
+    d = deployment(**extra)
+    plan = plan_deployment(d, policy(), SETTINGS)
+    assert pod(plan).get("terminationGracePeriodSeconds") == in_intent
+    reason = f"terminationGracePeriodSeconds is {existing}, below the budget of 65s"
+    assert (reason in plan.conflicts) is conflict
+    taken = plan_deployment(d, policy(spec={"onConflict": "TakeOver"}), SETTINGS)
+    assert taken.conflicts == ()
+    assert pod(taken).get("terminationGracePeriodSeconds") == in_intent
+
+
+def test_explicit_grace_period_of_the_policy() -> None:
+    plan = plan_deployment(deployment(), policy(spec={"terminationGracePeriodSeconds": 90}), SETTINGS)
+    assert plan.budget_seconds == 90
+    assert pod(plan)["terminationGracePeriodSeconds"] == 90
+
+
+@pytest.mark.parametrize(
+    ("existing_gates", "intent_gates", "conflict"),
+    [
+        (None, [{"conditionType": "lameduck.dev/endpoints-ready"}], False),
+        ([{"conditionType": "lameduck.dev/endpoints-ready"}], None, False),
+        (
+            [{"conditionType": "example.com/lb-ready"}],
+            [{"conditionType": "example.com/lb-ready"}, {"conditionType": "lameduck.dev/endpoints-ready"}],
+            True,
+        ),
+    ],
+)
+def test_readiness_gate(existing_gates: Any, intent_gates: Any, conflict: bool) -> None:
+    extra = {} if existing_gates is None else {"readinessGates": existing_gates}
+    d = deployment(**extra)
+    plan = plan_deployment(d, policy(spec={"readinessGate": {"enabled": True}}), SETTINGS)
+    assert pod(plan).get("readinessGates") == intent_gates
+    assert bool(plan.conflicts) is conflict
+    assert plan.intent["spec"]["minReadySeconds"] == 2, "defaults to propagationDelay"
+    taken = plan_deployment(d, policy(spec={"readinessGate": {"enabled": True}, "onConflict": "TakeOver"}), SETTINGS)
+    assert taken.conflicts == ()
+    assert pod(taken).get("readinessGates") == intent_gates, "other gates are kept when taking over"
+
+
+def test_no_gate_and_no_min_ready_by_default() -> None:
+    plan = plan_deployment(deployment(readinessGates=[{"conditionType": "x/y"}]), policy(), SETTINGS)
+    assert "readinessGates" not in pod(plan)
+    assert "minReadySeconds" not in plan.intent["spec"]
+    assert plan.conflicts == ()
+
+
+@pytest.mark.parametrize(
+    ("spec", "existing", "in_intent", "conflict"),
+    [
+        ({"readinessGate": {"enabled": True}, "hold": {"propagationDelay": "2.5s"}}, None, 3, False),
+        ({"minReadySeconds": 10}, None, 10, False),
+        ({"minReadySeconds": 10}, 0, 10, False),
+        ({"minReadySeconds": 10}, 5, 10, True),
+        ({"minReadySeconds": 10}, 30, None, False),
+    ],
+)
+def test_min_ready_seconds(spec: dict[str, Any], existing: int | None, in_intent: int | None, conflict: bool) -> None:
+    d = deployment()
+    if existing is not None:
+        d["spec"]["minReadySeconds"] = existing
+    plan = plan_deployment(d, policy(spec=spec), SETTINGS)
+    assert plan.intent["spec"].get("minReadySeconds") == in_intent
+    assert bool(plan.conflicts) is conflict
+
+
+def test_native_sidecar_is_a_restartable_init_container_after_existing_ones() -> None:
+    istio = container("istio-proxy", 15090, restartPolicy="Always")
+    migrate = container("migrate")
+    d = deployment(initContainers=[migrate, istio])
+    plan = plan_deployment(d, policy(), SETTINGS)
+    assert plan.conflicts == ()
+    assert plan.app_containers == ("app",), "native sidecars of others are not app containers"
+    (sidecar,) = pod(plan)["initContainers"]
+    assert sidecar["name"] == "lameduck"
+    assert sidecar["restartPolicy"] == "Always"
+    assert "lifecycle" not in sidecar
+
+
+def test_sidecar_carries_policy_settings_identity_and_restricted_security() -> None:
+    spec = {"hold": {"propagationDelay": "1500ms", "quietPeriod": "3s", "maxHold": "1m30s"}}
+    plan = plan_deployment(deployment(), policy("web", "shop", spec), SETTINGS)
+    (sidecar,) = pod(plan)["initContainers"]
+    values = env(sidecar)
+    assert values["LAMEDUCK_PROPAGATION_DELAY"] == "1.5s"
+    assert values["LAMEDUCK_QUIET_PERIOD"] == "3s"
+    assert values["LAMEDUCK_MAX_HOLD"] == "1m30s"
+    assert values["LAMEDUCK_POLICY"] == "GracefulPolicy/shop/web"
+    assert values["LAMEDUCK_POD_NAME"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
+    assert values["LAMEDUCK_POD_NAMESPACE"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    security = sidecar["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sidecar["resources"]["limits"]["memory"] == "96Mi"
+
+
+def test_classic_sidecar_is_a_container_that_joins_the_hold() -> None:
+    plan = plan_deployment(deployment(), policy(), CLASSIC)
+    assert "initContainers" not in pod(plan)
+    app, sidecar = pod(plan)["containers"]
+    assert app == {"name": "app", "lifecycle": {"preStop": HOLD_APP}}
+    assert sidecar["name"] == "lameduck"
+    assert "restartPolicy" not in sidecar
+    assert sidecar["lifecycle"]["preStop"]["httpGet"]["path"] == "/hold/lameduck"
+
+
+def test_sleep_method_needs_no_sidecar() -> None:
+    spec = {"hold": {"method": "Sleep", "maxHold": "19.5s"}, "drainTimeout": "10s"}
+    plan = plan_deployment(deployment(), policy(spec=spec), SETTINGS)
+    assert pod(plan)["containers"] == [{"name": "app", "lifecycle": {"preStop": {"sleep": {"seconds": 20}}}}]
+    assert "initContainers" not in pod(plan)
+    assert pod(plan)["terminationGracePeriodSeconds"] == 35
+
+
+@pytest.mark.parametrize("where", ["containers", "initContainers"])
+def test_foreign_container_named_lameduck_always_blocks(where: str) -> None:
+    foreign = container("lameduck", image="example.com/lameduck-bot:2")
+    d = deployment(containers=[container("app"), foreign] if where == "containers" else None)
+    if where == "initContainers":
+        d["spec"]["template"]["spec"]["initContainers"] = [foreign]
+    for on_conflict in ("Report", "TakeOver"):
+        plan = plan_deployment(d, policy(spec={"onConflict": on_conflict}), SETTINGS)
+        assert any('a container named "lameduck" already exists' in c for c in plan.conflicts)
+
+
+def test_our_sidecar_of_another_version_is_no_conflict() -> None:
+    ours = container("lameduck", image="lameduck/sidecar:0.0.9", restartPolicy="Always")
+    d = deployment(initContainers=[ours])
+    plan = plan_deployment(d, policy(), SETTINGS)
+    assert plan.conflicts == ()
+    assert plan.app_containers == ("app",)
+
+
+def test_sidecar_port_already_taken_blocks() -> None:
+    d = deployment(containers=[container("app", 9901)])
+    plan = plan_deployment(d, policy(), SETTINGS)
+    assert plan.conflicts == ('container "app" already uses port 9901, the sidecar\'s port',)
+    sleep_plan = plan_deployment(d, policy(spec={"hold": {"method": "Sleep"}}), SETTINGS)
+    assert sleep_plan.conflicts == (), "no sidecar, no port needed"
+
+
+def test_intent_names_the_deployment_and_policy() -> None:
+    plan = plan_deployment(deployment("api", "shop"), policy("web", None), SETTINGS)
+    assert plan.intent["apiVersion"] == "apps/v1"
+    assert plan.intent["kind"] == "Deployment"
+    assert plan.intent["metadata"] == {
+        "name": "api",
+        "namespace": "shop",
+        "annotations": {"lameduck.dev/policy": "ClusterGracefulPolicy/web"},
+    }
