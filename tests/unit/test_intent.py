@@ -119,7 +119,7 @@ def test_other_lifecycle_hooks_stay_and_are_not_owned() -> None:
     ],
 )
 def test_grace_period(existing: int | None, in_intent: int | None, conflict: bool) -> None:
-    extra = {} if existing is None else {"terminationGracePeriodSeconds": existing}
+    extra: dict[str, Any] = {} if existing is None else {"terminationGracePeriodSeconds": existing}
     d = deployment(**extra)
     plan = plan_deployment(d, policy(), SETTINGS)
     assert pod(plan).get("terminationGracePeriodSeconds") == in_intent
