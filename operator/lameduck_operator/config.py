@@ -1,0 +1,67 @@
+"""Operator configuration from the environment, read once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lameduck_operator.settings import DEFAULT_EXCLUDED_NAMESPACES, DEFAULT_SIDECAR_IMAGE, Settings, SidecarSettings
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    settings: Settings
+    namespace: str
+    http_port: int
+    status_interval_seconds: float
+    log_level: str
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as err:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from err
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("true", "1", "yes"):
+        return True
+    if raw in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def load_config(env: Mapping[str, str]) -> OperatorConfig:
+    """Build the configuration from environment variables (names documented in README)."""
+    namespace = env.get("LAMEDUCK_NAMESPACE", "lameduck-system")
+    extra = [n.strip() for n in env.get("LAMEDUCK_EXCLUDED_NAMESPACES", "").split(",") if n.strip()]
+    sidecar = SidecarSettings(
+        image=env.get("LAMEDUCK_SIDECAR_IMAGE", DEFAULT_SIDECAR_IMAGE),
+        image_pull_policy=env.get("LAMEDUCK_SIDECAR_IMAGE_PULL_POLICY", "IfNotPresent"),
+        port=_int(env, "LAMEDUCK_SIDECAR_PORT", 9901),
+        native=_bool(env, "LAMEDUCK_NATIVE_SIDECAR", True),
+    )
+    if not 1 <= sidecar.port <= 65535:
+        raise ConfigError(f"LAMEDUCK_SIDECAR_PORT must be a port number, got {sidecar.port}")
+    settings = Settings(
+        sidecar=sidecar,
+        excluded_namespaces=frozenset((*DEFAULT_EXCLUDED_NAMESPACES, namespace, *extra)),
+    )
+    return OperatorConfig(
+        settings=settings,
+        namespace=namespace,
+        http_port=_int(env, "LAMEDUCK_HTTP_PORT", 8080),
+        status_interval_seconds=float(_int(env, "LAMEDUCK_STATUS_INTERVAL_MS", 1000)) / 1000,
+        log_level=env.get("LAMEDUCK_LOG_LEVEL", "INFO").upper(),
+    )

@@ -1,0 +1,391 @@
+"""The operator's view of the fleet and its reconcile loop.
+
+Handlers feed observed objects in; one loop decides (pure logic) and applies through a
+FleetApi, one Deployment at a time, and a second loop publishes policy statuses. Nothing
+here imports kopf or the API client, so tests drive it with a fake API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from lameduck_operator.logic.budget import budget_seconds
+from lameduck_operator.logic.compliance import State, Verdict
+from lameduck_operator.logic.reconcile import (
+    Action,
+    Decision,
+    DeploymentEvent,
+    decide,
+    revert_intent,
+    rollout_in_progress,
+)
+from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
+from lameduck_operator.logic.status import invalid_status, policy_status, summarize
+from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.model import (
+    GROUP,
+    KIND_NAMESPACED,
+    POLICY_ANNOTATION,
+    Policy,
+    PolicyInvalid,
+    PolicyRef,
+    parse_policy,
+)
+from lameduck_operator.settings import Settings
+
+FINALIZER = f"{GROUP}/revert"
+MAX_RETRY_SECONDS = 60.0
+log = logging.getLogger("lameduck.fleet")
+
+
+class ApplyConflict(Exception):
+    """The API server refused to let lameduck take fields another manager owns."""
+
+    def __init__(self, managers: list[str], message: str) -> None:
+        self.managers = managers
+        super().__init__(message)
+
+
+class FleetApi(Protocol):
+    async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]: ...
+
+    async def take_over_prestops(
+        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def apply_policy_status(self, ref: PolicyRef, status: Mapping[str, Any]) -> None: ...
+
+    async def set_policy_finalizer(self, ref: PolicyRef, present: bool) -> None: ...
+
+    async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None: ...
+
+
+@dataclass
+class PolicyState:
+    ref: PolicyRef
+    body: Mapping[str, Any]
+    policy: Policy | None
+    invalid: PolicyInvalid | None
+    deleting: bool
+    has_finalizer: bool
+    published: dict[str, Any] | None = None
+
+
+def policy_ref_of(body: Mapping[str, Any]) -> PolicyRef:
+    meta = body.get("metadata") or {}
+    kind = str(body.get("kind"))
+    return PolicyRef(kind, str(meta.get("name")), meta.get("namespace") if kind == KIND_NAMESPACED else None)
+
+
+class Fleet:
+    def __init__(
+        self,
+        settings: Settings,
+        api: FleetApi,
+        metrics: OperatorMetrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.metrics = metrics
+        self.clock = clock
+        self.monotonic = monotonic
+        self.policies: dict[PolicyRef, PolicyState] = {}
+        self.namespaces: dict[str, dict[str, str]] = {}
+        self.deployments: dict[DeploymentRef, dict[str, Any]] = {}
+        self.decisions: dict[DeploymentRef, Decision] = {}
+        self.errors: dict[DeploymentRef, tuple[PolicyRef | None, str]] = {}
+        self.rolling: dict[DeploymentRef, PolicyRef] = {}
+        self.waiting: dict[PolicyRef, set[DeploymentRef]] = defaultdict(set)
+        self.synced = asyncio.Event()
+        self._queue: asyncio.Queue[DeploymentRef] = asyncio.Queue()
+        self._queued: set[DeploymentRef] = set()
+        self._attempts: dict[DeploymentRef, int] = {}
+        self._dirty: set[PolicyRef] = set()
+        self._conflict_posted: dict[DeploymentRef, str] = {}
+
+    # ---- what the handlers observe ------------------------------------------------
+
+    def active_policies(self) -> list[Policy]:
+        return [s.policy for s in self.policies.values() if s.policy is not None and not s.deleting]
+
+    def policy_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        ref = policy_ref_of(body)
+        old = self.policies.get(ref)
+        if deleted:
+            self.policies.pop(ref, None)
+            self._enqueue_scope(ref)
+            return
+        meta = body.get("metadata") or {}
+        try:
+            policy, invalid = parse_policy(body), None
+        except PolicyInvalid as err:
+            policy, invalid = None, err
+        state = PolicyState(
+            ref=ref,
+            body=body,
+            policy=policy,
+            invalid=invalid,
+            deleting=bool(meta.get("deletionTimestamp")),
+            has_finalizer=FINALIZER in (meta.get("finalizers") or []),
+            published=old.published if old else None,
+        )
+        self.policies[ref] = state
+        self._dirty.add(ref)
+        changed = (
+            old is None
+            or (old.body.get("metadata") or {}).get("generation") != meta.get("generation")
+            or old.deleting != state.deleting
+        )
+        if changed:
+            self._enqueue_scope(ref)
+
+    def namespace_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name"))
+        labels = dict(meta.get("labels") or {})
+        if deleted:
+            self.namespaces.pop(name, None)
+            return
+        if self.namespaces.get(name) != labels:
+            self.namespaces[name] = labels
+            for ref in self.deployments:
+                if ref.namespace == name:
+                    self.enqueue(ref)
+
+    def deployment_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        ref = deployment_ref(body)
+        if deleted:
+            self.deployments.pop(ref, None)
+            gone = self.decisions.pop(ref, None)
+            self.errors.pop(ref, None)
+            self._set_rolling(ref, None)
+            if gone is not None and gone.verdict.policy is not None:
+                self._dirty.add(gone.verdict.policy)
+            return
+        self._store(dict(body))
+        self.enqueue(ref)
+
+    def _store(self, body: dict[str, Any]) -> None:
+        ref = deployment_ref(body)
+        self.deployments[ref] = body
+        decision = self.decisions.get(ref)
+        policy = decision.verdict.policy if decision else None
+        self._set_rolling(ref, policy if rollout_in_progress(body) else None)
+
+    def _set_rolling(self, ref: DeploymentRef, policy: PolicyRef | None) -> None:
+        before = self.rolling.get(ref)
+        if policy is None:
+            self.rolling.pop(ref, None)
+        else:
+            self.rolling[ref] = policy
+        if before is not None and before != policy:
+            # A rollout ended: Deployments waiting their turn under that policy may go.
+            for waiting in sorted(self.waiting.get(before, ()), key=str):
+                self.enqueue(waiting)
+
+    def in_flight(self, policy: PolicyRef) -> int:
+        return sum(1 for p in self.rolling.values() if p == policy)
+
+    def enqueue(self, ref: DeploymentRef) -> None:
+        if ref not in self._queued:
+            self._queued.add(ref)
+            self._queue.put_nowait(ref)
+            self.metrics.queue_depth.set(len(self._queued))
+
+    def _enqueue_scope(self, ref: PolicyRef) -> None:
+        for deployment in list(self.deployments):
+            if ref.namespace is None or deployment.namespace == ref.namespace:
+                self.enqueue(deployment)
+
+    # ---- the reconcile loop -------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.synced.wait()
+        while True:
+            ref = await self._queue.get()
+            self._queued.discard(ref)
+            self.metrics.queue_depth.set(len(self._queued))
+            try:
+                await self.reconcile(ref)
+            except Exception:  # one bad Deployment never stops the loop
+                log.exception("reconcile of %s failed", ref)
+                self._retry_later(ref)
+
+    async def drain(self) -> None:
+        """Reconcile until the queue is empty (tests and start-up)."""
+        while self._queued:
+            ref = self._queue.get_nowait()
+            self._queued.discard(ref)
+            await self.reconcile(ref)
+
+    async def reconcile(self, ref: DeploymentRef) -> None:
+        body = self.deployments.get(ref)
+        if body is None:
+            return
+        started = self.monotonic()
+        decision = decide(
+            body, self.active_policies(), self.settings, self.namespaces.get(ref.namespace), self.in_flight
+        )
+        previous = self.decisions.get(ref)
+        result = "unchanged"
+        try:
+            if decision.action is Action.APPLY and decision.intent is not None:
+                if decision.replace_prestop:
+                    stored = await self.api.take_over_prestops(body, decision.replace_prestop, decision.intent)
+                else:
+                    stored = await self.api.apply_deployment(decision.intent, decision.force)
+                self._store(stored)
+                result = "applied"
+            elif decision.action is Action.REVERT:
+                self._store(await self.api.apply_deployment(revert_intent(body), False))
+                result = "reverted"
+            elif decision.verdict.state is State.CONFLICT:
+                result = "conflict"
+            elif decision.verdict.reason.startswith("waits its turn"):
+                result = "waiting"
+            self.errors.pop(ref, None)
+            self._attempts.pop(ref, None)
+        except ApplyConflict as conflict:
+            reason = f"another manager owns fields lameduck needs: {conflict}"
+            decision = replace(
+                decision,
+                action=Action.NONE,
+                verdict=Verdict(ref, decision.verdict.policy, State.CONFLICT, reason),
+                event=DeploymentEvent("Conflict", reason, warning=True),
+            )
+            result = "conflict"
+        except Exception as err:
+            self.metrics.api_errors.labels(operation=decision.action.value.lower()).inc()
+            self.errors[ref] = (decision.verdict.policy, f"{type(err).__name__}: {err}")
+            self.metrics.reconciles.labels(result="error").inc()
+            self._retry_later(ref)
+            self._record(ref, decision, previous)
+            log.warning("could not %s %s: %s", decision.action.value.lower(), ref, err)
+            return
+        self._record(ref, decision, previous)
+        self.metrics.reconciles.labels(result=result).inc()
+        self.metrics.reconcile_seconds.observe(self.monotonic() - started)
+        await self._tell(ref, decision)
+
+    def _record(self, ref: DeploymentRef, decision: Decision, previous: Decision | None) -> None:
+        self.decisions[ref] = decision
+        policy = decision.verdict.policy
+        body = self.deployments.get(ref)
+        self._set_rolling(ref, policy if body is not None and rollout_in_progress(body) else None)
+        for waiting in self.waiting.values():
+            waiting.discard(ref)
+        if policy is not None and decision.verdict.reason.startswith("waits its turn"):
+            self.waiting[policy].add(ref)
+        for touched in (previous.verdict.policy if previous else None, policy):
+            if touched is not None:
+                self._dirty.add(touched)
+        for loss in decision.losses + (previous.losses if previous else ()):
+            self._dirty.add(loss.policy)
+
+    async def _tell(self, ref: DeploymentRef, decision: Decision) -> None:
+        event = decision.event
+        if event is None:
+            self._conflict_posted.pop(ref, None)
+            return
+        if decision.action is Action.NONE:
+            # Conflicts are told once per distinct reason, not on every resync.
+            if self._conflict_posted.get(ref) == event.message:
+                return
+            self._conflict_posted[ref] = event.message
+        try:
+            await self.api.post_event(self.deployments[ref], event)
+        except Exception as err:  # events are best effort
+            self.metrics.api_errors.labels(operation="event").inc()
+            log.info("could not post event on %s: %s", ref, err)
+
+    def _retry_later(self, ref: DeploymentRef) -> None:
+        attempts = self._attempts.get(ref, 0) + 1
+        self._attempts[ref] = attempts
+        delay = min(MAX_RETRY_SECONDS, 2.0 ** (attempts - 1))
+        asyncio.get_running_loop().call_later(delay, self.enqueue, ref)
+
+    # ---- policy status ---------------------------------------------------------------
+
+    async def publish_forever(self, interval: float) -> None:
+        await self.synced.wait()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.publish()
+            except Exception:
+                log.exception("publishing policy status failed")
+
+    async def publish(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        verdicts = [(r, d.verdict.policy, d.verdict.state, d.verdict.reason) for r, d in self.decisions.items()]
+        losses = [(r, loss) for r, d in self.decisions.items() for loss in d.losses]
+        self._update_gauges()
+        for ref in sorted(dirty, key=str):
+            state = self.policies.get(ref)
+            if state is None:
+                continue
+            try:
+                await self._publish_one(state, verdicts, losses)
+            except Exception as err:
+                self.metrics.api_errors.labels(operation="status").inc()
+                self._dirty.add(ref)
+                log.warning("could not publish status of %s: %s", ref, err)
+
+    async def _publish_one(
+        self,
+        state: PolicyState,
+        verdicts: list[tuple[DeploymentRef, PolicyRef | None, State, str]],
+        losses: list[tuple[DeploymentRef, Any]],
+    ) -> None:
+        if state.deleting:
+            if state.has_finalizer and not self._carries(state.ref):
+                await self.api.set_policy_finalizer(state.ref, False)
+                state.has_finalizer = False
+            elif state.has_finalizer:
+                self._dirty.add(state.ref)  # check again once reverts have landed
+            return
+        if not state.has_finalizer:
+            await self.api.set_policy_finalizer(state.ref, True)
+            state.has_finalizer = True
+        existing = state.published or dict(state.body.get("status") or {})
+        generation = int((state.body.get("metadata") or {}).get("generation") or 0)
+        if state.policy is None:
+            assert state.invalid is not None
+            status = invalid_status(state.invalid, generation, existing, self.clock())
+        else:
+            summary = summarize(state.ref, verdicts, losses, self.errors)
+            status = policy_status(state.policy, summary, budget_seconds(state.policy.spec), existing, self.clock())
+        if status != state.published:
+            await self.api.apply_policy_status(state.ref, status)
+            state.published = status
+
+    def _carries(self, ref: PolicyRef) -> bool:
+        """Whether any Deployment still carries lameduck fields applied for this policy."""
+        marker = ref.annotation_value
+        return any(
+            ((d.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION) == marker
+            for d in self.deployments.values()
+        )
+
+    def _update_gauges(self) -> None:
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for decision in self.decisions.values():
+            if decision.verdict.policy is not None:
+                counts[(str(decision.verdict.policy), decision.verdict.state.value)] += 1
+        self.metrics.managed.clear()
+        for (policy, state), count in counts.items():
+            self.metrics.managed.labels(policy=policy, state=state).set(count)
+        self.metrics.rollouts_in_flight.clear()
+        for policy in {str(p) for p in self.rolling.values()}:
+            self.metrics.rollouts_in_flight.labels(policy=policy).set(
+                sum(1 for p in self.rolling.values() if str(p) == policy)
+            )

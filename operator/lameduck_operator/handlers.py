@@ -1,0 +1,50 @@
+"""kopf handlers: each passes what it observed to the fleet and returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from lameduck_operator.model import GROUP, VERSION
+from lameduck_operator.runtime import Runtime
+
+
+def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
+    """Handlers bound to one runtime, in a registry of their own (nothing registers at import)."""
+    registry = kopf.OperatorRegistry()
+
+    def fleet_of() -> Any:
+        if runtime.fleet is None:
+            raise kopf.TemporaryError("operator not started", delay=1)
+        return runtime.fleet
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # lameduck posts its own Events; kopf would post one per log line.
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 270
+        settings.watching.client_timeout = 300
+        await runtime.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await runtime.stop()
+
+    @kopf.on.event("apps", "v1", "deployments", registry=registry)
+    async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
+        fleet_of().deployment_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    @kopf.on.event(GROUP, VERSION, "gracefulpolicies", registry=registry)
+    async def policy_event(event: kopf.RawEvent, **_: Any) -> None:
+        fleet_of().policy_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    @kopf.on.event(GROUP, VERSION, "clustergracefulpolicies", registry=registry)
+    async def cluster_policy_event(event: kopf.RawEvent, **_: Any) -> None:
+        fleet_of().policy_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def namespace_event(event: kopf.RawEvent, **_: Any) -> None:
+        fleet_of().namespace_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    return registry

@@ -1,0 +1,194 @@
+"""FleetApi on the official Kubernetes client: server-side apply with field manager lameduck."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from lameduck_operator.fleet import FINALIZER, ApplyConflict
+from lameduck_operator.logic.ownership import FIELD_MANAGER
+from lameduck_operator.logic.reconcile import DeploymentEvent
+from lameduck_operator.model import API_VERSION, GROUP, KIND_CLUSTER, VERSION, PolicyRef
+
+APPLY = "application/apply-patch+yaml"
+JSON_PATCH = "application/json-patch+json"
+TAKEOVER_MANAGER = f"{FIELD_MANAGER}-takeover"
+PLURALS = {"GracefulPolicy": "gracefulpolicies", "ClusterGracefulPolicy": "clustergracefulpolicies"}
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data = json.loads(response.data)
+    assert isinstance(data, dict)
+    return data
+
+
+def conflict_from(err: ApiException) -> ApplyConflict:
+    """An SSA 409 names the managers that own the contested fields."""
+    try:
+        message = str(json.loads(err.body or "{}").get("message") or err)
+    except ValueError:
+        message = str(err.body or err)
+    managers = sorted(set(re.findall(r'conflicts? with "([^"]+)"', message)))
+    return ApplyConflict(managers, message)
+
+
+class KubeApi:
+    """Blocking client calls run in threads so the operator's event loop never stalls."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.instance = socket.gethostname()
+
+    # ---- Deployments ----------------------------------------------------------------
+
+    def _apply(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
+        meta = intent["metadata"]
+        try:
+            return _json(
+                self.apps.patch_namespaced_deployment(
+                    meta["name"],
+                    meta["namespace"],
+                    dict(intent),
+                    field_manager=FIELD_MANAGER,
+                    force=force,
+                    _content_type=APPLY,
+                    _preload_content=False,
+                )
+            )
+        except ApiException as err:
+            if err.status == 409:
+                raise conflict_from(err) from err
+            raise
+
+    async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
+        return await asyncio.to_thread(self._apply, intent, force)
+
+    def _take_over(
+        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        meta = deployment["metadata"]
+        wanted = {c["name"]: c["lifecycle"]["preStop"] for c in intent["spec"]["template"]["spec"]["containers"]}
+        ops: list[dict[str, Any]] = []
+        for index, container in enumerate(deployment["spec"]["template"]["spec"]["containers"]):
+            if container["name"] in containers:
+                path = f"/spec/template/spec/containers/{index}"
+                ops.append({"op": "test", "path": f"{path}/name", "value": container["name"]})
+                ops.append({"op": "replace", "path": f"{path}/lifecycle/preStop", "value": wanted[container["name"]]})
+        # One template change replaces the other handler kind with ours (apply alone would
+        # leave both, which the API rejects); the apply then owns the result.
+        self.apps.patch_namespaced_deployment(
+            meta["name"], meta["namespace"], ops, field_manager=TAKEOVER_MANAGER, _content_type=JSON_PATCH
+        )
+        stored = self._apply(intent, True)
+        entries = stored["metadata"].get("managedFields") or []
+        cleanup: list[dict[str, Any]] = []
+        for index in reversed(range(len(entries))):
+            if entries[index].get("manager") == TAKEOVER_MANAGER:
+                path = f"/metadata/managedFields/{index}"
+                cleanup.append({"op": "test", "path": f"{path}/manager", "value": TAKEOVER_MANAGER})
+                cleanup.append({"op": "remove", "path": path})
+        if not cleanup:
+            return stored
+        return _json(
+            self.apps.patch_namespaced_deployment(
+                meta["name"], meta["namespace"], cleanup, _content_type=JSON_PATCH, _preload_content=False
+            )
+        )
+
+    async def take_over_prestops(
+        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await asyncio.to_thread(self._take_over, deployment, containers, intent)
+
+    # ---- policies -------------------------------------------------------------------
+
+    def _apply_policy(self, ref: PolicyRef, body: dict[str, Any], status: bool) -> None:
+        kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
+        plural = PLURALS[ref.kind]
+        if ref.kind == KIND_CLUSTER and status:
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, plural, ref.name, body, **kwargs)
+        elif ref.kind == KIND_CLUSTER:
+            self.custom.patch_cluster_custom_object(GROUP, VERSION, plural, ref.name, body, **kwargs)
+        elif status:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, str(ref.namespace), plural, ref.name, body, **kwargs
+            )
+        else:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, str(ref.namespace), plural, ref.name, body, **kwargs
+            )
+
+    def _policy_body(self, ref: PolicyRef, **extra: Any) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": ref.name}
+        if ref.namespace:
+            meta["namespace"] = ref.namespace
+        return {"apiVersion": API_VERSION, "kind": ref.kind, "metadata": meta, **extra}
+
+    async def apply_policy_status(self, ref: PolicyRef, status: Mapping[str, Any]) -> None:
+        await asyncio.to_thread(self._apply_policy, ref, self._policy_body(ref, status=dict(status)), True)
+
+    async def set_policy_finalizer(self, ref: PolicyRef, present: bool) -> None:
+        body = self._policy_body(ref)
+        if present:
+            body["metadata"]["finalizers"] = [FINALIZER]
+        try:
+            await asyncio.to_thread(self._apply_policy, ref, body, False)
+        except ApiException as err:
+            if err.status != 404 or present:
+                raise
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for kind, plural in PLURALS.items():
+            listed = _json(self.custom.list_cluster_custom_object(GROUP, VERSION, plural, _preload_content=False))
+            for item in listed.get("items", []):
+                item.setdefault("kind", kind)
+                item.setdefault("apiVersion", API_VERSION)
+                found.append(item)
+        return found
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        return list(_json(self.core.list_namespace(_preload_content=False)).get("items", []))
+
+    # ---- events ---------------------------------------------------------------------
+
+    def _post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:
+        meta = deployment["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": "Warning" if event.warning else "Normal",
+            "source": {"component": "lameduck"},
+            "reportingComponent": "lameduck.dev/operator",
+            "reportingInstance": self.instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        # The client takes plain dicts as request bodies; its annotation names only the model.
+        self.core.create_namespaced_event(meta["namespace"], body)  # type: ignore[arg-type]
+
+    async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:
+        await asyncio.to_thread(self._post_event, deployment, event)

@@ -1,0 +1,98 @@
+"""Who set what: reading server-side-apply managedFields (FieldsV1) of a stored object.
+
+lameduck plans against the "foreign view" of a Deployment: only the fields some other
+manager owns. Fields only lameduck owns, and server defaults nobody owns, are left out, so
+lameduck's own earlier values never look like someone else's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+FIELD_MANAGER = "lameduck"
+
+FieldsTree = Mapping[str, Any]
+
+
+def _entries(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """managedFields entries of the main resource (status and scale are other subresources)."""
+    meta = obj.get("metadata") or {}
+    return [e for e in meta.get("managedFields") or [] if not e.get("subresource")]
+
+
+def managed_by(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> bool:
+    return any(e.get("manager") == manager for e in _entries(obj))
+
+
+def merge_trees(trees: list[FieldsTree]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for tree in trees:
+        for key, sub in tree.items():
+            merged[key] = merge_trees([merged.get(key) or {}, sub or {}])
+    return merged
+
+
+def _item_matches(selector: str, item: Any) -> bool:
+    kind, _, raw = selector.partition(":")
+    try:
+        wanted = json.loads(raw)
+    except ValueError:
+        return False
+    if kind == "k":
+        return isinstance(item, Mapping) and all(item.get(k) == v for k, v in wanted.items())
+    return bool(kind == "v" and item == wanted)
+
+
+def restrict(value: Any, tree: FieldsTree) -> Any:
+    """The parts of value that tree names; a leaf node (no children) keeps the whole value."""
+    children = {k: v for k, v in tree.items() if k != "."}
+    if not children:
+        return value
+    if isinstance(value, Mapping):
+        kept = {}
+        for key, sub_value in value.items():
+            sub_tree = tree.get(f"f:{key}")
+            if sub_tree is not None:
+                kept[key] = restrict(sub_value, sub_tree)
+        return kept
+    if isinstance(value, list):
+        items = []
+        for index, item in enumerate(value):
+            match = next((t for s, t in children.items() if _item_matches(s, item)), None)
+            if match is None:
+                match = children.get(f"i:{index}")
+            if match is not None:
+                items.append(restrict(item, match))
+        return items
+    return value
+
+
+def foreign_view(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
+    """The object as the other managers set it.
+
+    Objects without managedFields (manifests, very old objects) are taken whole.
+    """
+    entries = _entries(obj)
+    if not entries:
+        return dict(obj)
+    others = [e.get("fieldsV1") or {} for e in entries if e.get("manager") != manager]
+    view = restrict(obj, merge_trees(others))
+    meta = obj.get("metadata") or {}
+    # Identity is needed to plan whatever anyone owns.
+    view["metadata"] = {
+        **(view.get("metadata") or {}),
+        **{k: meta[k] for k in ("name", "namespace", "uid") if k in meta},
+    }
+    view.setdefault("apiVersion", obj.get("apiVersion"))
+    view.setdefault("kind", obj.get("kind"))
+    return dict(view)
+
+
+def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> str | None:
+    """The other manager that wrote last: the likeliest author of a change lameduck sees."""
+    others = [e for e in _entries(obj) if e.get("manager") != manager]
+    if not others:
+        return None
+    return str(max(others, key=lambda e: str(e.get("time", ""))).get("manager"))

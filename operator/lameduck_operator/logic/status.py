@@ -1,0 +1,159 @@
+"""A policy's status: counts, conditions and the non-compliant Deployments, from decisions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.selection import DeploymentRef, Loss
+from lameduck_operator.model import Mode, Policy, PolicyInvalid, PolicyRef
+
+MAX_LISTED = 20
+
+
+@dataclass
+class PolicySummary:
+    matched: int = 0
+    compliant: int = 0
+    pending: int = 0
+    conflicting: int = 0
+    skipped: int = 0
+    non_compliant: list[dict[str, str]] = field(default_factory=list)
+    lost_to: dict[PolicyRef, list[DeploymentRef]] = field(default_factory=dict)
+    errors: dict[DeploymentRef, str] = field(default_factory=dict)
+
+
+def summarize(
+    ref: PolicyRef,
+    verdicts: Iterable[tuple[DeploymentRef, PolicyRef | None, State, str]],
+    losses: Iterable[tuple[DeploymentRef, Loss]],
+    errors: Mapping[DeploymentRef, tuple[PolicyRef | None, str]],
+) -> PolicySummary:
+    """Count this policy's Deployments by state; note where it lost to another policy."""
+    summary = PolicySummary()
+    for deployment, policy, state, reason in sorted(verdicts, key=lambda v: (v[0].namespace, v[0].name)):
+        if policy != ref:
+            continue
+        if state is State.SKIPPED:
+            summary.skipped += 1
+            continue
+        if state is State.UNMANAGED:
+            continue
+        summary.matched += 1
+        if state is State.COMPLIANT:
+            summary.compliant += 1
+            continue
+        if state is State.PENDING:
+            summary.pending += 1
+        elif state is State.CONFLICT:
+            summary.conflicting += 1
+        if len(summary.non_compliant) < MAX_LISTED:
+            summary.non_compliant.append(
+                {"namespace": deployment.namespace, "name": deployment.name, "state": state.value, "reason": reason}
+            )
+    for deployment, loss in losses:
+        if loss.policy == ref:
+            summary.lost_to.setdefault(loss.winner, []).append(deployment)
+    summary.errors = {d: message for d, (policy, message) in errors.items() if policy == ref}
+    return summary
+
+
+def _condition(kind: str, true: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if true else "False", "reason": reason, "message": message}
+
+
+def _with_times(
+    new: list[dict[str, Any]], existing: Iterable[Mapping[str, Any]], now: datetime, generation: int
+) -> list[dict[str, Any]]:
+    """lastTransitionTime moves only when a condition's status changes."""
+    before = {c.get("type"): c for c in existing}
+    stamped = []
+    for condition in new:
+        old = before.get(condition["type"])
+        if old is None or old.get("status") != condition["status"] or not old.get("lastTransitionTime"):
+            when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        else:
+            when = old["lastTransitionTime"]
+        stamped.append({**condition, "lastTransitionTime": when, "observedGeneration": generation})
+    return stamped
+
+
+def _overlap_message(lost_to: Mapping[PolicyRef, list[DeploymentRef]]) -> str:
+    parts = []
+    for winner, deployments in sorted(lost_to.items(), key=lambda item: str(item[0])):
+        example = ", ".join(str(d) for d in deployments[:3])
+        parts.append(f"lost to {winner} on {len(deployments)} Deployment(s) ({example})")
+    return "; ".join(parts)
+
+
+def policy_status(
+    policy: Policy,
+    summary: PolicySummary,
+    budget_seconds: int,
+    existing: Mapping[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The status subresource of a valid policy."""
+    mode = "audited" if policy.spec.mode is Mode.AUDIT else "enforced"
+    ready = _condition(
+        "Ready",
+        True,
+        "Audited" if policy.spec.mode is Mode.AUDIT else "Enforced",
+        f"{mode}: {summary.compliant} of {summary.matched} matched Deployments compliant",
+    )
+    conflict_parts = []
+    if summary.conflicting:
+        conflict_parts.append(f"{summary.conflicting} Deployment(s) in conflict")
+    if summary.lost_to:
+        conflict_parts.append(_overlap_message(summary.lost_to))
+    conflict = _condition(
+        "Conflict",
+        bool(conflict_parts),
+        ("Overlap" if summary.lost_to else "DeploymentConflicts") if conflict_parts else "NoConflicts",
+        "; ".join(conflict_parts) or "no conflicts",
+    )
+    degraded = _condition(
+        "Degraded",
+        bool(summary.errors),
+        "ApplyErrors" if summary.errors else "AsExpected",
+        "; ".join(f"{d}: {m}" for d, m in sorted(summary.errors.items(), key=lambda i: str(i[0]))[:5])
+        or "all Deployments evaluated",
+    )
+    previous = (existing or {}).get("conditions") or []
+    return {
+        "observedGeneration": policy.generation,
+        "conditions": _with_times([ready, conflict, degraded], previous, now, policy.generation),
+        "matched": summary.matched,
+        "compliant": summary.compliant,
+        "pending": summary.pending,
+        "conflicting": summary.conflicting,
+        "skipped": summary.skipped,
+        "budgetSeconds": budget_seconds,
+        "nonCompliant": summary.non_compliant,
+    }
+
+
+def invalid_status(
+    error: PolicyInvalid, generation: int, existing: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """What a policy the API server let through but lameduck cannot use reports; nothing is applied."""
+    message = str(error)
+    conditions = [
+        _condition("Ready", False, "InvalidSpec", message),
+        _condition("Conflict", False, "NoConflicts", "not evaluated"),
+        _condition("Degraded", True, "InvalidSpec", message),
+    ]
+    previous = (existing or {}).get("conditions") or []
+    return {
+        "observedGeneration": generation,
+        "conditions": _with_times(conditions, previous, now, generation),
+        "matched": 0,
+        "compliant": 0,
+        "pending": 0,
+        "conflicting": 0,
+        "skipped": 0,
+        "nonCompliant": [],
+    }

@@ -1,0 +1,43 @@
+"""Prometheus metrics of the operator, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.reconciles = Counter(
+            "lameduck_reconciles_total",
+            "Deployment reconciles by result (applied, reverted, unchanged, waiting, conflict, error).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.reconcile_seconds = Histogram(
+            "lameduck_reconcile_duration_seconds",
+            "Time to decide and apply for one Deployment.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.managed = Gauge(
+            "lameduck_managed_deployments",
+            "Deployments by governing policy and state.",
+            ["policy", "state"],
+            registry=self.registry,
+        )
+        self.rollouts_in_flight = Gauge(
+            "lameduck_rollouts_in_flight",
+            "Deployments of a policy currently rolling out.",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.api_errors = Counter(
+            "lameduck_api_errors_total",
+            "Failed API requests by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "lameduck_queue_depth", "Deployments waiting to be reconciled.", registry=self.registry
+        )

@@ -1,0 +1,170 @@
+"""An in-memory API server for Fleet tests: server-side apply by field manager, roughly.
+
+Each Deployment keeps what other managers set (``base``) and what lameduck applied; the
+stored object is their merge, with managedFields trees so ownership logic sees real input.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lameduck_operator.fleet import FINALIZER, ApplyConflict
+from lameduck_operator.logic.merge import merge
+from lameduck_operator.logic.reconcile import DeploymentEvent
+from lameduck_operator.model import PolicyRef
+
+KEYED = {"containers": "name", "initContainers": "name", "env": "name"}
+
+
+def fields_tree(value: Any, key: str | None = None) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return {f"f:{k}": fields_tree(v, k) for k, v in value.items()}
+    if isinstance(value, list) and key in KEYED:
+        return {
+            f"k:{json.dumps({KEYED[key]: item[KEYED[key]]})}": {".": {}, **fields_tree(item)}
+            for item in value
+            if isinstance(item, Mapping)
+        }
+    return {}
+
+
+def _owned(intent: Mapping[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(dict(intent))
+    body.pop("apiVersion", None)
+    body.pop("kind", None)
+    meta = body.get("metadata", {})
+    meta.pop("name", None)
+    meta.pop("namespace", None)
+    return body
+
+
+@dataclass
+class StoredDeployment:
+    base: dict[str, Any]
+    applied: dict[str, Any] = field(default_factory=dict)
+    generation: int = 1
+    base_time: str = "2026-01-01T00:00:00Z"
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def view(self) -> dict[str, Any]:
+        obj = merge(self.base, self.applied) if self.applied else copy.deepcopy(self.base)
+        entries = [
+            {"manager": "kubectl", "operation": "Update", "time": self.base_time, "fieldsV1": fields_tree(self.base)}
+        ]
+        if self.applied:
+            entries.append(
+                {
+                    "manager": "lameduck",
+                    "operation": "Apply",
+                    "time": "2026-01-01T00:00:01Z",
+                    "fieldsV1": fields_tree(self.applied),
+                }
+            )
+        obj["metadata"]["managedFields"] = entries
+        obj["metadata"]["generation"] = self.generation
+        obj["status"] = copy.deepcopy(self.status)
+        return obj
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.deployments: dict[tuple[str, str], StoredDeployment] = {}
+        self.statuses: dict[PolicyRef, dict[str, Any]] = {}
+        self.finalizers: dict[PolicyRef, bool] = {}
+        self.events: list[tuple[str, DeploymentEvent]] = []
+        self.calls: list[str] = []
+        self.fail_next: dict[str, Exception] = {}
+        self.conflict_on: set[str] = set()
+
+    def add(self, body: dict[str, Any], replicas: int = 1) -> dict[str, Any]:
+        body = copy.deepcopy(body)
+        body["spec"]["replicas"] = replicas
+        stored = StoredDeployment(base=body)
+        stored.status = {
+            "observedGeneration": 1,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+        self.deployments[(body["metadata"]["namespace"], body["metadata"]["name"])] = stored
+        return stored.view()
+
+    def view(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.deployments[(namespace, name)].view()
+
+    def edit_base(self, namespace: str, name: str, edit: Any, when: str = "2026-02-01T00:00:00Z") -> dict[str, Any]:
+        stored = self.deployments[(namespace, name)]
+        edit(stored.base)
+        stored.base_time = when
+        return self._bump(stored)
+
+    def complete_rollout(self, namespace: str, name: str) -> dict[str, Any]:
+        stored = self.deployments[(namespace, name)]
+        replicas = stored.base["spec"]["replicas"]
+        stored.status = {
+            "observedGeneration": stored.generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+        return stored.view()
+
+    def _bump(self, stored: StoredDeployment) -> dict[str, Any]:
+        stored.generation += 1
+        stored.status = {**stored.status, "updatedReplicas": 0}
+        return stored.view()
+
+    def _maybe_fail(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.fail_next:
+            raise self.fail_next.pop(name)
+
+    async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
+        meta = intent["metadata"]
+        self._maybe_fail(f"apply {meta['namespace']}/{meta['name']}")
+        if meta["name"] in self.conflict_on and not force:
+            raise ApplyConflict(["helm"], 'Apply failed with 1 conflict: conflict with "helm": .spec.template')
+        stored = self.deployments[(meta["namespace"], meta["name"])]
+        before = stored.view()["spec"]["template"]
+        stored.applied = _owned(intent) if len(intent["metadata"]) > 2 or "spec" in intent else {}
+        after = stored.view()
+        if after["spec"]["template"] != before:
+            return self._bump(stored)
+        return after
+
+    async def take_over_prestops(
+        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        meta = deployment["metadata"]
+        stored = self.deployments[(meta["namespace"], meta["name"])]
+        for c in stored.base["spec"]["template"]["spec"]["containers"]:
+            if c["name"] in containers:
+                c.get("lifecycle", {}).pop("preStop", None)
+        return await self.apply_deployment(intent, True)
+
+    async def apply_policy_status(self, ref: PolicyRef, status: Mapping[str, Any]) -> None:
+        self._maybe_fail(f"status {ref}")
+        self.statuses[ref] = dict(status)
+
+    async def set_policy_finalizer(self, ref: PolicyRef, present: bool) -> None:
+        self._maybe_fail(f"finalizer {ref}")
+        self.finalizers[ref] = present
+
+    async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:
+        self.events.append((deployment["metadata"]["name"], event))
+
+
+def policy_body(
+    name: str, namespace: str | None = "shop", spec: dict[str, Any] | None = None, **meta: Any
+) -> dict[str, Any]:
+    kind = "GracefulPolicy" if namespace else "ClusterGracefulPolicy"
+    metadata: dict[str, Any] = {"name": name, "generation": 1, **meta}
+    if namespace:
+        metadata["namespace"] = namespace
+    if "finalizers" not in metadata:
+        metadata["finalizers"] = [FINALIZER]
+    return {"apiVersion": "lameduck.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec or {}}
