@@ -170,13 +170,15 @@ def _hold() -> dict[str, Any]:
         },
         "x-kubernetes-validations": [
             {
-                "rule": f"!{_is_duration('self.propagationDelay')} || !{max_hold_ok} || "
+                "rule": f"!has(self.propagationDelay) || !has(self.maxHold) || "
+                f"!{_is_duration('self.propagationDelay')} || !{max_hold_ok} || "
                 "duration(self.propagationDelay) <= duration(self.maxHold)",
                 "message": MSG_PROPAGATION_OVER_MAX_HOLD,
                 "fieldPath": ".propagationDelay",
             },
             {
-                "rule": f"!{_is_duration('self.quietPeriod')} || !{max_hold_ok} || "
+                "rule": f"!has(self.quietPeriod) || !has(self.maxHold) || "
+                f"!{_is_duration('self.quietPeriod')} || !{max_hold_ok} || "
                 "duration(self.quietPeriod) <= duration(self.maxHold)",
                 "message": MSG_QUIET_OVER_MAX_HOLD,
                 "fieldPath": ".quietPeriod",
@@ -264,10 +266,11 @@ def _spec(cluster: bool) -> dict[str, Any]:
         "properties": properties,
         "x-kubernetes-validations": [
             {
-                "rule": "!has(self.terminationGracePeriodSeconds) || "
+                "rule": "!has(self.terminationGracePeriodSeconds) || !has(self.hold) || "
+                "!has(self.hold.maxHold) || !has(self.drainTimeout) || "
                 f"!{_is_duration('self.hold.maxHold')} || !{_is_duration('self.drainTimeout')} || "
-                "duration(self.hold.maxHold) + duration(self.drainTimeout) <= "
-                "duration(string(self.terminationGracePeriodSeconds) + 's')",
+                "(duration(self.hold.maxHold) + duration(self.drainTimeout)).getMilliseconds() <= "
+                "self.terminationGracePeriodSeconds * 1000",
                 "message": MSG_GRACE_UNDER_BUDGET,
                 "fieldPath": ".terminationGracePeriodSeconds",
             }

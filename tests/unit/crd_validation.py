@@ -99,6 +99,22 @@ def _cel_true(rule: str, value: Any) -> bool:
     return bool(result)
 
 
+def default_errors(crd: Mapping[str, Any]) -> list[str]:
+    """The API server validates every default against its own schema node, CEL rules included."""
+    errors: list[str] = []
+
+    def walk(schema: Mapping[str, Any], path: str) -> None:
+        if "default" in schema:
+            _validate(schema, copy.deepcopy(schema["default"]), f"{path}.default", errors)
+        for name, sub in schema.get("properties", {}).items():
+            walk(sub, f"{path}.{name}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[]")
+
+    walk(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "")
+    return errors
+
+
 def validate(crd: Mapping[str, Any], obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """(the defaulted object, errors) as the API server would judge a create."""
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

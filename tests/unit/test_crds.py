@@ -10,7 +10,7 @@ import pytest
 
 from lameduck_operator.crdgen import crd_files
 from lameduck_operator.model import PolicyInvalid, parse_policy, parse_spec
-from tests.unit.crd_validation import validate
+from tests.unit.crd_validation import default_errors, validate
 from tests.unit.repo_data import INVALID_SPECS, REPO, InvalidExample, invalid_examples, load_yaml, valid_policy_files
 
 Crds = dict[str, dict[str, Any]]
@@ -48,6 +48,11 @@ def test_crds_have_status_short_names_and_printer_columns(crds_by_kind: Crds) ->
         assert {"Mode", "Matched", "Compliant", "Budget", "Age"} <= columns, kind
     assert crds_by_kind["GracefulPolicy"]["spec"]["scope"] == "Namespaced"
     assert crds_by_kind["ClusterGracefulPolicy"]["spec"]["scope"] == "Cluster"
+
+
+@pytest.mark.parametrize("kind", ["GracefulPolicy", "ClusterGracefulPolicy"])
+def test_every_default_passes_its_own_rules(crds_by_kind: Crds, kind: str) -> None:
+    assert default_errors(crds_by_kind[kind]) == []
 
 
 def test_crd_defaults_match_the_model(crds_by_kind: Crds) -> None:
