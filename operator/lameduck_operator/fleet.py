@@ -12,12 +12,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from lameduck_operator.logic.budget import budget_seconds
-from lameduck_operator.logic.compliance import State, Verdict
+from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.reconcile import (
     Action,
     Decision,
@@ -43,14 +43,6 @@ from lameduck_operator.settings import Settings
 FINALIZER = f"{GROUP}/revert"
 MAX_RETRY_SECONDS = 60.0
 log = logging.getLogger("lameduck.fleet")
-
-
-class ApplyConflict(Exception):
-    """The API server refused to let lameduck take fields another manager owns."""
-
-    def __init__(self, managers: list[str], message: str) -> None:
-        self.managers = managers
-        super().__init__(message)
 
 
 class FleetApi(Protocol):
@@ -242,7 +234,11 @@ class Fleet:
                 if decision.replace_prestop:
                     stored = await self.api.take_over_prestops(body, decision.replace_prestop, decision.intent)
                 else:
-                    stored = await self.api.apply_deployment(decision.intent, decision.force)
+                    # Forced: the plan has checked every field the intent sets against the
+                    # other managers' values and found none in the way (or TakeOver allows
+                    # it). What others still own there are API defaults their create or
+                    # update recorded, such as the grace period of 30s, which lameduck raises.
+                    stored = await self.api.apply_deployment(decision.intent, True)
                 self._store(stored)
                 result = "applied"
             elif decision.action is Action.REVERT:
@@ -254,15 +250,6 @@ class Fleet:
                 result = "waiting"
             self.errors.pop(ref, None)
             self._attempts.pop(ref, None)
-        except ApplyConflict as conflict:
-            reason = f"another manager owns fields lameduck needs: {conflict}"
-            decision = replace(
-                decision,
-                action=Action.NONE,
-                verdict=Verdict(ref, decision.verdict.policy, State.CONFLICT, reason),
-                event=DeploymentEvent("Conflict", reason, warning=True),
-            )
-            result = "conflict"
         except Exception as err:
             self.metrics.api_errors.labels(operation=decision.action.value.lower()).inc()
             self.errors[ref] = (decision.verdict.policy, f"{type(err).__name__}: {err}")

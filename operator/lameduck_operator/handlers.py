@@ -19,6 +19,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             raise kopf.TemporaryError("operator not started", delay=1)
         return runtime.fleet
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In-cluster service account first, else the kubeconfig: as the API client does."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         # lameduck posts its own Events; kopf would post one per log line.

@@ -21,6 +21,9 @@ def main() -> int:
         print(f"lameduck-operator: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if config.log_level != "DEBUG":
+        # kopf logs every handled watch event at INFO; lameduck logs what it does itself.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     runtime = Runtime(config)
     registry = build_registry(runtime)
     asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True))

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lameduck_operator.fleet import FINALIZER, ApplyConflict
+from lameduck_operator.fleet import FINALIZER
 from lameduck_operator.logic.merge import merge
 from lameduck_operator.logic.reconcile import DeploymentEvent
 from lameduck_operator.model import PolicyRef
@@ -30,6 +30,23 @@ def fields_tree(value: Any, key: str | None = None) -> dict[str, Any]:
             if isinstance(item, Mapping)
         }
     return {}
+
+
+def _take(base: Any, applied: Any, key: str | None = None) -> None:
+    """A forced apply takes differing values from other managers: they stop owning them."""
+    if not isinstance(base, dict) or not isinstance(applied, Mapping):
+        return
+    for name, value in applied.items():
+        if name not in base:
+            continue
+        if isinstance(value, Mapping):
+            _take(base[name], value, name)
+        elif isinstance(value, list) and name in KEYED and isinstance(base[name], list):
+            by_key = {item.get(KEYED[name]): item for item in base[name] if isinstance(item, dict)}
+            for item in value:
+                _take(by_key.get(item.get(KEYED[name])), item)
+        elif base[name] != value:
+            del base[name]
 
 
 def _owned(intent: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,7 +95,6 @@ class FakeApi:
         self.events: list[tuple[str, DeploymentEvent]] = []
         self.calls: list[str] = []
         self.fail_next: dict[str, Exception] = {}
-        self.conflict_on: set[str] = set()
 
     def add(self, body: dict[str, Any], replicas: int = 1) -> dict[str, Any]:
         body = copy.deepcopy(body)
@@ -126,11 +142,11 @@ class FakeApi:
     async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
         meta = intent["metadata"]
         self._maybe_fail(f"apply {meta['namespace']}/{meta['name']}")
-        if meta["name"] in self.conflict_on and not force:
-            raise ApplyConflict(["helm"], 'Apply failed with 1 conflict: conflict with "helm": .spec.template')
         stored = self.deployments[(meta["namespace"], meta["name"])]
         before = stored.view()["spec"]["template"]
         stored.applied = _owned(intent) if len(intent["metadata"]) > 2 or "spec" in intent else {}
+        if force:
+            _take(stored.base, stored.applied)
         after = stored.view()
         if after["spec"]["template"] != before:
             return self._bump(stored)

@@ -205,14 +205,26 @@ async def test_take_over_replaces_a_foreign_prestop(h: Harness) -> None:
     }
 
 
-async def test_apply_conflict_from_the_server_names_the_manager(h: Harness) -> None:
-    h.add("api")
-    h.api.conflict_on.add("api")
+async def test_conflicts_name_the_manager_that_set_the_value(h: Harness) -> None:
+    h.add(
+        "legacy",
+        containers=[container("app", lifecycle={"preStop": {"exec": {"command": ["sleep", "9"]}}})],
+        terminationGracePeriodSeconds=10,
+    )
     h.policy(apply="Immediate")
     await h.settle()
-    decision = h.fleet.decisions[DeploymentRef("shop", "api")]
-    assert decision.verdict.state is State.CONFLICT
-    assert 'conflict with "helm"' in decision.verdict.reason
+    decision = h.fleet.decisions[DeploymentRef("shop", "legacy")]
+    assert decision.verdict.reason == (
+        'container "app" already has a preStop hook (exec), set by kubectl; '
+        "terminationGracePeriodSeconds is 10, below the budget of 65s, set by kubectl"
+    )
+
+
+async def test_the_default_grace_period_is_raised_not_a_conflict(h: Harness) -> None:
+    h.add("api", terminationGracePeriodSeconds=30)
+    h.policy(apply="Immediate")
+    await h.settle()
+    assert h.pod("api")["terminationGracePeriodSeconds"] == 65
 
 
 async def test_api_errors_degrade_and_retry_while_others_proceed(h: Harness) -> None:

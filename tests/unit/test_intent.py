@@ -112,7 +112,8 @@ def test_other_lifecycle_hooks_stay_and_are_not_owned() -> None:
     ("existing", "in_intent", "conflict"),
     [
         (None, 65, False),
-        (30, 65, True),
+        (30, 65, False),  # the API default counts as unset
+        (20, 65, True),
         (64, 65, True),
         (65, None, False),
         (120, None, False),

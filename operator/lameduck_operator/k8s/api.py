@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from lameduck_operator.fleet import FINALIZER, ApplyConflict
+from lameduck_operator.fleet import FINALIZER
 from lameduck_operator.logic.ownership import FIELD_MANAGER
 from lameduck_operator.logic.reconcile import DeploymentEvent
 from lameduck_operator.model import API_VERSION, GROUP, KIND_CLUSTER, VERSION, PolicyRef
@@ -30,16 +29,6 @@ def _json(response: Any) -> dict[str, Any]:
     return data
 
 
-def conflict_from(err: ApiException) -> ApplyConflict:
-    """An SSA 409 names the managers that own the contested fields."""
-    try:
-        message = str(json.loads(err.body or "{}").get("message") or err)
-    except ValueError:
-        message = str(err.body or err)
-    managers = sorted(set(re.findall(r'conflicts? with "([^"]+)"', message)))
-    return ApplyConflict(managers, message)
-
-
 class KubeApi:
     """Blocking client calls run in threads so the operator's event loop never stalls."""
 
@@ -53,22 +42,17 @@ class KubeApi:
 
     def _apply(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
         meta = intent["metadata"]
-        try:
-            return _json(
-                self.apps.patch_namespaced_deployment(
-                    meta["name"],
-                    meta["namespace"],
-                    dict(intent),
-                    field_manager=FIELD_MANAGER,
-                    force=force,
-                    _content_type=APPLY,
-                    _preload_content=False,
-                )
+        return _json(
+            self.apps.patch_namespaced_deployment(
+                meta["name"],
+                meta["namespace"],
+                dict(intent),
+                field_manager=FIELD_MANAGER,
+                force=force,
+                _content_type=APPLY,
+                _preload_content=False,
             )
-        except ApiException as err:
-            if err.status == 409:
-                raise conflict_from(err) from err
-            raise
+        )
 
     async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
         return await asyncio.to_thread(self._apply, intent, force)

@@ -28,6 +28,13 @@ from lameduck_operator.model import (
 from lameduck_operator.settings import Settings, SidecarSettings, image_repository
 
 HOLD_PATH_PREFIX = "/hold/"
+# The API server's default: present in every stored pod template whether anyone chose it or
+# not, so it counts as unset (raising it takes nobody's choice away).
+DEFAULT_GRACE_SECONDS = 30
+
+# A field's path; ("name", "app") selects the item of a keyed list.
+FieldPath = tuple[str | tuple[str, str], ...]
+POD_PATH: FieldPath = ("spec", "template", "spec")
 HANDLER_KINDS = ("exec", "httpGet", "tcpSocket", "sleep")
 
 
@@ -42,6 +49,8 @@ class Plan:
     conflicts: tuple[str, ...] = ()
     # Other managers' values the intent replaces because the policy says TakeOver.
     taken_over: tuple[str, ...] = ()
+    # Where each conflict or take-over lies, to name who set it.
+    field_paths: tuple[tuple[str, FieldPath], ...] = ()
 
 
 def pod_spec(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -134,10 +143,12 @@ class _Findings:
         self.take_over = take_over
         self.conflicts: list[str] = []
         self.taken_over: list[str] = []
+        self.paths: list[tuple[str, FieldPath]] = []
 
-    def replaceable(self, what: str) -> None:
+    def replaceable(self, what: str, path: FieldPath) -> None:
         """Another manager's value the intent would replace: allowed only with TakeOver."""
         (self.taken_over if self.take_over else self.conflicts).append(what)
+        self.paths.append((what, path))
 
     def blocking(self, what: str) -> None:
         self.conflicts.append(what)
@@ -188,7 +199,10 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
         wanted = hold_handler(spec, sidecar, name)
         current = (c.get("lifecycle") or {}).get("preStop")
         if current and current != wanted and not is_lameduck_hold(current, sidecar):
-            findings.replaceable(f'container "{name}" already has a preStop hook ({_handler_kind(current)})')
+            findings.replaceable(
+                f'container "{name}" already has a preStop hook ({_handler_kind(current)})',
+                (*POD_PATH, "containers", ("name", name), "lifecycle", "preStop"),
+            )
         app_entries.append({"name": name, "lifecycle": {"preStop": wanted}})
     pod_intent["containers"] = app_entries
 
@@ -202,8 +216,11 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
     current_grace = pod.get("terminationGracePeriodSeconds")
     grace = budget.grace_period_to_apply(total, current_grace)
     if grace is not None:
-        if current_grace is not None:
-            findings.replaceable(f"terminationGracePeriodSeconds is {current_grace}, below the budget of {total}s")
+        if current_grace not in (None, DEFAULT_GRACE_SECONDS):
+            findings.replaceable(
+                f"terminationGracePeriodSeconds is {current_grace}, below the budget of {total}s",
+                (*POD_PATH, "terminationGracePeriodSeconds"),
+            )
         pod_intent["terminationGracePeriodSeconds"] = grace
 
     if spec.readiness_gate:
@@ -212,7 +229,9 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
         if ours not in gates:
             if gates:
                 # readinessGates is an atomic list: owning it means owning everyone's gates.
-                findings.replaceable("readinessGates is already set by another manager (an atomic list)")
+                findings.replaceable(
+                    "readinessGates is already set by another manager (an atomic list)", (*POD_PATH, "readinessGates")
+                )
             pod_intent["readinessGates"] = [*gates, ours]
 
     deployment_spec: dict[str, Any] = {"template": {"spec": pod_intent}}
@@ -220,7 +239,9 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
     current_min_ready = (deployment.get("spec") or {}).get("minReadySeconds")
     if min_ready is not None and (current_min_ready is None or current_min_ready < min_ready):
         if current_min_ready:
-            findings.replaceable(f"minReadySeconds is {current_min_ready}, below the required {min_ready}")
+            findings.replaceable(
+                f"minReadySeconds is {current_min_ready}, below the required {min_ready}", ("spec", "minReadySeconds")
+            )
         deployment_spec["minReadySeconds"] = min_ready
 
     intent = {
@@ -241,6 +262,7 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
         intent=intent,
         conflicts=tuple(findings.conflicts),
         taken_over=tuple(findings.taken_over),
+        field_paths=tuple(findings.paths),
     )
 
 

@@ -96,3 +96,28 @@ def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -
     if not others:
         return None
     return str(max(others, key=lambda e: str(e.get("time", ""))).get("manager"))
+
+
+def _child(tree: FieldsTree, step: str | tuple[str, str]) -> FieldsTree | None:
+    if isinstance(step, str):
+        found = tree.get(f"f:{step}")
+        return None if found is None else dict(found)
+    key, value = step
+    for selector, sub in tree.items():
+        if selector.startswith("k:") and _item_matches(selector, {key: value}):
+            return dict(sub)
+    return None
+
+
+def owners(obj: Mapping[str, Any], path: tuple[str | tuple[str, str], ...], manager: str = FIELD_MANAGER) -> list[str]:
+    """Other managers owning the field at path, or anything below it."""
+    found = []
+    for entry in _entries(obj):
+        if entry.get("manager") == manager:
+            continue
+        node: FieldsTree | None = entry.get("fieldsV1") or {}
+        for step in path:
+            node = _child(node, step) if node is not None else None
+        if node is not None:
+            found.append(str(entry.get("manager")))
+    return sorted(set(found))

@@ -10,8 +10,8 @@ from enum import StrEnum
 from typing import Any
 
 from lameduck_operator.logic.compliance import State, Verdict, check, missing_fields
-from lameduck_operator.logic.intent import HANDLER_KINDS, is_lameduck_hold, plan_deployment, pod_spec
-from lameduck_operator.logic.ownership import foreign_view, latest_other_manager, managed_by
+from lameduck_operator.logic.intent import HANDLER_KINDS, Plan, is_lameduck_hold, plan_deployment, pod_spec
+from lameduck_operator.logic.ownership import foreign_view, latest_other_manager, managed_by, owners
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
 from lameduck_operator.model import (
     GROUP,
@@ -48,8 +48,6 @@ class Decision:
     verdict: Verdict
     losses: tuple[Loss, ...] = ()
     intent: dict[str, Any] | None = None
-    # Take ownership of fields other managers hold (the policy says TakeOver).
-    force: bool = False
     # App containers whose own preStop handler must go before lameduck's can be applied.
     replace_prestop: tuple[str, ...] = ()
     starts_rollout: bool = False
@@ -100,6 +98,22 @@ def _foreign_prestops(foreign: Mapping[str, Any], containers: Iterable[str], set
     return tuple(replaced)
 
 
+def _name_owners(plan: Plan, deployment: Mapping[str, Any]) -> Plan:
+    """Conflicts say who set the value in the way, as managedFields tell it."""
+    named = {}
+    for reason, path in plan.field_paths:
+        who = owners(deployment, path)
+        if who:
+            named[reason] = f"{reason}, set by {', '.join(who)}"
+    if not named:
+        return plan
+    return replace(
+        plan,
+        conflicts=tuple(named.get(c, c) for c in plan.conflicts),
+        taken_over=tuple(named.get(t, t) for t in plan.taken_over),
+    )
+
+
 def decide(
     deployment: Mapping[str, Any],
     policies: Iterable[Policy],
@@ -126,7 +140,7 @@ def decide(
 
     spec = winner.spec
     foreign = foreign_view(deployment)
-    plan = plan_deployment(foreign, winner, settings)
+    plan = _name_owners(plan_deployment(foreign, winner, settings), deployment)
     verdict = check(deployment, plan)
     intent = with_digest(plan.intent)
     base = Decision(ref, Action.NONE, verdict, selection.losses, intent, budget_seconds=plan.budget_seconds)
@@ -172,7 +186,6 @@ def decide(
         verdict,
         selection.losses,
         intent,
-        force=take_over and bool(plan.taken_over),
         replace_prestop=_foreign_prestops(foreign, plan.app_containers, settings) if take_over else (),
         starts_rollout=starts_rollout,
         event=event,
