@@ -5,11 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint types contracts unit test-unit test crds check-crds clean
+.PHONY: help venv lint types contracts unit test-unit e2e test crds cluster-up cluster-down cluster-status clean
 
 help:
-	@echo "make test        lint, types, import contracts, unit tests (what CI runs)"
-	@echo "make test-unit   the same without a cluster"
+	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
+	@echo "make test-unit   lint, types, contracts, unit tests: no cluster, seconds"
+	@echo "make e2e         the e2e suite on \$$KUBECONFIG, or on the local cluster (brought up when unset)"
+	@echo "make cluster-up  start the local cluster (hack/cluster.sh) and print how to use it"
 	@echo "make crds        regenerate crds/ from operator/lameduck_operator/crdgen.py"
 
 $(STAMP): pyproject.toml
@@ -26,7 +28,7 @@ lint: $(STAMP)
 
 types: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy tests/unit
+	$(BIN)/mypy tests
 
 contracts: $(STAMP)
 	$(BIN)/lint-imports
@@ -36,7 +38,33 @@ unit: $(STAMP)
 
 test-unit: lint types contracts unit
 
+# With $$KUBECONFIG set the suite runs on that cluster (kind, a test cluster) and leaves it up.
+e2e: $(STAMP)
+	@if [ -n "$$KUBECONFIG" ]; then \
+		$(BIN)/pytest tests/e2e -m e2e -q $(PYTEST_ARGS); \
+	else \
+		bash hack/cluster.sh up && \
+		KUBECONFIG="$$(bash hack/cluster.sh kubeconfig)" $(BIN)/pytest tests/e2e -m e2e -q $(PYTEST_ARGS); \
+	fi
+
+# Unit, then e2e; a local cluster brought up for it is taken down again, pass or fail.
 test: test-unit
+	@if [ -n "$$KUBECONFIG" ]; then \
+		$(MAKE) --no-print-directory e2e; \
+	else \
+		status=0; $(MAKE) --no-print-directory e2e || status=$$?; \
+		bash hack/cluster.sh down; exit $$status; \
+	fi
+
+cluster-up:
+	bash hack/cluster.sh up
+	@echo "use it with: export KUBECONFIG=$$(bash hack/cluster.sh kubeconfig)"
+
+cluster-down:
+	bash hack/cluster.sh down
+
+cluster-status:
+	bash hack/cluster.sh status
 
 crds: $(STAMP)
 	$(BIN)/python -m lameduck_operator.crdgen crds

@@ -91,11 +91,17 @@ def foreign_view(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> dict[s
 
 
 def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> str | None:
-    """The other manager that wrote last: the likeliest author of a change lameduck sees."""
-    others = [e for e in _entries(obj) if e.get("manager") != manager]
-    if not others:
+    """The other manager that wrote after lameduck last did: the likeliest author of a change.
+
+    None when no other manager's entry is newer: a client that only removed fields owns
+    nothing afterwards and leaves no entry (the API audit log knows more).
+    """
+    entries = _entries(obj)
+    ours = max((str(e.get("time", "")) for e in entries if e.get("manager") == manager), default="")
+    newer = [e for e in entries if e.get("manager") != manager and str(e.get("time", "")) > ours]
+    if not newer:
         return None
-    return str(max(others, key=lambda e: str(e.get("time", ""))).get("manager"))
+    return str(max(newer, key=lambda e: str(e.get("time", ""))).get("manager"))
 
 
 def _child(tree: FieldsTree, step: str | tuple[str, str]) -> FieldsTree | None:

@@ -169,7 +169,7 @@ def decide(
             return replace(base, verdict=waiting)
 
     if ours and applied_digest == digest:
-        who = latest_other_manager(deployment) or "another client"
+        who = latest_other_manager(deployment) or "a client that left no managedFields entry"
         what = "; ".join(missing_fields(deployment, plan))
         event = DeploymentEvent("DriftRestored", f"{who} changed lameduck's fields ({what}); restored", warning=True)
     elif ours:
