@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint types contracts unit test-unit e2e test crds cluster-up cluster-down cluster-status clean
+.PHONY: help venv lint types contracts unit test-unit e2e test bench-operator crds cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
@@ -23,12 +23,12 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator sidecar tests
-	$(BIN)/ruff format --check operator sidecar tests
+	$(BIN)/ruff check operator sidecar tests bench
+	$(BIN)/ruff format --check operator sidecar tests bench
 
 types: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy tests
+	$(BIN)/mypy tests bench
 
 contracts: $(STAMP)
 	$(BIN)/lint-imports
@@ -55,6 +55,11 @@ test: test-unit
 		status=0; $(MAKE) --no-print-directory e2e || status=$$?; \
 		bash hack/cluster.sh down; exit $$status; \
 	fi
+
+# Time for one policy to bring 100 Deployments to compliant, and the operator's memory.
+bench-operator: $(STAMP)
+	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.operator_converge; else \
+		bash hack/cluster.sh up && KUBECONFIG="$$(bash hack/cluster.sh kubeconfig)" $(BIN)/python -m bench.operator_converge; fi
 
 cluster-up:
 	bash hack/cluster.sh up

@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from lameduck_operator.logic.reconcile import rollout_in_progress
-from tests.e2e.conftest import PAUSE_IMAGE, Kube, Operator, wait_until
+from tests.e2e.support import PAUSE_IMAGE, Kube, Operator, wait_until
 
 HOLD = {"httpGet": {"path": "/hold/app", "port": 9901, "scheme": "HTTP"}}
 

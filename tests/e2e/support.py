@@ -1,0 +1,157 @@
+"""Helpers shared by the e2e suite and the benchmarks: kubectl, polling, the operator process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+# A tiny image that runs forever; the local harness imports it as the pod sandbox image.
+PAUSE_IMAGE = os.environ.get("LAMEDUCK_E2E_PAUSE_IMAGE", "registry.k8s.io/pause:3.10.1")
+
+
+def wait_until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
+    """Poll until check returns something truthy; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (subprocess.CalledProcessError, KeyError, IndexError, TypeError, ValueError) as err:
+            last_error = err
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting until {what}" + (f" (last error: {last_error})" if last_error else "")
+    )
+
+
+class Kube:
+    """kubectl against one kubeconfig."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.binary = shutil.which("kubectl") or "kubectl"
+
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.binary, "--kubeconfig", self.kubeconfig, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
+        )
+
+    def apply(
+        self, *objects: dict[str, Any], namespace: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """kubectl apply (client-side, as most users and CI pipelines do)."""
+        args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+        return self.run(*args, input=yaml.safe_dump_all(objects), check=check)
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        args = ["get", kind, name, "-o", "json", "--show-managed-fields"]
+        if namespace:
+            args += ["-n", namespace]
+        body = json.loads(self.run(*args).stdout)
+        assert isinstance(body, dict)
+        return body
+
+    def items(self, kind: str, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
+        args = ["get", kind, "-n", namespace, "-o", "json"] + (["-l", selector] if selector else [])
+        return list(json.loads(self.run(*args).stdout)["items"])
+
+
+@dataclass
+class Operator:
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def metric(self, name: str, labels: str = "") -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + ("{" if labels or "{" in line.split(" ")[0] else " ")) and labels in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def ready(self) -> bool:
+        try:
+            return bool(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status == 200)
+        except OSError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _service_account_kubeconfig(kube: Kube, path: Path) -> None:
+    """A kubeconfig that authenticates as the operator's ServiceAccount, so its RBAC is what is tested."""
+    token = kube.run("create", "token", "lameduck-operator", "-n", "lameduck-system", "--duration=2h").stdout.strip()
+    view = json.loads(kube.run("config", "view", "--minify", "--raw", "-o", "json").stdout)
+    cluster = view["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "e2e", "cluster": cluster}],
+                "users": [{"name": "lameduck-operator", "user": {"token": token}}],
+                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "lameduck-operator"}}],
+                "current-context": "e2e",
+            }
+        )
+    )
+
+
+def start_operator(kube: Kube, workdir: Path, **env_overrides: str) -> Operator:
+    """The operator as a process on this machine, with exactly the RBAC of deploy/rbac.yaml."""
+    kube.run("create", "namespace", "lameduck-system", check=False)
+    kube.run("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+    sa_config = workdir / "kubeconfig"
+    _service_account_kubeconfig(kube, sa_config)
+    port = _free_port()
+    log = workdir / "operator.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(sa_config),
+        "LAMEDUCK_HTTP_PORT": str(port),
+        "LAMEDUCK_STATUS_INTERVAL_MS": "300",
+        "LAMEDUCK_NAMESPACE": "lameduck-system",
+        **env_overrides,
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lameduck_operator.main"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    running = Operator(port, log, process)
+    wait_until(running.ready, 60, "the operator is ready")
+    return running
+
+
+def stop_operator(running: Operator) -> None:
+    running.process.terminate()
+    try:
+        running.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        running.process.kill()
+        running.process.wait()
