@@ -1,0 +1,103 @@
+"""`lameduck-sidecar`: the HTTP endpoint the app containers' preStop calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
+from lameduck_sidecar.holder import Holder, SliceStream
+from lameduck_sidecar.k8s import SliceWatcher
+from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.tcp import ConnectionTracker
+
+HOLDER = web.AppKey("holder", Holder)
+METRICS = web.AppKey("metrics", SidecarMetrics)
+
+
+async def hold(request: web.Request) -> web.Response:
+    container = request.match_info["container"]
+    result = await request.app[HOLDER].hold(container)
+    body = {
+        "outcome": result.outcome.value,
+        "seconds": round(result.total, 3),
+        "stage1": result.stage1,
+        "stage2": result.stage2,
+    }
+    return web.json_response(body)
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def slice_stream_for(config: SidecarConfig) -> SliceStream | None:
+    if not config.api_url:
+        return None
+    watcher = SliceWatcher(config.api_url, config.namespace, config.token_file, config.ca_file)
+    return watcher.stream
+
+
+def build_app(config: SidecarConfig, holder: Holder, sidecar_metrics: SidecarMetrics) -> web.Application:
+    app = web.Application()
+    app[HOLDER] = holder
+    app[METRICS] = sidecar_metrics
+    app.router.add_get("/hold/{container}", hold)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(config: SidecarConfig) -> None:
+    sidecar_metrics = SidecarMetrics()
+    holder = Holder(
+        config,
+        sidecar_metrics,
+        ConnectionTracker(config.app_ports, config.port, Path(os.environ.get("LAMEDUCK_PROC_NET", "/proc/net"))),
+        slice_stream_for(config),
+    )
+    runner = web.AppRunner(build_app(config, holder, sidecar_metrics), access_log=None)
+    await runner.setup()
+    # All interfaces: kubelet calls the preStop hook on the pod IP.
+    await web.TCPSite(runner, "0.0.0.0", config.port).start()
+    logging.getLogger("lameduck.sidecar").info(
+        json.dumps({"event": "start", "pod": config.pod_name, "port": config.port, "native": config.native})
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    if not config.native and holder.task is not None and not holder.task.done():
+        # A classic sidecar is stopped with the app: finish the hold the app is waiting on.
+        await asyncio.wait({holder.task}, timeout=config.hold.max_hold)
+    await runner.cleanup()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        config = load_config(os.environ)
+    except ConfigError as err:
+        print(f"lameduck-sidecar: {err}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

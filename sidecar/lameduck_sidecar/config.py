@@ -1,0 +1,73 @@
+"""Sidecar settings from the environment the operator sets (downward API and policy)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lameduck_sidecar.hold import HoldSettings
+
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def seconds(name: str, text: str) -> float:
+    if not re.fullmatch(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+", text):
+        raise ConfigError(f"{name} must be a duration such as 2s or 1m30s, got {text!r}")
+    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    pod_name: str
+    namespace: str
+    pod_uid: str
+    pod_ip: str
+    port: int
+    app_ports: frozenset[int]
+    hold: HoldSettings
+    native: bool
+    policy: str
+    api_url: str | None
+    token_file: str
+    ca_file: str
+
+
+def load_config(env: Mapping[str, str]) -> SidecarConfig:
+    def duration(name: str, default: str) -> float:
+        return seconds(name, env.get(name) or default)
+
+    try:
+        port = int(env.get("LAMEDUCK_PORT", "9901"))
+        app_ports = frozenset(int(p) for p in env.get("LAMEDUCK_APP_PORTS", "").split(",") if p.strip())
+    except ValueError as err:
+        raise ConfigError(f"LAMEDUCK_PORT and LAMEDUCK_APP_PORTS take port numbers: {err}") from err
+    hold = HoldSettings(
+        propagation_delay=duration("LAMEDUCK_PROPAGATION_DELAY", "2s"),
+        quiet_period=duration("LAMEDUCK_QUIET_PERIOD", "1s"),
+        max_hold=duration("LAMEDUCK_MAX_HOLD", "30s"),
+        api_timeout=duration("LAMEDUCK_API_TIMEOUT", "3s"),
+        fallback_delay=duration("LAMEDUCK_FALLBACK_DELAY", "10s"),
+    )
+    host, api_port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+    default_url = f"https://{host}:{api_port}" if host else None
+    secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
+    return SidecarConfig(
+        pod_name=env.get("LAMEDUCK_POD_NAME", ""),
+        namespace=env.get("LAMEDUCK_POD_NAMESPACE", ""),
+        pod_uid=env.get("LAMEDUCK_POD_UID", ""),
+        pod_ip=env.get("LAMEDUCK_POD_IP", ""),
+        port=port,
+        app_ports=app_ports,
+        hold=hold,
+        native=env.get("LAMEDUCK_NATIVE", "true").lower() == "true",
+        policy=env.get("LAMEDUCK_POLICY", ""),
+        api_url=env.get("LAMEDUCK_API_URL") or default_url,
+        token_file=env.get("LAMEDUCK_API_TOKEN_FILE", f"{secrets}/token"),
+        ca_file=env.get("LAMEDUCK_API_CA_FILE", f"{secrets}/ca.crt"),
+    )

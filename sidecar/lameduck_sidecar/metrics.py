@@ -1,0 +1,34 @@
+"""The sidecar's Prometheus metrics, on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300)
+
+
+class SidecarMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.hold_seconds = Histogram(
+            "lameduck_sidecar_hold_seconds", "Whole preStop hold.", buckets=BUCKETS, registry=self.registry
+        )
+        self.stage1_seconds = Histogram(
+            "lameduck_sidecar_stage1_seconds",
+            "From hold start until every EndpointSlice showed the pod not ready (slice propagation).",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.stage2_seconds = Histogram(
+            "lameduck_sidecar_stage2_seconds",
+            "From stage 1's end until the app saw no new connection for the quiet period (data-plane propagation).",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.connections_after_stage1 = Counter(
+            "lameduck_sidecar_connections_after_stage1_total",
+            "New inbound connections to the app after the slices had let go.",
+            registry=self.registry,
+        )
+        self.holds = Counter("lameduck_sidecar_holds_total", "Holds by outcome.", ["outcome"], registry=self.registry)
+        self.in_flight = Gauge("lameduck_sidecar_holds_in_flight", "Holds in progress.", registry=self.registry)

@@ -1,0 +1,186 @@
+"""The sidecar's HTTP endpoint and hold runner against a fake API server (aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from lameduck_sidecar.app import build_app
+from lameduck_sidecar.config import SidecarConfig, load_config
+from lameduck_sidecar.hold import HoldSettings
+from lameduck_sidecar.holder import Holder
+from lameduck_sidecar.k8s import SliceWatcher
+from lameduck_sidecar.metrics import SidecarMetrics
+
+FAST = HoldSettings(propagation_delay=0.3, quiet_period=0.1, max_hold=3.0, api_timeout=0.5, fallback_delay=0.6)
+
+
+def endpoint_slice(ready: bool) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "web-abcde", "namespace": "shop"},
+        "endpoints": [
+            {
+                "addresses": ["10.1.0.7"],
+                "conditions": {"ready": ready},
+                "targetRef": {"kind": "Pod", "name": "web-1", "uid": "uid-1"},
+            }
+        ],
+    }
+
+
+class FakeApiServer:
+    """Lists one slice showing the pod ready; the watch flips it after `flip_after` seconds."""
+
+    def __init__(self, status: int = 200, flip_after: float = 0.3, hang: bool = False) -> None:
+        self.status = status
+        self.flip_after = flip_after
+        self.hang = hang
+        self.requests: list[str] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices", self.slices)
+        return app
+
+    async def slices(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request.query_string)
+        assert request.headers["Authorization"] == "Bearer t0ken"
+        if self.hang:
+            await asyncio.sleep(30)
+        if self.status != 200:
+            return web.json_response({"kind": "Status", "code": self.status}, status=self.status)
+        if "watch" not in request.query:
+            return web.json_response({"metadata": {"resourceVersion": "7"}, "items": [endpoint_slice(True)]})
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await asyncio.sleep(self.flip_after)
+        event = {"type": "MODIFIED", "object": endpoint_slice(False)}
+        await response.write(json.dumps(event).encode() + b"\n")
+        await asyncio.sleep(30)
+        return response
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.pending = 0
+
+    def new_connections(self) -> int:
+        found, self.pending = self.pending, 0
+        return found
+
+
+def config_for(api_url: str | None, tmp_path: Path) -> SidecarConfig:
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    base = load_config(
+        {
+            "LAMEDUCK_POD_NAME": "web-1",
+            "LAMEDUCK_POD_NAMESPACE": "shop",
+            "LAMEDUCK_POD_UID": "uid-1",
+            "LAMEDUCK_POD_IP": "10.1.0.7",
+            "LAMEDUCK_API_TOKEN_FILE": str(token),
+        }
+    )
+    return replace(base, hold=FAST, api_url=api_url)
+
+
+Start = Callable[..., Any]
+
+
+@pytest.fixture
+async def sidecar(tmp_path: Path) -> AsyncIterator[Start]:
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(
+        api: FakeApiServer | None, api_url: str | None = None
+    ) -> tuple[TestClient[web.Request, web.Application], Counter, SidecarMetrics]:
+        if api is not None:
+            server = TestServer(api.app())
+            await server.start_server()
+            api_url = str(server.make_url("")).rstrip("/")
+        config = config_for(api_url, tmp_path)
+        metrics = SidecarMetrics()
+        connections = Counter()
+        stream = None if config.api_url is None else SliceWatcher(config.api_url, "shop", config.token_file, "").stream
+        client = TestClient(TestServer(build_app(config, Holder(config, metrics, connections, stream), metrics)))
+        await client.start_server()
+        clients.append(client)
+        return client, connections, metrics
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+async def test_hold_waits_for_the_slices_then_the_propagation_delay(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.4)
+    client, _, _ = await sidecar(api)
+    response = await client.get("/hold/app")
+    body = await response.json()
+    assert response.status == 200
+    assert body["outcome"] == "quiet"
+    assert 0.4 <= body["stage1"] < 0.8
+    assert 0.3 <= body["stage2"] < 0.6
+    assert len(api.requests) == 2, "one list, one watch"
+
+
+async def test_new_connections_after_the_slices_let_go_extend_the_hold(sidecar: Start) -> None:
+    client, connections, _ = await sidecar(FakeApiServer(flip_after=0.1))
+
+    async def traffic() -> None:
+        for _ in range(6):
+            await asyncio.sleep(0.1)
+            connections.pending += 1
+
+    feeder = asyncio.create_task(traffic())
+    body = await (await client.get("/hold/app")).json()
+    await feeder
+    assert body["outcome"] == "quiet"
+    assert body["seconds"] >= 0.7, "released only after quiet following the last connection at ~0.6s"
+    text = await (await client.get("/metrics")).text()
+    counted = next(
+        line for line in text.splitlines() if line.startswith("lameduck_sidecar_connections_after_stage1_total")
+    )
+    assert float(counted.split()[1]) >= 4
+
+
+async def test_containers_calling_at_once_share_one_hold(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.2)
+    client, _, _ = await sidecar(api)
+    first, second = await asyncio.gather(client.get("/hold/app"), client.get("/hold/worker"))
+    assert await first.json() == await second.json()
+    assert len(api.requests) == 2
+    late = await (await client.get("/hold/late")).json()
+    assert late == await first.json(), "a late caller gets the finished hold at once"
+
+
+@pytest.mark.parametrize("api", [FakeApiServer(status=403), FakeApiServer(hang=True)], ids=["forbidden", "hanging"])
+async def test_api_trouble_falls_back(sidecar: Start, api: FakeApiServer) -> None:
+    client, _, _ = await sidecar(api)
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "fallback"
+    assert 0.6 <= body["seconds"] < 1.5
+    text = await (await client.get("/metrics")).text()
+    assert 'lameduck_sidecar_holds_total{outcome="fallback"} 1.0' in text
+
+
+async def test_unreachable_api_falls_back(sidecar: Start) -> None:
+    client, _, _ = await sidecar(None, api_url="http://127.0.0.1:9")
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "fallback"
+
+
+async def test_no_api_request_while_idle(sidecar: Start) -> None:
+    api = FakeApiServer()
+    client, _, _ = await sidecar(api)
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await client.get(path)).status == 200
+    assert api.requests == []
