@@ -11,13 +11,14 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from lameduck_operator.logic.budget import budget_seconds
 from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.rbac import service_accounts_needing_access
 from lameduck_operator.logic.reconcile import (
     Action,
     Decision,
@@ -57,6 +58,10 @@ class FleetApi(Protocol):
     async def set_policy_finalizer(self, ref: PolicyRef, present: bool) -> None: ...
 
     async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None: ...
+
+    async def apply_sidecar_rbac(self, namespace: str, service_accounts: list[str]) -> None: ...
+
+    async def delete_sidecar_rbac(self, namespace: str) -> None: ...
 
 
 @dataclass
@@ -103,6 +108,9 @@ class Fleet:
         self._attempts: dict[DeploymentRef, int] = {}
         self._dirty: set[PolicyRef] = set()
         self._conflict_posted: dict[DeploymentRef, str] = {}
+        # Namespaces where the sidecar's Role and RoleBinding exist, with their subjects.
+        self.sidecar_access: dict[str, tuple[str, ...]] = {}
+        self._access_dirty: set[str] = set()
 
     # ---- what the handlers observe ------------------------------------------------
 
@@ -160,6 +168,7 @@ class Fleet:
             gone = self.decisions.pop(ref, None)
             self.errors.pop(ref, None)
             self._set_rolling(ref, None)
+            self._access_dirty.add(ref.namespace)
             if gone is not None and gone.verdict.policy is not None:
                 self._dirty.add(gone.verdict.policy)
             return
@@ -265,6 +274,7 @@ class Fleet:
 
     def _record(self, ref: DeploymentRef, decision: Decision, previous: Decision | None) -> None:
         self.decisions[ref] = decision
+        self._access_dirty.add(ref.namespace)
         policy = decision.verdict.policy
         body = self.deployments.get(ref)
         self._set_rolling(ref, policy if body is not None and rollout_in_progress(body) else None)
@@ -312,6 +322,7 @@ class Fleet:
                 log.exception("publishing policy status failed")
 
     async def publish(self) -> None:
+        await self._publish_access()
         dirty, self._dirty = self._dirty, set()
         verdicts = [(r, d.verdict.policy, d.verdict.state, d.verdict.reason) for r, d in self.decisions.items()]
         losses = [(r, loss) for r, d in self.decisions.items() for loss in d.losses]
@@ -354,6 +365,27 @@ class Fleet:
         if status != state.published:
             await self.api.apply_policy_status(state.ref, status)
             state.published = status
+
+    def recheck_access(self, namespaces: Iterable[str]) -> None:
+        self._access_dirty.update(namespaces)
+
+    async def _publish_access(self) -> None:
+        """The sidecar's Role and RoleBinding exist exactly where pods run the sidecar."""
+        dirty, self._access_dirty = self._access_dirty, set()
+        for namespace in sorted(dirty):
+            in_namespace = [d for r, d in self.deployments.items() if r.namespace == namespace]
+            wanted = tuple(service_accounts_needing_access(in_namespace, self.settings.sidecar))
+            try:
+                if wanted and self.sidecar_access.get(namespace) != wanted:
+                    await self.api.apply_sidecar_rbac(namespace, list(wanted))
+                    self.sidecar_access[namespace] = wanted
+                elif not wanted and namespace in self.sidecar_access:
+                    await self.api.delete_sidecar_rbac(namespace)
+                    del self.sidecar_access[namespace]
+            except Exception as err:
+                self.metrics.api_errors.labels(operation="sidecar_rbac").inc()
+                self._access_dirty.add(namespace)
+                log.warning("could not update the sidecar's access in %s: %s", namespace, err)
 
     def _carries(self, ref: PolicyRef) -> bool:
         """Whether any Deployment still carries lameduck fields applied for this policy."""

@@ -48,6 +48,8 @@ class Runtime:
             fleet.policy_seen(policy)
         for namespace in await asyncio.to_thread(api.list_namespaces):
             fleet.namespace_seen(namespace)
+        fleet.sidecar_access = await asyncio.to_thread(api.list_sidecar_access)
+        fleet.recheck_access(fleet.sidecar_access)
         fleet.synced.set()
         self.tasks = [
             asyncio.create_task(fleet.run(), name="lameduck-reconcile"),

@@ -94,6 +94,7 @@ class FakeApi:
         self.finalizers: dict[PolicyRef, bool] = {}
         self.events: list[tuple[str, DeploymentEvent]] = []
         self.calls: list[str] = []
+        self.sidecar_access: dict[str, list[str]] = {}
         self.fail_next: dict[str, Exception] = {}
 
     def add(self, body: dict[str, Any], replicas: int = 1) -> dict[str, Any]:
@@ -172,6 +173,14 @@ class FakeApi:
 
     async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:
         self.events.append((deployment["metadata"]["name"], event))
+
+    async def apply_sidecar_rbac(self, namespace: str, service_accounts: list[str]) -> None:
+        self._maybe_fail(f"rbac {namespace}")
+        self.sidecar_access[namespace] = service_accounts
+
+    async def delete_sidecar_rbac(self, namespace: str) -> None:
+        self._maybe_fail(f"rbac delete {namespace}")
+        del self.sidecar_access[namespace]
 
 
 def policy_body(

@@ -284,3 +284,22 @@ async def test_status_is_not_rewritten_when_nothing_changed(h: Harness) -> None:
     h.policy()
     await h.settle()
     assert len([c for c in h.api.calls if c.startswith("status")]) == writes
+
+
+async def test_sidecar_access_follows_the_pods_that_run_the_sidecar(h: Harness) -> None:
+    h.add("api", labels={"tier": "web"}, serviceAccountName="api")
+    h.add("web", labels={"tier": "web"})
+    h.add("batch", labels={"tier": "batch"}, serviceAccountName="batch")
+    h.policy(apply="Immediate", selector={"matchLabels": {"tier": "web"}})
+    await h.settle()
+    assert h.api.sidecar_access == {"shop": ["api", "default"]}
+    h.fleet.policy_seen(policy_body("web", "shop", {"apply": "Immediate"}, deletionTimestamp="2026-01-01T00:00:00Z"))
+    await h.settle()
+    assert h.api.sidecar_access == {}, "removed once no pod runs the sidecar"
+
+
+async def test_sleep_method_needs_no_sidecar_access(h: Harness) -> None:
+    h.add("api")
+    h.policy(apply="Immediate", hold={"method": "Sleep"})
+    await h.settle()
+    assert h.api.sidecar_access == {}

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from lameduck_operator.fleet import FINALIZER
 from lameduck_operator.logic.ownership import FIELD_MANAGER
+from lameduck_operator.logic.rbac import MANAGED_LABELS, SIDECAR_RBAC_NAME, sidecar_role, sidecar_role_binding
 from lameduck_operator.logic.reconcile import DeploymentEvent
 from lameduck_operator.model import API_VERSION, GROUP, KIND_CLUSTER, VERSION, PolicyRef
 
@@ -36,6 +37,7 @@ class KubeApi:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.instance = socket.gethostname()
 
     # ---- Deployments ----------------------------------------------------------------
@@ -143,6 +145,39 @@ class KubeApi:
 
     def list_namespaces(self) -> list[dict[str, Any]]:
         return list(_json(self.core.list_namespace(_preload_content=False)).get("items", []))
+
+    # ---- the sidecar's access -----------------------------------------------------------
+
+    def _apply_rbac(self, namespace: str, service_accounts: list[str]) -> None:
+        kwargs: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
+        self.rbac.patch_namespaced_role(SIDECAR_RBAC_NAME, namespace, sidecar_role(namespace), **kwargs)
+        self.rbac.patch_namespaced_role_binding(
+            SIDECAR_RBAC_NAME, namespace, sidecar_role_binding(namespace, service_accounts), **kwargs
+        )
+
+    async def apply_sidecar_rbac(self, namespace: str, service_accounts: list[str]) -> None:
+        await asyncio.to_thread(self._apply_rbac, namespace, service_accounts)
+
+    def _delete_rbac(self, namespace: str) -> None:
+        for delete in (self.rbac.delete_namespaced_role_binding, self.rbac.delete_namespaced_role):
+            try:
+                delete(SIDECAR_RBAC_NAME, namespace)
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+
+    async def delete_sidecar_rbac(self, namespace: str) -> None:
+        await asyncio.to_thread(self._delete_rbac, namespace)
+
+    def list_sidecar_access(self) -> dict[str, tuple[str, ...]]:
+        """Where lameduck's sidecar RoleBindings exist, and their subjects (to clean up later)."""
+        selector = ",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())
+        listed = _json(self.rbac.list_role_binding_for_all_namespaces(label_selector=selector, _preload_content=False))
+        return {
+            item["metadata"]["namespace"]: tuple(sorted(s["name"] for s in item.get("subjects") or []))
+            for item in listed.get("items", [])
+            if item["metadata"]["name"] == SIDECAR_RBAC_NAME
+        }
 
     # ---- events ---------------------------------------------------------------------
 

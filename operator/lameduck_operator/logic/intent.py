@@ -109,6 +109,7 @@ def sidecar_container(
             {"name": "LAMEDUCK_QUIET_PERIOD", "value": format_seconds(spec.hold.quiet_period)},
             {"name": "LAMEDUCK_MAX_HOLD", "value": format_seconds(spec.hold.max_hold)},
             {"name": "LAMEDUCK_POLICY", "value": policy.annotation_value},
+            {"name": "LAMEDUCK_NATIVE", "value": "true" if sidecar.native else "false"},
         ],
         "resources": {
             "requests": {"cpu": sidecar.cpu_request, "memory": sidecar.memory_request},
@@ -263,6 +264,14 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
         conflicts=tuple(findings.conflicts),
         taken_over=tuple(findings.taken_over),
         field_paths=tuple(findings.paths),
+    )
+
+
+def carries_sidecar(deployment: Mapping[str, Any], sidecar: SidecarSettings) -> bool:
+    pod = pod_spec(deployment)
+    return any(
+        c.get("name") == SIDECAR_NAME and _is_our_sidecar(c, sidecar)
+        for c in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]
     )
 
 
