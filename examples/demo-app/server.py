@@ -1,10 +1,12 @@
 """A well-behaved HTTP app for the demo and the benchmarks.
 
-On SIGTERM it stops accepting, finishes the requests in flight, closes keep-alive
-connections, and exits: everything an app can do right. What fails during a rollout
-despite that is the endpoint-propagation race, which is what lameduck fixes.
+On SIGTERM it stops accepting new connections, answers what still arrives on open
+keep-alive connections with `Connection: close` for a moment (so clients stop reusing
+them), finishes the requests in flight, closes the rest, and exits: everything an app can
+do right. What still fails during a rollout is the endpoint-propagation race that lameduck
+fixes.
 
-Env: PORT (8080), LATENCY_MS (response latency, default 5), DRAIN_SECONDS (in-flight limit, 10).
+Env: PORT (8080), LATENCY_MS (response latency, 5), CLOSE_NOTICE_SECONDS (1), DRAIN_SECONDS (10).
 """
 
 import asyncio
@@ -15,10 +17,20 @@ import socket
 from aiohttp import web
 
 HOSTNAME = socket.gethostname()
+DRAINING = web.AppKey("draining", asyncio.Event)
+LATENCY = web.AppKey("latency", float)
+
+
+@web.middleware
+async def close_when_draining(request: web.Request, handler) -> web.StreamResponse:  # type: ignore[no-untyped-def]
+    response = await handler(request)
+    if request.app[DRAINING].is_set():
+        response.force_close()
+    return response
 
 
 async def handle(request: web.Request) -> web.Response:
-    await asyncio.sleep(request.app["latency"])
+    await asyncio.sleep(request.app[LATENCY])
     return web.Response(text=f"{HOSTNAME}\n")
 
 
@@ -27,19 +39,23 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def main() -> None:
-    app = web.Application()
-    app["latency"] = int(os.environ.get("LATENCY_MS", "5")) / 1000
+    app = web.Application(middlewares=[close_when_draining])
+    app[DRAINING] = asyncio.Event()
+    app[LATENCY] = int(os.environ.get("LATENCY_MS", "5")) / 1000
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=float(os.environ.get("DRAIN_SECONDS", "10")))
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", int(os.environ.get("PORT", "8080"))).start()
+    site = web.TCPSite(runner, "0.0.0.0", int(os.environ.get("PORT", "8080")))
+    await site.start()
     print(f"{HOSTNAME} listening", flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
-    print(f"{HOSTNAME} SIGTERM: closing the listener, draining", flush=True)
-    # Closes the listening socket, waits for handlers in flight, closes idle keep-alives.
+    print(f"{HOSTNAME} SIGTERM: no new connections; telling keep-alive clients to close", flush=True)
+    await site.stop()
+    app[DRAINING].set()
+    await asyncio.sleep(float(os.environ.get("CLOSE_NOTICE_SECONDS", "1")))
     await runner.cleanup()
     print(f"{HOSTNAME} drained, exiting", flush=True)
 

@@ -44,10 +44,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def slice_stream_for(config: SidecarConfig) -> SliceStream | None:
+def slice_stream_for(config: SidecarConfig, sidecar_metrics: SidecarMetrics) -> SliceStream | None:
     if not config.api_url:
         return None
-    watcher = SliceWatcher(config.api_url, config.namespace, config.token_file, config.ca_file)
+    watcher = SliceWatcher(
+        config.api_url, config.namespace, config.token_file, config.ca_file, sidecar_metrics.api_requests.inc
+    )
     return watcher.stream
 
 
@@ -68,7 +70,7 @@ async def serve(config: SidecarConfig) -> None:
         config,
         sidecar_metrics,
         ConnectionTracker(config.app_ports, config.port, Path(os.environ.get("LAMEDUCK_PROC_NET", "/proc/net"))),
-        slice_stream_for(config),
+        slice_stream_for(config, sidecar_metrics),
     )
     runner = web.AppRunner(build_app(config, holder, sidecar_metrics), access_log=None)
     await runner.setup()

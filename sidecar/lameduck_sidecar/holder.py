@@ -42,6 +42,7 @@ class Holder:
         self.clock = clock
         self.task: asyncio.Task[HoldResult] | None = None
         self.callers: list[str] = []
+        self.started_at = 0.0  # wall clock, for logs that line up with other observers
 
     @property
     def holding(self) -> bool:
@@ -56,6 +57,7 @@ class Holder:
 
     async def _run(self) -> HoldResult:
         self.metrics.in_flight.inc()
+        self.started_at = time.time()
         hold = Hold(self.config.hold, self.clock())
         self.connections.new_connections()  # what is open now is not new
         watcher = asyncio.create_task(self._watch_slices(hold))
@@ -120,6 +122,8 @@ class Holder:
                     "seconds": round(result.total, 3),
                     "stage1": None if result.stage1 is None else round(result.stage1, 3),
                     "stage2": None if result.stage2 is None else round(result.stage2, 3),
+                    "started_at": round(self.started_at, 3),
+                    "stage1_at": None if result.stage1 is None else round(self.started_at + result.stage1, 3),
                     "connections_after_stage1": result.connections_after_stage1,
                 }
             )

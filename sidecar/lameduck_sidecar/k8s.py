@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,11 @@ class ApiError(Exception):
 
 
 class SliceWatcher:
-    def __init__(self, api_url: str, namespace: str, token_file: str, ca_file: str) -> None:
+    def __init__(
+        self, api_url: str, namespace: str, token_file: str, ca_file: str, on_request: Callable[[], None] = lambda: None
+    ) -> None:
         self.url = api_url.rstrip("/") + SLICES.format(namespace=namespace)
+        self.on_request = on_request
         self.token_file = token_file
         self.ca_file = ca_file
 
@@ -42,6 +45,7 @@ class SliceWatcher:
         async with self._session() as session:
             slices: dict[str, dict[str, Any]] = {}
             try:
+                self.on_request()
                 async with session.get(self.url) as response:
                     if response.status != 200:
                         raise ApiError(f"listing EndpointSlices: HTTP {response.status}")
@@ -57,6 +61,7 @@ class SliceWatcher:
                 "allowWatchBookmarks": "true",
             }
             try:
+                self.on_request()
                 async with session.get(self.url, params=params, timeout=aiohttp.ClientTimeout(total=None)) as watch:
                     if watch.status != 200:
                         raise ApiError(f"watching EndpointSlices: HTTP {watch.status}")

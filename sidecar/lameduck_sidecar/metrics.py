@@ -31,4 +31,9 @@ class SidecarMetrics:
             registry=self.registry,
         )
         self.holds = Counter("lameduck_sidecar_holds_total", "Holds by outcome.", ["outcome"], registry=self.registry)
+        self.api_requests = Counter(
+            "lameduck_sidecar_api_requests_total",
+            "Requests made to the Kubernetes API (only while holding).",
+            registry=self.registry,
+        )
         self.in_flight = Gauge("lameduck_sidecar_holds_in_flight", "Holds in progress.", registry=self.registry)

@@ -1,0 +1,135 @@
+"""Constant-rate HTTP load, half on reused keep-alive connections and half on a new
+connection per request, recording every failure by kind and second. Open loop: requests
+go out on schedule whether or not earlier ones have answered, as real clients do.
+
+    python -m bench.loadgen http://10.0.0.10/ --rate 200 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+
+
+@dataclass
+class LoadResult:
+    requests: int = 0
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    # second since start -> errors in it, for the errors-over-time chart
+    errors_by_second: Counter[int] = field(default_factory=Counter)
+    by_mode: dict[str, Counter[str]] = field(default_factory=lambda: {"keepalive": Counter(), "new_connection": Counter()})
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "errors": dict(self.errors),
+            "error_rate": round(self.error_count / self.requests, 6) if self.requests else 0.0,
+            "errors_by_second": {str(k): v for k, v in sorted(self.errors_by_second.items())},
+            "by_mode": {m: dict(c) for m, c in self.by_mode.items()},
+        }
+
+
+def error_kind(err: BaseException) -> str:
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return "connect_refused" if "refused" in str(err).lower() else "connect_failed"
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        return "server_disconnected"
+    if isinstance(err, aiohttp.ClientOSError):
+        return "connection_reset"
+    if isinstance(err, TimeoutError | asyncio.TimeoutError):
+        return "timeout"
+    return type(err).__name__
+
+
+class LoadGenerator:
+    def __init__(self, url: str, rate: float, timeout: float = 2.0, keepalive_connections: int = 8) -> None:
+        self.url = url
+        self.rate = rate
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.keepalive_connections = keepalive_connections
+        self.result = LoadResult()
+        self._stop = asyncio.Event()
+        self.started = 0.0
+
+    async def _one(self, session: aiohttp.ClientSession, mode: str) -> None:
+        sent = time.monotonic()
+        self.result.requests += 1
+        try:
+            async with session.get(self.url) as response:
+                await response.read()
+                if response.status >= 500:
+                    raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
+            self.result.ok += 1
+            self.result.by_mode[mode]["ok"] += 1
+        except Exception as err:
+            kind = f"http_{err.status}" if isinstance(err, aiohttp.ClientResponseError) else error_kind(err)
+            self.result.errors[kind] += 1
+            self.result.by_mode[mode][kind] += 1
+            self.result.errors_by_second[int(sent - self.started)] += 1
+
+    async def run(self) -> LoadResult:
+        """Until stop(); then waits for the requests still out."""
+        keepalive = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.keepalive_connections), timeout=self.timeout
+        )
+        fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), timeout=self.timeout)
+        tasks: set[asyncio.Task[None]] = set()
+        self.started = time.monotonic()
+        interval = 1.0 / self.rate
+        count = 0
+        try:
+            while not self._stop.is_set():
+                session, mode = (keepalive, "keepalive") if count % 2 == 0 else (fresh, "new_connection")
+                task = asyncio.create_task(self._one(session, mode))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                count += 1
+                delay = self.started + count * interval - time.monotonic()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), delay)
+                    except TimeoutError:
+                        pass
+            if tasks:
+                await asyncio.wait(tasks)
+        finally:
+            await keepalive.close()
+            await fresh.close()
+        return self.result
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def _main(url: str, rate: float, seconds: float) -> None:
+    generator = LoadGenerator(url, rate)
+    runner = asyncio.create_task(generator.run())
+    await asyncio.sleep(seconds)
+    generator.stop()
+    print(json.dumps((await runner).as_dict(), indent=2))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="constant-rate HTTP load")
+    parser.add_argument("url")
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    asyncio.run(_main(args.url, args.rate, args.seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
