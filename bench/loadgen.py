@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -24,7 +25,9 @@ class LoadResult:
     errors: Counter[str] = field(default_factory=Counter)
     # second since start -> errors in it, for the errors-over-time chart
     errors_by_second: Counter[int] = field(default_factory=Counter)
-    by_mode: dict[str, Counter[str]] = field(default_factory=lambda: {"keepalive": Counter(), "new_connection": Counter()})
+    by_mode: dict[str, Counter[str]] = field(
+        default_factory=lambda: {"keepalive": Counter(), "new_connection": Counter()}
+    )
 
     @property
     def error_count(self) -> int:
@@ -98,10 +101,8 @@ class LoadGenerator:
                 count += 1
                 delay = self.started + count * interval - time.monotonic()
                 if delay > 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), delay)
-                    except TimeoutError:
-                        pass
             if tasks:
                 await asyncio.wait(tasks)
         finally:

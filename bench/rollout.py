@@ -1,0 +1,332 @@
+"""Side-by-side rollouts under load: no policy, fixed preStop sleeps, and lameduck.
+
+For each condition (a normal data plane; a slow one with kube-proxy syncing at most every
+10 s, as on a large cluster) and each variant, it runs `kubectl rollout restart` of a
+3-replica demo Deployment while sending constant load to its Service's ClusterIP from this
+machine (half keep-alive, half a new connection per request), and records errors by kind,
+each old pod's termination time, the rollout's duration (restart until the last old pod is
+gone) and the sidecar's memory. Prints a table; writes bench/results/rollout.json.
+
+    python -m bench.rollout [--runs 3] [--conditions normal,slow] [--variants none,sleep5,sleep20,lameduck]
+
+Needs the local cluster (hack/cluster.sh) with the images built, or $KUBECONFIG plus a
+ClusterIP reachable from here and --no-slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from matplotlib.figure import Figure
+
+from bench.loadgen import LoadGenerator
+from lameduck_operator.logic.reconcile import rollout_in_progress
+from tests.e2e.support import REPO, Kube, Operator, start_operator, stop_operator, wait_until
+
+NAMESPACE = "lameduck-bench"
+APP = "demo"
+RESULTS = REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    title: str
+    prestop_sleep: int | None = None
+    lameduck: bool = False
+
+
+VARIANTS = {
+    "none": Variant("none", "(a) no policy"),
+    "sleep5": Variant("sleep5", "(b) preStop sleep 5s", prestop_sleep=5),
+    "sleep20": Variant("sleep20", "(c) preStop sleep 20s", prestop_sleep=20),
+    "lameduck": Variant("lameduck", "(d) lameduck defaults", lameduck=True),
+}
+CONDITIONS = {"normal": "1s", "slow": "10s"}  # kube-proxy iptables minSyncPeriod
+
+
+def demo_deployment(image: str, variant: Variant) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": [{"name": "LATENCY_MS", "value": "5"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+    }
+    if variant.prestop_sleep:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": variant.prestop_sleep}}}
+    labels = {"app": APP}
+    meta: dict[str, Any] = {"name": APP, "labels": {**labels, "variant": variant.name}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def service() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": APP},
+        "spec": {"selector": {"app": APP}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+
+
+def policy() -> dict[str, Any]:
+    return {
+        "apiVersion": "lameduck.dev/v1alpha1",
+        "kind": "GracefulPolicy",
+        "metadata": {"name": "bench", "namespace": NAMESPACE},
+        "spec": {"apply": "Immediate", "selector": {"matchLabels": {"variant": "lameduck"}}},
+    }
+
+
+@dataclass
+class PodWatch:
+    """Deletion start and end of every pod, from a watch."""
+
+    api: client.CoreV1Api
+    deleting: dict[str, float] = field(default_factory=dict)
+    gone: dict[str, float] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        stream = watch.Watch()
+        for event in stream.stream(
+            self.api.list_namespaced_pod, NAMESPACE, label_selector=f"app={APP}", timeout_seconds=600
+        ):
+            body = event["raw_object"]
+            name = body["metadata"]["name"]
+            if body["metadata"].get("deletionTimestamp") and name not in self.deleting:
+                self.deleting[name] = time.time()
+            if event["type"] == "DELETED":
+                self.gone[name] = time.time()
+            if self.stop.is_set():
+                stream.stop()
+
+
+def steady(kube: Kube) -> bool:
+    deployment = kube.get("deployment", APP, NAMESPACE)
+    pods = kube.items("pods", NAMESPACE, f"app={APP}")
+    return (
+        not rollout_in_progress(deployment)
+        and len(pods) == 3
+        and not any(p["metadata"].get("deletionTimestamp") for p in pods)
+    )
+
+
+def sidecar_rss_mib() -> float | None:
+    """Resident memory of the sidecars, read from this node's /proc (local cluster only)."""
+    sizes = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"lameduck-sidecar" not in (proc / "cmdline").read_bytes():
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return round(statistics.mean(sizes), 1) if sizes else None
+
+
+def set_proxy_sync(period: str) -> None:
+    subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "proxy-sync", period], check=True)
+
+
+async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float) -> dict[str, Any]:
+    before = {p["metadata"]["name"] for p in kube.items("pods", NAMESPACE, f"app={APP}")}
+    generator = LoadGenerator(url, rate)
+    load = asyncio.create_task(generator.run())
+    await asyncio.sleep(3)  # steady load before the restart
+    started = time.time()
+    kube.run("rollout", "restart", f"deployment/{APP}", "-n", NAMESPACE)
+
+    def old_pods_gone() -> bool:
+        return all(name in pods.gone for name in before)
+
+    await asyncio.to_thread(wait_until, old_pods_gone, 300, "every old pod is gone", 0.2)
+    ended = max(pods.gone[name] for name in before)
+    await asyncio.sleep(3)  # and after it
+    generator.stop()
+    result = await load
+    terminations = [pods.gone[n] - pods.deleting[n] for n in before if n in pods.deleting]
+    return {
+        **result.as_dict(),
+        "rollout_seconds": round(ended - started, 2),
+        "termination_seconds": [round(t, 2) for t in terminations],
+        "restart_at_second": 3,
+    }
+
+
+def prepare(kube: Kube, image: str, variant: Variant) -> None:
+    kube.run("delete", "gracefulpolicy", "bench", "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
+    kube.run("delete", "deployment", APP, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
+    wait_until(lambda: not kube.items("pods", NAMESPACE, f"app={APP}"), 120, "old demo pods are gone", 0.5)
+    kube.apply(demo_deployment(image, variant), service(), namespace=NAMESPACE)
+    if variant.lameduck:
+        kube.apply(policy())
+        wait_until(
+            lambda: kube.get("gracefulpolicy", "bench", NAMESPACE).get("status", {}).get("compliant") == 1,
+            120,
+            "the demo Deployment is compliant",
+            0.5,
+        )
+    wait_until(lambda: steady(kube), 180, "the demo Deployment is steady", 0.5)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = (
+        f"{'condition':<9} {'variant':<24} {'runs':>4} {'requests':>8} {'errors':>6} {'error %':>8} "
+        f"{'kinds':<40} {'term s (mean)':>13} {'rollout s (mean)':>16} {'sidecar MiB':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        kinds = ", ".join(f"{k}={v}" for k, v in sorted(row["errors"].items())) or "-"
+        rss = "-" if row["sidecar_rss_mib"] is None else f"{row['sidecar_rss_mib']}"
+        print(
+            f"{row['condition']:<9} {row['title']:<24} {row['runs']:>4} {row['requests']:>8} {row['error_count']:>6} "
+            f"{100 * row['error_rate']:>7.3f}% {kinds:<40} {row['termination_mean']:>13.1f} "
+            f"{row['rollout_mean']:>16.1f} {rss:>11}"
+        )
+
+
+def summarize(condition: str, variant: Variant, runs: list[dict[str, Any]], rss: float | None) -> dict[str, Any]:
+    errors: dict[str, int] = {}
+    for run in runs:
+        for kind, count in run["errors"].items():
+            errors[kind] = errors.get(kind, 0) + count
+    requests = sum(r["requests"] for r in runs)
+    terms = [t for r in runs for t in r["termination_seconds"]]
+    return {
+        "condition": condition,
+        "variant": variant.name,
+        "title": variant.title,
+        "runs": len(runs),
+        "requests": requests,
+        "errors": errors,
+        "error_count": sum(errors.values()),
+        "error_rate": sum(errors.values()) / requests if requests else 0.0,
+        "errors_per_run": [sum(r["errors"].values()) for r in runs],
+        "termination_mean": statistics.mean(terms) if terms else 0.0,
+        "rollout_mean": statistics.mean(r["rollout_seconds"] for r in runs),
+        "rollout_per_run": [r["rollout_seconds"] for r in runs],
+        "sidecar_rss_mib": rss,
+    }
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    """Errors per second around the restart, one line per variant, one panel per condition."""
+    conditions = list(report["runs"])
+    fig = Figure(figsize=(6 * len(conditions), 4))
+    axes = fig.subplots(1, len(conditions), squeeze=False)
+    for ax, condition in zip(axes[0], conditions, strict=True):
+        for variant, runs in report["runs"][condition].items():
+            seconds: dict[int, int] = {}
+            for run in runs:
+                for second, count in run["errors_by_second"].items():
+                    seconds[int(second)] = seconds.get(int(second), 0) + count
+            span = max([int(max(r["rollout_seconds"] for r in runs)) + 6, *seconds.keys(), 1])
+            xs = list(range(span + 1))
+            ax.plot([x - 3 for x in xs], [seconds.get(x, 0) for x in xs], label=VARIANTS[variant].title)
+        ax.set_title(f"{condition} data plane: errors per second (all runs)")
+        ax.set_xlabel("seconds since kubectl rollout restart")
+        ax.set_ylabel("failed requests")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
+    kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kube.run("create", "namespace", NAMESPACE, check=False)
+    workdir = Path(tempfile.mkdtemp(prefix="lameduck-rollout-"))
+    operator: Operator = start_operator(
+        kube, workdir, LAMEDUCK_SIDECAR_IMAGE=args.sidecar_image, LAMEDUCK_SIDECAR_IMAGE_PULL_POLICY="Never"
+    )
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
+    report: dict[str, Any] = {"rate": args.rate, "runs": {}, "summary": []}
+    try:
+        for condition in args.conditions:
+            if not args.no_slow:
+                set_proxy_sync(CONDITIONS[condition])
+            report["runs"][condition] = {}
+            for name in args.variants:
+                variant = VARIANTS[name]
+                prepare(kube, args.demo_image, variant)
+                ip = kube.get("service", APP, NAMESPACE)["spec"]["clusterIP"]
+                rss = sidecar_rss_mib() if variant.lameduck else None
+                runs = []
+                for number in range(args.runs):
+                    pods = PodWatch(api)
+                    watcher = threading.Thread(target=pods.run, daemon=True)
+                    watcher.start()
+                    run = asyncio.run(one_rollout(kube, pods, f"http://{ip}/", args.rate))
+                    pods.stop.set()
+                    runs.append(run)
+                    print(
+                        f"{condition} {variant.title} run {number + 1}: {run['requests']} requests, "
+                        f"{sum(run['errors'].values())} errors {run['errors']}, rollout {run['rollout_seconds']}s",
+                        flush=True,
+                    )
+                    wait_until(lambda: steady(kube), 180, "the demo Deployment is steady again", 0.5)
+                report["runs"][condition][name] = runs
+                report["summary"].append(summarize(condition, variant, runs, rss))
+    finally:
+        if not args.no_slow:
+            set_proxy_sync(CONDITIONS["normal"])
+        stop_operator(operator)
+        kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--conditions", type=lambda s: s.split(","), default=list(CONDITIONS))
+    parser.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS))
+    parser.add_argument(
+        "--no-slow", action="store_true", help="do not touch kube-proxy (clusters other than the local one)"
+    )
+    parser.add_argument("--demo-image", default="docker.io/library/lameduck-demo-app:dev")
+    parser.add_argument("--sidecar-image", default="docker.io/library/lameduck-sidecar:dev")
+    parser.add_argument("--out", default=str(RESULTS / "rollout.json"))
+    parser.add_argument("--chart", default=str(RESULTS / "rollout-errors.png"))
+    parser.add_argument("--kubeconfig", required=True)
+    args = parser.parse_args()
+    if args.no_slow:
+        args.conditions = ["normal"]
+    report = run_bench(args, Kube(args.kubeconfig))
+    print()
+    print_table(report["summary"])
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    chart(report, Path(args.chart))
+    print(f"\nwrote {args.out} and {args.chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
