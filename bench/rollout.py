@@ -311,8 +311,8 @@ def main() -> int:
     parser.add_argument(
         "--no-slow", action="store_true", help="do not touch kube-proxy (clusters other than the local one)"
     )
-    parser.add_argument("--demo-image", default="docker.io/library/lameduck-demo-app:dev")
-    parser.add_argument("--sidecar-image", default="docker.io/library/lameduck-sidecar:dev")
+    parser.add_argument("--demo-image", default="docker.io/lameduck/demo-app:dev")
+    parser.add_argument("--sidecar-image", default="docker.io/lameduck/sidecar:dev")
     parser.add_argument("--out", default=str(RESULTS / "rollout.json"))
     parser.add_argument("--chart", default=str(RESULTS / "rollout-errors.png"))
     parser.add_argument("--kubeconfig", required=True)

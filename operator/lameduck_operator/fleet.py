@@ -8,6 +8,7 @@ here imports kopf or the API client, so tests drive it with a fake API.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import defaultdict
@@ -44,6 +45,20 @@ from lameduck_operator.settings import Settings
 FINALIZER = f"{GROUP}/revert"
 MAX_RETRY_SECONDS = 60.0
 log = logging.getLogger("lameduck.fleet")
+
+
+def _short(err: Exception) -> str:
+    """One line for an error: API errors carry whole HTTP responses; keep their message."""
+    body = getattr(err, "body", None)
+    if isinstance(body, str | bytes):
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if message:
+            return f"{getattr(err, 'status', '')} {message}".strip()
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class FleetApi(Protocol):
@@ -111,6 +126,7 @@ class Fleet:
         # Namespaces where the sidecar's Role and RoleBinding exist, with their subjects.
         self.sidecar_access: dict[str, tuple[str, ...]] = {}
         self._access_dirty: set[str] = set()
+        self._access_attempts: dict[str, int] = {}
 
     # ---- what the handlers observe ------------------------------------------------
 
@@ -261,11 +277,11 @@ class Fleet:
             self._attempts.pop(ref, None)
         except Exception as err:
             self.metrics.api_errors.labels(operation=decision.action.value.lower()).inc()
-            self.errors[ref] = (decision.verdict.policy, f"{type(err).__name__}: {err}")
+            self.errors[ref] = (decision.verdict.policy, f"{type(err).__name__}: {_short(err)}")
             self.metrics.reconciles.labels(result="error").inc()
             self._retry_later(ref)
             self._record(ref, decision, previous)
-            log.warning("could not %s %s: %s", decision.action.value.lower(), ref, err)
+            log.warning("could not %s %s: %s", decision.action.value.lower(), ref, _short(err))
             return
         self._record(ref, decision, previous)
         self.metrics.reconciles.labels(result=result).inc()
@@ -336,7 +352,7 @@ class Fleet:
             except Exception as err:
                 self.metrics.api_errors.labels(operation="status").inc()
                 self._dirty.add(ref)
-                log.warning("could not publish status of %s: %s", ref, err)
+                log.warning("could not publish status of %s: %s", ref, _short(err))
 
     async def _publish_one(
         self,
@@ -384,8 +400,15 @@ class Fleet:
                     del self.sidecar_access[namespace]
             except Exception as err:
                 self.metrics.api_errors.labels(operation="sidecar_rbac").inc()
-                self._access_dirty.add(namespace)
-                log.warning("could not update the sidecar's access in %s: %s", namespace, err)
+                attempts = self._access_attempts.get(namespace, 0) + 1
+                self._access_attempts[namespace] = attempts
+                delay = min(MAX_RETRY_SECONDS, 2.0 ** (attempts - 1))
+                asyncio.get_running_loop().call_later(delay, self._access_dirty.add, namespace)
+                log.warning(
+                    "could not update the sidecar's access in %s (retry in %.0fs): %s", namespace, delay, _short(err)
+                )
+            else:
+                self._access_attempts.pop(namespace, None)
 
     def _carries(self, ref: PolicyRef) -> bool:
         """Whether any Deployment still carries lameduck fields applied for this policy."""

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import REPO, Kube, Operator, start_operator, stop_operator, wait_until
+from tests.e2e.support import (
+    LOCAL_KUBECONFIG,
+    REPO,
+    Kube,
+    Operator,
+    build_images,
+    start_operator,
+    stop_operator,
+    wait_until,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -50,6 +59,13 @@ def kube(kubeconfig: str) -> Kube:
 
 
 @pytest.fixture(scope="session")
+def images(kube: Kube) -> None:
+    """On the local cluster, build our images; elsewhere they must already be loaded."""
+    if os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG):
+        build_images()
+
+
+@pytest.fixture(scope="session")
 def crds(kube: Kube) -> None:
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
     kube.run(
@@ -70,7 +86,7 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def operator(kube: Kube, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+def operator(kube: Kube, crds: None, images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     running = start_operator(kube, tmp_path_factory.mktemp("operator"))
     try:
         yield running

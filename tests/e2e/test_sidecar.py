@@ -1,0 +1,283 @@
+"""The sidecar on a real cluster: zero errors under load, stage timing, quiet period, maxHold,
+fallback without RBAC, its Role and RoleBinding, and silence toward the API while idle.
+
+Traffic is sent from this machine to the Service's ClusterIP and to pod IPs, so the pod
+network must be reachable from here (it is on the local cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config, watch
+
+from bench.loadgen import LoadGenerator
+from lameduck_operator.logic.reconcile import rollout_in_progress
+from tests.e2e.support import DEMO_IMAGE, Kube, Operator, wait_until
+
+
+def demo(name: str = "demo", replicas: int = 3) -> list[dict[str, Any]]:
+    labels = {"app": name}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"lameduck": "yes"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": DEMO_IMAGE,
+                            "imagePullPolicy": "IfNotPresent",
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]},
+    }
+    return [deployment, svc]
+
+
+def guarded(namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lameduck.dev/v1alpha1",
+        "kind": "GracefulPolicy",
+        "metadata": {"name": "guard", "namespace": namespace},
+        "spec": {"apply": "Immediate", "selector": {"matchLabels": {"lameduck": "yes"}}, **spec},
+    }
+
+
+def steady(kube: Kube, namespace: str, name: str = "demo", replicas: int = 3) -> bool:
+    pods = kube.items("pods", namespace, f"app={name}")
+    ready = [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and all(c.get("ready") for c in p.get("status", {}).get("containerStatuses", []))
+        and len(p.get("status", {}).get("containerStatuses", [])) > 0
+    ]
+    return (
+        not rollout_in_progress(kube.get("deployment", name, namespace))
+        and len(pods) == replicas
+        and len(ready) == replicas
+    )
+
+
+@pytest.fixture
+def guarded_demo(kube: Kube, operator: Operator, namespace: str) -> str:
+    """The demo app, 3 replicas behind a Service, under a lameduck policy, steady."""
+    start_guarded_demo(kube, namespace)
+    return namespace
+
+
+def start_guarded_demo(kube: Kube, namespace: str, **spec: Any) -> None:
+    kube.apply(*demo(), namespace=namespace)
+    kube.apply(guarded(namespace, **spec))
+    wait_until(
+        lambda: kube.get("gracefulpolicy", "guard", namespace).get("status", {}).get("compliant") == 1,
+        60,
+        "the demo is compliant",
+    )
+    wait_until(lambda: steady(kube, namespace), 180, "the demo runs with its sidecars", interval=0.5)
+
+
+class SidecarLog:
+    """Follows one pod's sidecar log until the pod is gone; yields its hold record."""
+
+    def __init__(self, kube: Kube, namespace: str, pod: str, path: Path) -> None:
+        self.path = path
+        self.process = subprocess.Popen(
+            [kube.binary, "--kubeconfig", kube.kubeconfig, "logs", "-f", pod, "-c", "lameduck", "-n", namespace],
+            stdout=path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: b'"event": "start"' in path.read_bytes(), 30, "the sidecar log is followed")
+
+    def hold(self) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            for line in self.path.read_text().splitlines():
+                if '"event": "hold"' in line:
+                    record: dict[str, Any] = json.loads(line)
+                    return record
+            return None
+
+        try:
+            return wait_until(found, 120, "the sidecar logs its hold")
+        finally:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def pod_ip(kube: Kube, namespace: str, pod: str) -> str:
+    return str(kube.get("pod", pod, namespace)["status"]["podIP"])
+
+
+def first_pod(kube: Kube, namespace: str) -> str:
+    return str(sorted(p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo"))[0])
+
+
+def new_connections(url: str, seconds: float, per_second: int = 20) -> tuple[int, float]:
+    """Opens a new connection per request for `seconds`; returns (answered, end time)."""
+    answered = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                answered += response.status == 200
+        except OSError:
+            pass
+        time.sleep(1 / per_second)
+    return answered, time.time()
+
+
+def test_rollout_under_load_has_zero_errors(kube: Kube, guarded_demo: str) -> None:
+    namespace = guarded_demo
+    ip = kube.get("service", "demo", namespace)["spec"]["clusterIP"]
+    old = {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")}
+
+    async def under_load() -> dict[str, Any]:
+        generator = LoadGenerator(f"http://{ip}/", rate=200)
+        load = asyncio.create_task(generator.run())
+        await asyncio.sleep(2)
+        kube.run("rollout", "restart", "deployment/demo", "-n", namespace)
+        await asyncio.to_thread(
+            wait_until,
+            lambda: not old & {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")},
+            240,
+            "every old pod is gone",
+            0.5,
+        )
+        await asyncio.sleep(2)
+        generator.stop()
+        return (await load).as_dict()
+
+    result = asyncio.run(under_load())
+    assert result["requests"] > 2000
+    assert result["errors"] == {}, result
+
+
+def test_stage1_ends_only_after_the_slices_show_not_ready(kube: Kube, guarded_demo: str, tmp_path: Path) -> None:
+    namespace = guarded_demo
+    pod = first_pod(kube, namespace)
+    uid = kube.get("pod", pod, namespace)["metadata"]["uid"]
+    api = client.DiscoveryV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
+    not_ready_at: list[float] = []
+
+    def observe() -> None:
+        stream = watch.Watch()
+        for event in stream.stream(api.list_namespaced_endpoint_slice, namespace, timeout_seconds=60):
+            for endpoint in event["raw_object"].get("endpoints") or []:
+                if (endpoint.get("targetRef") or {}).get("uid") == uid and endpoint["conditions"].get("ready") is False:
+                    not_ready_at.append(time.time())
+                    stream.stop()
+                    return
+
+    watcher = threading.Thread(target=observe, daemon=True)
+    watcher.start()
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    deleted_at = time.time()
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    hold = log.hold()
+    watcher.join(timeout=30)
+    assert not_ready_at, "the watch never saw the endpoint turn not ready"
+    assert hold["outcome"] == "quiet"
+    assert hold["stage1_at"] > deleted_at
+    # The sidecar cannot have let go before the API server held ready=false (the test's own
+    # watch sees that a little later than the sidecar's, hence the tolerance).
+    assert hold["stage1_at"] >= not_ready_at[0] - 0.5
+    assert hold["stage2"] >= 2.0, "then at least propagationDelay"
+
+
+def test_stage2_waits_while_new_connections_arrive(kube: Kube, guarded_demo: str, tmp_path: Path) -> None:
+    namespace = guarded_demo
+    pod = first_pod(kube, namespace)
+    url = f"http://{pod_ip(kube, namespace, pod)}:8080/"
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    answered, traffic_ended = new_connections(url, seconds=6)
+    hold = log.hold()
+    assert answered > 50, "the app kept serving during the hold"
+    assert hold["outcome"] == "quiet"
+    assert hold["connections_after_stage1"] > 0
+    released_at = hold["started_at"] + hold["seconds"]
+    assert released_at >= traffic_ended + 1.0 - 0.3, "released only after a quiet period following the traffic"
+
+
+def test_max_hold_is_honoured(kube: Kube, operator: Operator, namespace: str, tmp_path: Path) -> None:
+    start_guarded_demo(kube, namespace, hold={"maxHold": "4s", "propagationDelay": "1s", "quietPeriod": "1s"})
+    pod = first_pod(kube, namespace)
+    url = f"http://{pod_ip(kube, namespace, pod)}:8080/"
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    new_connections(url, seconds=7)
+    hold = log.hold()
+    assert hold["outcome"] == "timeout"
+    assert 4.0 <= hold["seconds"] < 5.0
+
+
+def test_without_rbac_the_sidecar_falls_back_and_the_pod_still_ends(
+    kube: Kube, guarded_demo: str, tmp_path: Path
+) -> None:
+    namespace = guarded_demo
+    kube.run("delete", "rolebinding", "lameduck-sidecar", "-n", namespace)
+    pod = first_pod(kube, namespace)
+    grace = kube.get("pod", pod, namespace)["spec"]["terminationGracePeriodSeconds"]
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    deleted = time.monotonic()
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    hold = log.hold()
+    wait_until(
+        lambda: pod not in {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")},
+        grace + 10,
+        "the pod is gone",
+    )
+    assert hold["outcome"] == "fallback"
+    assert time.monotonic() - deleted < grace
+
+
+def test_operator_creates_and_removes_the_sidecars_access(kube: Kube, guarded_demo: str) -> None:
+    namespace = guarded_demo
+    role = kube.get("role", "lameduck-sidecar", namespace)
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+    ]
+    binding = kube.get("rolebinding", "lameduck-sidecar", namespace)
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}]
+    kube.run("delete", "gracefulpolicy", "guard", "-n", namespace, "--timeout=60s")
+    wait_until(
+        lambda: (
+            not kube.items("rolebindings", namespace, "app.kubernetes.io/managed-by=lameduck")
+            and not kube.items("roles", namespace, "app.kubernetes.io/managed-by=lameduck")
+        ),
+        60,
+        "the sidecar's Role and RoleBinding are removed",
+    )
+
+
+def test_idle_sidecars_make_no_api_requests(kube: Kube, guarded_demo: str) -> None:
+    namespace = guarded_demo
+    for pod in kube.items("pods", namespace, "app=demo"):
+        ip = pod["status"]["podIP"]
+        text = urllib.request.urlopen(f"http://{ip}:9901/metrics", timeout=5).read().decode()
+        requests = next(line for line in text.splitlines() if line.startswith("lameduck_sidecar_api_requests_total "))
+        assert float(requests.split()[1]) == 0.0
