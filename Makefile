@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint types contracts unit test-unit e2e test bench-operator crds cluster-up cluster-down cluster-status clean
+.PHONY: help venv lint types contracts unit test-unit e2e test bench-operator bench-rollout demo crds cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
 	@echo "make test-unit   lint, types, contracts, unit tests: no cluster, seconds"
 	@echo "make e2e         the e2e suite on \$$KUBECONFIG, or on the local cluster (brought up when unset)"
+	@echo "make demo        lameduck vs fixed sleeps vs nothing, rolling out under load on a real cluster"
 	@echo "make cluster-up  start the local cluster (hack/cluster.sh) and print how to use it"
 	@echo "make crds        regenerate crds/ from operator/lameduck_operator/crdgen.py"
 
@@ -60,6 +61,17 @@ test: test-unit
 bench-operator: $(STAMP)
 	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.operator_converge; else \
 		bash hack/cluster.sh up && KUBECONFIG="$$(bash hack/cluster.sh kubeconfig)" $(BIN)/python -m bench.operator_converge; fi
+
+# The side-by-side rollout benchmark: 4 variants x 2 kube-proxy conditions x 3 runs.
+bench-rollout: $(STAMP)
+	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow; else \
+		bash hack/cluster.sh up && $(BIN)/python -c "from tests.e2e.support import build_images; build_images()" && \
+		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
+
+# Brings up the local cluster (or uses $$KUBECONFIG), installs lameduck, and rolls the demo
+# app under load with no policy, fixed sleeps and lameduck; prints the table, writes a chart.
+demo: $(STAMP)
+	$(BIN)/python -m bench.demo
 
 cluster-up:
 	bash hack/cluster.sh up

@@ -166,7 +166,21 @@ async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float) -> dict
     def old_pods_gone() -> bool:
         return all(name in pods.gone for name in before)
 
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(1)
+            done = sum(1 for name in before if name in pods.gone)
+            print(
+                f"\r  {time.time() - started:5.0f}s  requests {generator.result.requests:6d}  "
+                f"errors {generator.result.error_count:4d}  old pods gone {done}/{len(before)}",
+                end="",
+                flush=True,
+            )
+
+    display = asyncio.create_task(progress())
     await asyncio.to_thread(wait_until, old_pods_gone, 300, "every old pod is gone", 0.2)
+    display.cancel()
+    print()
     ended = max(pods.gone[name] for name in before)
     await asyncio.sleep(3)  # and after it
     generator.stop()
@@ -262,10 +276,14 @@ def chart(report: dict[str, Any], path: Path) -> None:
 def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
     kube.run("create", "namespace", NAMESPACE, check=False)
-    workdir = Path(tempfile.mkdtemp(prefix="lameduck-rollout-"))
-    operator: Operator = start_operator(
-        kube, workdir, LAMEDUCK_SIDECAR_IMAGE=args.sidecar_image, LAMEDUCK_SIDECAR_IMAGE_PULL_POLICY="Never"
-    )
+    operator: Operator | None = None
+    if args.operator == "process":
+        operator = start_operator(
+            kube,
+            Path(tempfile.mkdtemp(prefix="lameduck-rollout-")),
+            LAMEDUCK_SIDECAR_IMAGE=args.sidecar_image,
+            LAMEDUCK_SIDECAR_IMAGE_PULL_POLICY="Never",
+        )
     api = client.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
     report: dict[str, Any] = {"rate": args.rate, "runs": {}, "summary": []}
     try:
@@ -297,7 +315,8 @@ def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
     finally:
         if not args.no_slow:
             set_proxy_sync(CONDITIONS["normal"])
-        stop_operator(operator)
+        if operator is not None:
+            stop_operator(operator)
         kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
     return report
 
@@ -316,6 +335,12 @@ def main() -> int:
     parser.add_argument("--out", default=str(RESULTS / "rollout.json"))
     parser.add_argument("--chart", default=str(RESULTS / "rollout-errors.png"))
     parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument(
+        "--operator",
+        choices=("process", "installed"),
+        default="process",
+        help="run the operator as a process here, or use the one installed in the cluster",
+    )
     args = parser.parse_args()
     if args.no_slow:
         args.conditions = ["normal"]

@@ -1,0 +1,98 @@
+"""`make demo`: lameduck against a fixed sleep and no policy, side by side, on a real cluster.
+
+Brings up the local cluster (or uses $KUBECONFIG), builds and loads the images, installs
+lameduck (CRDs, RBAC, the operator), deploys the demo app, restarts it under load once per
+variant, prints the table, writes a chart, and removes everything it installed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, build_images, wait_until
+
+RESULTS = REPO / "bench" / "results"
+
+
+def main() -> int:
+    started = time.monotonic()
+    own_cluster = not os.environ.get("KUBECONFIG")
+    if own_cluster:
+        print("== bringing up the local cluster (hack/cluster.sh up)", flush=True)
+        subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
+    kube = Kube(os.environ.get("KUBECONFIG") or LOCAL_KUBECONFIG)
+    try:
+        if os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG):
+            print("== building and loading the images", flush=True)
+            build_images()
+        print("== installing lameduck (CRDs, RBAC, operator)", flush=True)
+        kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
+        kube.run("apply", "-f", str(REPO / "deploy" / "operator.yaml"))
+        kube.run("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+        kube.run(
+            "set",
+            "image",
+            "-n",
+            "lameduck-system",
+            "deployment/lameduck-operator",
+            "operator=docker.io/lameduck/operator:dev",
+        )
+        kube.run(
+            "set",
+            "env",
+            "-n",
+            "lameduck-system",
+            "deployment/lameduck-operator",
+            "LAMEDUCK_SIDECAR_IMAGE=docker.io/lameduck/sidecar:dev",
+        )
+        kube.run("rollout", "status", "-n", "lameduck-system", "deployment/lameduck-operator", "--timeout=180s")
+        print(
+            "== rolling out the demo app under 200 requests/s: no policy, preStop sleep 5s and 20s, lameduck",
+            flush=True,
+        )
+        code = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.rollout",
+                "--kubeconfig",
+                kube.kubeconfig,
+                "--runs",
+                "1",
+                "--conditions",
+                "normal",
+                "--operator",
+                "installed",
+                "--no-slow",
+                "--out",
+                str(RESULTS / "demo.json"),
+                "--chart",
+                str(RESULTS / "demo-errors.png"),
+            ],
+            check=False,
+        ).returncode
+        print(f"\n== chart of errors over time: {RESULTS / 'demo-errors.png'}")
+        return code
+    finally:
+        print("== cleaning up", flush=True)
+        kube.run(
+            "delete", "-f", str(REPO / "deploy" / "operator.yaml"), "--ignore-not-found", "--wait=true", check=False
+        )
+        kube.run("delete", "-f", str(REPO / "deploy" / "rbac.yaml"), "--ignore-not-found", check=False)
+        wait_until(
+            lambda: not kube.run("get", "ns", "lameduck-bench", check=False).stdout,
+            120,
+            "the demo namespace is gone",
+            1,
+        )
+        kube.run("delete", "-f", str(REPO / "crds"), "--ignore-not-found", check=False)
+        if own_cluster:
+            subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "down"], check=False)
+        print(f"== demo finished in {time.monotonic() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
