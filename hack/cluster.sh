@@ -10,6 +10,7 @@
 #   hack/cluster.sh status   what runs; exit 0 only if the cluster is healthy
 #   hack/cluster.sh kubeconfig   print the admin kubeconfig path
 #   hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` lines
+#   hack/cluster.sh proxy-sync 10s   restart kube-proxy with that iptables minSyncPeriod
 #
 # Env (defaults): LAMEDUCK_RUN_DIR (/var/lib/lameduck-cluster), LAMEDUCK_CACHE
 # (~/.cache/lameduck), LAMEDUCK_NODE_IP (10.213.0.1, put on the port-less bridge lameduck0),
@@ -46,6 +47,9 @@ FWD_CHAIN="LAMEDUCK-FWD"
 CGROUP_ROOT="lameduck"   # kubelet cgroupRoot: pods live under /sys/fs/cgroup/*/lameduck/kubepods
 HOST_MARK="$RUN/host-state"   # exists while host changes of ours may be in place
 UP_TIMEOUT="${LAMEDUCK_UP_TIMEOUT:-180}"
+# kube-proxy's iptables minSyncPeriod: 1s is its default; raise it (proxy-sync) to make the
+# data plane lag like a large cluster's.
+PROXY_MIN_SYNC="${LAMEDUCK_PROXY_MIN_SYNC:-1s}"
 # host paths kubelet/containerd/libcni create whatever their config says; the ones that did
 # not exist before `up` are recorded in $RUN/created-dirs and removed by `down`
 HOST_DIRS=(/var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /var/lib/cni)
@@ -567,7 +571,7 @@ conntrack:
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
 iptables:
-  minSyncPeriod: 0s
+  minSyncPeriod: $PROXY_MIN_SYNC
   syncPeriod: 30s
 EOF
 }
@@ -716,6 +720,19 @@ cmd_down() {
   log "down: done"
 }
 
+cmd_proxy_sync() {  # period: restart kube-proxy with this iptables minSyncPeriod
+  need_root
+  local period="${1:-}"
+  [[ "$period" =~ ^[0-9]+(ms|s|m)$ ]] || die "usage: $0 proxy-sync PERIOD (e.g. 1s, 10s)"
+  exec 9>"$RUN/.lock"; flock -w 300 9 || die "another hack/cluster.sh holds $RUN/.lock"
+  comp_pid kube-proxy >/dev/null || die "kube-proxy is not running; run $0 up first"
+  sed -i "s/^  minSyncPeriod: .*/  minSyncPeriod: $period/" "$CONF/kube-proxy.yaml"
+  stop_comps kube-proxy
+  start_comp kube-proxy "$BIN/kube-proxy" --config="$CONF/kube-proxy.yaml" --v=1
+  wait_until "kube-proxy healthy" 60 curl -sf http://127.0.0.1:10256/healthz || die "kube-proxy did not come back"
+  log "kube-proxy now syncs iptables at most every $period"
+}
+
 cmd_status() {
   local c pid rc=0
   for c in "${COMPONENTS[@]}"; do
@@ -742,6 +759,7 @@ case "${1:-}" in
   down) cmd_down "${2:-}" ;;
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_ADMIN" ;;
+  proxy-sync) cmd_proxy_sync "${2:-}" ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN"; echo "export PATH=$BIN:\$PATH" ;;
-  *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD" >&2; exit 2 ;;
 esac
