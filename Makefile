@@ -44,8 +44,8 @@ e2e: $(STAMP)
 	@if [ -n "$$KUBECONFIG" ]; then \
 		$(BIN)/pytest tests/e2e -m e2e -q $(PYTEST_ARGS); \
 	else \
-		bash hack/cluster.sh up && \
-		KUBECONFIG="$$(bash hack/cluster.sh kubeconfig)" $(BIN)/pytest tests/e2e -m e2e -q $(PYTEST_ARGS); \
+		bash hack/cluster.sh up && eval "$$(bash hack/cluster.sh env)" && \
+		$(BIN)/pytest tests/e2e -m e2e -q $(PYTEST_ARGS); \
 	fi
 
 # Unit, then e2e; a local cluster brought up for it is taken down again, pass or fail.

@@ -180,6 +180,7 @@ def start_operator(kube: Kube, workdir: Path, **env_overrides: str) -> Operator:
         "LAMEDUCK_HTTP_PORT": str(port),
         "LAMEDUCK_STATUS_INTERVAL_MS": "300",
         "LAMEDUCK_NAMESPACE": "lameduck-system",
+        "LAMEDUCK_SIDECAR_IMAGE": SIDECAR_IMAGE,
         **env_overrides,
     }
     with log.open("wb") as out:

@@ -68,7 +68,7 @@ def status(kube: Kube, ns: str | None, name: str) -> dict[str, Any]:
 
 
 def condition(found: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(c for c in found.get("conditions", []) if c["type"] == kind)
+    return next((c for c in found.get("conditions", []) if c["type"] == kind), {})
 
 
 def events(kube: Kube, ns: str, reason: str) -> list[dict[str, Any]]:
@@ -186,7 +186,7 @@ def test_overlap_namespaced_policy_wins_and_the_loser_says_so(kube: Kube, operat
     try:
         kube.apply(policy("web", namespace, mode="Audit", selector={"matchLabels": {"tier": "web"}}))
         loser = wait_until(
-            lambda: condition(s := status(kube, None, cluster_name), "Conflict")["status"] == "True" and s,
+            lambda: condition(s := status(kube, None, cluster_name), "Conflict").get("status") == "True" and s,
             30,
             "the cluster policy reports the overlap",
         )
