@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from lameduck_operator.logic.budget import budget_seconds
 from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.ownership import changed_managers
 from lameduck_operator.logic.rbac import service_accounts_needing_access
 from lameduck_operator.logic.reconcile import (
     Action,
@@ -117,6 +118,8 @@ class Fleet:
         self.errors: dict[DeploymentRef, tuple[PolicyRef | None, str]] = {}
         self.rolling: dict[DeploymentRef, PolicyRef] = {}
         self.waiting: dict[PolicyRef, set[DeploymentRef]] = defaultdict(set)
+        # Managers seen changing a Deployment since it was last judged (to name drift's author).
+        self.writers: dict[DeploymentRef, set[str]] = {}
         self.synced = asyncio.Event()
         self._queue: asyncio.Queue[DeploymentRef] = asyncio.Queue()
         self._queued: set[DeploymentRef] = set()
@@ -181,6 +184,7 @@ class Fleet:
         ref = deployment_ref(body)
         if deleted:
             self.deployments.pop(ref, None)
+            self.writers.pop(ref, None)
             gone = self.decisions.pop(ref, None)
             self.errors.pop(ref, None)
             self._set_rolling(ref, None)
@@ -188,6 +192,9 @@ class Fleet:
             if gone is not None and gone.verdict.policy is not None:
                 self._dirty.add(gone.verdict.policy)
             return
+        previous = self.deployments.get(ref)
+        if previous is not None:
+            self.writers.setdefault(ref, set()).update(changed_managers(previous, body))
         self._store(dict(body))
         self.enqueue(ref)
 
@@ -250,7 +257,12 @@ class Fleet:
             return
         started = self.monotonic()
         decision = decide(
-            body, self.active_policies(), self.settings, self.namespaces.get(ref.namespace), self.in_flight
+            body,
+            self.active_policies(),
+            self.settings,
+            self.namespaces.get(ref.namespace),
+            self.in_flight,
+            recent_writers=sorted(self.writers.pop(ref, ())),
         )
         previous = self.decisions.get(ref)
         result = "unchanged"

@@ -90,6 +90,22 @@ def foreign_view(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> dict[s
     return dict(view)
 
 
+def changed_managers(
+    previous: Mapping[str, Any], current: Mapping[str, Any], manager: str = FIELD_MANAGER
+) -> list[str]:
+    """Other managers whose managedFields entry is new or changed between two observations."""
+
+    def entries(obj: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+        return {
+            (str(e.get("manager")), str(e.get("operation"))): (e.get("time"), e.get("fieldsV1"))
+            for e in _entries(obj)
+            if e.get("manager") != manager
+        }
+
+    before, after = entries(previous), entries(current)
+    return sorted({name for (name, op), value in after.items() if before.get((name, op)) != value})
+
+
 def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> str | None:
     """The other manager that wrote after lameduck last did: the likeliest author of a change.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -120,8 +120,13 @@ def decide(
     settings: Settings,
     namespace_labels: Mapping[str, str] | None,
     rollouts_in_flight: Callable[[PolicyRef], int],
+    *,
+    recent_writers: Sequence[str] = (),
 ) -> Decision:
-    """Select, plan, judge, and choose the one action for this Deployment now."""
+    """Select, plan, judge, and choose the one action for this Deployment now.
+
+    recent_writers: the managers seen changing the Deployment since it was last judged.
+    """
     ref = deployment_ref(deployment)
     selection = select_policy(deployment, policies, namespace_labels, settings.excluded_namespaces)
     ours, applied_digest = _applied(deployment)
@@ -169,7 +174,9 @@ def decide(
             return replace(base, verdict=waiting)
 
     if ours and applied_digest == digest:
-        who = latest_other_manager(deployment) or "a client that left no managedFields entry"
+        who = (
+            ", ".join(recent_writers) or latest_other_manager(deployment) or "a client that left no managedFields entry"
+        )
         what = "; ".join(missing_fields(deployment, plan))
         event = DeploymentEvent("DriftRestored", f"{who} changed lameduck's fields ({what}); restored", warning=True)
     elif ours:
