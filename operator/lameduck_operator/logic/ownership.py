@@ -93,17 +93,20 @@ def foreign_view(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> dict[s
 def changed_managers(
     previous: Mapping[str, Any], current: Mapping[str, Any], manager: str = FIELD_MANAGER
 ) -> list[str]:
-    """Other managers whose managedFields entry is new or changed between two observations."""
+    """Other managers that wrote between two observations: a new entry or a newer time.
 
-    def entries(obj: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+    (An entry whose fields merely shrank lost them to someone else; it wrote nothing.)
+    """
+
+    def times(obj: Mapping[str, Any]) -> dict[tuple[str, str], str]:
         return {
-            (str(e.get("manager")), str(e.get("operation"))): (e.get("time"), e.get("fieldsV1"))
+            (str(e.get("manager")), str(e.get("operation"))): str(e.get("time", ""))
             for e in _entries(obj)
             if e.get("manager") != manager
         }
 
-    before, after = entries(previous), entries(current)
-    return sorted({name for (name, op), value in after.items() if before.get((name, op)) != value})
+    before, after = times(previous), times(current)
+    return sorted({name for (name, op), when in after.items() if (name, op) not in before or when > before[(name, op)]})
 
 
 def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> str | None:
