@@ -109,6 +109,14 @@ class PodWatch:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self._watch()
+            except Exception as err:  # a watch can expire or time out: start another
+                print(f"  (pod watch restarted: {type(err).__name__})", flush=True)
+                time.sleep(0.2)
+
+    def _watch(self) -> None:
         stream = watch.Watch()
         for event in stream.stream(
             self.api.list_namespaced_pod, NAMESPACE, label_selector=f"app={APP}", timeout_seconds=600
@@ -118,9 +126,16 @@ class PodWatch:
             if body["metadata"].get("deletionTimestamp") and name not in self.deleting:
                 self.deleting[name] = time.time()
             if event["type"] == "DELETED":
-                self.gone[name] = time.time()
+                self.gone.setdefault(name, time.time())
             if self.stop.is_set():
                 stream.stop()
+
+    def check_gone(self, kube: Kube, names: set[str]) -> bool:
+        """Also poll, so a watch that restarted misses no deletion."""
+        present = {p["metadata"]["name"] for p in kube.items("pods", NAMESPACE, f"app={APP}")}
+        for name in names - present:
+            self.gone.setdefault(name, time.time())
+        return all(name in self.gone for name in names)
 
 
 def steady(kube: Kube) -> bool:
@@ -164,7 +179,7 @@ async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float) -> dict
     kube.run("rollout", "restart", f"deployment/{APP}", "-n", NAMESPACE)
 
     def old_pods_gone() -> bool:
-        return all(name in pods.gone for name in before)
+        return pods.check_gone(kube, before)
 
     async def progress() -> None:
         while True:
