@@ -18,9 +18,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from tests.e2e.support import PAUSE_IMAGE, REPO, Kube, start_operator, stop_operator, wait_until
+from tests.e2e.support import REPO, Kube, pause_deployment, start_operator, stop_operator, wait_until
 
 
 def kubeconfig() -> str:
@@ -39,31 +38,6 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"bench": "converge"}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": PAUSE_IMAGE,
-                            "imagePullPolicy": "Never",
-                            "ports": [{"containerPort": 8080}],
-                        }
-                    ]
-                },
-            },
-        },
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deployments", type=int, default=100)
@@ -80,7 +54,13 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="lameduck-bench-"))
     operator = start_operator(kube, workdir)
     try:
-        kube.apply(*(deployment(f"app-{i:04d}", args.replicas) for i in range(args.deployments)), namespace=namespace)
+        kube.apply(
+            *(
+                pause_deployment(f"app-{i:04d}", {"bench": "converge"}, replicas=args.replicas)
+                for i in range(args.deployments)
+            ),
+            namespace=namespace,
+        )
         wait_until(lambda: len(kube.items("deployments", namespace)) == args.deployments, 120, "Deployments exist")
         _, peak_idle = rss_mib(operator.process.pid)
         started = time.monotonic()

@@ -83,6 +83,42 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str, interva
     )
 
 
+def pause_deployment(
+    name: str,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    replicas: int = 1,
+    **pod: Any,
+) -> dict[str, Any]:
+    """A Deployment of the pause image: it runs anywhere the harness runs, pulls nothing."""
+    meta: dict[str, Any] = {"name": name, "labels": labels or {}}
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": PAUSE_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "ports": [{"containerPort": 8080}],
+                        }
+                    ],
+                    **pod,
+                },
+            },
+        },
+    }
+
+
 class Kube:
     """kubectl against one kubeconfig."""
 

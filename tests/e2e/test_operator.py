@@ -10,39 +10,9 @@ from kubernetes import client, config, watch
 
 from lameduck_operator.logic.reconcile import rollout_in_progress
 from tests.e2e.support import PAUSE_IMAGE, Kube, Operator, wait_until
+from tests.e2e.support import pause_deployment as workload
 
 HOLD = {"httpGet": {"path": "/hold/app", "port": 9901, "scheme": "HTTP"}}
-
-
-def workload(
-    name: str, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None, **pod: Any
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": labels or {}}
-    if annotations:
-        meta["annotations"] = annotations
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": meta,
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": PAUSE_IMAGE,
-                            "imagePullPolicy": "Never",
-                            "ports": [{"containerPort": 8080}],
-                        }
-                    ],
-                    **pod,
-                },
-            },
-        },
-    }
 
 
 def policy(name: str, namespace: str | None, **spec: Any) -> dict[str, Any]:
