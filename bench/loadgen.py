@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import time
 from collections import Counter
@@ -46,7 +47,7 @@ class LoadResult:
 
 def error_kind(err: BaseException) -> str:
     if isinstance(err, aiohttp.ClientConnectorError):
-        return "connect_refused" if "refused" in str(err).lower() else "connect_failed"
+        return "connect_refused" if err.os_error.errno == errno.ECONNREFUSED else "connect_failed"
     if isinstance(err, aiohttp.ServerDisconnectedError):
         return "server_disconnected"
     if isinstance(err, aiohttp.ClientOSError):
