@@ -1,0 +1,64 @@
+"""The cluster itself: a Ready node, our image running, a Service answering through
+kube-proxy from this machine, a rollout restart completing."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from tests.e2e.support import DEMO_IMAGE, Kube, wait_until
+
+
+def test_node_is_ready(kube: Kube) -> None:
+    nodes = kube.run("get", "nodes", "-o", 'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}')
+    assert nodes.stdout.split() and set(nodes.stdout.split()) == {"True"}
+
+
+def test_demo_app_serves_through_its_cluster_ip_and_restarts(kube: Kube, images: None, namespace: str) -> None:
+    labels = {"app": "smoke"}
+    kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "smoke"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "app",
+                                "image": DEMO_IMAGE,
+                                "imagePullPolicy": "IfNotPresent",
+                                "ports": [{"name": "http", "containerPort": 8080}],
+                                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "smoke"},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+        namespace=namespace,
+    )
+    kube.run("wait", "--for=condition=Available", "deployment/smoke", "-n", namespace, "--timeout=120s")
+    ip = kube.get("service", "smoke", namespace)["spec"]["clusterIP"]
+
+    def answers() -> set[str]:
+        seen = set()
+        for _ in range(20):
+            with urllib.request.urlopen(f"http://{ip}/", timeout=2) as response:
+                seen.add(response.read().decode().strip())
+        return seen if len(seen) == 2 else set()
+
+    backends = wait_until(answers, 60, "both pods answer through the ClusterIP")
+    assert len(backends) == 2
+    kube.run("rollout", "restart", "deployment/smoke", "-n", namespace)
+    kube.run("rollout", "status", "deployment/smoke", "-n", namespace, "--timeout=120s")
+    assert answers().isdisjoint(backends), "new pods answer after the restart"
