@@ -10,7 +10,8 @@ from tests.e2e.support import DEMO_IMAGE, Kube, wait_until
 
 def test_node_is_ready(kube: Kube) -> None:
     nodes = kube.run("get", "nodes", "-o", 'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}')
-    assert nodes.stdout.split() and set(nodes.stdout.split()) == {"True"}
+    assert nodes.stdout.split()
+    assert set(nodes.stdout.split()) == {"True"}
 
 
 def test_demo_app_serves_through_its_cluster_ip_and_restarts(kube: Kube, images: None, namespace: str) -> None:
