@@ -29,7 +29,7 @@ from lameduck_operator.logic.reconcile import (
     revert_intent,
     rollout_in_progress,
 )
-from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
+from lameduck_operator.logic.selection import DeploymentRef, deployment_ref, policy_selects
 from lameduck_operator.logic.status import invalid_status, policy_status, summarize
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import (
@@ -141,13 +141,16 @@ class Fleet:
         old = self.policies.get(ref)
         if deleted:
             self.policies.pop(ref, None)
-            self._enqueue_scope(ref)
+            self._enqueue_affected(ref, old.policy if old else None, None)
             return
         meta = body.get("metadata") or {}
+        policy: Policy | None
+        invalid: PolicyInvalid | None
         try:
             policy, invalid = parse_policy(body), None
         except PolicyInvalid as err:
-            policy, invalid = None, err
+            # A bad update must not revert the fleet: the last valid spec stays in force.
+            policy, invalid = (old.policy if old else None), err
         state = PolicyState(
             ref=ref,
             body=body,
@@ -165,7 +168,7 @@ class Fleet:
             or old.deleting != state.deleting
         )
         if changed:
-            self._enqueue_scope(ref)
+            self._enqueue_affected(ref, old.policy if old else None, policy)
 
     def namespace_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         meta = body.get("metadata") or {}
@@ -216,6 +219,10 @@ class Fleet:
             for waiting in sorted(self.waiting.get(before, ()), key=str):
                 self.enqueue(waiting)
 
+    @property
+    def queued(self) -> frozenset[DeploymentRef]:
+        return frozenset(self._queued)
+
     def in_flight(self, policy: PolicyRef) -> int:
         return sum(1 for p in self.rolling.values() if p == policy)
 
@@ -225,9 +232,22 @@ class Fleet:
             self._queue.put_nowait(ref)
             self.metrics.queue_depth.set(len(self._queued))
 
-    def _enqueue_scope(self, ref: PolicyRef) -> None:
-        for deployment in list(self.deployments):
-            if ref.namespace is None or deployment.namespace == ref.namespace:
+    def _enqueue_affected(self, ref: PolicyRef, before: Policy | None, after: Policy | None) -> None:
+        """The Deployments a policy change can affect: selected before or after, or governed by it."""
+        marker = ref.annotation_value
+        excluded = self.settings.excluded_namespaces
+        for deployment, body in self.deployments.items():
+            if ref.namespace is not None and deployment.namespace != ref.namespace:
+                continue
+            decision = self.decisions.get(deployment)
+            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            labels = self.namespaces.get(deployment.namespace)
+            if (
+                (decision is not None and decision.verdict.policy == ref)
+                or (decision is not None and any(loss.policy == ref for loss in decision.losses))
+                or annotations.get(POLICY_ANNOTATION) == marker
+                or any(p is not None and policy_selects(p, body, labels, excluded) for p in (before, after))
+            ):
                 self.enqueue(deployment)
 
     # ---- the reconcile loop -------------------------------------------------------
@@ -384,9 +404,10 @@ class Fleet:
             state.has_finalizer = True
         existing = state.published or dict(state.body.get("status") or {})
         generation = int((state.body.get("metadata") or {}).get("generation") or 0)
-        if state.policy is None:
-            assert state.invalid is not None
-            status = invalid_status(state.invalid, generation, existing, self.clock())
+        if state.invalid is not None:
+            status = invalid_status(state.invalid, generation, existing, self.clock(), still_enforced=state.policy)
+        elif state.policy is None:
+            return
         else:
             summary = summarize(state.ref, verdicts, losses, self.errors)
             status = policy_status(state.policy, summary, budget_seconds(state.policy.spec), existing, self.clock())

@@ -303,3 +303,33 @@ async def test_sleep_method_needs_no_sidecar_access(h: Harness) -> None:
     h.policy(apply="Immediate", hold={"method": "Sleep"})
     await h.settle()
     assert h.api.sidecar_access == {}
+
+
+async def test_an_invalid_update_keeps_the_last_valid_spec_in_force(h: Harness) -> None:
+    h.add("api")
+    h.policy(apply="Immediate")
+    await h.settle()
+    assert "initContainers" in h.pod("api")
+    bad = policy_body("web", "shop", {"apply": "Immediate", "hold": {"maxHold": "forever"}}, generation=2)
+    h.fleet.policy_seen(bad)
+    await h.settle()
+    assert "initContainers" in h.pod("api"), "nothing reverted"
+    ready = h.api.statuses[WEB]["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].endswith("generation 1, the last valid one, stays in force")
+
+
+async def test_a_policy_change_looks_only_at_deployments_it_can_affect(h: Harness) -> None:
+    h.add("api", labels={"tier": "web"})
+    h.add("db", labels={"tier": "db"})
+    h.policy(apply="Immediate", selector={"matchLabels": {"tier": "web"}})
+    await h.settle()
+    h.fleet.policy_seen(
+        policy_body(
+            "web",
+            "shop",
+            {"apply": "Immediate", "selector": {"matchLabels": {"tier": "web"}}, "hold": {"maxHold": "40s"}},
+            generation=2,
+        )
+    )
+    assert h.fleet.queued == {DeploymentRef("shop", "api")}

@@ -137,10 +137,19 @@ def policy_status(
 
 
 def invalid_status(
-    error: PolicyInvalid, generation: int, existing: Mapping[str, Any] | None, now: datetime
+    error: PolicyInvalid,
+    generation: int,
+    existing: Mapping[str, Any] | None,
+    now: datetime,
+    still_enforced: Policy | None = None,
 ) -> dict[str, Any]:
-    """What a policy the API server let through but lameduck cannot use reports; nothing is applied."""
+    """What a policy the API server let through but lameduck cannot use reports.
+
+    Nothing new is applied; when an earlier generation was valid, it stays in force.
+    """
     message = str(error)
+    if still_enforced is not None:
+        message += f"; generation {still_enforced.generation}, the last valid one, stays in force"
     conditions = [
         _condition("Ready", False, "InvalidSpec", message),
         _condition("Conflict", False, "NoConflicts", "not evaluated"),
