@@ -265,7 +265,7 @@ class Fleet:
                 self._retry_later(ref)
 
     async def drain(self) -> None:
-        """Reconcile until the queue is empty (tests and start-up)."""
+        """Reconcile until the queue is empty (for tests)."""
         while self._queued:
             ref = self._queue.get_nowait()
             self._queued.discard(ref)
