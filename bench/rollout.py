@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,23 @@ async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float) -> dict
     }
 
 
+def data_plane_settled(url: str, seconds: float = 3.0, timeout: float = 60.0) -> None:
+    """Wait until `seconds` of new connections to the Service all succeed: a slow kube-proxy
+    may still route to pods of the previous run, which would be counted against the next."""
+    deadline = time.monotonic() + timeout
+    clean_since = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                response.read()
+        except OSError:
+            clean_since = time.monotonic()
+        if time.monotonic() - clean_since >= seconds:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the Service at {url} did not answer cleanly for {seconds}s within {timeout}s")
+
+
 def prepare(kube: Kube, image: str, variant: Variant) -> None:
     kube.run("delete", "gracefulpolicy", "bench", "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
     kube.run("delete", "deployment", APP, "-n", NAMESPACE, "--ignore-not-found", "--wait=true")
@@ -313,6 +331,7 @@ def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
                 rss = sidecar_rss_mib() if variant.lameduck else None
                 runs = []
                 for number in range(args.runs):
+                    data_plane_settled(f"http://{ip}/")
                     pods = PodWatch(api)
                     watcher = threading.Thread(target=pods.run, daemon=True)
                     watcher.start()
