@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,22 @@ from lameduck_sidecar.tcp import ConnectionTracker
 
 HOLDER = web.AppKey("holder", Holder)
 METRICS = web.AppKey("metrics", SidecarMetrics)
+
+
+class ServedCount:
+    """Requests the sidecar served: connections to the pod that are not the app's traffic."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.count += 1
+        response: web.StreamResponse = await handler(request)
+        return response
 
 
 async def hold(request: web.Request) -> web.Response:
@@ -53,8 +70,10 @@ def slice_stream_for(config: SidecarConfig, sidecar_metrics: SidecarMetrics) -> 
     return watcher.stream
 
 
-def build_app(config: SidecarConfig, holder: Holder, sidecar_metrics: SidecarMetrics) -> web.Application:
-    app = web.Application()
+def build_app(
+    config: SidecarConfig, holder: Holder, sidecar_metrics: SidecarMetrics, served: ServedCount | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[served.middleware] if served else [])
     app[HOLDER] = holder
     app[METRICS] = sidecar_metrics
     app.router.add_get("/hold/{container}", hold)
@@ -66,13 +85,15 @@ def build_app(config: SidecarConfig, holder: Holder, sidecar_metrics: SidecarMet
 
 async def serve(config: SidecarConfig) -> None:
     sidecar_metrics = SidecarMetrics()
+    served = ServedCount()
     holder = Holder(
         config,
         sidecar_metrics,
         ConnectionTracker(config.app_ports, config.port, Path(os.environ.get("LAMEDUCK_PROC_NET", "/proc/net"))),
         slice_stream_for(config, sidecar_metrics),
+        own_connections=served,
     )
-    runner = web.AppRunner(build_app(config, holder, sidecar_metrics), access_log=None)
+    runner = web.AppRunner(build_app(config, holder, sidecar_metrics, served), access_log=None)
     await runner.setup()
     # All interfaces: kubelet calls the preStop hook on the pod IP.
     await web.TCPSite(runner, "0.0.0.0", config.port).start()

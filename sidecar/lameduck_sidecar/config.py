@@ -22,6 +22,16 @@ def seconds(name: str, text: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
 
 
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError as err:
+        raise ConfigError(f"LAMEDUCK_PROBES_PER_SECOND must be a number, got {text!r}") from err
+    if rate < 0:
+        raise ConfigError(f"LAMEDUCK_PROBES_PER_SECOND must not be negative, got {text!r}")
+    return rate
+
+
 @dataclass(frozen=True)
 class SidecarConfig:
     pod_name: str
@@ -53,6 +63,7 @@ def load_config(env: Mapping[str, str]) -> SidecarConfig:
         max_hold=duration("LAMEDUCK_MAX_HOLD", "30s"),
         api_timeout=duration("LAMEDUCK_API_TIMEOUT", "3s"),
         fallback_delay=duration("LAMEDUCK_FALLBACK_DELAY", "10s"),
+        probes_per_second=_rate(env.get("LAMEDUCK_PROBES_PER_SECOND", "0")),
     )
     host, api_port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
     default_url = f"https://{host}:{api_port}" if host else None

@@ -8,6 +8,8 @@ fallback) passed since stage 1 ended. Never longer than maxHold in all.
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,6 +30,8 @@ class HoldSettings:
     api_timeout: float = 3.0
     # Stage 2's minimum after a fallback, when the slices could not be watched.
     fallback_delay: float = 10.0
+    # kubelet's own probe connections per second to the app, which are not traffic.
+    probes_per_second: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class Hold:
         self.fallback = False
         self.last_connection: float | None = None
         self.connections_after_stage1 = 0
+        self._opens: deque[tuple[float, int]] = deque()
+        # Inbound connections a quiet window may hold that are only kubelet's probes.
+        self._probe_allowance = math.ceil(settings.probes_per_second * settings.quiet_period) + 1
 
     def slices_released(self, now: float, listed: bool) -> None:
         """Every slice listing the pod shows it not ready; listed=False: no slice lists it."""
@@ -67,6 +74,20 @@ class Hold:
         self.last_connection = now
         if self.stage1_end is not None:
             self.connections_after_stage1 += count
+
+    def inbound(self, now: float, opens: int) -> None:
+        """opens: connections the kernel accepted for the pod, other than the sidecar's own.
+
+        It misses none, however short-lived (the socket table does), but counts probes too:
+        a quiet window may hold the probes' share of them.
+        """
+        self._opens.append((now, max(0, opens)))
+        while self._opens and self._opens[0][0] <= now - self.settings.quiet_period:
+            self._opens.popleft()
+        in_window = sum(n for _, n in self._opens)
+        if in_window > self._probe_allowance:
+            self.connections(now, in_window - self._probe_allowance)
+            self._opens.clear()
 
     def _minimum(self) -> float:
         if self.fallback:

@@ -22,6 +22,8 @@ log = logging.getLogger("lameduck.sidecar")
 class Connections(Protocol):
     def new_connections(self) -> int: ...
 
+    def new_opens(self) -> int: ...
+
 
 SliceStream = Callable[[], AsyncGenerator[list[dict[str, Any]], None]]
 
@@ -33,13 +35,16 @@ class Holder:
         metrics: SidecarMetrics,
         connections: Connections,
         slice_stream: SliceStream | None,
+        *,
         clock: Callable[[], float] = time.monotonic,
+        own_connections: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.connections = connections
         self.slice_stream = slice_stream
         self.clock = clock
+        self.own_connections = own_connections
         self.task: asyncio.Task[HoldResult] | None = None
         self.callers: list[str] = []
         self.started_at = 0.0  # wall clock, for logs that line up with other observers
@@ -60,10 +65,16 @@ class Holder:
         self.started_at = time.time()
         hold = Hold(self.config.hold, self.clock())
         self.connections.new_connections()  # what is open now is not new
+        self.connections.new_opens()
+        own = self.own_connections()
         watcher = asyncio.create_task(self._watch_slices(hold))
         try:
             while True:
-                hold.connections(self.clock(), self.connections.new_connections())
+                now = self.clock()
+                hold.connections(now, self.connections.new_connections())
+                own_now = self.own_connections()
+                hold.inbound(now, self.connections.new_opens() - (own_now - own))
+                own = own_now
                 result = hold.result(self.clock())
                 if result is not None:
                     break

@@ -39,6 +39,14 @@ def inbound(
     return {c for c in connections if c[0] in ports}
 
 
+def passive_opens(snmp: str) -> int | None:
+    """The kernel's count of accepted TCP connections (Tcp: PassiveOpens in /proc/net/snmp)."""
+    rows = [line.split() for line in snmp.splitlines() if line.startswith("Tcp:")]
+    if len(rows) < 2 or "PassiveOpens" not in rows[0]:
+        return None
+    return int(rows[1][rows[0].index("PassiveOpens")])
+
+
 class ConnectionTracker:
     """Counts connections not seen before."""
 
@@ -46,7 +54,9 @@ class ConnectionTracker:
         self.app_ports = app_ports
         self.own_port = own_port
         self.files = [proc / "tcp", proc / "tcp6"]
+        self.snmp = proc / "snmp"
         self.seen: set[Connection] = set()
+        self.opened: int | None = None
 
     def read(self) -> set[Connection]:
         listening: set[int] = set()
@@ -65,3 +75,15 @@ class ConnectionTracker:
         fresh = current - self.seen
         self.seen |= current
         return len(fresh)
+
+    def new_opens(self) -> int:
+        """Connections the kernel accepted for the pod since the last call (0 when unknown)."""
+        try:
+            current = passive_opens(self.snmp.read_text())
+        except OSError:
+            return 0
+        if current is None:
+            return 0
+        fresh = 0 if self.opened is None else current - self.opened
+        self.opened = current
+        return fresh

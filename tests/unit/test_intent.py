@@ -220,6 +220,18 @@ def test_sidecar_carries_policy_settings_identity_and_restricted_security() -> N
     assert sidecar["resources"]["limits"]["memory"] == "96Mi"
 
 
+def test_sidecar_knows_the_probe_rate_of_the_app() -> None:
+    probed = container(
+        "app",
+        8080,
+        readinessProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 2},
+        livenessProbe={"tcpSocket": {"port": 8080}},
+    )
+    exec_probed = container("worker", livenessProbe={"exec": {"command": ["true"]}, "periodSeconds": 1})
+    plan = plan_deployment(deployment(containers=[probed, exec_probed]), policy(), SETTINGS)
+    assert env(pod(plan)["initContainers"][0])["LAMEDUCK_PROBES_PER_SECOND"] == "0.6"
+
+
 def test_classic_sidecar_is_a_container_that_joins_the_hold() -> None:
     plan = plan_deployment(deployment(), policy(), CLASSIC)
     assert "initContainers" not in pod(plan)

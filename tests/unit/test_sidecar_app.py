@@ -69,11 +69,18 @@ class FakeApiServer:
 
 
 class Counter:
+    """Connections the test says arrived: seen in the socket table, or only in the kernel's count."""
+
     def __init__(self) -> None:
         self.pending = 0
+        self.pending_opens = 0
 
     def new_connections(self) -> int:
         found, self.pending = self.pending, 0
+        return found
+
+    def new_opens(self) -> int:
+        found, self.pending_opens = self.pending_opens, 0
         return found
 
 
@@ -150,6 +157,21 @@ async def test_new_connections_after_the_slices_let_go_extend_the_hold(sidecar: 
         line for line in text.splitlines() if line.startswith("lameduck_sidecar_connections_after_stage1_total")
     )
     assert float(counted.split()[1]) >= 4
+
+
+async def test_short_connections_only_the_kernel_counted_extend_the_hold(sidecar: Start) -> None:
+    client, connections, _ = await sidecar(FakeApiServer(flip_after=0.1))
+
+    async def traffic() -> None:
+        for _ in range(12):
+            await asyncio.sleep(0.05)
+            connections.pending_opens += 1  # came and went between two reads of the socket table
+
+    feeder = asyncio.create_task(traffic())
+    body = await (await client.get("/hold/app")).json()
+    await feeder
+    assert body["outcome"] == "quiet"
+    assert body["seconds"] >= 0.7
 
 
 async def test_containers_calling_at_once_share_one_hold(sidecar: Start) -> None:

@@ -9,7 +9,7 @@ import pytest
 from lameduck_sidecar.config import ConfigError, load_config
 from lameduck_sidecar.hold import Hold, HoldSettings, Outcome
 from lameduck_sidecar.slices import listings, released
-from lameduck_sidecar.tcp import ConnectionTracker, inbound, parse
+from lameduck_sidecar.tcp import ConnectionTracker, inbound, parse, passive_opens
 
 S = HoldSettings(propagation_delay=2.0, quiet_period=1.0, max_hold=30.0, api_timeout=3.0, fallback_delay=10.0)
 
@@ -61,6 +61,21 @@ def test_hold(events: list[tuple[float, str, int]], ends_at: float, outcome: Out
 def test_fallback_never_exceeds_max_hold() -> None:
     short = HoldSettings(propagation_delay=1, quiet_period=0.5, max_hold=5, api_timeout=1, fallback_delay=10)
     assert run([(1.0, "api_failed", 0)], 10, short) == (5.0, Outcome.FALLBACK)
+
+
+def test_kernel_counted_connections_beyond_the_probes_share_count() -> None:
+    settings = HoldSettings(propagation_delay=0.0, quiet_period=1.0, max_hold=30.0, probes_per_second=1.0)
+    hold = Hold(settings, 0.0)
+    hold.slices_released(0.0, listed=True)
+    hold.inbound(0.5, 1)  # a probe
+    hold.inbound(0.9, 1)  # and another: still within the probes' share (2 per second window)
+    assert hold.result(1.0) is not None, "probes alone do not hold the pod"
+    busy = Hold(settings, 0.0)
+    busy.slices_released(0.0, listed=True)
+    for i in range(1, 10):
+        busy.inbound(i * 0.1, 1)
+    assert busy.result(1.0) is None, "nine connections in a second are traffic"
+    assert busy.last_connection == 0.9, "each probes share exceeded marks traffic"
 
 
 def test_result_reports_stages_and_late_connections() -> None:
@@ -128,6 +143,20 @@ def test_tracker_counts_only_new_connections(tmp_path: Path) -> None:
     assert tracker.new_connections() == 0
     (tmp_path / "tcp").write_text(PROC_TCP + "   6: 0500000A:1F90 0100000A:C353 03 0 0 0 0 0 7\n")
     assert tracker.new_connections() == 1
+
+
+def test_passive_opens() -> None:
+    snmp = "Tcp: RtoAlgorithm RtoMin PassiveOpens CurrEstab\nTcp: 1 200 12362 166\nUdp: InDatagrams\nUdp: 5\n"
+    assert passive_opens(snmp) == 12362
+    assert passive_opens("Udp: x\nUdp: 1\n") is None
+
+
+def test_tracker_counts_kernel_accepts(tmp_path: Path) -> None:
+    (tmp_path / "snmp").write_text("Tcp: PassiveOpens\nTcp: 10\n")
+    tracker = ConnectionTracker(frozenset({8080}), 9901, tmp_path)
+    assert tracker.new_opens() == 0
+    (tmp_path / "snmp").write_text("Tcp: PassiveOpens\nTcp: 14\n")
+    assert tracker.new_opens() == 4
 
 
 def test_config_from_environment() -> None:

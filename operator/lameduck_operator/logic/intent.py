@@ -89,8 +89,19 @@ def app_ports(containers: list[Mapping[str, Any]]) -> list[int]:
     return sorted(ports)
 
 
+def probes_per_second(containers: list[Mapping[str, Any]]) -> float:
+    """Connections kubelet's readiness and liveness probes open to the app each second."""
+    rate = 0.0
+    for c in containers:
+        for kind in ("readinessProbe", "livenessProbe"):
+            probe = c.get(kind) or {}
+            if any(k in probe for k in ("httpGet", "tcpSocket", "grpc")):
+                rate += 1.0 / max(1, int(probe.get("periodSeconds", 10)))
+    return round(rate, 3)
+
+
 def sidecar_container(
-    spec: PolicySpec, sidecar: SidecarSettings, policy: PolicyRef, ports: list[int]
+    spec: PolicySpec, sidecar: SidecarSettings, policy: PolicyRef, ports: list[int], probe_rate: float = 0.0
 ) -> dict[str, Any]:
     """The sidecar as lameduck injects it: settings from the policy, identity from the downward API."""
     container: dict[str, Any] = {
@@ -110,6 +121,7 @@ def sidecar_container(
             {"name": "LAMEDUCK_MAX_HOLD", "value": format_seconds(spec.hold.max_hold)},
             {"name": "LAMEDUCK_POLICY", "value": policy.annotation_value},
             {"name": "LAMEDUCK_NATIVE", "value": "true" if sidecar.native else "false"},
+            {"name": "LAMEDUCK_PROBES_PER_SECOND", "value": f"{probe_rate:g}"},
         ],
         "resources": {
             "requests": {"cpu": sidecar.cpu_request, "memory": sidecar.memory_request},
@@ -208,7 +220,7 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
     pod_intent["containers"] = app_entries
 
     if uses_sidecar:
-        injected = sidecar_container(spec, sidecar, policy.ref, app_ports(apps))
+        injected = sidecar_container(spec, sidecar, policy.ref, app_ports(apps), probes_per_second(apps))
         pod_intent["initContainers" if sidecar.native else "containers"] = (
             [injected] if sidecar.native else [*app_entries, injected]
         )
