@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -202,6 +204,12 @@ def _service_account_kubeconfig(kube: Kube, path: Path) -> None:
     )
 
 
+def _die_with_parent() -> None:
+    """Linux: the operator gets SIGTERM when the test or benchmark process dies, however it dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_operator(kube: Kube, workdir: Path, **env_overrides: str) -> Operator:
     """The operator as a process on this machine, with exactly the RBAC of deploy/rbac.yaml."""
     kube.run("create", "namespace", "lameduck-system", check=False)
@@ -221,7 +229,11 @@ def start_operator(kube: Kube, workdir: Path, **env_overrides: str) -> Operator:
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lameduck_operator.main"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "lameduck_operator.main"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets the parent-death signal
         )
     running = Operator(port, log, process)
     wait_until(running.ready, 60, "the operator is ready")
