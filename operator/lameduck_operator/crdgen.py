@@ -222,8 +222,9 @@ def _spec(cluster: bool) -> dict[str, Any]:
         ),
         "readinessGate": {
             "type": "object",
-            "description": "Adds the pod readiness gate lameduck.dev/endpoints-ready, which the operator sets "
-            "once the new pod is ready in every EndpointSlice.",
+            "description": "Adds the pod readiness gate lameduck.dev/endpoints-ready. Not served yet: "
+            "this version of lameduck does not set that condition, so it refuses to enforce a policy that "
+            "enables the gate and reports its Deployments as conflicting.",
             "default": {},
             "properties": {
                 "enabled": {

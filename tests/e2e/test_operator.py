@@ -91,7 +91,7 @@ def test_deleting_the_policy_removes_only_lameducks_fields(kube: Kube, operator:
     original = workload("web", annotations={"team": "payments"})
     original["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "MODE", "value": "prod"}]
     kube.apply(original, namespace=namespace)
-    kube.apply(policy("web", namespace, apply="Immediate", readinessGate={"enabled": True}))
+    kube.apply(policy("web", namespace, apply="Immediate", minReadySeconds=2))
     wait_until(lambda: has_hold(kube, namespace, "web"), 30, "web gets the hold")
     assert kube.get("deployment", "web", namespace)["spec"]["minReadySeconds"] == 2
     kube.run("delete", "gracefulpolicy", "web", "-n", namespace, "--timeout=60s")
@@ -99,7 +99,6 @@ def test_deleting_the_policy_removes_only_lameducks_fields(kube: Kube, operator:
     reverted = kube.get("deployment", "web", namespace)
     pod = reverted["spec"]["template"]["spec"]
     assert "initContainers" not in pod
-    assert "readinessGates" not in pod
     assert pod["terminationGracePeriodSeconds"] == 30, "back to the API default"
     assert reverted["spec"].get("minReadySeconds", 0) == 0
     assert pod["containers"][0]["env"] == [{"name": "MODE", "value": "prod"}]

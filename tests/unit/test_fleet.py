@@ -333,3 +333,13 @@ async def test_a_policy_change_looks_only_at_deployments_it_can_affect(h: Harnes
         )
     )
     assert h.fleet.queued == {DeploymentRef("shop", "api")}
+
+
+async def test_a_policy_enabling_the_unserved_readiness_gate_is_refused(h: Harness) -> None:
+    h.add("api")
+    h.policy(apply="Immediate", readinessGate={"enabled": True})
+    await h.settle()
+    assert "initContainers" not in h.pod("api"), "pods must not get a gate nothing sets"
+    decision = h.fleet.decisions[DeploymentRef("shop", "api")]
+    assert decision.verdict.state is State.CONFLICT
+    assert "lameduck.dev/endpoints-ready" in decision.verdict.reason

@@ -26,6 +26,10 @@ from lameduck_operator.model import (
 from lameduck_operator.settings import Settings
 
 INTENT_ANNOTATION = f"{GROUP}/intent"
+READINESS_GATE_UNSERVED = (
+    "readinessGate.enabled: this version of lameduck does not yet set the condition "
+    "lameduck.dev/endpoints-ready, so pods with the gate would never become Ready"
+)
 
 
 class Action(StrEnum):
@@ -151,6 +155,11 @@ def decide(
     base = Decision(ref, Action.NONE, verdict, selection.losses, intent, budget_seconds=plan.budget_seconds)
     if spec.mode is Mode.AUDIT:
         return base
+    if spec.readiness_gate:
+        # Pods would wait forever on a condition nobody sets: refuse rather than break them.
+        reason = f"{READINESS_GATE_UNSERVED}; lameduck does not apply this policy"
+        refused = Verdict(ref, winner.ref, State.CONFLICT, reason)
+        return replace(base, verdict=refused, event=DeploymentEvent("Conflict", reason, warning=True))
     if plan.conflicts:
         message = f"{winner.ref}: {verdict.reason}"
         return replace(base, event=DeploymentEvent("Conflict", message, warning=True))
