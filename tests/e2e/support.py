@@ -79,7 +79,7 @@ def wait_until(check: Callable[[], T | None], timeout: float, what: str, interva
                 return result
         except (subprocess.CalledProcessError, KeyError, IndexError, TypeError, ValueError) as err:
             last_error = err
-        time.sleep(interval)
+        time.sleep(interval)  # the poll interval of wait_until
     raise AssertionError(
         f"timed out after {timeout}s waiting until {what}" + (f" (last error: {last_error})" if last_error else "")
     )

@@ -146,7 +146,7 @@ def new_connections(url: str, seconds: float, per_second: int = 20) -> tuple[int
                 answered += response.status == 200
         except OSError:
             pass
-        time.sleep(1 / per_second)
+        time.sleep(1 / per_second)  # pacing the traffic (not a poll for a condition)
     return answered, time.time()
 
 
@@ -158,7 +158,7 @@ def test_rollout_under_load_has_zero_errors(kube: Kube, guarded_demo: str) -> No
     async def under_load() -> dict[str, Any]:
         generator = LoadGenerator(f"http://{ip}/", rate=200)
         load = asyncio.create_task(generator.run())
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # a measured window of load before the restart (not a poll)
         kube.run("rollout", "restart", "deployment/demo", "-n", namespace)
         await asyncio.to_thread(
             wait_until,
@@ -167,7 +167,7 @@ def test_rollout_under_load_has_zero_errors(kube: Kube, guarded_demo: str) -> No
             "every old pod is gone",
             0.5,
         )
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # and after the last old pod is gone (not a poll)
         generator.stop()
         return (await load).as_dict()
 
