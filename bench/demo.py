@@ -29,6 +29,15 @@ def main() -> int:
             print("== building and loading the images", flush=True)
             build_images()
         print("== installing lameduck (CRDs, RBAC, operator)", flush=True)
+        wait_until(
+            lambda: (
+                kube.run("get", "ns", "lameduck-system", "-o", "jsonpath={.status.phase}", check=False).stdout
+                != "Terminating"
+            ),
+            120,
+            "an earlier lameduck-system namespace is gone",
+            1,
+        )
         kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
         kube.run("apply", "-f", str(REPO / "deploy" / "operator.yaml"))
         kube.run("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
