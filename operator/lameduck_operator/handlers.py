@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any
 
 import kopf
@@ -22,7 +24,15 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         """In-cluster service account first, else the kubeconfig: as the API client does."""
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_service_account(**kwargs)
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        if info is not None and host:
+            # Address the API server as the pod's environment does, not by kubernetes.default.svc:
+            # that needs cluster DNS, which not every cluster runs.
+            host = f"[{host}]" if ":" in host else host
+            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            return dataclasses.replace(info, server=f"https://{host}:{port}")
+        return info or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
