@@ -121,6 +121,41 @@ def pause_deployment(
     }
 
 
+def demo_app(name: str = "demo", replicas: int = 3) -> list[dict[str, Any]]:
+    """The demo app behind a ClusterIP Service; labelled `lameduck: yes` for policies to select."""
+    labels = {"app": name}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"lameduck": "yes"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": DEMO_IMAGE,
+                            "imagePullPolicy": "IfNotPresent",
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]},
+    }
+    return [deployment, svc]
+
+
 class Kube:
     """kubectl against one kubeconfig."""
 

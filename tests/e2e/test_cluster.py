@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from tests.e2e.support import DEMO_IMAGE, Kube, wait_until
+from tests.e2e.support import Kube, demo_app, wait_until
 
 
 def test_node_is_ready(kube: Kube) -> None:
@@ -15,39 +15,7 @@ def test_node_is_ready(kube: Kube) -> None:
 
 
 def test_demo_app_serves_through_its_cluster_ip_and_restarts(kube: Kube, images: None, namespace: str) -> None:
-    labels = {"app": "smoke"}
-    kube.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "smoke"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "app",
-                                "image": DEMO_IMAGE,
-                                "imagePullPolicy": "IfNotPresent",
-                                "ports": [{"name": "http", "containerPort": 8080}],
-                                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
-                            }
-                        ]
-                    },
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "smoke"},
-            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]},
-        },
-        namespace=namespace,
-    )
+    kube.apply(*demo_app("smoke", replicas=2), namespace=namespace)
     kube.run("wait", "--for=condition=Available", "deployment/smoke", "-n", namespace, "--timeout=120s")
     ip = kube.get("service", "smoke", namespace)["spec"]["clusterIP"]
 

@@ -21,41 +21,7 @@ from kubernetes import client, config, watch
 
 from bench.loadgen import LoadGenerator
 from lameduck_operator.logic.reconcile import rollout_in_progress
-from tests.e2e.support import DEMO_IMAGE, Kube, Operator, wait_until
-
-
-def demo(name: str = "demo", replicas: int = 3) -> list[dict[str, Any]]:
-    labels = {"app": name}
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"lameduck": "yes"}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": DEMO_IMAGE,
-                            "imagePullPolicy": "IfNotPresent",
-                            "ports": [{"name": "http", "containerPort": 8080}],
-                            "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
-                        }
-                    ],
-                },
-            },
-        },
-    }
-    svc = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]},
-    }
-    return [deployment, svc]
+from tests.e2e.support import Kube, Operator, demo_app, wait_until
 
 
 def guarded(namespace: str, **spec: Any) -> dict[str, Any]:
@@ -91,7 +57,7 @@ def guarded_demo(kube: Kube, operator: Operator, namespace: str) -> str:
 
 
 def start_guarded_demo(kube: Kube, namespace: str, **spec: Any) -> None:
-    kube.apply(*demo(), namespace=namespace)
+    kube.apply(*demo_app(), namespace=namespace)
     kube.apply(guarded(namespace, **spec))
     wait_until(
         lambda: kube.get("gracefulpolicy", "guard", namespace).get("status", {}).get("compliant") == 1,
