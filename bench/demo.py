@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, build_images, wait_until
+from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, build_images
 
 RESULTS = REPO / "bench" / "results"
 
@@ -29,15 +29,7 @@ def main() -> int:
             print("== building and loading the images", flush=True)
             build_images()
         print("== installing lameduck (CRDs, RBAC, operator)", flush=True)
-        wait_until(
-            lambda: (
-                kube.run("get", "ns", "lameduck-system", "-o", "jsonpath={.status.phase}", check=False).stdout
-                != "Terminating"
-            ),
-            120,
-            "an earlier lameduck-system namespace is gone",
-            1,
-        )
+        kube.create_namespace("lameduck-system")
         kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
         kube.run("apply", "-f", str(REPO / "deploy" / "operator.yaml"))
         kube.run("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
@@ -87,16 +79,13 @@ def main() -> int:
         return code
     finally:
         print("== cleaning up", flush=True)
+        # The operator goes last: it removes its finalizer from the demo's policy while the
+        # demo namespace is deleted.
+        kube.run("delete", "namespace", "lameduck-bench", "--ignore-not-found", "--timeout=180s", check=False)
         kube.run(
             "delete", "-f", str(REPO / "deploy" / "operator.yaml"), "--ignore-not-found", "--wait=true", check=False
         )
         kube.run("delete", "-f", str(REPO / "deploy" / "rbac.yaml"), "--ignore-not-found", check=False)
-        wait_until(
-            lambda: not kube.run("get", "ns", "lameduck-bench", check=False).stdout,
-            120,
-            "the demo namespace is gone",
-            1,
-        )
         kube.run("delete", "-f", str(REPO / "crds"), "--ignore-not-found", check=False)
         if own_cluster:
             subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "down"], check=False)

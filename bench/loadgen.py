@@ -29,6 +29,9 @@ class LoadResult:
     by_mode: dict[str, Counter[str]] = field(
         default_factory=lambda: {"keepalive": Counter(), "new_connection": Counter()}
     )
+    # the first failures in detail: when sent, how long until failed, and how far the
+    # request got (waiting for a pooled connection, connecting, sent, receiving)
+    failures: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def error_count(self) -> int:
@@ -42,6 +45,7 @@ class LoadResult:
             "error_rate": round(self.error_count / self.requests, 6) if self.requests else 0.0,
             "errors_by_second": {str(k): v for k, v in sorted(self.errors_by_second.items())},
             "by_mode": {m: dict(c) for m, c in self.by_mode.items()},
+            "failures": self.failures,
         }
 
 
@@ -57,6 +61,28 @@ def error_kind(err: BaseException) -> str:
     return type(err).__name__
 
 
+MAX_FAILURES_KEPT = 200
+
+
+def _phase_tracer() -> aiohttp.TraceConfig:
+    """Records in each request's trace context the last phase it reached."""
+    tracer = aiohttp.TraceConfig()
+
+    def marker(phase: str):  # type: ignore[no-untyped-def]
+        async def mark(_session: object, context: object, _params: object) -> None:
+            context.trace_request_ctx["phase"] = phase  # type: ignore[attr-defined]
+
+        return mark
+
+    tracer.on_connection_queued_start.append(marker("waiting_for_pool"))
+    tracer.on_connection_create_start.append(marker("connecting"))
+    tracer.on_connection_create_end.append(marker("connected"))
+    tracer.on_connection_reuseconn.append(marker("reused_connection"))
+    tracer.on_request_headers_sent.append(marker("sent"))
+    tracer.on_response_chunk_received.append(marker("receiving"))
+    return tracer
+
+
 class LoadGenerator:
     def __init__(self, url: str, rate: float, timeout: float = 2.0, keepalive_connections: int = 8) -> None:
         self.url = url
@@ -70,8 +96,9 @@ class LoadGenerator:
     async def _one(self, session: aiohttp.ClientSession, mode: str) -> None:
         sent = time.monotonic()
         self.result.requests += 1
+        trace: dict[str, str] = {"phase": "started"}
         try:
-            async with session.get(self.url) as response:
+            async with session.get(self.url, trace_request_ctx=trace) as response:
                 await response.read()
                 if response.status >= 500:
                     raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
@@ -82,13 +109,27 @@ class LoadGenerator:
             self.result.errors[kind] += 1
             self.result.by_mode[mode][kind] += 1
             self.result.errors_by_second[int(sent - self.started)] += 1
+            if len(self.result.failures) < MAX_FAILURES_KEPT:
+                self.result.failures.append(
+                    {
+                        "sent_at": round(sent - self.started, 3),
+                        "failed_after": round(time.monotonic() - sent, 3),
+                        "mode": mode,
+                        "kind": kind,
+                        "phase": trace["phase"],
+                    }
+                )
 
     async def run(self) -> LoadResult:
         """Until stop(); then waits for the requests still out."""
         keepalive = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.keepalive_connections), timeout=self.timeout
+            connector=aiohttp.TCPConnector(limit=self.keepalive_connections),
+            timeout=self.timeout,
+            trace_configs=[_phase_tracer()],
         )
-        fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), timeout=self.timeout)
+        fresh = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True), timeout=self.timeout, trace_configs=[_phase_tracer()]
+        )
         tasks: set[asyncio.Task[None]] = set()
         self.started = time.monotonic()
         interval = 1.0 / self.rate

@@ -114,7 +114,7 @@ class PodWatch:
             try:
                 self._watch()
             except Exception as err:  # a watch can expire or time out: start another
-                print(f"  (pod watch restarted: {type(err).__name__})", flush=True)
+                print(f"  (pod watch restarted: {type(err).__name__} {getattr(err, 'status', '')})", flush=True)
                 time.sleep(0.2)
 
     def _watch(self) -> None:
@@ -174,6 +174,7 @@ def set_proxy_sync(period: str) -> None:
 async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float) -> dict[str, Any]:
     before = {p["metadata"]["name"] for p in kube.items("pods", NAMESPACE, f"app={APP}")}
     generator = LoadGenerator(url, rate)
+    load_started = time.time()
     load = asyncio.create_task(generator.run())
     await asyncio.sleep(3)  # steady load before the restart
     started = time.time()
@@ -207,6 +208,14 @@ async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float) -> dict
         "rollout_seconds": round(ended - started, 2),
         "termination_seconds": [round(t, 2) for t in terminations],
         "restart_at_second": 3,
+        # each old pod's deletion and disappearance, in seconds since the load started
+        "old_pods": {
+            n: {
+                "deleted_at": round(pods.deleting[n] - load_started, 2) if n in pods.deleting else None,
+                "gone_at": round(pods.gone[n] - load_started, 2),
+            }
+            for n in sorted(before)
+        },
     }
 
 
@@ -308,7 +317,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
 def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    kube.run("create", "namespace", NAMESPACE, check=False)
+    kube.create_namespace(NAMESPACE)
     operator: Operator | None = None
     if args.operator == "process":
         operator = start_operator(
@@ -349,6 +358,11 @@ def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
     finally:
         if not args.no_slow:
             set_proxy_sync(CONDITIONS["normal"])
+        # The policy carries lameduck's finalizer: delete it while the operator still runs,
+        # or the namespace would wait for an operator that is gone.
+        kube.run(
+            "delete", "gracefulpolicy", "bench", "-n", NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False
+        )
         if operator is not None:
             stop_operator(operator)
         kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)

@@ -15,8 +15,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
-from lameduck_sidecar.holder import Holder, SliceStream
-from lameduck_sidecar.k8s import SliceWatcher
+from lameduck_sidecar.holder import Holder
+from lameduck_sidecar.k8s import NamespaceApi
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.tcp import ConnectionTracker
 
@@ -61,13 +61,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def slice_stream_for(config: SidecarConfig, sidecar_metrics: SidecarMetrics) -> SliceStream | None:
+def namespace_api_for(config: SidecarConfig, sidecar_metrics: SidecarMetrics) -> NamespaceApi | None:
     if not config.api_url:
         return None
-    watcher = SliceWatcher(
-        config.api_url, config.namespace, config.token_file, config.ca_file, sidecar_metrics.api_requests.inc
+    return NamespaceApi(
+        config.api_url,
+        config.namespace,
+        config.pod_name,
+        config.token_file,
+        config.ca_file,
+        on_request=sidecar_metrics.api_requests.inc,
     )
-    return watcher.stream
 
 
 def build_app(
@@ -86,12 +90,14 @@ def build_app(
 async def serve(config: SidecarConfig) -> None:
     sidecar_metrics = SidecarMetrics()
     served = ServedCount()
+    api = namespace_api_for(config, sidecar_metrics)
     holder = Holder(
         config,
         sidecar_metrics,
         ConnectionTracker(config.app_ports, config.port, Path(os.environ.get("LAMEDUCK_PROC_NET", "/proc/net"))),
-        slice_stream_for(config, sidecar_metrics),
+        None if api is None else api.slices,
         own_connections=served,
+        own_pod=None if api is None else api.own_pod,
     )
     runner = web.AppRunner(build_app(config, holder, sidecar_metrics, served), access_log=None)
     await runner.setup()

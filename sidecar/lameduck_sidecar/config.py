@@ -64,6 +64,7 @@ def load_config(env: Mapping[str, str]) -> SidecarConfig:
         api_timeout=duration("LAMEDUCK_API_TIMEOUT", "3s"),
         fallback_delay=duration("LAMEDUCK_FALLBACK_DELAY", "10s"),
         probes_per_second=_rate(env.get("LAMEDUCK_PROBES_PER_SECOND", "0")),
+        drain_timeout=duration("LAMEDUCK_DRAIN_TIMEOUT", "0s"),
     )
     host, api_port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
     default_url = f"https://{host}:{api_port}" if host else None

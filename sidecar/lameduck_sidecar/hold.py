@@ -3,7 +3,8 @@
 Stage 1 ends when every EndpointSlice that lists the pod shows it not ready (or none lists
 it, or the API could not be asked: fallback). Stage 2 ends once no new inbound connection
 reached the app for quietPeriod, and at least propagationDelay (fallbackDelay after a
-fallback) passed since stage 1 ended. Never longer than maxHold in all.
+fallback) passed since stage 1 ended. Never longer than maxHold in all, nor so long that
+the app has less than drainTimeout left of the grace period the pod was deleted with.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class HoldSettings:
     fallback_delay: float = 10.0
     # kubelet's own probe connections per second to the app, which are not traffic.
     probes_per_second: float = 0.0
+    # What the app needs after SIGTERM: a deletion with a shorter grace period than the
+    # template's shortens the hold so that this much is still left.
+    drain_timeout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,12 @@ class Hold:
         self._opens: deque[tuple[float, int]] = deque()
         # Inbound connections a quiet window may hold that are only kubelet's probes.
         self._probe_allowance = math.ceil(settings.probes_per_second * settings.quiet_period) + 1
+        self.deadline = started + settings.max_hold
+
+    def grace_period(self, seconds: float) -> None:
+        """The pod is being deleted with this grace period, counted from the hold's start
+        (kubelet starts it as it runs the preStop hook): leave the app its drainTimeout."""
+        self.deadline = min(self.deadline, self.started + max(0.0, seconds - self.settings.drain_timeout))
 
     def slices_released(self, now: float, listed: bool) -> None:
         """Every slice listing the pod shows it not ready; listed=False: no slice lists it."""
@@ -102,7 +112,7 @@ class Hold:
 
     def result(self, now: float) -> HoldResult | None:
         """The hold's end, or None while it must go on."""
-        deadline = self.started + self.settings.max_hold
+        deadline = self.deadline
         release = self._release_at()
         if release is not None and now >= release and release <= deadline:
             outcome = (
@@ -114,7 +124,7 @@ class Hold:
             )
             return self._result(outcome, now)
         if now >= deadline:
-            # A hold that fell back is counted as such even when maxHold ended it.
+            # A hold that fell back is counted as such even when its deadline ended it.
             return self._result(Outcome.FALLBACK if self.fallback else Outcome.TIMEOUT, now)
         return None
 
@@ -125,6 +135,6 @@ class Hold:
 
     def wake_at(self) -> float:
         """When result() can next change if nothing new is observed."""
-        deadline = self.started + self.settings.max_hold
+        deadline = self.deadline
         release = self._release_at()
         return deadline if release is None else min(deadline, release)

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 from lameduck_sidecar.config import SidecarConfig
@@ -26,6 +26,7 @@ class Connections(Protocol):
 
 
 SliceStream = Callable[[], AsyncGenerator[list[dict[str, Any]], None]]
+PodLookup = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class Holder:
@@ -38,6 +39,7 @@ class Holder:
         *,
         clock: Callable[[], float] = time.monotonic,
         own_connections: Callable[[], int] = lambda: 0,
+        own_pod: PodLookup | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -45,6 +47,8 @@ class Holder:
         self.slice_stream = slice_stream
         self.clock = clock
         self.own_connections = own_connections
+        self.own_pod = own_pod
+        self.grace_period: float | None = None  # of the pod's deletion, once known
         self.task: asyncio.Task[HoldResult] | None = None
         self.callers: list[str] = []
         self.started_at = 0.0  # wall clock, for logs that line up with other observers
@@ -68,6 +72,7 @@ class Holder:
         self.connections.new_opens()
         own = self.own_connections()
         watcher = asyncio.create_task(self._watch_slices(hold))
+        grace = asyncio.create_task(self._read_grace_period(hold))
         try:
             while True:
                 now = self.clock()
@@ -80,9 +85,10 @@ class Holder:
                     break
                 await asyncio.sleep(max(0.0, min(POLL_SECONDS, hold.wake_at() - self.clock())))
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, grace):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self.metrics.in_flight.dec()
         self._record(result)
         return result
@@ -107,6 +113,21 @@ class Holder:
                 log.warning(json.dumps({"event": "fallback", "pod": self.config.pod_name, "reason": str(err)}))
         finally:
             await stream.aclose()
+
+    async def _read_grace_period(self, hold: Hold) -> None:
+        """A deletion may give the pod less than the template's grace period (kubectl delete
+        --grace-period, an eviction's override): shorten the hold to leave the app its drain."""
+        if self.own_pod is None:
+            return
+        try:
+            pod = await asyncio.wait_for(self.own_pod(), self.config.hold.api_timeout)
+        except (TimeoutError, Exception) as err:  # the hold goes on as configured
+            log.warning(json.dumps({"event": "pod_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
+            return
+        seconds = pod.get("metadata", {}).get("deletionGracePeriodSeconds")
+        if isinstance(seconds, int | float):
+            self.grace_period = float(seconds)
+            hold.grace_period(float(seconds))
 
     def _judge(self, hold: Hold, slices: list[dict[str, Any]]) -> None:
         readiness = listings(slices, self.config.pod_uid, self.config.pod_name, self.config.pod_ip)
@@ -136,6 +157,7 @@ class Holder:
                     "started_at": round(self.started_at, 3),
                     "stage1_at": None if result.stage1 is None else round(self.started_at + result.stage1, 3),
                     "connections_after_stage1": result.connections_after_stage1,
+                    "grace_period": self.grace_period,
                 }
             )
         )

@@ -1,5 +1,6 @@
-"""The sidecar's only contact with the API: list and watch EndpointSlices of its namespace,
-with the pod's service-account token, over the aiohttp client it already carries."""
+"""The sidecar's only contact with the API: list and watch EndpointSlices of its namespace
+and get its own Pod, with the pod's service-account token, over the aiohttp client it
+already carries."""
 
 from __future__ import annotations
 
@@ -12,17 +13,26 @@ from typing import Any
 import aiohttp
 
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+POD = "/api/v1/namespaces/{namespace}/pods/{name}"
 
 
 class ApiError(Exception):
     """The API could not be asked (unreachable, forbidden, malformed answer)."""
 
 
-class SliceWatcher:
+class NamespaceApi:
     def __init__(
-        self, api_url: str, namespace: str, token_file: str, ca_file: str, on_request: Callable[[], None] = lambda: None
+        self,
+        api_url: str,
+        namespace: str,
+        pod_name: str,
+        token_file: str,
+        ca_file: str,
+        *,
+        on_request: Callable[[], None] = lambda: None,
     ) -> None:
         self.url = api_url.rstrip("/") + SLICES.format(namespace=namespace)
+        self.pod_url = api_url.rstrip("/") + POD.format(namespace=namespace, name=pod_name)
         self.on_request = on_request
         self.token_file = token_file
         self.ca_file = ca_file
@@ -40,7 +50,19 @@ class SliceWatcher:
             connector=aiohttp.TCPConnector(ssl=context),
         )
 
-    async def stream(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+    async def own_pod(self) -> dict[str, Any]:
+        async with self._session() as session:
+            try:
+                self.on_request()
+                async with session.get(self.pod_url) as response:
+                    if response.status != 200:
+                        raise ApiError(f"getting the pod: HTTP {response.status}")
+                    pod: dict[str, Any] = await response.json()
+                    return pod
+            except aiohttp.ClientError as err:
+                raise ApiError(f"getting the pod: {err}") from err
+
+    async def slices(self) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Yields the namespace's slices: first as listed, then after every watch event."""
         async with self._session() as session:
             slices: dict[str, dict[str, Any]] = {}

@@ -192,6 +192,16 @@ class Kube:
         args = ["get", kind, "-n", namespace, "-o", "json"] + (["-l", selector] if selector else [])
         return list(json.loads(self.run(*args).stdout)["items"])
 
+    def create_namespace(self, name: str, timeout: float = 180) -> None:
+        """Create it, first waiting out an earlier one of that name that is still terminating."""
+        wait_until(
+            lambda: self.run("get", "ns", name, "-o", "jsonpath={.status.phase}", check=False).stdout != "Terminating",
+            timeout,
+            f"an earlier namespace {name} is gone",
+            1,
+        )
+        self.run("create", "namespace", name, check=False)
+
 
 @dataclass
 class Operator:

@@ -17,7 +17,7 @@ from lameduck_sidecar.app import build_app
 from lameduck_sidecar.config import SidecarConfig, load_config
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
-from lameduck_sidecar.k8s import SliceWatcher
+from lameduck_sidecar.k8s import NamespaceApi
 from lameduck_sidecar.metrics import SidecarMetrics
 
 FAST = HoldSettings(propagation_delay=0.3, quiet_period=0.1, max_hold=3.0, api_timeout=0.5, fallback_delay=0.6)
@@ -37,18 +37,31 @@ def endpoint_slice(ready: bool) -> dict[str, Any]:
 
 
 class FakeApiServer:
-    """Lists one slice showing the pod ready; the watch flips it after `flip_after` seconds."""
+    """Lists one slice showing the pod ready; the watch flips it after `flip_after` seconds.
+    The pod is being deleted with `grace_period` seconds."""
 
-    def __init__(self, status: int = 200, flip_after: float = 0.3, hang: bool = False) -> None:
+    def __init__(self, status: int = 200, flip_after: float = 0.3, hang: bool = False, grace_period: int = 60) -> None:
         self.status = status
         self.flip_after = flip_after
         self.hang = hang
+        self.grace_period = grace_period
         self.requests: list[str] = []
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices", self.slices)
+        app.router.add_get("/api/v1/namespaces/shop/pods/web-1", self.pod)
         return app
+
+    async def pod(self, request: web.Request) -> web.Response:
+        self.requests.append("pod")
+        assert request.headers["Authorization"] == "Bearer t0ken"
+        if self.hang:
+            await asyncio.sleep(30)
+        if self.status != 200:
+            return web.json_response({"kind": "Status", "code": self.status}, status=self.status)
+        metadata = {"name": "web-1", "deletionTimestamp": "2026-01-01T00:00:00Z"}
+        return web.json_response({"metadata": {**metadata, "deletionGracePeriodSeconds": self.grace_period}})
 
     async def slices(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.query_string)
@@ -107,17 +120,26 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[Start]:
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def start(
-        api: FakeApiServer | None, api_url: str | None = None
+        api: FakeApiServer | None, api_url: str | None = None, hold: HoldSettings = FAST
     ) -> tuple[TestClient[web.Request, web.Application], Counter, SidecarMetrics]:
         if api is not None:
             server = TestServer(api.app())
             await server.start_server()
             api_url = str(server.make_url("")).rstrip("/")
-        config = config_for(api_url, tmp_path)
+        config = replace(config_for(api_url, tmp_path), hold=hold)
         metrics = SidecarMetrics()
         connections = Counter()
-        stream = None if config.api_url is None else SliceWatcher(config.api_url, "shop", config.token_file, "").stream
-        client = TestClient(TestServer(build_app(config, Holder(config, metrics, connections, stream), metrics)))
+        api_client = (
+            None if config.api_url is None else NamespaceApi(config.api_url, "shop", "web-1", config.token_file, "")
+        )
+        holder = Holder(
+            config,
+            metrics,
+            connections,
+            None if api_client is None else api_client.slices,
+            own_pod=None if api_client is None else api_client.own_pod,
+        )
+        client = TestClient(TestServer(build_app(config, holder, metrics)))
         await client.start_server()
         clients.append(client)
         return client, connections, metrics
@@ -136,7 +158,20 @@ async def test_hold_waits_for_the_slices_then_the_propagation_delay(sidecar: Sta
     assert body["outcome"] == "quiet"
     assert 0.4 <= body["stage1"] < 0.8
     assert 0.3 <= body["stage2"] < 0.6
-    assert len(api.requests) == 2, "one list, one watch"
+    listed, pod, watched = sorted(api.requests)
+    assert (listed, pod) == ("", "pod"), "one list, one get of the pod"
+    assert "watch=1" in watched, "one watch"
+    assert "resourceVersion=7" in watched, "from the listed version"
+
+
+async def test_a_short_deletion_grace_period_leaves_the_app_its_drain_time(sidecar: Start, tmp_path: Path) -> None:
+    # drainTimeout 0.5 s, deleted with a grace period of 1 s: the hold may last 0.5 s at most,
+    # although the slices never let go and maxHold is 3 s.
+    api = FakeApiServer(flip_after=30, grace_period=1)
+    client, _, _ = await sidecar(api, hold=replace(FAST, drain_timeout=0.5))
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "timeout"
+    assert 0.5 <= body["seconds"] < 0.9
 
 
 async def test_new_connections_after_the_slices_let_go_extend_the_hold(sidecar: Start) -> None:
@@ -179,7 +214,7 @@ async def test_containers_calling_at_once_share_one_hold(sidecar: Start) -> None
     client, _, _ = await sidecar(api)
     first, second = await asyncio.gather(client.get("/hold/app"), client.get("/hold/worker"))
     assert await first.json() == await second.json()
-    assert len(api.requests) == 2
+    assert len(api.requests) == 3, "one hold: one list, one watch, one get of the pod"
     late = await (await client.get("/hold/late")).json()
     assert late == await first.json(), "a late caller gets the finished hold at once"
 

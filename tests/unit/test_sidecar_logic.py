@@ -63,6 +63,32 @@ def test_fallback_never_exceeds_max_hold() -> None:
     assert run([(1.0, "api_failed", 0)], 10, short) == (5.0, Outcome.FALLBACK)
 
 
+@pytest.mark.parametrize(
+    ("grace", "drain", "ends_at", "outcome"),
+    [
+        # deleted with 10 s and the app needs 8 s: 2 s of hold at most, before propagation ends
+        (10.0, 8.0, 2.0, Outcome.TIMEOUT),
+        # the grace period leaves room: the hold ends as it would have
+        (60.0, 8.0, 3.0, Outcome.QUIET),
+        # the drain alone exceeds the grace period: no hold at all
+        (5.0, 8.0, 0.0, Outcome.TIMEOUT),
+        # never beyond maxHold, however long the grace period
+        (600.0, 0.0, 30.0, Outcome.TIMEOUT),
+    ],
+)
+def test_deletion_grace_period_caps_the_hold(grace: float, drain: float, ends_at: float, outcome: Outcome) -> None:
+    settings = HoldSettings(propagation_delay=2.0, quiet_period=1.0, max_hold=30.0, drain_timeout=drain)
+    hold = Hold(settings, 0.0)
+    hold.grace_period(grace)
+    released_at = 1.0 if outcome is Outcome.QUIET else None
+    now = 0.0
+    while (result := hold.result(now)) is None:
+        if released_at is not None and now >= released_at:
+            hold.slices_released(now, listed=True)
+        now = round(now + 0.05, 2)
+    assert (round(result.total, 2), result.outcome) == (ends_at, outcome)
+
+
 def test_kernel_counted_connections_beyond_the_probes_share_count() -> None:
     settings = HoldSettings(propagation_delay=0.0, quiet_period=1.0, max_hold=30.0, probes_per_second=1.0)
     hold = Hold(settings, 0.0)
@@ -167,9 +193,11 @@ def test_config_from_environment() -> None:
             "LAMEDUCK_APP_PORTS": "8080,8443",
             "LAMEDUCK_PROPAGATION_DELAY": "1500ms",
             "LAMEDUCK_MAX_HOLD": "1m30s",
+            "LAMEDUCK_DRAIN_TIMEOUT": "45s",
             "KUBERNETES_SERVICE_HOST": "10.96.0.1",
         }
     )
+    assert config.hold.drain_timeout == 45.0
     assert config.app_ports == frozenset({8080, 8443})
     assert (config.hold.propagation_delay, config.hold.quiet_period, config.hold.max_hold) == (1.5, 1.0, 90.0)
     assert config.api_url == "https://10.96.0.1:443"

@@ -119,6 +119,7 @@ def sidecar_container(
             {"name": "LAMEDUCK_PROPAGATION_DELAY", "value": format_seconds(spec.hold.propagation_delay)},
             {"name": "LAMEDUCK_QUIET_PERIOD", "value": format_seconds(spec.hold.quiet_period)},
             {"name": "LAMEDUCK_MAX_HOLD", "value": format_seconds(spec.hold.max_hold)},
+            {"name": "LAMEDUCK_DRAIN_TIMEOUT", "value": format_seconds(spec.drain_timeout)},
             {"name": "LAMEDUCK_POLICY", "value": policy.annotation_value},
             {"name": "LAMEDUCK_NATIVE", "value": "true" if sidecar.native else "false"},
             {"name": "LAMEDUCK_PROBES_PER_SECOND", "value": f"{probe_rate:g}"},

@@ -20,12 +20,16 @@ def service_accounts_needing_access(deployments: Iterable[Mapping[str, Any]], si
 
 
 def sidecar_role(namespace: str) -> dict[str, Any]:
-    """Only what the sidecar does while holding: list and watch the namespace's EndpointSlices."""
+    """Only what the sidecar does while holding: list and watch the namespace's EndpointSlices,
+    and get its own Pod (the grace period it is being deleted with)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": {"name": SIDECAR_RBAC_NAME, "namespace": namespace, "labels": MANAGED_LABELS},
-        "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}],
+        "rules": [
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        ],
     }
 
 
