@@ -214,7 +214,11 @@ def _spec(cluster: bool) -> dict[str, Any]:
             "items": {"type": "string", "maxLength": CONTAINER_NAME_MAX_LENGTH, "pattern": CONTAINER_NAME_PATTERN},
         },
         "hold": _hold(),
-        "drainTimeout": _duration(DRAIN_TIMEOUT, "What the app itself needs after SIGTERM to finish in-flight work."),
+        "drainTimeout": _duration(
+            DRAIN_TIMEOUT,
+            "What the app itself needs after SIGTERM to finish in-flight work. A pod deleted with a shorter "
+            "grace period than its template's gets a shorter hold, so that this much is left.",
+        ),
         "terminationGracePeriodSeconds": _integer(
             TERMINATION_GRACE_PERIOD,
             "The pod grace period to set. Unset: maxHold + drainTimeout + 5s, rounded up. "

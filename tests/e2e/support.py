@@ -29,6 +29,7 @@ PAUSE_IMAGE = os.environ.get("LAMEDUCK_E2E_PAUSE_IMAGE", "registry.k8s.io/pause:
 SIDECAR_IMAGE = os.environ.get("LAMEDUCK_E2E_SIDECAR_IMAGE", "docker.io/lameduck/sidecar:dev")
 DEMO_IMAGE = os.environ.get("LAMEDUCK_E2E_DEMO_IMAGE", "docker.io/lameduck/demo-app:dev")
 LOCAL_KUBECONFIG = "/var/lib/lameduck-cluster/admin.kubeconfig"
+LOCAL_AUDIT_LOG = Path("/var/lib/lameduck-cluster/logs/audit.log")
 
 
 IMAGE_INPUTS = {

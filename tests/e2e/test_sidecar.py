@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import threading
 import time
@@ -21,7 +22,7 @@ from kubernetes import client, config, watch
 
 from bench.loadgen import LoadGenerator
 from lameduck_operator.logic.reconcile import rollout_in_progress
-from tests.e2e.support import Kube, Operator, demo_app, wait_until
+from tests.e2e.support import LOCAL_AUDIT_LOG, LOCAL_KUBECONFIG, Kube, Operator, demo_app, wait_until
 
 
 def guarded(namespace: str, **spec: Any) -> dict[str, Any]:
@@ -201,6 +202,23 @@ def test_max_hold_is_honoured(kube: Kube, operator: Operator, namespace: str, tm
     assert 4.0 <= hold["seconds"] < 5.0
 
 
+def test_a_shorter_deletion_grace_period_leaves_the_app_its_drain_time(
+    kube: Kube, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    # maxHold 30 s, drainTimeout 3 s; the pod is deleted with a grace period of 8 s while new
+    # connections keep arriving, so only the grace period can end the hold: after 8 - 3 s.
+    start_guarded_demo(kube, namespace, drainTimeout="3s")
+    pod = first_pod(kube, namespace)
+    url = f"http://{pod_ip(kube, namespace, pod)}:8080/"
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    kube.run("delete", "pod", pod, "-n", namespace, "--grace-period=8", "--wait=false")
+    new_connections(url, seconds=7)
+    hold = log.hold()
+    assert hold["grace_period"] == 8
+    assert hold["outcome"] == "timeout"
+    assert 5.0 <= hold["seconds"] < 6.0
+
+
 def test_without_rbac_the_sidecar_falls_back_and_the_pod_still_ends(
     kube: Kube, guarded_demo: str, tmp_path: Path
 ) -> None:
@@ -225,7 +243,8 @@ def test_operator_creates_and_removes_the_sidecars_access(kube: Kube, guarded_de
     namespace = guarded_demo
     role = kube.get("role", "lameduck-sidecar", namespace)
     assert role["rules"] == [
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
     ]
     binding = kube.get("rolebinding", "lameduck-sidecar", namespace)
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}]
@@ -247,3 +266,43 @@ def test_idle_sidecars_make_no_api_requests(kube: Kube, guarded_demo: str) -> No
         text = urllib.request.urlopen(f"http://{ip}:9901/metrics", timeout=5).read().decode()
         requests = next(line for line in text.splitlines() if line.startswith("lameduck_sidecar_api_requests_total "))
         assert float(requests.split()[1]) == 0.0
+
+
+def test_idle_sidecars_make_no_api_requests_by_the_audit_log(kube: Kube, guarded_demo: str, tmp_path: Path) -> None:
+    """The API server's own count: no request from the pods' service account while idle,
+    and the requests of one hold once a pod is deleted (so the count can see them)."""
+    log = audit_log(kube)
+    if log is None:
+        pytest.skip("no API audit log to read (set LAMEDUCK_AUDIT_LOG to the API server's audit log file)")
+    namespace = guarded_demo
+    user = f"system:serviceaccount:{namespace}:default"
+    assert audited_requests(log, user) == [], "idle sidecars asked the API nothing since the namespace was created"
+    pod = first_pod(kube, namespace)
+    sidecar = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    sidecar.hold()
+    wait_until(
+        lambda: set(audited_requests(log, user)) >= {"list endpointslices", "get pods"},
+        30,
+        "the hold's requests appear in the audit log",
+    )
+    assert set(audited_requests(log, user)) <= {"list endpointslices", "watch endpointslices", "get pods"}
+
+
+def audit_log(kube: Kube) -> Path | None:
+    configured = os.environ.get("LAMEDUCK_AUDIT_LOG")
+    if configured:
+        return Path(configured)
+    if os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG) and LOCAL_AUDIT_LOG.exists():
+        return LOCAL_AUDIT_LOG
+    return None
+
+
+def audited_requests(log: Path, user: str) -> list[str]:
+    """'verb resource' of every request this user made, one per request."""
+    requests = {}
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("user", {}).get("username") == user:
+            requests[event["auditID"]] = f"{event['verb']} {event.get('objectRef', {}).get('resource')}"
+    return list(requests.values())
