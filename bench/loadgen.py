@@ -32,6 +32,9 @@ class LoadResult:
     # the first failures in detail: when sent, how long until failed, and how far the
     # request got (waiting for a pooled connection, connecting, sent, receiving)
     failures: list[dict[str, object]] = field(default_factory=list)
+    # (second since start, seconds) whenever this process's event loop ran late by more than
+    # LOOP_LAG_REPORTED: a stalled client can time out requests the server never saw
+    loop_stalls: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def error_count(self) -> int:
@@ -46,6 +49,7 @@ class LoadResult:
             "errors_by_second": {str(k): v for k, v in sorted(self.errors_by_second.items())},
             "by_mode": {m: dict(c) for m, c in self.by_mode.items()},
             "failures": self.failures,
+            "loop_stalls": [[round(t, 3), round(lag, 3)] for t, lag in self.loop_stalls],
         }
 
 
@@ -62,6 +66,8 @@ def error_kind(err: BaseException) -> str:
 
 
 MAX_FAILURES_KEPT = 200
+LOOP_TICK = 0.05
+LOOP_LAG_REPORTED = 0.2
 
 
 def _phase_tracer() -> aiohttp.TraceConfig:
@@ -117,8 +123,22 @@ class LoadGenerator:
                         "mode": mode,
                         "kind": kind,
                         "phase": trace["phase"],
+                        "client_stalled": round(self._stalled_between(sent, time.monotonic()), 3),
                     }
                 )
+
+    def _stalled_between(self, start: float, end: float) -> float:
+        """Seconds this client's loop stood still while a request was out."""
+        first, last = start - self.started, end - self.started
+        return sum(lag for t, lag in self.result.loop_stalls if first <= t <= last + LOOP_TICK)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LOOP_TICK)
+            lag = time.monotonic() - before - LOOP_TICK
+            if lag > LOOP_LAG_REPORTED:
+                self.result.loop_stalls.append((time.monotonic() - self.started, lag))
 
     async def run(self) -> LoadResult:
         """Until stop(); then waits for the requests still out."""
@@ -134,6 +154,7 @@ class LoadGenerator:
         self.started = time.monotonic()
         interval = 1.0 / self.rate
         count = 0
+        watcher = asyncio.create_task(self._watch_loop())
         try:
             while not self._stop.is_set():
                 session, mode = (keepalive, "keepalive") if count % 2 == 0 else (fresh, "new_connection")
@@ -148,6 +169,7 @@ class LoadGenerator:
             if tasks:
                 await asyncio.wait(tasks)
         finally:
+            watcher.cancel()
             await keepalive.close()
             await fresh.close()
         return self.result

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -107,6 +108,7 @@ class PodWatch:
     api: client.CoreV1Api
     deleting: dict[str, float] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
+    ips: dict[str, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -124,6 +126,8 @@ class PodWatch:
         ):
             body = event["raw_object"]
             name = body["metadata"]["name"]
+            if body.get("status", {}).get("podIP"):
+                self.ips[name] = body["status"]["podIP"]
             if body["metadata"].get("deletionTimestamp") and name not in self.deleting:
                 self.deleting[name] = time.time()
             if event["type"] == "DELETED":
@@ -167,18 +171,46 @@ def sidecar_rss_mib() -> float | None:
     return round(statistics.mean(sizes), 1) if sizes else None
 
 
+def unanswered_syns(service_ip: str) -> set[tuple[str, str]] | None:
+    """(client port, pod IP) of every connection to the Service whose SYN the pod never
+    answered, from this node's conntrack table (local cluster only; None without it)."""
+    if not shutil.which("conntrack"):
+        return None
+    listed = subprocess.run(
+        ["conntrack", "-L", "-p", "tcp", "--orig-dst", service_ip, "--state", "SYN_SENT"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if listed.returncode != 0:
+        return None
+    found = set()
+    for line in listed.stdout.splitlines():
+        # the first sport= is the client's port; the second src= the pod the SYN went to
+        ports = [f.split("=", 1)[1] for f in line.split() if f.startswith("sport=")]
+        sources = [f.split("=", 1)[1] for f in line.split() if f.startswith("src=")]
+        if "[UNREPLIED]" in line and len(sources) == 2 and ports:
+            found.add((ports[0], sources[1]))
+    return found
+
+
 def set_proxy_sync(period: str) -> None:
     subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "proxy-sync", period], check=True)
 
 
-async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float) -> dict[str, Any]:
-    before = {p["metadata"]["name"] for p in kube.items("pods", NAMESPACE, f"app={APP}")}
+async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float, service_ip: str) -> dict[str, Any]:
+    listed = kube.items("pods", NAMESPACE, f"app={APP}")
+    before = {p["metadata"]["name"] for p in listed}
+    for pod in listed:
+        pods.ips.setdefault(pod["metadata"]["name"], pod.get("status", {}).get("podIP", ""))
+    unanswered_before = unanswered_syns(service_ip)
     generator = LoadGenerator(url, rate)
     load_started = time.time()
     load = asyncio.create_task(generator.run())
     await asyncio.sleep(3)  # steady load before the restart
     started = time.time()
-    kube.run("rollout", "restart", f"deployment/{APP}", "-n", NAMESPACE)
+    # in a thread: a blocking kubectl would stall the load generator's event loop
+    await asyncio.to_thread(kube.run, "rollout", "restart", f"deployment/{APP}", "-n", NAMESPACE)
 
     def old_pods_gone() -> bool:
         return pods.check_gone(kube, before)
@@ -203,11 +235,22 @@ async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float) -> dict
     generator.stop()
     result = await load
     terminations = [pods.gone[n] - pods.deleting[n] for n in before if n in pods.deleting]
+    unanswered_after = unanswered_syns(service_ip)
+    unanswered: dict[str, int] | None = None
+    if unanswered_before is not None and unanswered_after is not None:
+        by_ip = {ip: name for name, ip in pods.ips.items()}
+        unanswered = {}
+        for _, ip in unanswered_after - unanswered_before:
+            who = by_ip.get(ip, ip)
+            label = f"{who} (old pod)" if who in before else f"{who} (new pod)" if who in pods.ips else who
+            unanswered[label] = unanswered.get(label, 0) + 1
     return {
         **result.as_dict(),
         "rollout_seconds": round(ended - started, 2),
         "termination_seconds": [round(t, 2) for t in terminations],
         "restart_at_second": 3,
+        # where the SYNs went that nobody answered (connect timeouts), by pod
+        "unanswered_syns": unanswered,
         # each old pod's deletion and disappearance, in seconds since the load started
         "old_pods": {
             n: {
@@ -344,12 +387,13 @@ def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
                     pods = PodWatch(api)
                     watcher = threading.Thread(target=pods.run, daemon=True)
                     watcher.start()
-                    run = asyncio.run(one_rollout(kube, pods, f"http://{ip}/", args.rate))
+                    run = asyncio.run(one_rollout(kube, pods, f"http://{ip}/", args.rate, ip))
                     pods.stop.set()
                     runs.append(run)
                     print(
                         f"{condition} {variant.title} run {number + 1}: {run['requests']} requests, "
-                        f"{sum(run['errors'].values())} errors {run['errors']}, rollout {run['rollout_seconds']}s",
+                        f"{sum(run['errors'].values())} errors {run['errors']}, rollout {run['rollout_seconds']}s"
+                        + (f", unanswered SYNs to {run['unanswered_syns']}" if run["unanswered_syns"] else ""),
                         flush=True,
                     )
                     wait_until(lambda: steady(kube), 180, "the demo Deployment is steady again", 0.5)

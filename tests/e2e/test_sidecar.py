@@ -126,7 +126,8 @@ def test_rollout_under_load_has_zero_errors(kube: Kube, guarded_demo: str) -> No
         generator = LoadGenerator(f"http://{ip}/", rate=200)
         load = asyncio.create_task(generator.run())
         await asyncio.sleep(2)  # a measured window of load before the restart (not a poll)
-        kube.run("rollout", "restart", "deployment/demo", "-n", namespace)
+        # in a thread: a blocking kubectl would stall the load generator's event loop
+        await asyncio.to_thread(kube.run, "rollout", "restart", "deployment/demo", "-n", namespace)
         await asyncio.to_thread(
             wait_until,
             lambda: not old & {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")},
