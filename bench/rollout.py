@@ -297,8 +297,8 @@ def prepare(kube: Kube, image: str, variant: Variant) -> None:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
-        f"{'condition':<9} {'variant':<24} {'runs':>4} {'requests':>8} {'errors':>6} {'error %':>8} "
-        f"{'kinds':<40} {'term s (mean)':>13} {'rollout s (mean)':>16} {'sidecar MiB':>11}"
+        f"{'condition':<9} {'variant':<24} {'runs':>4} {'requests':>8} {'errors':>6} {'from restart':>12} "
+        f"{'error %':>8} {'kinds':<40} {'term s (mean)':>13} {'rollout s (mean)':>16} {'sidecar MiB':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -307,6 +307,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         rss = "-" if row["sidecar_rss_mib"] is None else f"{row['sidecar_rss_mib']}"
         print(
             f"{row['condition']:<9} {row['title']:<24} {row['runs']:>4} {row['requests']:>8} {row['error_count']:>6} "
+            f"{row['errors_from_restart']:>12} "
             f"{100 * row['error_rate']:>7.3f}% {kinds:<40} {row['termination_mean']:>13.1f} "
             f"{row['rollout_mean']:>16.1f} {rss:>11}"
         )
@@ -319,6 +320,11 @@ def summarize(condition: str, variant: Variant, runs: list[dict[str, Any]], rss:
             errors[kind] = errors.get(kind, 0) + count
     requests = sum(r["requests"] for r in runs)
     terms = [t for r in runs for t in r["termination_seconds"]]
+    # Errors of requests sent before the restart cannot be the rollout's: the data plane's
+    # background on this machine, or leftovers of an earlier run.
+    before = [
+        sum(n for second, n in r["errors_by_second"].items() if int(second) < r["restart_at_second"]) for r in runs
+    ]
     return {
         "condition": condition,
         "variant": variant.name,
@@ -329,6 +335,8 @@ def summarize(condition: str, variant: Variant, runs: list[dict[str, Any]], rss:
         "error_count": sum(errors.values()),
         "error_rate": sum(errors.values()) / requests if requests else 0.0,
         "errors_per_run": [sum(r["errors"].values()) for r in runs],
+        "errors_from_restart": sum(errors.values()) - sum(before),
+        "errors_from_restart_per_run": [sum(r["errors"].values()) - b for r, b in zip(runs, before, strict=True)],
         "termination_mean": statistics.mean(terms) if terms else 0.0,
         "rollout_mean": statistics.mean(r["rollout_seconds"] for r in runs),
         "rollout_per_run": [r["rollout_seconds"] for r in runs],
@@ -426,14 +434,32 @@ def main() -> int:
     parser.add_argument("--sidecar-image", default="docker.io/lameduck/sidecar:dev")
     parser.add_argument("--out", default=str(RESULTS / "rollout.json"))
     parser.add_argument("--chart", default=str(RESULTS / "rollout-errors.png"))
-    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--kubeconfig", help="required unless --report")
     parser.add_argument(
         "--operator",
         choices=("process", "installed"),
         default="process",
         help="run the operator as a process here, or use the one installed in the cluster",
     )
+    parser.add_argument("--report", metavar="JSON", help="only print the table and chart of an earlier run's results")
     args = parser.parse_args()
+    if args.report:
+        report = json.loads(Path(args.report).read_text())
+        report["summary"] = [
+            summarize(
+                row["condition"],
+                VARIANTS[row["variant"]],
+                report["runs"][row["condition"]][row["variant"]],
+                row["sidecar_rss_mib"],
+            )
+            for row in report["summary"]
+        ]
+        print_table(report["summary"])
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+        chart(report, Path(args.chart))
+        return 0
+    if not args.kubeconfig:
+        parser.error("--kubeconfig is required")
     if args.no_slow:
         args.conditions = ["normal"]
     report = run_bench(args, Kube(args.kubeconfig))
