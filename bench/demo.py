@@ -87,6 +87,14 @@ def main() -> int:
         )
         kube.run("delete", "-f", str(REPO / "deploy" / "rbac.yaml"), "--ignore-not-found", check=False)
         kube.run("delete", "-f", str(REPO / "crds"), "--ignore-not-found", check=False)
+        left = [
+            what
+            for what in ("namespace/lameduck-bench", "namespace/lameduck-system", "crd/gracefulpolicies.lameduck.dev")
+            if kube.run("get", what, "--ignore-not-found", "-o", "name", check=False).stdout.strip()
+        ]
+        print(
+            "== left behind: " + ", ".join(left) if left else "== cleaned up: nothing of the demo is left", flush=True
+        )
         if own_cluster:
             subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "down"], check=False)
         print(f"== demo finished in {time.monotonic() - started:.0f}s")
