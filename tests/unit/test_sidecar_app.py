@@ -54,6 +54,7 @@ class FakeApiServer:
         return app
 
     async def pod(self, request: web.Request) -> web.Response:
+        assert request.query.get("resourceVersion") == "0", "read from the API server's cache"
         self.requests.append("pod")
         assert request.headers["Authorization"] == "Bearer t0ken"
         if self.hang:
@@ -158,10 +159,11 @@ async def test_hold_waits_for_the_slices_then_the_propagation_delay(sidecar: Sta
     assert body["outcome"] == "quiet"
     assert 0.4 <= body["stage1"] < 0.8
     assert 0.3 <= body["stage2"] < 0.6
-    listed, pod, watched = sorted(api.requests)
-    assert (listed, pod) == ("", "pod"), "one list, one get of the pod"
-    assert "watch=1" in watched, "one watch"
-    assert "resourceVersion=7" in watched, "from the listed version"
+    assert len(api.requests) == 3
+    assert "pod" in api.requests, "one get of the pod"
+    assert "resourceVersion=0" in api.requests, "one list, from the API server's cache"
+    (watched,) = [q for q in api.requests if "watch=1" in q]
+    assert "resourceVersion=7" in watched, "one watch, from the listed version"
 
 
 async def test_a_short_deletion_grace_period_leaves_the_app_its_drain_time(sidecar: Start, tmp_path: Path) -> None:
