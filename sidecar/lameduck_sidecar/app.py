@@ -87,6 +87,14 @@ def build_app(
     return app
 
 
+async def before_exit(holder: Holder, *, native: bool) -> None:
+    """On the sidecar's own SIGTERM. A native sidecar gets it only once the app containers
+    have exited: nothing waits on it, so it exits at once. A classic sidecar gets it together
+    with the app: it first finishes the hold the app may still be waiting on."""
+    if not native and holder.holding and holder.task is not None:
+        await asyncio.wait({holder.task}, timeout=holder.config.hold.max_hold)
+
+
 async def serve(config: SidecarConfig) -> None:
     sidecar_metrics = SidecarMetrics()
     served = ServedCount()
@@ -111,9 +119,7 @@ async def serve(config: SidecarConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    if not config.native and holder.task is not None and not holder.task.done():
-        # A classic sidecar is stopped with the app: finish the hold the app is waiting on.
-        await asyncio.wait({holder.task}, timeout=config.hold.max_hold)
+    await before_exit(holder, native=config.native)
     await runner.cleanup()
 
 

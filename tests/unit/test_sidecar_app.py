@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from lameduck_sidecar.app import build_app
+from lameduck_sidecar.app import before_exit, build_app
 from lameduck_sidecar.config import SidecarConfig, load_config
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
@@ -243,3 +243,21 @@ async def test_no_api_request_while_idle(sidecar: Start) -> None:
     for path in ("/healthz", "/readyz", "/metrics"):
         assert (await client.get(path)).status == 200
     assert api.requests == []
+
+
+@pytest.mark.parametrize(("native", "waits"), [(False, True), (True, False)], ids=["classic", "native"])
+async def test_own_sigterm_during_a_hold(tmp_path: Path, native: bool, waits: bool) -> None:
+    """A classic sidecar finishes the hold in progress before exiting; a native one exits at once."""
+    api = FakeApiServer(flip_after=0.3)
+    server = TestServer(api.app())
+    await server.start_server()
+    config = config_for(str(server.make_url("")).rstrip("/"), tmp_path)
+    namespace_api = NamespaceApi(config.api_url or "", "shop", "web-1", config.token_file, "")
+    holder = Holder(config, SidecarMetrics(), Counter(), namespace_api.slices, own_pod=namespace_api.own_pod)
+    hold = asyncio.create_task(holder.hold("app"))
+    await asyncio.sleep(0)  # let the hold start
+    assert holder.holding
+    await before_exit(holder, native=native)
+    assert hold.done() is waits
+    assert (await hold).outcome.value == "quiet"
+    await server.close()
