@@ -123,6 +123,7 @@ class LoadGenerator:
                         "mode": mode,
                         "kind": kind,
                         "phase": trace["phase"],
+                        "detail": str(err)[:120],
                         "client_stalled": round(self._stalled_between(sent, time.monotonic()), 3),
                     }
                 )
