@@ -157,6 +157,13 @@ def demo_app(name: str = "demo", replicas: int = 3) -> list[dict[str, Any]]:
     return [deployment, svc]
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A failed kubectl, saying what kubectl said."""
+
+    def __str__(self) -> str:
+        return f"kubectl {' '.join(self.cmd[3:])} failed ({self.returncode}): {(self.stderr or '').strip()[:500]}"
+
+
 class Kube:
     """kubectl against one kubeconfig."""
 
@@ -165,14 +172,17 @@ class Kube:
         self.binary = shutil.which("kubectl") or "kubectl"
 
     def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        done = subprocess.run(
             [self.binary, "--kubeconfig", self.kubeconfig, *args],
             input=input,
             capture_output=True,
             text=True,
-            check=check,
+            check=False,
             timeout=120,
         )
+        if check and done.returncode != 0:
+            raise KubectlError(done.returncode, done.args, done.stdout, done.stderr)
+        return done
 
     def apply(
         self, *objects: dict[str, Any], namespace: str | None = None, check: bool = True

@@ -128,10 +128,17 @@ def test_drift_is_restored_with_an_event(kube: Kube, operator: Operator, namespa
     kube.apply(policy("web", namespace, apply="Immediate"))
     wait_until(lambda: has_hold(kube, namespace, "web"), 30, "web gets the hold")
     # A tool that replaces the whole object (as some GitOps tools do) drops lameduck's fields.
-    stored = kube.get("deployment", "web", namespace)
-    del stored["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
-    del stored["metadata"]["managedFields"]
-    kube.run("replace", "-f", "-", input=json.dumps(stored))
+
+    def replace_without_hold() -> bool:
+        """Read, drop the hold, replace; a conflict (the rollout changed the object in
+        between) fails the replace, and it is tried again."""
+        stored = kube.get("deployment", "web", namespace)
+        del stored["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
+        del stored["metadata"]["managedFields"]
+        kube.run("replace", "-f", "-", input=json.dumps(stored))
+        return True
+
+    wait_until(replace_without_hold, 30, "the Deployment is replaced without the hold")
     wait_until(lambda: has_hold(kube, namespace, "web"), 30, "the hold is restored")
     drift = wait_until(lambda: events(kube, namespace, "DriftRestored"), 30, "a DriftRestored event")
     assert drift[0]["type"] == "Warning"
