@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
-from lameduck_sidecar.holder import Holder
+from lameduck_sidecar.holder import Connections, Holder
 from lameduck_sidecar.k8s import NamespaceApi
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.tcp import ConnectionTracker
@@ -61,16 +61,29 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def namespace_api_for(config: SidecarConfig, sidecar_metrics: SidecarMetrics) -> NamespaceApi | None:
-    if not config.api_url:
-        return None
-    return NamespaceApi(
-        config.api_url,
-        config.namespace,
-        config.pod_name,
-        config.token_file,
-        config.ca_file,
-        on_request=sidecar_metrics.api_requests.inc,
+def holder_for(
+    config: SidecarConfig, sidecar_metrics: SidecarMetrics, connections: Connections, served: ServedCount | None = None
+) -> Holder:
+    """The pod's hold runner, asking the API (when it has an address) only while holding."""
+    api = (
+        NamespaceApi(
+            config.api_url,
+            config.namespace,
+            config.pod_name,
+            config.token_file,
+            config.ca_file,
+            on_request=sidecar_metrics.api_requests.inc,
+        )
+        if config.api_url
+        else None
+    )
+    return Holder(
+        config,
+        sidecar_metrics,
+        connections,
+        None if api is None else api.slices,
+        own_connections=served if served is not None else ServedCount(),
+        own_pod=None if api is None else api.own_pod,
     )
 
 
@@ -98,14 +111,11 @@ async def before_exit(holder: Holder, *, native: bool) -> None:
 async def serve(config: SidecarConfig) -> None:
     sidecar_metrics = SidecarMetrics()
     served = ServedCount()
-    api = namespace_api_for(config, sidecar_metrics)
-    holder = Holder(
+    holder = holder_for(
         config,
         sidecar_metrics,
         ConnectionTracker(config.app_ports, config.port, Path(os.environ.get("LAMEDUCK_PROC_NET", "/proc/net"))),
-        None if api is None else api.slices,
-        own_connections=served,
-        own_pod=None if api is None else api.own_pod,
+        served,
     )
     runner = web.AppRunner(build_app(config, holder, sidecar_metrics, served), access_log=None)
     await runner.setup()

@@ -13,11 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from lameduck_sidecar.app import before_exit, build_app
+from lameduck_sidecar.app import before_exit, build_app, holder_for
 from lameduck_sidecar.config import SidecarConfig, load_config
 from lameduck_sidecar.hold import HoldSettings
-from lameduck_sidecar.holder import Holder
-from lameduck_sidecar.k8s import NamespaceApi
 from lameduck_sidecar.metrics import SidecarMetrics
 
 FAST = HoldSettings(propagation_delay=0.3, quiet_period=0.1, max_hold=3.0, api_timeout=0.5, fallback_delay=0.6)
@@ -130,17 +128,7 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[Start]:
         config = replace(config_for(api_url, tmp_path), hold=hold)
         metrics = SidecarMetrics()
         connections = Counter()
-        api_client = (
-            None if config.api_url is None else NamespaceApi(config.api_url, "shop", "web-1", config.token_file, "")
-        )
-        holder = Holder(
-            config,
-            metrics,
-            connections,
-            None if api_client is None else api_client.slices,
-            own_pod=None if api_client is None else api_client.own_pod,
-        )
-        client = TestClient(TestServer(build_app(config, holder, metrics)))
+        client = TestClient(TestServer(build_app(config, holder_for(config, metrics, connections), metrics)))
         await client.start_server()
         clients.append(client)
         return client, connections, metrics
@@ -252,8 +240,7 @@ async def test_own_sigterm_during_a_hold(tmp_path: Path, native: bool, waits: bo
     server = TestServer(api.app())
     await server.start_server()
     config = config_for(str(server.make_url("")).rstrip("/"), tmp_path)
-    namespace_api = NamespaceApi(config.api_url or "", "shop", "web-1", config.token_file, "")
-    holder = Holder(config, SidecarMetrics(), Counter(), namespace_api.slices, own_pod=namespace_api.own_pod)
+    holder = holder_for(config, SidecarMetrics(), Counter())
     hold = asyncio.create_task(holder.hold("app"))
     await asyncio.sleep(0)  # let the hold start
     assert holder.holding
