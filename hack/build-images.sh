@@ -31,11 +31,9 @@
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source-path=SCRIPTDIR source=versions.env
-. "$HACK/versions.env"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$HACK/common.sh"
 
-CACHE_ROOT="${LAMEDUCK_CACHE:-$HOME/.cache/lameduck}"
-RUN="${LAMEDUCK_RUN_DIR:-/var/lib/lameduck-cluster}"
 CTRD_SOCK="$RUN/containerd/containerd.sock"
 IMAGES="$CACHE_ROOT/images"
 ROOTFS_DIR="$CACHE_ROOT/base/$BASE_SUITE-python"

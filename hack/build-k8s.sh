@@ -12,12 +12,10 @@
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source-path=SCRIPTDIR source=versions.env
-. "$HACK/versions.env"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$HACK/common.sh"
 
-CACHE_ROOT="${LAMEDUCK_CACHE:-$HOME/.cache/lameduck}"
-K8S_DIR="$CACHE_ROOT/k8s/v$K8S_VERSION"
-BIN="$K8S_DIR/bin"
+BIN="$K8S_BIN"
 LOGS="$K8S_DIR/logs"
 mkdir -p "$BIN" "$LOGS"
 

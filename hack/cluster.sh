@@ -18,12 +18,10 @@
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source-path=SCRIPTDIR source=versions.env
-. "$HACK/versions.env"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$HACK/common.sh"
 
-CACHE_ROOT="${LAMEDUCK_CACHE:-$HOME/.cache/lameduck}"
-BIN="$CACHE_ROOT/k8s/v$K8S_VERSION/bin"
-RUN="${LAMEDUCK_RUN_DIR:-/var/lib/lameduck-cluster}"
+BIN="$K8S_BIN"
 PKI="$RUN/pki"; LOGS="$RUN/logs"; PIDS="$RUN/pids"; CONF="$RUN/conf"
 KUBECONFIG_ADMIN="$RUN/admin.kubeconfig"
 

@@ -16,11 +16,9 @@
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source-path=SCRIPTDIR source=versions.env
-. "$HACK/versions.env"
-CACHE_ROOT="${LAMEDUCK_CACHE:-$HOME/.cache/lameduck}"
-BIN="$CACHE_ROOT/k8s/v$K8S_VERSION/bin"
-RUN="${LAMEDUCK_RUN_DIR:-/var/lib/lameduck-cluster}"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$HACK/common.sh"
+BIN="$K8S_BIN"
 KCFG="$RUN/admin.kubeconfig"
 PIDF="$RUN/pids/kwok.pid"
 LOGF="$RUN/logs/kwok.log"

@@ -4,9 +4,9 @@
 # Needs a running cluster (hack/cluster.sh up). Leaves nothing behind (namespace deleted).
 set -euo pipefail
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source-path=SCRIPTDIR source=versions.env
-. "$HACK/versions.env"
-BIN="${LAMEDUCK_CACHE:-$HOME/.cache/lameduck}/k8s/v$K8S_VERSION/bin"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$HACK/common.sh"
+BIN="$K8S_BIN"
 export KUBECONFIG="${KUBECONFIG:-$(bash "$HACK/cluster.sh" kubeconfig)}"
 K=("$BIN/kubectl")
 NS=lameduck-smoke

@@ -1,0 +1,11 @@
+# Sourced by hack/*.sh: pinned versions and the paths every script agrees on.
+# Env: LAMEDUCK_CACHE (~/.cache/lameduck), LAMEDUCK_RUN_DIR (/var/lib/lameduck-cluster).
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are for the scripts that source this file
+# shellcheck source-path=SCRIPTDIR source=versions.env
+. "$HACK/versions.env"
+CACHE_ROOT="${LAMEDUCK_CACHE:-$HOME/.cache/lameduck}"
+RUN="${LAMEDUCK_RUN_DIR:-/var/lib/lameduck-cluster}"
+# the Kubernetes binaries hack/build-k8s.sh builds for K8S_VERSION
+K8S_DIR="$CACHE_ROOT/k8s/v$K8S_VERSION"
+K8S_BIN="$K8S_DIR/bin"
