@@ -14,6 +14,7 @@ import errno
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -177,6 +178,20 @@ class LoadGenerator:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+async def under_load(
+    generator: LoadGenerator, during: Callable[[], object], *, before: float, after: float
+) -> LoadResult:
+    """Load for `before` seconds, then while `during` runs, then `after` seconds more.
+    `during` runs in a thread: a blocking call (kubectl, a poll) must never stall the
+    client's event loop, or the client would time out requests the server never saw."""
+    load = asyncio.create_task(generator.run())
+    await asyncio.sleep(before)  # a measured window of load (not a poll)
+    await asyncio.to_thread(during)
+    await asyncio.sleep(after)
+    generator.stop()
+    return await load
 
 
 async def _main(url: str, rate: float, seconds: float) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 from kubernetes import client, config, watch
 from matplotlib.figure import Figure
 
-from bench.loadgen import LoadGenerator
+from bench.loadgen import LoadGenerator, under_load
 from lameduck_operator.logic.reconcile import rollout_in_progress
 from tests.e2e.support import REPO, Kube, Operator, start_operator, stop_operator, wait_until
 
@@ -56,6 +56,7 @@ VARIANTS = {
     "lameduck": Variant("lameduck", "(d) lameduck defaults", lameduck=True),
 }
 CONDITIONS = {"normal": "1s", "slow": "10s"}  # kube-proxy iptables minSyncPeriod
+RESTART_AT_SECOND = 3  # of steady load before `kubectl rollout restart`
 
 
 def demo_deployment(image: str, variant: Variant) -> dict[str, Any]:
@@ -206,14 +207,13 @@ async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float, service
     unanswered_before = unanswered_syns(service_ip)
     generator = LoadGenerator(url, rate)
     load_started = time.time()
-    load = asyncio.create_task(generator.run())
-    await asyncio.sleep(3)  # steady load before the restart
-    started = time.time()
-    # in a thread: a blocking kubectl would stall the load generator's event loop
-    await asyncio.to_thread(kube.run, "rollout", "restart", f"deployment/{APP}", "-n", NAMESPACE)
+    started = load_started + RESTART_AT_SECOND  # until the restart says when it really was
 
-    def old_pods_gone() -> bool:
-        return pods.check_gone(kube, before)
+    def restart_and_wait() -> None:
+        nonlocal started
+        started = time.time()
+        kube.run("rollout", "restart", f"deployment/{APP}", "-n", NAMESPACE)
+        wait_until(lambda: pods.check_gone(kube, before), 300, "every old pod is gone", 0.2)
 
     async def progress() -> None:
         while True:
@@ -227,13 +227,10 @@ async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float, service
             )
 
     display = asyncio.create_task(progress())
-    await asyncio.to_thread(wait_until, old_pods_gone, 300, "every old pod is gone", 0.2)
+    result = await under_load(generator, restart_and_wait, before=RESTART_AT_SECOND, after=3)
     display.cancel()
     print()
     ended = max(pods.gone[name] for name in before)
-    await asyncio.sleep(3)  # and after it
-    generator.stop()
-    result = await load
     terminations = [pods.gone[n] - pods.deleting[n] for n in before if n in pods.deleting]
     unanswered_after = unanswered_syns(service_ip)
     unanswered: dict[str, int] | None = None
@@ -248,7 +245,7 @@ async def one_rollout(kube: Kube, pods: PodWatch, url: str, rate: float, service
         **result.as_dict(),
         "rollout_seconds": round(ended - started, 2),
         "termination_seconds": [round(t, 2) for t in terminations],
-        "restart_at_second": 3,
+        "restart_at_second": RESTART_AT_SECOND,
         # where the SYNs went that nobody answered (connect timeouts), by pod
         "unanswered_syns": unanswered,
         # each old pod's deletion and disappearance, in seconds since the load started

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config, watch
 
-from bench.loadgen import LoadGenerator
+from bench.loadgen import LoadGenerator, under_load
 from lameduck_operator.logic.reconcile import rollout_in_progress
 from tests.e2e.support import LOCAL_AUDIT_LOG, LOCAL_KUBECONFIG, Kube, Operator, demo_app, wait_until
 
@@ -122,24 +122,17 @@ def test_rollout_under_load_has_zero_errors(kube: Kube, guarded_demo: str) -> No
     ip = kube.get("service", "demo", namespace)["spec"]["clusterIP"]
     old = {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")}
 
-    async def under_load() -> dict[str, Any]:
-        generator = LoadGenerator(f"http://{ip}/", rate=200)
-        load = asyncio.create_task(generator.run())
-        await asyncio.sleep(2)  # a measured window of load before the restart (not a poll)
-        # in a thread: a blocking kubectl would stall the load generator's event loop
-        await asyncio.to_thread(kube.run, "rollout", "restart", "deployment/demo", "-n", namespace)
-        await asyncio.to_thread(
-            wait_until,
+    def restart_and_wait() -> None:
+        kube.run("rollout", "restart", "deployment/demo", "-n", namespace)
+        wait_until(
             lambda: not old & {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")},
             240,
             "every old pod is gone",
             0.5,
         )
-        await asyncio.sleep(2)  # and after the last old pod is gone (not a poll)
-        generator.stop()
-        return (await load).as_dict()
 
-    result = asyncio.run(under_load())
+    generator = LoadGenerator(f"http://{ip}/", rate=200)
+    result: dict[str, Any] = asyncio.run(under_load(generator, restart_and_wait, before=2, after=2)).as_dict()
     assert result["requests"] > 2000
     assert result["errors"] == {}, result
 
