@@ -7,25 +7,28 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
-from lameduck_sidecar.holder import Connections, Holder
+from lameduck_sidecar.holder import Holder, Traffic
 from lameduck_sidecar.k8s import NamespaceApi
 from lameduck_sidecar.metrics import SidecarMetrics
-from lameduck_sidecar.tcp import ConnectionTracker
+from lameduck_sidecar.tcp import KernelView, node_addresses
+from lameduck_sidecar.traffic import Address, Snapshot, TrafficCounter
 
 HOLDER = web.AppKey("holder", Holder)
 METRICS = web.AppKey("metrics", SidecarMetrics)
 
 
-class ServedCount:
-    """Requests the sidecar served: connections to the pod that are not the app's traffic."""
+class OwnConnections:
+    """Connections the sidecar's own server accepted: the pod's connections that are not
+    the app's traffic (kubelet's preStop calls and probes of the sidecar, scrapes)."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -33,11 +36,41 @@ class ServedCount:
     def __call__(self) -> int:
         return self.count
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.count += 1
-        response: web.StreamResponse = await handler(request)
-        return response
+    def counting(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.BaseProtocol]:
+        def protocol() -> asyncio.BaseProtocol:
+            self.count += 1
+            return factory()
+
+        return protocol
+
+
+def listening_sockets(port: int) -> list[socket.socket]:
+    """The sidecar's port on every address of both families the pod has: kubelet calls the
+    preStop hook and the startup probe on the pod IP, IPv4 or IPv6. A family the pod lacks
+    is left out; none at all is an error."""
+    found: list[socket.socket] = []
+    errors = []
+    for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as err:
+            errors.append(f"{address}: {err}")
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address, port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError as err:
+            sock.close()
+            errors.append(f"{address}: {err}")
+            continue
+        found.append(sock)
+    if not found:
+        raise OSError(f"cannot listen on port {port}: " + "; ".join(errors))
+    return found
 
 
 async def hold(request: web.Request) -> web.Response:
@@ -61,8 +94,15 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def traffic_for(config: SidecarConfig, node: Collection[Address]) -> Callable[[], TrafficCounter]:
+    return lambda: TrafficCounter(config.app_ports, config.port, config.probes, frozenset(node))
+
+
 def holder_for(
-    config: SidecarConfig, sidecar_metrics: SidecarMetrics, connections: Connections, served: ServedCount | None = None
+    config: SidecarConfig,
+    sidecar_metrics: SidecarMetrics,
+    snapshot: Callable[[], Snapshot],
+    traffic: Callable[[], Traffic],
 ) -> Holder:
     """The pod's hold runner, asking the API (when it has an address) only while holding."""
     api = (
@@ -80,17 +120,15 @@ def holder_for(
     return Holder(
         config,
         sidecar_metrics,
-        connections,
+        snapshot,
+        traffic,
         None if api is None else api.slices,
-        own_connections=served if served is not None else ServedCount(),
         own_pod=None if api is None else api.own_pod,
     )
 
 
-def build_app(
-    config: SidecarConfig, holder: Holder, sidecar_metrics: SidecarMetrics, served: ServedCount | None = None
-) -> web.Application:
-    app = web.Application(middlewares=[served.middleware] if served else [])
+def build_app(holder: Holder, sidecar_metrics: SidecarMetrics) -> web.Application:
+    app = web.Application()
     app[HOLDER] = holder
     app[METRICS] = sidecar_metrics
     app.router.add_get("/hold/{container}", hold)
@@ -110,26 +148,37 @@ async def before_exit(holder: Holder, *, native: bool) -> None:
 
 async def serve(config: SidecarConfig) -> None:
     sidecar_metrics = SidecarMetrics()
-    served = ServedCount()
-    holder = holder_for(
-        config,
-        sidecar_metrics,
-        ConnectionTracker(config.app_ports, config.port, Path(os.environ.get("LAMEDUCK_PROC_NET", "/proc/net"))),
-        served,
-    )
-    runner = web.AppRunner(build_app(config, holder, sidecar_metrics, served), access_log=None)
+    own = OwnConnections()
+    proc = Path(os.environ.get("LAMEDUCK_PROC_NET", "/proc/net"))
+    node = node_addresses(config.host_ip, proc)
+    view = KernelView(config.port, own, node, proc)
+    holder = holder_for(config, sidecar_metrics, view.snapshot, traffic_for(config, node))
+    runner = web.AppRunner(build_app(holder, sidecar_metrics), access_log=None)
     await runner.setup()
-    # All interfaces: kubelet calls the preStop hook on the pod IP.
-    await web.TCPSite(runner, "0.0.0.0", config.port).start()
+    assert runner.server is not None, "set up above"
+    loop = asyncio.get_running_loop()
+    sockets = listening_sockets(config.port)
+    servers = [await loop.create_server(own.counting(runner.server), sock=sock) for sock in sockets]
     logging.getLogger("lameduck.sidecar").info(
-        json.dumps({"event": "start", "pod": config.pod_name, "port": config.port, "native": config.native})
+        json.dumps(
+            {
+                "event": "start",
+                "pod": config.pod_name,
+                "port": config.port,
+                "native": config.native,
+                "listening": [str(s.getsockname()[0]) for s in sockets],
+                "node_addresses": sorted(str(a) for a in node),
+                "probes": [f"{p.port}:{p.period:g}" for p in config.probes],
+            }
+        )
     )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await before_exit(holder, native=config.native)
+    for server in servers:
+        server.close()
     await runner.cleanup()
 
 

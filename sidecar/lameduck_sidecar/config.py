@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lameduck_sidecar.hold import HoldSettings
+from lameduck_sidecar.traffic import Probe, parse_probes
 
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -22,14 +23,19 @@ def seconds(name: str, text: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
 
 
-def _rate(text: str) -> float:
+def _probes(text: str) -> tuple[Probe, ...]:
     try:
-        rate = float(text)
+        probes = parse_probes(text)
     except ValueError as err:
-        raise ConfigError(f"LAMEDUCK_PROBES_PER_SECOND must be a number, got {text!r}") from err
-    if rate < 0:
-        raise ConfigError(f"LAMEDUCK_PROBES_PER_SECOND must not be negative, got {text!r}")
-    return rate
+        raise ConfigError(f"LAMEDUCK_PROBES takes port:periodSeconds items, got {text!r}") from err
+    if any(p.period <= 0 or not 0 < p.port < 65536 for p in probes):
+        raise ConfigError(f"LAMEDUCK_PROBES takes port:periodSeconds items, got {text!r}")
+    return probes
+
+
+def host_port(host: str, port: str | int) -> str:
+    """host:port for a URL; an IPv6 address goes in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -38,9 +44,11 @@ class SidecarConfig:
     namespace: str
     pod_uid: str
     pod_ip: str
+    host_ip: str
     port: int
     app_ports: frozenset[int]
     hold: HoldSettings
+    probes: tuple[Probe, ...]
     native: bool
     policy: str
     api_url: str | None
@@ -63,20 +71,21 @@ def load_config(env: Mapping[str, str]) -> SidecarConfig:
         max_hold=duration("LAMEDUCK_MAX_HOLD", "30s"),
         api_timeout=duration("LAMEDUCK_API_TIMEOUT", "3s"),
         fallback_delay=duration("LAMEDUCK_FALLBACK_DELAY", "10s"),
-        probes_per_second=_rate(env.get("LAMEDUCK_PROBES_PER_SECOND", "0")),
         drain_timeout=duration("LAMEDUCK_DRAIN_TIMEOUT", "0s"),
     )
     host, api_port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
-    default_url = f"https://{host}:{api_port}" if host else None
+    default_url = f"https://{host_port(host, api_port)}" if host else None
     secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
     return SidecarConfig(
         pod_name=env.get("LAMEDUCK_POD_NAME", ""),
         namespace=env.get("LAMEDUCK_POD_NAMESPACE", ""),
         pod_uid=env.get("LAMEDUCK_POD_UID", ""),
         pod_ip=env.get("LAMEDUCK_POD_IP", ""),
+        host_ip=env.get("LAMEDUCK_HOST_IP", ""),
         port=port,
         app_ports=app_ports,
         hold=hold,
+        probes=_probes(env.get("LAMEDUCK_PROBES", "")),
         native=env.get("LAMEDUCK_NATIVE", "true").lower() == "true",
         policy=env.get("LAMEDUCK_POLICY", ""),
         api_url=env.get("LAMEDUCK_API_URL") or default_url,

@@ -1,18 +1,21 @@
 """The hold: when the app's preStop may return. Pure; the caller feeds observations and time.
 
-Stage 1 ends when every EndpointSlice that lists the pod shows it not ready (or none lists
-it, or the API could not be asked: fallback). Stage 2 ends once no new inbound connection
-reached the app for quietPeriod, and at least propagationDelay (fallbackDelay after a
-fallback) passed since stage 1 ended. Never longer than maxHold in all, nor so long that
-the app has less than drainTimeout left of the grace period the pod was deleted with.
+A hold runs only for a pod that is being deleted: kubelet also runs preStop hooks when it
+restarts a container after a failed liveness or startup probe, and such a call is answered
+at once (`should_hold`). Stage 1 ends when no EndpointSlice holds the pod any more (see
+slices.py; or none lists it, or the API could not be asked: fallback). Stage 2 ends once no
+new work reached the app for quietPeriod (no new connection, no new data on an open one:
+see traffic.py), and at least propagationDelay (fallbackDelay after a fallback) passed since
+stage 1 ended. Never longer than maxHold in all, nor so long that the app has less than
+drainTimeout left of the grace period the pod was deleted with.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Outcome(StrEnum):
@@ -20,6 +23,16 @@ class Outcome(StrEnum):
     NOT_IN_ANY_SLICE = "not_in_any_slice"
     TIMEOUT = "timeout"
     FALLBACK = "fallback"
+    # The call came while the pod was not being deleted (a container restart): no hold.
+    NOT_DELETING = "not_deleting"
+
+
+class FallbackReason(StrEnum):
+    """Why stage 1 could not watch the slices."""
+
+    NO_API_ADDRESS = "no_api_address"
+    API = "api"  # unreachable, forbidden, too slow or a garbled answer
+    INTERNAL_ERROR = "internal_error"
 
 
 @dataclass(frozen=True)
@@ -31,8 +44,6 @@ class HoldSettings:
     api_timeout: float = 3.0
     # Stage 2's minimum after a fallback, when the slices could not be watched.
     fallback_delay: float = 10.0
-    # kubelet's own probe connections per second to the app, which are not traffic.
-    probes_per_second: float = 0.0
     # What the app needs after SIGTERM: a deletion with a shorter grace period than the
     # template's shortens the hold so that this much is still left.
     drain_timeout: float = 0.0
@@ -45,6 +56,24 @@ class HoldResult:
     stage1: float | None
     stage2: float | None
     connections_after_stage1: int
+    # Open connections that carried new data after stage 1, counted once per poll.
+    reused_after_stage1: int = 0
+
+
+def should_hold(pod: Mapping[str, Any] | None) -> bool:
+    """Hold unless the pod, as read when the call came, is not being deleted. An unreadable
+    pod (None) is held for: a deletion is the usual reason for a preStop call, and a missed
+    hold loses requests while an extra one only delays a restart."""
+    return pod is None or bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def deletion_grace_period(pod: Mapping[str, Any] | None) -> float | None:
+    seconds = ((pod or {}).get("metadata") or {}).get("deletionGracePeriodSeconds")
+    return float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None
+
+
+def answered_at_once() -> HoldResult:
+    return HoldResult(Outcome.NOT_DELETING, 0.0, None, None, 0)
 
 
 class Hold:
@@ -54,11 +83,9 @@ class Hold:
         self.stage1_end: float | None = None
         self.not_in_any_slice = False
         self.fallback = False
-        self.last_connection: float | None = None
+        self.last_traffic: float | None = None
         self.connections_after_stage1 = 0
-        self._opens: deque[tuple[float, int]] = deque()
-        # Inbound connections a quiet window may hold that are only kubelet's probes.
-        self._probe_allowance = math.ceil(settings.probes_per_second * settings.quiet_period) + 1
+        self.reused_after_stage1 = 0
         self.deadline = started + settings.max_hold
 
     def grace_period(self, seconds: float) -> None:
@@ -77,27 +104,15 @@ class Hold:
             self.stage1_end = now
             self.fallback = True
 
-    def connections(self, now: float, count: int) -> None:
-        """count new inbound connections reached the app."""
-        if count <= 0:
+    def traffic(self, now: float, new_connections: int, reused_connections: int = 0) -> None:
+        """New work reached the app: new inbound connections, and open connections that
+        received new data (requests over pooled or keep-alive connections)."""
+        if new_connections <= 0 and reused_connections <= 0:
             return
-        self.last_connection = now
+        self.last_traffic = now
         if self.stage1_end is not None:
-            self.connections_after_stage1 += count
-
-    def inbound(self, now: float, opens: int) -> None:
-        """opens: connections the kernel accepted for the pod, other than the sidecar's own.
-
-        It misses none, however short-lived (the socket table does), but counts probes too:
-        a quiet window may hold the probes' share of them.
-        """
-        self._opens.append((now, max(0, opens)))
-        while self._opens and self._opens[0][0] <= now - self.settings.quiet_period:
-            self._opens.popleft()
-        in_window = sum(n for _, n in self._opens)
-        if in_window > self._probe_allowance:
-            self.connections(now, in_window - self._probe_allowance)
-            self._opens.clear()
+            self.connections_after_stage1 += max(0, new_connections)
+            self.reused_after_stage1 += max(0, reused_connections)
 
     def _minimum(self) -> float:
         if self.fallback:
@@ -107,7 +122,7 @@ class Hold:
     def _release_at(self) -> float | None:
         if self.stage1_end is None:
             return None
-        quiet_from = max(self.stage1_end, self.last_connection or self.stage1_end)
+        quiet_from = max(self.stage1_end, self.last_traffic or self.stage1_end)
         return max(self.stage1_end + self._minimum(), quiet_from + self.settings.quiet_period)
 
     def result(self, now: float) -> HoldResult | None:
@@ -131,7 +146,9 @@ class Hold:
     def _result(self, outcome: Outcome, now: float) -> HoldResult:
         stage1 = None if self.stage1_end is None else self.stage1_end - self.started
         stage2 = None if self.stage1_end is None else now - self.stage1_end
-        return HoldResult(outcome, now - self.started, stage1, stage2, self.connections_after_stage1)
+        return HoldResult(
+            outcome, now - self.started, stage1, stage2, self.connections_after_stage1, self.reused_after_stage1
+        )
 
     def wake_at(self) -> float:
         """When result() can next change if nothing new is observed."""

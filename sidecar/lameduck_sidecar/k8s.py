@@ -4,6 +4,7 @@ already carries."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from collections.abc import AsyncGenerator, Callable
@@ -17,6 +18,7 @@ POD = "/api/v1/namespaces/{namespace}/pods/{name}"
 # Served from the API server's watch cache, not etcd: a fleet's holds during a large rollout
 # cost the cache a read each. The watch that follows delivers anything newer.
 FROM_CACHE = {"resourceVersion": "0"}
+GONE = 410
 
 
 class ApiError(Exception):
@@ -33,10 +35,14 @@ class NamespaceApi:
         ca_file: str,
         *,
         on_request: Callable[[], None] = lambda: None,
+        read_seconds: float = 10.0,
+        watch_seconds: int = 60,
     ) -> None:
         self.url = api_url.rstrip("/") + SLICES.format(namespace=namespace)
         self.pod_url = api_url.rstrip("/") + POD.format(namespace=namespace, name=pod_name)
         self.on_request = on_request
+        self.read_seconds = read_seconds
+        self.watch_seconds = watch_seconds
         self.token_file = token_file
         self.ca_file = ca_file
 
@@ -47,61 +53,99 @@ class NamespaceApi:
             raise ApiError(f"no service-account token: {err}") from err
         context: ssl.SSLContext | bool = True
         if self.url.startswith("https") and Path(self.ca_file).exists():
-            context = ssl.create_default_context(cafile=self.ca_file)
+            try:
+                context = ssl.create_default_context(cafile=self.ca_file)
+            except OSError as err:  # ssl.SSLError included
+                raise ApiError(f"unusable CA file: {err}") from err
         return aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             connector=aiohttp.TCPConnector(ssl=context),
         )
 
-    async def own_pod(self) -> dict[str, Any]:
+    async def own_pod(self, *, consistent: bool = False) -> dict[str, Any]:
+        """The sidecar's Pod: from the API server's cache, or (consistent) as etcd has it now."""
         async with self._session() as session:
-            try:
-                self.on_request()
-                async with session.get(self.pod_url, params=FROM_CACHE) as response:
-                    if response.status != 200:
-                        raise ApiError(f"getting the pod: HTTP {response.status}")
-                    pod: dict[str, Any] = await response.json()
-                    return pod
-            except aiohttp.ClientError as err:
-                raise ApiError(f"getting the pod: {err}") from err
+            pod: dict[str, Any] = await self._get(session, self.pod_url, {} if consistent else FROM_CACHE, "the pod")
+            return pod
+
+    async def _get(self, session: aiohttp.ClientSession, url: str, params: dict[str, str], what: str) -> Any:
+        self.on_request()
+        try:
+            async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=self.read_seconds)) as got:
+                if got.status != 200:
+                    raise ApiError(f"getting {what}: HTTP {got.status}")
+                return await got.json()
+        except (aiohttp.ClientError, ValueError, TimeoutError) as err:
+            raise ApiError(f"getting {what}: {type(err).__name__} {err}") from err
 
     async def slices(self) -> AsyncGenerator[list[dict[str, Any]], None]:
-        """Yields the namespace's slices: first as listed, then after every watch event."""
+        """Yields the namespace's slices: first as listed, then after every watch event. A
+        watch the server ends (it does after timeoutSeconds) is started again from the last
+        version seen; when that version is gone (410), the slices are listed again."""
         async with self._session() as session:
-            slices: dict[str, dict[str, Any]] = {}
-            try:
-                self.on_request()
-                async with session.get(self.url, params=FROM_CACHE) as response:
-                    if response.status != 200:
-                        raise ApiError(f"listing EndpointSlices: HTTP {response.status}")
-                    listed = await response.json()
-            except aiohttp.ClientError as err:
-                raise ApiError(f"listing EndpointSlices: {err}") from err
-            for item in listed.get("items", []):
-                slices[item["metadata"]["name"]] = item
-            yield list(slices.values())
-            params = {
-                "watch": "1",
-                "resourceVersion": listed["metadata"]["resourceVersion"],
-                "allowWatchBookmarks": "true",
-            }
-            try:
-                self.on_request()
-                async with session.get(self.url, params=params, timeout=aiohttp.ClientTimeout(total=None)) as watch:
-                    if watch.status != 200:
-                        raise ApiError(f"watching EndpointSlices: HTTP {watch.status}")
-                    async for line in watch.content:
-                        event = json.loads(line)
-                        kind, obj = event.get("type"), event.get("object") or {}
-                        if kind == "ERROR":
-                            raise ApiError(f"watch ended: {obj.get('message')}")
-                        if kind == "BOOKMARK":
-                            continue
-                        name = obj["metadata"]["name"]
+            while True:
+                listed = await self._get(session, self.url, FROM_CACHE, "EndpointSlices")
+                try:
+                    slices = {item["metadata"]["name"]: item for item in listed.get("items") or []}
+                    version: str | None = listed["metadata"]["resourceVersion"]
+                except (KeyError, TypeError, AttributeError) as err:
+                    raise ApiError(f"listing EndpointSlices: malformed answer ({err!r})") from err
+                yield list(slices.values())
+                while version is not None:
+                    async with contextlib.aclosing(self._watch(session, version, slices)) as events:
+                        async for seen, changed in events:
+                            version = seen
+                            if changed:
+                                yield list(slices.values())
+
+    async def _watch(
+        self, session: aiohttp.ClientSession, version: str, slices: dict[str, dict[str, Any]]
+    ) -> AsyncGenerator[tuple[str | None, bool], None]:
+        """One watch from version, applying its events to slices: yields (the version to go
+        on from, whether slices changed); None when the version is gone."""
+        params = {
+            "watch": "1",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(self.watch_seconds),
+        }
+        # A healthy watch is silent at most until the server ends it: longer is a stall.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.read_seconds, sock_read=self.watch_seconds + 10)
+        self.on_request()
+        try:
+            async with session.get(self.url, params=params, timeout=timeout) as watch:
+                if watch.status == GONE:
+                    yield None, False
+                    return
+                if watch.status != 200:
+                    raise ApiError(f"watching EndpointSlices: HTTP {watch.status}")
+                async for line in watch.content:
+                    kind, obj = _event(line)
+                    if kind == "ERROR":
+                        if obj.get("code") == GONE:
+                            yield None, False
+                            return
+                        raise ApiError(f"watch ended: {obj.get('message')}")
+                    try:
+                        version = obj["metadata"].get("resourceVersion") or version
                         if kind == "DELETED":
-                            slices.pop(name, None)
-                        else:
-                            slices[name] = obj
-                        yield list(slices.values())
-            except aiohttp.ClientError as err:
-                raise ApiError(f"watching EndpointSlices: {err}") from err
+                            slices.pop(obj["metadata"]["name"], None)
+                        elif kind != "BOOKMARK":
+                            slices[obj["metadata"]["name"]] = obj
+                    except (KeyError, TypeError) as err:
+                        raise ApiError(f"watching EndpointSlices: malformed event ({err!r})") from err
+                    yield version, kind != "BOOKMARK"
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise ApiError(f"watching EndpointSlices: {type(err).__name__} {err}") from err
+        yield version, False  # ended by the server: watch again from here
+
+
+def _event(line: bytes) -> tuple[str, dict[str, Any]]:
+    try:
+        event = json.loads(line)
+        kind, obj = event["type"], event.get("object") or {}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ApiError(f"watching EndpointSlices: malformed event ({err!r})") from err
+    if not isinstance(kind, str) or not isinstance(obj, dict):
+        raise ApiError("watching EndpointSlices: malformed event")
+    return kind, obj

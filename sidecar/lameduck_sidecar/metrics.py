@@ -30,6 +30,17 @@ class SidecarMetrics:
             "New inbound connections to the app after the slices had let go.",
             registry=self.registry,
         )
+        self.reused_after_stage1 = Counter(
+            "lameduck_sidecar_reused_connections_after_stage1_total",
+            "Open connections to the app that received new data after the slices had let go, once per poll.",
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "lameduck_sidecar_fallbacks_total",
+            "Holds whose stage 1 could not watch the slices, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.holds = Counter("lameduck_sidecar_holds_total", "Holds by outcome.", ["outcome"], registry=self.registry)
         self.api_requests = Counter(
             "lameduck_sidecar_api_requests_total",

@@ -1,26 +1,75 @@
-"""Judging EndpointSlices for one pod. Pure."""
+"""Judging EndpointSlices for one pod, the way their consumers read them. Pure.
+
+The EndpointSlice controller writes `ready = publishNotReadyAddresses or (serving and not
+terminating)` (KEP-1672). So a terminating pod behind a Service with
+publishNotReadyAddresses stays `ready: true` until the pod object is gone: its consumers keep
+it by the Service's own choice, and no hold can change that. The rule, per listing of the pod:
+
+- `terminating: true` or `ready: false`: released. The control plane has let go; whether a
+  consumer still sends (kube-proxy falls back to serving-but-terminating endpoints when no
+  ready one is left; publishNotReadyAddresses keeps it) is what stage 2 measures.
+- neither `ready` nor `terminating` given: no signal. Nothing on such a listing will ever
+  show the termination, so stage 1 does not wait for it; stage 2 still measures its traffic.
+- a slice without the `kubernetes.io/service-name` label belongs to no Service: kube-proxy,
+  cluster DNS and gateways never read it, so it is not waited on either.
+- otherwise held.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from typing import Any
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
-def listings(slices: Iterable[Mapping[str, Any]], pod_uid: str, pod_name: str, pod_ip: str) -> list[bool]:
-    """Readiness of every endpoint, in any slice, that is this pod."""
+
+class Listing(StrEnum):
+    HELD = "held"
+    RELEASED = "released"
+    NO_SIGNAL = "no_signal"
+
+
+def same_address(a: str, b: str) -> bool:
+    """IP addresses compared as addresses: an IPv6 address has several spellings."""
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return a == b
+
+
+def judge(endpoint: Mapping[str, Any]) -> Listing:
+    conditions = endpoint.get("conditions") or {}
+    ready, terminating = conditions.get("ready"), conditions.get("terminating")
+    if terminating is True or ready is False:
+        return Listing.RELEASED
+    if ready is None and terminating is None:
+        return Listing.NO_SIGNAL
+    return Listing.HELD
+
+
+def listings(slices: Iterable[Mapping[str, Any]], pod_uid: str, pod_name: str, pod_ip: str) -> list[Listing]:
+    """How every endpoint that is this pod, in any slice a Service's consumers read, stands."""
     found = []
     for endpoint_slice in slices:
+        labels = (endpoint_slice.get("metadata") or {}).get("labels") or {}
+        if SERVICE_NAME_LABEL not in labels:
+            continue
         for endpoint in endpoint_slice.get("endpoints") or []:
-            ref = endpoint.get("targetRef") or {}
-            is_pod = (ref.get("kind") == "Pod" and (ref.get("uid") == pod_uid or ref.get("name") == pod_name)) or (
-                bool(pod_ip) and pod_ip in (endpoint.get("addresses") or [])
-            )
-            if is_pod:
-                # The API says a missing ready condition is to be read as ready.
-                found.append((endpoint.get("conditions") or {}).get("ready") is not False)
+            if _is_pod(endpoint, pod_uid, pod_name, pod_ip):
+                found.append(judge(endpoint))
     return found
 
 
-def released(readiness: list[bool]) -> bool:
-    """Stage 1 is over when no slice lists the pod as ready."""
-    return not any(readiness)
+def _is_pod(endpoint: Mapping[str, Any], pod_uid: str, pod_name: str, pod_ip: str) -> bool:
+    ref = endpoint.get("targetRef") or {}
+    if ref.get("kind") == "Pod":
+        # A uid names one incarnation; a name alone may be an earlier pod's.
+        return ref.get("uid") == pod_uid if ref.get("uid") and pod_uid else ref.get("name") == pod_name
+    return bool(pod_ip) and any(same_address(pod_ip, a) for a in endpoint.get("addresses") or [])
+
+
+def released(found: list[Listing]) -> bool:
+    """Stage 1 is over when no listing holds the pod."""
+    return Listing.HELD not in found

@@ -1,42 +1,48 @@
-"""New inbound connections to the app, from /proc/net/tcp and tcp6 of the pod's network
-namespace (the sidecar shares it with the app). Parsing is pure; reading is one call."""
+"""What the kernel shows of the pod's network namespace (the sidecar shares it with the app):
+its TCP sockets through sock_diag, with /proc/net/tcp as the fallback, and the count of
+accepted connections from /proc/net/snmp. Parsing is pure; reading is one call each."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+import json
+import logging
+from collections.abc import Callable, Collection
 from pathlib import Path
 
-LISTEN = "0A"
-# A connection is one (local port, remote address, remote port); closed ones linger in
-# TIME_WAIT, so even a request that came and went between two polls is seen.
-Connection = tuple[int, str, int]
+from lameduck_sidecar import sockdiag
+from lameduck_sidecar.sockdiag import LISTEN, TIME_WAIT, TcpSocket
+from lameduck_sidecar.traffic import Address, Snapshot, default_gateways
+
+log = logging.getLogger("lameduck.sidecar")
+# Request sockets (SYN_RECV, NEW_SYN_RECV) are not connections yet: the kernel counts an
+# accept once the handshake ends, and so do we.
+SYN_RECV, NEW_SYN_RECV = 3, 12
+OPEN_STATES = sockdiag.ALL_STATES & ~(1 << TIME_WAIT) & ~(1 << SYN_RECV) & ~(1 << NEW_SYN_RECV)
 
 
-def parse(text: str) -> tuple[set[int], set[Connection]]:
-    """(listening ports, connections) from the text of /proc/net/tcp or /proc/net/tcp6."""
-    listening: set[int] = set()
-    connections: set[Connection] = set()
+def _address(hex_text: str) -> Address:
+    """An address as /proc/net/tcp{,6} prints it: 32-bit words in host (little-endian) order."""
+    raw = bytes.fromhex(hex_text)
+    data = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(data)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse(text: str) -> list[TcpSocket]:
+    """The sockets in the text of /proc/net/tcp or /proc/net/tcp6 (no byte counters there)."""
+    found = []
     for line in text.splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 4:
+        if len(fields) < 5:
             continue
-        local, remote, state = fields[1], fields[2], fields[3]
-        local_port = int(local.rsplit(":", 1)[1], 16)
-        if state == LISTEN:
-            listening.add(local_port)
-            continue
+        local, remote, state = fields[1], fields[2], int(fields[3], 16)
         remote_address, remote_port = remote.rsplit(":", 1)
-        connections.add((local_port, remote_address, int(remote_port, 16)))
-    return listening, connections
-
-
-def inbound(
-    listening: set[int], connections: Iterable[Connection], app_ports: frozenset[int], own_port: int
-) -> set[Connection]:
-    """Connections to the app's ports (or, when none are known, to any listening port but ours)."""
-    ports = set(app_ports) if app_ports else listening
-    ports.discard(own_port)
-    return {c for c in connections if c[0] in ports}
+        local_port, rqueue = int(local.rsplit(":", 1)[1], 16), int(fields[4].split(":")[1], 16)
+        found.append(TcpSocket(state, local_port, _address(remote_address), int(remote_port, 16), rqueue, None))
+    return found
 
 
 def passive_opens(snmp: str) -> int | None:
@@ -47,43 +53,67 @@ def passive_opens(snmp: str) -> int | None:
     return int(rows[1][rows[0].index("PassiveOpens")])
 
 
-class ConnectionTracker:
-    """Counts connections not seen before."""
+class KernelView:
+    """Reads a Snapshot: the accept counter, then the sockets (see traffic.py for why only
+    the node's TIME_WAIT sockets are asked for), then the sidecar's own count."""
 
-    def __init__(self, app_ports: frozenset[int], own_port: int, proc: Path = Path("/proc/net")) -> None:
-        self.app_ports = app_ports
+    def __init__(
+        self,
+        own_port: int,
+        own_accepted: Callable[[], int],
+        node_addresses: Collection[Address],
+        proc: Path = Path("/proc/net"),
+    ) -> None:
         self.own_port = own_port
-        self.files = [proc / "tcp", proc / "tcp6"]
-        self.snmp = proc / "snmp"
-        self.seen: set[Connection] = set()
-        self.opened: int | None = None
+        self.own_accepted = own_accepted
+        self.node_addresses = frozenset(node_addresses)
+        self.proc = proc
+        self.netlink = True
 
-    def read(self) -> set[Connection]:
-        listening: set[int] = set()
-        connections: set[Connection] = set()
-        for file in self.files:
+    def sockets(self) -> list[TcpSocket]:
+        if self.netlink:
             try:
-                ports, found = parse(file.read_text())
+                found = sockdiag.dump(OPEN_STATES, with_info=True)
+                if self.node_addresses:
+                    found += sockdiag.dump(1 << TIME_WAIT, with_info=False, remote_addresses=self.node_addresses)
+                return found
+            except OSError as err:  # sock_diag refused (a seccomp profile, an old kernel)
+                self.netlink = False
+                log.warning(json.dumps({"event": "sock_diag_unavailable", "reason": str(err)}))
+        found = []
+        for name in ("tcp", "tcp6"):
+            try:
+                found += parse((self.proc / name).read_text())
             except OSError:
                 continue
-            listening |= ports
-            connections |= found
-        return inbound(listening, connections, self.app_ports, self.own_port)
+        return [s for s in found if s.state not in (SYN_RECV, NEW_SYN_RECV)]
 
-    def new_connections(self) -> int:
-        current = self.read()
-        fresh = current - self.seen
-        self.seen |= current
-        return len(fresh)
-
-    def new_opens(self) -> int:
-        """Connections the kernel accepted for the pod since the last call (0 when unknown)."""
+    def accepted(self) -> int | None:
         try:
-            current = passive_opens(self.snmp.read_text())
+            return passive_opens((self.proc / "snmp").read_text())
         except OSError:
-            return 0
-        if current is None:
-            return 0
-        fresh = 0 if self.opened is None else current - self.opened
-        self.opened = current
-        return fresh
+            return None
+
+    def snapshot(self) -> Snapshot:
+        accepted = self.accepted()
+        sockets = self.sockets()
+        pending = sum(s.rqueue for s in sockets if s.state == LISTEN and s.local_port == self.own_port)
+        return Snapshot(accepted, self.own_accepted(), pending, sockets)
+
+
+def node_addresses(host_ip: str, proc: Path = Path("/proc/net")) -> set[Address]:
+    """Where the node's own connections to the pod come from: its address, and with bridge
+    CNIs the pod's default gateway."""
+    found: set[Address] = set()
+    if host_ip:
+        try:
+            found.add(ipaddress.ip_address(host_ip))
+        except ValueError:
+            log.warning(json.dumps({"event": "bad_host_ip", "host_ip": host_ip}))
+    texts = []
+    for name in ("route", "ipv6_route"):
+        try:
+            texts.append((proc / name).read_text())
+        except OSError:
+            texts.append("")
+    return found | default_gateways(*texts)

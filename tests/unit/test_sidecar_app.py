@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import generate_latest
 
-from lameduck_sidecar.app import before_exit, build_app, holder_for
-from lameduck_sidecar.config import SidecarConfig, load_config
+from lameduck_sidecar.app import OwnConnections, before_exit, build_app, holder_for, listening_sockets
+from lameduck_sidecar.config import SidecarConfig, host_port, load_config
 from lameduck_sidecar.hold import HoldSettings
+from lameduck_sidecar.holder import Holder
 from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.traffic import Snapshot
 
 FAST = HoldSettings(propagation_delay=0.3, quiet_period=0.1, max_hold=3.0, api_timeout=0.5, fallback_delay=0.6)
 
 
 def endpoint_slice(ready: bool) -> dict[str, Any]:
     return {
-        "metadata": {"name": "web-abcde", "namespace": "shop"},
+        "metadata": {
+            "name": "web-abcde",
+            "namespace": "shop",
+            "resourceVersion": "9" if ready else "10",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
         "endpoints": [
             {
                 "addresses": ["10.1.0.7"],
@@ -36,14 +45,29 @@ def endpoint_slice(ready: bool) -> dict[str, Any]:
 
 class FakeApiServer:
     """Lists one slice showing the pod ready; the watch flips it after `flip_after` seconds.
-    The pod is being deleted with `grace_period` seconds."""
+    The pod is being deleted (with `grace_period` seconds) unless `deleting` is False. How
+    the watch behaves first: "flip" at once, "end" (the server closes it cleanly), "gone"
+    (410: the listed version expired), "garbage" (not JSON)."""
 
-    def __init__(self, status: int = 200, flip_after: float = 0.3, hang: bool = False, grace_period: int = 60) -> None:
+    def __init__(  # noqa: PLR0917
+        self,
+        status: int = 200,
+        flip_after: float = 0.3,
+        hang: bool = False,
+        grace_period: int = 60,
+        deleting: bool = True,
+        watch: str = "flip",
+        pod_status: int = 200,
+    ) -> None:
         self.status = status
         self.flip_after = flip_after
         self.hang = hang
         self.grace_period = grace_period
+        self.deleting = deleting
+        self.watch = watch
+        self.pod_status = pod_status
         self.requests: list[str] = []
+        self.lists = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -52,15 +76,16 @@ class FakeApiServer:
         return app
 
     async def pod(self, request: web.Request) -> web.Response:
-        assert request.query.get("resourceVersion") == "0", "read from the API server's cache"
-        self.requests.append("pod")
+        self.requests.append("pod" if request.query.get("resourceVersion") == "0" else "pod consistent")
         assert request.headers["Authorization"] == "Bearer t0ken"
         if self.hang:
             await asyncio.sleep(30)
-        if self.status != 200:
-            return web.json_response({"kind": "Status", "code": self.status}, status=self.status)
-        metadata = {"name": "web-1", "deletionTimestamp": "2026-01-01T00:00:00Z"}
-        return web.json_response({"metadata": {**metadata, "deletionGracePeriodSeconds": self.grace_period}})
+        if self.pod_status != 200:
+            return web.json_response({"kind": "Status", "code": self.pod_status}, status=self.pod_status)
+        metadata: dict[str, Any] = {"name": "web-1"}
+        if self.deleting:
+            metadata |= {"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": self.grace_period}
+        return web.json_response({"metadata": metadata})
 
     async def slices(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.query_string)
@@ -70,9 +95,21 @@ class FakeApiServer:
         if self.status != 200:
             return web.json_response({"kind": "Status", "code": self.status}, status=self.status)
         if "watch" not in request.query:
-            return web.json_response({"metadata": {"resourceVersion": "7"}, "items": [endpoint_slice(True)]})
+            self.lists += 1
+            version = str(6 + self.lists)
+            return web.json_response({"metadata": {"resourceVersion": version}, "items": [endpoint_slice(True)]})
+        watch, self.watch = self.watch, "flip"
+        if watch == "gone":
+            return web.json_response({"kind": "Status", "code": 410}, status=410)
         response = web.StreamResponse()
         await response.prepare(request)
+        if watch == "end":
+            bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}}
+            await response.write(json.dumps(bookmark).encode() + b"\n")
+            return response
+        if watch == "garbage":
+            await response.write(b"<html>proxy error</html>\n")
+            return response
         await asyncio.sleep(self.flip_after)
         event = {"type": "MODIFIED", "object": endpoint_slice(False)}
         await response.write(json.dumps(event).encode() + b"\n")
@@ -80,20 +117,22 @@ class FakeApiServer:
         return response
 
 
-class Counter:
-    """Connections the test says arrived: seen in the socket table, or only in the kernel's count."""
+class FakeTraffic:
+    """New work the test says arrived: (new connections, reused connections) per poll."""
 
     def __init__(self) -> None:
         self.pending = 0
-        self.pending_opens = 0
+        self.pending_reused = 0
+        self.observed = 0
 
-    def new_connections(self) -> int:
-        found, self.pending = self.pending, 0
+    def observe(self, now: float, snapshot: Snapshot) -> tuple[int, int]:
+        self.observed += 1
+        found = (self.pending, self.pending_reused)
+        self.pending = self.pending_reused = 0
         return found
 
-    def new_opens(self) -> int:
-        found, self.pending_opens = self.pending_opens, 0
-        return found
+
+NO_SOCKETS = Snapshot(None, 0, 0, [])
 
 
 def config_for(api_url: str | None, tmp_path: Path) -> SidecarConfig:
@@ -120,18 +159,20 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[Start]:
 
     async def start(
         api: FakeApiServer | None, api_url: str | None = None, hold: HoldSettings = FAST
-    ) -> tuple[TestClient[web.Request, web.Application], Counter, SidecarMetrics]:
+    ) -> tuple[TestClient[web.Request, web.Application], FakeTraffic, SidecarMetrics]:
         if api is not None:
             server = TestServer(api.app())
             await server.start_server()
             api_url = str(server.make_url("")).rstrip("/")
         config = replace(config_for(api_url, tmp_path), hold=hold)
         metrics = SidecarMetrics()
-        connections = Counter()
-        client = TestClient(TestServer(build_app(config, holder_for(config, metrics, connections), metrics)))
+        traffic = FakeTraffic()
+        client = TestClient(
+            TestServer(build_app(holder_for(config, metrics, lambda: NO_SOCKETS, lambda: traffic), metrics))
+        )
         await client.start_server()
         clients.append(client)
-        return client, connections, metrics
+        return client, traffic, metrics
 
     yield start
     for client in clients:
@@ -165,14 +206,14 @@ async def test_a_short_deletion_grace_period_leaves_the_app_its_drain_time(sidec
 
 
 async def test_new_connections_after_the_slices_let_go_extend_the_hold(sidecar: Start) -> None:
-    client, connections, _ = await sidecar(FakeApiServer(flip_after=0.1))
+    client, traffic, _ = await sidecar(FakeApiServer(flip_after=0.1))
 
-    async def traffic() -> None:
+    async def arrive() -> None:
         for _ in range(6):
             await asyncio.sleep(0.1)
-            connections.pending += 1
+            traffic.pending += 1
 
-    feeder = asyncio.create_task(traffic())
+    feeder = asyncio.create_task(arrive())
     body = await (await client.get("/hold/app")).json()
     await feeder
     assert body["outcome"] == "quiet"
@@ -184,15 +225,15 @@ async def test_new_connections_after_the_slices_let_go_extend_the_hold(sidecar: 
     assert float(counted.split()[1]) >= 4
 
 
-async def test_short_connections_only_the_kernel_counted_extend_the_hold(sidecar: Start) -> None:
-    client, connections, _ = await sidecar(FakeApiServer(flip_after=0.1))
+async def test_requests_on_open_connections_extend_the_hold(sidecar: Start) -> None:
+    client, traffic, _ = await sidecar(FakeApiServer(flip_after=0.1))
 
-    async def traffic() -> None:
+    async def arrive() -> None:
         for _ in range(12):
             await asyncio.sleep(0.05)
-            connections.pending_opens += 1  # came and went between two reads of the socket table
+            traffic.pending_reused += 1  # a pooled connection carried another request
 
-    feeder = asyncio.create_task(traffic())
+    feeder = asyncio.create_task(arrive())
     body = await (await client.get("/hold/app")).json()
     await feeder
     assert body["outcome"] == "quiet"
@@ -204,17 +245,93 @@ async def test_containers_calling_at_once_share_one_hold(sidecar: Start) -> None
     client, _, _ = await sidecar(api)
     first, second = await asyncio.gather(client.get("/hold/app"), client.get("/hold/worker"))
     assert await first.json() == await second.json()
-    assert len(api.requests) == 3, "one hold: one list, one watch, one get of the pod"
+    assert api.requests.count("pod") == 2, "each first caller asks whether the pod is being deleted"
+    assert len([r for r in api.requests if r != "pod"]) == 2, "one hold: one list, one watch"
     late = await (await client.get("/hold/late")).json()
-    assert late == await first.json(), "a late caller gets the finished hold at once"
+    assert late == await first.json(), "a late caller of the same deletion gets its hold's result at once"
 
 
-@pytest.mark.parametrize("api", [FakeApiServer(status=403), FakeApiServer(hang=True)], ids=["forbidden", "hanging"])
-async def test_api_trouble_falls_back(sidecar: Start, api: FakeApiServer) -> None:
+async def test_a_call_while_the_pod_is_not_being_deleted_is_answered_at_once_and_leaves_no_hold(
+    sidecar: Start,
+) -> None:
+    """kubelet runs preStop when it restarts a container after a failed liveness probe; so
+    does anyone who calls the port. Neither may hold, nor use up the deletion's hold."""
+    api = FakeApiServer(flip_after=0.4, deleting=False)
+    client, _, metrics = await sidecar(api)
+    for caller in ("app", "stray"):
+        body = await (await client.get(f"/hold/{caller}")).json()
+        assert (body["outcome"], body["seconds"]) == ("not_deleting", 0.0)
+    assert api.requests == ["pod", "pod consistent"] * 2, "read from the cache, then confirmed: no slice watch"
+    assert 'lameduck_sidecar_holds_total{outcome="not_deleting"} 2.0' in generate_latest(metrics.registry).decode()
+    api.deleting = True
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "quiet"
+    assert 0.4 <= body["stage1"] < 0.8, "the deletion gets its own full hold"
+
+
+async def test_an_unreadable_pod_is_held_for(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.2, pod_status=403)
+    client, _, _ = await sidecar(api)
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "quiet"
+    assert body["stage1"] >= 0.2
+
+
+@pytest.mark.parametrize("first_watch", ["end", "gone"])
+async def test_a_watch_the_server_ends_is_watched_again(sidecar: Start, first_watch: str) -> None:
+    api = FakeApiServer(flip_after=0.3, watch=first_watch)
+    client, _, _ = await sidecar(api)
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "quiet", "stage 1 still ends on the slices, not by falling back"
+    assert 0.3 <= body["stage1"] < 0.8
+    watches = [r for r in api.requests if "watch=1" in r]
+    lists = [r for r in api.requests if r not in ("pod", "pod consistent") and "watch=1" not in r]
+    assert len(watches) == 2
+    if first_watch == "end":
+        assert "resourceVersion=12" in watches[1], "from the version the bookmark gave"
+        assert len(lists) == 1
+    else:
+        assert len(lists) == 2, "410: listed again"
+        assert "resourceVersion=8" in watches[1], "watched from the new list's version"
+    assert "timeoutSeconds=60" in watches[0], "the server ends every watch in time"
+
+
+async def test_a_garbled_watch_falls_back_with_its_reason(sidecar: Start) -> None:
+    client, _, metrics = await sidecar(FakeApiServer(watch="garbage"))
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "fallback"
+    assert 'lameduck_sidecar_fallbacks_total{reason="api"} 1.0' in generate_latest(metrics.registry).decode()
+
+
+async def test_a_bug_in_stage_1_falls_back_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def broken() -> AsyncGenerator[list[dict[str, Any]], None]:
+        raise RuntimeError("a bug")
+        yield []
+
+    metrics = SidecarMetrics()
+    holder = Holder(config_for(None, tmp_path), metrics, lambda: NO_SOCKETS, FakeTraffic, broken)
+    result = await holder.hold("app")
+    assert result.outcome.value == "fallback"
+    exported = generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_fallbacks_total{reason="internal_error"} 1.0' in exported
+    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records), "with its traceback"
+
+
+@pytest.mark.parametrize(
+    ("api", "at_least"),
+    [
+        (FakeApiServer(status=403), 0.6),
+        (FakeApiServer(status=403, pod_status=403), 0.6),
+        # the pod's read times out (0.5 s), then the slices' (0.5 s), then the fallback delay
+        (FakeApiServer(hang=True), 1.6),
+    ],
+    ids=["forbidden", "forbidden-pod-too", "hanging"],
+)
+async def test_api_trouble_falls_back(sidecar: Start, api: FakeApiServer, at_least: float) -> None:
     client, _, _ = await sidecar(api)
     body = await (await client.get("/hold/app")).json()
     assert body["outcome"] == "fallback"
-    assert 0.6 <= body["seconds"] < 1.5
+    assert at_least <= body["seconds"] < at_least + 0.5
     text = await (await client.get("/metrics")).text()
     assert 'lameduck_sidecar_holds_total{outcome="fallback"} 1.0' in text
 
@@ -240,11 +357,44 @@ async def test_own_sigterm_during_a_hold(tmp_path: Path, native: bool, waits: bo
     server = TestServer(api.app())
     await server.start_server()
     config = config_for(str(server.make_url("")).rstrip("/"), tmp_path)
-    holder = holder_for(config, SidecarMetrics(), Counter())
+    holder = holder_for(config, SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
     hold = asyncio.create_task(holder.hold("app"))
-    await asyncio.sleep(0)  # let the hold start
-    assert holder.holding
+    await wait_for(lambda: holder.holding)
     await before_exit(holder, native=native)
     assert hold.done() is waits
     assert (await hold).outcome.value == "quiet"
     await server.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_sidecar_listens_on_both_families_and_counts_its_own_connections(tmp_path: Path) -> None:
+    own = OwnConnections()
+    metrics = SidecarMetrics()
+    holder = holder_for(config_for(None, tmp_path), metrics, lambda: NO_SOCKETS, FakeTraffic)
+    runner = web.AppRunner(build_app(holder, metrics))
+    await runner.setup()
+    assert runner.server is not None
+    sockets = listening_sockets(0)
+    families = {s.family for s in sockets}
+    assert families == {socket.AF_INET, socket.AF_INET6}
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_server(own.counting(runner.server), sock=s) for s in sockets]
+    try:
+        for sock in sockets:
+            host = "::1" if sock.family == socket.AF_INET6 else "127.0.0.1"
+            port = sock.getsockname()[1]
+            async with ClientSession() as session:
+                for _ in range(2):  # one keep-alive connection, two requests
+                    async with session.get(f"http://{host_port(host, port)}/healthz") as response:
+                        assert response.status == 200
+        assert own() == 2, "connections, not requests"
+    finally:
+        for server in servers:
+            server.close()
+        await runner.cleanup()

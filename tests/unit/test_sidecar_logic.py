@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from lameduck_sidecar.config import ConfigError, load_config
-from lameduck_sidecar.hold import Hold, HoldSettings, Outcome
-from lameduck_sidecar.slices import listings, released
-from lameduck_sidecar.tcp import ConnectionTracker, inbound, parse, passive_opens
+from lameduck_sidecar.hold import Hold, HoldSettings, Outcome, deletion_grace_period, should_hold
+from lameduck_sidecar.slices import Listing, listings, released, same_address
+from lameduck_sidecar.tcp import parse, passive_opens
+from lameduck_sidecar.traffic import Probe
 
 S = HoldSettings(propagation_delay=2.0, quiet_period=1.0, max_hold=30.0, api_timeout=3.0, fallback_delay=10.0)
 
@@ -27,7 +26,7 @@ def run(events: list[tuple[float, str, int]], until: float, settings: HoldSettin
             elif kind == "api_failed":
                 hold.api_failed(now)
             else:
-                hold.connections(now, n)
+                hold.traffic(now, n)
         result = hold.result(now)
         if result is not None:
             return round(result.total, 2), result.outcome
@@ -89,26 +88,57 @@ def test_deletion_grace_period_caps_the_hold(grace: float, drain: float, ends_at
     assert (round(result.total, 2), result.outcome) == (ends_at, outcome)
 
 
-def test_kernel_counted_connections_beyond_the_probes_share_count() -> None:
-    settings = HoldSettings(propagation_delay=0.0, quiet_period=1.0, max_hold=30.0, probes_per_second=1.0)
-    hold = Hold(settings, 0.0)
-    hold.slices_released(0.0, listed=True)
-    hold.inbound(0.5, 1)  # a probe
-    hold.inbound(0.9, 1)  # and another: still within the probes' share (2 per second window)
-    assert hold.result(1.0) is not None, "probes alone do not hold the pod"
-    busy = Hold(settings, 0.0)
-    busy.slices_released(0.0, listed=True)
-    for i in range(1, 10):
-        busy.inbound(i * 0.1, 1)
-    assert busy.result(1.0) is None, "nine connections in a second are traffic"
-    assert busy.last_connection == 0.9, "each probes share exceeded marks traffic"
+def test_requests_on_open_connections_keep_the_pod_busy_like_new_connections() -> None:
+    hold = Hold(S, 0.0)
+    hold.slices_released(1.0, listed=True)
+    hold.traffic(3.5, new_connections=0, reused_connections=2)
+    assert hold.result(4.4) is None, "quiet starts again after the last request"
+    result = hold.result(4.5)
+    assert result is not None
+    assert (result.outcome, result.connections_after_stage1, result.reused_after_stage1) == (Outcome.QUIET, 0, 2)
+
+
+def test_no_traffic_reported_leaves_the_quiet_period_running() -> None:
+    hold = Hold(S, 0.0)
+    hold.slices_released(1.0, listed=True)
+    hold.traffic(2.5, 0, 0)
+    assert hold.last_traffic is None
+    assert hold.result(3.0) is not None
+
+
+@pytest.mark.parametrize(
+    ("pod", "holds"),
+    [
+        ({"metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z"}}, True),
+        ({"metadata": {"name": "p"}}, False),  # a container restart: kubelet runs preStop then too
+        ({"metadata": {"name": "p", "deletionTimestamp": None}}, False),
+        ({}, False),
+        (None, True),  # unreadable: a missed hold loses requests, an extra one only delays a restart
+    ],
+)
+def test_only_a_pod_being_deleted_is_held(pod: dict[str, object] | None, holds: bool) -> None:
+    assert should_hold(pod) is holds
+
+
+@pytest.mark.parametrize(
+    ("pod", "seconds"),
+    [
+        ({"metadata": {"deletionGracePeriodSeconds": 45}}, 45.0),
+        ({"metadata": {"deletionGracePeriodSeconds": 0}}, 0.0),
+        ({"metadata": {"deletionGracePeriodSeconds": True}}, None),
+        ({"metadata": {}}, None),
+        (None, None),
+    ],
+)
+def test_deletion_grace_period(pod: dict[str, object] | None, seconds: float | None) -> None:
+    assert deletion_grace_period(pod) == seconds
 
 
 def test_result_reports_stages_and_late_connections() -> None:
     hold = Hold(S, 10.0)
-    hold.connections(10.5, 3)
+    hold.traffic(10.5, 3)
     hold.slices_released(11.0, listed=True)
-    hold.connections(12.0, 2)
+    hold.traffic(12.0, 2)
     assert hold.result(12.5) is None
     assert hold.wake_at() == 13.0
     result = hold.result(13.0)
@@ -117,72 +147,113 @@ def test_result_reports_stages_and_late_connections() -> None:
     assert result.connections_after_stage1 == 2
 
 
-def endpoint(ready: bool | None, uid: str = "u1", ip: str = "10.0.0.5") -> dict[str, object]:
-    conditions = {} if ready is None else {"ready": ready}
+SERVICE = {"labels": {"kubernetes.io/service-name": "web"}}
+
+
+def endpoint(uid: str = "u1", ip: str = "10.0.0.5", **conditions: bool) -> dict[str, object]:
     return {"addresses": [ip], "conditions": conditions, "targetRef": {"kind": "Pod", "uid": uid, "name": "p"}}
 
 
+def of_service(*endpoints: dict[str, object]) -> dict[str, object]:
+    return {"metadata": SERVICE, "endpoints": list(endpoints)}
+
+
+HELD, RELEASED, NO_SIGNAL = Listing.HELD, Listing.RELEASED, Listing.NO_SIGNAL
+
+
 @pytest.mark.parametrize(
-    ("slices", "readiness", "done"),
+    ("slices", "found", "done"),
     [
         ([], [], True),
-        ([{"endpoints": [endpoint(True)]}], [True], False),
-        ([{"endpoints": [endpoint(False)]}], [False], True),
-        ([{"endpoints": [endpoint(None)]}], [True], False),  # unknown reads as ready
-        ([{"endpoints": [endpoint(False)]}, {"endpoints": [endpoint(True)]}], [False, True], False),
-        ([{"endpoints": [endpoint(True, uid="other", ip="10.0.0.9")]}], [], True),
-        ([{"endpoints": None}], [], True),
+        ([of_service(endpoint(ready=True, serving=True, terminating=False))], [HELD], False),
+        ([of_service(endpoint(ready=False, serving=True, terminating=True))], [RELEASED], True),
+        # publishNotReadyAddresses: the controller keeps a terminating pod ready
+        ([of_service(endpoint(ready=True, serving=True, terminating=True))], [RELEASED], True),
+        ([of_service(endpoint(ready=False))], [RELEASED], True),
+        ([of_service(endpoint(ready=True))], [HELD], False),
+        ([of_service(endpoint(terminating=False))], [HELD], False),
+        # no condition that could ever show the termination: not waited on
+        ([of_service(endpoint())], [NO_SIGNAL], True),
+        ([of_service(endpoint(serving=True))], [NO_SIGNAL], True),
+        (
+            [of_service(endpoint(ready=False)), of_service(endpoint(ready=True))],
+            [RELEASED, HELD],
+            False,
+        ),
+        ([of_service(endpoint(uid="other", ip="10.0.0.9", ready=True))], [], True),
+        ([{"metadata": SERVICE, "endpoints": None}], [], True),
+        # a slice of no Service: nothing reads it
+        ([{"metadata": {"labels": {}}, "endpoints": [endpoint(ready=True)]}], [], True),
+        ([{"endpoints": [endpoint(ready=True)]}], [], True),
         # matched by address when the targetRef is missing
-        ([{"endpoints": [{"addresses": ["10.0.0.5"], "conditions": {"ready": True}}]}], [True], False),
+        ([of_service({"addresses": ["10.0.0.5"], "conditions": {"ready": True}})], [HELD], False),
+        # an earlier pod of the same name (another uid) is not this pod
+        (
+            [of_service({"addresses": ["10.0.0.5"], "targetRef": {"kind": "Pod", "uid": "old", "name": "p-name"}})],
+            [],
+            True,
+        ),
+        # and by name when the ref carries no uid
+        ([of_service({"addresses": ["10.9.9.9"], "targetRef": {"kind": "Pod", "name": "p-name"}})], [NO_SIGNAL], True),
     ],
 )
-def test_slices(slices: list[dict[str, object]], readiness: list[bool], done: bool) -> None:
-    found = listings(slices, "u1", "p-other-name", "10.0.0.5")
-    assert found == readiness
-    assert released(found) is done
+def test_slices(slices: list[dict[str, object]], found: list[Listing], done: bool) -> None:
+    listed = listings(slices, "u1", "p-name", "10.0.0.5")
+    assert listed == found
+    assert released(listed) is done
+
+
+@pytest.mark.parametrize(
+    ("pod_ip", "address", "same"),
+    [
+        ("fd00::5", "fd00:0:0::5", True),
+        ("fd00::5", "FD00::5", True),
+        ("fd00::5", "fd00::6", False),
+        ("10.0.0.5", "10.0.0.5", True),
+        ("10.0.0.5", "10.0.0.50", False),
+        ("not-an-ip", "not-an-ip", True),
+    ],
+)
+def test_ipv6_endpoints_match_by_address_not_spelling(pod_ip: str, address: str, same: bool) -> None:
+    assert same_address(pod_ip, address) is same
+    listed = listings([of_service({"addresses": [address], "conditions": {"ready": True}})], "u1", "p", pod_ip)
+    assert listed == ([HELD] if same else [])
 
 
 PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
    1: 00000000:26AD 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
    2: 0500000A:1F90 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
    3: 0500000A:1F90 0100000A:C351 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
-   4: 0500000A:26AD 0100000A:C352 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0 20 4 30 10 -1
-   5: 0500000A:D431 0800000A:0050 01 00000000:00000000 00:00000000 00000000     0        0 5 1 0 20 4 30 10 -1
+"""
+PROC_TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue
+   0: 0000000000000000FFFF00000500000A:1F90 0000000000000000FFFF00000100000A:C352 01 00000000:00000000 00
+   1: 000080FE00000000FF7E4A1C3E2F01FE:1F90 000080FE00000000FF7E4A1C3E2F01FE:C353 01 00000000:00000000 00
 """
 
 
 def test_parse_proc_net_tcp() -> None:
-    listening, connections = parse(PROC_TCP)
-    assert listening == {8080, 9901}
-    assert (8080, "0100000A", 50000) in connections
-    assert (8080, "0100000A", 50001) in connections, "TIME_WAIT still counts: it came and went"
-    # only the app's ports: not the sidecar's own, not the app's outbound connections
-    assert inbound(listening, connections, frozenset(), 9901) == {(8080, "0100000A", 50000), (8080, "0100000A", 50001)}
-    assert inbound(listening, connections, frozenset({9901}), 9901) == set()
+    found = parse(PROC_TCP)
+    assert [(s.state, s.local_port, str(s.remote), s.remote_port) for s in found] == [
+        (10, 8080, "0.0.0.0", 0),
+        (10, 9901, "0.0.0.0", 0),
+        (1, 8080, "10.0.0.1", 50000),
+        (6, 8080, "10.0.0.1", 50001),
+    ]
+    assert found[0].rqueue == 2, "a listening socket's accept queue"
+    assert all(s.bytes_received is None for s in found)
 
 
-def test_tracker_counts_only_new_connections(tmp_path: Path) -> None:
-    (tmp_path / "tcp").write_text(PROC_TCP)
-    tracker = ConnectionTracker(frozenset({8080}), 9901, tmp_path)
-    assert tracker.new_connections() == 2
-    assert tracker.new_connections() == 0
-    (tmp_path / "tcp").write_text(PROC_TCP + "   6: 0500000A:1F90 0100000A:C353 03 0 0 0 0 0 7\n")
-    assert tracker.new_connections() == 1
+def test_parse_proc_net_tcp6_reads_mapped_and_native_addresses() -> None:
+    mapped, native = parse(PROC_TCP6)
+    assert (str(mapped.remote), mapped.remote_port) == ("10.0.0.1", 50002)
+    assert (str(native.remote), native.local_port) == ("fe80::1c4a:7eff:fe01:2f3e", 8080)
 
 
 def test_passive_opens() -> None:
     snmp = "Tcp: RtoAlgorithm RtoMin PassiveOpens CurrEstab\nTcp: 1 200 12362 166\nUdp: InDatagrams\nUdp: 5\n"
     assert passive_opens(snmp) == 12362
     assert passive_opens("Udp: x\nUdp: 1\n") is None
-
-
-def test_tracker_counts_kernel_accepts(tmp_path: Path) -> None:
-    (tmp_path / "snmp").write_text("Tcp: PassiveOpens\nTcp: 10\n")
-    tracker = ConnectionTracker(frozenset({8080}), 9901, tmp_path)
-    assert tracker.new_opens() == 0
-    (tmp_path / "snmp").write_text("Tcp: PassiveOpens\nTcp: 14\n")
-    assert tracker.new_opens() == 4
 
 
 def test_config_from_environment() -> None:
@@ -204,11 +275,34 @@ def test_config_from_environment() -> None:
     assert load_config({}).api_url is None
 
 
+def test_probes_and_the_node_address_from_the_environment() -> None:
+    config = load_config({"LAMEDUCK_PROBES": "8080:1,8080:10,9090:2.5", "LAMEDUCK_HOST_IP": "192.0.2.7"})
+    assert config.probes == (Probe(8080, 1.0), Probe(8080, 10.0), Probe(9090, 2.5))
+    assert config.host_ip == "192.0.2.7"
+    assert load_config({"LAMEDUCK_PROBES": ""}).probes == ()
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("fd00:10:96::1", "https://[fd00:10:96::1]:6443"),
+        ("10.96.0.1", "https://10.96.0.1:6443"),
+        ("kubernetes.default.svc", "https://kubernetes.default.svc:6443"),
+    ],
+)
+def test_the_api_url_brackets_an_ipv6_address(host: str, url: str) -> None:
+    assert load_config({"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": "6443"}).api_url == url
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"LAMEDUCK_MAX_HOLD": "30"}, "LAMEDUCK_MAX_HOLD must be a duration"),
         ({"LAMEDUCK_APP_PORTS": "http"}, "take port numbers"),
+        ({"LAMEDUCK_PROBES": "8080"}, "LAMEDUCK_PROBES takes port:periodSeconds"),
+        ({"LAMEDUCK_PROBES": "http:10"}, "LAMEDUCK_PROBES takes port:periodSeconds"),
+        ({"LAMEDUCK_PROBES": "8080:0"}, "LAMEDUCK_PROBES takes port:periodSeconds"),
+        ({"LAMEDUCK_PROBES": "70000:10"}, "LAMEDUCK_PROBES takes port:periodSeconds"),
     ],
 )
 def test_bad_config_is_named(env: dict[str, str], message: str) -> None:

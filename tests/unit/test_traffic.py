@@ -1,0 +1,244 @@
+"""New work from the kernel's view: connections, probes, the sidecar's own, reused connections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+
+import pytest
+
+from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TIME_WAIT, TcpSocket
+from lameduck_sidecar.traffic import Probe, Snapshot, TrafficCounter, default_gateways
+
+Conn = tuple[int, str, int]
+NODE = ip_address("10.244.0.1")
+CLIENT = ip_address("10.244.0.9")
+APP, OTHER_APP, OWN = 8080, 8081, 9901
+
+
+def listening(port: int, queued: int = 0) -> TcpSocket:
+    return TcpSocket(LISTEN, port, ip_address("0.0.0.0"), 0, queued, None)
+
+
+@dataclass
+class Pod:
+    """A pod's network namespace as a test drives it: the kernel's accept counter, the
+    sidecar's own count, and the sockets there are."""
+
+    accepted: int = 100
+    own: int = 0
+    own_queued: int = 0
+    sockets: dict[Conn, TcpSocket] = field(default_factory=dict)
+    next_port: int = 40000
+
+    def connect(self, remote: object, port: int = APP, *, state: int = ESTABLISHED, received: int | None = 0) -> Conn:
+        """A connection the kernel accepted; it stays in the table (open or TIME_WAIT)."""
+        self.accepted += 1
+        self.next_port += 1
+        k = (port, str(remote), self.next_port)
+        self.sockets[k] = TcpSocket(state, port, ip_address(str(remote)), self.next_port, 0, received)
+        return k
+
+    def came_and_went(self, count: int = 1) -> None:
+        """Connections accepted and gone before the table was read (the client closed first)."""
+        self.accepted += count
+
+    def receive(self, k: Conn, count: int) -> None:
+        sock = self.sockets[k]
+        self.sockets[k] = TcpSocket(
+            sock.state, sock.local_port, sock.remote, sock.remote_port, 0, (sock.bytes_received or 0) + count
+        )
+
+    def close(self, k: Conn) -> None:
+        del self.sockets[k]
+
+    def snapshot(self, *, with_counter: bool = True) -> Snapshot:
+        table = [listening(APP), listening(OTHER_APP), listening(OWN, self.own_queued), *self.sockets.values()]
+        return Snapshot(self.accepted if with_counter else None, self.own, self.own_queued, table)
+
+
+def counter(probes: tuple[Probe, ...] = (), app_ports: frozenset[int] = frozenset({APP, OTHER_APP})) -> TrafficCounter:
+    return TrafficCounter(app_ports, OWN, probes, frozenset({NODE}))
+
+
+def test_what_is_open_when_the_hold_starts_is_not_new() -> None:
+    pod = Pod()
+    pod.connect(CLIENT)
+    traffic = counter()
+    assert traffic.observe(0.0, pod.snapshot()) == (0, 0)
+    assert traffic.observe(0.1, pod.snapshot()) == (0, 0)
+
+
+def test_every_accepted_connection_counts_even_one_gone_before_the_table_was_read() -> None:
+    pod = Pod()
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    pod.connect(CLIENT)
+    pod.came_and_went(2)
+    assert traffic.observe(0.1, pod.snapshot()) == (3, 0)
+    assert traffic.observe(0.2, pod.snapshot()) == (0, 0)
+
+
+def test_the_sidecars_own_connections_never_count() -> None:
+    pod = Pod()
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    # kubelet's preStop call from a second container, still in the sidecar's accept queue
+    pod.accepted += 1
+    pod.own_queued = 1
+    assert traffic.observe(0.1, pod.snapshot()) == (0, 0)
+    pod.own, pod.own_queued = 1, 0  # the server took it
+    assert traffic.observe(0.2, pod.snapshot()) == (0, 0)
+    pod.accepted += 3
+    pod.own += 3
+    assert traffic.observe(0.3, pod.snapshot()) == (0, 0)
+
+
+def test_probes_on_schedule_never_count() -> None:
+    pod = Pod()
+    traffic = counter((Probe(APP, 1.0),))
+    traffic.observe(0.0, pod.snapshot())
+    counted = 0
+    now = 0.0
+    for tick in range(1, 101):  # ten seconds of polls every 0.1 s
+        now = tick / 10
+        if tick % 10 == 3:  # kubelet's probe, once a second, closed by the app: TIME_WAIT
+            pod.connect(NODE, state=TIME_WAIT, received=None)
+        counted += traffic.observe(now, pod.snapshot())[0]
+    assert counted == 0
+
+
+def test_a_probe_the_counter_and_the_table_see_at_different_polls_is_one_probe() -> None:
+    pod = Pod()
+    traffic = counter((Probe(APP, 1.0),))
+    traffic.observe(0.0, pod.snapshot())
+    probe = pod.connect(NODE, state=TIME_WAIT, received=None)
+    pod.accepted -= 1  # in the table (read second) before the counter (read first) has it
+    assert traffic.observe(1.0, pod.snapshot()) == (0, 0)
+    pod.accepted += 1
+    assert traffic.observe(1.1, pod.snapshot()) == (0, 0), "the dip recovers, nothing is told"
+    pod.connect(CLIENT)
+    assert traffic.observe(1.2, pod.snapshot()) == (1, 0), "and real traffic after it still counts"
+    pod.close(probe)
+    pod.came_and_went()  # the next probe, its client closed first: gone before the table was read
+    assert traffic.observe(2.0, pod.snapshot()) == (0, 0)
+    pod.came_and_went()  # a second unseen connection in the same period is not the probe
+    assert traffic.observe(2.1, pod.snapshot()) == (1, 0)
+
+
+def test_connections_from_the_node_beyond_one_per_probe_period_count() -> None:
+    pod = Pod()
+    traffic = counter((Probe(APP, 10.0),))
+    traffic.observe(0.0, pod.snapshot())
+    pod.connect(NODE, state=TIME_WAIT, received=None)  # the probe
+    assert traffic.observe(1.0, pod.snapshot()) == (0, 0)
+    pod.connect(NODE)  # a NodePort client, SNATed to the node's address
+    assert traffic.observe(2.0, pod.snapshot()) == (1, 0)
+    pod.connect(NODE, state=TIME_WAIT, received=None)  # the next probe, on time
+    assert traffic.observe(11.0, pod.snapshot()) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("remote", "port", "counted"),
+    [
+        (CLIENT, APP, 1),  # a pod's connection to the probed port is never a probe
+        (NODE, OTHER_APP, 1),  # the node's connection to a port no probe checks
+        (NODE, APP, 0),
+    ],
+)
+def test_only_the_nodes_connections_to_a_probed_port_can_be_a_probe(remote: object, port: int, counted: int) -> None:
+    pod = Pod()
+    traffic = counter((Probe(APP, 10.0),))
+    traffic.observe(0.0, pod.snapshot())
+    pod.connect(remote, port, state=TIME_WAIT, received=None)
+    assert traffic.observe(1.0, pod.snapshot()) == (counted, 0)
+
+
+def test_two_probes_on_one_port_vouch_for_two_connections_a_period() -> None:
+    pod = Pod()
+    traffic = counter((Probe(APP, 5.0), Probe(APP, 5.0)))
+    traffic.observe(0.0, pod.snapshot())
+    pod.connect(NODE, state=TIME_WAIT, received=None)
+    pod.connect(NODE, state=TIME_WAIT, received=None)
+    assert traffic.observe(1.0, pod.snapshot()) == (0, 0)
+    pod.connect(NODE, state=TIME_WAIT, received=None)
+    assert traffic.observe(2.0, pod.snapshot()) == (1, 0)
+
+
+def test_requests_on_open_connections_count_as_reused() -> None:
+    pod = Pod()
+    pooled = pod.connect(CLIENT, received=300)
+    other = pod.connect(CLIENT, OTHER_APP, received=0)
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    pod.receive(pooled, 120)
+    pod.receive(other, 50)
+    assert traffic.observe(0.1, pod.snapshot()) == (0, 2)
+    assert traffic.observe(0.2, pod.snapshot()) == (0, 0), "nothing new received"
+
+
+def test_data_on_connections_that_are_not_the_apps_is_not_work() -> None:
+    pod = Pod()
+    own = pod.connect(NODE, OWN, received=0)  # kubelet's preStop call to the sidecar
+    outbound = pod.connect(ip_address("10.96.0.1"), 41234, received=0)  # the app's own client connection
+    pod.accepted -= 1
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    pod.receive(own, 10)
+    pod.receive(outbound, 5000)
+    assert traffic.observe(0.1, pod.snapshot()) == (0, 0)
+
+
+def test_without_declared_ports_every_listening_port_but_the_sidecars_is_the_apps() -> None:
+    pod = Pod()
+    conn = pod.connect(CLIENT, OTHER_APP, received=0)
+    traffic = counter(app_ports=frozenset())
+    traffic.observe(0.0, pod.snapshot())
+    pod.receive(conn, 1)
+    assert traffic.observe(0.1, pod.snapshot()) == (0, 1)
+
+
+def test_a_probe_connection_receiving_its_request_is_not_reuse() -> None:
+    pod = Pod()
+    traffic = counter((Probe(APP, 10.0),))
+    traffic.observe(0.0, pod.snapshot())
+    probe = pod.connect(NODE, received=0)
+    assert traffic.observe(0.1, pod.snapshot()) == (0, 0)
+    pod.receive(probe, 110)  # its GET /healthz arrives after the handshake
+    assert traffic.observe(0.2, pod.snapshot()) == (0, 0)
+
+
+def test_without_the_kernel_counter_the_table_alone_counts() -> None:
+    pod = Pod()
+    traffic = counter((Probe(APP, 10.0),))
+    traffic.observe(0.0, pod.snapshot(with_counter=False))
+    pod.connect(CLIENT)
+    pod.connect(NODE, state=TIME_WAIT, received=None)
+    assert traffic.observe(0.1, pod.snapshot(with_counter=False)) == (1, 0)
+
+
+def test_memory_follows_the_table_not_the_history() -> None:
+    pod = Pod()
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    for tick in range(1, 2001):
+        k = pod.connect(CLIENT)
+        traffic.observe(tick / 10, pod.snapshot())
+        pod.close(k)
+    assert len(traffic._bytes) <= 1
+
+
+def test_default_gateways_from_the_route_tables() -> None:
+    route = (
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
+        "eth0\t00000000\t0100F40A\t0003\t0\t0\t0\t00000000\n"
+        "eth0\t0000F40A\t00000000\t0001\t0\t0\t0\t0000FFFF\n"
+    )
+    ipv6_route = (
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "fd000000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n"
+        "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n"
+    )
+    assert default_gateways(route, ipv6_route) == {ip_address("10.244.0.1"), ip_address("fd00::1")}
+    assert default_gateways("Iface\tDestination\tGateway\n", "") == set()
