@@ -8,6 +8,7 @@ network must be reachable from here (it is on the local cluster).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import subprocess
@@ -80,19 +81,20 @@ class SidecarLog:
         )
         wait_until(lambda: b'"event": "start"' in path.read_bytes(), 30, "the sidecar log is followed")
 
-    def hold(self) -> dict[str, Any]:
+    def hold(self, index: int = 0, *, last: bool = True) -> dict[str, Any]:
+        """The index-th hold record (answers at once included); last: stop following."""
+
         def found() -> dict[str, Any] | None:
-            for line in self.path.read_text().splitlines():
-                if '"event": "hold"' in line:
-                    record: dict[str, Any] = json.loads(line)
-                    return record
-            return None
+            records = [json.loads(line) for line in self.path.read_text().splitlines() if '"event": "hold"' in line]
+            return records[index] if len(records) > index else None
 
         try:
-            return wait_until(found, 120, "the sidecar logs its hold")
+            record: dict[str, Any] = wait_until(found, 120, f"the sidecar logs hold record {index}")
+            return record
         finally:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+            if last:
+                self.process.terminate()
+                self.process.wait(timeout=10)
 
 
 def pod_ip(kube: Kube, namespace: str, pod: str) -> str:
@@ -117,7 +119,7 @@ def new_connections(url: str, seconds: float, per_second: int = 20) -> tuple[int
     return answered, time.time()
 
 
-def test_rollout_under_load_has_zero_errors(kube: Kube, guarded_demo: str) -> None:
+def test_rollout_under_load_has_zero_errors(kube: Kube, guarded_demo: str, tmp_path: Path) -> None:
     namespace = guarded_demo
     ip = kube.get("service", "demo", namespace)["spec"]["clusterIP"]
     old = {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")}
@@ -131,10 +133,15 @@ def test_rollout_under_load_has_zero_errors(kube: Kube, guarded_demo: str) -> No
             0.5,
         )
 
+    logs = [SidecarLog(kube, namespace, pod, tmp_path / f"{pod}.log") for pod in sorted(old)]
     generator = LoadGenerator(f"http://{ip}/", rate=200)
     result: dict[str, Any] = asyncio.run(under_load(generator, restart_and_wait, before=2, after=2)).as_dict()
     assert result["requests"] > 2000
     assert result["errors"] == {}, result
+    holds = [log.hold() for log in logs]
+    # A hold that waited for maxHold (30 s) would be a fixed sleep in disguise.
+    assert [h["outcome"] for h in holds] == ["quiet"] * 3, holds
+    assert all(2.0 <= h["seconds"] < 10.0 for h in holds), holds
 
 
 def test_stage1_ends_only_after_the_slices_show_not_ready(kube: Kube, guarded_demo: str, tmp_path: Path) -> None:
@@ -182,6 +189,110 @@ def test_stage2_waits_while_new_connections_arrive(kube: Kube, guarded_demo: str
     assert hold["connections_after_stage1"] > 0
     released_at = hold["started_at"] + hold["seconds"]
     assert released_at >= traffic_ended + 1.0 - 0.3, "released only after a quiet period following the traffic"
+
+
+def test_a_container_restart_is_answered_at_once_and_the_deletion_after_it_gets_a_full_hold(
+    kube: Kube, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """kubelet runs preStop hooks when a failed liveness probe restarts a container too."""
+    deployment, service = demo_app(replicas=1)
+    app = deployment["spec"]["template"]["spec"]["containers"][0]
+    app["livenessProbe"] = {
+        "exec": {"command": ["sh", "-c", "test ! -e /tmp/restart-me"]},
+        "periodSeconds": 1,
+        "failureThreshold": 1,
+    }
+    kube.apply(deployment, service, namespace=namespace)
+    kube.apply(guarded(namespace))
+    wait_until(lambda: steady(kube, namespace, replicas=1), 180, "the demo runs with its sidecar", interval=0.5)
+    pod = first_pod(kube, namespace)
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    touched = time.monotonic()
+    kube.run("exec", pod, "-n", namespace, "-c", "app", "--", "touch", "/tmp/restart-me")
+    restart = log.hold(0, last=False)
+    assert restart["outcome"] == "not_deleting"
+    wait_until(
+        lambda: kube.get("pod", pod, namespace)["status"]["containerStatuses"][0]["restartCount"] >= 1,
+        60,
+        "the app container restarts",
+    )
+    # With a hold, the restart would have waited for maxHold (30 s).
+    assert time.monotonic() - touched < 15
+    wait_until(lambda: steady(kube, namespace, replicas=1), 60, "the restarted app is ready", interval=0.5)
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    hold = log.hold(1)
+    assert hold["outcome"] == "quiet"
+    assert hold["stage1"] is not None, "its own full hold: first the slices"
+    assert hold["stage2"] >= 2.0, "then propagationDelay"
+
+
+def test_a_service_that_publishes_not_ready_addresses_does_not_hold_to_max_hold(
+    kube: Kube, guarded_demo: str, tmp_path: Path
+) -> None:
+    """Its slices keep a terminating pod ready: terminating is what shows the deletion."""
+    namespace = guarded_demo
+    _, service = demo_app()
+    service["metadata"]["name"] = "demo-peers"
+    service["spec"] |= {"clusterIP": "None", "publishNotReadyAddresses": True}
+    kube.apply(service, namespace=namespace)
+    pod = first_pod(kube, namespace)
+    wait_until(
+        lambda: any(
+            (e.get("targetRef") or {}).get("name") == pod
+            for s in kube.items("endpointslices", namespace, "kubernetes.io/service-name=demo-peers")
+            for e in s.get("endpoints") or []
+        ),
+        30,
+        "the peers Service lists the pod",
+    )
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    hold = log.hold()
+    assert hold["outcome"] == "quiet"
+    assert hold["seconds"] < 10, "not maxHold (30 s)"
+
+
+def test_probes_alone_never_keep_the_pod_from_quiet(
+    kube: Kube, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """A readiness probe every second against a quiet period of 3 s: every window has probes."""
+    start_guarded_demo(kube, namespace, hold={"quietPeriod": "3s"})
+    pod = first_pod(kube, namespace)
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    hold = log.hold()
+    assert hold["outcome"] == "quiet"
+    assert hold["seconds"] < 10, "not maxHold (30 s)"
+    assert hold["connections_after_stage1"] == 0, "the probes' connections were not counted"
+
+
+def test_requests_on_an_open_keep_alive_connection_keep_the_pod_from_quiet(
+    kube: Kube, guarded_demo: str, tmp_path: Path
+) -> None:
+    namespace = guarded_demo
+    pod = first_pod(kube, namespace)
+    connection = http.client.HTTPConnection(pod_ip(kube, namespace, pod), 8080, timeout=2)
+    connection.request("GET", "/")  # opened before the deletion: no new connection from here on
+    connection.getresponse().read()
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    answered = 0
+    end = time.monotonic() + 6
+    while time.monotonic() < end:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        answered += response.status == 200
+        time.sleep(0.3)  # pacing the requests (not a poll for a condition)
+    traffic_ended = time.time()
+    connection.close()
+    hold = log.hold()
+    assert answered >= 15, "the app kept serving the connection during the hold"
+    assert hold["outcome"] == "quiet"
+    assert hold["reused_after_stage1"] > 0
+    assert hold["connections_after_stage1"] == 0
+    released_at = hold["started_at"] + hold["seconds"]
+    assert released_at >= traffic_ended + 1.0 - 0.4, "released only after a quiet period following the last request"
 
 
 def test_max_hold_is_honoured(kube: Kube, operator: Operator, namespace: str, tmp_path: Path) -> None:
