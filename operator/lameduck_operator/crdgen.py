@@ -152,7 +152,8 @@ def _hold() -> dict[str, Any]:
                 HoldMethod.SIDECAR.value,
                 "Sidecar: the lameduck sidecar holds until every EndpointSlice shows the pod not ready, "
                 "then until no new connection reached the app for quietPeriod and at least "
-                "propagationDelay passed. Sleep: a fixed native preStop sleep of maxHold, no sidecar.",
+                "propagationDelay passed. Sleep: a fixed native preStop sleep of maxHold, no sidecar. "
+                "Pods on the host network never get the sidecar: select them with Sleep.",
             ),
             "propagationDelay": _duration(
                 PROPAGATION_DELAY,

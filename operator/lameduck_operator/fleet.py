@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from lameduck_operator.logic.budget import budget_seconds
@@ -45,6 +46,8 @@ from lameduck_operator.settings import Settings
 
 FINALIZER = f"{GROUP}/revert"
 MAX_RETRY_SECONDS = 60.0
+# While pods from older templates still hold access that the templates no longer need.
+ACCESS_RECHECK_SECONDS = 10.0
 log = logging.getLogger("lameduck.fleet")
 
 
@@ -79,6 +82,11 @@ class FleetApi(Protocol):
 
     async def delete_sidecar_rbac(self, namespace: str) -> None: ...
 
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's pods; of each, at least its spec's serviceAccountName, containers and
+        initContainers (name, image) and its status.phase."""
+        ...
+
 
 @dataclass
 class PolicyState:
@@ -105,12 +113,16 @@ class Fleet:
         metrics: OperatorMetrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        call_later: Callable[[float, Callable[[], None]], object] | None = None,
     ) -> None:
         self.settings = settings
         self.api = api
         self.metrics = metrics
         self.clock = clock
         self.monotonic = monotonic
+        # Timers of retries and re-checks: the running loop's unless a test steps time itself.
+        self.call_later = call_later or (lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback))
         self.policies: dict[PolicyRef, PolicyState] = {}
         self.namespaces: dict[str, dict[str, str]] = {}
         self.deployments: dict[DeploymentRef, dict[str, Any]] = {}
@@ -130,6 +142,7 @@ class Fleet:
         self.sidecar_access: dict[str, tuple[str, ...]] = {}
         self._access_dirty: set[str] = set()
         self._access_attempts: dict[str, int] = {}
+        self._access_rechecks: set[str] = set()
 
     # ---- what the handlers observe ------------------------------------------------
 
@@ -356,7 +369,7 @@ class Fleet:
         attempts = self._attempts.get(ref, 0) + 1
         self._attempts[ref] = attempts
         delay = min(MAX_RETRY_SECONDS, 2.0 ** (attempts - 1))
-        asyncio.get_running_loop().call_later(delay, self.enqueue, ref)
+        self.call_later(delay, partial(self.enqueue, ref))
 
     # ---- policy status ---------------------------------------------------------------
 
@@ -419,29 +432,54 @@ class Fleet:
         self._access_dirty.update(namespaces)
 
     async def _publish_access(self) -> None:
-        """The sidecar's Role and RoleBinding exist exactly where pods run the sidecar."""
+        """The sidecar's Role and RoleBinding exist exactly where pods run, or will run, the sidecar."""
         dirty, self._access_dirty = self._access_dirty, set()
         for namespace in sorted(dirty):
-            in_namespace = [d for r, d in self.deployments.items() if r.namespace == namespace]
-            wanted = tuple(service_accounts_needing_access(in_namespace, self.settings.sidecar))
             try:
-                if wanted and self.sidecar_access.get(namespace) != wanted:
-                    await self.api.apply_sidecar_rbac(namespace, list(wanted))
-                    self.sidecar_access[namespace] = wanted
-                elif not wanted and namespace in self.sidecar_access:
-                    await self.api.delete_sidecar_rbac(namespace)
-                    del self.sidecar_access[namespace]
+                await self._publish_access_in(namespace)
             except Exception as err:
                 self.metrics.api_errors.labels(operation="sidecar_rbac").inc()
                 attempts = self._access_attempts.get(namespace, 0) + 1
                 self._access_attempts[namespace] = attempts
                 delay = min(MAX_RETRY_SECONDS, 2.0 ** (attempts - 1))
-                asyncio.get_running_loop().call_later(delay, self._access_dirty.add, namespace)
+                self.call_later(delay, partial(self._access_dirty.add, namespace))
                 log.warning(
                     "could not update the sidecar's access in %s (retry in %.0fs): %s", namespace, delay, _short(err)
                 )
             else:
                 self._access_attempts.pop(namespace, None)
+
+    async def _publish_access_in(self, namespace: str) -> None:
+        in_namespace = [d for r, d in self.deployments.items() if r.namespace == namespace]
+        templates = service_accounts_needing_access(in_namespace, self.settings.sidecar)
+        granted = self.sidecar_access.get(namespace, ())
+        wanted = templates
+        if not set(granted) <= set(templates):
+            # Pods of older templates (rolling out after a revert or opt-out) may still run the
+            # sidecar, and their holds need the access until they are gone. Pods are listed only
+            # here, so a namespace whose templates keep their access costs no listing.
+            pods = await self.api.list_pods(namespace)
+            running = service_accounts_needing_access(in_namespace, self.settings.sidecar, pods)
+            wanted = [sa for sa in running if sa in templates or sa in granted]
+            if wanted != templates:
+                self._recheck_access_later(namespace)
+        if wanted and granted != tuple(wanted):
+            await self.api.apply_sidecar_rbac(namespace, wanted)
+            self.sidecar_access[namespace] = tuple(wanted)
+        elif not wanted and namespace in self.sidecar_access:
+            await self.api.delete_sidecar_rbac(namespace)
+            del self.sidecar_access[namespace]
+
+    def _recheck_access_later(self, namespace: str) -> None:
+        if namespace in self._access_rechecks:
+            return
+        self._access_rechecks.add(namespace)
+
+        def due() -> None:
+            self._access_rechecks.discard(namespace)
+            self._access_dirty.add(namespace)
+
+        self.call_later(ACCESS_RECHECK_SECONDS, due)
 
     def _carries(self, ref: PolicyRef) -> bool:
         """Whether any Deployment still carries lameduck fields applied for this policy."""

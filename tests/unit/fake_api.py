@@ -95,6 +95,7 @@ class FakeApi:
         self.events: list[tuple[str, DeploymentEvent]] = []
         self.calls: list[str] = []
         self.sidecar_access: dict[str, list[str]] = {}
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.fail_next: dict[str, Exception] = {}
 
     def add(self, body: dict[str, Any], replicas: int = 1) -> dict[str, Any]:
@@ -129,6 +130,17 @@ class FakeApi:
             "availableReplicas": replicas,
         }
         return stored.view()
+
+    def start_pod(self, namespace: str, deployment: str, name: str) -> dict[str, Any]:
+        """A running pod of the Deployment's template as it is stored now (as its ReplicaSet would start it)."""
+        template = self.view(namespace, deployment)["spec"]["template"]
+        pod = {
+            "metadata": {"name": name, "namespace": namespace, "labels": copy.deepcopy(template["metadata"]["labels"])},
+            "spec": copy.deepcopy(template["spec"]),
+            "status": {"phase": "Running"},
+        }
+        self.pods[(namespace, name)] = pod
+        return pod
 
     def _bump(self, stored: StoredDeployment) -> dict[str, Any]:
         stored.generation += 1
@@ -181,6 +193,10 @@ class FakeApi:
     async def delete_sidecar_rbac(self, namespace: str) -> None:
         self._maybe_fail(f"rbac delete {namespace}")
         del self.sidecar_access[namespace]
+
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        self._maybe_fail(f"pods {namespace}")
+        return [copy.deepcopy(pod) for (ns, _), pod in self.pods.items() if ns == namespace]
 
 
 def policy_body(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,12 +18,39 @@ from tests.unit.builders import container, deployment
 from tests.unit.fake_api import FakeApi, policy_body
 
 WEB = PolicyRef("GracefulPolicy", "web", "shop")
+WEB_TIER: dict[str, Any] = {"selector": {"matchLabels": {"tier": "web"}}}
+DELETING = "2026-01-01T00:00:00Z"
+
+
+class Timers:
+    """The fleet's timers; they run only when a test moves time on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pending: list[tuple[float, Callable[[], None]]] = []
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.pending.append((self.now + delay, callback))
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        due = [callback for at, callback in self.pending if at <= self.now]
+        self.pending = [(at, callback) for at, callback in self.pending if at > self.now]
+        for callback in due:
+            callback()
 
 
 class Harness:
     def __init__(self) -> None:
         self.api = FakeApi()
-        self.fleet = Fleet(Settings(), self.api, OperatorMetrics(), clock=lambda: datetime(2026, 1, 1, tzinfo=UTC))
+        self.timers = Timers()
+        self.fleet = Fleet(
+            Settings(),
+            self.api,
+            OperatorMetrics(),
+            clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+            call_later=self.timers.call_later,
+        )
         self.fleet.synced.set()
 
     def add(self, name: str, replicas: int = 1, **kwargs: Any) -> None:
@@ -48,6 +76,15 @@ class Harness:
             self.observe(name)
         await self.fleet.drain()
         await self.fleet.publish()
+
+    async def later(self, seconds: float) -> None:
+        """Time passes with no Deployment changing: due timers fire, then statuses and access are published."""
+        self.timers.advance(seconds)
+        await self.fleet.drain()
+        await self.fleet.publish()
+
+    def pod_listings(self) -> int:
+        return sum(1 for c in self.api.calls if c.startswith("pods "))
 
 
 @pytest.fixture
@@ -296,6 +333,120 @@ async def test_sidecar_access_follows_the_pods_that_run_the_sidecar(h: Harness) 
     h.fleet.policy_seen(policy_body("web", "shop", {"apply": "Immediate"}, deletionTimestamp="2026-01-01T00:00:00Z"))
     await h.settle()
     assert h.api.sidecar_access == {}, "removed once no pod runs the sidecar"
+
+
+def delete_pod(api: FakeApi, name: str) -> None:
+    del api.pods[("shop", name)]
+
+
+def pod_succeeded(api: FakeApi, name: str) -> None:
+    api.pods[("shop", name)]["status"]["phase"] = "Succeeded"
+
+
+def pod_failed(api: FakeApi, name: str) -> None:
+    api.pods[("shop", name)]["status"]["phase"] = "Failed"
+
+
+@pytest.mark.parametrize("pod_ends", [delete_pod, pod_succeeded, pod_failed])
+async def test_after_a_revert_the_sidecars_access_stays_until_the_old_pods_are_gone(
+    h: Harness, pod_ends: Callable[[FakeApi, str], None]
+) -> None:
+    h.add("api", labels={"tier": "web"}, serviceAccountName="api")
+    h.add("db", labels={"tier": "db"})
+    h.policy(apply="Immediate", **WEB_TIER)
+    await h.settle()
+    h.api.start_pod("shop", "api", "api-old")
+    h.api.start_pod("shop", "db", "db-1")
+    assert h.api.sidecar_access == {"shop": ["api"]}
+    h.fleet.policy_seen(policy_body("web", "shop", {"apply": "Immediate", **WEB_TIER}, deletionTimestamp=DELETING))
+    await h.settle()
+    assert "initContainers" not in h.pod("api"), "the template is reverted"
+    h.api.start_pod("shop", "api", "api-new")
+    assert h.api.sidecar_access == {"shop": ["api"]}, "the old pod may still hold and needs its access"
+    h.api.pods[("shop", "api-old")]["metadata"]["deletionTimestamp"] = DELETING
+    await h.later(10)
+    assert h.api.sidecar_access == {"shop": ["api"]}, "a terminating pod is the one that holds"
+    pod_ends(h.api, "api-old")
+    await h.later(10)
+    assert h.api.sidecar_access == {}, "removed once no pod runs the sidecar"
+    listings = h.pod_listings()
+    await h.later(60)
+    assert h.pod_listings() == listings, "and the namespace is no longer re-checked"
+
+
+async def test_dropping_one_service_account_waits_for_its_pods(h: Harness) -> None:
+    h.add("api", labels={"tier": "web"}, serviceAccountName="api")
+    h.add("web", labels={"tier": "web"})
+    h.policy(apply="Immediate", **WEB_TIER)
+    await h.settle()
+    h.api.start_pod("shop", "api", "api-old")
+    assert h.api.sidecar_access == {"shop": ["api", "default"]}
+    h.api.edit_base(
+        "shop", "api", lambda b: b["metadata"].setdefault("annotations", {}).update({"lameduck.dev/skip": "true"})
+    )
+    h.observe("api")
+    await h.settle()
+    assert "initContainers" not in h.pod("api"), "opted out and reverted"
+    assert h.api.sidecar_access == {"shop": ["api", "default"]}
+    delete_pod(h.api, "api-old")
+    await h.later(10)
+    assert h.api.sidecar_access == {"shop": ["default"]}
+
+
+async def test_a_namespace_whose_templates_keep_their_access_lists_no_pods(h: Harness) -> None:
+    h.add("api", labels={"tier": "web"}, serviceAccountName="api")
+    h.policy(apply="Immediate", **WEB_TIER)
+    await h.settle()
+    h.api.start_pod("shop", "api", "api-1")
+    changed = {"apply": "Immediate", "hold": {"maxHold": "40s"}, **WEB_TIER}
+    h.fleet.policy_seen(policy_body("web", "shop", changed, generation=2))
+    h.add("db", labels={"tier": "db"})
+    h.fleet.recheck_access(["shop"])
+    await h.later(60)
+    sidecar_env = {e["name"]: e.get("value") for e in h.pod("api")["initContainers"][0]["env"]}
+    assert sidecar_env["LAMEDUCK_MAX_HOLD"] == "40s", "the template was changed again"
+    assert h.api.sidecar_access == {"shop": ["api"]}
+    assert h.pod_listings() == 0
+
+
+async def test_a_namespace_waits_on_one_recheck_however_often_it_is_looked_at(h: Harness) -> None:
+    h.add("api")
+    h.policy(apply="Immediate")
+    await h.settle()
+    h.api.start_pod("shop", "api", "api-old")
+    h.fleet.policy_seen(policy_body("web", "shop", {"apply": "Immediate"}, deletionTimestamp=DELETING))
+    for _ in range(3):
+        h.fleet.recheck_access(["shop"])
+        await h.settle()
+    assert len(h.timers.pending) == 1
+    assert h.api.sidecar_access == {"shop": ["default"]}
+
+
+async def test_pods_keep_the_access_they_had_but_gain_none(h: Harness) -> None:
+    h.add("api", labels={"tier": "web"}, serviceAccountName="api")
+    h.add("web", labels={"tier": "web"})
+    h.policy(apply="Immediate", **WEB_TIER)
+    await h.settle()
+    h.api.start_pod("shop", "web", "copied-by-hand")
+    h.api.pods[("shop", "copied-by-hand")]["spec"]["serviceAccountName"] = "batch"
+    h.api.edit_base(
+        "shop", "api", lambda b: b["metadata"].setdefault("annotations", {}).update({"lameduck.dev/skip": "true"})
+    )
+    h.observe("api")
+    await h.settle()
+    assert h.api.sidecar_access == {"shop": ["default"]}
+
+
+async def test_a_failed_pod_listing_keeps_the_access_and_retries(h: Harness) -> None:
+    h.add("api")
+    h.policy(apply="Immediate")
+    await h.settle()
+    h.api.fail_next["pods shop"] = RuntimeError("connection refused")
+    h.fleet.policy_seen(policy_body("web", "shop", {"apply": "Immediate"}, deletionTimestamp=DELETING))
+    await h.settle()
+    assert h.api.sidecar_access == {"shop": ["default"]}
+    await h.later(1)
+    assert h.api.sidecar_access == {}
 
 
 async def test_sleep_method_needs_no_sidecar_access(h: Harness) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lameduck_operator.logic.budget import budget_seconds
-from lameduck_operator.logic.intent import Plan, plan_deployment
+from lameduck_operator.logic.intent import Plan, plan_deployment, probe_ports_and_periods
 from lameduck_operator.model import parse_spec
 from lameduck_operator.settings import Settings, SidecarSettings
 from tests.unit.builders import container, deployment, policy
@@ -220,16 +220,171 @@ def test_sidecar_carries_policy_settings_identity_and_restricted_security() -> N
     assert sidecar["resources"]["limits"]["memory"] == "96Mi"
 
 
-def test_sidecar_knows_the_probe_rate_of_the_app() -> None:
-    probed = container(
+def named(name: str, port: int) -> dict[str, Any]:
+    return {"name": name, "containerPort": port}
+
+
+@pytest.mark.parametrize(
+    ("pod_spec", "probes"),
+    [
+        pytest.param(
+            {"containers": [container("app", readinessProbe={"httpGet": {"port": 8080}, "periodSeconds": 2})]},
+            [(8080, 2)],
+            id="an httpGet probe connects to its port",
+        ),
+        pytest.param(
+            {"containers": [container("app", livenessProbe={"tcpSocket": {"port": 8080}})]},
+            [(8080, 10)],
+            id="a tcpSocket probe without a period is probed every 10s",
+        ),
+        pytest.param(
+            {"containers": [container("app", readinessProbe={"grpc": {"port": 9090}, "periodSeconds": 5})]},
+            [(9090, 5)],
+            id="a grpc probe connects to its port",
+        ),
+        pytest.param(
+            {"containers": [container("app", livenessProbe={"exec": {"command": ["true"]}, "periodSeconds": 1})]},
+            [],
+            id="an exec probe opens no connection",
+        ),
+        pytest.param(
+            {"containers": [container("app", readinessProbe={"httpGet": {"port": 8080, "host": "10.0.0.9"}})]},
+            [],
+            id="an httpGet probe with a host goes elsewhere",
+        ),
+        pytest.param(
+            {"containers": [container("app", livenessProbe={"tcpSocket": {"port": 8080, "host": "db.example"}})]},
+            [],
+            id="a tcpSocket probe with a host goes elsewhere",
+        ),
+        pytest.param(
+            {
+                "containers": [
+                    container(
+                        "app",
+                        ports=[named("metrics", 9100), named("http", 8080)],
+                        readinessProbe={"httpGet": {"port": "http"}, "periodSeconds": 1},
+                    )
+                ]
+            },
+            [(8080, 1)],
+            id="a named port resolves against the container's own ports",
+        ),
+        pytest.param(
+            {
+                "containers": [
+                    container("app", readinessProbe={"httpGet": {"port": "http"}}),
+                    container("web", ports=[named("http", 8080)]),
+                ]
+            },
+            [],
+            id="a named port the container does not declare is left out",
+        ),
+        pytest.param(
+            {
+                "containers": [
+                    container(
+                        "app",
+                        readinessProbe={"httpGet": {"port": 8080}, "periodSeconds": 1},
+                        livenessProbe={"httpGet": {"port": 8080}},
+                    ),
+                    container("admin", readinessProbe={"tcpSocket": {"port": 9090}, "periodSeconds": 5}),
+                ]
+            },
+            [(8080, 1), (8080, 10), (9090, 5)],
+            id="every probe of every container counts, sorted",
+        ),
+        pytest.param(
+            {
+                "containers": [container("app")],
+                "initContainers": [
+                    container("proxy", restartPolicy="Always", readinessProbe={"tcpSocket": {"port": 15021}}),
+                    container("migrate", readinessProbe={"tcpSocket": {"port": 5432}}),
+                ],
+            },
+            [(15021, 10)],
+            id="another native sidecar's probes count, a run-once init container's do not",
+        ),
+        pytest.param(
+            {
+                "containers": [container("app")],
+                "initContainers": [
+                    container("lameduck", restartPolicy="Always", readinessProbe={"httpGet": {"port": 9901}})
+                ],
+            },
+            [],
+            id="lameduck's own sidecar is left out",
+        ),
+        pytest.param(
+            {"containers": [container("app", startupProbe={"httpGet": {"port": 8080}, "periodSeconds": 1})]},
+            [],
+            id="a startup probe is left out",
+        ),
+    ],
+)
+def test_probes_that_connect_to_the_pod(pod_spec: dict[str, Any], probes: list[tuple[int, int]]) -> None:
+    assert probe_ports_and_periods(pod_spec) == probes
+
+
+def test_sidecar_is_told_the_probes_and_the_node_address() -> None:
+    app = container(
         "app",
         8080,
-        readinessProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 2},
+        readinessProbe={"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
         livenessProbe={"tcpSocket": {"port": 8080}},
     )
-    exec_probed = container("worker", livenessProbe={"exec": {"command": ["true"]}, "periodSeconds": 1})
-    plan = plan_deployment(deployment(containers=[probed, exec_probed]), policy(), SETTINGS)
-    assert env(pod(plan)["initContainers"][0])["LAMEDUCK_PROBES_PER_SECOND"] == "0.6"
+    admin = container("admin", 9090, readinessProbe={"grpc": {"port": 9090}, "periodSeconds": 5})
+    plan = plan_deployment(deployment(containers=[app, admin]), policy(spec={"containers": ["app"]}), SETTINGS)
+    values = env(pod(plan)["initContainers"][0])
+    assert values["LAMEDUCK_PROBES"] == "8080:1,8080:10,9090:5", "probes of containers without a hold count too"
+    assert values["LAMEDUCK_HOST_IP"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}
+    unprobed = plan_deployment(deployment(), policy(), SETTINGS)
+    assert env(pod(unprobed)["initContainers"][0])["LAMEDUCK_PROBES"] == ""
+
+
+def test_sidecar_env_keeps_its_order() -> None:
+    (sidecar,) = pod(plan_deployment(deployment(), policy(), SETTINGS))["initContainers"]
+    assert [e["name"] for e in sidecar["env"]] == [
+        "LAMEDUCK_POD_NAME",
+        "LAMEDUCK_POD_NAMESPACE",
+        "LAMEDUCK_POD_UID",
+        "LAMEDUCK_POD_IP",
+        "LAMEDUCK_PORT",
+        "LAMEDUCK_APP_PORTS",
+        "LAMEDUCK_PROPAGATION_DELAY",
+        "LAMEDUCK_QUIET_PERIOD",
+        "LAMEDUCK_MAX_HOLD",
+        "LAMEDUCK_DRAIN_TIMEOUT",
+        "LAMEDUCK_POLICY",
+        "LAMEDUCK_NATIVE",
+        "LAMEDUCK_PROBES",
+        "LAMEDUCK_HOST_IP",
+    ]
+
+
+HOST_NETWORK = (
+    "the pod uses the host network: a sidecar there would see the node's connections and port, not the pod's; "
+    "select it with a policy whose hold.method is Sleep"
+)
+
+
+@pytest.mark.parametrize(
+    ("host_network", "spec", "conflicts"),
+    [
+        pytest.param(True, {}, (HOST_NETWORK,), id="a host-network pod gets no sidecar"),
+        pytest.param(True, {"onConflict": "TakeOver"}, (HOST_NETWORK,), id="not even with TakeOver"),
+        pytest.param(True, {"hold": {"method": "Sleep"}}, (), id="a host-network pod may sleep"),
+        pytest.param(False, {}, (), id="hostNetwork false changes nothing"),
+        pytest.param(None, {}, (), id="no hostNetwork changes nothing"),
+    ],
+)
+def test_host_network_pods_hold_only_by_sleep(
+    host_network: bool | None, spec: dict[str, Any], conflicts: tuple[str, ...]
+) -> None:
+    extra: dict[str, Any] = {} if host_network is None else {"hostNetwork": host_network}
+    plan = plan_deployment(deployment(**extra), policy(spec=spec), SETTINGS)
+    assert plan.conflicts == conflicts
+    assert plan.taken_over == ()
 
 
 def test_classic_sidecar_is_a_container_that_joins_the_hold() -> None:

@@ -22,12 +22,32 @@ APPLY = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"
 TAKEOVER_MANAGER = f"{FIELD_MANAGER}-takeover"
 PLURALS = {"GracefulPolicy": "gracefulpolicies", "ClusterGracefulPolicy": "clustergracefulpolicies"}
+POD_PAGE = 500
+UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
 
 
 def _json(response: Any) -> dict[str, Any]:
     data = json.loads(response.data)
     assert isinstance(data, dict)
     return data
+
+
+def _sidecar_view(pod: Mapping[str, Any]) -> dict[str, Any]:
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+
+    def containers(key: str) -> list[dict[str, Any]]:
+        return [{"name": c.get("name"), "image": c.get("image")} for c in spec.get(key) or []]
+
+    return {
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": {
+            "serviceAccountName": spec.get("serviceAccountName"),
+            "containers": containers("containers"),
+            "initContainers": containers("initContainers"),
+        },
+        "status": {"phase": (pod.get("status") or {}).get("phase")},
+    }
 
 
 class KubeApi:
@@ -168,6 +188,23 @@ class KubeApi:
 
     async def delete_sidecar_rbac(self, namespace: str) -> None:
         await asyncio.to_thread(self._delete_rbac, namespace)
+
+    def _list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        # In pages, keeping of each pod only what tells whether its sidecar still needs access.
+        found: list[dict[str, Any]] = []
+        more: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"field_selector": UNFINISHED, "limit": POD_PAGE, "_preload_content": False}
+            if more:
+                kwargs["_continue"] = more
+            listed = _json(self.core.list_namespaced_pod(namespace, **kwargs))
+            found.extend(_sidecar_view(pod) for pod in listed.get("items", []))
+            more = (listed.get("metadata") or {}).get("continue")
+            if not more:
+                return found
+
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._list_pods, namespace)
 
     def list_sidecar_access(self) -> dict[str, tuple[str, ...]]:
         """Where lameduck's sidecar RoleBindings exist, and their subjects (to clean up later)."""

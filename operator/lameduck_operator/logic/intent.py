@@ -36,6 +36,10 @@ DEFAULT_GRACE_SECONDS = 30
 FieldPath = tuple[str | tuple[str, str], ...]
 POD_PATH: FieldPath = ("spec", "template", "spec")
 HANDLER_KINDS = ("exec", "httpGet", "tcpSocket", "sleep")
+HOST_NETWORK_CONFLICT = (
+    "the pod uses the host network: a sidecar there would see the node's connections and port, not the pod's; "
+    "select it with a policy whose hold.method is Sleep"
+)
 
 
 @dataclass(frozen=True)
@@ -89,19 +93,36 @@ def app_ports(containers: list[Mapping[str, Any]]) -> list[int]:
     return sorted(ports)
 
 
-def probes_per_second(containers: list[Mapping[str, Any]]) -> float:
-    """Connections kubelet's readiness and liveness probes open to the app each second."""
-    rate = 0.0
+def probe_ports_and_periods(pod: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """(port, periodSeconds) of each readiness and liveness probe by which kubelet connects to the pod.
+
+    Every container but lameduck's shares the pod's network namespace, so the probes of all
+    of them count, other native sidecars' too. Startup probes are left out: kubelet stops
+    them once the container has started.
+    """
+    containers = [
+        *(pod.get("containers") or []),
+        *(c for c in pod.get("initContainers") or [] if c.get("restartPolicy") == "Always"),
+    ]
+    found = []
     for c in containers:
+        if c.get("name") == SIDECAR_NAME:
+            continue
+        named = {p.get("name"): p.get("containerPort") for p in c.get("ports") or [] if p.get("name")}
         for kind in ("readinessProbe", "livenessProbe"):
             probe = c.get(kind) or {}
-            if any(k in probe for k in ("httpGet", "tcpSocket", "grpc")):
-                rate += 1.0 / max(1, int(probe.get("periodSeconds", 10)))
-    return round(rate, 3)
+            handler = next((probe[k] for k in ("httpGet", "tcpSocket", "grpc") if k in probe), None)
+            if not isinstance(handler, Mapping) or handler.get("host"):
+                continue  # no connection, or one to another host
+            port = handler.get("port")
+            port = named.get(port) if isinstance(port, str) else port
+            if isinstance(port, int) and not isinstance(port, bool):
+                found.append((port, int(probe.get("periodSeconds") or 10)))
+    return sorted(found)
 
 
 def sidecar_container(
-    spec: PolicySpec, sidecar: SidecarSettings, policy: PolicyRef, ports: list[int], probe_rate: float = 0.0
+    spec: PolicySpec, sidecar: SidecarSettings, policy: PolicyRef, ports: list[int], probes: list[tuple[int, int]]
 ) -> dict[str, Any]:
     """The sidecar as lameduck injects it: settings from the policy, identity from the downward API."""
     container: dict[str, Any] = {
@@ -122,7 +143,8 @@ def sidecar_container(
             {"name": "LAMEDUCK_DRAIN_TIMEOUT", "value": format_seconds(spec.drain_timeout)},
             {"name": "LAMEDUCK_POLICY", "value": policy.annotation_value},
             {"name": "LAMEDUCK_NATIVE", "value": "true" if sidecar.native else "false"},
-            {"name": "LAMEDUCK_PROBES_PER_SECOND", "value": f"{probe_rate:g}"},
+            {"name": "LAMEDUCK_PROBES", "value": ",".join(f"{port}:{period}" for port, period in probes)},
+            _field_env("LAMEDUCK_HOST_IP", "status.hostIP"),
         ],
         "resources": {
             "requests": {"cpu": sidecar.cpu_request, "memory": sidecar.memory_request},
@@ -199,6 +221,11 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
                 f"(image {existing.get('image', '?')})"
             )
     uses_sidecar = spec.hold.method is HoldMethod.SIDECAR
+    if uses_sidecar and pod.get("hostNetwork") is True:
+        # The sidecar judges traffic by its network namespace's sockets and counters and finds
+        # the pod's endpoints by the pod IP: here both are the node's, and every such pod on a
+        # node would want the same sidecar port.
+        findings.blocking(HOST_NETWORK_CONFLICT)
     if uses_sidecar:
         for c in [*containers, *init_containers]:
             if c.get("name") == SIDECAR_NAME:
@@ -221,7 +248,7 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
     pod_intent["containers"] = app_entries
 
     if uses_sidecar:
-        injected = sidecar_container(spec, sidecar, policy.ref, app_ports(apps), probes_per_second(apps))
+        injected = sidecar_container(spec, sidecar, policy.ref, app_ports(apps), probe_ports_and_periods(pod))
         pod_intent["initContainers" if sidecar.native else "containers"] = (
             [injected] if sidecar.native else [*app_entries, injected]
         )
@@ -280,8 +307,8 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
     )
 
 
-def carries_sidecar(deployment: Mapping[str, Any], sidecar: SidecarSettings) -> bool:
-    pod = pod_spec(deployment)
+def runs_sidecar(pod: Mapping[str, Any], sidecar: SidecarSettings) -> bool:
+    """Whether a pod spec, a template's or a pod's own, includes lameduck's sidecar."""
     return any(
         c.get("name") == SIDECAR_NAME and _is_our_sidecar(c, sidecar)
         for c in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]

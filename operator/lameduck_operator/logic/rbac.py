@@ -5,18 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from lameduck_operator.logic.intent import carries_sidecar, pod_spec
+from lameduck_operator.logic.intent import pod_spec, runs_sidecar
 from lameduck_operator.settings import SidecarSettings
 
 SIDECAR_RBAC_NAME = "lameduck-sidecar"
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "lameduck", "app.kubernetes.io/part-of": "lameduck"}
+FINISHED_PHASES = ("Succeeded", "Failed")
 
 
-def service_accounts_needing_access(deployments: Iterable[Mapping[str, Any]], sidecar: SidecarSettings) -> list[str]:
-    """Service accounts of the pods that run lameduck's sidecar."""
-    return sorted(
-        {str(pod_spec(d).get("serviceAccountName") or "default") for d in deployments if carries_sidecar(d, sidecar)}
-    )
+def service_accounts_needing_access(
+    deployments: Iterable[Mapping[str, Any]], sidecar: SidecarSettings, pods: Iterable[Mapping[str, Any]] = ()
+) -> list[str]:
+    """Service accounts of the pods that run lameduck's sidecar: those the Deployments' templates
+    will start, and those of the given pods still running it (a terminating pod holds there)."""
+    specs = [pod_spec(d) for d in deployments]
+    specs += [p.get("spec") or {} for p in pods if (p.get("status") or {}).get("phase") not in FINISHED_PHASES]
+    return sorted({str(s.get("serviceAccountName") or "default") for s in specs if runs_sidecar(s, sidecar)})
 
 
 def sidecar_role(namespace: str) -> dict[str, Any]:
