@@ -1,0 +1,109 @@
+"""The operator-to-sidecar contract: the env the operator injects is what the sidecar reads.
+
+The operator writes the sidecar's environment (policy settings, probes, identity from the
+downward API); the sidecar parses it. Each side is tested alone elsewhere; here the env of
+a planned sidecar container is resolved the way kubelet would and loaded by the sidecar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from lameduck_operator.logic.intent import plan_deployment
+from lameduck_operator.model import SIDECAR_NAME
+from lameduck_operator.settings import Settings, SidecarSettings
+from lameduck_sidecar.config import load_config
+from lameduck_sidecar.traffic import Probe
+from tests.unit.builders import container, deployment, policy
+
+# What kubelet resolves the downward-API references to, for one pod.
+POD_FIELDS = {
+    "metadata.name": "web-7d9f-abcde",
+    "metadata.namespace": "shop",
+    "metadata.uid": "0b1c2d3e",
+    "status.podIP": "fd00:10:244::7",
+    "status.hostIP": "192.0.2.7",
+}
+# Read by the sidecar but never set by the operator: kubelet's own, or test and tuning knobs.
+SIDECAR_ONLY = {
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "LAMEDUCK_API_URL",
+    "LAMEDUCK_API_TOKEN_FILE",
+    "LAMEDUCK_API_CA_FILE",
+    "LAMEDUCK_API_TIMEOUT",
+    "LAMEDUCK_FALLBACK_DELAY",
+}
+
+
+class RecordingEnv(Mapping[str, str]):
+    """An environment that notes every name looked up in it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.read.add(name)
+        return self.values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.read.add(name)
+        return self.values.get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def injected_env(sidecar_container: dict[str, Any]) -> dict[str, str]:
+    resolved = {}
+    for item in sidecar_container["env"]:
+        if "value" in item:
+            resolved[item["name"]] = item["value"]
+        else:
+            resolved[item["name"]] = POD_FIELDS[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    return resolved
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "classic"])
+def test_the_sidecar_reads_every_setting_the_operator_injects_as_meant(native: bool) -> None:
+    settings = Settings(sidecar=SidecarSettings(native=native, port=9911))
+    governing = policy(
+        spec={"hold": {"propagationDelay": "1500ms", "quietPeriod": "3s", "maxHold": "1m30s"}, "drainTimeout": "45s"}
+    )
+    app = container(
+        "app",
+        8080,
+        8443,
+        readinessProbe={"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 2},
+        livenessProbe={"tcpSocket": {"port": 8443}},
+    )
+    plan = plan_deployment(deployment(containers=[app]), governing, settings)
+    spec = plan.intent["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in spec["initContainers" if native else "containers"] if c["name"] == SIDECAR_NAME]
+    values = injected_env(sidecar) | {"KUBERNETES_SERVICE_HOST": "fd00:10:96::1", "KUBERNETES_SERVICE_PORT": "443"}
+    env = RecordingEnv(values)
+    config = load_config(env)
+
+    assert set(values) - SIDECAR_ONLY <= env.read, "the operator sets nothing the sidecar ignores"
+    assert {n for n in env.read if n.startswith("LAMEDUCK_")} - SIDECAR_ONLY <= set(values), (
+        "the sidecar reads nothing the operator forgot"
+    )
+    hold = config.hold
+    assert (hold.propagation_delay, hold.quiet_period, hold.max_hold, hold.drain_timeout) == (1.5, 3.0, 90.0, 45.0)
+    assert config.probes == (Probe(8080, 2.0), Probe(8443, 10.0))
+    assert config.app_ports == frozenset({8080, 8443})
+    assert config.port == 9911
+    assert config.native is native
+    assert config.policy == governing.ref.annotation_value
+    assert (config.pod_name, config.namespace, config.pod_uid) == ("web-7d9f-abcde", "shop", "0b1c2d3e")
+    assert (config.pod_ip, config.host_ip) == ("fd00:10:244::7", "192.0.2.7")
+    assert config.api_url == "https://[fd00:10:96::1]:443"
+    hooks = {c["name"]: c["lifecycle"]["preStop"]["httpGet"] for c in spec["containers"] if "lifecycle" in c}
+    assert hooks["app"] == {"path": "/hold/app", "port": config.port, "scheme": "HTTP"}, "the hook calls its port"
