@@ -71,6 +71,8 @@ RECEIVE_BUFFER = 256 * 1024  # the kernel fills at most ~32 KiB per datagram; ro
 
 @dataclass(frozen=True, slots=True)
 class TcpSocket:
+    """One socket as the kernel reports it: the local side's port, the remote side's address."""
+
     state: int
     local_port: int
     remote: Address  # an IPv4-mapped IPv6 peer (dual-stack listener) is given as IPv4
@@ -129,6 +131,8 @@ def remote_address_filter(addresses: Collection[Address]) -> bytes:
     end: accept. A condition's no steps over that JMP to the next condition; the last one's no
     lands 4 bytes past the end: reject. The last one's yes lands on the end: accept.
     """
+    if not addresses:
+        raise ValueError("a filter needs at least one address")
     conditions = [
         HOSTCOND.pack(socket.AF_INET if a.version == 4 else socket.AF_INET6, a.max_prefixlen, -1) + a.packed
         for a in addresses
@@ -210,7 +214,11 @@ def _unmapped(address: Address) -> Address:
 
 
 def dump(states: int, *, with_info: bool, remote_addresses: Collection[Address] = ()) -> list[TcpSocket]:
-    """The IPv4 and IPv6 TCP sockets of this network namespace in `states`; see build_request."""
+    """The IPv4 and IPv6 TCP sockets of this network namespace in `states`; see build_request.
+
+    Raises SockDiagError when the kernel refuses (e.g. no inet_diag module), OSError when
+    netlink itself is unavailable: callers may then fall back to /proc/net/tcp.
+    """
     sockets: list[TcpSocket] = []
     buffer = bytearray(RECEIVE_BUFFER)
     view = memoryview(buffer)

@@ -43,22 +43,22 @@ class RecordingEnv(Mapping[str, str]):
     """An environment that notes every name looked up in it."""
 
     def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
+        self.known = values
         self.read: set[str] = set()
 
     def __getitem__(self, name: str) -> str:
         self.read.add(name)
-        return self.values[name]
+        return self.known[name]
 
     def get(self, name: str, default: Any = None) -> Any:
         self.read.add(name)
-        return self.values.get(name, default)
+        return self.known.get(name, default)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self.known)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.known)
 
 
 def injected_env(sidecar_container: dict[str, Any]) -> dict[str, str]:
