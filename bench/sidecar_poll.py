@@ -94,7 +94,9 @@ def poll_kernel_only() -> int:
 
 SIDECAR_PORT = 9901
 VIEW = tcp.KernelView(SIDECAR_PORT, lambda: 0, {NOT_THE_CLIENT})
-COUNTER = TrafficCounter(frozenset({SERVER[1]}), SIDECAR_PORT, (Probe(SERVER[1], 1.0),), frozenset({NOT_THE_CLIENT}))
+COUNTER = TrafficCounter(
+    frozenset({SERVER[1]}), SIDECAR_PORT, (Probe(SERVER[1], 1.0),), frozenset({NOT_THE_CLIENT}), quiet_period=1.0
+)
 
 
 def poll_sidecar() -> int:

@@ -95,7 +95,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def traffic_for(config: SidecarConfig, node: Collection[Address]) -> Callable[[], TrafficCounter]:
-    return lambda: TrafficCounter(config.app_ports, config.port, config.probes, frozenset(node))
+    return lambda: TrafficCounter(
+        config.app_ports, config.port, config.probes, frozenset(node), config.hold.quiet_period
+    )
 
 
 def holder_for(

@@ -56,8 +56,10 @@ class HoldResult:
     stage1: float | None
     stage2: float | None
     connections_after_stage1: int
-    # Open connections that carried new data after stage 1, counted once per poll.
+    # Open connections that carried new data after stage 1, counted once per poll; pinned:
+    # those busy without a pause since before stage 1, past propagationDelay (see traffic()).
     reused_after_stage1: int = 0
+    pinned_after_stage1: int = 0
 
 
 def should_hold(pod: Mapping[str, Any] | None) -> bool:
@@ -86,6 +88,7 @@ class Hold:
         self.last_traffic: float | None = None
         self.connections_after_stage1 = 0
         self.reused_after_stage1 = 0
+        self.pinned_after_stage1 = 0
         self.deadline = started + settings.max_hold
 
     def grace_period(self, seconds: float) -> None:
@@ -104,15 +107,33 @@ class Hold:
             self.stage1_end = now
             self.fallback = True
 
-    def traffic(self, now: float, new_connections: int, reused_connections: int = 0) -> None:
+    def traffic(self, now: float, new_connections: int, streaks: tuple[float, ...] = ()) -> None:
         """New work reached the app: new inbound connections, and open connections that
-        received new data (requests over pooled or keep-alive connections)."""
-        if new_connections <= 0 and reused_connections <= 0:
+        received new data, each given by the start of its busy streak (traffic.py).
+
+        A connection busy since before stage 1 ended, with no pause since, is either an L7
+        proxy's pool that has yet to learn the endpoint is gone, or a connection pinned to
+        the pod (kube-proxy keeps an established connection on the endpoint it chose, and so
+        does a client's pool through a Service): waiting moves only the first. It is waited
+        for until propagationDelay after stage 1; then only the app can move it (it answers
+        with Connection: close after SIGTERM, within drainTimeout). A request after a pause
+        is a data plane choosing the pod again and always counts.
+        """
+        counted = [
+            start
+            for start in streaks
+            if self.stage1_end is None
+            or start >= self.stage1_end
+            or now < self.stage1_end + self.settings.propagation_delay
+        ]
+        if self.stage1_end is not None:
+            self.pinned_after_stage1 += len(streaks) - len(counted)
+        if new_connections <= 0 and not counted:
             return
         self.last_traffic = now
         if self.stage1_end is not None:
             self.connections_after_stage1 += max(0, new_connections)
-            self.reused_after_stage1 += max(0, reused_connections)
+            self.reused_after_stage1 += len(counted)
 
     def _minimum(self) -> float:
         if self.fallback:
@@ -147,7 +168,13 @@ class Hold:
         stage1 = None if self.stage1_end is None else self.stage1_end - self.started
         stage2 = None if self.stage1_end is None else now - self.stage1_end
         return HoldResult(
-            outcome, now - self.started, stage1, stage2, self.connections_after_stage1, self.reused_after_stage1
+            outcome,
+            now - self.started,
+            stage1,
+            stage2,
+            self.connections_after_stage1,
+            self.reused_after_stage1,
+            self.pinned_after_stage1,
         )
 
     def wake_at(self) -> float:

@@ -23,16 +23,16 @@ from lameduck_sidecar.hold import (
 from lameduck_sidecar.k8s import ApiError
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.slices import listings, released
-from lameduck_sidecar.traffic import Snapshot
+from lameduck_sidecar.traffic import Snapshot, Work
 
 POLL_SECONDS = 0.1
 log = logging.getLogger("lameduck.sidecar")
 
 
 class Traffic(Protocol):
-    """Turns the kernel's view into new work: (new connections, reused connections)."""
+    """Turns the kernel's view into new work."""
 
-    def observe(self, now: float, snapshot: Snapshot) -> tuple[int, int]: ...
+    def observe(self, now: float, snapshot: Snapshot) -> Work: ...
 
 
 SliceStream = Callable[[], AsyncGenerator[list[dict[str, Any]], None]]
@@ -164,6 +164,7 @@ class Holder:
             self.metrics.stage2_seconds.observe(result.stage2)
         self.metrics.connections_after_stage1.inc(result.connections_after_stage1)
         self.metrics.reused_after_stage1.inc(result.reused_after_stage1)
+        self.metrics.pinned_after_stage1.inc(result.pinned_after_stage1)
         log.info(
             json.dumps(
                 {
@@ -180,6 +181,7 @@ class Holder:
                     "stage1_at": None if result.stage1 is None else round(started_at + result.stage1, 3),
                     "connections_after_stage1": result.connections_after_stage1,
                     "reused_after_stage1": result.reused_after_stage1,
+                    "pinned_after_stage1": result.pinned_after_stage1,
                     "grace_period": self.grace_period,
                 }
             )

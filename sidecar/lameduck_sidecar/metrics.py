@@ -35,6 +35,11 @@ class SidecarMetrics:
             "Open connections to the app that received new data after the slices had let go, once per poll.",
             registry=self.registry,
         )
+        self.pinned_after_stage1 = Counter(
+            "lameduck_sidecar_pinned_connections_after_stage1_total",
+            "Connections busy without a pause since before stage 1 that no longer kept the hold, once per poll.",
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "lameduck_sidecar_fallbacks_total",
             "Holds whose stage 1 could not watch the slices, by reason.",

@@ -12,7 +12,10 @@ in TIME_WAIT whose peer is the node). From two snapshots in a row `TrafficCounte
   leaves no socket behind). So probes alone never make a pod un-quiet, and any connection
   beyond one per probe per period is counted.
 - reused connections: open inbound connections whose received bytes grew (new requests on
-  pooled or keep-alive connections, which open nothing new).
+  pooled or keep-alive connections, which open nothing new), each with the start of its
+  busy streak: since when it has carried data with no pause as long as quietPeriod. The hold
+  (hold.py) tells by that start a data plane choosing the pod again from a connection that is
+  only pinned to it (see `Hold.traffic`).
 
 What it cannot tell apart: a connection from the node's address (a NodePort or load balancer
 that SNATs, a client on the host) to a probed port, or one too short-lived to be seen, at
@@ -26,6 +29,7 @@ import ipaddress
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lameduck_sidecar.sockdiag import LISTEN, TcpSocket
 
@@ -69,18 +73,30 @@ class _ProbeClock:
         return True
 
 
+class Work(NamedTuple):
+    """New work since the last poll."""
+
+    new_connections: int
+    # The busy-streak start of every open connection that received data.
+    streaks: tuple[float, ...] = ()
+
+
 @dataclass
 class TrafficCounter:
     app_ports: frozenset[int]  # the app's declared ports; its listening ports count too
     own_port: int
     probes: Sequence[Probe]
     node_addresses: frozenset[Address]
+    quiet_period: float
     _clocks: list[_ProbeClock] = field(init=False)
     _baseline: bool = field(init=False, default=False)
     _accepted: int | None = field(init=False, default=None)
     _own: int = field(init=False, default=0)
     _bytes: dict[Key, int | None] = field(init=False, default_factory=dict)
     _probe_keys: set[Key] = field(init=False, default_factory=set)
+    # Per open connection: when it last received data, and when its busy streak began.
+    _last_data: dict[Key, float] = field(init=False, default_factory=dict)
+    _streak: dict[Key, float] = field(init=False, default_factory=dict)
     # New connections counted so far, and the most that has been told (see observe).
     _count: int = field(init=False, default=0)
     _told: int = field(init=False, default=0)
@@ -93,14 +109,14 @@ class TrafficCounter:
         ports.discard(self.own_port)
         return ports
 
-    def observe(self, now: float, snapshot: Snapshot) -> tuple[int, int]:
-        """(new connections, reused connections) since the last snapshot; the first one only
-        sets the baseline: what is open when the hold starts is not new."""
+    def observe(self, now: float, snapshot: Snapshot) -> Work:
+        """New work since the last snapshot; the first one only sets the baseline: what is
+        open when the hold starts is not new, and is taken as busy since then."""
         ports = self._watched_ports(snapshot.sockets)
         current: dict[Key, int | None] = {}
         fresh = 0
         fresh_from_node: list[Key] = []
-        reused = 0
+        streaks: list[float] = []
         for sock in snapshot.sockets:
             if sock.state == LISTEN or sock.local_port not in ports:
                 continue
@@ -108,6 +124,7 @@ class TrafficCounter:
             current[k] = sock.bytes_received
             if k not in self._bytes:
                 fresh += 1
+                self._last_data[k] = self._streak[k] = now
                 if sock.remote in self.node_addresses:
                     fresh_from_node.append(k)
                 continue
@@ -118,11 +135,14 @@ class TrafficCounter:
                 and sock.bytes_received > before
                 and k not in self._probe_keys
             ):
-                reused += 1
+                if now - self._last_data.get(k, now) >= self.quiet_period:
+                    self._streak[k] = now  # it paused: a new streak
+                self._last_data[k] = now
+                streaks.append(self._streak.setdefault(k, now))
         if not self._baseline:
             self._baseline = True
             self._keep(snapshot, current, [])
-            return 0, 0
+            return Work(0)
         probes = [k for k in fresh_from_node if self._vouch(now, k[0])]
         if snapshot.accepted is not None and self._accepted is not None:
             own = snapshot.own_accepted + snapshot.own_pending
@@ -140,7 +160,7 @@ class TrafficCounter:
         new = max(0, self._count - self._told)
         self._told = max(self._told, self._count)
         self._keep(snapshot, current, probes)
-        return new, reused
+        return Work(new, tuple(streaks))
 
     def _keep(self, snapshot: Snapshot, current: dict[Key, int | None], probes: list[Key]) -> None:
         if snapshot.accepted is not None:
@@ -148,6 +168,9 @@ class TrafficCounter:
         self._own = snapshot.own_accepted + snapshot.own_pending
         self._bytes = current
         self._probe_keys = {k for k in (*self._probe_keys, *probes) if k in current}
+        for gone in [k for k in self._last_data if k not in current]:
+            del self._last_data[gone]
+            self._streak.pop(gone, None)
 
     def _vouch(self, now: float, port: int | None) -> bool:
         """Whether a due probe (on this port; None: on any) may have made a connection now."""

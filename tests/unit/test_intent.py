@@ -339,11 +339,12 @@ def test_sidecar_is_told_the_probes_and_the_node_address() -> None:
     assert values["LAMEDUCK_PROBES"] == "8080:1,8080:10,9090:5", "probes of containers without a hold count too"
     assert values["LAMEDUCK_HOST_IP"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.hostIP"}}
     unprobed = plan_deployment(deployment(), policy(), SETTINGS)
-    assert env(pod(unprobed)["initContainers"][0])["LAMEDUCK_PROBES"] == ""
+    assert "LAMEDUCK_PROBES" not in env(pod(unprobed)["initContainers"][0]), "stored as no value: left out"
 
 
 def test_sidecar_env_keeps_its_order() -> None:
-    (sidecar,) = pod(plan_deployment(deployment(), policy(), SETTINGS))["initContainers"]
+    probed = container("app", 8080, readinessProbe={"tcpSocket": {"port": 8080}})
+    (sidecar,) = pod(plan_deployment(deployment(containers=[probed]), policy(), SETTINGS))["initContainers"]
     assert [e["name"] for e in sidecar["env"]] == [
         "LAMEDUCK_POD_NAME",
         "LAMEDUCK_POD_NAMESPACE",

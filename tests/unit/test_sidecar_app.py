@@ -20,7 +20,7 @@ from lameduck_sidecar.config import SidecarConfig, host_port, load_config
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
 from lameduck_sidecar.metrics import SidecarMetrics
-from lameduck_sidecar.traffic import Snapshot
+from lameduck_sidecar.traffic import Snapshot, Work
 
 FAST = HoldSettings(propagation_delay=0.3, quiet_period=0.1, max_hold=3.0, api_timeout=0.5, fallback_delay=0.6)
 
@@ -118,16 +118,17 @@ class FakeApiServer:
 
 
 class FakeTraffic:
-    """New work the test says arrived: (new connections, reused connections) per poll."""
+    """New work the test says arrived each poll: new connections, and requests on an open
+    connection that paused just before (a busy streak that begins now)."""
 
     def __init__(self) -> None:
         self.pending = 0
         self.pending_reused = 0
         self.observed = 0
 
-    def observe(self, now: float, snapshot: Snapshot) -> tuple[int, int]:
+    def observe(self, now: float, snapshot: Snapshot) -> Work:
         self.observed += 1
-        found = (self.pending, self.pending_reused)
+        found = Work(self.pending, (now,) * self.pending_reused)
         self.pending = self.pending_reused = 0
         return found
 

@@ -107,3 +107,15 @@ def test_the_sidecar_reads_every_setting_the_operator_injects_as_meant(native: b
     assert config.api_url == "https://[fd00:10:96::1]:443"
     hooks = {c["name"]: c["lifecycle"]["preStop"]["httpGet"] for c in spec["containers"] if "lifecycle" in c}
     assert hooks["app"] == {"path": "/hold/app", "port": config.port, "scheme": "HTTP"}, "the hook calls its port"
+
+
+def test_settings_with_nothing_to_say_are_left_out_as_the_api_server_would_store_them() -> None:
+    """An env value of "" is stored as no value: the intent must not carry one, or the stored
+    sidecar would never match it. The sidecar reads a missing entry as empty."""
+    plan = plan_deployment(deployment(containers=[container("worker")]), policy(), Settings())
+    (sidecar,) = plan.intent["spec"]["template"]["spec"]["initContainers"]
+    names = {e["name"] for e in sidecar["env"]}
+    assert all(e.get("value") != "" for e in sidecar["env"])
+    assert {"LAMEDUCK_APP_PORTS", "LAMEDUCK_PROBES"}.isdisjoint(names)
+    config = load_config(injected_env(sidecar))
+    assert (config.app_ports, config.probes) == (frozenset(), ())

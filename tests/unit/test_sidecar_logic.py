@@ -88,20 +88,46 @@ def test_deletion_grace_period_caps_the_hold(grace: float, drain: float, ends_at
     assert (round(result.total, 2), result.outcome) == (ends_at, outcome)
 
 
-def test_requests_on_open_connections_keep_the_pod_busy_like_new_connections() -> None:
+def test_requests_after_a_pause_on_open_connections_keep_the_pod_busy_like_new_connections() -> None:
     hold = Hold(S, 0.0)
     hold.slices_released(1.0, listed=True)
-    hold.traffic(3.5, new_connections=0, reused_connections=2)
+    hold.traffic(3.5, new_connections=0, streaks=(3.5, 2.0))  # streaks that began after stage 1
     assert hold.result(4.4) is None, "quiet starts again after the last request"
     result = hold.result(4.5)
     assert result is not None
     assert (result.outcome, result.connections_after_stage1, result.reused_after_stage1) == (Outcome.QUIET, 0, 2)
 
 
+def test_a_connection_busy_without_a_pause_since_before_stage_1_is_waited_for_only_for_the_propagation_delay() -> None:
+    """An L7 proxy's pool that has yet to learn, or a connection pinned to the pod."""
+    hold = Hold(S, 0.0)
+    now, result = 0.0, None
+    while result is None:
+        if now >= 1.0:
+            hold.slices_released(1.0, listed=True)
+        hold.traffic(now, 0, streaks=(0.0,))  # busy every poll since the hold began
+        result = hold.result(now)
+        now = round(now + 0.1, 2)
+    assert (result.outcome, round(result.total, 2)) == (Outcome.QUIET, 3.9), "counted until 1 + 2 s, then quiet"
+    assert result.reused_after_stage1 == 20
+    assert result.pinned_after_stage1 > 0
+
+
+def test_a_streak_that_began_after_stage_1_keeps_counting_past_the_propagation_delay() -> None:
+    hold = Hold(S, 0.0)
+    hold.slices_released(1.0, listed=True)
+    for tick in range(20, 80):  # busy from 2.0 s to 7.9 s, a streak that began after stage 1
+        hold.traffic(tick / 10, 0, streaks=(2.0,))
+        assert hold.result(tick / 10) is None
+    result = hold.result(8.9)
+    assert result is not None
+    assert (result.outcome, result.pinned_after_stage1) == (Outcome.QUIET, 0)
+
+
 def test_no_traffic_reported_leaves_the_quiet_period_running() -> None:
     hold = Hold(S, 0.0)
     hold.slices_released(1.0, listed=True)
-    hold.traffic(2.5, 0, 0)
+    hold.traffic(2.5, 0, ())
     assert hold.last_traffic is None
     assert hold.result(3.0) is not None
 

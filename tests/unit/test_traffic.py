@@ -58,15 +58,21 @@ class Pod:
 
 
 def counter(probes: tuple[Probe, ...] = (), app_ports: frozenset[int] = frozenset({APP, OTHER_APP})) -> TrafficCounter:
-    return TrafficCounter(app_ports, OWN, probes, frozenset({NODE}))
+    return TrafficCounter(app_ports, OWN, probes, frozenset({NODE}), quiet_period=1.0)
+
+
+def seen(traffic: TrafficCounter, now: float, snapshot: Snapshot) -> tuple[int, int]:
+    """(new connections, open connections that received data)."""
+    work = traffic.observe(now, snapshot)
+    return work.new_connections, len(work.streaks)
 
 
 def test_what_is_open_when_the_hold_starts_is_not_new() -> None:
     pod = Pod()
     pod.connect(CLIENT)
     traffic = counter()
-    assert traffic.observe(0.0, pod.snapshot()) == (0, 0)
-    assert traffic.observe(0.1, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.0, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.1, pod.snapshot()) == (0, 0)
 
 
 def test_every_accepted_connection_counts_even_one_gone_before_the_table_was_read() -> None:
@@ -75,8 +81,8 @@ def test_every_accepted_connection_counts_even_one_gone_before_the_table_was_rea
     traffic.observe(0.0, pod.snapshot())
     pod.connect(CLIENT)
     pod.came_and_went(2)
-    assert traffic.observe(0.1, pod.snapshot()) == (3, 0)
-    assert traffic.observe(0.2, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.1, pod.snapshot()) == (3, 0)
+    assert seen(traffic, 0.2, pod.snapshot()) == (0, 0)
 
 
 def test_the_sidecars_own_connections_never_count() -> None:
@@ -86,12 +92,12 @@ def test_the_sidecars_own_connections_never_count() -> None:
     # kubelet's preStop call from a second container, still in the sidecar's accept queue
     pod.accepted += 1
     pod.own_queued = 1
-    assert traffic.observe(0.1, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.1, pod.snapshot()) == (0, 0)
     pod.own, pod.own_queued = 1, 0  # the server took it
-    assert traffic.observe(0.2, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.2, pod.snapshot()) == (0, 0)
     pod.accepted += 3
     pod.own += 3
-    assert traffic.observe(0.3, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.3, pod.snapshot()) == (0, 0)
 
 
 def test_probes_on_schedule_never_count() -> None:
@@ -104,7 +110,7 @@ def test_probes_on_schedule_never_count() -> None:
         now = tick / 10
         if tick % 10 == 3:  # kubelet's probe, once a second, closed by the app: TIME_WAIT
             pod.connect(NODE, state=TIME_WAIT, received=None)
-        counted += traffic.observe(now, pod.snapshot())[0]
+        counted += traffic.observe(now, pod.snapshot()).new_connections
     assert counted == 0
 
 
@@ -114,16 +120,16 @@ def test_a_probe_the_counter_and_the_table_see_at_different_polls_is_one_probe()
     traffic.observe(0.0, pod.snapshot())
     probe = pod.connect(NODE, state=TIME_WAIT, received=None)
     pod.accepted -= 1  # in the table (read second) before the counter (read first) has it
-    assert traffic.observe(1.0, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 1.0, pod.snapshot()) == (0, 0)
     pod.accepted += 1
-    assert traffic.observe(1.1, pod.snapshot()) == (0, 0), "the dip recovers, nothing is told"
+    assert seen(traffic, 1.1, pod.snapshot()) == (0, 0), "the dip recovers, nothing is told"
     pod.connect(CLIENT)
-    assert traffic.observe(1.2, pod.snapshot()) == (1, 0), "and real traffic after it still counts"
+    assert seen(traffic, 1.2, pod.snapshot()) == (1, 0), "and real traffic after it still counts"
     pod.close(probe)
     pod.came_and_went()  # the next probe, its client closed first: gone before the table was read
-    assert traffic.observe(2.0, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 2.0, pod.snapshot()) == (0, 0)
     pod.came_and_went()  # a second unseen connection in the same period is not the probe
-    assert traffic.observe(2.1, pod.snapshot()) == (1, 0)
+    assert seen(traffic, 2.1, pod.snapshot()) == (1, 0)
 
 
 def test_connections_from_the_node_beyond_one_per_probe_period_count() -> None:
@@ -131,11 +137,11 @@ def test_connections_from_the_node_beyond_one_per_probe_period_count() -> None:
     traffic = counter((Probe(APP, 10.0),))
     traffic.observe(0.0, pod.snapshot())
     pod.connect(NODE, state=TIME_WAIT, received=None)  # the probe
-    assert traffic.observe(1.0, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 1.0, pod.snapshot()) == (0, 0)
     pod.connect(NODE)  # a NodePort client, SNATed to the node's address
-    assert traffic.observe(2.0, pod.snapshot()) == (1, 0)
+    assert seen(traffic, 2.0, pod.snapshot()) == (1, 0)
     pod.connect(NODE, state=TIME_WAIT, received=None)  # the next probe, on time
-    assert traffic.observe(11.0, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 11.0, pod.snapshot()) == (0, 0)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +157,7 @@ def test_only_the_nodes_connections_to_a_probed_port_can_be_a_probe(remote: obje
     traffic = counter((Probe(APP, 10.0),))
     traffic.observe(0.0, pod.snapshot())
     pod.connect(remote, port, state=TIME_WAIT, received=None)
-    assert traffic.observe(1.0, pod.snapshot()) == (counted, 0)
+    assert seen(traffic, 1.0, pod.snapshot()) == (counted, 0)
 
 
 def test_two_probes_on_one_port_vouch_for_two_connections_a_period() -> None:
@@ -160,9 +166,9 @@ def test_two_probes_on_one_port_vouch_for_two_connections_a_period() -> None:
     traffic.observe(0.0, pod.snapshot())
     pod.connect(NODE, state=TIME_WAIT, received=None)
     pod.connect(NODE, state=TIME_WAIT, received=None)
-    assert traffic.observe(1.0, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 1.0, pod.snapshot()) == (0, 0)
     pod.connect(NODE, state=TIME_WAIT, received=None)
-    assert traffic.observe(2.0, pod.snapshot()) == (1, 0)
+    assert seen(traffic, 2.0, pod.snapshot()) == (1, 0)
 
 
 def test_requests_on_open_connections_count_as_reused() -> None:
@@ -173,8 +179,8 @@ def test_requests_on_open_connections_count_as_reused() -> None:
     traffic.observe(0.0, pod.snapshot())
     pod.receive(pooled, 120)
     pod.receive(other, 50)
-    assert traffic.observe(0.1, pod.snapshot()) == (0, 2)
-    assert traffic.observe(0.2, pod.snapshot()) == (0, 0), "nothing new received"
+    assert seen(traffic, 0.1, pod.snapshot()) == (0, 2)
+    assert seen(traffic, 0.2, pod.snapshot()) == (0, 0), "nothing new received"
 
 
 def test_data_on_connections_that_are_not_the_apps_is_not_work() -> None:
@@ -186,7 +192,7 @@ def test_data_on_connections_that_are_not_the_apps_is_not_work() -> None:
     traffic.observe(0.0, pod.snapshot())
     pod.receive(own, 10)
     pod.receive(outbound, 5000)
-    assert traffic.observe(0.1, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.1, pod.snapshot()) == (0, 0)
 
 
 def test_without_declared_ports_every_listening_port_but_the_sidecars_is_the_apps() -> None:
@@ -195,7 +201,7 @@ def test_without_declared_ports_every_listening_port_but_the_sidecars_is_the_app
     traffic = counter(app_ports=frozenset())
     traffic.observe(0.0, pod.snapshot())
     pod.receive(conn, 1)
-    assert traffic.observe(0.1, pod.snapshot()) == (0, 1)
+    assert seen(traffic, 0.1, pod.snapshot()) == (0, 1)
 
 
 def test_a_probe_connection_receiving_its_request_is_not_reuse() -> None:
@@ -203,9 +209,9 @@ def test_a_probe_connection_receiving_its_request_is_not_reuse() -> None:
     traffic = counter((Probe(APP, 10.0),))
     traffic.observe(0.0, pod.snapshot())
     probe = pod.connect(NODE, received=0)
-    assert traffic.observe(0.1, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.1, pod.snapshot()) == (0, 0)
     pod.receive(probe, 110)  # its GET /healthz arrives after the handshake
-    assert traffic.observe(0.2, pod.snapshot()) == (0, 0)
+    assert seen(traffic, 0.2, pod.snapshot()) == (0, 0)
 
 
 def test_without_the_kernel_counter_the_table_alone_counts() -> None:
@@ -214,7 +220,7 @@ def test_without_the_kernel_counter_the_table_alone_counts() -> None:
     traffic.observe(0.0, pod.snapshot(with_counter=False))
     pod.connect(CLIENT)
     pod.connect(NODE, state=TIME_WAIT, received=None)
-    assert traffic.observe(0.1, pod.snapshot(with_counter=False)) == (1, 0)
+    assert seen(traffic, 0.1, pod.snapshot(with_counter=False)) == (1, 0)
 
 
 def test_memory_follows_the_table_not_the_history() -> None:
@@ -226,6 +232,8 @@ def test_memory_follows_the_table_not_the_history() -> None:
         traffic.observe(tick / 10, pod.snapshot())
         pod.close(k)
     assert len(traffic._bytes) <= 1
+    assert len(traffic._last_data) <= 1
+    assert len(traffic._streak) <= 1
 
 
 def test_default_gateways_from_the_route_tables() -> None:
@@ -242,3 +250,25 @@ def test_default_gateways_from_the_route_tables() -> None:
     )
     assert default_gateways(route, ipv6_route) == {ip_address("10.244.0.1"), ip_address("fd00::1")}
     assert default_gateways("Iface\tDestination\tGateway\n", "") == set()
+
+
+def test_a_busy_streak_starts_again_only_after_a_pause_as_long_as_the_quiet_period() -> None:
+    pod = Pod()
+    pooled = pod.connect(CLIENT, received=0)
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    starts = []
+    for now in (0.5, 1.2, 1.9, 3.5, 4.0):  # a pause of 1.6 s before 3.5
+        pod.receive(pooled, 10)
+        starts.append(traffic.observe(now, pod.snapshot()).streaks)
+    assert starts == [(0.0,), (0.0,), (0.0,), (3.5,), (3.5,)], "busy since the hold began, then again from 3.5"
+
+
+def test_a_connection_opened_during_the_hold_starts_its_streak_when_first_seen() -> None:
+    pod = Pod()
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    conn = pod.connect(CLIENT, received=0)
+    assert seen(traffic, 2.0, pod.snapshot()) == (1, 0)
+    pod.receive(conn, 10)
+    assert traffic.observe(2.5, pod.snapshot()).streaks == (2.0,)

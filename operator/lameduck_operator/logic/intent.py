@@ -165,6 +165,9 @@ def sidecar_container(
             "failureThreshold": 30,
         },
     }
+    # The API server stores an empty value as no value at all: leave such entries out, or
+    # the stored sidecar would never match the intent (the sidecar reads them as unset).
+    container["env"] = [e for e in container["env"] if e.get("value") != ""]
     if sidecar.native:
         container["restartPolicy"] = "Always"
     else:
