@@ -266,11 +266,12 @@ def test_probes_alone_never_keep_the_pod_from_quiet(
     assert hold["connections_after_stage1"] == 0, "the probes' connections were not counted"
 
 
-def test_requests_after_a_pause_on_an_open_keep_alive_connection_keep_the_pod_from_quiet(
+def test_requests_on_an_open_keep_alive_connection_keep_the_pod_from_quiet(
     kube: Kube, guarded_demo: str, tmp_path: Path
 ) -> None:
-    """A pool sending a request now and then over a connection opened before the deletion:
-    each, after a pause longer than quietPeriod (1 s), is a data plane choosing the pod."""
+    """A pool that picks up a connection it opened before the deletion: after a pause longer
+    than quietPeriod (1 s), a run of requests over it, and no new connection, is new work
+    until it stops."""
     namespace = guarded_demo
     pod = first_pod(kube, namespace)
     connection = http.client.HTTPConnection(pod_ip(kube, namespace, pod), 8080, timeout=2)
@@ -278,19 +279,21 @@ def test_requests_after_a_pause_on_an_open_keep_alive_connection_keep_the_pod_fr
     connection.getresponse().read()
     log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
     kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+    time.sleep(1.5)  # the connection idles while stage 1 ends (pacing, not a poll)
     answered = 0
-    for _ in range(6):
-        time.sleep(1.5)  # pacing the requests (not a poll for a condition)
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
         connection.request("GET", "/")
         response = connection.getresponse()
         response.read()
         answered += response.status == 200
+        time.sleep(0.3)  # pacing the requests (not a poll for a condition)
     traffic_ended = time.time()
     connection.close()
     hold = log.hold()
-    assert answered == 6, "the app kept serving the connection during the hold"
+    assert answered >= 12, "the app kept serving the connection during the hold"
     assert hold["outcome"] == "quiet"
-    assert hold["reused_after_stage1"] >= 4
+    assert hold["reused_after_stage1"] > 0
     assert hold["connections_after_stage1"] == 0
     released_at = hold["started_at"] + hold["seconds"]
     assert released_at >= traffic_ended + 1.0 - 0.4, "released only after a quiet period following the last request"
