@@ -399,3 +399,67 @@ async def test_the_sidecar_listens_on_both_families_and_counts_its_own_connectio
         for server in servers:
             server.close()
         await runner.cleanup()
+
+
+async def test_the_hold_is_logged_as_one_record_with_what_happened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="lameduck.sidecar")
+    api = FakeApiServer(flip_after=0.1, grace_period=61)
+    server = TestServer(api.app())
+    await server.start_server()
+    config = replace(config_for(str(server.make_url("")).rstrip("/"), tmp_path), policy="GracefulPolicy/shop/p")
+    traffic = FakeTraffic()
+    holder = holder_for(config, SidecarMetrics(), lambda: NO_SOCKETS, lambda: traffic)
+    result = await holder.hold("app")
+    await server.close()
+    (line,) = [r.getMessage() for r in caplog.records if '"event": "hold"' in r.getMessage()]
+    record = json.loads(line)
+    assert record["pod"] == "web-1"
+    assert record["namespace"] == "shop"
+    assert record["policy"] == "GracefulPolicy/shop/p"
+    assert record["containers"] == ["app"]
+    assert record["outcome"] == "quiet" == result.outcome.value
+    assert record["seconds"] == round(result.total, 3)
+    assert record["stage1"] == round(result.stage1 or 0, 3)
+    assert record["stage2"] == round(result.stage2 or 0, 3)
+    assert record["stage1_at"] == pytest.approx(record["started_at"] + record["stage1"], abs=0.002)
+    assert record["grace_period"] == 61
+    assert (record["connections_after_stage1"], record["reused_after_stage1"], record["pinned_after_stage1"]) == (
+        0,
+        0,
+        0,
+    )
+    assert traffic.observed >= 5, "polled every 0.1 s through the hold"
+
+
+async def test_without_an_api_address_the_fallback_starts_at_once(tmp_path: Path) -> None:
+    holder = holder_for(config_for(None, tmp_path), SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
+    result = await holder.hold("app")
+    assert result.outcome.value == "fallback"
+    assert result.stage1 is not None
+    assert result.stage1 < 0.05, "no API to wait for"
+    assert 0.6 <= result.total < 0.8, "then the fallback delay"
+
+
+async def test_slices_that_show_the_pod_not_ready_at_once_end_stage_1_without_a_fallback(
+    sidecar: Start,
+) -> None:
+    api = FakeApiServer(flip_after=0.0)
+    client, _, metrics = await sidecar(api)
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "quiet"
+    assert "lameduck_sidecar_fallbacks_total{" not in generate_latest(metrics.registry).decode()
+
+
+async def test_slices_of_another_pod_do_not_end_stage_1(tmp_path: Path) -> None:
+    api = FakeApiServer(flip_after=0.2)
+    server = TestServer(api.app())
+    await server.start_server()
+    config = replace(
+        config_for(str(server.make_url("")).rstrip("/"), tmp_path), pod_uid="uid-2", pod_name="web-2", pod_ip="10.1.0.8"
+    )
+    holder = holder_for(config, SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
+    result = await holder.hold("app")
+    await server.close()
+    assert result.outcome.value == "not_in_any_slice", "the slice lists web-1, not this pod"

@@ -334,3 +334,22 @@ def test_the_api_url_brackets_an_ipv6_address(host: str, url: str) -> None:
 def test_bad_config_is_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(env)
+
+
+def test_a_release_due_exactly_at_the_deadline_is_quiet_not_a_timeout() -> None:
+    settings = HoldSettings(propagation_delay=2.0, quiet_period=1.0, max_hold=3.0)
+    hold = Hold(settings, 0.0)
+    hold.slices_released(1.0, listed=True)
+    assert hold.wake_at() == 3.0
+    result = hold.result(3.0)
+    assert result is not None
+    assert result.outcome is Outcome.QUIET
+
+
+def test_a_pod_in_no_slice_waits_for_quiet_only() -> None:
+    hold = Hold(S, 0.0)
+    hold.slices_released(0.5, listed=False)
+    assert hold.result(1.4) is None
+    result = hold.result(1.5)
+    assert result is not None
+    assert (result.outcome, result.stage1, result.stage2) == (Outcome.NOT_IN_ANY_SLICE, 0.5, 1.0)
