@@ -72,7 +72,7 @@ class Holder:
         """Join the hold of the pod's deletion, starting it on the first call. A call while
         the pod is not being deleted (kubelet restarting a container after a failed probe, or
         anyone else) is answered at once and leaves nothing behind."""
-        called = self.clock()
+        called, called_at = self.clock(), time.time()
         if self.task is None:
             pod = await self._read_pod()
             if pod is not None and not should_hold(pod):
@@ -80,11 +80,11 @@ class Holder:
                 pod = await self._read_pod(consistent=True)
             if pod is not None and not should_hold(pod):
                 result = answered_at_once()
-                self._record(result, [caller], time.time())
+                self._record(result, [caller], called_at)
                 return result
             if self.task is None:
                 self.grace_period = deletion_grace_period(pod)
-                self.task = asyncio.create_task(self._run(called))
+                self.task = asyncio.create_task(self._run(called, called_at))
         self.callers.append(caller)
         return await asyncio.shield(self.task)
 
@@ -97,9 +97,9 @@ class Holder:
             log.warning(json.dumps({"event": "pod_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
             return None
 
-    async def _run(self, started: float) -> HoldResult:
+    async def _run(self, started: float, started_at: float) -> HoldResult:
         self.metrics.in_flight.inc()
-        self.started_at = time.time()
+        self.started_at = started_at
         hold = Hold(self.config.hold, started)
         if self.grace_period is not None:
             hold.grace_period(self.grace_period)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lameduck_operator.logic.compliance import State, check, evaluate
+from lameduck_operator.logic.compliance import State, check, evaluate, missing_fields
 from lameduck_operator.logic.intent import plan_deployment
 from lameduck_operator.logic.merge import is_subset, merge
 from lameduck_operator.settings import Settings, SidecarSettings
@@ -76,7 +76,7 @@ def test_outdated_sidecar_is_pending() -> None:
     new = plan_deployment(rendered, policy(), SETTINGS)
     verdict = check(rendered, new)
     assert verdict.state is State.PENDING
-    assert "the lameduck sidecar differs from the policy" in verdict.reason
+    assert verdict.reason == "the lameduck sidecar differs from the policy"
 
 
 def test_other_prestop_handler_beside_ours_is_not_compliant() -> None:
@@ -96,9 +96,11 @@ def test_conflict_verdict_carries_the_reasons() -> None:
 def test_evaluate_unmanaged_and_skipped() -> None:
     unmanaged = evaluate(deployment(namespace="other"), [policy(namespace="shop")], SETTINGS)
     assert unmanaged.verdict.state is State.UNMANAGED
+    assert unmanaged.verdict.reason == "no policy selects it"
     assert unmanaged.plan is None
     skipped = evaluate(deployment(annotations={"lameduck.dev/skip": "true"}), [policy()], SETTINGS)
     assert skipped.verdict.state is State.SKIPPED
+    assert skipped.verdict.reason == 'opted out with lameduck.dev/skip: "true"'
     assert skipped.plan is None
     excluded = evaluate(deployment(namespace="kube-system"), [policy(namespace=None)], SETTINGS)
     assert excluded.verdict.state is State.UNMANAGED
@@ -115,6 +117,10 @@ def test_evaluate_unmanaged_and_skipped() -> None:
         ({"gates": [1]}, {"gates": [1, 2]}, False),
         ({"preStop": {"httpGet": {"path": "/h"}}}, {"preStop": {"httpGet": {"path": "/h", "host": ""}}}, True),
         ({"preStop": {"httpGet": {"path": "/h"}}}, {"preStop": {"httpGet": {"path": "/h"}, "exec": {}}}, False),
+        ({"lifecycle": {"preStop": {"sleep": {}}}}, {"lifecycle": None}, False),
+        ({"lifecycle": {"preStop": {"sleep": {}}}}, {"lifecycle": "x"}, False),
+        ({"env": [{"name": "A", "value": "1"}]}, {"env": None}, False),
+        ({"env": [{"name": "A", "value": "1"}]}, {"env": {"name": "A", "value": "1"}}, False),
     ],
 )
 def test_is_subset(intent: dict[str, Any], actual: dict[str, Any], subset: bool) -> None:
@@ -134,3 +140,13 @@ def test_merge_replaces_prestop_whole_and_merges_containers_by_name() -> None:
         ]
     }
     assert base["containers"][0]["lifecycle"]["preStop"] == {"exec": {}}, "merge does not mutate its input"
+
+
+def test_a_value_below_the_policy_shows_what_it_is_now() -> None:
+    d = deployment(terminationGracePeriodSeconds=30)
+    d["spec"]["minReadySeconds"] = 1
+    plan = plan_deployment(d, policy(spec={"minReadySeconds": 5, "hold": {"method": "Sleep"}}), SETTINGS)
+    assert missing_fields(d, plan)[1:] == [
+        "terminationGracePeriodSeconds is 30, the policy needs 65",
+        "minReadySeconds is 1, the policy needs 5",
+    ]

@@ -316,6 +316,16 @@ def named(name: str, port: int) -> dict[str, Any]:
             id="lameduck's own sidecar is left out",
         ),
         pytest.param(
+            {
+                "containers": [
+                    container("lameduck", readinessProbe={"httpGet": {"port": 9901}}),
+                    container("app", readinessProbe={"httpGet": {"port": 8080}}),
+                ],
+            },
+            [(8080, 10)],
+            id="the containers after lameduck's classic sidecar count",
+        ),
+        pytest.param(
             {"containers": [container("app", startupProbe={"httpGet": {"port": 8080}, "periodSeconds": 1})]},
             [],
             id="a startup probe is left out",
@@ -442,3 +452,122 @@ def test_intent_names_the_deployment_and_policy() -> None:
         "namespace": "shop",
         "annotations": {"lameduck.dev/policy": "ClusterGracefulPolicy/web"},
     }
+
+
+def field(path: str) -> dict[str, Any]:
+    return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
+
+
+def test_the_injected_native_sidecar_in_full() -> None:
+    app = container("app", 8080, readinessProbe={"httpGet": {"port": 8080}, "periodSeconds": 2})
+    (sidecar,) = pod(plan_deployment(deployment(containers=[app]), policy(), SETTINGS))["initContainers"]
+    assert sidecar == {
+        "name": "lameduck",
+        "image": SETTINGS.sidecar.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "lameduck", "containerPort": 9901, "protocol": "TCP"}],
+        "env": [
+            {"name": "LAMEDUCK_POD_NAME", "valueFrom": field("metadata.name")},
+            {"name": "LAMEDUCK_POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
+            {"name": "LAMEDUCK_POD_UID", "valueFrom": field("metadata.uid")},
+            {"name": "LAMEDUCK_POD_IP", "valueFrom": field("status.podIP")},
+            {"name": "LAMEDUCK_PORT", "value": "9901"},
+            {"name": "LAMEDUCK_APP_PORTS", "value": "8080"},
+            {"name": "LAMEDUCK_PROPAGATION_DELAY", "value": "2s"},
+            {"name": "LAMEDUCK_QUIET_PERIOD", "value": "1s"},
+            {"name": "LAMEDUCK_MAX_HOLD", "value": "30s"},
+            {"name": "LAMEDUCK_DRAIN_TIMEOUT", "value": "30s"},
+            {"name": "LAMEDUCK_POLICY", "value": "GracefulPolicy/shop/p"},
+            {"name": "LAMEDUCK_NATIVE", "value": "true"},
+            {"name": "LAMEDUCK_PROBES", "value": "8080:2"},
+            {"name": "LAMEDUCK_HOST_IP", "valueFrom": field("status.hostIP")},
+        ],
+        "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "96Mi"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": 9901, "scheme": "HTTP"},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
+        "restartPolicy": "Always",
+    }
+
+
+def test_the_sidecar_follows_the_operator_settings() -> None:
+    settings = Settings(
+        sidecar=SidecarSettings(
+            image="registry.example/lameduck/sidecar:9",
+            image_pull_policy="Always",
+            port=7000,
+            native=False,
+            run_as_user=1000,
+            cpu_request="20m",
+            memory_request="64Mi",
+        )
+    )
+    spec = {"drainTimeout": "45s"}
+    _, sidecar = pod(plan_deployment(deployment(), policy(spec=spec), settings))["containers"]
+    assert sidecar["image"] == "registry.example/lameduck/sidecar:9"
+    assert sidecar["imagePullPolicy"] == "Always"
+    assert sidecar["ports"] == [{"name": "lameduck", "containerPort": 7000, "protocol": "TCP"}]
+    assert sidecar["startupProbe"]["httpGet"]["port"] == 7000
+    assert sidecar["resources"]["requests"] == {"cpu": "20m", "memory": "64Mi"}
+    assert sidecar["securityContext"]["runAsUser"] == 1000
+    values = env(sidecar)
+    assert (values["LAMEDUCK_PORT"], values["LAMEDUCK_NATIVE"], values["LAMEDUCK_DRAIN_TIMEOUT"]) == (
+        "7000",
+        "false",
+        "45s",
+    )
+
+
+def test_only_tcp_ports_of_the_app_containers_are_watched() -> None:
+    app = container(
+        "app",
+        ports=[
+            {"containerPort": 8080},
+            {"containerPort": 8443, "protocol": "TCP"},
+            {"containerPort": 5353, "protocol": "UDP"},
+            {"containerPort": 3868, "protocol": "SCTP"},
+            {"name": "no-port"},
+        ],
+    )
+    plan = plan_deployment(deployment(containers=[app, container("worker", 9000)]), policy(), SETTINGS)
+    assert env(pod(plan)["initContainers"][0])["LAMEDUCK_APP_PORTS"] == "8080,8443,9000"
+
+
+def test_a_pod_template_with_only_a_sidecar_has_no_app_container() -> None:
+    ours = container("lameduck", image="lameduck/sidecar:0.0.9")
+    plan = plan_deployment(deployment(containers=[ours]), policy(), CLASSIC)
+    assert plan.conflicts == ("the pod template has no app container",)
+
+
+@pytest.mark.parametrize(
+    ("image", "shown"), [("example.com/lameduck-bot:2", "example.com/lameduck-bot:2"), (None, "?")]
+)
+def test_a_foreign_container_named_lameduck_is_told_by_its_image(image: str | None, shown: str) -> None:
+    foreign = {"name": "lameduck", **({"image": image} if image else {})}
+    plan = plan_deployment(deployment(containers=[container("app"), foreign]), policy(), SETTINGS)
+    assert plan.conflicts == (
+        f'a container named "lameduck" already exists and is not lameduck\'s sidecar (image {shown})',
+    )
+
+
+def test_an_app_container_after_our_sidecar_on_the_sidecar_port_still_blocks() -> None:
+    ours = container("lameduck", image="lameduck/sidecar:0.0.9")
+    d = deployment(containers=[ours, container("app", 9901)])
+    plan = plan_deployment(d, policy(), CLASSIC)
+    assert plan.conflicts == ('container "app" already uses port 9901, the sidecar\'s port',)
+
+
+def test_a_prestop_hook_of_no_known_kind_is_reported_as_unknown() -> None:
+    d = deployment(containers=[container("app", lifecycle={"preStop": {"future": {}}})])
+    plan = plan_deployment(d, policy(), SETTINGS)
+    assert plan.conflicts == ('container "app" already has a preStop hook (unknown)',)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from lameduck_operator.logic.ownership import changed_managers, foreign_view, latest_other_manager, owners
+import pytest
+
+from lameduck_operator.logic.ownership import (
+    changed_managers,
+    foreign_view,
+    latest_other_manager,
+    managed_by,
+    owners,
+    restrict,
+)
 
 
 def entry(
@@ -120,3 +129,118 @@ def test_changed_managers_between_observations() -> None:
     }
     assert changed_managers(STORED, replaced) == ["kubectl-replace"]
     assert changed_managers(STORED, STORED) == []
+
+
+def stored(*entries: dict[str, Any], **body: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "web", "namespace": "shop", "managedFields": list(entries)}, **body}
+
+
+def test_a_deployment_lameduck_applied_to_is_managed_by_it() -> None:
+    assert managed_by(STORED) is True
+    kubectl_only = stored(entry("kubectl", {"f:spec": {}}))
+    assert managed_by(kubectl_only) is False
+    status_only = stored(
+        entry("kubectl", {"f:spec": {}}), entry("lameduck", {"f:status": {}}) | {"subresource": "status"}
+    )
+    assert managed_by(status_only) is False, "a status write is not an apply of the Deployment"
+
+
+def test_set_items_are_kept_by_value() -> None:
+    obj = stored(
+        entry("kubectl", {"f:metadata": {"f:finalizers": {'v:"example.com/keep"': {}}}}),
+        entry("lameduck", {"f:metadata": {"f:finalizers": {'v:"lameduck.dev/mine"': {}}}}),
+    )
+    obj["metadata"]["finalizers"] = ["example.com/keep", "lameduck.dev/mine", "example.com/nobody"]
+    assert foreign_view(obj)["metadata"]["finalizers"] == ["example.com/keep"]
+
+
+def test_list_items_only_lameduck_owns_are_left_out_of_the_foreign_view() -> None:
+    app, sidecar = {"name": "app", "image": "x:1"}, {"name": "lameduck", "image": "lameduck/sidecar:1"}
+    obj = stored(
+        entry("kubectl", {"f:spec": {"f:containers": {APP: {".": {}, "f:name": {}, "f:image": {}}}}}),
+        entry("lameduck", {"f:spec": {"f:containers": {'k:{"name":"lameduck"}': {".": {}, "f:name": {}}}}}),
+        spec={"containers": [app, sidecar]},
+    )
+    assert foreign_view(obj)["spec"] == {"containers": [app]}
+
+
+@pytest.mark.parametrize(
+    ("value", "tree", "kept"),
+    [
+        pytest.param({"name": "app", "image": "x:1"}, {".": {}}, {"name": "app", "image": "x:1"}, id="a leaf"),
+        pytest.param(
+            {"name": "app", "image": "x:1"}, {".": {}, "f:name": {}}, {"name": "app"}, id="a node with children"
+        ),
+        pytest.param(["a", "b", "c"], {"i:1": {}}, ["b"], id="an index selector keeps that item"),
+        pytest.param(["a", "b", "c"], {'v:"c"': {}, 'v:"a"': {}}, ["a", "c"], id="value selectors keep their items"),
+    ],
+)
+def test_restrict_keeps_what_the_tree_names(value: Any, tree: dict[str, Any], kept: Any) -> None:
+    assert restrict(value, tree) == kept
+
+
+def test_managers_owning_different_fields_under_one_parent_all_count() -> None:
+    obj = stored(
+        entry("kubectl", {"f:spec": {"f:replicas": {}}}),
+        entry("hpa", {"f:spec": {"f:paused": {}}}),
+        spec={"replicas": 3, "paused": False, "revisionHistoryLimit": 10},
+    )
+    assert foreign_view(obj)["spec"] == {"replicas": 3, "paused": False}
+
+
+def test_owners_are_found_after_lameduck_own_entry() -> None:
+    obj = stored(
+        entry("lameduck", {"f:spec": {"f:replicas": {}}}),
+        entry("kubectl", {"f:spec": {"f:replicas": {}}}),
+        entry("helm", {"f:spec": {"f:replicas": {}}}),
+    )
+    assert owners(obj, ("spec", "replicas")) == ["helm", "kubectl"]
+
+
+T0, T1, T2, T3 = (f"2026-01-01T00:00:0{i}Z" for i in range(4))
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "changed"),
+    [
+        pytest.param([entry("kubectl", {}, T0)], [entry("kubectl", {}, T1)], ["kubectl"], id="a newer time is a write"),
+        pytest.param([entry("kubectl", {}, T1)], [entry("kubectl", {}, T1)], [], id="the same time is not"),
+        pytest.param(
+            [entry("kubectl", {}, T1, "Update")],
+            [entry("kubectl", {}, T1, "Update"), entry("kubectl", {}, T0, "Apply")],
+            ["kubectl"],
+            id="an apply by a manager that only updated before is a write",
+        ),
+        pytest.param([], [entry("lameduck", {}, T1, "Apply")], [], id="lameduck's own writes never count"),
+        pytest.param(
+            [entry("helm", {}, T0)],
+            [entry("helm", {}, T1), entry("argocd", {}, T0), entry("kubectl", {}, T0)],
+            ["argocd", "helm", "kubectl"],
+            id="every writer once, sorted",
+        ),
+    ],
+)
+def test_changed_managers_are_the_other_managers_that_wrote(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], changed: list[str]
+) -> None:
+    assert changed_managers(stored(*before), stored(*after)) == changed
+
+
+@pytest.mark.parametrize(
+    ("entries", "latest"),
+    [
+        pytest.param(
+            [entry("kubectl", {}, T0), entry("helm", {}, T1)], "helm", id="without lameduck the newest manager"
+        ),
+        pytest.param(
+            [entry("lameduck", {}, T0), entry("argocd", {}, T2), entry("helm", {}, T3), entry("kubectl", {}, T1)],
+            "helm",
+            id="of several newer managers the latest",
+        ),
+        pytest.param(
+            [entry("lameduck", {}, T1), entry("kubectl", {}, T1)], None, id="a write at lameduck's time is not newer"
+        ),
+    ],
+)
+def test_the_latest_other_manager(entries: list[dict[str, Any]], latest: str | None) -> None:
+    assert latest_other_manager(stored(*entries)) == latest

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lameduck_operator.logic.rbac import service_accounts_needing_access
+from lameduck_operator.logic.rbac import service_accounts_needing_access, sidecar_role, sidecar_role_binding
 from lameduck_operator.settings import SidecarSettings
 from tests.unit.builders import container, deployment
 
@@ -68,3 +68,31 @@ def test_templates_and_pods_together_name_every_account() -> None:
     plain = deployment("plain", serviceAccountName="plain")
     assert service_accounts_needing_access([web, plain], SIDECAR) == ["web"]
     assert service_accounts_needing_access([web, plain], SIDECAR, [pod(init=[OURS])]) == ["api", "web"]
+
+
+MANAGED = {"app.kubernetes.io/managed-by": "lameduck", "app.kubernetes.io/part-of": "lameduck"}
+
+
+def test_the_sidecar_role_grants_only_what_a_hold_needs() -> None:
+    assert sidecar_role("shop") == {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "lameduck-sidecar", "namespace": "shop", "labels": MANAGED},
+        "rules": [
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        ],
+    }
+
+
+def test_the_sidecar_role_binding_names_each_service_account_of_the_namespace() -> None:
+    assert sidecar_role_binding("shop", ["api", "default"]) == {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "lameduck-sidecar", "namespace": "shop", "labels": MANAGED},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lameduck-sidecar"},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "api", "namespace": "shop"},
+            {"kind": "ServiceAccount", "name": "default", "namespace": "shop"},
+        ],
+    }

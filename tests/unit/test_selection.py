@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lameduck_operator.logic.selection import labels_match, policy_selects, select_policy
+from lameduck_operator.logic.selection import DeploymentRef, deployment_ref, labels_match, policy_selects, select_policy
 from lameduck_operator.model import LabelSelector, Requirement, SelectorOperator
 from tests.unit.builders import deployment, policy
 
@@ -150,3 +150,16 @@ def test_three_way_overlap_lists_every_loser() -> None:
     assert selection.winner is not None
     assert selection.winner.ref.name == "m"
     assert [loss.policy.name for loss in selection.losses] == ["z", "a"]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "ref"),
+    [
+        pytest.param({"metadata": {"name": "web", "namespace": "shop"}}, DeploymentRef("shop", "web"), id="as given"),
+        pytest.param({"metadata": {"name": "web"}}, DeploymentRef("default", "web"), id="no namespace is default"),
+        pytest.param({"metadata": {"namespace": "shop"}}, DeploymentRef("shop", ""), id="no name is empty"),
+        pytest.param({}, DeploymentRef("default", ""), id="no metadata"),
+    ],
+)
+def test_a_manifest_names_its_deployment(manifest: dict[str, Any], ref: DeploymentRef) -> None:
+    assert deployment_ref(manifest) == ref
