@@ -1,0 +1,83 @@
+"""The sidecar's view of its network namespace: snapshots from sock_diag or /proc, node addresses."""
+
+from __future__ import annotations
+
+import socket
+from ipaddress import ip_address
+from pathlib import Path
+
+from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN
+from lameduck_sidecar.tcp import KernelView, node_addresses
+
+PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 00000000:26AD 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0500000A:1F90 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
+   3: 0500000A:1F90 0900000A:C351 03 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
+"""
+PROC_TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue
+   0: 0000000000000000FFFF00000500000A:1F90 0000000000000000FFFF00000100000A:C352 06 00000000:00000000 00
+"""
+SNMP = "Tcp: RtoAlgorithm PassiveOpens\nTcp: 1 4242\n"
+
+
+def proc(tmp_path: Path) -> Path:
+    (tmp_path / "tcp").write_text(PROC_TCP)
+    (tmp_path / "tcp6").write_text(PROC_TCP6)
+    (tmp_path / "snmp").write_text(SNMP)
+    return tmp_path
+
+
+def test_without_sock_diag_the_snapshot_comes_from_proc(tmp_path: Path) -> None:
+    view = KernelView(9901, lambda: 7, {ip_address("10.0.0.1")}, proc(tmp_path))
+    view.netlink = False
+    snapshot = view.snapshot()
+    assert (snapshot.accepted, snapshot.own_accepted, snapshot.own_pending) == (4242, 7, 3)
+    assert [(s.state, s.local_port, str(s.remote), s.remote_port) for s in snapshot.sockets] == [
+        (LISTEN, 8080, "0.0.0.0", 0),
+        (LISTEN, 9901, "0.0.0.0", 0),
+        (ESTABLISHED, 8080, "10.0.0.1", 50000),
+        (6, 8080, "10.0.0.1", 50002),  # from tcp6, an IPv4 peer of a dual-stack listener
+    ], "both files read; a half-open SYN_RECV is not a connection yet"
+
+
+def test_an_unreadable_proc_gives_an_empty_view_not_an_error(tmp_path: Path) -> None:
+    view = KernelView(9901, lambda: 0, set(), tmp_path / "missing")
+    view.netlink = False
+    snapshot = view.snapshot()
+    assert (snapshot.accepted, snapshot.sockets, snapshot.own_pending) == (None, [], 0)
+
+
+def test_on_this_kernel_the_snapshot_sees_open_sockets_their_bytes_and_the_sidecars_queue() -> None:
+    own = socket.create_server(("127.0.0.1", 0))
+    app = socket.create_server(("127.0.0.1", 0))
+    queued = socket.create_connection(own.getsockname())  # never accepted: waits in the sidecar's queue
+    client = socket.create_connection(app.getsockname())
+    served, _ = app.accept()
+    try:
+        client.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        served.recv(100)
+        view = KernelView(own.getsockname()[1], lambda: 0, {ip_address("127.0.0.9")})
+        snapshot = view.snapshot()
+        assert view.netlink, "sock_diag answered"
+        assert isinstance(snapshot.accepted, int)
+        assert snapshot.own_pending == 1
+        (seen,) = [
+            s
+            for s in snapshot.sockets
+            if s.local_port == app.getsockname()[1] and s.remote_port == client.getsockname()[1]
+        ]
+        assert seen.state == ESTABLISHED
+        assert seen.bytes_received == 18
+    finally:
+        for sock in (queued, client, served, own, app):
+            sock.close()
+
+
+def test_the_nodes_addresses_are_its_ip_and_the_pods_default_gateways(tmp_path: Path) -> None:
+    (tmp_path / "route").write_text(
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\neth0\t00000000\t0100F40A\t0003\t0\t0\t0\t00000000\n"
+    )
+    assert node_addresses("192.0.2.7", tmp_path) == {ip_address("192.0.2.7"), ip_address("10.244.0.1")}
+    assert node_addresses("", tmp_path) == {ip_address("10.244.0.1")}
+    assert node_addresses("not-an-ip", tmp_path / "missing") == set(), "a bad address is logged, not fatal"
