@@ -76,7 +76,8 @@ def test_on_this_kernel_the_snapshot_sees_open_sockets_their_bytes_and_the_sidec
 
 def test_the_nodes_addresses_are_its_ip_and_the_pods_default_gateways(tmp_path: Path) -> None:
     (tmp_path / "route").write_text(
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\neth0\t00000000\t0100F40A\t0003\t0\t0\t0\t00000000\n"
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
+        "eth0\t00000000\t0100F40A\t0003\t0\t0\t0\t00000000\n"
     )
     assert node_addresses("192.0.2.7", tmp_path) == {ip_address("192.0.2.7"), ip_address("10.244.0.1")}
     assert node_addresses("", tmp_path) == {ip_address("10.244.0.1")}
