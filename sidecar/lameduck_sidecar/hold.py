@@ -57,7 +57,7 @@ class HoldResult:
     stage2: float | None
     connections_after_stage1: int
     # Open connections that carried new data after stage 1, counted once per poll; pinned:
-    # those busy without a pause since before stage 1, past propagationDelay (see traffic()).
+    # those whose busy streak went on past propagationDelay (see Hold.traffic).
     reused_after_stage1: int = 0
     pinned_after_stage1: int = 0
 
@@ -111,20 +111,20 @@ class Hold:
         """New work reached the app: new inbound connections, and open connections that
         received new data, each given by the start of its busy streak (traffic.py).
 
-        A connection busy since before stage 1 ended, with no pause since, is either an L7
-        proxy's pool that has yet to learn the endpoint is gone, or a connection pinned to
-        the pod (kube-proxy keeps an established connection on the endpoint it chose, and so
-        does a client's pool through a Service): waiting moves only the first. It is waited
-        for until propagationDelay after stage 1; then only the app can move it (it answers
-        with Connection: close after SIGTERM, within drainTimeout). A request after a pause
-        is a data plane choosing the pod again and always counts.
+        A data plane that stops choosing the pod stops opening connections to it, and an L7
+        proxy stops sending requests over its pooled ones. But a connection can also be
+        pinned to the pod: kube-proxy keeps an established connection on the endpoint it
+        chose, and so does a client's pool through a Service, however long the hold waits;
+        only the app moves it (it answers with Connection: close after SIGTERM, within
+        drainTimeout). From the pod's side the two look alike, so a busy streak is waited
+        for until propagationDelay after it began (or after stage 1, if later), the time the
+        policy gives data planes to let go; a streak still going then is taken as pinned. A
+        request after a pause starts a new streak and counts again.
         """
         counted = [
             start
             for start in streaks
-            if self.stage1_end is None
-            or start >= self.stage1_end
-            or now < self.stage1_end + self.settings.propagation_delay
+            if self.stage1_end is None or now < max(start, self.stage1_end) + self.settings.propagation_delay
         ]
         if self.stage1_end is not None:
             self.pinned_after_stage1 += len(streaks) - len(counted)

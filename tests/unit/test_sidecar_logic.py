@@ -98,30 +98,42 @@ def test_requests_after_a_pause_on_open_connections_keep_the_pod_busy_like_new_c
     assert (result.outcome, result.connections_after_stage1, result.reused_after_stage1) == (Outcome.QUIET, 0, 2)
 
 
-def test_a_connection_busy_without_a_pause_since_before_stage_1_is_waited_for_only_for_the_propagation_delay() -> None:
-    """An L7 proxy's pool that has yet to learn, or a connection pinned to the pod."""
+def run_busy(streak_start: float, busy_from: float, busy_until: float) -> tuple[float, Outcome, int, int]:
+    """Stage 1 ends at 1 s (S: propagationDelay 2 s, quietPeriod 1 s); one open connection is
+    busy every poll from busy_from to busy_until in a streak that began at streak_start."""
     hold = Hold(S, 0.0)
-    now, result = 0.0, None
-    while result is None:
+    now = 0.0
+    while True:
         if now >= 1.0:
             hold.slices_released(1.0, listed=True)
-        hold.traffic(now, 0, streaks=(0.0,))  # busy every poll since the hold began
+        if busy_from <= now <= busy_until:
+            hold.traffic(now, 0, streaks=(streak_start,))
         result = hold.result(now)
+        if result is not None:
+            return round(result.total, 2), result.outcome, result.reused_after_stage1, result.pinned_after_stage1
         now = round(now + 0.1, 2)
-    assert (result.outcome, round(result.total, 2)) == (Outcome.QUIET, 3.9), "counted until 1 + 2 s, then quiet"
-    assert result.reused_after_stage1 == 20
-    assert result.pinned_after_stage1 > 0
 
 
-def test_a_streak_that_began_after_stage_1_keeps_counting_past_the_propagation_delay() -> None:
-    hold = Hold(S, 0.0)
-    hold.slices_released(1.0, listed=True)
-    for tick in range(20, 80):  # busy from 2.0 s to 7.9 s, a streak that began after stage 1
-        hold.traffic(tick / 10, 0, streaks=(2.0,))
-        assert hold.result(tick / 10) is None
-    result = hold.result(8.9)
-    assert result is not None
-    assert (result.outcome, result.pinned_after_stage1) == (Outcome.QUIET, 0)
+@pytest.mark.parametrize(
+    ("streak_start", "busy_from", "busy_until", "ends_at", "reused", "pinned"),
+    [
+        # busy since before stage 1, and on: waited for until 1 + 2 s, then taken as pinned
+        (0.0, 0.0, 30.0, 3.9, 20, True),
+        # it stops before that: quiet after its last request
+        (0.0, 0.0, 2.5, 3.5, 16, False),
+        # a streak that began at 2.5 s (after a pause) is waited for until 4.5 s
+        (2.5, 2.5, 30.0, 5.4, 20, True),
+        # and one that stops at 4 s: quiet at 5 s
+        (2.5, 2.5, 4.0, 5.0, 16, False),
+    ],
+)
+def test_a_busy_connection_is_waited_for_until_propagation_delay_after_its_streak_began(
+    streak_start: float, busy_from: float, busy_until: float, ends_at: float, reused: int, pinned: bool
+) -> None:
+    """An L7 proxy's pool that has yet to learn, or a connection pinned to the pod."""
+    total, outcome, counted, found_pinned = run_busy(streak_start, busy_from, busy_until)
+    assert (total, outcome, counted) == (ends_at, Outcome.QUIET, reused)
+    assert (found_pinned > 0) is pinned
 
 
 def test_no_traffic_reported_leaves_the_quiet_period_running() -> None:
