@@ -19,8 +19,9 @@ from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
 from lameduck_sidecar.holder import Holder, Traffic
 from lameduck_sidecar.k8s import NamespaceApi
 from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.sockdiag import Address
 from lameduck_sidecar.tcp import KernelView, node_addresses
-from lameduck_sidecar.traffic import Address, Snapshot, TrafficCounter
+from lameduck_sidecar.traffic import Snapshot, TrafficCounter
 
 HOLDER = web.AppKey("holder", Holder)
 METRICS = web.AppKey("metrics", SidecarMetrics)

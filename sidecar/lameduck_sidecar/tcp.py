@@ -11,8 +11,8 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from lameduck_sidecar import sockdiag
-from lameduck_sidecar.sockdiag import LISTEN, TIME_WAIT, TcpSocket
-from lameduck_sidecar.traffic import Address, Snapshot, default_gateways
+from lameduck_sidecar.sockdiag import LISTEN, TIME_WAIT, Address, TcpSocket
+from lameduck_sidecar.traffic import Snapshot, default_gateways
 
 log = logging.getLogger("lameduck.sidecar")
 # Request sockets (SYN_RECV, NEW_SYN_RECV) are not connections yet: the kernel counts an

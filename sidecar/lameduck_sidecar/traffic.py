@@ -31,9 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from lameduck_sidecar.sockdiag import LISTEN, TcpSocket
+from lameduck_sidecar.sockdiag import LISTEN, Address, TcpSocket
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (local port, remote address, remote port): one connection while its socket exists.
 Key = tuple[int, Address, int]
 # A probe may run this much earlier than one period after the last (scheduling, the poll).
