@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from ipaddress import ip_address
 from pathlib import Path
 
-from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN
+import pytest
+
+from lameduck_sidecar import sockdiag
+from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TIME_WAIT
 from lameduck_sidecar.tcp import KernelView, node_addresses
 
 PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 00000000:26AD 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   1: 00000000:26AD 00000000:0000 0A 00000000:0000000C 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
    2: 0500000A:1F90 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
    3: 0500000A:1F90 0900000A:C351 03 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
 """
@@ -32,7 +36,7 @@ def test_without_sock_diag_the_snapshot_comes_from_proc(tmp_path: Path) -> None:
     view = KernelView(9901, lambda: 7, {ip_address("10.0.0.1")}, proc(tmp_path))
     view.netlink = False
     snapshot = view.snapshot()
-    assert (snapshot.accepted, snapshot.own_accepted, snapshot.own_pending) == (4242, 7, 3)
+    assert (snapshot.accepted, snapshot.own_accepted, snapshot.own_pending) == (4242, 7, 12)
     assert [(s.state, s.local_port, str(s.remote), s.remote_port) for s in snapshot.sockets] == [
         (LISTEN, 8080, "0.0.0.0", 0),
         (LISTEN, 9901, "0.0.0.0", 0),
@@ -82,3 +86,58 @@ def test_the_nodes_addresses_are_its_ip_and_the_pods_default_gateways(tmp_path: 
     assert node_addresses("192.0.2.7", tmp_path) == {ip_address("192.0.2.7"), ip_address("10.244.0.1")}
     assert node_addresses("", tmp_path) == {ip_address("10.244.0.1")}
     assert node_addresses("not-an-ip", tmp_path / "missing") == set(), "a bad address is logged, not fatal"
+
+
+def test_when_sock_diag_is_refused_the_view_says_so_once_and_reads_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = []
+
+    def refused(*args: object, **kwargs: object) -> list[object]:
+        calls.append(args)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(sockdiag, "dump", refused)
+    view = KernelView(9901, lambda: 0, set(), proc(tmp_path))
+    assert len(view.snapshot().sockets) == 4
+    assert len(view.snapshot().sockets) == 4
+    assert len(calls) == 1, "not asked again"
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if "sock_diag" in r.getMessage()]
+    assert record["event"] == "sock_diag_unavailable"
+    assert "not permitted" in record["reason"]
+
+
+def test_on_this_kernel_only_the_nodes_closed_connections_are_asked_for() -> None:
+    """TIME_WAIT sockets pile up by the thousand; only those whose peer is the node can be
+    probes, so only those are dumped (the kernel filters them)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    peers = {}
+    for node_or_not in ("127.0.0.3", "127.0.0.4"):
+        client = socket.socket()
+        client.bind((node_or_not, 0))
+        client.connect(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server closes first: TIME_WAIT on its side
+        client.close()
+        peers[node_or_not] = client
+    try:
+        view = KernelView(9901, lambda: 0, {ip_address("127.0.0.3")})
+        closed = {str(s.remote) for s in view.snapshot().sockets if s.local_port == port and s.state == TIME_WAIT}
+        assert closed == {"127.0.0.3"}
+        assert view.netlink
+    finally:
+        server.close()
+
+
+def test_the_nodes_ipv6_gateway_counts_and_a_bad_node_address_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "ipv6_route").write_text(
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n"
+    )
+    assert node_addresses("fd00::7", tmp_path) == {ip_address("fd00::7"), ip_address("fe80::1")}
+    assert node_addresses("10.0.0.300", tmp_path) == {ip_address("fe80::1")}
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if "bad_host_ip" in r.getMessage()]
+    assert record == {"event": "bad_host_ip", "host_ip": "10.0.0.300"}

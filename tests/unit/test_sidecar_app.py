@@ -263,7 +263,10 @@ async def test_a_call_while_the_pod_is_not_being_deleted_is_answered_at_once_and
         body = await (await client.get(f"/hold/{caller}")).json()
         assert (body["outcome"], body["seconds"]) == ("not_deleting", 0.0)
     assert api.requests == ["pod", "pod consistent"] * 2, "read from the cache, then confirmed: no slice watch"
-    assert 'lameduck_sidecar_holds_total{outcome="not_deleting"} 2.0' in generate_latest(metrics.registry).decode()
+    exported = generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_holds_total{outcome="not_deleting"} 2.0' in exported
+    assert "lameduck_sidecar_connections_after_stage1_total 0.0" in exported
+    assert "lameduck_sidecar_hold_seconds_count 0.0" in exported, "no hold to time"
     api.deleting = True
     body = await (await client.get("/hold/app")).json()
     assert body["outcome"] == "quiet"
@@ -297,11 +300,14 @@ async def test_a_watch_the_server_ends_is_watched_again(sidecar: Start, first_wa
     assert "timeoutSeconds=60" in watches[0], "the server ends every watch in time"
 
 
-async def test_a_garbled_watch_falls_back_with_its_reason(sidecar: Start) -> None:
+async def test_a_garbled_watch_falls_back_with_its_reason(sidecar: Start, caplog: pytest.LogCaptureFixture) -> None:
     client, _, metrics = await sidecar(FakeApiServer(watch="garbage"))
     body = await (await client.get("/hold/app")).json()
     assert body["outcome"] == "fallback"
     assert 'lameduck_sidecar_fallbacks_total{reason="api"} 1.0' in generate_latest(metrics.registry).decode()
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if '"event": "fallback"' in r.getMessage()]
+    assert (record["pod"], record["reason"]) == ("web-1", "api")
+    assert record["detail"].startswith("ApiError: watching EndpointSlices: malformed event")
 
 
 async def test_a_bug_in_stage_1_falls_back_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -127,7 +127,7 @@ def run_busy(streak_start: float, busy_from: float, busy_until: float) -> tuple[
         (2.5, 2.5, 4.0, 5.0, 16, False),
     ],
 )
-def test_a_busy_connection_is_waited_for_until_propagation_delay_after_its_streak_began(
+def test_a_busy_connection_is_waited_for_until_propagation_delay_after_its_streak_began(  # noqa: PLR0917
     streak_start: float, busy_from: float, busy_until: float, ends_at: float, reused: int, pinned: bool
 ) -> None:
     """An L7 proxy's pool that has yet to learn, or a connection pinned to the pod."""

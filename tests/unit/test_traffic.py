@@ -241,12 +241,15 @@ def test_default_gateways_from_the_route_tables() -> None:
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n"
         "eth0\t00000000\t0100F40A\t0003\t0\t0\t0\t00000000\n"
         "eth0\t0000F40A\t00000000\t0001\t0\t0\t0\t0000FFFF\n"
+        "eth0\t0000000A\t0200F40A\t0003\t0\t0\t0\t000000FF\n"  # a route with a gateway, not the default
     )
     ipv6_route = (
         "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
         "fd000000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n"
         "fd000000000000000000000000000000 40 00000000000000000000000000000000 00 "
         "00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n"
+        "fd990000000000000000000000000000 40 00000000000000000000000000000000 00 "
+        "fd000000000000000000000000000002 00000400 00000001 00000000 00000003 eth0\n"
     )
     assert default_gateways(route, ipv6_route) == {ip_address("10.244.0.1"), ip_address("fd00::1")}
     assert default_gateways("Iface\tDestination\tGateway\n", "") == set()
@@ -272,3 +275,45 @@ def test_a_connection_opened_during_the_hold_starts_its_streak_when_first_seen()
     assert seen(traffic, 2.0, pod.snapshot()) == (1, 0)
     pod.receive(conn, 10)
     assert traffic.observe(2.5, pod.snapshot()).streaks == (2.0,)
+
+
+def test_without_the_kernel_counter_each_poll_adds_what_it_sees() -> None:
+    pod = Pod()
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot(with_counter=False))
+    pod.connect(CLIENT)
+    pod.connect(CLIENT)
+    assert seen(traffic, 0.1, pod.snapshot(with_counter=False)) == (2, 0)
+    pod.connect(CLIENT)
+    assert seen(traffic, 0.2, pod.snapshot(with_counter=False)) == (1, 0)
+
+
+def test_a_counter_that_goes_away_leaves_the_table_to_count() -> None:
+    pod = Pod()
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    pod.connect(CLIENT)
+    assert seen(traffic, 0.1, pod.snapshot(with_counter=False)) == (1, 0)
+
+
+def test_a_probe_exactly_one_period_less_the_allowance_after_the_last_is_still_the_probe() -> None:
+    pod = Pod()
+    traffic = counter((Probe(APP, 1.0),))
+    traffic.observe(0.0, pod.snapshot())
+    pod.connect(NODE, state=TIME_WAIT, received=None)
+    assert seen(traffic, 1.0, pod.snapshot()) == (0, 0)
+    pod.connect(NODE, state=TIME_WAIT, received=None)
+    assert seen(traffic, 1.75, pod.snapshot()) == (0, 0), "1.0 + 1 s - 0.25 s"
+
+
+def test_a_connection_the_sidecar_is_slow_to_take_is_its_own_for_as_long_as_it_waits() -> None:
+    pod = Pod()
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    pod.accepted += 1
+    pod.own_queued = 1  # kubelet's call waits in the sidecar's queue for three polls
+    for now in (0.1, 0.2, 0.3):
+        assert seen(traffic, now, pod.snapshot()) == (0, 0)
+    pod.connect(CLIENT)
+    pod.connect(CLIENT)
+    assert seen(traffic, 0.4, pod.snapshot()) == (2, 0), "and real traffic after it counts in full"
