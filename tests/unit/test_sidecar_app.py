@@ -7,6 +7,7 @@ import json
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,14 @@ from lameduck_sidecar.config import SidecarConfig, host_port, load_config
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
 from lameduck_sidecar.metrics import SidecarMetrics
-from lameduck_sidecar.traffic import Snapshot, Work
+from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TcpSocket
+from lameduck_sidecar.traffic import Snapshot, TrafficCounter, Work
 
 FAST = HoldSettings(propagation_delay=0.3, quiet_period=0.1, max_hold=3.0, api_timeout=0.5, fallback_delay=0.6)
 
 
-def endpoint_slice(ready: bool) -> dict[str, Any]:
-    return {
+def endpoint_slice(ready: bool, address_only: bool = False) -> dict[str, Any]:
+    found: dict[str, Any] = {
         "metadata": {
             "name": "web-abcde",
             "namespace": "shop",
@@ -41,6 +43,9 @@ def endpoint_slice(ready: bool) -> dict[str, Any]:
             }
         ],
     }
+    if address_only:
+        del found["endpoints"][0]["targetRef"]
+    return found
 
 
 class FakeApiServer:
@@ -68,6 +73,7 @@ class FakeApiServer:
         self.pod_status = pod_status
         self.requests: list[str] = []
         self.lists = 0
+        self.address_only = False  # endpoints without a targetRef
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -97,7 +103,8 @@ class FakeApiServer:
         if "watch" not in request.query:
             self.lists += 1
             version = str(6 + self.lists)
-            return web.json_response({"metadata": {"resourceVersion": version}, "items": [endpoint_slice(True)]})
+            listed = endpoint_slice(True, address_only=self.address_only)
+            return web.json_response({"metadata": {"resourceVersion": version}, "items": [listed]})
         watch, self.watch = self.watch, "flip"
         if watch == "gone":
             return web.json_response({"kind": "Status", "code": 410}, status=410)
@@ -111,7 +118,7 @@ class FakeApiServer:
             await response.write(b"<html>proxy error</html>\n")
             return response
         await asyncio.sleep(self.flip_after)
-        event = {"type": "MODIFIED", "object": endpoint_slice(False)}
+        event = {"type": "MODIFIED", "object": endpoint_slice(False, address_only=self.address_only)}
         await response.write(json.dumps(event).encode() + b"\n")
         await asyncio.sleep(30)
         return response
@@ -469,3 +476,55 @@ async def test_slices_of_another_pod_do_not_end_stage_1(tmp_path: Path) -> None:
     result = await holder.hold("app")
     await server.close()
     assert result.outcome.value == "not_in_any_slice", "the slice lists web-1, not this pod"
+
+
+async def test_an_answer_at_once_and_an_unreadable_pod_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="lameduck.sidecar")
+    api = FakeApiServer(deleting=False)
+    server = TestServer(api.app())
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    holder = holder_for(config_for(url, tmp_path), SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
+    await holder.hold("app")
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if '"event": "hold"' in r.getMessage()]
+    assert (record["outcome"], record["containers"], record["seconds"]) == ("not_deleting", ["app"], 0.0)
+    api.pod_status = 403
+    holder = holder_for(config_for(url, tmp_path), SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
+    await holder._read_pod()
+    await server.close()
+    (unreadable,) = [json.loads(r.getMessage()) for r in caplog.records if "pod_unreadable" in r.getMessage()]
+    assert unreadable == {"event": "pod_unreadable", "pod": "web-1", "reason": "getting the pod: HTTP 403"}
+
+
+async def test_the_holder_feeds_the_kernels_view_to_the_counter_with_the_time(tmp_path: Path) -> None:
+    """A real counter: the first snapshot is the baseline, every later one is new work."""
+    peer = ip_address("10.1.0.9")
+    listening = TcpSocket(LISTEN, 8080, ip_address("0.0.0.0"), 0, 0, None)
+    accepted = [100]
+
+    def snapshot() -> Snapshot:
+        accepted[0] += 1  # a new connection from a client at every poll, and a request on an old one
+        pooled = TcpSocket(ESTABLISHED, 8080, peer, 40000, 0, accepted[0] * 100)
+        return Snapshot(accepted[0], 0, 0, [listening, pooled, TcpSocket(ESTABLISHED, 8080, peer, accepted[0], 0, 0)])
+
+    config = replace(config_for(None, tmp_path), hold=replace(FAST, max_hold=1.5))
+    counter = TrafficCounter(frozenset({8080}), config.port, (), frozenset(), config.hold.quiet_period)
+    result = await holder_for(config, SidecarMetrics(), snapshot, lambda: counter).hold("app")
+    assert result.outcome.value == "fallback", "never quiet: a new connection every poll until maxHold"
+    assert result.connections_after_stage1 >= 5
+    assert result.reused_after_stage1 >= 5
+
+
+async def test_the_pod_is_found_in_a_slice_by_its_address_alone(tmp_path: Path) -> None:
+    api = FakeApiServer(flip_after=0.2)
+    api.address_only = True
+    server = TestServer(api.app())
+    await server.start_server()
+    config = config_for(str(server.make_url("")).rstrip("/"), tmp_path)
+    result = await holder_for(config, SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic).hold("app")
+    await server.close()
+    assert result.outcome.value == "quiet", "listed by its address, then released"
+    assert result.stage1 is not None
+    assert result.stage1 >= 0.2
