@@ -11,18 +11,45 @@ import pytest
 
 from lameduck_sidecar import sockdiag
 from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TIME_WAIT
-from lameduck_sidecar.tcp import KernelView, node_addresses
+from lameduck_sidecar.tcp import KernelView, node_addresses, parse, passive_opens
 
 PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
    1: 00000000:26AD 00000000:0000 0A 00000000:0000000C 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
    2: 0500000A:1F90 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
-   3: 0500000A:1F90 0900000A:C351 03 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
+   3: 0500000A:1F90 0100000A:C351 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
+   4: 0500000A:1F90 0900000A:C351 03 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
 """
 PROC_TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue
-   0: 0000000000000000FFFF00000500000A:1F90 0000000000000000FFFF00000100000A:C352 06 00000000:00000000 00
+   0: 0000000000000000FFFF00000500000A:1F90 0000000000000000FFFF00000100000A:C352 01 00000000:00000000 00
+   1: 000080FE00000000FF7E4A1C3E2F01FE:1F90 000080FE00000000FF7E4A1C3E2F01FE:C353 01 00000000:00000000 00
 """
 SNMP = "Tcp: RtoAlgorithm PassiveOpens\nTcp: 1 4242\n"
+
+
+def test_parse_proc_net_tcp() -> None:
+    found = parse(PROC_TCP)
+    assert [(s.state, s.local_port, str(s.remote), s.remote_port) for s in found] == [
+        (LISTEN, 8080, "0.0.0.0", 0),
+        (LISTEN, 9901, "0.0.0.0", 0),
+        (ESTABLISHED, 8080, "10.0.0.1", 50000),
+        (TIME_WAIT, 8080, "10.0.0.1", 50001),
+        (3, 8080, "10.0.0.9", 50001),
+    ]
+    assert [s.rqueue for s in found[:2]] == [2, 12], "a listening socket's accept queue, in hex"
+    assert all(s.bytes_received is None for s in found)
+
+
+def test_parse_proc_net_tcp6_reads_mapped_and_native_addresses() -> None:
+    mapped, native = parse(PROC_TCP6)
+    assert (str(mapped.remote), mapped.remote_port) == ("10.0.0.1", 50002)
+    assert (str(native.remote), native.local_port) == ("fe80::1c4a:7eff:fe01:2f3e", 8080)
+
+
+def test_passive_opens() -> None:
+    snmp = "Tcp: RtoAlgorithm RtoMin PassiveOpens CurrEstab\nTcp: 1 200 12362 166\nUdp: InDatagrams\nUdp: 5\n"
+    assert passive_opens(snmp) == 12362
+    assert passive_opens("Udp: x\nUdp: 1\n") is None
 
 
 def proc(tmp_path: Path) -> Path:
@@ -41,7 +68,9 @@ def test_without_sock_diag_the_snapshot_comes_from_proc(tmp_path: Path) -> None:
         (LISTEN, 8080, "0.0.0.0", 0),
         (LISTEN, 9901, "0.0.0.0", 0),
         (ESTABLISHED, 8080, "10.0.0.1", 50000),
-        (6, 8080, "10.0.0.1", 50002),  # from tcp6, an IPv4 peer of a dual-stack listener
+        (TIME_WAIT, 8080, "10.0.0.1", 50001),
+        (ESTABLISHED, 8080, "10.0.0.1", 50002),  # from tcp6, an IPv4 peer of a dual-stack listener
+        (ESTABLISHED, 8080, "fe80::1c4a:7eff:fe01:2f3e", 50003),
     ], "both files read; a half-open SYN_RECV is not a connection yet"
 
 
@@ -99,8 +128,8 @@ def test_when_sock_diag_is_refused_the_view_says_so_once_and_reads_proc(
 
     monkeypatch.setattr(sockdiag, "dump", refused)
     view = KernelView(9901, lambda: 0, set(), proc(tmp_path))
-    assert len(view.snapshot().sockets) == 4
-    assert len(view.snapshot().sockets) == 4
+    assert len(view.snapshot().sockets) == 6
+    assert len(view.snapshot().sockets) == 6
     assert len(calls) == 1, "not asked again"
     (record,) = [json.loads(r.getMessage()) for r in caplog.records if "sock_diag" in r.getMessage()]
     assert record["event"] == "sock_diag_unavailable"

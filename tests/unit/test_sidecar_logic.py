@@ -7,7 +7,6 @@ import pytest
 from lameduck_sidecar.config import ConfigError, load_config
 from lameduck_sidecar.hold import Hold, HoldSettings, Outcome, deletion_grace_period, should_hold
 from lameduck_sidecar.slices import Listing, listings, released, same_address
-from lameduck_sidecar.tcp import parse, passive_opens
 from lameduck_sidecar.traffic import Probe
 
 S = HoldSettings(propagation_delay=2.0, quiet_period=1.0, max_hold=30.0, api_timeout=3.0, fallback_delay=10.0)
@@ -256,42 +255,6 @@ def test_ipv6_endpoints_match_by_address_not_spelling(pod_ip: str, address: str,
     assert same_address(pod_ip, address) is same
     listed = listings([of_service({"addresses": [address], "conditions": {"ready": True}})], "u1", "p", pod_ip)
     assert listed == ([HELD] if same else [])
-
-
-PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000:1F90 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 00000000:26AD 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
-   2: 0500000A:1F90 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
-   3: 0500000A:1F90 0100000A:C351 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
-"""
-PROC_TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue
-   0: 0000000000000000FFFF00000500000A:1F90 0000000000000000FFFF00000100000A:C352 01 00000000:00000000 00
-   1: 000080FE00000000FF7E4A1C3E2F01FE:1F90 000080FE00000000FF7E4A1C3E2F01FE:C353 01 00000000:00000000 00
-"""
-
-
-def test_parse_proc_net_tcp() -> None:
-    found = parse(PROC_TCP)
-    assert [(s.state, s.local_port, str(s.remote), s.remote_port) for s in found] == [
-        (10, 8080, "0.0.0.0", 0),
-        (10, 9901, "0.0.0.0", 0),
-        (1, 8080, "10.0.0.1", 50000),
-        (6, 8080, "10.0.0.1", 50001),
-    ]
-    assert found[0].rqueue == 2, "a listening socket's accept queue"
-    assert all(s.bytes_received is None for s in found)
-
-
-def test_parse_proc_net_tcp6_reads_mapped_and_native_addresses() -> None:
-    mapped, native = parse(PROC_TCP6)
-    assert (str(mapped.remote), mapped.remote_port) == ("10.0.0.1", 50002)
-    assert (str(native.remote), native.local_port) == ("fe80::1c4a:7eff:fe01:2f3e", 8080)
-
-
-def test_passive_opens() -> None:
-    snmp = "Tcp: RtoAlgorithm RtoMin PassiveOpens CurrEstab\nTcp: 1 200 12362 166\nUdp: InDatagrams\nUdp: 5\n"
-    assert passive_opens(snmp) == 12362
-    assert passive_opens("Udp: x\nUdp: 1\n") is None
 
 
 def test_config_from_environment() -> None:
