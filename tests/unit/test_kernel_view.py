@@ -15,7 +15,7 @@ from lameduck_sidecar.tcp import KernelView, node_addresses, parse, passive_open
 
 PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1F90 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
-   1: 00000000:26AD 00000000:0000 0A 00000000:0000000C 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   1: 00000000:26AD 00000000:0000 0A 00000000:0000001C 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
    2: 0500000A:1F90 0100000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
    3: 0500000A:1F90 0100000A:C351 06 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
    4: 0500000A:1F90 0900000A:C351 03 00000000:00000000 00:00000000 00000000     0        0 0 3 0 0 0 0 0 0
@@ -36,7 +36,7 @@ def test_parse_proc_net_tcp() -> None:
         (TIME_WAIT, 8080, "10.0.0.1", 50001),
         (3, 8080, "10.0.0.9", 50001),
     ]
-    assert [s.rqueue for s in found[:2]] == [2, 12], "a listening socket's accept queue, in hex"
+    assert [s.rqueue for s in found[:2]] == [2, 28], "a listening socket's accept queue, in hex"
     assert all(s.bytes_received is None for s in found)
 
 
@@ -63,7 +63,7 @@ def test_without_sock_diag_the_snapshot_comes_from_proc(tmp_path: Path) -> None:
     view = KernelView(9901, lambda: 7, {ip_address("10.0.0.1")}, proc(tmp_path))
     view.netlink = False
     snapshot = view.snapshot()
-    assert (snapshot.accepted, snapshot.own_accepted, snapshot.own_pending) == (4242, 7, 12)
+    assert (snapshot.accepted, snapshot.own_accepted, snapshot.own_pending) == (4242, 7, 28)
     assert [(s.state, s.local_port, str(s.remote), s.remote_port) for s in snapshot.sockets] == [
         (LISTEN, 8080, "0.0.0.0", 0),
         (LISTEN, 9901, "0.0.0.0", 0),
@@ -170,3 +170,15 @@ def test_the_nodes_ipv6_gateway_counts_and_a_bad_node_address_is_logged(
     assert node_addresses("10.0.0.300", tmp_path) == {ip_address("fe80::1")}
     (record,) = [json.loads(r.getMessage()) for r in caplog.records if "bad_host_ip" in r.getMessage()]
     assert record == {"event": "bad_host_ip", "host_ip": "10.0.0.300"}
+
+
+def test_an_ipv6_only_proc_and_bytes_waiting_on_the_sidecars_connections(tmp_path: Path) -> None:
+    (tmp_path / "tcp6").write_text(
+        PROC_TCP6 + "   2: 000080FE00000000FF7E4A1C3E2F01FE:26AD 000080FE00000000FF7E4A1C3E2F01FE:C354 01 "
+        "00000000:00000005 00\n"
+    )
+    view = KernelView(9901, lambda: 0, set(), tmp_path)
+    view.netlink = False
+    snapshot = view.snapshot()
+    assert len(snapshot.sockets) == 3, "no /proc/net/tcp: tcp6 is still read"
+    assert snapshot.own_pending == 0, "unread bytes on a connection to the sidecar are no queued connection"

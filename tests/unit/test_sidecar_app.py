@@ -328,7 +328,10 @@ async def test_a_bug_in_stage_1_falls_back_loudly(tmp_path: Path, caplog: pytest
     assert result.outcome.value == "fallback"
     exported = generate_latest(metrics.registry).decode()
     assert 'lameduck_sidecar_fallbacks_total{reason="internal_error"} 1.0' in exported
-    assert any(r.exc_info and "a bug" in str(r.exc_info[1]) for r in caplog.records), "with its traceback"
+    (logged,) = [r for r in caplog.records if r.exc_info]
+    assert (logged.getMessage(), str(logged.exc_info[1] if logged.exc_info else "")) == ("stage 1 failed", "a bug")
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if '"event": "fallback"' in r.getMessage()]
+    assert (record["reason"], record["detail"]) == ("internal_error", "RuntimeError('a bug')")
 
 
 @pytest.mark.parametrize(
@@ -437,6 +440,10 @@ async def test_the_hold_is_logged_as_one_record_with_what_happened(
     assert record["stage1"] == round(result.stage1 or 0, 3)
     assert record["stage2"] == round(result.stage2 or 0, 3)
     assert record["stage1_at"] == pytest.approx(record["started_at"] + record["stage1"], abs=0.002)
+    assert (round(record["started_at"], 3), round(record["stage1_at"], 3)) == (
+        record["started_at"],
+        record["stage1_at"],
+    )
     assert record["grace_period"] == 61
     assert (record["connections_after_stage1"], record["reused_after_stage1"], record["pinned_after_stage1"]) == (
         0,
@@ -446,9 +453,13 @@ async def test_the_hold_is_logged_as_one_record_with_what_happened(
     assert traffic.observed >= 5, "polled every 0.1 s through the hold"
 
 
-async def test_without_an_api_address_the_fallback_starts_at_once(tmp_path: Path) -> None:
+async def test_without_an_api_address_the_fallback_starts_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     holder = holder_for(config_for(None, tmp_path), SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
     result = await holder.hold("app")
+    (record,) = [json.loads(r.getMessage()) for r in caplog.records if '"event": "fallback"' in r.getMessage()]
+    assert (record["reason"], record["detail"]) == ("no_api_address", "")
     assert result.outcome.value == "fallback"
     assert result.stage1 is not None
     assert result.stage1 < 0.05, "no API to wait for"
@@ -490,6 +501,7 @@ async def test_an_answer_at_once_and_an_unreadable_pod_are_logged(
     await holder.hold("app")
     (record,) = [json.loads(r.getMessage()) for r in caplog.records if '"event": "hold"' in r.getMessage()]
     assert (record["outcome"], record["containers"], record["seconds"]) == ("not_deleting", ["app"], 0.0)
+    assert (record["stage1"], record["grace_period"]) == (None, None)
     api.pod_status = 403
     holder = holder_for(config_for(url, tmp_path), SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
     await holder._read_pod()

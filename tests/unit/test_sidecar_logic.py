@@ -132,7 +132,8 @@ def test_a_busy_connection_is_waited_for_until_propagation_delay_after_its_strea
     """An L7 proxy's pool that has yet to learn, or a connection pinned to the pod."""
     total, outcome, counted, found_pinned = run_busy(streak_start, busy_from, busy_until)
     assert (total, outcome, counted) == (ends_at, Outcome.QUIET, reused)
-    assert (found_pinned > 0) is pinned
+    # polls every 0.1 s from the end of propagationDelay until quiet: each counted as pinned
+    assert found_pinned == (10 if pinned else 0)
 
 
 def test_no_traffic_reported_leaves_the_quiet_period_running() -> None:
@@ -222,6 +223,8 @@ HELD, RELEASED, NO_SIGNAL = Listing.HELD, Listing.RELEASED, Listing.NO_SIGNAL
         # a slice of no Service: nothing reads it
         ([{"metadata": {"labels": {}}, "endpoints": [endpoint(ready=True)]}], [], True),
         ([{"endpoints": [endpoint(ready=True)]}], [], True),
+        # a slice of no Service does not hide the slices after it
+        ([{"endpoints": [endpoint(ready=False)]}, of_service(endpoint(ready=True))], [HELD], False),
         # matched by address when the targetRef is missing
         ([of_service({"addresses": ["10.0.0.5"], "conditions": {"ready": True}})], [HELD], False),
         # an earlier pod of the same name (another uid) is not this pod
@@ -319,6 +322,15 @@ def test_a_release_due_exactly_at_the_deadline_is_quiet_not_a_timeout() -> None:
     result = hold.result(3.0)
     assert result is not None
     assert result.outcome is Outcome.QUIET
+
+
+def test_a_pod_in_no_slice_waits_for_no_propagation_delay() -> None:
+    settings = HoldSettings(propagation_delay=2.0, quiet_period=0.2, max_hold=30.0)
+    hold = Hold(settings, 0.0)
+    hold.slices_released(0.5, listed=False)
+    result = hold.result(0.7)
+    assert result is not None
+    assert result.outcome is Outcome.NOT_IN_ANY_SLICE
 
 
 def test_a_pod_in_no_slice_waits_for_quiet_only() -> None:

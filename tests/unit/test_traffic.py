@@ -8,7 +8,7 @@ from ipaddress import ip_address
 import pytest
 
 from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TIME_WAIT, TcpSocket
-from lameduck_sidecar.traffic import Probe, Snapshot, TrafficCounter, default_gateways
+from lameduck_sidecar.traffic import Probe, Snapshot, TrafficCounter, default_gateways, parse_probes
 
 Conn = tuple[int, str, int]
 NODE = ip_address("10.244.0.1")
@@ -242,6 +242,7 @@ def test_default_gateways_from_the_route_tables() -> None:
         "eth0\t00000000\t0100F40A\t0003\t0\t0\t0\t00000000\n"
         "eth0\t0000F40A\t00000000\t0001\t0\t0\t0\t0000FFFF\n"
         "eth0\t0000000A\t0200F40A\t0003\t0\t0\t0\t000000FF\n"  # a route with a gateway, not the default
+        "eth1\t00000000\t00000000\t0001\t0\t0\t0\t00000000\n"  # a default route with no gateway
     )
     ipv6_route = (
         "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
@@ -250,6 +251,8 @@ def test_default_gateways_from_the_route_tables() -> None:
         "00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n"
         "fd990000000000000000000000000000 40 00000000000000000000000000000000 00 "
         "fd000000000000000000000000000002 00000400 00000001 00000000 00000003 eth0\n"
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 00000400 00000001 00000000 00000001 eth1\n"
     )
     assert default_gateways(route, ipv6_route) == {ip_address("10.244.0.1"), ip_address("fd00::1")}
     assert default_gateways("Iface\tDestination\tGateway\n", "") == set()
@@ -317,3 +320,18 @@ def test_a_connection_the_sidecar_is_slow_to_take_is_its_own_for_as_long_as_it_w
     pod.connect(CLIENT)
     pod.connect(CLIENT)
     assert seen(traffic, 0.4, pod.snapshot()) == (2, 0), "and real traffic after it counts in full"
+
+
+def test_a_pause_exactly_as_long_as_the_quiet_period_starts_a_new_streak() -> None:
+    pod = Pod()
+    pooled = pod.connect(CLIENT, received=0)
+    traffic = counter()
+    traffic.observe(0.0, pod.snapshot())
+    pod.receive(pooled, 1)
+    assert traffic.observe(0.5, pod.snapshot()).streaks == (0.0,)
+    pod.receive(pooled, 1)
+    assert traffic.observe(1.5, pod.snapshot()).streaks == (1.5,)
+
+
+def test_empty_items_in_the_probe_list_are_skipped() -> None:
+    assert parse_probes("8080:1,,9090:2, ") == (Probe(8080, 1.0), Probe(9090, 2.0))
