@@ -30,6 +30,7 @@ CLOSE_WAIT = 8
 LAST_ACK = 9
 LISTEN = 10
 CLOSING = 11
+NEW_SYN_RECV = 12  # a request socket: the handshake is not done yet
 
 
 def mask(*states: int) -> int:
@@ -112,7 +113,7 @@ def build_request(
 
 def applicable(family: int, remote_addresses: Collection[Address]) -> list[Address]:
     """The remote addresses a socket of `family` can have, in a stable order."""
-    addresses = {_unmapped(a) for a in remote_addresses}
+    addresses = {unmapped(a) for a in remote_addresses}
     if family == socket.AF_INET:
         addresses = {a for a in addresses if isinstance(a, IPv4Address)}
     return sorted(addresses, key=lambda a: (a.version, int(a)))
@@ -204,10 +205,11 @@ def _remote_address(family: int, dst: bytes) -> Address:
     # Cached: a pod's thousands of sockets have a few peers, and building addresses is slow.
     if family == socket.AF_INET:
         return IPv4Address(dst[:4])
-    return _unmapped(IPv6Address(dst))
+    return unmapped(IPv6Address(dst))
 
 
-def _unmapped(address: Address) -> Address:
+def unmapped(address: Address) -> Address:
+    """An IPv4 peer of a dual-stack socket (::ffff:a.b.c.d) as the IPv4 address it is."""
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address

@@ -11,24 +11,20 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from lameduck_sidecar import sockdiag
-from lameduck_sidecar.sockdiag import LISTEN, TIME_WAIT, Address, TcpSocket
+from lameduck_sidecar.sockdiag import LISTEN, NEW_SYN_RECV, SYN_RECV, TIME_WAIT, Address, TcpSocket, unmapped
 from lameduck_sidecar.traffic import Snapshot, default_gateways
 
 log = logging.getLogger("lameduck.sidecar")
 # Request sockets (SYN_RECV, NEW_SYN_RECV) are not connections yet: the kernel counts an
 # accept once the handshake ends, and so do we.
-SYN_RECV, NEW_SYN_RECV = 3, 12
-OPEN_STATES = sockdiag.ALL_STATES & ~(1 << TIME_WAIT) & ~(1 << SYN_RECV) & ~(1 << NEW_SYN_RECV)
+OPEN_STATES = sockdiag.ALL_STATES & ~sockdiag.mask(TIME_WAIT, SYN_RECV, NEW_SYN_RECV)
 
 
 def _address(hex_text: str) -> Address:
     """An address as /proc/net/tcp{,6} prints it: 32-bit words in host (little-endian) order."""
     raw = bytes.fromhex(hex_text)
     data = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    address = ipaddress.ip_address(data)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return unmapped(ipaddress.ip_address(data))
 
 
 def parse(text: str) -> list[TcpSocket]:
@@ -75,7 +71,9 @@ class KernelView:
             try:
                 found = sockdiag.dump(OPEN_STATES, with_info=True)
                 if self.node_addresses:
-                    found += sockdiag.dump(1 << TIME_WAIT, with_info=False, remote_addresses=self.node_addresses)
+                    found += sockdiag.dump(
+                        sockdiag.mask(TIME_WAIT), with_info=False, remote_addresses=self.node_addresses
+                    )
                 return found
             except OSError as err:  # sock_diag refused (a seccomp profile, an old kernel)
                 self.netlink = False
