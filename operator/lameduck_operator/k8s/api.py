@@ -14,7 +14,13 @@ from kubernetes.client.exceptions import ApiException
 
 from lameduck_operator.fleet import FINALIZER
 from lameduck_operator.logic.ownership import FIELD_MANAGER
-from lameduck_operator.logic.rbac import MANAGED_LABELS, SIDECAR_RBAC_NAME, sidecar_role, sidecar_role_binding
+from lameduck_operator.logic.rbac import (
+    FINISHED_PHASES,
+    MANAGED_LABELS,
+    SIDECAR_RBAC_NAME,
+    sidecar_role,
+    sidecar_role_binding,
+)
 from lameduck_operator.logic.reconcile import DeploymentEvent
 from lameduck_operator.model import API_VERSION, GROUP, KIND_CLUSTER, VERSION, PolicyRef
 
@@ -23,7 +29,8 @@ JSON_PATCH = "application/json-patch+json"
 TAKEOVER_MANAGER = f"{FIELD_MANAGER}-takeover"
 PLURALS = {"GracefulPolicy": "gracefulpolicies", "ClusterGracefulPolicy": "clustergracefulpolicies"}
 POD_PAGE = 500
-UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+# Finished pods run nothing: the API server leaves them out (the pure rule skips them too).
+UNFINISHED = ",".join(f"status.phase!={phase}" for phase in FINISHED_PHASES)
 
 
 def _json(response: Any) -> dict[str, Any]:
