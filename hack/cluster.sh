@@ -681,6 +681,7 @@ cmd_up() {
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --audit-policy-file="$CONF/audit-policy.yaml" --audit-log-path="$LOGS/audit.log" \
     --audit-log-maxsize=100 --audit-log-maxbackup=1 \
+    --feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true \
     --profiling=false --v=1
 
   wait_until "containerd socket" 30 ctr --address "$CTRD_SOCK" version
