@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint types contracts unit test-unit e2e test bench-operator bench-rollout demo crds cluster-up cluster-down cluster-status clean
+.PHONY: help venv helm lint types contracts unit test-unit e2e test bench-operator bench-rollout demo crds cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
-	@echo "make test-unit   lint, types, contracts, unit tests: no cluster, seconds"
+	@echo "make test-unit   lint, types, contracts, unit tests: no cluster, seconds (builds helm once if missing)"
 	@echo "make e2e         the e2e suite on \$$KUBECONFIG, or on the local cluster (brought up when unset)"
 	@echo "make demo        lameduck vs fixed sleeps vs nothing, rolling out under load on a real cluster"
 	@echo "make cluster-up  start the local cluster (hack/cluster.sh) and print how to use it"
@@ -34,7 +34,12 @@ types: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+# The chart's unit tests run helm: $LAMEDUCK_HELM, helm on the PATH, or the one the harness
+# builds from its Go module (once, a minute or more; cached by version afterwards).
+helm:
+	@if [ -z "$$LAMEDUCK_HELM" ] && ! command -v helm >/dev/null 2>&1; then bash hack/build-k8s.sh helm >&2; fi
+
+unit: $(STAMP) helm
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 test-unit: lint types contracts unit
