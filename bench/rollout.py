@@ -33,7 +33,7 @@ from kubernetes import client, config, watch
 from matplotlib.figure import Figure
 
 from bench.loadgen import LoadGenerator, under_load
-from lameduck_operator.logic.reconcile import rollout_in_progress
+from lameduck_operator.logic.decision import rollout_in_progress
 from tests.e2e.support import REPO, Kube, Operator, start_operator, stop_operator, wait_until
 
 NAMESPACE = "lameduck-bench"

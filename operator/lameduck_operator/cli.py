@@ -18,9 +18,10 @@ from typing import Any, TextIO
 import yaml
 
 from lameduck_operator import __version__
-from lameduck_operator.logic.compliance import Evaluation, State, evaluate
-from lameduck_operator.logic.merge import merge
-from lameduck_operator.model import POLICY_KINDS, Policy, PolicyInvalid, parse_policy
+from lameduck_operator.logic.admitted import injected
+from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.decision import Decision, decide
+from lameduck_operator.model import POLICY_KINDS, Policy, PolicyInvalid, PolicyRef, parse_policy
 from lameduck_operator.settings import DEFAULT_SIDECAR_IMAGE, Settings, SidecarSettings
 
 EXIT_OK, EXIT_NOT_COMPLIANT, EXIT_BAD_INPUT = 0, 1, 2
@@ -89,30 +90,43 @@ def load_inputs(args: Sequence[str], default_namespace: str, stdin: TextIO) -> I
     return inputs
 
 
-def _evaluate_all(inputs: Inputs, settings: Settings) -> list[tuple[dict[str, Any], Evaluation]]:
-    results = []
-    for deployment in inputs.deployments:
-        ns = deployment["metadata"]["namespace"]
-        results.append((deployment, evaluate(deployment, inputs.policies, settings, inputs.namespace_labels.get(ns))))
-    return results
+def no_rollouts(_: PolicyRef) -> int:
+    """Offline, no rollout is in progress."""
+    return 0
 
 
-def rendered(deployment: Mapping[str, Any], ev: Evaluation) -> dict[str, Any]:
-    """The Deployment as lameduck would make it; unchanged when nothing may be applied."""
-    if ev.plan is None or ev.plan.conflicts:
+def decide_offline(deployment: Mapping[str, Any], inputs: Inputs, settings: Settings) -> Decision:
+    """The operator's decision for a manifest, as the reconciler would take it."""
+    labels = inputs.namespace_labels.get(deployment["metadata"]["namespace"])
+    return decide(deployment, inputs.policies, settings, labels, no_rollouts)
+
+
+def _decide_all(inputs: Inputs, settings: Settings) -> list[tuple[dict[str, Any], Decision]]:
+    return [(d, decide_offline(d, inputs, settings)) for d in inputs.deployments]
+
+
+def rendered(deployment: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+    """The Deployment as lameduck's admission webhook would make it at its next rollout;
+    unchanged when nothing may be applied.
+
+    lameduck's fields are recorded in the lameduck.dev/admitted annotation, as the webhook
+    records them, so `check` of the output tells them from the manifest's own.
+    """
+    if decision.intent is None or decision.verdict.state is State.CONFLICT:
         return dict(deployment)
-    return merge(deployment, ev.plan.intent)
+    return injected(deployment, decision.intent)
 
 
-def _summary(ev: Evaluation) -> list[str]:
-    v = ev.verdict
-    lines = [f"{v.deployment}: {v.state}" + (f" under {v.policy}" if v.policy else "")]
-    if ev.plan is not None:
-        lines.append(f"  budget {ev.plan.budget_seconds}s, hold on: {', '.join(ev.plan.app_containers) or '-'}")
-        lines.extend(f"  takes over: {t}" for t in ev.plan.taken_over)
-    if v.reason:
-        lines.append(f"  {v.reason}")
-    lines.extend(f"  {loss}" for loss in ev.selection.losses)
+def _summary(decision: Decision) -> list[str]:
+    v = decision.verdict
+    lines = [f"{v.deployment}: {v.state} ({v.reason})" + (f" under {v.policy}" if v.policy else "")]
+    if decision.plan is not None:
+        plan = decision.plan
+        lines.append(f"  budget {plan.budget_seconds}s, hold on: {', '.join(plan.app_containers) or '-'}")
+        lines.extend(f"  takes over: {t}" for t in plan.taken_over)
+    if v.message:
+        lines.append(f"  {v.message}")
+    lines.extend(f"  {loss}" for loss in decision.losses)
     return lines
 
 
@@ -121,11 +135,11 @@ def _dump(obj: Mapping[str, Any]) -> str:
 
 
 def cmd_render(inputs: Inputs, settings: Settings, diff: bool, out: TextIO) -> int:
-    for deployment, ev in _evaluate_all(inputs, settings):
-        after = rendered(deployment, ev)
-        out.write("".join(f"# {line}\n" for line in _summary(ev)))
+    for deployment, decision in _decide_all(inputs, settings):
+        after = rendered(deployment, decision)
+        out.write("".join(f"# {line}\n" for line in _summary(decision)))
         if diff:
-            name = str(ev.verdict.deployment)
+            name = str(decision.verdict.deployment)
             out.writelines(
                 difflib.unified_diff(
                     _dump(deployment).splitlines(keepends=True),
@@ -141,8 +155,8 @@ def cmd_render(inputs: Inputs, settings: Settings, diff: bool, out: TextIO) -> i
 
 
 def cmd_check(inputs: Inputs, settings: Settings, output: str, out: TextIO) -> int:
-    results = [ev for _, ev in _evaluate_all(inputs, settings)]
-    not_compliant = [ev for ev in results if ev.verdict.state in (State.PENDING, State.CONFLICT)]
+    results = [decision for _, decision in _decide_all(inputs, settings)]
+    not_compliant = [d for d in results if d.verdict.state in (State.PENDING, State.CONFLICT)]
     if output == "json":
         rows = [
             {
@@ -150,9 +164,10 @@ def cmd_check(inputs: Inputs, settings: Settings, output: str, out: TextIO) -> i
                 "name": ev.verdict.deployment.name,
                 "policy": str(ev.verdict.policy) if ev.verdict.policy else None,
                 "state": ev.verdict.state.value,
-                "reason": ev.verdict.reason,
-                "budgetSeconds": ev.plan.budget_seconds if ev.plan else None,
-                "lostPolicies": [str(loss) for loss in ev.selection.losses],
+                "reason": ev.verdict.reason.value,
+                "message": ev.verdict.message,
+                "budgetSeconds": ev.budget_seconds,
+                "lostPolicies": [str(loss) for loss in ev.losses],
             }
             for ev in results
         ]

@@ -351,7 +351,14 @@ def _status() -> dict[str, Any]:
                         "namespace": {"type": "string", "description": "The Deployment's namespace."},
                         "name": {"type": "string", "description": "The Deployment's name."},
                         "state": {"type": "string", "description": "Pending or Conflict."},
-                        "reason": {"type": "string", "description": "Why, in words."},
+                        "reason": {
+                            "type": "string",
+                            "description": (
+                                "Why, as a CamelCase reason: Outdated, PendingNextRollout, WaitingTurn, "
+                                "ConflictingFields or ReadinessGateUnserved."
+                            ),
+                        },
+                        "message": {"type": "string", "description": "Why, in words."},
                     },
                 },
             },

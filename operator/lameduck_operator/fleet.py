@@ -18,11 +18,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
+from lameduck_operator.logic.admitted import admitted_paths, injected, json_patch, reverted
 from lameduck_operator.logic.budget import budget_seconds
-from lameduck_operator.logic.compliance import State
-from lameduck_operator.logic.ownership import changed_managers
-from lameduck_operator.logic.rbac import service_accounts_needing_access
-from lameduck_operator.logic.reconcile import (
+from lameduck_operator.logic.compliance import Reason, State, Verdict
+from lameduck_operator.logic.decision import (
     Action,
     Decision,
     DeploymentEvent,
@@ -30,6 +29,8 @@ from lameduck_operator.logic.reconcile import (
     revert_intent,
     rollout_in_progress,
 )
+from lameduck_operator.logic.ownership import changed_managers, managed_by
+from lameduck_operator.logic.rbac import service_accounts_needing_access
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref, policy_selects
 from lameduck_operator.logic.status import invalid_status, policy_status, summarize
 from lameduck_operator.metrics import OperatorMetrics
@@ -67,6 +68,10 @@ def _short(err: Exception) -> str:
 
 class FleetApi(Protocol):
     async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]: ...
+
+    async def patch_deployment(self, ref: DeploymentRef, patch: list[dict[str, Any]]) -> dict[str, Any]:
+        """A JSON patch (RFC 6902) as lameduck; the stored Deployment."""
+        ...
 
     async def take_over_prestops(
         self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
@@ -301,7 +306,11 @@ class Fleet:
         result = "unchanged"
         try:
             if decision.action is Action.APPLY and decision.intent is not None:
-                if decision.replace_prestop:
+                if admitted_paths(body):
+                    # Injected at admission: lameduck keeps to its recorded fields, by JSON patch.
+                    patch = json_patch(body, injected(body, decision.intent), guard=True)
+                    stored = await self.api.patch_deployment(ref, patch)
+                elif decision.replace_prestop:
                     stored = await self.api.take_over_prestops(body, decision.replace_prestop, decision.intent)
                 else:
                     # Forced: the plan has checked every field the intent sets against the
@@ -312,11 +321,16 @@ class Fleet:
                 self._store(stored)
                 result = "applied"
             elif decision.action is Action.REVERT:
-                self._store(await self.api.apply_deployment(revert_intent(body), False))
+                stored = body
+                if admitted_paths(body):
+                    stored = await self.api.patch_deployment(ref, json_patch(body, reverted(body), guard=True))
+                if managed_by(stored):
+                    stored = await self.api.apply_deployment(revert_intent(stored), False)
+                self._store(stored)
                 result = "reverted"
             elif decision.verdict.state is State.CONFLICT:
                 result = "conflict"
-            elif decision.verdict.reason.startswith("waits its turn"):
+            elif decision.verdict.reason is Reason.WAITING_TURN:
                 result = "waiting"
             self.errors.pop(ref, None)
             self._attempts.pop(ref, None)
@@ -341,7 +355,7 @@ class Fleet:
         self._set_rolling(ref, policy if body is not None and rollout_in_progress(body) else None)
         for waiting in self.waiting.values():
             waiting.discard(ref)
-        if policy is not None and decision.verdict.reason.startswith("waits its turn"):
+        if policy is not None and decision.verdict.reason is Reason.WAITING_TURN:
             self.waiting[policy].add(ref)
         for touched in (previous.verdict.policy if previous else None, policy):
             if touched is not None:
@@ -385,7 +399,7 @@ class Fleet:
     async def publish(self) -> None:
         await self._publish_access()
         dirty, self._dirty = self._dirty, set()
-        verdicts = [(r, d.verdict.policy, d.verdict.state, d.verdict.reason) for r, d in self.decisions.items()]
+        verdicts = [d.verdict for d in self.decisions.values()]
         losses = [(r, loss) for r, d in self.decisions.items() for loss in d.losses]
         self._update_gauges()
         for ref in sorted(dirty, key=str):
@@ -402,7 +416,7 @@ class Fleet:
     async def _publish_one(
         self,
         state: PolicyState,
-        verdicts: list[tuple[DeploymentRef, PolicyRef | None, State, str]],
+        verdicts: list[Verdict],
         losses: list[tuple[DeploymentRef, Any]],
     ) -> None:
         if state.deleting:

@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from lameduck_operator.logic.reconcile import rollout_in_progress
+from lameduck_operator.logic.decision import rollout_in_progress
 from tests.e2e.support import PAUSE_IMAGE, Kube, Operator, wait_until
 from tests.e2e.support import pause_deployment as workload
 

@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client, config, watch
 
 from bench.loadgen import LoadGenerator, under_load
-from lameduck_operator.logic.reconcile import rollout_in_progress
+from lameduck_operator.logic.decision import rollout_in_progress
 from tests.e2e.support import LOCAL_AUDIT_LOG, LOCAL_KUBECONFIG, Kube, Operator, demo_app, wait_until
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lameduck_operator.logic.reconcile import rollout_in_progress
+from lameduck_operator.logic.decision import rollout_in_progress
 from tests.e2e.support import Kube, Operator, demo_app, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonpatch
+
 from lameduck_operator.fleet import FINALIZER
+from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.merge import merge
-from lameduck_operator.logic.reconcile import DeploymentEvent
+from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.model import PolicyRef
 
 KEYED = {"containers": "name", "initContainers": "name", "env": "name"}
@@ -66,6 +69,7 @@ class StoredDeployment:
     generation: int = 1
     base_time: str = "2026-01-01T00:00:00Z"
     status: dict[str, Any] = field(default_factory=dict)
+    writes: int = 0
 
     def view(self) -> dict[str, Any]:
         obj = merge(self.base, self.applied) if self.applied else copy.deepcopy(self.base)
@@ -83,6 +87,7 @@ class StoredDeployment:
             )
         obj["metadata"]["managedFields"] = entries
         obj["metadata"]["generation"] = self.generation
+        obj["metadata"]["resourceVersion"] = f"{self.generation}.{self.writes}"
         obj["status"] = copy.deepcopy(self.status)
         return obj
 
@@ -160,10 +165,27 @@ class FakeApi:
         stored.applied = _owned(intent) if len(intent["metadata"]) > 2 or "spec" in intent else {}
         if force:
             _take(stored.base, stored.applied)
+        stored.writes += 1
         after = stored.view()
         if after["spec"]["template"] != before:
             return self._bump(stored)
         return after
+
+    async def patch_deployment(self, ref: DeploymentRef, patch: list[dict[str, Any]]) -> dict[str, Any]:
+        """As the API server does: the test ops guard, the result becomes the stored object (whose
+        fields the fake attributes to the other manager, as admission-injected fields are)."""
+        self._maybe_fail(f"patch {ref}")
+        stored = self.deployments[(ref.namespace, ref.name)]
+        before = stored.view()
+        after = jsonpatch.apply_patch(before, patch)
+        for key in ("managedFields", "generation", "resourceVersion"):
+            after["metadata"].pop(key, None)
+        after.pop("status", None)
+        stored.base, stored.applied = after, {}
+        stored.writes += 1
+        if after["spec"]["template"] != before["spec"]["template"]:
+            return self._bump(stored)
+        return stored.view()
 
     async def take_over_prestops(
         self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]

@@ -38,8 +38,8 @@ def test_render_examples_prints_every_deployment_with_the_intent() -> None:
     checkout = docs["checkout"]["spec"]["template"]["spec"]
     assert checkout["containers"][0]["lifecycle"]["preStop"]["exec"], "conflicts leave the Deployment as it is"
     assert "annotations" not in docs["checkout"]["metadata"]
-    assert "# shop/checkout: Conflict under GracefulPolicy shop/web-tier" in out
-    assert "# shop/admin: Skipped under GracefulPolicy shop/web-tier" in out
+    assert "# shop/checkout: Conflict (ConflictingFields) under GracefulPolicy shop/web-tier" in out
+    assert "# shop/admin: Skipped (OptedOut) under GracefulPolicy shop/web-tier" in out
 
 
 def test_render_diff_shows_only_changes() -> None:
@@ -61,7 +61,9 @@ def test_check_reports_and_exits_non_zero_when_work_remains() -> None:
         "search": "Pending",
         "gateway": "Pending",
     }
-    assert rows["checkout"]["reason"] == (
+    assert rows["checkout"]["reason"] == "ConflictingFields"
+    assert rows["storefront"]["reason"] == "PendingNextRollout"
+    assert rows["checkout"]["message"] == (
         'container "app" already has a preStop hook (exec); '
         "terminationGracePeriodSeconds is 20, below the budget of 65s"
     )
@@ -75,9 +77,9 @@ def test_check_of_rendered_output_is_compliant(tmp_path: Path) -> None:
     given = yaml.safe_load_all((EXAMPLES / "deployments" / "shop.yaml").read_text())
     namespaces.write_text(yaml.safe_dump_all([d for d in given if d["kind"] == "Namespace"]))
     code, out = run("check", "-f", str(EXAMPLES / "policies"), "-f", str(namespaces), "-f", "-", stdin=rendered)
-    assert "shop/storefront: Compliant" in out
-    assert "shop/search: Compliant" in out
-    assert "payments/gateway: Compliant" in out
+    assert "shop/storefront: Compliant (InPlace)" in out
+    assert "shop/search: Compliant (InPlace)" in out
+    assert "payments/gateway: Compliant (InPlace)" in out
     assert code == EXIT_NOT_COMPLIANT, "checkout still conflicts"
 
 
@@ -98,7 +100,7 @@ def test_namespace_flag_applies_to_objects_without_one(tmp_path: Path) -> None:
     )
     code, out = run("check", "-n", "team-a", "-f", str(manifest))
     assert code == EXIT_NOT_COMPLIANT
-    assert "team-a/d: Pending under GracefulPolicy team-a/p" in out
+    assert "team-a/d: Pending (PendingNextRollout) under GracefulPolicy team-a/p" in out
 
 
 def test_list_documents_are_flattened(tmp_path: Path) -> None:
@@ -107,7 +109,7 @@ def test_list_documents_are_flattened(tmp_path: Path) -> None:
     manifest.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [deployment]}))
     code, out = run("check", "-f", str(manifest))
     assert code == EXIT_OK
-    assert "x/d: Unmanaged" in out
+    assert "x/d: Unmanaged (NoPolicy)" in out
 
 
 def test_invalid_policy_is_reported_with_file_and_field(capsys: pytest.CaptureFixture[str]) -> None:

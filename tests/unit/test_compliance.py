@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from lameduck_operator.logic.compliance import State, check, evaluate, missing_fields
+from lameduck_operator.logic.compliance import Reason, State, check, missing_fields
+from lameduck_operator.logic.decision import Decision, decide
 from lameduck_operator.logic.intent import plan_deployment
 from lameduck_operator.logic.merge import is_subset, merge
 from lameduck_operator.settings import Settings, SidecarSettings
@@ -60,14 +61,18 @@ def test_rendered_deployment_is_compliant_and_stays_so(spec: dict[str, Any], set
 def test_pending_lists_what_is_missing() -> None:
     plan = plan_deployment(deployment(), policy(spec={"readinessGate": {"enabled": True}}), SETTINGS)
     verdict = check(deployment(), plan)
-    assert verdict.state is State.PENDING
-    assert verdict.reason.split("; ") == [
-        "the lameduck sidecar is missing",
-        'container "app" lacks the lameduck preStop hold',
-        "terminationGracePeriodSeconds is unset, the policy needs 65",
-        'readinessGates is unset, the policy needs [{"conditionType": "lameduck.dev/endpoints-ready"}]',
-        "minReadySeconds is unset, the policy needs 2",
-    ]
+    assert (verdict.state, verdict.reason) == (State.PENDING, Reason.OUTDATED)
+    assert (
+        verdict.message.split("; ")
+        == list(verdict.missing)
+        == [
+            "the lameduck sidecar is missing",
+            'container "app" lacks the lameduck preStop hold',
+            "terminationGracePeriodSeconds is unset, the policy needs 65",
+            'readinessGates is unset, the policy needs [{"conditionType": "lameduck.dev/endpoints-ready"}]',
+            "minReadySeconds is unset, the policy needs 2",
+        ]
+    )
 
 
 def test_outdated_sidecar_is_pending() -> None:
@@ -76,33 +81,37 @@ def test_outdated_sidecar_is_pending() -> None:
     new = plan_deployment(rendered, policy(), SETTINGS)
     verdict = check(rendered, new)
     assert verdict.state is State.PENDING
-    assert verdict.reason == "the lameduck sidecar differs from the policy"
+    assert verdict.message == "the lameduck sidecar differs from the policy"
 
 
 def test_other_prestop_handler_beside_ours_is_not_compliant() -> None:
     plan = plan_deployment(deployment(), policy(), SETTINGS)
     rendered = merge(deployment(), plan.intent)
     rendered["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"] = {"command": ["x"]}
-    assert 'container "app" lacks the lameduck preStop hold' in check(rendered, plan).reason
+    assert 'container "app" lacks the lameduck preStop hold' in check(rendered, plan).message
+
+
+def judged(d: dict[str, Any], policies: list[Any]) -> Decision:
+    return decide(d, policies, SETTINGS, None, lambda _: 0)
 
 
 def test_conflict_verdict_carries_the_reasons() -> None:
     d = deployment(containers=[container("app", lifecycle={"preStop": {"exec": {"command": ["sleep", "5"]}}})])
-    verdict = evaluate(d, [policy()], SETTINGS).verdict
-    assert verdict.state is State.CONFLICT
-    assert verdict.reason == 'container "app" already has a preStop hook (exec)'
+    verdict = judged(d, [policy()]).verdict
+    assert (verdict.state, verdict.reason) == (State.CONFLICT, Reason.CONFLICTING_FIELDS)
+    assert verdict.message == 'container "app" already has a preStop hook (exec)'
 
 
-def test_evaluate_unmanaged_and_skipped() -> None:
-    unmanaged = evaluate(deployment(namespace="other"), [policy(namespace="shop")], SETTINGS)
-    assert unmanaged.verdict.state is State.UNMANAGED
-    assert unmanaged.verdict.reason == "no policy selects it"
+def test_unmanaged_and_skipped_deployments_have_no_plan() -> None:
+    unmanaged = judged(deployment(namespace="other"), [policy(namespace="shop")])
+    assert (unmanaged.verdict.state, unmanaged.verdict.reason) == (State.UNMANAGED, Reason.NO_POLICY)
+    assert unmanaged.verdict.message == "no policy selects it"
     assert unmanaged.plan is None
-    skipped = evaluate(deployment(annotations={"lameduck.dev/skip": "true"}), [policy()], SETTINGS)
-    assert skipped.verdict.state is State.SKIPPED
-    assert skipped.verdict.reason == 'opted out with lameduck.dev/skip: "true"'
+    skipped = judged(deployment(annotations={"lameduck.dev/skip": "true"}), [policy()])
+    assert (skipped.verdict.state, skipped.verdict.reason) == (State.SKIPPED, Reason.OPTED_OUT)
+    assert skipped.verdict.message == 'opted out with lameduck.dev/skip: "true"'
     assert skipped.plan is None
-    excluded = evaluate(deployment(namespace="kube-system"), [policy(namespace=None)], SETTINGS)
+    excluded = judged(deployment(namespace="kube-system"), [policy(namespace=None)])
     assert excluded.verdict.state is State.UNMANAGED
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lameduck_operator.fleet import Fleet
-from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef
@@ -134,8 +134,8 @@ async def test_on_next_rollout_reports_pending_without_patching(h: Harness) -> N
     await h.settle()
     assert not [c for c in h.api.calls if c.startswith("apply")]
     decision = h.fleet.decisions[DeploymentRef("shop", "api")]
-    assert decision.verdict.state is State.PENDING
-    assert decision.verdict.reason.startswith("waits for the next rollout")
+    assert (decision.verdict.state, decision.verdict.reason) == (State.PENDING, Reason.PENDING_NEXT_ROLLOUT)
+    assert h.api.statuses[WEB]["nonCompliant"][0]["reason"] == "PendingNextRollout"
 
 
 async def test_immediate_rollouts_never_exceed_the_limit(h: Harness) -> None:
@@ -163,8 +163,10 @@ async def test_waiting_deployments_are_reported_with_their_turn(h: Harness) -> N
         h.add(name)
     h.policy(apply="Immediate", maxConcurrentRollouts=1)
     await h.settle()
-    reasons = sorted(h.fleet.decisions[DeploymentRef("shop", n)].verdict.reason for n in ("a", "b"))
-    assert reasons[1] == "waits its turn: 1 of at most 1 rollouts in progress"
+    verdicts = sorted((h.fleet.decisions[DeploymentRef("shop", n)].verdict for n in ("a", "b")), key=str)
+    assert [v.reason for v in verdicts].count(Reason.WAITING_TURN) == 1
+    waiting = next(v for v in verdicts if v.reason is Reason.WAITING_TURN)
+    assert waiting.message == "waits its turn: 1 of at most 1 rollouts in progress"
 
 
 async def test_deleting_the_policy_reverts_then_releases_the_finalizer(h: Harness) -> None:
@@ -251,7 +253,7 @@ async def test_conflicts_name_the_manager_that_set_the_value(h: Harness) -> None
     h.policy(apply="Immediate")
     await h.settle()
     decision = h.fleet.decisions[DeploymentRef("shop", "legacy")]
-    assert decision.verdict.reason == (
+    assert decision.verdict.message == (
         'container "app" already has a preStop hook (exec), set by kubectl; '
         "terminationGracePeriodSeconds is 10, below the budget of 65s, set by kubectl"
     )
@@ -493,4 +495,5 @@ async def test_a_policy_enabling_the_unserved_readiness_gate_is_refused(h: Harne
     assert "initContainers" not in h.pod("api"), "pods must not get a gate nothing sets"
     decision = h.fleet.decisions[DeploymentRef("shop", "api")]
     assert decision.verdict.state is State.CONFLICT
-    assert "lameduck.dev/endpoints-ready" in decision.verdict.reason
+    assert decision.verdict.reason is Reason.READINESS_GATE_UNSERVED
+    assert "lameduck.dev/endpoints-ready" in decision.verdict.message

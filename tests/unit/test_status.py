@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.compliance import Reason, State, Verdict
 from lameduck_operator.logic.selection import DeploymentRef, Loss
 from lameduck_operator.logic.status import PolicySummary, invalid_status, policy_status, summarize
 from lameduck_operator.model import FieldError, Policy, PolicyInvalid, PolicyRef
@@ -34,22 +34,35 @@ def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
     return {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
 
 
+REASON_OF = {
+    State.COMPLIANT: Reason.IN_PLACE,
+    State.PENDING: Reason.OUTDATED,
+    State.CONFLICT: Reason.CONFLICTING_FIELDS,
+    State.SKIPPED: Reason.OPTED_OUT,
+    State.UNMANAGED: Reason.NO_POLICY,
+}
+
+
+def v(deployment: DeploymentRef, policy: PolicyRef | None, state: State, message: str) -> Verdict:
+    return Verdict(deployment, policy, state, REASON_OF[state], message)
+
+
 # --- summarize ------------------------------------------------------------------------------------
 
 
 def test_the_summary_counts_each_state_of_this_policys_deployments() -> None:
     verdicts = [
-        (ref("c1"), OURS, State.COMPLIANT, ""),
-        (ref("c2"), OURS, State.COMPLIANT, ""),
-        (ref("p1"), OURS, State.PENDING, "waits for the next rollout: outdated"),
-        (ref("p2"), OURS, State.PENDING, "waits for the next rollout: outdated"),
-        (ref("x1"), OURS, State.CONFLICT, "clash"),
-        (ref("x2"), OURS, State.CONFLICT, "clash"),
-        (ref("s1"), OURS, State.SKIPPED, "opted out"),
-        (ref("s2"), OURS, State.SKIPPED, "opted out"),
-        (ref("u1"), None, State.UNMANAGED, "no policy selects it"),
-        (ref("o1"), OTHER, State.PENDING, "someone else's"),
-        (ref("c3"), OURS, State.COMPLIANT, ""),
+        v(ref("c1"), OURS, State.COMPLIANT, ""),
+        v(ref("c2"), OURS, State.COMPLIANT, ""),
+        v(ref("p1"), OURS, State.PENDING, "waits for the next rollout: outdated"),
+        v(ref("p2"), OURS, State.PENDING, "waits for the next rollout: outdated"),
+        v(ref("x1"), OURS, State.CONFLICT, "clash"),
+        v(ref("x2"), OURS, State.CONFLICT, "clash"),
+        v(ref("s1"), OURS, State.SKIPPED, "opted out"),
+        v(ref("s2"), OURS, State.SKIPPED, "opted out"),
+        v(ref("u1"), None, State.UNMANAGED, "no policy selects it"),
+        v(ref("o1"), OTHER, State.PENDING, "someone else's"),
+        v(ref("c3"), OURS, State.COMPLIANT, ""),
     ]
     summary = summarize(OURS, verdicts, [], {})
     assert (summary.matched, summary.compliant, summary.pending, summary.conflicting, summary.skipped) == (
@@ -63,21 +76,21 @@ def test_the_summary_counts_each_state_of_this_policys_deployments() -> None:
 
 def test_non_compliant_deployments_are_listed_sorted_with_their_state_and_reason() -> None:
     verdicts = [
-        (ref("b", "shop"), OURS, State.CONFLICT, "clash"),
-        (ref("a", "zoo"), OURS, State.PENDING, "outdated"),
-        (ref("a", "shop"), OURS, State.PENDING, "missing"),
-        (ref("ok", "shop"), OURS, State.COMPLIANT, ""),
-        (ref("skip", "shop"), OURS, State.SKIPPED, "opted out"),
+        v(ref("b", "shop"), OURS, State.CONFLICT, "clash"),
+        v(ref("a", "zoo"), OURS, State.PENDING, "outdated"),
+        v(ref("a", "shop"), OURS, State.PENDING, "missing"),
+        v(ref("ok", "shop"), OURS, State.COMPLIANT, ""),
+        v(ref("skip", "shop"), OURS, State.SKIPPED, "opted out"),
     ]
     assert summarize(OURS, verdicts, [], {}).non_compliant == [
-        {"namespace": "shop", "name": "a", "state": "Pending", "reason": "missing"},
-        {"namespace": "shop", "name": "b", "state": "Conflict", "reason": "clash"},
-        {"namespace": "zoo", "name": "a", "state": "Pending", "reason": "outdated"},
+        {"namespace": "shop", "name": "a", "state": "Pending", "reason": "Outdated", "message": "missing"},
+        {"namespace": "shop", "name": "b", "state": "Conflict", "reason": "ConflictingFields", "message": "clash"},
+        {"namespace": "zoo", "name": "a", "state": "Pending", "reason": "Outdated", "message": "outdated"},
     ]
 
 
 def test_at_most_twenty_non_compliant_deployments_are_listed_but_all_are_counted() -> None:
-    verdicts = [(ref(f"d{i:02d}"), OURS, State.PENDING, "outdated") for i in range(25)]
+    verdicts = [v(ref(f"d{i:02d}"), OURS, State.PENDING, "outdated") for i in range(25)]
     summary = summarize(OURS, verdicts, [], {})
     assert summary.pending == 25
     assert [d["name"] for d in summary.non_compliant] == [f"d{i:02d}" for i in range(20)]

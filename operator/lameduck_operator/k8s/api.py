@@ -13,6 +13,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from lameduck_operator.fleet import FINALIZER
+from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.ownership import FIELD_MANAGER
 from lameduck_operator.logic.rbac import (
     FINISHED_PHASES,
@@ -21,7 +22,7 @@ from lameduck_operator.logic.rbac import (
     sidecar_role,
     sidecar_role_binding,
 )
-from lameduck_operator.logic.reconcile import DeploymentEvent
+from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.model import API_VERSION, GROUP, KIND_CLUSTER, VERSION, PolicyRef
 
 APPLY = "application/apply-patch+yaml"
@@ -122,6 +123,21 @@ class KubeApi:
         self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
     ) -> dict[str, Any]:
         return await asyncio.to_thread(self._take_over, deployment, containers, intent)
+
+    def _patch(self, ref: DeploymentRef, patch: list[dict[str, Any]]) -> dict[str, Any]:
+        return _json(
+            self.apps.patch_namespaced_deployment(
+                ref.name,
+                ref.namespace,
+                patch,
+                field_manager=FIELD_MANAGER,
+                _content_type=JSON_PATCH,
+                _preload_content=False,
+            )
+        )
+
+    async def patch_deployment(self, ref: DeploymentRef, patch: list[dict[str, Any]]) -> dict[str, Any]:
+        return await asyncio.to_thread(self._patch, ref, patch)
 
     # ---- policies -------------------------------------------------------------------
 

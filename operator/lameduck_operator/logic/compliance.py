@@ -1,18 +1,21 @@
-"""Whether a Deployment already carries its policy's intent: for Audit mode and status."""
+"""Whether a Deployment already carries its plan's intent, and the typed states and reasons.
+
+State and Reason are what users and code read: policy status, `lameduck check`, the
+reconciler's rollout slots. Messages are for people only; no code matches them.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lameduck_operator.logic.intent import Plan, plan_deployment, pod_spec
+from lameduck_operator.logic.intent import Plan, pod_spec
 from lameduck_operator.logic.merge import KEYED_LISTS, is_subset
-from lameduck_operator.logic.selection import DeploymentRef, Selection, select_policy
-from lameduck_operator.model import SIDECAR_NAME, SKIP_ANNOTATION, Policy, PolicyRef
-from lameduck_operator.settings import Settings
+from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.model import SIDECAR_NAME, PolicyRef
 
 
 class State(StrEnum):
@@ -23,29 +26,42 @@ class State(StrEnum):
     UNMANAGED = "Unmanaged"
 
 
+class Reason(StrEnum):
+    """Why a Deployment is in its state: one value per distinct cause."""
+
+    IN_PLACE = "InPlace"  # compliant: every intended field is there
+    NO_POLICY = "NoPolicy"  # unmanaged
+    OPTED_OUT = "OptedOut"  # skipped by its annotation
+    OUTDATED = "Outdated"  # fields missing; Immediate applies them now, Audit only reports
+    PENDING_NEXT_ROLLOUT = "PendingNextRollout"  # OnNextRollout: injected at the owner's next rollout
+    WAITING_TURN = "WaitingTurn"  # Immediate: maxConcurrentRollouts reached
+    CONFLICTING_FIELDS = "ConflictingFields"  # other managers' values, or the pod's shape, stand in the way
+    READINESS_GATE_UNSERVED = "ReadinessGateUnserved"  # the gate's condition would never be set
+
+
 @dataclass(frozen=True)
 class Verdict:
     deployment: DeploymentRef
     policy: PolicyRef | None
     state: State
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    selection: Selection
-    verdict: Verdict
-    plan: Plan | None = None
+    reason: Reason
+    message: str = ""
+    # What the intent sets that the Deployment lacks, in words (empty when compliant).
+    missing: tuple[str, ...] = ()
 
 
 def check(deployment: Mapping[str, Any], plan: Plan) -> Verdict:
     """Compliant when every intended field is already in place; else pending or conflict."""
     if plan.conflicts:
-        return Verdict(plan.deployment, plan.policy, State.CONFLICT, "; ".join(plan.conflicts))
-    differences = missing_fields(deployment, plan)
+        return Verdict(
+            plan.deployment, plan.policy, State.CONFLICT, Reason.CONFLICTING_FIELDS, "; ".join(plan.conflicts)
+        )
+    differences = tuple(missing_fields(deployment, plan))
     if differences:
-        return Verdict(plan.deployment, plan.policy, State.PENDING, "; ".join(differences))
-    return Verdict(plan.deployment, plan.policy, State.COMPLIANT)
+        return Verdict(
+            plan.deployment, plan.policy, State.PENDING, Reason.OUTDATED, "; ".join(differences), differences
+        )
+    return Verdict(plan.deployment, plan.policy, State.COMPLIANT, Reason.IN_PLACE)
 
 
 def missing_fields(deployment: Mapping[str, Any], plan: Plan) -> list[str]:
@@ -78,23 +94,3 @@ def missing_fields(deployment: Mapping[str, Any], plan: Plan) -> list[str]:
 
 def _shown(value: Any) -> str:
     return "unset" if value is None else json.dumps(value)
-
-
-def evaluate(
-    deployment: Mapping[str, Any],
-    policies: Iterable[Policy],
-    settings: Settings,
-    namespace_labels: Mapping[str, str] | None = None,
-) -> Evaluation:
-    """Select the governing policy, plan its intent and judge the Deployment against it."""
-    selection = select_policy(deployment, policies, namespace_labels, settings.excluded_namespaces)
-    if selection.winner is None:
-        verdict = Verdict(selection.deployment, None, State.UNMANAGED, "no policy selects it")
-        return Evaluation(selection, verdict)
-    if selection.opted_out:
-        verdict = Verdict(
-            selection.deployment, selection.winner.ref, State.SKIPPED, f'opted out with {SKIP_ANNOTATION}: "true"'
-        )
-        return Evaluation(selection, verdict)
-    plan = plan_deployment(deployment, selection.winner, settings)
-    return Evaluation(selection, check(deployment, plan), plan)

@@ -8,7 +8,7 @@ someone else, and replacing it is a conflict unless the policy says TakeOver.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +53,9 @@ class Plan:
     conflicts: tuple[str, ...] = ()
     # Other managers' values the intent replaces because the policy says TakeOver.
     taken_over: tuple[str, ...] = ()
-    # Where each conflict or take-over lies, to name who set it.
-    field_paths: tuple[tuple[str, FieldPath], ...] = ()
+    # App containers whose own preStop handler the intent replaces (TakeOver only): it must
+    # go before lameduck's can be applied.
+    replaced_prestops: tuple[str, ...] = ()
 
 
 def pod_spec(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -177,17 +178,26 @@ def sidecar_container(
     return container
 
 
+# Who set the field at a path (from managedFields); nobody known for manifests.
+OwnersOf = Callable[[FieldPath], Sequence[str]]
+
+
+def _nobody(_: FieldPath) -> Sequence[str]:
+    return ()
+
+
 class _Findings:
-    def __init__(self, take_over: bool) -> None:
+    def __init__(self, take_over: bool, owners_of: OwnersOf) -> None:
         self.take_over = take_over
+        self.owners_of = owners_of
         self.conflicts: list[str] = []
         self.taken_over: list[str] = []
-        self.paths: list[tuple[str, FieldPath]] = []
 
     def replaceable(self, what: str, path: FieldPath) -> None:
         """Another manager's value the intent would replace: allowed only with TakeOver."""
-        (self.taken_over if self.take_over else self.conflicts).append(what)
-        self.paths.append((what, path))
+        who = self.owners_of(path)
+        named = f"{what}, set by {', '.join(who)}" if who else what
+        (self.taken_over if self.take_over else self.conflicts).append(named)
 
     def blocking(self, what: str) -> None:
         self.conflicts.append(what)
@@ -197,15 +207,21 @@ def _handler_kind(handler: Mapping[str, Any]) -> str:
     return "/".join(k for k in HANDLER_KINDS if k in handler) or "unknown"
 
 
-def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Settings) -> Plan:
-    """What lameduck must own in this Deployment under this policy, and what stands in the way."""
+def plan_deployment(
+    deployment: Mapping[str, Any], policy: Policy, settings: Settings, owners_of: OwnersOf = _nobody
+) -> Plan:
+    """What lameduck must own in this Deployment under this policy, and what stands in the way.
+
+    owners_of names who set a field, so conflicts say it.
+    """
     spec = policy.spec
     sidecar = settings.sidecar
     ref = deployment_ref(deployment)
     pod = pod_spec(deployment)
     containers: list[Mapping[str, Any]] = list(pod.get("containers") or [])
     init_containers: list[Mapping[str, Any]] = list(pod.get("initContainers") or [])
-    findings = _Findings(take_over=spec.on_conflict is ConflictStrategy.TAKE_OVER)
+    findings = _Findings(spec.on_conflict is ConflictStrategy.TAKE_OVER, owners_of)
+    replaced_prestops = []
 
     candidates = [c for c in containers if c.get("name") != SIDECAR_NAME]
     if spec.containers:
@@ -247,6 +263,7 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
                 f'container "{name}" already has a preStop hook ({_handler_kind(current)})',
                 (*POD_PATH, "containers", ("name", name), "lifecycle", "preStop"),
             )
+            replaced_prestops.append(name)
         app_entries.append({"name": name, "lifecycle": {"preStop": wanted}})
     pod_intent["containers"] = app_entries
 
@@ -306,7 +323,7 @@ def plan_deployment(deployment: Mapping[str, Any], policy: Policy, settings: Set
         intent=intent,
         conflicts=tuple(findings.conflicts),
         taken_over=tuple(findings.taken_over),
-        field_paths=tuple(findings.paths),
+        replaced_prestops=tuple(replaced_prestops) if findings.take_over else (),
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.compliance import State, Verdict
 from lameduck_operator.logic.selection import DeploymentRef, Loss
 from lameduck_operator.model import Mode, Policy, PolicyInvalid, PolicyRef
 
@@ -28,14 +28,15 @@ class PolicySummary:
 
 def summarize(
     ref: PolicyRef,
-    verdicts: Iterable[tuple[DeploymentRef, PolicyRef | None, State, str]],
+    verdicts: Iterable[Verdict],
     losses: Iterable[tuple[DeploymentRef, Loss]],
     errors: Mapping[DeploymentRef, tuple[PolicyRef | None, str]],
 ) -> PolicySummary:
     """Count this policy's Deployments by state; note where it lost to another policy."""
     summary = PolicySummary()
-    for deployment, policy, state, reason in sorted(verdicts, key=lambda v: (v[0].namespace, v[0].name)):
-        if policy != ref:
+    for verdict in sorted(verdicts, key=lambda v: (v.deployment.namespace, v.deployment.name)):
+        deployment, state = verdict.deployment, verdict.state
+        if verdict.policy != ref:
             continue
         if state is State.SKIPPED:
             summary.skipped += 1
@@ -52,7 +53,13 @@ def summarize(
             summary.conflicting += 1
         if len(summary.non_compliant) < MAX_LISTED:
             summary.non_compliant.append(
-                {"namespace": deployment.namespace, "name": deployment.name, "state": state.value, "reason": reason}
+                {
+                    "namespace": deployment.namespace,
+                    "name": deployment.name,
+                    "state": state.value,
+                    "reason": verdict.reason.value,
+                    "message": verdict.message,
+                }
             )
     for deployment, loss in losses:
         if loss.policy == ref:

@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 
-from lameduck_operator.logic.compliance import State
-from lameduck_operator.logic.intent import plan_deployment
-from lameduck_operator.logic.merge import merge
-from lameduck_operator.logic.reconcile import (
+from lameduck_operator.logic.compliance import Reason, State, Verdict
+from lameduck_operator.logic.decision import (
     READINESS_GATE_UNSERVED,
     Action,
     Decision,
@@ -21,6 +19,8 @@ from lameduck_operator.logic.reconcile import (
     rollout_in_progress,
     with_digest,
 )
+from lameduck_operator.logic.intent import plan_deployment
+from lameduck_operator.logic.merge import merge
 from lameduck_operator.logic.selection import DeploymentRef, Loss
 from lameduck_operator.model import Policy, PolicyRef
 from lameduck_operator.settings import Settings
@@ -222,7 +222,8 @@ def test_a_deployment_no_policy_selects_is_left_alone_as_unmanaged() -> None:
         decision.verdict,
     )
     assert (decision.verdict.deployment, decision.verdict.policy) == (DeploymentRef("other", "web"), None)
-    assert (decision.verdict.state, decision.verdict.reason) == (State.UNMANAGED, "no policy selects it")
+    assert (decision.verdict.state, decision.verdict.reason) == (State.UNMANAGED, Reason.NO_POLICY)
+    assert decision.verdict.message == "no policy selects it"
 
 
 def test_an_opted_out_deployment_keeps_the_losses_of_its_policies() -> None:
@@ -233,10 +234,8 @@ def test_an_opted_out_deployment_keeps_the_losses_of_its_policies() -> None:
     assert decision.deployment == WEB
     assert decision.verdict.deployment == WEB
     assert decision.verdict.policy == winner.ref
-    assert (decision.verdict.state, decision.verdict.reason) == (
-        State.SKIPPED,
-        'opted out with lameduck.dev/skip: "true"',
-    )
+    assert (decision.verdict.state, decision.verdict.reason) == (State.SKIPPED, Reason.OPTED_OUT)
+    assert decision.verdict.message == 'opted out with lameduck.dev/skip: "true"'
     assert decision.losses == (Loss(loser.ref, winner.ref, 'equal priority; "a" sorts before "b"'),)
     assert decision.event is None
     assert decision.starts_rollout is False
@@ -257,7 +256,7 @@ def test_a_deployment_lameduck_changed_but_no_policy_governs_is_reverted(mark: s
     decision = run(d, [])
     assert decision.action is Action.REVERT
     assert decision.deployment == WEB
-    assert decision.verdict == decision.verdict.__class__(WEB, None, State.UNMANAGED, why)
+    assert decision.verdict == Verdict(WEB, None, State.UNMANAGED, Reason.NO_POLICY, why)
     assert decision.starts_rollout is True
     assert decision.event == DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
 
@@ -346,9 +345,10 @@ def test_a_rollout_waits_its_turn_when_the_policys_rollouts_are_all_in_progress(
     decision = run(settled(deployment()), [p], in_flight=all_slots_taken)
     assert decision.action is Action.NONE
     assert decision.deployment == WEB
-    assert decision.verdict == decision.verdict.__class__(
-        WEB, p.ref, State.PENDING, "waits its turn: 1 of at most 1 rollouts in progress"
-    )
+    assert (decision.verdict.deployment, decision.verdict.policy) == (WEB, p.ref)
+    assert (decision.verdict.state, decision.verdict.reason) == (State.PENDING, Reason.WAITING_TURN)
+    assert decision.verdict.message == "waits its turn: 1 of at most 1 rollouts in progress"
+    assert decision.verdict.missing[0] == "the lameduck sidecar is missing"
 
 
 def test_a_deployment_already_rolling_out_does_not_wait_for_a_slot() -> None:
@@ -366,20 +366,22 @@ def test_on_next_rollout_waits_and_says_what_is_missing_or_that_it_is_outdated()
     assert missing.deployment == WEB
     assert missing.verdict.deployment == WEB
     assert missing.verdict.policy == p.ref
-    assert missing.verdict.state is State.PENDING
-    assert missing.verdict.reason.startswith("waits for the next rollout: the lameduck sidecar is missing; ")
+    assert (missing.verdict.state, missing.verdict.reason) == (State.PENDING, Reason.PENDING_NEXT_ROLLOUT)
+    assert missing.verdict.message.startswith("injected at the next rollout: the lameduck sidecar is missing; ")
     outdated = run(applied(deployment(), p, digest=False), [p])
-    assert outdated.verdict.reason == "waits for the next rollout: outdated"
+    assert outdated.verdict.reason is Reason.PENDING_NEXT_ROLLOUT
+    assert outdated.verdict.message == "injected at the next rollout: outdated"
 
 
 def test_an_unserved_readiness_gate_is_refused_with_a_warning() -> None:
     p = policy(spec={**IMMEDIATE, "readinessGate": {"enabled": True}})
     decision = run(deployment(), [p])
-    reason = f"{READINESS_GATE_UNSERVED}; lameduck does not apply this policy"
     assert decision.action is Action.NONE
     assert decision.deployment == WEB
-    assert decision.verdict == decision.verdict.__class__(WEB, p.ref, State.CONFLICT, reason)
-    assert decision.event == DeploymentEvent("Conflict", reason, warning=True)
+    assert decision.verdict == Verdict(
+        WEB, p.ref, State.CONFLICT, Reason.READINESS_GATE_UNSERVED, READINESS_GATE_UNSERVED
+    )
+    assert decision.event == DeploymentEvent("Conflict", READINESS_GATE_UNSERVED, warning=True)
 
 
 def test_a_conflict_is_a_warning_event_naming_the_policy() -> None:
@@ -456,14 +458,22 @@ def test_take_over_names_the_app_containers_whose_foreign_prestop_must_go(
     assert decision.replace_prestop == replaced
 
 
-def test_report_never_removes_another_managers_prestop_even_one_equal_to_lameducks() -> None:
+def test_another_managers_prestop_equal_to_lameducks_is_shared_not_removed_under_either_strategy() -> None:
     sleep = {"hold": {"method": "Sleep"}}
     d = app_prestop(deployment(), {"sleep": {"seconds": 30}})
-    decision = run(d, [policy(spec={**IMMEDIATE, **sleep, "onConflict": "Report"})])
-    assert decision.action is Action.APPLY
-    assert decision.replace_prestop == ()
-    taking_over = run(d, [policy(spec={**IMMEDIATE, **sleep, "onConflict": "TakeOver"})])
-    assert taking_over.replace_prestop == ("app",)
+    for strategy in ("Report", "TakeOver"):
+        decision = run(d, [policy(spec={**IMMEDIATE, **sleep, "onConflict": strategy})])
+        assert decision.action is Action.APPLY
+        assert decision.replace_prestop == ()
+        assert decision.verdict.state is State.PENDING
+
+
+def test_take_over_replaces_a_foreign_prestop_of_an_unknown_handler_kind() -> None:
+    d = app_prestop(deployment(), {"grpc": {"port": 1}})
+    decision = run(d, [policy(spec={**IMMEDIATE, "onConflict": "TakeOver"})])
+    assert decision.replace_prestop == ("app",)
+    assert decision.plan is not None
+    assert decision.plan.taken_over == ('container "app" already has a preStop hook (unknown)',)
 
 
 # --- decide: who set what is in the way -------------------------------------------------------------
@@ -477,14 +487,14 @@ def test_a_conflict_names_every_manager_that_set_the_value() -> None:
     d = app_prestop(deployment(), FOREIGN_EXEC)
     d = managed(d, ("kubectl", T0, owned(d)), ("helm", T0, APP_PRESTOP_FIELDS))
     verdict = run(d, [policy(spec=IMMEDIATE)]).verdict
-    assert verdict.reason == 'container "app" already has a preStop hook (exec), set by helm, kubectl'
+    assert verdict.message == 'container "app" already has a preStop hook (exec), set by helm, kubectl'
 
 
 def test_conflicts_nobody_owns_stay_as_they_were_beside_named_ones() -> None:
     d = app_prestop(deployment(containers=[container("app", 9901)]), FOREIGN_EXEC)
     d = managed(d, ("kubectl", T0, owned(d)), ("helm", T0, APP_PRESTOP_FIELDS))
     verdict = run(d, [policy(spec=IMMEDIATE)]).verdict
-    assert verdict.reason.split("; ") == [
+    assert verdict.message.split("; ") == [
         'container "app" already uses port 9901, the sidecar\'s port',
         'container "app" already has a preStop hook (exec), set by helm, kubectl',
     ]
@@ -523,4 +533,4 @@ def test_a_conflict_on_a_deployment_field_names_who_set_it(
     d = managed(d, ("kubectl", T0, owned(d)), ("helm", T0, fields))
     verdict = run(d, [policy(spec={"mode": "Audit", **spec})]).verdict
     assert verdict.state is State.CONFLICT
-    assert verdict.reason == f"{conflict}, set by helm, kubectl"
+    assert verdict.message == f"{conflict}, set by helm, kubectl"

@@ -1,4 +1,10 @@
-"""What the operator does to one Deployment: apply the intent, revert, or leave it."""
+"""The one decision about a Deployment: what it gets, why, and what to do about it now.
+
+The reconciler, the admission webhook and the offline CLI all call `decide`; they differ
+only in the moment they ask at (a reconcile, or an admitted write that is a rollout).
+Each step computes once and hands its result on: select a policy, take the foreign view,
+plan the intent (with conflicts named after their owners), judge it, then choose.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from lameduck_operator.logic.compliance import State, Verdict, check, missing_fields
-from lameduck_operator.logic.intent import HANDLER_KINDS, Plan, is_lameduck_hold, plan_deployment, pod_spec
+from lameduck_operator.logic.admitted import admitted_paths, strip
+from lameduck_operator.logic.compliance import Reason, State, Verdict, check
+from lameduck_operator.logic.intent import Plan, plan_deployment
 from lameduck_operator.logic.ownership import foreign_view, latest_other_manager, managed_by, owners
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
 from lameduck_operator.model import (
@@ -18,7 +25,6 @@ from lameduck_operator.model import (
     POLICY_ANNOTATION,
     SKIP_ANNOTATION,
     ApplyStrategy,
-    ConflictStrategy,
     Mode,
     Policy,
     PolicyRef,
@@ -28,7 +34,8 @@ from lameduck_operator.settings import Settings
 INTENT_ANNOTATION = f"{GROUP}/intent"
 READINESS_GATE_UNSERVED = (
     "readinessGate.enabled: this version of lameduck does not yet set the condition "
-    "lameduck.dev/endpoints-ready, so pods with the gate would never become Ready"
+    "lameduck.dev/endpoints-ready, so pods with the gate would never become Ready; "
+    "lameduck does not apply this policy"
 )
 
 
@@ -36,6 +43,13 @@ class Action(StrEnum):
     APPLY = "Apply"
     REVERT = "Revert"
     NONE = "None"
+
+
+class Moment(StrEnum):
+    """When the decision is asked for."""
+
+    RECONCILE = "Reconcile"  # the operator's loop, and the offline CLI
+    ADMISSION = "Admission"  # a Deployment write that starts a rollout (create, or a new template)
 
 
 @dataclass(frozen=True)
@@ -52,11 +66,18 @@ class Decision:
     verdict: Verdict
     losses: tuple[Loss, ...] = ()
     intent: dict[str, Any] | None = None
-    # App containers whose own preStop handler must go before lameduck's can be applied.
-    replace_prestop: tuple[str, ...] = ()
+    plan: Plan | None = None
     starts_rollout: bool = False
     event: DeploymentEvent | None = None
-    budget_seconds: int | None = None
+
+    @property
+    def replace_prestop(self) -> tuple[str, ...]:
+        """App containers whose own preStop handler must go before lameduck's can be applied."""
+        return self.plan.replaced_prestops if self.plan is not None and self.action is Action.APPLY else ()
+
+    @property
+    def budget_seconds(self) -> int | None:
+        return self.plan.budget_seconds if self.plan is not None else None
 
 
 def intent_digest(intent: Mapping[str, Any]) -> str:
@@ -92,30 +113,10 @@ def _applied(deployment: Mapping[str, Any]) -> tuple[bool, str | None]:
     return ours, annotations.get(INTENT_ANNOTATION)
 
 
-def _foreign_prestops(foreign: Mapping[str, Any], containers: Iterable[str], settings: Settings) -> tuple[str, ...]:
-    by_name = {c.get("name"): c for c in pod_spec(foreign).get("containers") or []}
-    replaced = []
-    for name in containers:
-        handler = ((by_name.get(name) or {}).get("lifecycle") or {}).get("preStop")
-        if handler and any(k in handler for k in HANDLER_KINDS) and not is_lameduck_hold(handler, settings.sidecar):
-            replaced.append(name)
-    return tuple(replaced)
-
-
-def _name_owners(plan: Plan, deployment: Mapping[str, Any]) -> Plan:
-    """Conflicts say who set the value in the way, as managedFields tell it."""
-    named = {}
-    for reason, path in plan.field_paths:
-        who = owners(deployment, path)
-        if who:
-            named[reason] = f"{reason}, set by {', '.join(who)}"
-    if not named:
-        return plan
-    return replace(
-        plan,
-        conflicts=tuple(named.get(c, c) for c in plan.conflicts),
-        taken_over=tuple(named.get(t, t) for t in plan.taken_over),
-    )
+def lameduck_view(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """The Deployment as the other managers set it: lameduck's own fields left out, both those it
+    applied (managedFields) and those it recorded as admitted."""
+    return strip(foreign_view(deployment), admitted_paths(deployment))
 
 
 def decide(
@@ -125,6 +126,7 @@ def decide(
     namespace_labels: Mapping[str, str] | None,
     rollouts_in_flight: Callable[[PolicyRef], int],
     *,
+    moment: Moment = Moment.RECONCILE,
     recent_writers: Sequence[str] = (),
 ) -> Decision:
     """Select, plan, judge, and choose the one action for this Deployment now.
@@ -136,38 +138,47 @@ def decide(
     ours, applied_digest = _applied(deployment)
     winner = selection.winner
     if winner is None or selection.opted_out:
-        state, why = (
-            (State.SKIPPED, f'opted out with {SKIP_ANNOTATION}: "true"')
+        state, reason, why = (
+            (State.SKIPPED, Reason.OPTED_OUT, f'opted out with {SKIP_ANNOTATION}: "true"')
             if selection.opted_out
-            else (State.UNMANAGED, "no policy selects it")
+            else (State.UNMANAGED, Reason.NO_POLICY, "no policy selects it")
         )
-        verdict = Verdict(ref, winner.ref if winner else None, state, why)
-        if not ours:
+        verdict = Verdict(ref, winner.ref if winner else None, state, reason, why)
+        if not ours or moment is Moment.ADMISSION:
+            # Reverting is the reconciler's: at admission the write goes through as it is.
             return Decision(ref, Action.NONE, verdict, selection.losses)
         event = DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
         return Decision(ref, Action.REVERT, verdict, selection.losses, starts_rollout=True, event=event)
 
     spec = winner.spec
-    foreign = foreign_view(deployment)
-    plan = _name_owners(plan_deployment(foreign, winner, settings), deployment)
+    plan = plan_deployment(lameduck_view(deployment), winner, settings, lambda path: owners(deployment, path))
     verdict = check(deployment, plan)
     intent = with_digest(plan.intent)
-    base = Decision(ref, Action.NONE, verdict, selection.losses, intent, budget_seconds=plan.budget_seconds)
+    base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan)
     if spec.mode is Mode.AUDIT:
         return base
     if spec.readiness_gate:
         # Pods would wait forever on a condition nobody sets: refuse rather than break them.
-        reason = f"{READINESS_GATE_UNSERVED}; lameduck does not apply this policy"
-        refused = Verdict(ref, winner.ref, State.CONFLICT, reason)
-        return replace(base, verdict=refused, event=DeploymentEvent("Conflict", reason, warning=True))
+        refused = Verdict(ref, winner.ref, State.CONFLICT, Reason.READINESS_GATE_UNSERVED, READINESS_GATE_UNSERVED)
+        return replace(base, verdict=refused, event=DeploymentEvent("Conflict", READINESS_GATE_UNSERVED, warning=True))
     if plan.conflicts:
-        message = f"{winner.ref}: {verdict.reason}"
+        message = f"{winner.ref}: {verdict.message}"
         return replace(base, event=DeploymentEvent("Conflict", message, warning=True))
     digest = intent["metadata"]["annotations"][INTENT_ANNOTATION]
     if verdict.state is State.COMPLIANT and applied_digest == digest:
         return base
+    if moment is Moment.ADMISSION:
+        # The write itself is the rollout: the intent rides along, for either apply strategy.
+        return replace(base, action=Action.APPLY)
     if spec.apply is ApplyStrategy.ON_NEXT_ROLLOUT:
-        pending = Verdict(ref, winner.ref, State.PENDING, f"waits for the next rollout: {verdict.reason or 'outdated'}")
+        pending = Verdict(
+            ref,
+            winner.ref,
+            State.PENDING,
+            Reason.PENDING_NEXT_ROLLOUT,
+            f"injected at the next rollout: {verdict.message or 'outdated'}",
+            verdict.missing,
+        )
         return replace(base, verdict=pending)
 
     starts_rollout = verdict.state is not State.COMPLIANT
@@ -178,7 +189,9 @@ def decide(
                 ref,
                 winner.ref,
                 State.PENDING,
+                Reason.WAITING_TURN,
                 f"waits its turn: {in_flight} of at most {spec.max_concurrent_rollouts} rollouts in progress",
+                verdict.missing,
             )
             return replace(base, verdict=waiting)
 
@@ -186,8 +199,9 @@ def decide(
         who = (
             ", ".join(recent_writers) or latest_other_manager(deployment) or "a client that left no managedFields entry"
         )
-        what = "; ".join(missing_fields(deployment, plan))
-        event = DeploymentEvent("DriftRestored", f"{who} changed lameduck's fields ({what}); restored", warning=True)
+        event = DeploymentEvent(
+            "DriftRestored", f"{who} changed lameduck's fields ({'; '.join(verdict.missing)}); restored", warning=True
+        )
     elif ours:
         event = DeploymentEvent("Updated", f"{winner.ref}: intent updated")
     else:
@@ -195,18 +209,7 @@ def decide(
         event = DeploymentEvent(
             "Injected", f"{winner.ref}: preStop hold on {holds}, termination budget {plan.budget_seconds}s"
         )
-    take_over = spec.on_conflict is ConflictStrategy.TAKE_OVER
-    return Decision(
-        ref,
-        Action.APPLY,
-        verdict,
-        selection.losses,
-        intent,
-        replace_prestop=_foreign_prestops(foreign, plan.app_containers, settings) if take_over else (),
-        starts_rollout=starts_rollout,
-        event=event,
-        budget_seconds=plan.budget_seconds,
-    )
+    return replace(base, action=Action.APPLY, starts_rollout=starts_rollout, event=event)
 
 
 def revert_intent(deployment: Mapping[str, Any]) -> dict[str, Any]:

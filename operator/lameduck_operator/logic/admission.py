@@ -1,0 +1,98 @@
+"""The admission webhook's logic: an AdmissionReview in, the response out.
+
+A Deployment write that starts a rollout (a create, or an update that changes the pod
+template) gets the intent `decide` chooses for it, as a JSON patch; any other write, a
+Deployment no policy governs, or one already carrying its intent, passes unchanged. A
+conflict is admitted unchanged too, with a warning the writer sees (kubectl prints it).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lameduck_operator.logic.admitted import injected, json_patch
+from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.decision import Action, Decision
+
+REVIEW_API_VERSION = "admission.k8s.io/v1"
+ROLLOUT_OPERATIONS = ("CREATE", "UPDATE")
+
+# The decision for a Deployment as written (namespace filled in), at admission.
+Judge = Callable[[Mapping[str, Any]], Decision]
+
+
+class ReviewInvalid(ValueError):
+    """Not an AdmissionReview lameduck can answer at all (no request uid to answer to)."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    response: dict[str, Any]
+    decision: Decision | None
+    patch: tuple[dict[str, Any], ...] = ()
+    # Why the write was let through untouched without a decision, if it was.
+    skipped: str | None = None
+
+
+def _answer(
+    uid: str, *, patch: list[dict[str, Any]] | None = None, warnings: list[str] | None = None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": True}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+    if warnings:
+        response["warnings"] = warnings
+    return {"apiVersion": REVIEW_API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def _request(review: Any) -> tuple[str, Mapping[str, Any]]:
+    if not isinstance(review, Mapping) or review.get("kind") != "AdmissionReview":
+        raise ReviewInvalid("the body is not an AdmissionReview")
+    if review.get("apiVersion") != REVIEW_API_VERSION:
+        raise ReviewInvalid(f"only {REVIEW_API_VERSION} AdmissionReviews are served, got {review.get('apiVersion')!r}")
+    request = review.get("request")
+    if not isinstance(request, Mapping) or not isinstance(request.get("uid"), str) or not request["uid"]:
+        raise ReviewInvalid("the AdmissionReview has no request uid")
+    return request["uid"], request
+
+
+def review(body: Any, judge: Judge) -> Admitted:
+    """Answer one AdmissionReview. Raises ReviewInvalid only when there is nobody to answer."""
+    uid, request = _request(body)
+    obj = request.get("object")
+    kind = (request.get("kind") or {}).get("kind") if isinstance(request.get("kind"), Mapping) else None
+    if request.get("operation") not in ROLLOUT_OPERATIONS:
+        return Admitted(_answer(uid), None, skipped="operation")
+    if kind != "Deployment" or not isinstance(obj, Mapping) or not isinstance(obj.get("spec"), Mapping):
+        return Admitted(_answer(uid), None, skipped="not a Deployment")
+    old = request.get("oldObject")
+    unchanged = isinstance(old, Mapping) and (old.get("spec") or {}).get("template") == obj["spec"].get("template")
+    if request.get("operation") == "UPDATE" and unchanged:
+        # No rollout starts: OnNextRollout injects nothing, and Immediate is the reconciler's.
+        return Admitted(_answer(uid), None, skipped="template unchanged")
+    written = dict(obj)
+    meta = dict(written.get("metadata") or {})
+    meta.setdefault("namespace", request.get("namespace"))
+    written["metadata"] = meta
+    decision = judge(written)
+    if decision.verdict.state is State.CONFLICT and decision.verdict.policy is not None:
+        warning = f"lameduck: {decision.verdict.policy} not applied: {decision.verdict.message}"
+        return Admitted(_answer(uid, warnings=[warning[:1000]]), decision)
+    if decision.action is not Action.APPLY or decision.intent is None:
+        return Admitted(_answer(uid), decision)
+    # The writer's object may carry no name yet (generateName) and its namespace comes from
+    # the request: the patch never touches either.
+    intent = dict(decision.intent)
+    intent["metadata"] = {k: v for k, v in intent["metadata"].items() if k not in ("name", "namespace")}
+    patch = json_patch(written, injected(written, intent))
+    return Admitted(_answer(uid, patch=patch), decision, tuple(patch))
+
+
+def invalid_answer(error: ReviewInvalid) -> dict[str, Any]:
+    """The body of a 400 answer to a review that could not be read."""
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": str(error), "code": 400}

@@ -1,0 +1,150 @@
+"""Fields lameduck wrote through a JSON patch (at admission), recorded on the Deployment itself.
+
+A mutating webhook's changes are attributed in managedFields to the manager that sent the
+request (kubectl, Argo CD, Flux), not to lameduck, so server-side apply cannot remove them
+later. lameduck therefore records the paths it added or replaced in the annotation
+`lameduck.dev/admitted`, treats them as its own when it plans (they are left out of the
+foreign view) and removes exactly them on revert, with a JSON patch guarded by the
+resourceVersion it read.
+
+A path is a list of steps: a field name, or ["name", value] for an item of a list keyed by
+name (containers, initContainers). A path names a leaf lameduck set: a value that was
+absent or different before, or a whole list item lameduck added (its sidecar).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonpatch
+
+from lameduck_operator.logic.intent import FieldPath
+from lameduck_operator.logic.merge import REPLACED_WHOLE, merge
+from lameduck_operator.model import GROUP
+
+ADMITTED_ANNOTATION = f"{GROUP}/admitted"
+NAME_KEYED = frozenset({"containers", "initContainers"})
+
+
+def admitted_paths(obj: Mapping[str, Any]) -> list[FieldPath]:
+    """The recorded paths; an unreadable record counts as none (nothing is removed on a guess)."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ADMITTED_ANNOTATION)
+    if not raw:
+        return []
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return []
+    paths: list[FieldPath] = []
+    for entry in decoded if isinstance(decoded, list) else []:
+        if not isinstance(entry, list) or not entry:
+            continue
+        steps: list[str | tuple[str, str]] = []
+        for step in entry:
+            if isinstance(step, str):
+                steps.append(step)
+            elif isinstance(step, list) and len(step) == 2 and all(isinstance(s, str) for s in step):
+                steps.append((step[0], step[1]))
+            else:
+                break
+        else:
+            paths.append(tuple(steps))
+    return paths
+
+
+def _encode(paths: Sequence[FieldPath]) -> str:
+    return json.dumps([[s if isinstance(s, str) else list(s) for s in path] for path in paths], separators=(",", ":"))
+
+
+def added_paths(before: Any, after: Any, path: FieldPath = ()) -> list[FieldPath]:
+    """The leaves of after that before lacks or holds with another value."""
+    if before == after:
+        return []
+    if isinstance(after, Mapping) and path and path[-1] in REPLACED_WHOLE:
+        return [path]
+    if isinstance(after, Mapping):
+        old = before if isinstance(before, Mapping) else {}
+        found: list[FieldPath] = []
+        for key, value in after.items():
+            found.extend(added_paths(old.get(key), value, (*path, key)))
+        return found
+    if isinstance(after, list) and path and path[-1] in NAME_KEYED and isinstance(before, list):
+        by_name = {item.get("name"): item for item in before if isinstance(item, Mapping)}
+        found = []
+        for item in after:
+            name = str(item.get("name"))
+            step = (*path, ("name", name))
+            found.extend([step] if name not in by_name else added_paths(by_name[name], item, step))
+        return found
+    return [path]
+
+
+def _remove(node: Any, path: FieldPath) -> bool:
+    """Remove the leaf at path; prune maps the removal leaves empty. True if anything went."""
+    if not path or not isinstance(node, dict | list):
+        return False
+    step, rest = path[0], path[1:]
+    if isinstance(step, tuple):
+        if not isinstance(node, list):
+            return False
+        index = next(
+            (i for i, item in enumerate(node) if isinstance(item, Mapping) and item.get(step[0]) == step[1]), None
+        )
+        if index is None:
+            return False
+        if not rest:
+            del node[index]
+            return True
+        return _remove(node[index], rest)
+    if not isinstance(node, dict) or step not in node:
+        return False
+    if not rest:
+        del node[step]
+        return True
+    removed = _remove(node[step], rest)
+    if removed and node[step] == {}:
+        del node[step]
+    return removed
+
+
+def strip(obj: Mapping[str, Any], paths: Sequence[FieldPath]) -> dict[str, Any]:
+    """A copy of obj without the fields at paths."""
+    out: dict[str, Any] = copy.deepcopy(dict(obj))
+    for path in paths:
+        _remove(out, path)
+    return out
+
+
+def reverted(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """obj without what lameduck recorded as admitted, nor the record itself."""
+    return strip(obj, [*admitted_paths(obj), ("metadata", "annotations", ADMITTED_ANNOTATION)])
+
+
+def injected(obj: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """obj with the intent merged in place of what lameduck admitted earlier, and the new record.
+
+    Earlier admitted fields go first, so a change of intent (a sidecar hold become a sleep)
+    leaves nothing of the old one behind.
+    """
+    base = reverted(obj)
+    merged = merge(base, intent)
+    paths = added_paths(base, merged)
+    if not paths:
+        return merged
+    record = [*paths, ("metadata", "annotations", ADMITTED_ANNOTATION)]
+    annotations = merged.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations[ADMITTED_ANNOTATION] = _encode(record)
+    return merged
+
+
+def json_patch(before: Mapping[str, Any], after: Mapping[str, Any], *, guard: bool = False) -> list[dict[str, Any]]:
+    """RFC 6902 operations from before to after; with guard, first a test of before's resourceVersion,
+    so the patch fails rather than land on a Deployment changed since it was read."""
+    ops: list[dict[str, Any]] = list(jsonpatch.make_patch(dict(before), dict(after)).patch)
+    version = (before.get("metadata") or {}).get("resourceVersion")
+    if guard and ops and version:
+        ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": version})
+    return ops
