@@ -1,0 +1,443 @@
+"""Fields lameduck writes by JSON patch, recorded in lameduck.dev/admitted: found, recorded, removed exactly."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from lameduck_operator.logic.admitted import (
+    ADMITTED_ANNOTATION,
+    added_paths,
+    admitted_paths,
+    injected,
+    json_patch,
+    reverted,
+    strip,
+)
+from lameduck_operator.logic.decision import Moment, decide
+from lameduck_operator.logic.intent import FieldPath
+from lameduck_operator.model import Policy, PolicyRef
+from lameduck_operator.settings import Settings, SidecarSettings
+from tests.unit.builders import container, deployment, policy
+
+NATIVE = Settings()
+CLASSIC = Settings(sidecar=SidecarSettings(native=False))
+POD: FieldPath = ("spec", "template", "spec")
+APP: FieldPath = (*POD, "containers", ("name", "app"))
+RECORD: FieldPath = ("metadata", "annotations", ADMITTED_ANNOTATION)
+HOLD = {"httpGet": {"path": "/hold/app", "port": 9901, "scheme": "HTTP"}}
+SLEEP: dict[str, Any] = {"hold": {"method": "Sleep"}}
+
+
+def no_rollouts(_: PolicyRef) -> int:
+    return 0
+
+
+def intent_for(d: dict[str, Any], p: Policy, settings: Settings = NATIVE) -> dict[str, Any]:
+    """The intent decide chooses for d at admission (what the webhook and `lameduck render` inject)."""
+    decision = decide(d, [p], settings, None, no_rollouts, moment=Moment.ADMISSION)
+    assert decision.intent is not None
+    return decision.intent
+
+
+def record_of(d: dict[str, Any]) -> list[Any]:
+    decoded: list[Any] = json.loads(d["metadata"]["annotations"][ADMITTED_ANNOTATION])
+    return decoded
+
+
+def with_record(d: dict[str, Any], record: str) -> dict[str, Any]:
+    out = copy.deepcopy(d)
+    out["metadata"].setdefault("annotations", {})[ADMITTED_ANNOTATION] = record
+    return out
+
+
+def pod(d: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = d["spec"]["template"]["spec"]
+    return spec
+
+
+# --- added_paths ------------------------------------------------------------------------------------
+
+WITH_INIT = deployment(initContainers=[container("migrate")])
+WITH_ANNOTATION = deployment(annotations={"team": "shop"})
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "paths"),
+    [
+        pytest.param(deployment(), deployment(), [], id="unchanged values give nothing"),
+        pytest.param(
+            deployment(),
+            deployment(annotations={"a": "1", "b": "2"}),
+            [("metadata", "annotations", "a"), ("metadata", "annotations", "b")],
+            id="a new annotations map is recorded by its keys, never whole",
+        ),
+        pytest.param(
+            WITH_ANNOTATION,
+            deployment(annotations={"team": "shop", "a": "1"}),
+            [("metadata", "annotations", "a")],
+            id="a new annotation beside the writer's own is one path",
+        ),
+        pytest.param(
+            deployment(),
+            deployment(terminationGracePeriodSeconds=65),
+            [(*POD, "terminationGracePeriodSeconds")],
+            id="a new scalar is one path",
+        ),
+        pytest.param(
+            deployment(terminationGracePeriodSeconds=30),
+            deployment(terminationGracePeriodSeconds=65),
+            [(*POD, "terminationGracePeriodSeconds")],
+            id="a changed scalar is one path",
+        ),
+        pytest.param(
+            deployment(),
+            deployment(initContainers=[container("lameduck")]),
+            [(*POD, "initContainers")],
+            id="a list the writer did not have is one path",
+        ),
+        pytest.param(
+            WITH_INIT,
+            deployment(initContainers=[container("migrate"), container("lameduck")]),
+            [(*POD, "initContainers", ("name", "lameduck"))],
+            id="a new list item is one path, by its name",
+        ),
+        pytest.param(
+            deployment(),
+            deployment(containers=[container("app", 8080), container("lameduck")]),
+            [(*POD, "containers", ("name", "lameduck"))],
+            id="a classic sidecar is one path among the app containers",
+        ),
+        pytest.param(
+            deployment(),
+            deployment(containers=[container("app", 8080, lifecycle={"preStop": HOLD})]),
+            [(*APP, "lifecycle", "preStop")],
+            id="a new preStop in a container is one path, however deep its handler",
+        ),
+        pytest.param(
+            deployment(containers=[container("app", 8080, lifecycle={"preStop": {"sleep": {"seconds": 5}}})]),
+            deployment(containers=[container("app", 8080, lifecycle={"preStop": {"sleep": {"seconds": 20}}})]),
+            [(*APP, "lifecycle", "preStop")],
+            id="a preStop is replaced whole, not by its changed leaf",
+        ),
+        pytest.param(
+            deployment(containers=[container("app", 8080, lifecycle={"postStart": HOLD})]),
+            deployment(containers=[container("app", 8080, lifecycle={"postStart": HOLD, "preStop": HOLD})]),
+            [(*APP, "lifecycle", "preStop")],
+            id="a lifecycle map the writer has is descended into",
+        ),
+        pytest.param(
+            deployment(containers=[container("app", args=["a"])]),
+            deployment(containers=[container("app", args=["a", "b"])]),
+            [(*APP, "args")],
+            id="a list not keyed by name is one path",
+        ),
+    ],
+)
+def test_added_paths_name_each_leaf_lameduck_set(
+    before: dict[str, Any], after: dict[str, Any], paths: list[FieldPath]
+) -> None:
+    assert added_paths(before, after) == paths
+
+
+def test_added_paths_of_a_real_injection_record_leaves_and_the_sidecar_as_one_item() -> None:
+    d = deployment(annotations={"team": "shop"}, initContainers=[container("migrate")])
+    p = policy()
+    after = injected(d, intent_for(d, p))
+    paths = added_paths(d, after)
+    assert len(paths) == len(set(paths)) == 6
+    assert set(paths) == {
+        ("metadata", "annotations", "lameduck.dev/policy"),
+        ("metadata", "annotations", "lameduck.dev/intent"),
+        RECORD,
+        (*APP, "lifecycle", "preStop"),
+        (*POD, "initContainers", ("name", "lameduck")),
+        (*POD, "terminationGracePeriodSeconds"),
+    }
+
+
+# --- admitted_paths: reading the record -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("not json", id="not JSON"),
+        pytest.param("{", id="truncated JSON"),
+        pytest.param('{"spec": 1}', id="a map, not a list"),
+        pytest.param('"spec"', id="a string"),
+        pytest.param("[[]]", id="an empty path"),
+        pytest.param("[1, null]", id="entries that are not paths"),
+        pytest.param('[["spec", 3]]', id="a step that is a number"),
+        pytest.param('[["spec", ["name"]]]', id="a keyed step without its value"),
+        pytest.param('[["spec", ["name", 1]]]', id="a keyed step whose value is not a string"),
+    ],
+)
+def test_an_unreadable_record_counts_as_no_paths(record: str) -> None:
+    d = with_record(deployment(terminationGracePeriodSeconds=65), record)
+    assert admitted_paths(d) == []
+    assert reverted(d) == deployment(terminationGracePeriodSeconds=65), "only the record itself goes"
+
+
+def test_a_deployment_without_metadata_or_annotations_has_no_paths() -> None:
+    assert admitted_paths({}) == []
+    assert admitted_paths({"metadata": None}) == []
+    assert admitted_paths(deployment()) == []
+
+
+def test_readable_entries_of_a_record_are_kept_beside_unreadable_ones() -> None:
+    d = with_record(deployment(), '[["spec", "minReadySeconds"], [7], ["spec", ["name", "app"], "x"]]')
+    assert admitted_paths(d) == [("spec", "minReadySeconds"), ("spec", ("name", "app"), "x")]
+
+
+# --- strip and reverted -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "paths", "after"),
+    [
+        pytest.param(
+            deployment(containers=[container("app", 8080, lifecycle={"preStop": HOLD})]),
+            [(*APP, "lifecycle", "preStop")],
+            deployment(containers=[container("app", 8080)]),
+            id="a map the removal leaves empty goes (lifecycle: {})",
+        ),
+        pytest.param(
+            deployment(containers=[container("app", 8080, lifecycle={"preStop": HOLD, "postStart": HOLD})]),
+            [(*APP, "lifecycle", "preStop")],
+            deployment(containers=[container("app", 8080, lifecycle={"postStart": HOLD})]),
+            id="a map with the writer's fields stays",
+        ),
+        pytest.param(
+            deployment(annotations={"lameduck.dev/policy": "x"}),
+            [("metadata", "annotations", "lameduck.dev/policy")],
+            deployment(),
+            id="annotations left empty go",
+        ),
+        pytest.param(
+            deployment(initContainers=[container("migrate"), container("lameduck")]),
+            [(*POD, "initContainers", ("name", "lameduck"))],
+            deployment(initContainers=[container("migrate")]),
+            id="a list item goes by name",
+        ),
+        pytest.param(
+            deployment(containers=[container("app", 8080), container("lameduck"), container("worker")]),
+            [(*POD, "containers", ("name", "lameduck"))],
+            deployment(containers=[container("app", 8080), container("worker")]),
+            id="a classic sidecar goes from between app containers",
+        ),
+        pytest.param(
+            deployment(initContainers=[container("lameduck")]),
+            [(*POD, "initContainers")],
+            deployment(),
+            id="a whole list goes",
+        ),
+        pytest.param(
+            deployment(terminationGracePeriodSeconds=65),
+            [
+                ("metadata", "annotations", "absent"),
+                (*POD, "initContainers", ("name", "lameduck")),
+                (*POD, "containers", ("name", "gone"), "lifecycle"),
+                (*POD, "containers", "lifecycle"),
+                (*POD, ("name", "app")),
+                (*POD, "terminationGracePeriodSeconds", "deeper"),
+                ("spec", "replicas"),
+            ],
+            deployment(terminationGracePeriodSeconds=65),
+            id="unknown paths are ignored",
+        ),
+        pytest.param(deployment(), [()], deployment(), id="the empty path removes nothing"),
+    ],
+)
+def test_strip_removes_exactly_the_paths_and_prunes_what_they_leave_empty(
+    before: dict[str, Any], paths: list[FieldPath], after: dict[str, Any]
+) -> None:
+    given = copy.deepcopy(before)
+    assert strip(before, paths) == after
+    assert before == given, "the input is left as it was"
+
+
+def test_reverted_removes_the_recorded_paths_and_the_record() -> None:
+    d = deployment(
+        annotations={"team": "shop", "lameduck.dev/policy": "GracefulPolicy/shop/p"},
+        containers=[container("app", 8080, lifecycle={"preStop": HOLD})],
+        terminationGracePeriodSeconds=65,
+    )
+    record = json.dumps(
+        [
+            ["metadata", "annotations", "lameduck.dev/policy"],
+            ["spec", "template", "spec", "containers", ["name", "app"], "lifecycle", "preStop"],
+            ["metadata", "annotations", ADMITTED_ANNOTATION],
+        ]
+    )
+    assert reverted(with_record(d, record)) == deployment(
+        annotations={"team": "shop"}, terminationGracePeriodSeconds=65
+    ), "what is not recorded stays, even where lameduck could have set it"
+
+
+# --- injected: the round trip -----------------------------------------------------------------------
+
+ROUND_TRIPS = [
+    pytest.param(deployment(), policy(), NATIVE, id="one app container, native sidecar"),
+    pytest.param(deployment(), policy(), CLASSIC, id="classic sidecar"),
+    pytest.param(deployment(), policy(spec=SLEEP), NATIVE, id="Sleep method, no sidecar"),
+    pytest.param(
+        deployment(containers=[container("app", 8080), container("log-shipper")]),
+        policy(spec={"containers": ["app"]}),
+        CLASSIC,
+        id="a named app container beside another, classic sidecar",
+    ),
+    pytest.param(
+        deployment(
+            annotations={"team": "shop"},
+            initContainers=[container("migrate")],
+            containers=[container("app", 8080, lifecycle={"postStart": {"exec": {"command": ["true"]}}})],
+        ),
+        policy(),
+        NATIVE,
+        id="the writer's annotations, init container and lifecycle",
+    ),
+    pytest.param(
+        deployment(containers=[container("app", 8080), container("worker")]),
+        policy(spec={"minReadySeconds": 10, "hold": {"maxHold": "2m"}, "apply": "Immediate"}),
+        NATIVE,
+        id="minReadySeconds and a longer hold, Immediate",
+    ),
+    pytest.param(
+        deployment(terminationGracePeriodSeconds=300),
+        policy(spec=SLEEP),
+        CLASSIC,
+        id="a grace period above the budget is kept",
+    ),
+]
+
+
+@pytest.mark.parametrize(("d", "p", "settings"), ROUND_TRIPS)
+def test_reverting_an_injection_gives_back_the_deployment_as_written(
+    d: dict[str, Any], p: Policy, settings: Settings
+) -> None:
+    intent = intent_for(d, p, settings)
+    after = injected(d, intent)
+    assert reverted(after) == d
+    assert after != d
+    assert injected(after, intent) == after, "injecting the same intent again changes nothing"
+
+
+@pytest.mark.parametrize(("d", "p", "settings"), ROUND_TRIPS)
+def test_an_injection_carries_its_intent_and_records_every_field_it_added(
+    d: dict[str, Any], p: Policy, settings: Settings
+) -> None:
+    after = injected(d, intent_for(d, p, settings))
+    record = [tuple(tuple(s) if isinstance(s, list) else s for s in path) for path in record_of(after)]
+    assert record[-1] == RECORD, "the record names itself, so a revert removes it too"
+    assert sorted(record, key=str) == sorted(added_paths(d, after), key=str)
+    assert admitted_paths(after) == record
+    judged = decide(after, [p], settings, None, no_rollouts)
+    assert judged.verdict.state.value == "Compliant", judged.verdict.message
+
+
+def test_an_older_admitted_sidecar_hold_changed_to_sleep_leaves_no_sidecar_behind() -> None:
+    d = deployment(containers=[container("app", 8080), container("worker")])
+    for settings in (NATIVE, CLASSIC):
+        with_sidecar = injected(d, intent_for(d, policy(), settings))
+        sleep = policy(spec=SLEEP)
+        # decide plans against the Deployment without its admitted fields: the old hold is no conflict.
+        now = injected(with_sidecar, intent_for(with_sidecar, sleep, settings))
+        assert now == injected(d, intent_for(d, sleep, settings)), "as if the sidecar had never been injected"
+        names = [c["name"] for c in [*pod(now)["containers"], *pod(now).get("initContainers", [])]]
+        assert names == ["app", "worker"]
+        assert pod(now)["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 30}}
+        assert reverted(now) == d
+
+
+def test_a_deployment_carrying_the_intent_by_other_means_gets_no_record() -> None:
+    d = deployment()
+    intent = intent_for(d, policy())
+    carried = injected(d, intent)
+    del carried["metadata"]["annotations"][ADMITTED_ANNOTATION]
+    assert injected(carried, intent) == carried, "nothing added, so nothing to record or later remove"
+
+
+def test_a_taken_over_prestop_is_removed_on_revert_not_restored() -> None:
+    foreign = {"exec": {"command": ["sleep", "5"]}}
+    d = deployment(containers=[container("app", 8080, lifecycle={"preStop": foreign})])
+    after = injected(d, intent_for(d, policy(spec={"onConflict": "TakeOver"})))
+    assert pod(after)["containers"][0]["lifecycle"]["preStop"] == HOLD
+    # As with server-side apply: the forced value became lameduck's, and lameduck removes its own.
+    assert reverted(after) == deployment(containers=[container("app", 8080)])
+
+
+def test_a_grace_period_raised_from_the_default_is_removed_on_revert_and_the_default_returns() -> None:
+    d = deployment(terminationGracePeriodSeconds=30)
+    after = injected(d, intent_for(d, policy()))
+    assert pod(after)["terminationGracePeriodSeconds"] == 65
+    # The API server defaults an absent grace period to 30s again: the stored value is as written.
+    assert "terminationGracePeriodSeconds" not in pod(reverted(after))
+
+
+# --- json_patch ----------------------------------------------------------------------------------------
+
+
+def patch_pairs() -> list[Any]:
+    d = deployment(annotations={"team": "shop"}, containers=[container("app", 8080), container("worker")])
+    sidecar = injected(d, intent_for(d, policy()))
+    sleep = injected(sidecar, intent_for(sidecar, policy(spec=SLEEP)))
+    classic = injected(d, intent_for(d, policy(), CLASSIC))
+    return [
+        pytest.param(d, sidecar, id="an injection"),
+        pytest.param(sidecar, reverted(sidecar), id="a revert"),
+        pytest.param(sidecar, sleep, id="a sidecar hold become a sleep"),
+        pytest.param(classic, reverted(classic), id="a classic sidecar's revert"),
+        pytest.param(d, d, id="no change"),
+    ]
+
+
+@pytest.mark.parametrize(("before", "after"), patch_pairs())
+def test_applying_the_json_patch_to_before_gives_after(before: dict[str, Any], after: dict[str, Any]) -> None:
+    given = copy.deepcopy(before)
+    assert jsonpatch.apply_patch(before, json_patch(before, after)) == after
+    assert before == given
+
+
+def versioned(d: dict[str, Any], version: str | None) -> dict[str, Any]:
+    out = copy.deepcopy(d)
+    if version is not None:
+        out["metadata"]["resourceVersion"] = version
+    return out
+
+
+@pytest.mark.parametrize(
+    ("version", "change", "guard", "tested"),
+    [
+        pytest.param("42", True, True, True, id="ops and a version: the version is tested first"),
+        pytest.param("42", False, True, False, id="no ops: no test alone"),
+        pytest.param(None, True, True, False, id="no version: nothing to test"),
+        pytest.param("", True, True, False, id="an empty version: nothing to test"),
+        pytest.param("42", True, False, False, id="without guard: no test"),
+    ],
+)
+def test_the_guard_tests_the_resource_version_only_when_there_are_ops_and_a_version(
+    version: str | None, change: bool, guard: bool, tested: bool
+) -> None:
+    before = versioned(deployment(), version)
+    after = injected(before, intent_for(before, policy())) if change else copy.deepcopy(before)
+    ops = json_patch(before, after, guard=guard)
+    unguarded = json_patch(before, after)
+    if tested:
+        assert ops == [{"op": "test", "path": "/metadata/resourceVersion", "value": version}, *unguarded]
+    else:
+        assert ops == unguarded
+    assert bool(ops) is change
+    assert jsonpatch.apply_patch(before, ops) == after
+
+
+def test_a_guarded_patch_fails_on_a_deployment_changed_since_it_was_read() -> None:
+    before = versioned(deployment(), "42")
+    ops = json_patch(before, injected(before, intent_for(before, policy())), guard=True)
+    with pytest.raises(jsonpatch.JsonPatchTestFailed):
+        jsonpatch.apply_patch(versioned(deployment(), "43"), ops)
