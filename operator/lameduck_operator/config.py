@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,6 +21,13 @@ class OperatorConfig:
     http_port: int
     status_interval_seconds: float
     log_level: str
+    # The admission webhook is served over TLS with the certificate found here; None: not served.
+    webhook_cert_dir: str | None = None
+    webhook_port: int = 9443
+    # Several replicas: only the holder of this Lease (in `namespace`) reconciles.
+    leader_election: bool = False
+    lease_name: str = "lameduck-operator"
+    identity: str = "lameduck-operator"
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -51,6 +60,9 @@ def load_config(env: Mapping[str, str]) -> OperatorConfig:
         image_pull_policy=env.get("LAMEDUCK_SIDECAR_IMAGE_PULL_POLICY", "IfNotPresent"),
         port=_int(env, "LAMEDUCK_SIDECAR_PORT", 9901),
         native=_bool(env, "LAMEDUCK_NATIVE_SIDECAR", True),
+        cpu_request=env.get("LAMEDUCK_SIDECAR_CPU_REQUEST") or SidecarSettings.cpu_request,
+        memory_request=env.get("LAMEDUCK_SIDECAR_MEMORY_REQUEST") or SidecarSettings.memory_request,
+        memory_limit=env.get("LAMEDUCK_SIDECAR_MEMORY_LIMIT") or SidecarSettings.memory_limit,
     )
     if not 1 <= sidecar.port <= 65535:
         raise ConfigError(f"LAMEDUCK_SIDECAR_PORT must be a port number, got {sidecar.port}")
@@ -64,4 +76,10 @@ def load_config(env: Mapping[str, str]) -> OperatorConfig:
         http_port=_int(env, "LAMEDUCK_HTTP_PORT", 8080),
         status_interval_seconds=float(_int(env, "LAMEDUCK_STATUS_INTERVAL_MS", 1000)) / 1000,
         log_level=env.get("LAMEDUCK_LOG_LEVEL", "INFO").upper(),
+        webhook_cert_dir=env.get("LAMEDUCK_WEBHOOK_CERT_DIR") or None,
+        webhook_port=_int(env, "LAMEDUCK_WEBHOOK_PORT", 9443),
+        leader_election=_bool(env, "LAMEDUCK_LEADER_ELECTION", False),
+        lease_name=env.get("LAMEDUCK_LEASE_NAME") or "lameduck-operator",
+        # Unique per process: a restarted pod of the same name is a new candidate.
+        identity=f"{env.get('LAMEDUCK_POD_NAME') or socket.gethostname()}_{os.getpid()}",
     )

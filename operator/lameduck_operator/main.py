@@ -24,10 +24,14 @@ def main() -> int:
     if config.log_level != "DEBUG":
         # kopf logs every handled watch event at INFO; lameduck logs what it does itself.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if config.log_level != "DEBUG":
+        # The leader election library logs every attempt at INFO.
+        logging.getLogger("leaderelection").setLevel(logging.WARNING)
     runtime = Runtime(config)
     registry = build_registry(runtime)
-    asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True))
-    return 0
+    asyncio.run(kopf.operator(registry=registry, clusterwide=True, standalone=True, stop_flag=runtime.stop_flag))
+    # Stopped for a lost Lease: exit non-zero so the pod restarts and campaigns again.
+    return 1 if runtime.lost else 0
 
 
 if __name__ == "__main__":

@@ -41,3 +41,20 @@ class OperatorMetrics:
         self.queue_depth = Gauge(
             "lameduck_queue_depth", "Deployments waiting to be reconciled.", registry=self.registry
         )
+        self.leader = Gauge(
+            "lameduck_leader",
+            "1 while this replica holds the leader Lease and reconciles; 0 while it only serves the webhook.",
+            registry=self.registry,
+        )
+        self.webhook_requests = Counter(
+            "lameduck_webhook_requests_total",
+            "Admission reviews by result (patched, unchanged, conflict, skipped, invalid, error).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_seconds = Histogram(
+            "lameduck_webhook_duration_seconds",
+            "Time to answer one admission review, from the request read to the answer.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
+import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from kubernetes import client
@@ -14,9 +20,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lameduck_operator.config import OperatorConfig
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.k8s.api import KubeApi
+from lameduck_operator.k8s.leadership import start_election
+from lameduck_operator.logic.admission import Admitted, ReviewInvalid, invalid_answer, review
+from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.decision import Decision, Moment, decide
 from lameduck_operator.metrics import OperatorMetrics
 
 log = logging.getLogger("lameduck.operator")
+WEBHOOK_PATH = "/mutate/deployments"
+CERT_RELOAD_SECONDS = 30.0
 
 
 def kube_api_client() -> client.ApiClient:
@@ -36,9 +48,16 @@ class Runtime:
     fleet: Fleet | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: web.AppRunner | None = None
+    webhook: web.AppRunner | None = None
+    # Set to stop the whole operator (kopf's stop flag): when leadership is lost.
+    stop_flag: threading.Event = field(default_factory=threading.Event)
+    leading: bool = False
+    lost: bool = False
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        api = KubeApi(kube_api_client())
+        api_client = kube_api_client()
+        api = KubeApi(api_client)
         fleet = Fleet(self.config.settings, api, self.metrics)
         self.fleet = fleet
         await self._serve_http()
@@ -51,10 +70,19 @@ class Runtime:
         fleet.sidecar_access = await asyncio.to_thread(api.list_sidecar_access)
         fleet.recheck_access(fleet.sidecar_access)
         fleet.synced.set()
-        self.tasks = [
-            asyncio.create_task(fleet.run(), name="lameduck-reconcile"),
-            asyncio.create_task(fleet.publish_forever(self.config.status_interval_seconds), name="lameduck-status"),
-        ]
+        await self._serve_webhook()
+        if self.config.leader_election:
+            loop = asyncio.get_running_loop()
+            start_election(
+                api_client,
+                namespace=self.config.namespace,
+                name=self.config.lease_name,
+                identity=self.config.identity,
+                on_lead=lambda: loop.call_soon_threadsafe(self._lead),
+                on_lost=lambda: loop.call_soon_threadsafe(self._lose),
+            )
+        else:
+            self._lead()
         log.info(
             "lameduck operator started: %d policies, sidecar %s (%s), excluded namespaces %s",
             len(fleet.policies),
@@ -63,15 +91,94 @@ class Runtime:
             ",".join(sorted(self.config.settings.excluded_namespaces)),
         )
 
-    async def stop(self) -> None:
+    def _lead(self) -> None:
+        """Start reconciling: this process holds the Lease (or runs alone)."""
+        if self.fleet is None or self.leading or self.lost:
+            return
+        fleet = self.fleet
+        self.leading = True
+        self.metrics.leader.set(1)
+        self.tasks = [
+            asyncio.create_task(fleet.run(), name="lameduck-reconcile"),
+            asyncio.create_task(fleet.publish_forever(self.config.status_interval_seconds), name="lameduck-status"),
+        ]
+        log.info("leading as %s: reconciling", self.config.identity)
+
+    def _lose(self) -> None:
+        """The Lease may be another's now: stop applying at once, then stop the process, whose
+        restart campaigns afresh with nothing of the old leader's state."""
+        self.lost = True
+        self.leading = False
+        self.metrics.leader.set(0)
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.http is not None:
-            await self.http.cleanup()
+        log.warning("lost the leader Lease %s: stopping", self.config.lease_name)
+        self.stop_flag.set()
+
+    async def stop(self) -> None:
+        for task in [*self.tasks, *self.background]:
+            task.cancel()
+        await asyncio.gather(*self.tasks, *self.background, return_exceptions=True)
+        for runner in (self.webhook, self.http):
+            if runner is not None:
+                await runner.cleanup()
 
     def healthy(self) -> bool:
+        """A follower is healthy while it serves; a leader while its loops run."""
+        if not self.leading:
+            return not self.lost
         return bool(self.tasks) and not any(t.done() for t in self.tasks)
+
+    def judge(self, deployment: Any) -> Decision:
+        """The decision for a Deployment being written, from what this replica has observed."""
+        fleet = self.fleet
+        assert fleet is not None
+        namespace = str((deployment.get("metadata") or {}).get("namespace"))
+        return decide(
+            deployment,
+            fleet.active_policies(),
+            fleet.settings,
+            fleet.namespaces.get(namespace),
+            fleet.in_flight,
+            moment=Moment.ADMISSION,
+        )
+
+    async def _mutate(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            body = await request.json()
+            admitted = review(body, self.judge)
+        except (ValueError, ReviewInvalid) as err:
+            # Not JSON, or no review to answer: say so, never crash (the API server then
+            # admits the write unchanged under failurePolicy Ignore).
+            error = err if isinstance(err, ReviewInvalid) else ReviewInvalid(f"the body is not JSON: {err}")
+            self.metrics.webhook_requests.labels(result="invalid").inc()
+            return web.json_response(invalid_answer(error), status=400)
+        except Exception:
+            # A bug here must not take the process down; the write is admitted unchanged.
+            log.exception("admission review failed")
+            self.metrics.webhook_requests.labels(result="error").inc()
+            return web.json_response(invalid_answer(ReviewInvalid("internal error")), status=500)
+        self.metrics.webhook_requests.labels(result=_result(admitted)).inc()
+        self.metrics.webhook_seconds.observe(time.perf_counter() - started)
+        return web.json_response(admitted.response)
+
+    async def _serve_webhook(self) -> None:
+        cert_dir = self.config.webhook_cert_dir
+        if cert_dir is None:
+            return
+        cert, key = Path(cert_dir) / "tls.crt", Path(cert_dir) / "tls.key"
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_post(WEBHOOK_PATH, self._mutate)
+        self.webhook = web.AppRunner(app, access_log=None)
+        await self.webhook.setup()
+        await web.TCPSite(self.webhook, "0.0.0.0", self.config.webhook_port, ssl_context=context).start()
+        self.background.append(
+            asyncio.create_task(_reload_certificate(context, cert, key), name="lameduck-cert-reload")
+        )
+        log.info("serving the admission webhook on :%d%s", self.config.webhook_port, WEBHOOK_PATH)
 
     async def _serve_http(self) -> None:
         async def metrics(_: web.Request) -> web.Response:
@@ -95,3 +202,31 @@ class Runtime:
         await self.http.setup()
         # All interfaces: kubelet probes and Prometheus reach the pod IP.
         await web.TCPSite(self.http, "0.0.0.0", self.config.http_port).start()
+
+
+def _result(admitted: Admitted) -> str:
+    if admitted.patch:
+        return "patched"
+    if admitted.decision is None:
+        return "skipped"
+    return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"
+
+
+async def _reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """kubelet updates the mounted Secret in place when it is rotated: new handshakes get the new
+    certificate without a restart."""
+
+    def stamp() -> tuple[float, float]:
+        return os.stat(cert).st_mtime, os.stat(key).st_mtime
+
+    seen = stamp()
+    while True:
+        await asyncio.sleep(CERT_RELOAD_SECONDS)
+        try:
+            current = stamp()
+            if current != seen:
+                context.load_cert_chain(cert, key)
+                seen = current
+                log.info("reloaded the webhook certificate")
+        except (OSError, ssl.SSLError) as err:
+            log.warning("could not reload the webhook certificate: %s", err)
