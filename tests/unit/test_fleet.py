@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from lameduck_operator.fleet import Fleet
+from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import Reason, State
+from lameduck_operator.logic.decision import Moment, decide
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef
 from lameduck_operator.settings import Settings
-from tests.unit.builders import container, deployment
+from tests.unit.builders import container, deployment, policy
 from tests.unit.fake_api import FakeApi, policy_body
 
 WEB = PolicyRef("GracefulPolicy", "web", "shop")
@@ -497,3 +499,87 @@ async def test_a_policy_enabling_the_unserved_readiness_gate_is_refused(h: Harne
     assert decision.verdict.state is State.CONFLICT
     assert decision.verdict.reason is Reason.READINESS_GATE_UNSERVED
     assert "lameduck.dev/endpoints-ready" in decision.verdict.message
+
+
+# --- Deployments injected at admission: lameduck keeps to the fields it recorded --------------------
+
+
+def admitted_at_creation(h: Harness, name: str, **spec: Any) -> dict[str, Any]:
+    """The Deployment as written, stored as the webhook patched it under the policy "web": every field
+    attributed to the writer (kubectl), lameduck's recorded in lameduck.dev/admitted."""
+    written = deployment(name)
+    written["spec"]["replicas"] = 1
+    decision = decide(written, [policy("web", "shop", spec)], Settings(), None, lambda _: 0, moment=Moment.ADMISSION)
+    assert decision.intent is not None
+    h.fleet.deployment_seen(h.api.add(injected(written, decision.intent)))
+    return written
+
+
+def writes(h: Harness) -> list[str]:
+    return [c for c in h.api.calls if c.startswith(("apply", "patch"))]
+
+
+async def test_a_deployment_injected_at_admission_is_compliant_and_never_patched(h: Harness) -> None:
+    admitted_at_creation(h, "api")
+    h.policy()
+    await h.settle()
+    await h.settle()
+    assert h.state("api") is State.COMPLIANT
+    assert writes(h) == []
+    assert h.api.deployments[("shop", "api")].generation == 1
+    assert h.api.statuses[WEB]["compliant"] == 1
+
+
+async def test_deleting_the_policy_reverts_an_admitted_deployment_to_exactly_what_was_written(h: Harness) -> None:
+    written = admitted_at_creation(h, "api")
+    h.policy()
+    await h.settle()
+    h.fleet.policy_seen(policy_body("web", "shop", {}, deletionTimestamp=DELETING))
+    await h.settle()
+    stored = h.api.view("shop", "api")
+    assert writes(h) == ["patch shop/api"], "a JSON patch alone: no lameduck managedFields entry to apply away"
+    assert stored["spec"] == written["spec"]
+    assert "annotations" not in stored["metadata"]
+    assert stored["metadata"]["labels"] == written["metadata"]["labels"]
+    assert ("api", "Reverted") in [(n, e.reason) for n, e in h.api.events]
+    assert h.api.finalizers[WEB] is False, "nothing carries the policy any more"
+
+
+async def test_opting_out_reverts_an_admitted_deployment_to_exactly_what_was_written(h: Harness) -> None:
+    written = admitted_at_creation(h, "api")
+    h.policy()
+    await h.settle()
+    skip = {"lameduck.dev/skip": "true"}
+    h.api.edit_base("shop", "api", lambda b: b["metadata"]["annotations"].update(skip))
+    h.observe("api")
+    await h.settle()
+    stored = h.api.view("shop", "api")
+    assert writes(h) == ["patch shop/api"]
+    assert stored["spec"] == written["spec"]
+    assert stored["metadata"]["annotations"] == skip
+    assert h.state("api") is State.SKIPPED
+
+
+async def test_a_hold_method_changed_to_sleep_is_reinjected_by_json_patch_without_the_sidecar(h: Harness) -> None:
+    written = admitted_at_creation(h, "api", apply="Immediate")
+    h.policy(apply="Immediate")
+    await h.settle()
+    assert writes(h) == [], "compliant as admitted"
+    h.fleet.policy_seen(policy_body("web", "shop", {"apply": "Immediate", "hold": {"method": "Sleep"}}, generation=2))
+    await h.settle()
+    assert writes(h) == ["patch shop/api"], "lameduck keeps to its recorded fields: no server-side apply"
+    pod = h.pod("api")
+    assert "initContainers" not in pod
+    assert [c["name"] for c in pod["containers"]] == ["app"]
+    assert pod["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 30}}
+    assert [(n, e.reason) for n, e in h.api.events] == [("api", "Updated")]
+    h.api.complete_rollout("shop", "api")
+    h.observe("api")
+    await h.settle()
+    assert h.state("api") is State.COMPLIANT
+    assert writes(h) == ["patch shop/api"]
+    h.fleet.policy_seen(
+        policy_body("web", "shop", {"apply": "Immediate", "hold": {"method": "Sleep"}}, deletionTimestamp=DELETING)
+    )
+    await h.settle()
+    assert h.api.view("shop", "api")["spec"] == written["spec"], "and reverting the new intent leaves nothing of either"
