@@ -9,7 +9,9 @@ resourceVersion it read.
 
 A path is a list of steps: a field name, or ["name", value] for an item of a list keyed by
 name (containers, initContainers). A path names a leaf lameduck set: a value that was
-absent or different before, or a whole list item lameduck added (its sidecar).
+absent before, or a whole list item lameduck added (its sidecar); a value lameduck replaced
+(the default grace period of 30 s, a preStop taken over) is recorded with what it was,
+{"path": [...], "was": value}, so revert puts it back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
@@ -29,8 +32,37 @@ ADMITTED_ANNOTATION = f"{GROUP}/admitted"
 NAME_KEYED = frozenset({"containers", "initContainers"})
 
 
-def admitted_paths(obj: Mapping[str, Any]) -> list[FieldPath]:
-    """The recorded paths; an unreadable record counts as none (nothing is removed on a guess)."""
+_ABSENT: Any = object()
+
+
+@dataclass(frozen=True)
+class Change:
+    """One leaf lameduck set: added (was is absent) or replaced (was is the value before)."""
+
+    path: FieldPath
+    was: Any = _ABSENT
+
+    @property
+    def replaced(self) -> bool:
+        return self.was is not _ABSENT
+
+
+def _path(raw: Any) -> FieldPath | None:
+    if not isinstance(raw, list) or not raw:
+        return None
+    steps: list[str | tuple[str, str]] = []
+    for step in raw:
+        if isinstance(step, str):
+            steps.append(step)
+        elif isinstance(step, list) and len(step) == 2 and all(isinstance(s, str) for s in step):
+            steps.append((step[0], step[1]))
+        else:
+            return None
+    return tuple(steps)
+
+
+def admitted(obj: Mapping[str, Any]) -> list[Change]:
+    """The recorded changes; an unreadable record counts as none (nothing is removed on a guess)."""
     raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ADMITTED_ANNOTATION)
     if not raw:
         return []
@@ -38,25 +70,53 @@ def admitted_paths(obj: Mapping[str, Any]) -> list[FieldPath]:
         decoded = json.loads(raw)
     except ValueError:
         return []
-    paths: list[FieldPath] = []
+    found: list[Change] = []
     for entry in decoded if isinstance(decoded, list) else []:
-        if not isinstance(entry, list) or not entry:
-            continue
-        steps: list[str | tuple[str, str]] = []
-        for step in entry:
-            if isinstance(step, str):
-                steps.append(step)
-            elif isinstance(step, list) and len(step) == 2 and all(isinstance(s, str) for s in step):
-                steps.append((step[0], step[1]))
-            else:
-                break
+        if isinstance(entry, Mapping) and "was" in entry:
+            path = _path(entry.get("path"))
+            if path is not None:
+                found.append(Change(path, entry["was"]))
         else:
-            paths.append(tuple(steps))
-    return paths
+            path = _path(entry)
+            if path is not None:
+                found.append(Change(path))
+    return found
 
 
-def _encode(paths: Sequence[FieldPath]) -> str:
-    return json.dumps([[s if isinstance(s, str) else list(s) for s in path] for path in paths], separators=(",", ":"))
+def admitted_paths(obj: Mapping[str, Any]) -> list[FieldPath]:
+    return [change.path for change in admitted(obj)]
+
+
+def _steps(path: FieldPath) -> list[Any]:
+    return [s if isinstance(s, str) else list(s) for s in path]
+
+
+def _encode(changes: Sequence[Change]) -> str:
+    entries = [{"path": _steps(c.path), "was": c.was} if c.replaced else _steps(c.path) for c in changes]
+    return json.dumps(entries, separators=(",", ":"))
+
+
+def _at(node: Any, path: FieldPath) -> Any:
+    """The value at path, or _ABSENT."""
+    for step in path:
+        if isinstance(step, tuple):
+            key, value = step
+            items = node if isinstance(node, list) else []
+            node = next((i for i in items if isinstance(i, Mapping) and i.get(key) == value), _ABSENT)
+        else:
+            node = node.get(step, _ABSENT) if isinstance(node, Mapping) else _ABSENT
+        if node is _ABSENT:
+            return _ABSENT
+    return node
+
+
+def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
+    """What turned before into after, leaf by leaf, with the values it replaced."""
+    found = []
+    for path in added_paths(before, after):
+        was = _at(before, path)
+        found.append(Change(path, copy.deepcopy(was)) if was is not _ABSENT and was is not None else Change(path))
+    return found
 
 
 def added_paths(before: Any, after: Any, path: FieldPath = ()) -> list[FieldPath]:
@@ -71,8 +131,9 @@ def added_paths(before: Any, after: Any, path: FieldPath = ()) -> list[FieldPath
         for key, value in after.items():
             found.extend(added_paths(old.get(key), value, (*path, key)))
         return found
-    if isinstance(after, list) and path and path[-1] in NAME_KEYED and isinstance(before, list):
-        by_name = {item.get("name"): item for item in before if isinstance(item, Mapping)}
+    if isinstance(after, list) and path and path[-1] in NAME_KEYED:
+        # Item by item even into a new list: a container added later by its owner is not ours.
+        by_name = {item.get("name"): item for item in before or [] if isinstance(item, Mapping)}
         found = []
         for item in after:
             name = str(item.get("name"))
@@ -83,7 +144,7 @@ def added_paths(before: Any, after: Any, path: FieldPath = ()) -> list[FieldPath
 
 
 def _remove(node: Any, path: FieldPath) -> bool:
-    """Remove the leaf at path; prune maps the removal leaves empty. True if anything went."""
+    """Remove the leaf at path; prune maps and lists the removal leaves empty. True if anything went."""
     if not path or not isinstance(node, dict | list):
         return False
     step, rest = path[0], path[1:]
@@ -105,9 +166,37 @@ def _remove(node: Any, path: FieldPath) -> bool:
         del node[step]
         return True
     removed = _remove(node[step], rest)
-    if removed and node[step] == {}:
+    if removed and node[step] in ({}, []):
+        # The API server stores an empty map or list as none: leave none behind either.
         del node[step]
     return removed
+
+
+def _set(node: Any, path: FieldPath, value: Any) -> None:
+    """Put value at path, making the maps on the way; a missing list item is left missing."""
+    for step in path[:-1]:
+        if isinstance(step, tuple):
+            node = _at(node, (step,))
+            if node is _ABSENT:
+                return
+        elif isinstance(node, dict):
+            node = node.setdefault(step, {})
+        else:
+            return
+    last = path[-1]
+    if isinstance(last, str) and isinstance(node, dict):
+        node[last] = copy.deepcopy(value)
+
+
+def restore(obj: Mapping[str, Any], recorded: Sequence[Change]) -> dict[str, Any]:
+    """A copy of obj as it was before the recorded changes: added leaves removed, replaced ones put back."""
+    out: dict[str, Any] = copy.deepcopy(dict(obj))
+    for change in recorded:
+        if change.replaced:
+            _set(out, change.path, change.was)
+        else:
+            _remove(out, change.path)
+    return out
 
 
 def strip(obj: Mapping[str, Any], paths: Sequence[FieldPath]) -> dict[str, Any]:
@@ -119,8 +208,8 @@ def strip(obj: Mapping[str, Any], paths: Sequence[FieldPath]) -> dict[str, Any]:
 
 
 def reverted(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """obj without what lameduck recorded as admitted, nor the record itself."""
-    return strip(obj, [*admitted_paths(obj), ("metadata", "annotations", ADMITTED_ANNOTATION)])
+    """obj as it was before lameduck's recorded changes, without the record itself."""
+    return strip(restore(obj, admitted(obj)), [("metadata", "annotations", ADMITTED_ANNOTATION)])
 
 
 def injected(obj: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,10 +220,10 @@ def injected(obj: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any
     """
     base = reverted(obj)
     merged = merge(base, intent)
-    paths = added_paths(base, merged)
-    if not paths:
+    found = changes(base, merged)
+    if not found:
         return merged
-    record = [*paths, ("metadata", "annotations", ADMITTED_ANNOTATION)]
+    record = [*found, Change(("metadata", "annotations", ADMITTED_ANNOTATION))]
     annotations = merged.setdefault("metadata", {}).setdefault("annotations", {})
     annotations[ADMITTED_ANNOTATION] = _encode(record)
     return merged

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from lameduck_operator.logic.admitted import admitted_paths, strip
+from lameduck_operator.logic.admitted import admitted, restore
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
 from lameduck_operator.logic.intent import Plan, plan_deployment
 from lameduck_operator.logic.ownership import foreign_view, latest_other_manager, managed_by, owners
@@ -115,8 +115,8 @@ def _applied(deployment: Mapping[str, Any]) -> tuple[bool, str | None]:
 
 def lameduck_view(deployment: Mapping[str, Any]) -> dict[str, Any]:
     """The Deployment as the other managers set it: lameduck's own fields left out, both those it
-    applied (managedFields) and those it recorded as admitted."""
-    return strip(foreign_view(deployment), admitted_paths(deployment))
+    applied (managedFields) and those it recorded as admitted (replaced values put back)."""
+    return restore(foreign_view(deployment), admitted(deployment))
 
 
 def decide(

@@ -22,8 +22,10 @@ def _entries(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [e for e in meta.get("managedFields") or [] if not e.get("subresource")]
 
 
-def managed_by(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> bool:
-    return any(e.get("manager") == manager for e in _entries(obj))
+def managed_by(obj: Mapping[str, Any], manager: str = FIELD_MANAGER, operation: str | None = None) -> bool:
+    return any(
+        e.get("manager") == manager and (operation is None or e.get("operation") == operation) for e in _entries(obj)
+    )
 
 
 def merge_trees(trees: list[FieldsTree]) -> dict[str, Any]:
@@ -146,3 +148,15 @@ def owners(obj: Mapping[str, Any], path: tuple[str | tuple[str, str], ...], mana
         if node is not None:
             found.append(str(entry.get("manager")))
     return sorted(set(found))
+
+
+def managed_fields_before_revert(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> list[dict[str, Any]]:
+    """The managedFields to restore once the fields lameduck wrote by JSON patch are put back.
+
+    Admission changes are attributed to nobody, so the entries as they stood (without
+    lameduck's own Update entries) are the writers' entries as they wrote them; putting a
+    replaced value back would otherwise hand it to lameduck. lameduck's Apply entry stays:
+    server-side apply removes what it owns.
+    """
+    entries = (obj.get("metadata") or {}).get("managedFields") or []
+    return [dict(e) for e in entries if not (e.get("manager") == manager and e.get("operation") == "Update")]
