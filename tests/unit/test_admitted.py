@@ -1,4 +1,4 @@
-"""Fields lameduck writes by JSON patch, recorded in lameduck.dev/admitted: found, recorded, removed exactly."""
+"""Fields lameduck writes by JSON patch, recorded in lameduck.dev/admitted: found, recorded, reverted exactly."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ import pytest
 
 from lameduck_operator.logic.admitted import (
     ADMITTED_ANNOTATION,
+    Change,
     added_paths,
+    admitted,
     admitted_paths,
+    changes,
     injected,
     json_patch,
+    restore,
     reverted,
     strip,
 )
@@ -44,14 +48,15 @@ def intent_for(d: dict[str, Any], p: Policy, settings: Settings = NATIVE) -> dic
     return decision.intent
 
 
-def record_of(d: dict[str, Any]) -> list[Any]:
-    decoded: list[Any] = json.loads(d["metadata"]["annotations"][ADMITTED_ANNOTATION])
-    return decoded
-
-
 def with_record(d: dict[str, Any], record: str) -> dict[str, Any]:
     out = copy.deepcopy(d)
     out["metadata"].setdefault("annotations", {})[ADMITTED_ANNOTATION] = record
+    return out
+
+
+def with_spec(d: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    out = copy.deepcopy(d)
+    out["spec"].update(fields)
     return out
 
 
@@ -97,8 +102,8 @@ WITH_ANNOTATION = deployment(annotations={"team": "shop"})
         pytest.param(
             deployment(),
             deployment(initContainers=[container("lameduck")]),
-            [(*POD, "initContainers")],
-            id="a list the writer did not have is one path",
+            [(*POD, "initContainers", ("name", "lameduck"))],
+            id="a new list is recorded item by item, by name",
         ),
         pytest.param(
             WITH_INIT,
@@ -195,6 +200,25 @@ def test_readable_entries_of_a_record_are_kept_beside_unreadable_ones() -> None:
     assert admitted_paths(d) == [("spec", "minReadySeconds"), ("spec", ("name", "app"), "x")]
 
 
+def test_a_replaced_value_is_read_with_what_it_was() -> None:
+    record = json.dumps(
+        [
+            {"path": ["spec", "template", "spec", "terminationGracePeriodSeconds"], "was": 30},
+            {"path": ["spec", "minReadySeconds"], "was": None},
+            ["spec", "template", "spec", "containers", ["name", "app"], "lifecycle", "preStop"],
+            {"path": ["spec", 1], "was": 30},
+            {"path": ["spec", "paused"]},
+            {"was": 30},
+        ]
+    )
+    assert admitted(with_record(deployment(), record)) == [
+        Change((*POD, "terminationGracePeriodSeconds"), 30),
+        Change(("spec", "minReadySeconds"), None),
+        Change((*APP, "lifecycle", "preStop")),
+    ], "an entry with no readable path, or a map without was, is skipped"
+    assert [c.replaced for c in admitted(with_record(deployment(), record))] == [True, True, False]
+
+
 # --- strip and reverted -----------------------------------------------------------------------------
 
 
@@ -238,6 +262,12 @@ def test_readable_entries_of_a_record_are_kept_beside_unreadable_ones() -> None:
             id="a whole list goes",
         ),
         pytest.param(
+            deployment(initContainers=[container("lameduck")]),
+            [(*POD, "initContainers", ("name", "lameduck"))],
+            deployment(),
+            id="a list its last item leaves empty goes",
+        ),
+        pytest.param(
             deployment(terminationGracePeriodSeconds=65),
             [
                 ("metadata", "annotations", "absent"),
@@ -260,6 +290,69 @@ def test_strip_removes_exactly_the_paths_and_prunes_what_they_leave_empty(
     given = copy.deepcopy(before)
     assert strip(before, paths) == after
     assert before == given, "the input is left as it was"
+
+
+@pytest.mark.parametrize(
+    ("before", "recorded", "after"),
+    [
+        pytest.param(
+            deployment(terminationGracePeriodSeconds=65),
+            [Change((*POD, "terminationGracePeriodSeconds"), 30)],
+            deployment(terminationGracePeriodSeconds=30),
+            id="a replaced value is put back",
+        ),
+        pytest.param(
+            deployment(containers=[container("app", lifecycle={"preStop": HOLD})]),
+            [Change((*APP, "lifecycle", "preStop"), {"exec": {"command": ["sleep", "5"]}})],
+            deployment(containers=[container("app", lifecycle={"preStop": {"exec": {"command": ["sleep", "5"]}}})]),
+            id="a taken-over preStop is put back whole",
+        ),
+        pytest.param(
+            deployment(),
+            [Change(("spec", "minReadySeconds"), 5), Change((*APP, "lifecycle", "preStop"), HOLD)],
+            with_spec(deployment(containers=[container("app", 8080, lifecycle={"preStop": HOLD})]), minReadySeconds=5),
+            id="a value removed since is put back, the maps on its way made again",
+        ),
+        pytest.param(
+            deployment(),
+            [Change((*POD, "containers", ("name", "gone"), "lifecycle"), {"preStop": HOLD})],
+            deployment(),
+            id="a list item that is gone is not made again",
+        ),
+        pytest.param(
+            deployment(terminationGracePeriodSeconds=65, minReadySeconds=10),
+            [Change((*POD, "terminationGracePeriodSeconds"))],
+            deployment(minReadySeconds=10),
+            id="an added value is removed",
+        ),
+    ],
+)
+def test_restore_puts_back_what_the_recorded_changes_replaced_and_removes_what_they_added(
+    before: dict[str, Any], recorded: list[Change], after: dict[str, Any]
+) -> None:
+    given = copy.deepcopy(before)
+    assert restore(before, recorded) == after
+    assert before == given, "the input is left as it was"
+
+
+def test_changes_record_what_each_replaced_value_was() -> None:
+    before = deployment(
+        terminationGracePeriodSeconds=30,
+        containers=[container("app", 8080, lifecycle={"preStop": {"exec": {"command": ["sleep", "5"]}}})],
+    )
+    after = copy.deepcopy(before)
+    pod(after)["terminationGracePeriodSeconds"] = 65
+    pod(after)["containers"][0]["lifecycle"]["preStop"] = HOLD
+    pod(after)["initContainers"] = [container("lameduck")]
+    found = changes(before, after)
+    assert sorted(found, key=str) == sorted(
+        [
+            Change((*POD, "terminationGracePeriodSeconds"), 30),
+            Change((*APP, "lifecycle", "preStop"), {"exec": {"command": ["sleep", "5"]}}),
+            Change((*POD, "initContainers", ("name", "lameduck"))),
+        ],
+        key=str,
+    )
 
 
 def test_reverted_removes_the_recorded_paths_and_the_record() -> None:
@@ -314,6 +407,18 @@ ROUND_TRIPS = [
         CLASSIC,
         id="a grace period above the budget is kept",
     ),
+    pytest.param(
+        deployment(terminationGracePeriodSeconds=30),
+        policy(),
+        NATIVE,
+        id="the default grace period stated, raised",
+    ),
+    pytest.param(
+        deployment(containers=[container("app", 8080, lifecycle={"preStop": {"exec": {"command": ["sleep", "5"]}}})]),
+        policy(spec={"onConflict": "TakeOver"}),
+        NATIVE,
+        id="TakeOver of a foreign preStop",
+    ),
 ]
 
 
@@ -333,10 +438,9 @@ def test_an_injection_carries_its_intent_and_records_every_field_it_added(
     d: dict[str, Any], p: Policy, settings: Settings
 ) -> None:
     after = injected(d, intent_for(d, p, settings))
-    record = [tuple(tuple(s) if isinstance(s, list) else s for s in path) for path in record_of(after)]
+    record = admitted_paths(after)
     assert record[-1] == RECORD, "the record names itself, so a revert removes it too"
     assert sorted(record, key=str) == sorted(added_paths(d, after), key=str)
-    assert admitted_paths(after) == record
     judged = decide(after, [p], settings, None, no_rollouts)
     assert judged.verdict.state.value == "Compliant", judged.verdict.message
 
@@ -363,21 +467,17 @@ def test_a_deployment_carrying_the_intent_by_other_means_gets_no_record() -> Non
     assert injected(carried, intent) == carried, "nothing added, so nothing to record or later remove"
 
 
-def test_a_taken_over_prestop_is_removed_on_revert_not_restored() -> None:
+def test_replaced_values_are_recorded_with_what_they_were_and_put_back_on_revert() -> None:
     foreign = {"exec": {"command": ["sleep", "5"]}}
-    d = deployment(containers=[container("app", 8080, lifecycle={"preStop": foreign})])
+    d = deployment(
+        containers=[container("app", 8080, lifecycle={"preStop": foreign})], terminationGracePeriodSeconds=30
+    )
     after = injected(d, intent_for(d, policy(spec={"onConflict": "TakeOver"})))
     assert pod(after)["containers"][0]["lifecycle"]["preStop"] == HOLD
-    # As with server-side apply: the forced value became lameduck's, and lameduck removes its own.
-    assert reverted(after) == deployment(containers=[container("app", 8080)])
-
-
-def test_a_grace_period_raised_from_the_default_is_removed_on_revert_and_the_default_returns() -> None:
-    d = deployment(terminationGracePeriodSeconds=30)
-    after = injected(d, intent_for(d, policy()))
     assert pod(after)["terminationGracePeriodSeconds"] == 65
-    # The API server defaults an absent grace period to 30s again: the stored value is as written.
-    assert "terminationGracePeriodSeconds" not in pod(reverted(after))
+    replaced = {str(c.path[-1]): c.was for c in admitted(after) if c.replaced}
+    assert replaced == {"preStop": foreign, "terminationGracePeriodSeconds": 30}
+    assert reverted(after) == d
 
 
 # --- json_patch ----------------------------------------------------------------------------------------
