@@ -445,18 +445,33 @@ def test_an_injection_carries_its_intent_and_records_every_field_it_added(
     assert judged.verdict.state.value == "Compliant", judged.verdict.message
 
 
-def test_an_older_admitted_sidecar_hold_changed_to_sleep_leaves_no_sidecar_behind() -> None:
-    d = deployment(containers=[container("app", 8080), container("worker")])
-    for settings in (NATIVE, CLASSIC):
-        with_sidecar = injected(d, intent_for(d, policy(), settings))
-        sleep = policy(spec=SLEEP)
-        # decide plans against the Deployment without its admitted fields: the old hold is no conflict.
-        now = injected(with_sidecar, intent_for(with_sidecar, sleep, settings))
-        assert now == injected(d, intent_for(d, sleep, settings)), "as if the sidecar had never been injected"
-        names = [c["name"] for c in [*pod(now)["containers"], *pod(now).get("initContainers", [])]]
-        assert names == ["app", "worker"]
-        assert pod(now)["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 30}}
-        assert reverted(now) == d
+@pytest.mark.parametrize("settings", [NATIVE, CLASSIC], ids=["native sidecar", "classic sidecar"])
+@pytest.mark.parametrize(
+    ("d", "spec"),
+    [
+        pytest.param(deployment(containers=[container("app", 8080), container("worker")]), {}, id="added fields"),
+        pytest.param(
+            deployment(
+                containers=[container("app", 8080, lifecycle={"preStop": {"exec": {"command": ["sleep", "5"]}}})],
+                terminationGracePeriodSeconds=30,
+            ),
+            {"onConflict": "TakeOver"},
+            id="replaced values",
+        ),
+    ],
+)
+def test_an_older_admitted_sidecar_hold_changed_to_sleep_leaves_no_sidecar_behind(
+    d: dict[str, Any], spec: dict[str, Any], settings: Settings
+) -> None:
+    with_sidecar = injected(d, intent_for(d, policy(spec=spec), settings))
+    sleep = policy(spec={**spec, **SLEEP})
+    # decide plans against the Deployment as written (admitted fields undone): the old hold is no conflict.
+    now = injected(with_sidecar, intent_for(with_sidecar, sleep, settings))
+    assert now == injected(d, intent_for(d, sleep, settings)), "as if the sidecar had never been injected"
+    names = [c["name"] for c in [*pod(now)["containers"], *pod(now).get("initContainers", [])]]
+    assert names == [c["name"] for c in pod(d)["containers"]]
+    assert pod(now)["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 30}}
+    assert reverted(now) == d, "what the writer wrote comes back, replaced values too"
 
 
 def test_a_deployment_carrying_the_intent_by_other_means_gets_no_record() -> None:
