@@ -29,7 +29,7 @@ from lameduck_operator.logic.decision import (
     revert_intent,
     rollout_in_progress,
 )
-from lameduck_operator.logic.ownership import changed_managers, managed_by, managed_fields_before_revert
+from lameduck_operator.logic.ownership import changed_managers, managed_by, ownership_restore_patch
 from lameduck_operator.logic.rbac import service_accounts_needing_access
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref, policy_selects
 from lameduck_operator.logic.status import invalid_status, policy_status, summarize
@@ -325,15 +325,9 @@ class Fleet:
                 if admitted_paths(body):
                     stored = await self.api.patch_deployment(ref, json_patch(body, reverted(body), guard=True))
                     # Then the writers' ownership as it was: a second write, changing no value.
-                    entries = managed_fields_before_revert(body)
-                    version = (stored.get("metadata") or {}).get("resourceVersion")
-                    stored = await self.api.patch_deployment(
-                        ref,
-                        [
-                            {"op": "test", "path": "/metadata/resourceVersion", "value": version},
-                            {"op": "replace", "path": "/metadata/managedFields", "value": entries},
-                        ],
-                    )
+                    ownership = ownership_restore_patch(body, stored)
+                    if ownership:
+                        stored = await self.api.patch_deployment(ref, ownership)
                 if managed_by(stored, operation="Apply"):
                     stored = await self.api.apply_deployment(revert_intent(stored), False)
                 self._store(stored)

@@ -1,5 +1,5 @@
 """Fixtures for the e2e suite: a real cluster ($KUBECONFIG, or the local one hack/ brings up),
-the CRDs, the operator running with its own ServiceAccount's RBAC, a namespace per test.
+lameduck installed with its Helm chart (two replicas, the webhook), a namespace per test.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from tests.e2e.support import (
     Kube,
     Operator,
     build_images,
-    start_operator,
-    stop_operator,
+    install_lameduck,
     wait_until,
 )
 
@@ -86,12 +85,21 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def operator(kube: Kube, crds: None, images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    running = start_operator(kube, tmp_path_factory.mktemp("operator"))
+def operator(kube: Kube, crds: None, images: None) -> Iterator[Operator]:
+    running = install_lameduck(kube)
     try:
         yield running
     finally:
-        stop_operator(running)
-        print(f"operator log: {running.log}")
-        problems = [line for line in running.log.read_text().splitlines() if " ERROR " in line or "Traceback" in line]
+        logs = running.logs()
+        # Policies in test namespaces carry lameduck's finalizer: the operator stays until they are gone.
+        wait_until(
+            lambda: (
+                not [n for n in kube.run("get", "ns", "-o", "name").stdout.split() if n.startswith("namespace/e2e-")]
+            ),
+            300,
+            "the test namespaces are gone",
+            2,
+        )
+        running.uninstall()
+        problems = [line for line in logs.splitlines() if " ERROR " in line or "Traceback" in line]
         assert not problems, "operator logged errors:\n" + "\n".join(problems[:20])

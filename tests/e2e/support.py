@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,92 +209,105 @@ class Kube:
         self.run("create", "namespace", name, check=False)
 
 
+RELEASE = "lameduck"
+OPERATOR_NAMESPACE = "lameduck-system"
+CHART = REPO / "charts" / "lameduck"
+OPERATOR_IMAGE = os.environ.get("LAMEDUCK_E2E_OPERATOR_IMAGE", "docker.io/lameduck/operator:dev")
+OPERATOR_SELECTOR = "app.kubernetes.io/name=lameduck"
+LEASE = "lameduck-operator"
+
+
+def helm_binary() -> str:
+    """$LAMEDUCK_HELM, helm on the PATH, or the one the harness builds (hack/build-k8s.sh helm)."""
+    found = os.environ.get("LAMEDUCK_HELM") or shutil.which("helm")
+    if found:
+        return found
+    cache = Path(os.environ.get("LAMEDUCK_CACHE", Path.home() / ".cache" / "lameduck"))
+    versions = (REPO / "hack" / "versions.env").read_text()
+    k8s = next(line.split(":-", 1)[1].split("}", 1)[0] for line in versions.splitlines() if "K8S_VERSION=" in line)
+    return str(cache / "k8s" / f"v{k8s}" / "bin" / "helm")
+
+
+def _image_values(image: str) -> tuple[str, str]:
+    repository, _, tag = image.rpartition(":")
+    return (repository, tag) if repository and "/" not in tag else (image, "latest")
+
+
 @dataclass
 class Operator:
-    port: int
-    log: Path
-    process: subprocess.Popen[bytes]
+    """lameduck as `helm install` put it in the cluster: every replica serves the webhook, the
+    Lease holder reconciles."""
 
-    def metric(self, name: str, labels: str = "") -> float:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
+    kube: Kube
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [helm_binary(), "--kubeconfig", self.kube.kubeconfig, "-n", OPERATOR_NAMESPACE, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args[:2])} failed: {done.stderr.strip()[:1000]}")
+        return done
+
+    def install(self, *values: str) -> None:
+        """helm upgrade --install with the local images; values as --set key=value."""
+        operator_repo, operator_tag = _image_values(OPERATOR_IMAGE)
+        sidecar_repo, sidecar_tag = _image_values(SIDECAR_IMAGE)
+        sets = [
+            f"image.repository={operator_repo}",
+            f"image.tag={operator_tag}",
+            f"sidecar.image.repository={sidecar_repo}",
+            f"sidecar.image.tag={sidecar_tag}",
+            "statusIntervalMs=300",
+            *values,
+        ]
+        args = ["upgrade", "--install", RELEASE, str(CHART), "--create-namespace", "--wait", "--timeout", "240s"]
+        args += ["-f", str(CHART / "ci" / "local-values.yaml")]
+        for value in sets:
+            args += ["--set", value]
+        self.helm(*args)
+        wait_until(self.leader, 60, "a replica holds the leader Lease")
+
+    def uninstall(self) -> None:
+        self.helm("uninstall", RELEASE, "--wait", "--timeout", "180s", check=False)
+
+    def pods(self) -> list[dict[str, Any]]:
+        return self.kube.items("pods", OPERATOR_NAMESPACE, OPERATOR_SELECTOR)
+
+    def leader(self) -> str | None:
+        """The pod holding the Lease (its identity is pod name _ process id), if it is running."""
+        done = self.kube.run(
+            "get", "lease", LEASE, "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}", check=False
+        )
+        holder = done.stdout.strip().rsplit("_", 1)[0]
+        running = {p["metadata"]["name"] for p in self.pods() if p["status"].get("phase") == "Running"}
+        return holder if holder in running else None
+
+    def metrics_text(self, pod: str | None = None) -> str:
+        target = pod or self.leader()
+        assert target, "no operator replica leads"
+        path = f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/{target}:8080/proxy/metrics"
+        return self.kube.run("get", "--raw", path).stdout
+
+    def metric(self, name: str, labels: str = "", pod: str | None = None) -> float:
+        """The sum of a metric's samples (optionally those whose labels contain `labels`), on the leader."""
         total = 0.0
-        for line in text.splitlines():
+        for line in self.metrics_text(pod).splitlines():
             if line.startswith(name + ("{" if labels or "{" in line.split(" ")[0] else " ")) and labels in line:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def ready(self) -> bool:
-        try:
-            return bool(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status == 200)
-        except OSError:
-            return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _service_account_kubeconfig(kube: Kube, path: Path) -> None:
-    """A kubeconfig that authenticates as the operator's ServiceAccount, so its RBAC is what is tested."""
-    token = kube.run("create", "token", "lameduck-operator", "-n", "lameduck-system", "--duration=2h").stdout.strip()
-    view = json.loads(kube.run("config", "view", "--minify", "--raw", "-o", "json").stdout)
-    cluster = view["clusters"][0]["cluster"]
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "e2e", "cluster": cluster}],
-                "users": [{"name": "lameduck-operator", "user": {"token": token}}],
-                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "lameduck-operator"}}],
-                "current-context": "e2e",
-            }
+    def logs(self) -> str:
+        done = self.kube.run(
+            "logs", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR, "--prefix", "--tail=-1", check=False
         )
-    )
+        return done.stdout
 
 
-def _die_with_parent() -> None:
-    """Linux: the operator gets SIGTERM when the test or benchmark process dies, however it dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def start_operator(kube: Kube, workdir: Path, **env_overrides: str) -> Operator:
-    """The operator as a process on this machine, with exactly the RBAC of deploy/rbac.yaml."""
-    kube.run("create", "namespace", "lameduck-system", check=False)
-    kube.run("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
-    sa_config = workdir / "kubeconfig"
-    _service_account_kubeconfig(kube, sa_config)
-    port = _free_port()
-    log = workdir / "operator.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(sa_config),
-        "LAMEDUCK_HTTP_PORT": str(port),
-        "LAMEDUCK_STATUS_INTERVAL_MS": "300",
-        "LAMEDUCK_NAMESPACE": "lameduck-system",
-        "LAMEDUCK_SIDECAR_IMAGE": SIDECAR_IMAGE,
-        **env_overrides,
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lameduck_operator.main"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets the parent-death signal
-        )
-    running = Operator(port, log, process)
-    wait_until(running.ready, 60, "the operator is ready")
+def install_lameduck(kube: Kube, *values: str) -> Operator:
+    running = Operator(kube)
+    running.install(*values)
     return running
-
-
-def stop_operator(running: Operator) -> None:
-    running.process.terminate()
-    try:
-        running.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        running.process.kill()
-        running.process.wait()

@@ -84,6 +84,11 @@ def rendered_by_cli(obj: dict[str, Any], policies: list[Policy]) -> dict[str, An
     return rendered(obj, decide_offline(obj, Inputs(policies=policies, deployments=[obj]), Settings()))
 
 
+def pod_of(obj: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = obj["spec"]["template"]["spec"]
+    return spec
+
+
 def judged(obj: dict[str, Any], policies: list[Policy]) -> Decision:
     """The reconciler's decision once the object is stored."""
     return decide(obj, policies, Settings(), None, lambda _: 0)
@@ -156,11 +161,6 @@ def test_a_create_with_generate_name_is_patched_without_touching_name_or_namespa
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the intent's digest covers metadata.name, which is empty at admission with generateName: "
-    "the reconciler then takes the injected Deployment for an outdated one (logic/decision.intent_digest)",
-)
 def test_a_deployment_created_with_generate_name_is_compliant_once_named() -> None:
     obj = deployment()
     del obj["metadata"]["name"]
@@ -235,12 +235,6 @@ def own_prestop(d: dict[str, Any]) -> None:
     d["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"] = FOREIGN_EXEC
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the record names paths, not the values lameduck set there: a value the writer sets later at a "
-    "recorded path is taken for lameduck's and replaced (a grace period lowered, a preStop replaced "
-    "without a conflict); the record would need lameduck's value to tell them apart",
-)
 @pytest.mark.parametrize(
     ("edit", "state"),
     [
@@ -256,9 +250,12 @@ def test_a_value_the_writer_sets_later_at_a_recorded_path_is_the_writers(
     changed = copy.deepcopy(stored)
     edit(changed)
     admitted = answer_of(request("UPDATE", changed, stored), [ENFORCE])
-    assert patch_of(admitted) == []
     assert admitted.decision is not None
     assert admitted.decision.verdict.state is state
+    after = applied(admitted, changed)
+    assert pod_of(after)["terminationGracePeriodSeconds"] == pod_of(changed)["terminationGracePeriodSeconds"]
+    assert pod_of(after)["containers"][0]["lifecycle"] == pod_of(changed)["containers"][0]["lifecycle"]
+    assert judged(after, [ENFORCE]).verdict.state is state, "and it stays so"
 
 
 # --- writes that pass unchanged ----------------------------------------------------------------------

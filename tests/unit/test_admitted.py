@@ -196,26 +196,30 @@ def test_a_deployment_without_metadata_or_annotations_has_no_paths() -> None:
 
 
 def test_readable_entries_of_a_record_are_kept_beside_unreadable_ones() -> None:
-    d = with_record(deployment(), '[["spec", "minReadySeconds"], [7], ["spec", ["name", "app"], "x"]]')
+    record = json.dumps(
+        [{"path": ["spec", "minReadySeconds"]}, {"path": [7]}, ["spec", "x"], {"path": ["spec", ["name", "app"], "x"]}]
+    )
+    d = with_record(deployment(), record)
     assert admitted_paths(d) == [("spec", "minReadySeconds"), ("spec", ("name", "app"), "x")]
 
 
-def test_a_replaced_value_is_read_with_what_it_was() -> None:
+def test_a_replaced_value_is_read_with_what_it_was_and_the_digest_of_what_was_set() -> None:
     record = json.dumps(
         [
-            {"path": ["spec", "template", "spec", "terminationGracePeriodSeconds"], "was": 30},
+            {"path": ["spec", "template", "spec", "terminationGracePeriodSeconds"], "set": "abc", "was": 30},
             {"path": ["spec", "minReadySeconds"], "was": None},
             ["spec", "template", "spec", "containers", ["name", "app"], "lifecycle", "preStop"],
             {"path": ["spec", 1], "was": 30},
-            {"path": ["spec", "paused"]},
+            {"path": ["spec", "paused"], "set": 7},
+            {"path": ["spec", "paused"], "set": "def"},
             {"was": 30},
         ]
     )
     assert admitted(with_record(deployment(), record)) == [
-        Change((*POD, "terminationGracePeriodSeconds"), 30),
+        Change((*POD, "terminationGracePeriodSeconds"), 30, "abc"),
         Change(("spec", "minReadySeconds"), None),
-        Change((*APP, "lifecycle", "preStop")),
-    ], "an entry with no readable path, or a map without was, is skipped"
+        Change(("spec", "paused"), set="def"),
+    ], "an entry that is not a map with a readable path and a string digest is skipped"
     assert [c.replaced for c in admitted(with_record(deployment(), record))] == [True, True, False]
 
 
@@ -310,8 +314,8 @@ def test_strip_removes_exactly_the_paths_and_prunes_what_they_leave_empty(
         pytest.param(
             deployment(),
             [Change(("spec", "minReadySeconds"), 5), Change((*APP, "lifecycle", "preStop"), HOLD)],
-            with_spec(deployment(containers=[container("app", 8080, lifecycle={"preStop": HOLD})]), minReadySeconds=5),
-            id="a value removed since is put back, the maps on its way made again",
+            deployment(),
+            id="a value removed since is the writer's: it stays removed",
         ),
         pytest.param(
             deployment(),
@@ -344,15 +348,27 @@ def test_changes_record_what_each_replaced_value_was() -> None:
     pod(after)["terminationGracePeriodSeconds"] = 65
     pod(after)["containers"][0]["lifecycle"]["preStop"] = HOLD
     pod(after)["initContainers"] = [container("lameduck")]
-    found = changes(before, after)
+    found = [(c.path, c.was) for c in changes(before, after)]
     assert sorted(found, key=str) == sorted(
         [
-            Change((*POD, "terminationGracePeriodSeconds"), 30),
-            Change((*APP, "lifecycle", "preStop"), {"exec": {"command": ["sleep", "5"]}}),
-            Change((*POD, "initContainers", ("name", "lameduck"))),
+            ((*POD, "terminationGracePeriodSeconds"), 30),
+            ((*APP, "lifecycle", "preStop"), {"exec": {"command": ["sleep", "5"]}}),
+            ((*POD, "initContainers", ("name", "lameduck")), Change(()).was),
         ],
         key=str,
     )
+    assert all(c.set for c in changes(before, after)), "each change carries the digest of the value set"
+
+
+def test_a_value_changed_since_lameduck_set_it_is_not_lameducks() -> None:
+    before = deployment(terminationGracePeriodSeconds=30)
+    after = deployment(terminationGracePeriodSeconds=65)
+    (change,) = changes(before, after)
+    assert change.still_ours(after)
+    raised = deployment(terminationGracePeriodSeconds=90)
+    assert not change.still_ours(raised)
+    assert restore(raised, [change]) == raised, "the writer's 90 is kept"
+    assert restore(after, [change]) == before
 
 
 def test_reverted_removes_the_recorded_paths_and_the_record() -> None:
@@ -363,9 +379,9 @@ def test_reverted_removes_the_recorded_paths_and_the_record() -> None:
     )
     record = json.dumps(
         [
-            ["metadata", "annotations", "lameduck.dev/policy"],
-            ["spec", "template", "spec", "containers", ["name", "app"], "lifecycle", "preStop"],
-            ["metadata", "annotations", ADMITTED_ANNOTATION],
+            {"path": ["metadata", "annotations", "lameduck.dev/policy"]},
+            {"path": ["spec", "template", "spec", "containers", ["name", "app"], "lifecycle", "preStop"]},
+            {"path": ["metadata", "annotations", ADMITTED_ANNOTATION]},
         ]
     )
     assert reverted(with_record(d, record)) == deployment(

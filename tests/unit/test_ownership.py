@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonpatch
 import pytest
 
 from lameduck_operator.logic.ownership import (
@@ -11,7 +12,9 @@ from lameduck_operator.logic.ownership import (
     foreign_view,
     latest_other_manager,
     managed_by,
+    merge_trees,
     owners,
+    ownership_restore_patch,
     restrict,
 )
 
@@ -244,3 +247,43 @@ def test_changed_managers_are_the_other_managers_that_wrote(
 )
 def test_the_latest_other_manager(entries: list[dict[str, Any]], latest: str | None) -> None:
     assert latest_other_manager(stored(*entries)) == latest
+
+
+# --- ownership_restore_patch -------------------------------------------------------------------------
+
+GRACE_FIELDS: dict[str, Any] = {"f:spec": {"f:template": {"f:spec": {"f:terminationGracePeriodSeconds": {}}}}}
+LABEL_FIELDS: dict[str, Any] = {"f:metadata": {"f:labels": {"f:tier": {}}}}
+STATUS_ENTRY = {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "fieldsV1": {}}
+
+
+def test_the_writers_entries_are_given_back_and_lameducks_update_entry_dropped() -> None:
+    both = merge_trees([LABEL_FIELDS, GRACE_FIELDS])
+    writer_before = {"manager": "kubectl", "operation": "Update", "fieldsV1": both}
+    before = {"metadata": {"managedFields": [writer_before, STATUS_ENTRY]}}
+    stored = {
+        "metadata": {
+            "managedFields": [
+                {"manager": "kubectl", "operation": "Update", "fieldsV1": LABEL_FIELDS},
+                STATUS_ENTRY,
+                {"manager": "lameduck", "operation": "Update", "fieldsV1": GRACE_FIELDS},
+            ]
+        }
+    }
+    patch = ownership_restore_patch(before, stored)
+    assert patch == [
+        {"op": "test", "path": "/metadata/managedFields/0/manager", "value": "kubectl"},
+        {"op": "test", "path": "/metadata/managedFields/2/manager", "value": "lameduck"},
+        {"op": "replace", "path": "/metadata/managedFields/0/fieldsV1", "value": writer_before["fieldsV1"]},
+        {"op": "remove", "path": "/metadata/managedFields/2"},
+    ]
+    restored = jsonpatch.apply_patch(stored, patch)
+    assert restored["metadata"]["managedFields"] == [writer_before, STATUS_ENTRY]
+
+
+def test_nothing_to_give_back_is_no_patch_and_lameducks_apply_entry_stays() -> None:
+    apply_entry = {"manager": "lameduck", "operation": "Apply", "fieldsV1": GRACE_FIELDS}
+    entries = [{"manager": "kubectl", "operation": "Update", "fieldsV1": LABEL_FIELDS}, apply_entry]
+    assert (
+        ownership_restore_patch({"metadata": {"managedFields": entries}}, {"metadata": {"managedFields": entries}})
+        == []
+    )

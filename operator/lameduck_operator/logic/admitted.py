@@ -10,13 +10,16 @@ resourceVersion it read.
 A path is a list of steps: a field name, or ["name", value] for an item of a list keyed by
 name (containers, initContainers). A path names a leaf lameduck set: a value that was
 absent before, or a whole list item lameduck added (its sidecar); a value lameduck replaced
-(the default grace period of 30 s, a preStop taken over) is recorded with what it was,
-{"path": [...], "was": value}, so revert puts it back.
+(the default grace period of 30 s, a preStop taken over) is recorded with what it was, so
+revert puts it back. Each entry also carries a digest of the value lameduck set: a value the
+writer sets there later is the writer's, never taken for lameduck's.
+Entry: {"path": [...], "set": digest} or {"path": [...], "set": digest, "was": value}.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,12 +38,23 @@ NAME_KEYED = frozenset({"containers", "initContainers"})
 _ABSENT: Any = object()
 
 
+def value_digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Change:
     """One leaf lameduck set: added (was is absent) or replaced (was is the value before)."""
 
     path: FieldPath
     was: Any = _ABSENT
+    # Digest of the value lameduck set; empty for the record's own annotation.
+    set: str = ""
+
+    def still_ours(self, obj: Mapping[str, Any]) -> bool:
+        """Whether obj still holds the value lameduck set here."""
+        current = _at(obj, self.path)
+        return current is not _ABSENT and (not self.set or value_digest(current) == self.set)
 
     @property
     def replaced(self) -> bool:
@@ -72,14 +86,12 @@ def admitted(obj: Mapping[str, Any]) -> list[Change]:
         return []
     found: list[Change] = []
     for entry in decoded if isinstance(decoded, list) else []:
-        if isinstance(entry, Mapping) and "was" in entry:
-            path = _path(entry.get("path"))
-            if path is not None:
-                found.append(Change(path, entry["was"]))
-        else:
-            path = _path(entry)
-            if path is not None:
-                found.append(Change(path))
+        if not isinstance(entry, Mapping):
+            continue
+        path = _path(entry.get("path"))
+        digest = entry.get("set", "")
+        if path is not None and isinstance(digest, str):
+            found.append(Change(path, entry.get("was", _ABSENT), digest))
     return found
 
 
@@ -92,7 +104,14 @@ def _steps(path: FieldPath) -> list[Any]:
 
 
 def _encode(changes: Sequence[Change]) -> str:
-    entries = [{"path": _steps(c.path), "was": c.was} if c.replaced else _steps(c.path) for c in changes]
+    entries = []
+    for change in changes:
+        entry: dict[str, Any] = {"path": _steps(change.path)}
+        if change.set:
+            entry["set"] = change.set
+        if change.replaced:
+            entry["was"] = change.was
+        entries.append(entry)
     return json.dumps(entries, separators=(",", ":"))
 
 
@@ -115,7 +134,9 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]
     found = []
     for path in added_paths(before, after):
         was = _at(before, path)
-        found.append(Change(path, copy.deepcopy(was)) if was is not _ABSENT and was is not None else Change(path))
+        digest = value_digest(_at(after, path))
+        replaced = was is not _ABSENT and was is not None
+        found.append(Change(path, copy.deepcopy(was), digest) if replaced else Change(path, set=digest))
     return found
 
 
@@ -189,9 +210,14 @@ def _set(node: Any, path: FieldPath, value: Any) -> None:
 
 
 def restore(obj: Mapping[str, Any], recorded: Sequence[Change]) -> dict[str, Any]:
-    """A copy of obj as it was before the recorded changes: added leaves removed, replaced ones put back."""
+    """A copy of obj as it was before the recorded changes: added leaves removed, replaced ones put back.
+
+    A leaf whose value is no longer the one lameduck set belongs to whoever changed it: kept.
+    """
     out: dict[str, Any] = copy.deepcopy(dict(obj))
     for change in recorded:
+        if not change.still_ours(obj):
+            continue
         if change.replaced:
             _set(out, change.path, change.was)
         else:

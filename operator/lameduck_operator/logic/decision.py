@@ -81,7 +81,10 @@ class Decision:
 
 
 def intent_digest(intent: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(intent, sort_keys=True).encode()).hexdigest()[:16]
+    """What lameduck sets, identity left out: a Deployment created with generateName has no name
+    yet when the webhook computes it."""
+    meta = {k: v for k, v in intent["metadata"].items() if k not in ("name", "namespace")}
+    return hashlib.sha256(json.dumps({**intent, "metadata": meta}, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def with_digest(intent: Mapping[str, Any]) -> dict[str, Any]:

@@ -150,13 +150,34 @@ def owners(obj: Mapping[str, Any], path: tuple[str | tuple[str, str], ...], mana
     return sorted(set(found))
 
 
-def managed_fields_before_revert(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> list[dict[str, Any]]:
-    """The managedFields to restore once the fields lameduck wrote by JSON patch are put back.
+def ownership_restore_patch(
+    before: Mapping[str, Any], stored: Mapping[str, Any], manager: str = FIELD_MANAGER
+) -> list[dict[str, Any]]:
+    """JSON patch operations that give the writers back their managedFields entries as they stood
+    before lameduck put back the values it had replaced, and drop lameduck's Update entry.
 
-    Admission changes are attributed to nobody, so the entries as they stood (without
-    lameduck's own Update entries) are the writers' entries as they wrote them; putting a
-    replaced value back would otherwise hand it to lameduck. lameduck's Apply entry stays:
-    server-side apply removes what it owns.
+    Admission changes are attributed to nobody, so the writers' entries before the revert are
+    their entries as they wrote them; putting a replaced value back hands it to lameduck's
+    Update entry. Only main-resource entries are touched, each guarded by a test of who it is,
+    so a status write in between (the controller's) does not get in the way.
     """
-    entries = (obj.get("metadata") or {}).get("managedFields") or []
-    return [dict(e) for e in entries if not (e.get("manager") == manager and e.get("operation") == "Update")]
+    wanted = {
+        (e.get("manager"), e.get("operation")): e.get("fieldsV1")
+        for e in _entries(before)
+        if e.get("manager") != manager
+    }
+    tests: list[dict[str, Any]] = []
+    replaces: list[dict[str, Any]] = []
+    removals: list[dict[str, Any]] = []
+    for index, entry in enumerate((stored.get("metadata") or {}).get("managedFields") or []):
+        if entry.get("subresource"):
+            continue
+        key = (entry.get("manager"), entry.get("operation"))
+        path = f"/metadata/managedFields/{index}"
+        if key == (manager, "Update"):
+            tests.append({"op": "test", "path": f"{path}/manager", "value": manager})
+            removals.insert(0, {"op": "remove", "path": path})
+        elif key in wanted and entry.get("fieldsV1") != wanted[key]:
+            tests.append({"op": "test", "path": f"{path}/manager", "value": entry.get("manager")})
+            replaces.append({"op": "replace", "path": f"{path}/fieldsV1", "value": wanted[key]})
+    return [*tests, *replaces, *removals] if removals or replaces else []
