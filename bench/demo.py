@@ -1,7 +1,7 @@
 """`make demo`: lameduck against a fixed sleep and no policy, side by side, on a real cluster.
 
 Brings up the local cluster (or uses $KUBECONFIG), builds and loads the images, installs
-lameduck (CRDs, RBAC, the operator), deploys the demo app, restarts it under load once per
+lameduck with its Helm chart, deploys the demo app, restarts it under load once per
 variant, prints the table, writes a chart, and removes everything it installed.
 """
 
@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, build_images
+from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, Operator, build_images, install_lameduck
 
 RESULTS = REPO / "bench" / "results"
 
@@ -24,32 +24,14 @@ def main() -> int:
         print("== bringing up the local cluster (hack/cluster.sh up)", flush=True)
         subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
     kube = Kube(os.environ.get("KUBECONFIG") or LOCAL_KUBECONFIG)
+    operator: Operator | None = None
     try:
         if os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG):
             print("== building and loading the images", flush=True)
             build_images()
-        print("== installing lameduck (CRDs, RBAC, operator)", flush=True)
-        kube.create_namespace("lameduck-system")
+        print("== installing lameduck with its Helm chart (charts/lameduck)", flush=True)
         kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
-        kube.run("apply", "-f", str(REPO / "deploy" / "operator.yaml"))
-        kube.run("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
-        kube.run(
-            "set",
-            "image",
-            "-n",
-            "lameduck-system",
-            "deployment/lameduck-operator",
-            "operator=docker.io/lameduck/operator:dev",
-        )
-        kube.run(
-            "set",
-            "env",
-            "-n",
-            "lameduck-system",
-            "deployment/lameduck-operator",
-            "LAMEDUCK_SIDECAR_IMAGE=docker.io/lameduck/sidecar:dev",
-        )
-        kube.run("rollout", "status", "-n", "lameduck-system", "deployment/lameduck-operator", "--timeout=180s")
+        operator = install_lameduck(kube)
         print(
             "== rolling out the demo app under 200 requests/s: no policy, preStop sleep 5s and 20s, lameduck",
             flush=True,
@@ -82,10 +64,8 @@ def main() -> int:
         # The operator goes last: it removes its finalizer from the demo's policy while the
         # demo namespace is deleted.
         kube.run("delete", "namespace", "lameduck-bench", "--ignore-not-found", "--timeout=180s", check=False)
-        kube.run(
-            "delete", "-f", str(REPO / "deploy" / "operator.yaml"), "--ignore-not-found", "--wait=true", check=False
-        )
-        kube.run("delete", "-f", str(REPO / "deploy" / "rbac.yaml"), "--ignore-not-found", check=False)
+        if operator is not None:
+            operator.uninstall()
         kube.run("delete", "-f", str(REPO / "crds"), "--ignore-not-found", check=False)
         left = [
             what

@@ -15,11 +15,10 @@ import argparse
 import json
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e.support import REPO, Kube, pause_deployment, start_operator, stop_operator, wait_until
+from tests.e2e.support import REPO, Kube, Operator, install_lameduck, pause_deployment, wait_until
 
 
 def kubeconfig() -> str:
@@ -32,10 +31,9 @@ def kubeconfig() -> str:
     ).stdout.strip()
 
 
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(current, peak) resident memory of a process, MiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+def rss_mib(operator: Operator) -> float:
+    """Resident memory of the leading replica, MiB, as it reports it (process_resident_memory_bytes)."""
+    return operator.metric("process_resident_memory_bytes") / 2**20
 
 
 def main() -> int:
@@ -51,8 +49,7 @@ def main() -> int:
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
     namespace = f"bench-converge-{int(time.time())}"
     kube.run("create", "namespace", namespace)
-    workdir = Path(tempfile.mkdtemp(prefix="lameduck-bench-"))
-    operator = start_operator(kube, workdir)
+    operator = install_lameduck(kube)
     try:
         kube.apply(
             *(
@@ -62,7 +59,7 @@ def main() -> int:
             namespace=namespace,
         )
         wait_until(lambda: len(kube.items("deployments", namespace)) == args.deployments, 120, "Deployments exist")
-        _, peak_idle = rss_mib(operator.process.pid)
+        peak_idle = rss_mib(operator)
         started = time.monotonic()
         kube.apply(
             {
@@ -80,7 +77,7 @@ def main() -> int:
         peak = [peak_idle]
 
         def all_compliant() -> bool:
-            peak.append(rss_mib(operator.process.pid)[1])
+            peak.append(rss_mib(operator))
             out = kube.run(
                 "get", "gracefulpolicy", "bench", "-n", namespace, "-o", "jsonpath={.status.compliant}"
             ).stdout
@@ -88,7 +85,7 @@ def main() -> int:
 
         wait_until(all_compliant, 600, f"{args.deployments} Deployments are compliant", interval=0.5)
         elapsed = time.monotonic() - started
-        current, peak_rss = rss_mib(operator.process.pid)
+        current = peak_rss = rss_mib(operator)
         result = {
             "deployments": args.deployments,
             "replicas": args.replicas,
@@ -102,8 +99,9 @@ def main() -> int:
             "applied": operator.metric("lameduck_reconciles_total", 'result="applied"'),
         }
     finally:
-        stop_operator(operator)
-        kube.run("delete", "namespace", namespace, "--wait=false", check=False)
+        # The policy's finalizer needs the operator: the namespace goes first, lameduck after.
+        kube.run("delete", "namespace", namespace, "--timeout=300s", check=False)
+        operator.uninstall()
     print(
         f"{'Deployments':>12} {'replicas':>8} {'limit':>6} {'to compliant':>13} {'RSS before':>11} "
         f"{'peak RSS':>9} {'reconciles':>10} {'applies':>8}"

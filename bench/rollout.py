@@ -21,7 +21,6 @@ import json
 import shutil
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -34,7 +33,7 @@ from matplotlib.figure import Figure
 
 from bench.loadgen import LoadGenerator, under_load
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import REPO, Kube, Operator, start_operator, stop_operator, wait_until
+from tests.e2e.support import REPO, Kube, Operator, install_lameduck, wait_until
 
 NAMESPACE = "lameduck-bench"
 APP = "demo"
@@ -367,13 +366,9 @@ def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
     kube.create_namespace(NAMESPACE)
     operator: Operator | None = None
-    if args.operator == "process":
-        operator = start_operator(
-            kube,
-            Path(tempfile.mkdtemp(prefix="lameduck-rollout-")),
-            LAMEDUCK_SIDECAR_IMAGE=args.sidecar_image,
-            LAMEDUCK_SIDECAR_IMAGE_PULL_POLICY="Never",
-        )
+    if args.operator == "helm":
+        repository, _, tag = args.sidecar_image.rpartition(":")
+        operator = install_lameduck(kube, f"sidecar.image.repository={repository}", f"sidecar.image.tag={tag}")
     api = client.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
     report: dict[str, Any] = {"rate": args.rate, "runs": {}, "summary": []}
     try:
@@ -413,7 +408,7 @@ def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
             "delete", "gracefulpolicy", "bench", "-n", NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False
         )
         if operator is not None:
-            stop_operator(operator)
+            operator.uninstall()
         kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
     return report
 
@@ -434,9 +429,9 @@ def main() -> int:
     parser.add_argument("--kubeconfig", help="required unless --report")
     parser.add_argument(
         "--operator",
-        choices=("process", "installed"),
-        default="process",
-        help="run the operator as a process here, or use the one installed in the cluster",
+        choices=("helm", "installed"),
+        default="helm",
+        help="install lameduck with its Helm chart (and uninstall it after), or use the one installed",
     )
     parser.add_argument("--report", metavar="JSON", help="only print the table and chart of an earlier run's results")
     args = parser.parse_args()

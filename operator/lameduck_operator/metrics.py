@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class OperatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_resident_memory_bytes, process_cpu_seconds_total: what fleet-scale runs watch.
+        ProcessCollector(registry=self.registry)
         self.reconciles = Counter(
             "lameduck_reconciles_total",
             "Deployment reconciles by result (applied, reverted, unchanged, waiting, conflict, error).",
