@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv helm lint types contracts unit test-unit e2e test bench-operator bench-rollout demo crds cluster-up cluster-down cluster-status clean
+.PHONY: help venv helm lint types contracts unit test-unit e2e test bench-operator bench-rollout bench-webhook demo crds cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
@@ -72,6 +72,13 @@ bench-rollout: $(STAMP)
 	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow; else \
 		bash hack/cluster.sh up && $(BIN)/python -c "from tests.e2e.support import build_images; build_images()" && \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
+
+# What the admission webhook adds to a Deployment write: 200 template updates from 16 threads,
+# half through the webhook, half opted out; client, operator and API server figures.
+bench-webhook: $(STAMP)
+	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.webhook_latency --kubeconfig "$$KUBECONFIG"; else \
+		bash hack/cluster.sh up && $(BIN)/python -c "from tests.e2e.support import build_images; build_images()" && \
+		$(BIN)/python -m bench.webhook_latency --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
 
 # Brings up the local cluster (or uses $$KUBECONFIG), installs lameduck, and rolls the demo
 # app under load with no policy, fixed sleeps and lameduck; prints the table, writes a chart.
