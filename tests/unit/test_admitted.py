@@ -12,6 +12,7 @@ import pytest
 from lameduck_operator.logic.admitted import (
     ADMITTED_ANNOTATION,
     Change,
+    _at,
     added_paths,
     admitted,
     admitted_paths,
@@ -203,23 +204,22 @@ def test_readable_entries_of_a_record_are_kept_beside_unreadable_ones() -> None:
     assert admitted_paths(d) == [("spec", "minReadySeconds"), ("spec", ("name", "app"), "x")]
 
 
-def test_a_replaced_value_is_read_with_what_it_was_and_the_digest_of_what_was_set() -> None:
+def test_a_replaced_value_is_read_with_what_it_was_and_what_was_set() -> None:
     record = json.dumps(
         [
             {"path": ["spec", "template", "spec", "terminationGracePeriodSeconds"], "set": "abc", "was": 30},
             {"path": ["spec", "minReadySeconds"], "was": None},
             ["spec", "template", "spec", "containers", ["name", "app"], "lifecycle", "preStop"],
             {"path": ["spec", 1], "was": 30},
-            {"path": ["spec", "paused"], "set": 7},
-            {"path": ["spec", "paused"], "set": "def"},
+            {"path": ["spec", "paused"], "set": True},
             {"was": 30},
         ]
     )
     assert admitted(with_record(deployment(), record)) == [
         Change((*POD, "terminationGracePeriodSeconds"), 30, "abc"),
         Change(("spec", "minReadySeconds"), None),
-        Change(("spec", "paused"), set="def"),
-    ], "an entry that is not a map with a readable path and a string digest is skipped"
+        Change(("spec", "paused"), set=True),
+    ], "an entry that is not a map with a readable path is skipped"
     assert [c.replaced for c in admitted(with_record(deployment(), record))] == [True, True, False]
 
 
@@ -357,7 +357,7 @@ def test_changes_record_what_each_replaced_value_was() -> None:
         ],
         key=str,
     )
-    assert all(c.set for c in changes(before, after)), "each change carries the digest of the value set"
+    assert [c.set for c in changes(before, after)] == [_at(after, c.path) for c in changes(before, after)]
 
 
 def test_a_value_changed_since_lameduck_set_it_is_not_lameducks() -> None:
@@ -369,6 +369,18 @@ def test_a_value_changed_since_lameduck_set_it_is_not_lameducks() -> None:
     assert not change.still_ours(raised)
     assert restore(raised, [change]) == raised, "the writer's 90 is kept"
     assert restore(after, [change]) == before
+    defaulted = copy.deepcopy(after)
+    assert change.still_ours(defaulted)
+
+
+def test_server_defaults_added_inside_lameducks_value_keep_it_lameducks() -> None:
+    before = deployment()
+    after = deployment(initContainers=[container("lameduck", 9901)])
+    (change,) = changes(before, after)
+    stored = copy.deepcopy(after)
+    stored["spec"]["template"]["spec"]["initContainers"][0]["terminationMessagePath"] = "/dev/termination-log"
+    assert change.still_ours(stored)
+    assert restore(stored, [change]) == before
 
 
 def test_reverted_removes_the_recorded_paths_and_the_record() -> None:

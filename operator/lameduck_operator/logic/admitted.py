@@ -11,15 +11,15 @@ A path is a list of steps: a field name, or ["name", value] for an item of a lis
 name (containers, initContainers). A path names a leaf lameduck set: a value that was
 absent before, or a whole list item lameduck added (its sidecar); a value lameduck replaced
 (the default grace period of 30 s, a preStop taken over) is recorded with what it was, so
-revert puts it back. Each entry also carries a digest of the value lameduck set: a value the
-writer sets there later is the writer's, never taken for lameduck's.
-Entry: {"path": [...], "set": digest} or {"path": [...], "set": digest, "was": value}.
+revert puts it back. Each entry also carries the value lameduck set: a value the writer sets
+there later is the writer's, never taken for lameduck's (the API server's defaults added
+inside lameduck's value, such as a container's terminationMessagePath, do not count).
+Entry: {"path": [...], "set": value} or {"path": [...], "set": value, "was": value}.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ from typing import Any
 import jsonpatch
 
 from lameduck_operator.logic.intent import FieldPath
-from lameduck_operator.logic.merge import REPLACED_WHOLE, merge
+from lameduck_operator.logic.merge import REPLACED_WHOLE, is_subset, merge
 from lameduck_operator.model import GROUP
 
 ADMITTED_ANNOTATION = f"{GROUP}/admitted"
@@ -38,27 +38,31 @@ NAME_KEYED = frozenset({"containers", "initContainers"})
 _ABSENT: Any = object()
 
 
-def value_digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
-
-
 @dataclass(frozen=True)
 class Change:
     """One leaf lameduck set: added (was is absent) or replaced (was is the value before)."""
 
     path: FieldPath
     was: Any = _ABSENT
-    # Digest of the value lameduck set; empty for the record's own annotation.
-    set: str = ""
+    # The value lameduck set; absent for the record's own annotation.
+    set: Any = _ABSENT
 
     def still_ours(self, obj: Mapping[str, Any]) -> bool:
-        """Whether obj still holds the value lameduck set here."""
+        """Whether obj still holds the value lameduck set here (server defaults added inside it aside)."""
         current = _at(obj, self.path)
-        return current is not _ABSENT and (not self.set or value_digest(current) == self.set)
+        if current is _ABSENT:
+            return False
+        return self.set is _ABSENT or is_subset(self.set, current, _key(self.path))
 
     @property
     def replaced(self) -> bool:
         return self.was is not _ABSENT
+
+
+def _key(path: FieldPath) -> str | None:
+    """The field name the value at path sits under, for the subset test's list and preStop rules."""
+    last = path[-1] if path else None
+    return last if isinstance(last, str) else None
 
 
 def _path(raw: Any) -> FieldPath | None:
@@ -89,9 +93,8 @@ def admitted(obj: Mapping[str, Any]) -> list[Change]:
         if not isinstance(entry, Mapping):
             continue
         path = _path(entry.get("path"))
-        digest = entry.get("set", "")
-        if path is not None and isinstance(digest, str):
-            found.append(Change(path, entry.get("was", _ABSENT), digest))
+        if path is not None:
+            found.append(Change(path, entry.get("was", _ABSENT), entry.get("set", _ABSENT)))
     return found
 
 
@@ -107,7 +110,7 @@ def _encode(changes: Sequence[Change]) -> str:
     entries = []
     for change in changes:
         entry: dict[str, Any] = {"path": _steps(change.path)}
-        if change.set:
+        if change.set is not _ABSENT:
             entry["set"] = change.set
         if change.replaced:
             entry["was"] = change.was
@@ -134,9 +137,9 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]
     found = []
     for path in added_paths(before, after):
         was = _at(before, path)
-        digest = value_digest(_at(after, path))
+        value = copy.deepcopy(_at(after, path))
         replaced = was is not _ABSENT and was is not None
-        found.append(Change(path, copy.deepcopy(was), digest) if replaced else Change(path, set=digest))
+        found.append(Change(path, copy.deepcopy(was), value) if replaced else Change(path, set=value))
     return found
 
 
