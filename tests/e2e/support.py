@@ -283,8 +283,17 @@ class Operator:
             "get", "lease", LEASE, "-n", OPERATOR_NAMESPACE, "-o", "jsonpath={.spec.holderIdentity}", check=False
         )
         holder = done.stdout.strip().rsplit("_", 1)[0]
-        running = {p["metadata"]["name"] for p in self.pods() if p["status"].get("phase") == "Running"}
-        return holder if holder in running else None
+        return holder if holder in self.serving() else None
+
+    def serving(self) -> set[str]:
+        """Pods running, ready and not being deleted (one on its way out may still hold the Lease)."""
+        return {
+            p["metadata"]["name"]
+            for p in self.pods()
+            if p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+        }
 
     def metrics_text(self, pod: str | None = None) -> str:
         target = pod or self.leader()

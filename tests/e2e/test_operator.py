@@ -81,7 +81,8 @@ def test_audit_reports_and_changes_nothing(kube: Kube, operator: Operator, names
     )
     assert (found["pending"], found["compliant"]) == (1, 0)
     assert found["nonCompliant"][0]["name"] == "web"
-    assert "lacks the lameduck preStop hold" in found["nonCompliant"][0]["reason"]
+    assert found["nonCompliant"][0]["reason"] == "Outdated"
+    assert "lacks the lameduck preStop hold" in found["nonCompliant"][0]["message"]
     after = kube.get("deployment", "web", namespace)
     assert after["metadata"]["generation"] == before["metadata"]["generation"]
     assert not any(e["manager"] == "lameduck" for e in after["metadata"]["managedFields"])
@@ -123,15 +124,18 @@ def test_opt_out_annotation_reverts(kube: Kube, operator: Operator, namespace: s
     assert found["matched"] == 0
 
 
-def test_drift_is_restored_with_an_event(kube: Kube, operator: Operator, namespace: str) -> None:
+def test_a_write_that_drops_the_hold_gets_it_back_at_admission_with_no_new_rollout(
+    kube: Kube, operator: Operator, namespace: str
+) -> None:
     kube.apply(workload("web"), namespace=namespace)
     kube.apply(policy("web", namespace, apply="Immediate"))
     wait_until(lambda: has_hold(kube, namespace, "web"), 30, "web gets the hold")
-    # A tool that replaces the whole object (as some GitOps tools do) drops lameduck's fields.
+    wait_until(lambda: not rollout_in_progress(kube.get("deployment", "web", namespace)), 60, "web has rolled out")
+    sets_before = replica_sets(kube, namespace, "web")
 
+    # A tool that replaces the whole object (as some GitOps tools do) drops lameduck's fields.
     def replace_without_hold() -> bool:
-        """Read, drop the hold, replace; a conflict (the rollout changed the object in
-        between) fails the replace, and it is tried again."""
+        """Read, drop the hold, replace; a conflict fails the replace, and it is tried again."""
         stored = kube.get("deployment", "web", namespace)
         del stored["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
         del stored["metadata"]["managedFields"]
@@ -139,11 +143,27 @@ def test_drift_is_restored_with_an_event(kube: Kube, operator: Operator, namespa
         return True
 
     wait_until(replace_without_hold, 30, "the Deployment is replaced without the hold")
-    wait_until(lambda: has_hold(kube, namespace, "web"), 30, "the hold is restored")
+    after = kube.get("deployment", "web", namespace)
+    assert after["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"] == HOLD
+    # (The generation still counts the write: the API server bumps it before admission runs.)
+    assert replica_sets(kube, namespace, "web") == sets_before, "admitted with the hold: no new ReplicaSet"
+
+
+def test_drift_is_restored_with_an_event(kube: Kube, operator: Operator, namespace: str) -> None:
+    kube.apply(workload("web"), namespace=namespace)
+    kube.apply(policy("web", namespace, apply="Immediate", minReadySeconds=2))
+    wait_until(lambda: kube.get("deployment", "web", namespace)["spec"].get("minReadySeconds") == 2, 30, "applied")
+    # minReadySeconds is outside the pod template: a write to it alone never reaches the webhook.
+    # Removed, as a tool that replaces the object without it does (a lower value set by someone
+    # else would be theirs, and a conflict).
+    remove = '[{"op": "remove", "path": "/spec/minReadySeconds"}]'
+    kube.run("patch", "deployment", "web", "-n", namespace, "--type=json", "-p", remove)
     drift = wait_until(lambda: events(kube, namespace, "DriftRestored"), 30, "a DriftRestored event")
+    assert kube.get("deployment", "web", namespace)["spec"]["minReadySeconds"] == 2
     assert drift[0]["type"] == "Warning"
     assert drift[0]["message"] == (
-        'kubectl-replace changed lameduck\'s fields (container "app" lacks the lameduck preStop hold); restored'
+        "a client that left no managedFields entry changed lameduck's fields "
+        "(minReadySeconds is unset, the policy needs 2); restored"
     )
 
 
@@ -185,7 +205,8 @@ def test_existing_prestop_is_reported_as_a_conflict_naming_its_manager(
     found = wait_until(
         lambda: (s := status(kube, namespace, "web")).get("conflicting") == 1 and s, 30, "the conflict is reported"
     )
-    assert found["nonCompliant"][0]["reason"] == (
+    assert found["nonCompliant"][0]["reason"] == "ConflictingFields"
+    assert found["nonCompliant"][0]["message"] == (
         'container "app" already has a preStop hook (sleep), set by kubectl-client-side-apply'
     )
     assert condition(found, "Conflict")["reason"] == "DeploymentConflicts"
