@@ -147,8 +147,8 @@ def every_replica_injects(kube: Kube, namespace: str, manifest: dict[str, Any]) 
 
 
 def operator_buckets(operator: Operator) -> dict[str, Buckets]:
-    """Each running operator pod's webhook histogram."""
-    pods = [p["metadata"]["name"] for p in operator.pods() if p["status"].get("phase") == "Running"]
+    """Each serving operator pod's webhook histogram."""
+    pods = sorted(operator.serving())
     assert pods, "no operator pod is running"
     return {pod: histogram_buckets(operator.metrics_text(pod=pod), OPERATOR_HISTOGRAM) for pod in pods}
 
