@@ -45,7 +45,7 @@ unit: $(STAMP) helm
 test-unit: lint types contracts unit
 
 # With $$KUBECONFIG set the suite runs on that cluster (kind, a test cluster) and leaves it up.
-e2e: $(STAMP)
+e2e: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then \
 		$(BIN)/pytest tests/e2e -m e2e -q $(PYTEST_ARGS); \
 	else \
@@ -63,26 +63,26 @@ test: test-unit
 	fi
 
 # Time for one policy to bring 100 Deployments to compliant, and the operator's memory.
-bench-operator: $(STAMP)
+bench-operator: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.operator_converge; else \
 		bash hack/cluster.sh up && KUBECONFIG="$$(bash hack/cluster.sh kubeconfig)" $(BIN)/python -m bench.operator_converge; fi
 
 # The side-by-side rollout benchmark: 4 variants x 2 kube-proxy conditions x 3 runs.
-bench-rollout: $(STAMP)
+bench-rollout: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow; else \
 		bash hack/cluster.sh up && $(BIN)/python -c "from tests.e2e.support import build_images; build_images()" && \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
 
 # What the admission webhook adds to a Deployment write: 200 template updates from 16 threads,
 # half through the webhook, half opted out; client, operator and API server figures.
-bench-webhook: $(STAMP)
+bench-webhook: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.webhook_latency --kubeconfig "$$KUBECONFIG"; else \
 		bash hack/cluster.sh up && $(BIN)/python -c "from tests.e2e.support import build_images; build_images()" && \
 		$(BIN)/python -m bench.webhook_latency --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
 
 # Brings up the local cluster (or uses $$KUBECONFIG), installs lameduck, and rolls the demo
 # app under load with no policy, fixed sleeps and lameduck; prints the table, writes a chart.
-demo: $(STAMP)
+demo: $(STAMP) helm
 	$(BIN)/python -m bench.demo
 
 cluster-up:
