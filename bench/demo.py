@@ -66,6 +66,8 @@ def main() -> int:
         kube.run("delete", "namespace", "lameduck-bench", "--ignore-not-found", "--timeout=180s", check=False)
         if operator is not None:
             operator.uninstall()
+            # helm uninstall leaves the namespace `helm install --create-namespace` made.
+            kube.run("delete", "namespace", "lameduck-system", "--ignore-not-found", "--timeout=120s", check=False)
         kube.run("delete", "-f", str(REPO / "crds"), "--ignore-not-found", check=False)
         left = [
             what
