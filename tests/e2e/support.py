@@ -224,7 +224,8 @@ def helm_binary() -> str:
         return found
     cache = Path(os.environ.get("LAMEDUCK_CACHE", Path.home() / ".cache" / "lameduck"))
     versions = (REPO / "hack" / "versions.env").read_text()
-    k8s = next(line.split(":-", 1)[1].split("}", 1)[0] for line in versions.splitlines() if line.startswith("K8S_VERSION="))
+    pinned = next(line for line in versions.splitlines() if line.startswith("K8S_VERSION="))
+    k8s = pinned.split(":-", 1)[1].split("}", 1)[0]
     return str(cache / "k8s" / f"v{k8s}" / "bin" / "helm")
 
 
