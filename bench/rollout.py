@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 from bench.loadgen import LoadGenerator, under_load
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import REPO, Kube, Operator, install_lameduck, wait_until
+from tests.e2e.support import REPO, Kube, Operator, image_values, install_lameduck, wait_until
 
 NAMESPACE = "lameduck-bench"
 APP = "demo"
@@ -367,7 +367,7 @@ def run_bench(args: argparse.Namespace, kube: Kube) -> dict[str, Any]:
     kube.create_namespace(NAMESPACE)
     operator: Operator | None = None
     if args.operator == "helm":
-        repository, _, tag = args.sidecar_image.rpartition(":")
+        repository, tag = image_values(args.sidecar_image)
         operator = install_lameduck(kube, f"sidecar.image.repository={repository}", f"sidecar.image.tag={tag}")
     api = client.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
     report: dict[str, Any] = {"rate": args.rate, "runs": {}, "summary": []}

@@ -40,7 +40,16 @@ from typing import Any, cast
 import urllib3
 from kubernetes import client, config
 
-from tests.e2e.support import REPO, Kube, Operator, install_lameduck, pause_deployment, wait_until
+from tests.e2e.support import (
+    REPO,
+    Kube,
+    Operator,
+    carries_lameduck,
+    every_replica_injects,
+    install_lameduck,
+    pause_deployment,
+    wait_until,
+)
 
 WEBHOOK = "webhook"
 BASELINE = "no webhook"
@@ -124,26 +133,6 @@ def client_summary(ms: list[float]) -> dict[str, float]:
         "min_ms": round(min(ms), 2),
         "max_ms": round(max(ms), 2),
     }
-
-
-def carries_lameduck(deployment: Mapping[str, Any]) -> bool:
-    spec = deployment["spec"]["template"]["spec"]
-    return any(c["name"] == "lameduck" for c in spec.get("initContainers") or [])
-
-
-def every_replica_injects(kube: Kube, namespace: str, manifest: dict[str, Any]) -> None:
-    """Server-side dry runs of creating `manifest` (each calls the webhook on some replica) come
-    back injected 6 times in a row: every replica has seen the policy."""
-    streak = 0
-
-    def injected_again() -> bool:
-        nonlocal streak
-        manifest_json = json.dumps(manifest)
-        done = kube.run("apply", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-", input=manifest_json)
-        streak = streak + 1 if carries_lameduck(json.loads(done.stdout)) else 0
-        return streak >= 6
-
-    wait_until(injected_again, 60, "dry runs of a selected Deployment come back injected 6 times in a row")
 
 
 def operator_buckets(operator: Operator) -> dict[str, Buckets]:
@@ -246,7 +235,7 @@ def run_bench(args: argparse.Namespace, kube: Kube, operator: Operator, namespac
         f"the policy reports {webhook_count} matched Deployments",
         0.5,
     )
-    every_replica_injects(kube, namespace, pause_deployment("probe", {"bench": "webhook"}, replicas=0))
+    every_replica_injects(kube, namespace, pause_deployment("probe", {"bench": "webhook"}, replicas=0), timeout=60)
 
     apps = apps_api(kube.kubeconfig)
     with ThreadPoolExecutor(WORKERS) as pool:

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -229,7 +229,7 @@ def helm_binary() -> str:
     return str(cache / "k8s" / f"v{k8s}" / "bin" / "helm")
 
 
-def _image_values(image: str) -> tuple[str, str]:
+def image_values(image: str) -> tuple[str, str]:
     repository, _, tag = image.rpartition(":")
     return (repository, tag) if repository and "/" not in tag else (image, "latest")
 
@@ -255,8 +255,8 @@ class Operator:
 
     def install(self, *values: str) -> None:
         """helm upgrade --install with the local images; values as --set key=value."""
-        operator_repo, operator_tag = _image_values(OPERATOR_IMAGE)
-        sidecar_repo, sidecar_tag = _image_values(SIDECAR_IMAGE)
+        operator_repo, operator_tag = image_values(OPERATOR_IMAGE)
+        sidecar_repo, sidecar_tag = image_values(SIDECAR_IMAGE)
         sets = [
             f"image.repository={operator_repo}",
             f"image.tag={operator_tag}",
@@ -321,3 +321,25 @@ def install_lameduck(kube: Kube, *values: str) -> Operator:
     running = Operator(kube)
     running.install(*values)
     return running
+
+
+def carries_lameduck(owner: Mapping[str, Any]) -> bool:
+    """Whether a Deployment's or ReplicaSet's pod template has lameduck's sidecar."""
+    spec = owner["spec"]["template"]["spec"]
+    return any(c["name"] == "lameduck" for c in spec.get("initContainers") or [])
+
+
+def every_replica_injects(kube: Kube, namespace: str, manifest: dict[str, Any], timeout: float = 30) -> None:
+    """Wait until server-side dry runs of creating manifest (each calls the webhook, on any
+    replica) come back injected 6 times in a row: every replica has seen the policy."""
+    streak = 0
+
+    def injected_again() -> bool:
+        nonlocal streak
+        done = kube.run(
+            "apply", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-", input=json.dumps(manifest)
+        )
+        streak = streak + 1 if carries_lameduck(json.loads(done.stdout)) else 0
+        return streak >= 6
+
+    wait_until(injected_again, timeout, "dry runs of the write come back injected 6 times in a row")

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from tests.e2e.support import OPERATOR_NAMESPACE, Kube, Operator, wait_until
+from tests.e2e.support import OPERATOR_NAMESPACE, Kube, Operator, carries_lameduck, every_replica_injects, wait_until
 from tests.e2e.support import pause_deployment as workload
 from tests.e2e.test_operator import events, policy, status
 
@@ -18,10 +18,6 @@ WEBHOOK_TIMEOUT_SECONDS = 3
 
 def replica_sets(kube: Kube, ns: str, name: str) -> list[dict[str, Any]]:
     return kube.items("replicasets", ns, f"app={name}")
-
-
-def carries_lameduck(template_spec: dict[str, Any]) -> bool:
-    return any(c["name"] == "lameduck" for c in template_spec.get("initContainers") or [])
 
 
 def listed_reason(kube: Kube, ns: str, policy_name: str, deployment: str) -> str | None:
@@ -44,20 +40,6 @@ def writers_view(deployment: dict[str, Any]) -> dict[str, Any]:
     return {"template": deployment["spec"]["template"], "annotations": annotations, "managedFields": entries}
 
 
-def every_replica_injects(kube: Kube, ns: str, manifest: dict[str, Any]) -> None:
-    """Wait until server-side dry runs of the write (which call the webhook, on any replica)
-    come back injected several times in a row: every replica has seen the policy."""
-    streak = 0
-
-    def injected_again() -> bool:
-        nonlocal streak
-        done = kube.run("apply", "--dry-run=server", "-o", "json", "-n", ns, "-f", "-", input=json.dumps(manifest))
-        streak = streak + 1 if carries_lameduck(json.loads(done.stdout)["spec"]["template"]["spec"]) else 0
-        return streak >= 6
-
-    wait_until(injected_again, 30, "dry runs of the write come back injected")
-
-
 def restart(kube: Kube, ns: str, name: str) -> None:
     kube.run("rollout", "restart", f"deployment/{name}", "-n", ns)
 
@@ -74,14 +56,14 @@ def test_on_next_rollout_changes_no_replicaset_until_the_template_changes(
         "the policy reports web PendingNextRollout",
     )
     assert len(replica_sets(kube, namespace, "web")) == 1, "the policy alone rolls nothing"
-    assert not carries_lameduck(kube.get("deployment", "web", namespace)["spec"]["template"]["spec"])
+    assert not carries_lameduck(kube.get("deployment", "web", namespace))
 
     restart(kube, namespace, "web")
     wait_until(lambda: status(kube, namespace, "web").get("compliant") == 1, 30, "web is compliant after its rollout")
     sets = replica_sets(kube, namespace, "web")
     assert len(sets) == 2, "exactly one new ReplicaSet"
     newest = max(sets, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]))
-    assert carries_lameduck(newest["spec"]["template"]["spec"])
+    assert carries_lameduck(newest)
     assert newest["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
 
 
@@ -94,7 +76,7 @@ def test_a_deployment_created_under_the_policy_gets_the_hold_from_its_first_repl
     assert "not applied" not in created.stderr
     sets = wait_until(lambda: replica_sets(kube, namespace, "web"), 30, "web has its ReplicaSet")
     assert len(sets) == 1
-    assert carries_lameduck(sets[0]["spec"]["template"]["spec"])
+    assert carries_lameduck(sets[0])
     wait_until(lambda: status(kube, namespace, "web").get("compliant") == 1, 30, "web is reported compliant")
     assert not events(kube, namespace, "Injected"), "injected at admission, not by the reconciler"
 
@@ -109,9 +91,10 @@ def test_a_conflict_is_admitted_unchanged_with_a_warning_to_the_writer(
     created = kube.apply(hooked, namespace=namespace)
     assert "lameduck: GracefulPolicy" in created.stderr
     assert "already has a preStop hook" in created.stderr
-    spec = kube.get("deployment", "web", namespace)["spec"]["template"]["spec"]
+    stored = kube.get("deployment", "web", namespace)
+    spec = stored["spec"]["template"]["spec"]
     assert spec["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 3}}
-    assert not carries_lameduck(spec)
+    assert not carries_lameduck(stored)
 
 
 def test_revert_after_admission_leaves_exactly_the_deployment_that_was_written(
@@ -125,7 +108,7 @@ def test_revert_after_admission_leaves_exactly_the_deployment_that_was_written(
     every_replica_injects(kube, namespace, workload("web", {"tier": "web"}))
     kube.apply(workload("web", {"tier": "web"}), namespace=namespace)
     injected = kube.get("deployment", "web", namespace)
-    assert carries_lameduck(injected["spec"]["template"]["spec"])
+    assert carries_lameduck(injected)
     assert "lameduck.dev/admitted" in injected["metadata"]["annotations"]
 
     kube.run("delete", "gracefulpolicy", "web", "-n", namespace, "--wait=true", "--timeout=60s")
@@ -150,7 +133,7 @@ def test_with_the_operator_scaled_to_zero_writes_are_admitted_unchanged_and_repo
         kube.apply(workload("web", {"tier": "web"}), namespace=namespace)
         admitted_in = time.monotonic() - started
         assert admitted_in < WEBHOOK_TIMEOUT_SECONDS + 2, f"the write waited {admitted_in:.1f}s"
-        assert not carries_lameduck(kube.get("deployment", "web", namespace)["spec"]["template"]["spec"])
+        assert not carries_lameduck(kube.get("deployment", "web", namespace))
     finally:
         kube.run("scale", "deployment/lameduck-operator", "-n", OPERATOR_NAMESPACE, "--replicas=2")
         kube.run("rollout", "status", "deployment/lameduck-operator", "-n", OPERATOR_NAMESPACE, "--timeout=120s")
@@ -195,7 +178,7 @@ def test_helm_upgrade_with_changed_values_keeps_policies_working(
         assert webhook["webhooks"][0]["timeoutSeconds"] == 5
         every_replica_injects(kube, namespace, workload("new", {"tier": "web"}))
         kube.apply(workload("new", {"tier": "web"}), namespace=namespace)
-        assert carries_lameduck(kube.get("deployment", "new", namespace)["spec"]["template"]["spec"])
+        assert carries_lameduck(kube.get("deployment", "new", namespace))
         wait_until(lambda: status(kube, namespace, "web").get("compliant") == 2, 60, "both are compliant")
         assert len(replica_sets(kube, namespace, "old")) == 2, "the upgrade rolled no managed Deployment"
     finally:
