@@ -6,7 +6,12 @@ them), finishes the requests in flight, closes the rest, and exits: everything a
 do right. What still fails during a rollout is the endpoint-propagation race that lameduck
 fixes.
 
-Env: PORT (8080), LATENCY_MS (response latency, 5), CLOSE_NOTICE_SECONDS (1), DRAIN_SECONDS (10).
+With IGNORE_SIGTERM=true it instead logs each SIGTERM and keeps serving as before, never
+closing a connection, until kubelet SIGKILLs it at the end of its grace period: an app that
+does everything wrong, for the tests of how a pod stops.
+
+Env: PORT (8080), LATENCY_MS (response latency, 5), CLOSE_NOTICE_SECONDS (1), DRAIN_SECONDS (10),
+IGNORE_SIGTERM (false).
 """
 
 import asyncio
@@ -50,7 +55,12 @@ async def main() -> None:
     await site.start()
     print(f"{HOSTNAME} listening", flush=True)
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if os.environ.get("IGNORE_SIGTERM", "").lower() == "true":
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGTERM, lambda: print(f"{HOSTNAME} SIGTERM ignored: still serving", flush=True)
+        )
+    else:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     print(f"{HOSTNAME} SIGTERM: no new connections; telling keep-alive clients to close", flush=True)
     await site.stop()
