@@ -31,6 +31,7 @@ IMAGE_INPUTS = {
     "lameduck/sidecar:dev": (REPO, "sidecar/Dockerfile", ("pyproject.toml", "operator", "sidecar")),
     "lameduck/operator:dev": (REPO, "operator/Dockerfile", ("pyproject.toml", "operator", "sidecar")),
     "lameduck/demo-app:dev": (REPO / "examples" / "demo-app", "Dockerfile", (".",)),
+    "lameduck/l7proxy:dev": (REPO / "bench" / "l7proxy", "Dockerfile", (".",)),
 }
 
 
