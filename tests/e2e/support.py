@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from lameduck_operator.logic.decision import rollout_in_progress
+
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 # A tiny image that runs forever; the local harness imports it as the pod sandbox image.
@@ -344,3 +346,88 @@ def every_replica_injects(kube: Kube, namespace: str, manifest: dict[str, Any], 
         return streak >= 6
 
     wait_until(injected_again, timeout, "dry runs of the write come back injected 6 times in a row")
+
+
+def guarded(namespace: str, **spec: Any) -> dict[str, Any]:
+    """A GracefulPolicy `guard` (the defaults, `apply: Immediate`) over Deployments labelled
+    `lameduck: yes`; spec: more of its fields (hold, drainTimeout, ...)."""
+    return {
+        "apiVersion": "lameduck.dev/v1alpha1",
+        "kind": "GracefulPolicy",
+        "metadata": {"name": "guard", "namespace": namespace},
+        "spec": {"apply": "Immediate", "selector": {"matchLabels": {"lameduck": "yes"}}, **spec},
+    }
+
+
+def steady(kube: Kube, namespace: str, name: str = "demo", replicas: int = 3) -> bool:
+    """No rollout in progress, and exactly `replicas` pods, all ready and none being deleted."""
+    pods = kube.items("pods", namespace, f"app={name}")
+    ready = [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and p.get("status", {}).get("containerStatuses")
+        and all(c.get("ready") for c in p["status"]["containerStatuses"])
+    ]
+    return (
+        not rollout_in_progress(kube.get("deployment", name, namespace))
+        and len(pods) == replicas
+        and len(ready) == replicas
+    )
+
+
+def start_guarded_demo(
+    kube: Kube, namespace: str, *, replicas: int = 3, app_env: Mapping[str, str] | None = None, **spec: Any
+) -> None:
+    """The demo app (`replicas`, its container's env plus app_env) behind a ClusterIP Service,
+    under guarded(namespace, **spec); returns once compliant and steady with its sidecars."""
+    deployment, service = demo_app(replicas=replicas)
+    if app_env:
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        container["env"] = [{"name": k, "value": v} for k, v in app_env.items()]
+    kube.apply(deployment, service, namespace=namespace)
+    kube.apply(guarded(namespace, **spec))
+    wait_until(
+        lambda: kube.get("gracefulpolicy", "guard", namespace).get("status", {}).get("compliant") == 1,
+        60,
+        "the demo is compliant",
+    )
+    wait_until(lambda: steady(kube, namespace, replicas=replicas), 180, "the demo runs with its sidecars", 0.5)
+
+
+class SidecarLog:
+    """Follows one pod's sidecar log (`kubectl logs -f`, until the pod is gone) into a file;
+    reads its hold records (one JSON line each, written when the hold ends)."""
+
+    def __init__(self, kube: Kube, namespace: str, pod: str, path: Path) -> None:
+        self.pod = pod
+        self.path = path
+        self.process = subprocess.Popen(
+            [kube.binary, "--kubeconfig", kube.kubeconfig, "logs", "-f", pod, "-c", "lameduck", "-n", namespace],
+            stdout=path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: b'"event": "start"' in path.read_bytes(), 30, f"the sidecar log of {pod} is followed")
+
+    def holds(self) -> list[dict[str, Any]]:
+        """The hold records logged so far (answers at once included)."""
+        lines = self.path.read_text().splitlines()
+        return [json.loads(line) for line in lines if '"event": "hold"' in line]
+
+    def hold(self, index: int = 0, *, last: bool = True, timeout: float = 120) -> dict[str, Any]:
+        """The index-th hold record, waiting for it; last: stop following."""
+        try:
+            record: dict[str, Any] = wait_until(
+                lambda: self.holds()[index] if len(self.holds()) > index else None,
+                timeout,
+                f"the sidecar of {self.pod} logs hold record {index}",
+            )
+            return record
+        finally:
+            if last:
+                self.stop()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
