@@ -34,6 +34,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             return dataclasses.replace(info, server=f"https://{host}:{port}")
         return info or kopf.login_with_kubeconfig(**kwargs)
 
+    def gate_of() -> Any:
+        if runtime.gate is None:
+            raise kopf.TemporaryError("operator not started", delay=1)
+        return runtime.gate
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         # lameduck posts its own Events; kopf would post one per log line.
@@ -61,5 +66,18 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def namespace_event(event: kopf.RawEvent, **_: Any) -> None:
         fleet_of().namespace_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    # The readiness gate lameduck.dev/endpoints-ready: shared watches feed its index.
+    @kopf.on.event("", "v1", "pods", registry=registry)
+    async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+        gate_of().pod_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    @kopf.on.event("", "v1", "services", registry=registry)
+    async def service_event(event: kopf.RawEvent, **_: Any) -> None:
+        gate_of().service_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
+    async def endpoint_slice_event(event: kopf.RawEvent, **_: Any) -> None:
+        gate_of().slice_seen(event["object"], deleted=event["type"] == "DELETED")
 
     return registry

@@ -60,3 +60,10 @@ class OperatorMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=self.registry,
         )
+        self.readiness_writes = Counter(
+            "lameduck_readiness_condition_writes_total",
+            "Writes of the pod condition lameduck.dev/endpoints-ready, by status and reason "
+            "(True EndpointsListed or NoService, False NotListed).",
+            ["status", "reason"],
+            registry=self.registry,
+        )

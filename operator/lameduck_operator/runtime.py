@@ -25,6 +25,7 @@ from lameduck_operator.logic.admission import Admitted, ReviewInvalid, invalid_a
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Decision, Moment, decide
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.readiness_gate import ReadinessGate
 
 log = logging.getLogger("lameduck.operator")
 WEBHOOK_PATH = "/mutate/deployments"
@@ -46,6 +47,7 @@ class Runtime:
     config: OperatorConfig
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     fleet: Fleet | None = None
+    gate: ReadinessGate | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: web.AppRunner | None = None
     webhook: web.AppRunner | None = None
@@ -69,6 +71,14 @@ class Runtime:
             fleet.namespace_seen(namespace)
         fleet.sidecar_access = await asyncio.to_thread(api.list_sidecar_access)
         fleet.recheck_access(fleet.sidecar_access)
+        # Services and their slices are known before any pod is judged, so a pod is never
+        # let through as selected by no Service for want of a Service not listed yet.
+        gate = ReadinessGate(api, self.metrics)
+        for service in await asyncio.to_thread(api.list_services):
+            gate.service_seen(service)
+        for endpoint_slice in await asyncio.to_thread(api.list_endpoint_slices):
+            gate.slice_seen(endpoint_slice)
+        self.gate = gate
         fleet.synced.set()
         await self._serve_webhook()
         if self.config.leader_election:
@@ -93,7 +103,7 @@ class Runtime:
 
     def _lead(self) -> None:
         """Start reconciling: this process holds the Lease (or runs alone)."""
-        if self.fleet is None or self.leading or self.lost:
+        if self.fleet is None or self.gate is None or self.leading or self.lost:
             return
         fleet = self.fleet
         self.leading = True
@@ -101,6 +111,7 @@ class Runtime:
         self.tasks = [
             asyncio.create_task(fleet.run(), name="lameduck-reconcile"),
             asyncio.create_task(fleet.publish_forever(self.config.status_interval_seconds), name="lameduck-status"),
+            asyncio.create_task(self.gate.run(), name="lameduck-readiness-gate"),
         ]
         log.info("leading as %s: reconciling", self.config.identity)
 

@@ -22,14 +22,20 @@ from lameduck_operator.logic.rbac import (
     sidecar_role,
     sidecar_role_binding,
 )
+from lameduck_operator.logic.readiness import PodView
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.model import API_VERSION, GROUP, KIND_CLUSTER, VERSION, PolicyRef
+from lameduck_operator.readiness_gate import WriteResult
 
 APPLY = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"
+STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 TAKEOVER_MANAGER = f"{FIELD_MANAGER}-takeover"
 PLURALS = {"GracefulPolicy": "gracefulpolicies", "ClusterGracefulPolicy": "clustergracefulpolicies"}
 POD_PAGE = 500
+LIST_PAGE = 500
+# A condition write that takes longer than this is retried rather than waited on.
+CONDITION_TIMEOUT_SECONDS = 10
 # Finished pods run nothing: the API server leaves them out (the pure rule skips them too).
 UNFINISHED = ",".join(f"status.phase!={phase}" for phase in FINISHED_PHASES)
 
@@ -66,6 +72,7 @@ class KubeApi:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
         self.instance = socket.gethostname()
 
     # ---- Deployments ----------------------------------------------------------------
@@ -271,3 +278,53 @@ class KubeApi:
 
     async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:
         await asyncio.to_thread(self._post_event, deployment, event)
+
+    # ---- the readiness gate ---------------------------------------------------------------
+
+    def _patch_pod_condition(self, pod: PodView, condition: Mapping[str, Any], guard: bool) -> WriteResult:
+        # The uid (and with guard the resourceVersion) make it a precondition: the API server
+        # answers 409 when the pod of that name is another one, or has changed since.
+        meta: dict[str, str] = {"uid": pod.uid}
+        if guard:
+            meta["resourceVersion"] = pod.resource_version
+        # status.conditions is a list merged by type: only lameduck's condition is written.
+        body = {"metadata": meta, "status": {"conditions": [dict(condition)]}}
+        try:
+            self.core.patch_namespaced_pod_status(
+                pod.name,
+                pod.namespace,
+                body,
+                field_manager=FIELD_MANAGER,
+                _content_type=STRATEGIC_MERGE,
+                _preload_content=False,
+                _request_timeout=CONDITION_TIMEOUT_SECONDS,
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return WriteResult.GONE
+            if err.status == 409:
+                return WriteResult.CONFLICT
+            raise
+        return WriteResult.WRITTEN
+
+    async def patch_pod_condition(self, pod: PodView, condition: Mapping[str, Any], guard: bool) -> WriteResult:
+        return await asyncio.to_thread(self._patch_pod_condition, pod, condition, guard)
+
+    def _list_all(self, lister: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        more: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
+            if more:
+                kwargs["_continue"] = more
+            listed = _json(lister(**kwargs))
+            found.extend(listed.get("items", []))
+            more = (listed.get("metadata") or {}).get("continue")
+            if not more:
+                return found
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return self._list_all(self.core.list_service_for_all_namespaces)
+
+    def list_endpoint_slices(self) -> list[dict[str, Any]]:
+        return self._list_all(self.discovery.list_endpoint_slice_for_all_namespaces)
