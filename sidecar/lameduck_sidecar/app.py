@@ -47,7 +47,7 @@ class OwnConnections:
 
 def listening_sockets(port: int) -> list[socket.socket]:
     """The sidecar's port on every address of both families the pod has: kubelet calls the
-    preStop hook and the startup probe on the pod IP, IPv4 or IPv6. A family the pod lacks
+    preStop hook and the readiness probe on the pod IP, IPv4 or IPv6. A family the pod lacks
     is left out; none at all is an error."""
     found: list[socket.socket] = []
     errors = []

@@ -26,10 +26,11 @@ def with_server_defaults(d: dict[str, Any]) -> dict[str, Any]:
     for c in [*pod.get("containers", []), *pod.get("initContainers", [])]:
         c.setdefault("terminationMessagePath", "/dev/termination-log")
         c.setdefault("imagePullPolicy", "IfNotPresent")
-        probe = c.get("startupProbe")
-        if probe:
-            probe.setdefault("timeoutSeconds", 1)
-            probe.setdefault("successThreshold", 1)
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = c.get(kind)
+            if probe:
+                probe.setdefault("timeoutSeconds", 1)
+                probe.setdefault("successThreshold", 1)
     return out
 
 

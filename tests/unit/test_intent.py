@@ -491,10 +491,10 @@ def test_the_injected_native_sidecar_in_full() -> None:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "startupProbe": {
+        "readinessProbe": {
             "httpGet": {"path": "/healthz", "port": 9901, "scheme": "HTTP"},
             "periodSeconds": 1,
-            "failureThreshold": 30,
+            "failureThreshold": 3,
         },
         "restartPolicy": "Always",
     }
@@ -517,7 +517,7 @@ def test_the_sidecar_follows_the_operator_settings() -> None:
     assert sidecar["image"] == "registry.example/lameduck/sidecar:9"
     assert sidecar["imagePullPolicy"] == "Always"
     assert sidecar["ports"] == [{"name": "lameduck", "containerPort": 7000, "protocol": "TCP"}]
-    assert sidecar["startupProbe"]["httpGet"]["port"] == 7000
+    assert sidecar["readinessProbe"]["httpGet"]["port"] == 7000
     assert sidecar["resources"]["requests"] == {"cpu": "20m", "memory": "64Mi"}
     assert sidecar["securityContext"]["runAsUser"] == 1000
     values = env(sidecar)
