@@ -227,9 +227,10 @@ def _spec(cluster: bool) -> dict[str, Any]:
         ),
         "readinessGate": {
             "type": "object",
-            "description": "Adds the pod readiness gate lameduck.dev/endpoints-ready. Not served yet: "
-            "this version of lameduck does not set that condition, so it refuses to enforce a policy that "
-            "enables the gate and reports its Deployments as conflicting.",
+            "description": "Adds the pod readiness gate lameduck.dev/endpoints-ready, which the operator sets "
+            "True once every Service selecting the pod lists it in an EndpointSlice (reason EndpointsListed), "
+            "or at once when no Service selects it (NoService); False (NotListed) until then. A pod being "
+            "deleted, or already True, is never set False.",
             "default": {},
             "properties": {
                 "enabled": {
@@ -354,8 +355,8 @@ def _status() -> dict[str, Any]:
                         "reason": {
                             "type": "string",
                             "description": (
-                                "Why, as a CamelCase reason: Outdated, PendingNextRollout, WaitingTurn, "
-                                "ConflictingFields or ReadinessGateUnserved."
+                                "Why, as a CamelCase reason: Outdated, PendingNextRollout, WaitingTurn "
+                                "or ConflictingFields."
                             ),
                         },
                         "message": {"type": "string", "description": "Why, in words."},

@@ -126,6 +126,12 @@ def assert_unchanged(admitted: Admitted) -> None:
             policy(spec={"onConflict": "TakeOver"}),
             id="TakeOver of a foreign preStop",
         ),
+        pytest.param(deployment(), policy(spec={"readinessGate": {"enabled": True}}), id="the readiness gate"),
+        pytest.param(
+            deployment(readinessGates=[{"conditionType": "example.com/warm"}]),
+            policy(spec={"readinessGate": {"enabled": True}, "onConflict": "TakeOver"}),
+            id="the readiness gate beside another, with TakeOver",
+        ),
     ],
 )
 def test_a_create_gets_the_intent_as_lameduck_render_shows_it_and_is_then_compliant(
@@ -311,10 +317,10 @@ def test_a_write_lameduck_has_nothing_to_add_to_passes_unchanged(
             id="a foreign exec preStop under onConflict Report",
         ),
         pytest.param(
-            deployment(),
+            deployment(readinessGates=[{"conditionType": "example.com/warm"}]),
             policy(spec={"readinessGate": {"enabled": True}}),
-            "readinessGate.enabled: this version of lameduck",
-            id="the unserved readiness gate",
+            "readinessGates is already set by another manager (an atomic list)",
+            id="readiness gates of another manager under onConflict Report",
         ),
     ],
 )

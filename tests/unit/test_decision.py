@@ -9,10 +9,10 @@ import pytest
 
 from lameduck_operator.logic.compliance import Reason, State, Verdict
 from lameduck_operator.logic.decision import (
-    READINESS_GATE_UNSERVED,
     Action,
     Decision,
     DeploymentEvent,
+    Moment,
     decide,
     intent_digest,
     revert_intent,
@@ -373,15 +373,27 @@ def test_on_next_rollout_waits_and_says_what_is_missing_or_that_it_is_outdated()
     assert outdated.verdict.message == "injected at the next rollout: outdated"
 
 
-def test_an_unserved_readiness_gate_is_refused_with_a_warning() -> None:
+def test_a_readiness_gate_policy_is_applied_like_any_other_field() -> None:
     p = policy(spec={**IMMEDIATE, "readinessGate": {"enabled": True}})
     decision = run(deployment(), [p])
+    assert decision.action is Action.APPLY
+    assert decision.intent is not None
+    pod = decision.intent["spec"]["template"]["spec"]
+    assert pod["readinessGates"] == [{"conditionType": "lameduck.dev/endpoints-ready"}]
+    assert decision.intent["spec"]["minReadySeconds"] == 2, "propagationDelay, with the gate on"
+    assert decision.event is not None
+    assert decision.event.reason == "Injected"
+    at_admission = decide(deployment(), [p], SETTINGS, None, no_rollouts, moment=Moment.ADMISSION)
+    assert at_admission.action is Action.APPLY
+    assert at_admission.intent == decision.intent
+
+
+def test_a_readiness_gate_policy_under_on_next_rollout_waits_for_the_rollout() -> None:
+    p = policy(spec={"readinessGate": {"enabled": True}})
+    decision = run(deployment(), [p])
     assert decision.action is Action.NONE
-    assert decision.deployment == WEB
-    assert decision.verdict == Verdict(
-        WEB, p.ref, State.CONFLICT, Reason.READINESS_GATE_UNSERVED, READINESS_GATE_UNSERVED
-    )
-    assert decision.event == DeploymentEvent("Conflict", READINESS_GATE_UNSERVED, warning=True)
+    assert (decision.verdict.state, decision.verdict.reason) == (State.PENDING, Reason.PENDING_NEXT_ROLLOUT)
+    assert "readinessGates" in decision.verdict.message
 
 
 def test_a_conflict_is_a_warning_event_naming_the_policy() -> None:

@@ -490,15 +490,15 @@ async def test_a_policy_change_looks_only_at_deployments_it_can_affect(h: Harnes
     assert h.fleet.queued == {DeploymentRef("shop", "api")}
 
 
-async def test_a_policy_enabling_the_unserved_readiness_gate_is_refused(h: Harness) -> None:
+async def test_a_policy_enabling_the_readiness_gate_injects_it_with_min_ready_seconds(h: Harness) -> None:
     h.add("api")
     h.policy(apply="Immediate", readinessGate={"enabled": True})
     await h.settle()
-    assert "initContainers" not in h.pod("api"), "pods must not get a gate nothing sets"
-    decision = h.fleet.decisions[DeploymentRef("shop", "api")]
-    assert decision.verdict.state is State.CONFLICT
-    assert decision.verdict.reason is Reason.READINESS_GATE_UNSERVED
-    assert "lameduck.dev/endpoints-ready" in decision.verdict.message
+    assert h.pod("api")["readinessGates"] == [{"conditionType": "lameduck.dev/endpoints-ready"}]
+    assert h.api.view("shop", "api")["spec"]["minReadySeconds"] == 2
+    h.api.complete_rollout("shop", "api")
+    await h.settle()
+    assert h.state("api") is State.COMPLIANT
 
 
 # --- Deployments injected at admission: lameduck keeps to the fields it recorded --------------------

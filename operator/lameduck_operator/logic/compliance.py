@@ -36,7 +36,6 @@ class Reason(StrEnum):
     PENDING_NEXT_ROLLOUT = "PendingNextRollout"  # OnNextRollout: injected at the owner's next rollout
     WAITING_TURN = "WaitingTurn"  # Immediate: maxConcurrentRollouts reached
     CONFLICTING_FIELDS = "ConflictingFields"  # other managers' values, or the pod's shape, stand in the way
-    READINESS_GATE_UNSERVED = "ReadinessGateUnserved"  # the gate's condition would never be set
 
 
 @dataclass(frozen=True)

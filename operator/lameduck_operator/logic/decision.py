@@ -32,11 +32,6 @@ from lameduck_operator.model import (
 from lameduck_operator.settings import Settings
 
 INTENT_ANNOTATION = f"{GROUP}/intent"
-READINESS_GATE_UNSERVED = (
-    "readinessGate.enabled: this version of lameduck does not yet set the condition "
-    "lameduck.dev/endpoints-ready, so pods with the gate would never become Ready; "
-    "lameduck does not apply this policy"
-)
 
 
 class Action(StrEnum):
@@ -160,10 +155,6 @@ def decide(
     base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan)
     if spec.mode is Mode.AUDIT:
         return base
-    if spec.readiness_gate:
-        # Pods would wait forever on a condition nobody sets: refuse rather than break them.
-        refused = Verdict(ref, winner.ref, State.CONFLICT, Reason.READINESS_GATE_UNSERVED, READINESS_GATE_UNSERVED)
-        return replace(base, verdict=refused, event=DeploymentEvent("Conflict", READINESS_GATE_UNSERVED, warning=True))
     if plan.conflicts:
         message = f"{winner.ref}: {verdict.message}"
         return replace(base, event=DeploymentEvent("Conflict", message, warning=True))
