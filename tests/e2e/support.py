@@ -377,14 +377,24 @@ def steady(kube: Kube, namespace: str, name: str = "demo", replicas: int = 3) ->
 
 
 def start_guarded_demo(
-    kube: Kube, namespace: str, *, replicas: int = 3, app_env: Mapping[str, str] | None = None, **spec: Any
+    kube: Kube,
+    namespace: str,
+    *,
+    replicas: int = 3,
+    app_env: Mapping[str, str] | None = None,
+    grace_period: int | None = None,
+    **spec: Any,
 ) -> None:
-    """The demo app (`replicas`, its container's env plus app_env) behind a ClusterIP Service,
-    under guarded(namespace, **spec); returns once compliant and steady with its sidecars."""
+    """The demo app (`replicas`, its container's env plus app_env, the template's
+    terminationGracePeriodSeconds if given: lameduck never lowers the API server's default of
+    30 s) behind a ClusterIP Service, under guarded(namespace, **spec); returns once compliant
+    and steady with its sidecars."""
     deployment, service = demo_app(replicas=replicas)
     if app_env:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         container["env"] = [{"name": k, "value": v} for k, v in app_env.items()]
+    if grace_period is not None:
+        deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = grace_period
     kube.apply(deployment, service, namespace=namespace)
     kube.apply(guarded(namespace, **spec))
     wait_until(
