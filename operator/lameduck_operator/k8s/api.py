@@ -283,7 +283,8 @@ class KubeApi:
 
     def _patch_pod_condition(self, pod: PodView, condition: Mapping[str, Any], guard: bool) -> WriteResult:
         # The uid (and with guard the resourceVersion) make it a precondition: the API server
-        # answers 409 when the pod of that name is another one, or has changed since.
+        # answers 422 (metadata.uid is immutable) when the pod of that name is another one, and
+        # 409 when it has changed since.
         meta: dict[str, str] = {"uid": pod.uid}
         if guard:
             meta["resourceVersion"] = pod.resource_version
@@ -300,7 +301,7 @@ class KubeApi:
                 _request_timeout=CONDITION_TIMEOUT_SECONDS,
             )
         except ApiException as err:
-            if err.status == 404:
+            if err.status == 404 or (err.status == 422 and "metadata.uid" in str(err.body)):
                 return WriteResult.GONE
             if err.status == 409:
                 return WriteResult.CONFLICT
