@@ -37,7 +37,7 @@ from lameduck_operator.logic.readiness import (
 from lameduck_operator.metrics import OperatorMetrics
 
 log = logging.getLogger("lameduck.readiness")
-CONCURRENT_WRITES = 16
+CONCURRENT_WRITES = 8
 # How long a batch gathers events after the first one: a rollout's events arrive in bursts.
 BATCH_SECONDS = 0.05
 MAX_RETRY_SECONDS = 30.0
