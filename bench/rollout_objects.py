@@ -1,0 +1,149 @@
+"""What the rollout benchmark compares and the objects it creates for that.
+
+Variants are ways of shutting a pod down (nothing, fixed preStop sleeps, lameduck with and
+without its readiness gate); conditions are data planes (kube-proxy at its default sync
+period, kube-proxy lagging, an L7 proxy in front); stops are ways a pod is made to stop.
+Every variant gets its own Deployment and Service, created once, so a run of one variant
+never waits for another's objects to be torn down and the order of runs can change freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+NAMESPACE = "lameduck-bench"
+RESTART_AT_SECOND = 3  # of steady load before the disruption
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    title: str
+    prestop_sleep: int | None = None
+    lameduck: bool = False
+    readiness_gate: bool = False
+    propagation_delay: str | None = None  # the policy's hold.propagationDelay; None: its default
+
+
+VARIANTS = {
+    "none": Variant("none", "(a) no policy"),
+    "sleep5": Variant("sleep5", "(b) preStop sleep 5s", prestop_sleep=5),
+    "sleep20": Variant("sleep20", "(c) preStop sleep 20s", prestop_sleep=20),
+    "lameduck": Variant("lameduck", "(d) lameduck defaults", lameduck=True),
+    "gate": Variant("gate", "(e) lameduck + readiness gate", lameduck=True, readiness_gate=True),
+    # What the README tells users of an L7 proxy that pools upstream connections: a
+    # propagationDelay of at least its refresh interval (the benchmark's HAProxy: 5 s).
+    "tuned": Variant("tuned", "(f) lameduck, propagationDelay 6s", lameduck=True, propagation_delay="6s"),
+}
+DEFAULT_VARIANTS = ("none", "sleep5", "sleep20", "lameduck")
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    title: str
+    proxy_min_sync: str  # kube-proxy's iptables minSyncPeriod
+    l7: bool = False  # load through an in-cluster HAProxy instead of the ClusterIP
+
+
+CONDITIONS = {
+    "normal": Condition("normal", "kube-proxy, default 1 s sync", "1s"),
+    "slow": Condition("slow", "kube-proxy lagging (10 s sync)", "10s"),
+    "l7": Condition("l7", "HAProxy in front (DNS every 5 s)", "1s", l7=True),
+}
+
+
+@dataclass(frozen=True)
+class Stop:
+    name: str
+    title: str
+    app: str  # which set of Deployments: "demo", or "stubborn" (ignores SIGTERM)
+    clients: str  # the load generator's client mix
+    replicas_before: int = 3
+    replicas_after: int = 3
+
+
+STOPS = {
+    "restart": Stop("restart", "kubectl rollout restart", "demo", "mixed"),
+    "scale-down": Stop("scale-down", "scale 6 -> 2", "demo", "mixed", replicas_before=6, replicas_after=2),
+    "drain": Stop("drain", "kubectl drain (evictions, PDB)", "demo", "mixed"),
+    "keepalive": Stop("keepalive", "restart, one keep-alive client", "demo", "one-keepalive"),
+    "sigterm-ignored": Stop("sigterm-ignored", "restart, app ignores SIGTERM", "stubborn", "new-connections"),
+}
+
+
+def app_label(app: str, variant: Variant) -> str:
+    return f"{app}-{variant.name}"
+
+
+def demo_deployment(image: str, app: str, variant: Variant, replicas: int = 3) -> dict[str, Any]:
+    env = [{"name": "LATENCY_MS", "value": "5"}]
+    if app == "stubborn":
+        env.append({"name": "IGNORE_SIGTERM", "value": "true"})
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": env,
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+    }
+    if variant.prestop_sleep:
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": variant.prestop_sleep}}}
+    name = app_label(app, variant)
+    selector = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {**selector, "variant": variant.name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": selector}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def service(app: str, variant: Variant) -> dict[str, Any]:
+    name = app_label(app, variant)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+
+
+def disruption_budget(app: str, variant: Variant) -> dict[str, Any]:
+    """What `kubectl drain` honours: at most one pod of the Deployment evicted at a time."""
+    name = app_label(app, variant)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": name}}},
+    }
+
+
+def policy(variant: Variant) -> dict[str, Any]:
+    spec: dict[str, Any] = {"apply": "Immediate", "selector": {"matchLabels": {"variant": variant.name}}}
+    if variant.readiness_gate:
+        spec["readinessGate"] = {"enabled": True}
+    if variant.propagation_delay:
+        spec["hold"] = {"propagationDelay": variant.propagation_delay}
+    return {
+        "apiVersion": "lameduck.dev/v1alpha1",
+        "kind": "GracefulPolicy",
+        "metadata": {"name": f"bench-{variant.name}", "namespace": NAMESPACE},
+        "spec": spec,
+    }
+
+
+def endpoints_target(stop: Stop) -> int:
+    """replicas - maxUnavailable while the pods stop: the endpoints a Service should never
+    drop below (a rolling update's maxUnavailable of 25 % rounds down to 0 at 3 replicas;
+    the PDB allows 1 during a drain; a scale-down ends at its new size)."""
+    if stop.name == "drain":
+        return stop.replicas_before - 1
+    return min(stop.replicas_before, stop.replicas_after)

@@ -1,0 +1,244 @@
+"""The rollout benchmark's record of where it ran, and its summaries: a table per condition
+and way of stopping (median and min-max, never a mean alone) and a chart of errors over time."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from bench.rollout_objects import CONDITIONS, STOPS, VARIANTS, policy
+from tests.e2e.support import REPO, Kube
+
+KUBE_PROXY_METRICS = "http://127.0.0.1:10249"
+
+
+def _read(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def environment(kube: Kube, args: Any) -> dict[str, Any]:
+    """The commit, cluster, data plane, machine and settings a result file came from."""
+    version = json.loads(kube.run("version", "-o", "json").stdout or "{}").get("serverVersion", {})
+    configz = _read(f"{KUBE_PROXY_METRICS}/configz")
+    proxy: dict[str, Any] = {"mode": (_read(f"{KUBE_PROXY_METRICS}/proxyMode") or "").strip() or None}
+    if configz:
+        settings = json.loads(configz).get("kubeproxy.config.k8s.io", {})
+        proxy["iptables"] = settings.get("IPTables")
+        proxy["note"] = "minSyncPeriod as read at the start; each condition sets its own (conditions below)"
+    meminfo = Path("/proc/meminfo").read_text().splitlines()[0] if Path("/proc/meminfo").exists() else ""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "command": getattr(args, "command", None),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kubernetes": version.get("gitVersion"),
+        "kube_proxy": proxy,
+        "conditions": {name: vars(CONDITIONS[name]) for name in args.conditions},
+        "stops": {name: vars(STOPS[name]) for name in args.stops},
+        "variants": {name: vars(VARIANTS[name]) for name in args.variants},
+        "policies": [policy(VARIANTS[n])["spec"] for n in args.variants if VARIANTS[n].lameduck],
+        "rate_per_second": args.rate,
+        "runs_per_variant": args.runs,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": model,
+            "memory": meminfo.split(":", 1)[-1].strip(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "load_average_at_start": list(os.getloadavg()),
+        },
+    }
+
+
+def sidecar_rss_mib() -> float | None:
+    """Resident memory of the sidecars, read from this node's /proc (local cluster only)."""
+    sizes = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"lameduck-sidecar" not in (proc / "cmdline").read_bytes():
+                continue
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return round(statistics.mean(sizes), 1) if sizes else None
+
+
+def spread(values: Iterable[float | None]) -> dict[str, float] | None:
+    """Median, min and max, or None for no values."""
+    found = [v for v in values if v is not None]
+    if not found:
+        return None
+    return {"median": round(statistics.median(found), 2), "min": round(min(found), 2), "max": round(max(found), 2)}
+
+
+def errors_from_disruption(run: dict[str, Any]) -> int:
+    """Errors of requests sent from the second of the disruption on: before it no pod was
+    stopping, so those cannot be the disruption's."""
+    start = int(run["disrupted_at"])
+    return sum(n for second, n in run["errors_by_second"].items() if int(second) >= start)
+
+
+def endpoints_during(run: dict[str, Any], name: str) -> tuple[int | None, float]:
+    """The fewest endpoints the data plane had programmed from the disruption until the end
+    of the run, and for how many seconds it had fewer than the target."""
+    series = (run.get("endpoints") or {}).get(name)
+    if not series:
+        return None, 0.0
+    points = [(t, v) for t, v in series["points"] if v is not None and t >= run["disrupted_at"]]
+    if not points:
+        return None, 0.0
+    below = 0.0
+    for (t, value), (t_next, _) in itertools.pairwise(points):
+        if value < run["endpoints_target"]:
+            below += t_next - t
+    return min(v for _, v in points), round(below, 2)
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    first = runs[0]
+    kinds: Counter[str] = Counter()
+    for run in runs:
+        kinds.update(run["errors"])
+    exits: Counter[str] = Counter()
+    for run in runs:
+        for pod in run["old_pods"].values():
+            if pod.get("exit"):
+                exits[f"{pod['exit']['reason']} ({pod['exit']['exit_code']})"] += 1
+    programmed = [endpoints_during(run, "programmed") for run in runs]
+    phases: dict[str, list[float]] = {}
+    for run in runs:
+        for pod in run["new_pods"]:
+            for key, value in pod.items():
+                if key != "created_at" and value is not None:
+                    phases.setdefault(key, []).append(value)
+    return {
+        "condition": first["condition"],
+        "stop": first["stop"],
+        "variant": first["variant"],
+        "title": VARIANTS[first["variant"]].title,
+        "runs": len(runs),
+        "rounds": [run["round"] for run in runs],
+        "requests": sum(run["requests"] for run in runs),
+        "errors": dict(kinds),
+        "errors_per_run": [sum(run["errors"].values()) for run in runs],
+        "errors_from_disruption_per_run": [errors_from_disruption(run) for run in runs],
+        "errors_from_disruption": sum(errors_from_disruption(run) for run in runs),
+        "duration_seconds": spread(run["duration_seconds"] for run in runs),
+        "termination_seconds": spread(t for run in runs for t in run["termination_seconds"]),
+        "new_pod_phases_median": {k: round(statistics.median(v), 2) for k, v in sorted(phases.items())},
+        "app_exits": dict(exits),
+        "endpoints_target": first["endpoints_target"],
+        "programmed_min_per_run": [m for m, _ in programmed],
+        "seconds_below_target_per_run": [s for m, s in programmed if m is not None],
+    }
+
+
+def summarize_all(report: dict[str, Any]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for run in report["runs"]:
+        groups.setdefault((run["condition"], run["stop"], run["variant"]), []).append(run)
+    order = {name: i for i, name in enumerate([*CONDITIONS, *STOPS, *VARIANTS])}
+    keys = sorted(groups, key=lambda k: (order[k[0]], order[k[1]], order[k[2]]))
+    return [summarize(groups[key]) for key in keys]
+
+
+def _spread_text(value: dict[str, float] | None) -> str:
+    return "" if value is None else f"{value['median']:.1f} ({value['min']:.1f}-{value['max']:.1f})"
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Markdown tables, one per condition and way of stopping, as docs/benchmarks.md carries them."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["condition"], row["stop"]), []).append(row)
+    for (condition, stop), members in groups.items():
+        print(f"\n{CONDITIONS[condition].title}: {STOPS[stop].title}\n")
+        print(
+            "| variant | runs | requests | errors from the disruption on (per run) | kinds "
+            "| duration s, median (min-max) | termination s, median (min-max) | new pod ready s (median) "
+            "| programmed endpoints, min per run (target) | s below target per run |"
+        )
+        print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |")
+        for row in members:
+            print(_row(row))
+
+
+def _row(row: dict[str, Any]) -> str:
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(row["errors"].items()))
+    per_run = ", ".join(str(n) for n in row["errors_from_disruption_per_run"])
+    ready = row["new_pod_phases_median"].get("ready")
+    programmed = row["programmed_min_per_run"]
+    known = [m for m in programmed if m is not None]
+    programmed_text = f"{', '.join(str(m) for m in known)} ({row['endpoints_target']})" if known else ""
+    below = ", ".join(f"{s:.1f}" for s in row["seconds_below_target_per_run"]) if known else ""
+    return (
+        f"| {row['title']} | {row['runs']} | {row['requests']} "
+        f"| **{row['errors_from_disruption']}** ({per_run}) | {kinds} | {_spread_text(row['duration_seconds'])} "
+        f"| {_spread_text(row['termination_seconds'])} | {'' if ready is None else ready} "
+        f"| {programmed_text} | {below} |"
+    )
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    """Errors per second around the disruption, one line per variant, one panel per
+    condition and way of stopping."""
+    panels = sorted(
+        {(run["condition"], run["stop"]) for run in report["runs"]},
+        key=lambda k: (list(CONDITIONS).index(k[0]), list(STOPS).index(k[1])),
+    )
+    if not panels:
+        return
+    columns = min(3, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    fig = Figure(figsize=(6 * columns, 4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for index, (condition, stop) in enumerate(panels):
+        ax = axes[index // columns][index % columns]
+        for variant in VARIANTS:
+            key = (condition, stop, variant)
+            runs = [r for r in report["runs"] if (r["condition"], r["stop"], r["variant"]) == key]
+            if not runs:
+                continue
+            seconds: Counter[int] = Counter()
+            for run in runs:
+                start = int(run["disrupted_at"])
+                for second, count in run["errors_by_second"].items():
+                    seconds[int(second) - start] += count
+            span = max([int(max(r["duration_seconds"] for r in runs)) + 4, *seconds.keys(), 1])
+            xs = list(range(-3, span + 1))
+            ax.plot(xs, [seconds.get(x, 0) for x in xs], label=f"{VARIANTS[variant].title} ({len(runs)} runs)")
+        ax.set_title(f"{CONDITIONS[condition].title}: {STOPS[stop].title}", fontsize=9)
+        ax.set_xlabel("seconds since the disruption")
+        ax.set_ylabel("failed requests (all runs)")
+        ax.legend(fontsize=7)
+    for index in range(len(panels), rows * columns):
+        axes[index // columns][index % columns].set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
