@@ -1,0 +1,77 @@
+"""The rollout benchmark's summaries: what counts against a disruption, the endpoints a data
+plane had, and the spread of a figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.rollout_objects import STOPS, endpoints_target
+from bench.rollout_report import endpoints_during, errors_from_disruption, spread, summarize
+
+
+def run(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "condition": "normal",
+        "stop": "restart",
+        "variant": "lameduck",
+        "round": 1,
+        "requests": 100,
+        "errors": {},
+        "errors_by_second": {},
+        "disrupted_at": 3.2,
+        "duration_seconds": 10.0,
+        "termination_seconds": [4.0, 5.0],
+        "old_pods": {},
+        "new_pods": [],
+        "endpoints": {},
+        "endpoints_target": 3,
+    }
+    return {**base, **overrides}
+
+
+def test_errors_sent_before_the_second_of_the_disruption_do_not_count_against_it() -> None:
+    assert errors_from_disruption(run(errors_by_second={"1": 4, "2": 1, "3": 2, "9": 1})) == 3
+
+
+@pytest.mark.parametrize(
+    ("points", "expected"),
+    [
+        pytest.param([[0.0, 3], [3.5, 3], [6.0, 3]], (3, 0.0), id="never below the target"),
+        pytest.param([[0.0, 3], [4.0, 2], [6.0, 3], [9.0, 3]], (2, 2.0), id="below from 4 s to 6 s"),
+        pytest.param([[0.0, 1], [2.0, 3], [5.0, 3]], (3, 0.0), id="what came before the disruption is left out"),
+        pytest.param([[4.0, None], [5.0, 2], [7.0, 2]], (2, 2.0), id="failed samples are gaps"),
+    ],
+)
+def test_endpoints_during_the_disruption(points: list[list[Any]], expected: tuple[int, float]) -> None:
+    sampled = run(endpoints={"programmed": {"points": points}})
+    assert endpoints_during(sampled, "programmed") == expected
+
+
+def test_a_run_without_a_programmed_series_has_no_figure() -> None:
+    assert endpoints_during(run(), "programmed") == (None, 0.0)
+
+
+def test_spread_is_median_min_and_max_and_none_for_nothing() -> None:
+    assert spread([3.0, None, 1.0, 10.0]) == {"median": 3.0, "min": 1.0, "max": 10.0}
+    assert spread([None]) is None
+
+
+def test_endpoints_target_is_replicas_less_what_may_be_unavailable() -> None:
+    assert endpoints_target(STOPS["restart"]) == 3
+    assert endpoints_target(STOPS["drain"]) == 2
+    assert endpoints_target(STOPS["scale-down"]) == 2
+
+
+def test_a_summary_keeps_every_run_s_errors_and_the_spread_of_durations() -> None:
+    runs = [
+        run(errors={"timeout": 2}, errors_by_second={"1": 1, "5": 1}, duration_seconds=12.0),
+        run(round=2, duration_seconds=10.0),
+        run(round=3, duration_seconds=11.0),
+    ]
+    summary = summarize(runs)
+    assert summary["errors_from_disruption_per_run"] == [1, 0, 0]
+    assert summary["errors_per_run"] == [2, 0, 0]
+    assert summary["duration_seconds"] == {"median": 11.0, "min": 10.0, "max": 12.0}
+    assert summary["rounds"] == [1, 2, 3]
