@@ -67,11 +67,18 @@ bench-operator: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.operator_converge; else \
 		bash hack/cluster.sh up && KUBECONFIG="$$(bash hack/cluster.sh kubeconfig)" $(BIN)/python -m bench.operator_converge; fi
 
-# The side-by-side rollout benchmark: 4 variants x 2 kube-proxy conditions x 3 runs.
+# The side-by-side rollout benchmark (docs/benchmarks.md): a rollout restart under three data-plane
+# conditions, then four more ways of stopping pods under the normal one; 3 runs of each, interleaved.
+ROLLOUT_CONDITIONS := --stops restart --variants none,sleep5,sleep20,lameduck,gate,tuned
+ROLLOUT_STOPS := --conditions normal --stops scale-down,drain,keepalive,sigterm-ignored \
+	--variants none,sleep5,sleep20,lameduck --out bench/results/rollout-stops.json --chart bench/results/rollout-stops.png
 bench-rollout: $(STAMP) helm
-	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow; else \
+	@if [ -n "$$KUBECONFIG" ]; then \
+		$(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow $(ROLLOUT_CONDITIONS) && \
+		$(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow $(ROLLOUT_STOPS); else \
 		bash hack/cluster.sh up && $(BIN)/python -c "from tests.e2e.support import build_images; build_images()" && \
-		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
+		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)" $(ROLLOUT_CONDITIONS) && \
+		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)" $(ROLLOUT_STOPS); fi
 
 # What the admission webhook adds to a Deployment write: 200 template updates from 16 threads,
 # half through the webhook, half opted out; client, operator and API server figures.
@@ -81,7 +88,8 @@ bench-webhook: $(STAMP) helm
 		$(BIN)/python -m bench.webhook_latency --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
 
 # Brings up the local cluster (or uses $$KUBECONFIG), installs lameduck, and rolls the demo
-# app under load with no policy, fixed sleeps and lameduck; prints the table, writes a chart.
+# app under load with no policy, fixed sleeps and lameduck, with load straight to its Service
+# and through an HAProxy; prints both tables, writes a chart.
 demo: $(STAMP) helm
 	$(BIN)/python -m bench.demo
 
