@@ -3,7 +3,6 @@ and way of stopping (median and min-max, never a mean alone) and a chart of erro
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import platform
@@ -105,20 +104,42 @@ def errors_from_disruption(run: dict[str, Any]) -> int:
     return sum(n for second, n in run["errors_by_second"].items() if int(second) >= start)
 
 
-def endpoints_during(run: dict[str, Any], name: str) -> tuple[int | None, float]:
-    """The fewest endpoints the data plane had programmed from the disruption until the end
-    of the run, and for how many seconds it had fewer than the target."""
-    series = (run.get("endpoints") or {}).get(name)
-    if not series:
+def _at(points: list[tuple[float, set[str]]], t: float) -> set[str]:
+    """The addresses of the last point at or before t (none before the first)."""
+    found: set[str] = set()
+    for when, addresses in points:
+        if when > t:
+            break
+        found = addresses
+    return found
+
+
+def live_endpoints_during(run: dict[str, Any]) -> tuple[int | None, float]:
+    """Endpoints the data plane had programmed that were also ready by the EndpointSlices (a
+    rule to a pod that is gone or not ready counts for nothing), from the disruption until
+    the end of the run: the fewest, and for how many seconds there were fewer than the target."""
+    endpoints = run.get("endpoints") or {}
+    if "programmed" not in endpoints or "slices_ready" not in endpoints:
         return None, 0.0
-    points = [(t, v) for t, v in series["points"] if v is not None and t >= run["disrupted_at"]]
-    if not points:
+
+    def series(name: str) -> list[tuple[float, set[str]]]:
+        data = endpoints[name]
+        return [
+            (t, set(a)) for (t, count), a in zip(data["points"], data["addresses"], strict=True) if count is not None
+        ]
+
+    programmed, ready = series("programmed"), series("slices_ready")
+    if not programmed or not ready:
         return None, 0.0
-    below = 0.0
-    for (t, value), (t_next, _) in itertools.pairwise(points):
-        if value < run["endpoints_target"]:
-            below += t_next - t
-    return min(v for _, v in points), round(below, 2)
+    start, end = run["disrupted_at"], max(programmed[-1][0], ready[-1][0])
+    times = sorted({start, *(t for t, _ in programmed + ready if start < t <= end)})
+    values = [len(_at(programmed, t) & _at(ready, t)) for t in times]
+    below = sum(
+        t_next - t
+        for (t, v), t_next in zip(zip(times, values, strict=True), [*times[1:], end], strict=True)
+        if v < run["endpoints_target"]
+    )
+    return min(values), round(below, 2)
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,7 +152,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for pod in run["old_pods"].values():
             if pod.get("exit"):
                 exits[f"{pod['exit']['reason']} ({pod['exit']['exit_code']})"] += 1
-    programmed = [endpoints_during(run, "programmed") for run in runs]
+    programmed = [live_endpoints_during(run) for run in runs]
     phases: dict[str, list[float]] = {}
     for run in runs:
         for pod in run["new_pods"]:
@@ -183,7 +204,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             "| variant | runs | requests | errors from the disruption on (per run) | kinds "
             "| duration s, median (min-max) | termination s, median (min-max) | new pod ready s (median) "
-            "| programmed endpoints, min per run (target) | s below target per run |"
+            "| programmed and ready endpoints, min per run (target) | s below target per run |"
         )
         print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |")
         for row in members:

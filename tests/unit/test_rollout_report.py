@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bench.rollout_objects import STOPS, endpoints_target
-from bench.rollout_report import endpoints_during, errors_from_disruption, spread, summarize
+from bench.rollout_report import errors_from_disruption, live_endpoints_during, spread, summarize
 
 
 def run(**overrides: Any) -> dict[str, Any]:
@@ -35,22 +35,53 @@ def test_errors_sent_before_the_second_of_the_disruption_do_not_count_against_it
     assert errors_from_disruption(run(errors_by_second={"1": 4, "2": 1, "3": 2, "9": 1})) == 3
 
 
+A, B, C, D = "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080", "10.0.0.4:8080"
+
+
+def sampled(programmed: list[tuple[float, list[str]]], ready: list[tuple[float, list[str]]]) -> dict[str, Any]:
+    def series(points: list[tuple[float, list[str]]]) -> dict[str, Any]:
+        return {"points": [[t, len(a)] for t, a in points], "addresses": [a for _, a in points]}
+
+    return run(endpoints={"programmed": series(programmed), "slices_ready": series(ready)})
+
+
 @pytest.mark.parametrize(
-    ("points", "expected"),
+    ("programmed", "ready", "expected"),
     [
-        pytest.param([[0.0, 3], [3.5, 3], [6.0, 3]], (3, 0.0), id="never below the target"),
-        pytest.param([[0.0, 3], [4.0, 2], [6.0, 3], [9.0, 3]], (2, 2.0), id="below from 4 s to 6 s"),
-        pytest.param([[0.0, 1], [2.0, 3], [5.0, 3]], (3, 0.0), id="what came before the disruption is left out"),
-        pytest.param([[4.0, None], [5.0, 2], [7.0, 2]], (2, 2.0), id="failed samples are gaps"),
+        pytest.param(
+            [(0.0, [A, B, C]), (8.0, [B, C, D])],
+            [(0.0, [A, B, C]), (4.0, [B, C, D]), (8.0, [B, C, D])],
+            (2, 4.0),
+            id="a rule to a pod that is no longer ready counts for nothing until the data plane drops it",
+        ),
+        pytest.param(
+            [(0.0, [A, B, C]), (4.0, [B, C, D])],
+            [(0.0, [A, B, C]), (4.0, [B, C, D]), (9.0, [B, C, D])],
+            (3, 0.0),
+            id="a data plane in step with the slices never drops below the target",
+        ),
+        pytest.param(
+            [(0.0, [A, B, C]), (5.0, [])],
+            [(0.0, [A, B, C]), (5.0, [A, B, C]), (7.0, [A, B, C])],
+            (0, 2.0),
+            id="nothing programmed",
+        ),
+        pytest.param(
+            [(0.0, [A]), (2.0, [A, B, C]), (6.0, [A, B, C])],
+            [(0.0, [A, B, C]), (6.0, [A, B, C])],
+            (3, 0.0),
+            id="what came before the disruption is left out",
+        ),
     ],
 )
-def test_endpoints_during_the_disruption(points: list[list[Any]], expected: tuple[int, float]) -> None:
-    sampled = run(endpoints={"programmed": {"points": points}})
-    assert endpoints_during(sampled, "programmed") == expected
+def test_live_endpoints_during_the_disruption(
+    programmed: list[tuple[float, list[str]]], ready: list[tuple[float, list[str]]], expected: tuple[int, float]
+) -> None:
+    assert live_endpoints_during(sampled(programmed, ready)) == expected
 
 
 def test_a_run_without_a_programmed_series_has_no_figure() -> None:
-    assert endpoints_during(run(), "programmed") == (None, 0.0)
+    assert live_endpoints_during(run()) == (None, 0.0)
 
 
 def test_spread_is_median_min_and_max_and_none_for_nothing() -> None:
