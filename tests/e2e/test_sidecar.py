@@ -11,7 +11,6 @@ import asyncio
 import http.client
 import json
 import os
-import subprocess
 import threading
 import time
 import urllib.request
@@ -22,33 +21,18 @@ import pytest
 from kubernetes import client, config, watch
 
 from bench.loadgen import LoadGenerator, under_load
-from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import LOCAL_AUDIT_LOG, LOCAL_KUBECONFIG, Kube, Operator, demo_app, wait_until
-
-
-def guarded(namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "lameduck.dev/v1alpha1",
-        "kind": "GracefulPolicy",
-        "metadata": {"name": "guard", "namespace": namespace},
-        "spec": {"apply": "Immediate", "selector": {"matchLabels": {"lameduck": "yes"}}, **spec},
-    }
-
-
-def steady(kube: Kube, namespace: str, name: str = "demo", replicas: int = 3) -> bool:
-    pods = kube.items("pods", namespace, f"app={name}")
-    ready = [
-        p
-        for p in pods
-        if not p["metadata"].get("deletionTimestamp")
-        and all(c.get("ready") for c in p.get("status", {}).get("containerStatuses", []))
-        and len(p.get("status", {}).get("containerStatuses", [])) > 0
-    ]
-    return (
-        not rollout_in_progress(kube.get("deployment", name, namespace))
-        and len(pods) == replicas
-        and len(ready) == replicas
-    )
+from tests.e2e.support import (
+    LOCAL_AUDIT_LOG,
+    LOCAL_KUBECONFIG,
+    Kube,
+    Operator,
+    SidecarLog,
+    demo_app,
+    guarded,
+    start_guarded_demo,
+    steady,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -56,45 +40,6 @@ def guarded_demo(kube: Kube, operator: Operator, namespace: str) -> str:
     """The demo app, 3 replicas behind a Service, under a lameduck policy, steady."""
     start_guarded_demo(kube, namespace)
     return namespace
-
-
-def start_guarded_demo(kube: Kube, namespace: str, **spec: Any) -> None:
-    kube.apply(*demo_app(), namespace=namespace)
-    kube.apply(guarded(namespace, **spec))
-    wait_until(
-        lambda: kube.get("gracefulpolicy", "guard", namespace).get("status", {}).get("compliant") == 1,
-        60,
-        "the demo is compliant",
-    )
-    wait_until(lambda: steady(kube, namespace), 180, "the demo runs with its sidecars", interval=0.5)
-
-
-class SidecarLog:
-    """Follows one pod's sidecar log until the pod is gone; yields its hold record."""
-
-    def __init__(self, kube: Kube, namespace: str, pod: str, path: Path) -> None:
-        self.path = path
-        self.process = subprocess.Popen(
-            [kube.binary, "--kubeconfig", kube.kubeconfig, "logs", "-f", pod, "-c", "lameduck", "-n", namespace],
-            stdout=path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_until(lambda: b'"event": "start"' in path.read_bytes(), 30, "the sidecar log is followed")
-
-    def hold(self, index: int = 0, *, last: bool = True) -> dict[str, Any]:
-        """The index-th hold record (answers at once included); last: stop following."""
-
-        def found() -> dict[str, Any] | None:
-            records = [json.loads(line) for line in self.path.read_text().splitlines() if '"event": "hold"' in line]
-            return records[index] if len(records) > index else None
-
-        try:
-            record: dict[str, Any] = wait_until(found, 120, f"the sidecar logs hold record {index}")
-            return record
-        finally:
-            if last:
-                self.process.terminate()
-                self.process.wait(timeout=10)
 
 
 def pod_ip(kube: Kube, namespace: str, pod: str) -> str:
