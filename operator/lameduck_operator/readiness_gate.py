@@ -235,7 +235,12 @@ class ReadinessGate:
         guard = not condition.status
         try:
             async with self._slots:
-                result = await self.api.patch_pod_condition(pod, condition.as_api(), guard)
+                if guard and self._superseded(pod):
+                    # Refused without asking: under a rollout's burst of writes a False judged
+                    # on an old version would only hold a slot the True writes are waiting for.
+                    result = WriteResult.CONFLICT
+                else:
+                    result = await self.api.patch_pod_condition(pod, condition.as_api(), guard)
         except Exception as err:
             self.metrics.api_errors.labels(operation="readiness_condition").inc()
             attempts = self._attempts.get(pod.uid, 0) + 1
@@ -271,6 +276,11 @@ class ReadinessGate:
                 self._mark(pod.namespace, pod.uid)  # the newer version is here: judge it
             else:
                 self._stale.add(pod.uid)  # judged again when the newer version arrives
+
+    def _superseded(self, pod: PodView) -> bool:
+        """The index holds a newer version of the pod than the one judged, or none at all."""
+        current = self.pods.get(pod.namespace, {}).get(pod.uid)
+        return current is None or current.resource_version != pod.resource_version
 
     async def settle(self) -> None:
         """Judge and write until nothing is left to do (for tests)."""

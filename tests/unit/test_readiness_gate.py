@@ -20,6 +20,7 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 class FakeGateApi:
     def __init__(self) -> None:
         self.writes: list[tuple[str, str, str, bool]] = []  # pod name, status, reason, guarded
+        self.versions: list[tuple[str, str]] = []  # pod name, the resourceVersion written on
         self.results: dict[str, list[WriteResult | Exception]] = {}
         self.in_flight = 0
         self.most_in_flight = 0
@@ -31,6 +32,7 @@ class FakeGateApi:
         await asyncio.sleep(0)
         self.in_flight -= 1
         self.writes.append((pod.name, condition["status"], condition["reason"], guard))
+        self.versions.append((pod.name, pod.resource_version))
         queued = self.results.get(pod.name)
         result = queued.pop(0) if queued else WriteResult.WRITTEN
         if isinstance(result, Exception):
@@ -307,3 +309,15 @@ async def test_nothing_is_written_until_the_loop_runs_and_then_in_batches() -> N
         loop.cancel()
         with pytest.raises(asyncio.CancelledError):
             await loop
+
+
+async def test_a_false_write_waiting_for_a_slot_is_dropped_when_a_newer_version_of_its_pod_arrives() -> None:
+    h = Harness(concurrency=1)
+    h.gate.service_seen(service())
+    h.gate.pod_seen(pod("web-1"))
+    h.gate.pod_seen(pod("web-2"))
+    assert h.gate.flush() == 2  # two False writes, one slot: web-2's waits
+    h.gate.pod_seen(pod("web-2", version="2"))
+    await h.gate.settle()
+    assert sorted(h.api.versions) == [("web-1", "1"), ("web-2", "2")], "version 1 of web-2 never reached the API"
+    assert h.written() == [("web-1", "False", "NotListed", True), ("web-2", "False", "NotListed", True)]
