@@ -64,6 +64,19 @@ def _sidecar_view(pod: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def invalid_fields(body: object) -> set[str]:
+    """The field paths a 422 Status names in details.causes (the API server's structured
+    answer, not its message text); none when the body is not such a Status."""
+    try:
+        status = json.loads(body) if isinstance(body, str | bytes) else None
+    except ValueError:
+        return set()
+    if not isinstance(status, dict):
+        return set()
+    causes = (status.get("details") or {}).get("causes") or []
+    return {str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field")}
+
+
 class KubeApi:
     """Blocking client calls run in threads so the operator's event loop never stalls."""
 
@@ -301,7 +314,7 @@ class KubeApi:
                 _request_timeout=CONDITION_TIMEOUT_SECONDS,
             )
         except ApiException as err:
-            if err.status == 404 or (err.status == 422 and "metadata.uid" in str(err.body)):
+            if err.status == 404 or (err.status == 422 and "metadata.uid" in invalid_fields(err.body)):
                 return WriteResult.GONE
             if err.status == 409:
                 return WriteResult.CONFLICT
