@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+# Holds and terminations take from well under a second to the whole grace period.
+SHUTDOWN_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300)
+BUDGET_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1, 1.1)
+# Per-Deployment series: one per Deployment with a termination observed, at most this many
+# (see docs/observability.md); the rest are counted in the per-namespace series only.
+DEPLOYMENT_LABELS = ["namespace", "deployment", "policy"]
+
 
 class OperatorMetrics:
     def __init__(self) -> None:
@@ -65,5 +72,85 @@ class OperatorMetrics:
             "Writes of the pod condition lameduck.dev/endpoints-ready, by status and reason "
             "(True EndpointsListed or NoService, False NotListed).",
             ["status", "reason"],
+            registry=self.registry,
+        )
+        # ---- shutdown, from the sidecars' hold reports and the pods' terminations ----------
+        shutdown = ["namespace", "policy"]
+        self.hold_reports = Counter(
+            "lameduck_hold_reports_total",
+            "Hold reports (Events the sidecars post at the end of a hold) read, by result (recorded, malformed).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.holds = Counter(
+            "lameduck_holds_total",
+            "Holds of managed pods by outcome (quiet, not_in_any_slice, timeout, fallback).",
+            [*shutdown, "outcome"],
+            registry=self.registry,
+        )
+        self.hold_seconds = Histogram(
+            "lameduck_hold_duration_seconds",
+            "Whole preStop hold of a managed pod.",
+            shutdown,
+            buckets=SHUTDOWN_BUCKETS,
+            registry=self.registry,
+        )
+        self.slice_propagation_seconds = Histogram(
+            "lameduck_hold_slice_propagation_seconds",
+            "Stage 1: from the hold's start until no EndpointSlice showed the pod ready.",
+            shutdown,
+            buckets=SHUTDOWN_BUCKETS,
+            registry=self.registry,
+        )
+        self.dataplane_propagation_seconds = Histogram(
+            "lameduck_hold_dataplane_propagation_seconds",
+            "Stage 2: from stage 1's end until no new work reached the pod for the quiet period.",
+            shutdown,
+            buckets=SHUTDOWN_BUCKETS,
+            registry=self.registry,
+        )
+        self.late_traffic_seconds = Histogram(
+            "lameduck_hold_late_traffic_seconds",
+            "From the hold's start until the last new connection or request reached the pod (0: none).",
+            shutdown,
+            buckets=SHUTDOWN_BUCKETS,
+            registry=self.registry,
+        )
+        self.terminations = Counter(
+            "lameduck_terminations_total",
+            "Terminations of managed pods by how the app containers ended (clean, error, killed).",
+            [*shutdown, "outcome"],
+            registry=self.registry,
+        )
+        self.termination_seconds = Histogram(
+            "lameduck_termination_duration_seconds",
+            "From the pod's deletion until its last app container exited.",
+            shutdown,
+            buckets=SHUTDOWN_BUCKETS,
+            registry=self.registry,
+        )
+        self.termination_budget_ratio = Histogram(
+            "lameduck_termination_budget_ratio",
+            "Termination duration as a fraction of the grace period the pod was deleted with.",
+            shutdown,
+            buckets=BUDGET_RATIO_BUCKETS,
+            registry=self.registry,
+        )
+        self.deployment_late_traffic = Gauge(
+            "lameduck_deployment_late_traffic_seconds",
+            "Late traffic of a Deployment's recent terminations: quantile 0.5, 0.99 and 1 (the maximum).",
+            [*DEPLOYMENT_LABELS, "quantile"],
+            registry=self.registry,
+        )
+        self.deployment_max_hold = Gauge(
+            "lameduck_deployment_max_hold_seconds",
+            "The maxHold the governing policy gives a Deployment that has terminations observed.",
+            DEPLOYMENT_LABELS,
+            registry=self.registry,
+        )
+        self.deployment_recommended_max_hold = Gauge(
+            "lameduck_deployment_recommended_max_hold_seconds",
+            "The maxHold a Deployment's observed late traffic calls for.",
+            DEPLOYMENT_LABELS,
             registry=self.registry,
         )
