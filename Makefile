@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv helm lint types contracts unit test-unit e2e test bench-operator bench-rollout bench-webhook demo crds cluster-up cluster-down cluster-status clean
+.PHONY: help venv helm lint types contracts unit test-unit e2e test bench-operator bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
@@ -14,6 +14,7 @@ help:
 	@echo "make demo        lameduck vs fixed sleeps vs nothing, rolling out under load on a real cluster"
 	@echo "make cluster-up  start the local cluster (hack/cluster.sh) and print how to use it"
 	@echo "make crds        regenerate crds/ and charts/lameduck/crds/ from operator/lameduck_operator/crdgen.py"
+	@echo "make dashboards  regenerate charts/lameduck/dashboards/lameduck.json from operator/lameduck_operator/dashboard.py"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +109,11 @@ cluster-status:
 crds: $(STAMP)
 	$(BIN)/python -m lameduck_operator.crdgen crds
 	$(BIN)/python -m lameduck_operator.crdgen charts/lameduck/crds
+
+# The Grafana dashboard the chart ships, generated with grafana-foundation-sdk (a unit test fails
+# when the committed JSON differs from what the generator produces).
+dashboards: $(STAMP)
+	$(BIN)/python -m lameduck_operator.dashboard --out charts/lameduck/dashboards/lameduck.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
