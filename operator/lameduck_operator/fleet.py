@@ -145,6 +145,8 @@ class Fleet:
         self._conflict_posted: dict[DeploymentRef, str] = {}
         # Namespaces where the sidecar's Role and RoleBinding exist, with their subjects.
         self.sidecar_access: dict[str, tuple[str, ...]] = {}
+        # Namespaces whose sidecar Role an earlier version wrote with other rules.
+        self.outdated_access: set[str] = set()
         self._access_dirty: set[str] = set()
         self._access_attempts: dict[str, int] = {}
         self._access_rechecks: set[str] = set()
@@ -481,9 +483,10 @@ class Fleet:
             wanted = [sa for sa in running if sa in templates or sa in granted]
             if wanted != templates:
                 self._recheck_access_later(namespace)
-        if wanted and granted != tuple(wanted):
+        if wanted and (granted != tuple(wanted) or namespace in self.outdated_access):
             await self.api.apply_sidecar_rbac(namespace, wanted)
             self.sidecar_access[namespace] = tuple(wanted)
+            self.outdated_access.discard(namespace)
         elif not wanted and namespace in self.sidecar_access:
             await self.api.delete_sidecar_rbac(namespace)
             del self.sidecar_access[namespace]

@@ -70,6 +70,7 @@ class Runtime:
         for namespace in await asyncio.to_thread(api.list_namespaces):
             fleet.namespace_seen(namespace)
         fleet.sidecar_access = await asyncio.to_thread(api.list_sidecar_access)
+        fleet.outdated_access = await asyncio.to_thread(api.list_outdated_sidecar_roles)
         fleet.recheck_access(fleet.sidecar_access)
         # Services and their slices are known before any pod is judged, so a pod is never
         # let through as selected by no Service for want of a Service not listed yet.

@@ -127,6 +127,7 @@ def holder_for(
         traffic,
         None if api is None else api.slices,
         own_pod=None if api is None else api.own_pod,
+        post_event=None if api is None else api.post_event,
     )
 
 
@@ -147,6 +148,8 @@ async def before_exit(holder: Holder, *, native: bool) -> None:
     with the app: it first finishes the hold the app may still be waiting on."""
     if not native and holder.holding and holder.task is not None:
         await asyncio.wait({holder.task}, timeout=holder.config.hold.max_hold)
+    if holder.report_task is not None:  # the hold report is posted before the sidecar exits
+        await asyncio.wait({holder.report_task}, timeout=holder.config.hold.api_timeout)
 
 
 async def serve(config: SidecarConfig) -> None:

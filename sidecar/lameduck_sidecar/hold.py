@@ -60,6 +60,9 @@ class HoldResult:
     # those whose busy streak went on past propagationDelay (see Hold.traffic).
     reused_after_stage1: int = 0
     pinned_after_stage1: int = 0
+    # From the hold's start until the last new connection or request that kept the hold
+    # (0 when none came): what the data planes took to stop sending work to the pod.
+    late_traffic: float = 0.0
 
 
 def should_hold(pod: Mapping[str, Any] | None) -> bool:
@@ -175,6 +178,7 @@ class Hold:
             self.connections_after_stage1,
             self.reused_after_stage1,
             self.pinned_after_stage1,
+            0.0 if self.last_traffic is None else max(0.0, self.last_traffic - self.started),
         )
 
     def wake_at(self) -> float:

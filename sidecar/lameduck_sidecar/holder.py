@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from lameduck_sidecar.config import SidecarConfig
@@ -22,6 +23,7 @@ from lameduck_sidecar.hold import (
 )
 from lameduck_sidecar.k8s import ApiError
 from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.report import hold_report_event, report_message
 from lameduck_sidecar.slices import listings, released
 from lameduck_sidecar.traffic import Snapshot, Work
 
@@ -37,6 +39,7 @@ class Traffic(Protocol):
 
 SliceStream = Callable[[], AsyncGenerator[list[dict[str, Any]], None]]
 PodLookup = Callable[..., Awaitable[dict[str, Any]]]
+EventPoster = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Holder:
@@ -50,6 +53,7 @@ class Holder:
         *,
         clock: Callable[[], float] = time.monotonic,
         own_pod: PodLookup | None = None,
+        post_event: EventPoster | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -58,6 +62,10 @@ class Holder:
         self.slice_stream = slice_stream
         self.clock = clock
         self.own_pod = own_pod
+        self.post_event = post_event
+        self.pod: dict[str, Any] | None = None  # as read when the hold began
+        # Posting the hold report, after the hold has been answered.
+        self.report_task: asyncio.Task[None] | None = None
         self.grace_period: float | None = None  # of the pod's deletion, once known
         # The hold of the pod's deletion: a pod is deleted once, so there is at most one.
         self.task: asyncio.Task[HoldResult] | None = None
@@ -83,6 +91,7 @@ class Holder:
                 self._record(result, [caller], called_at)
                 return result
             if self.task is None:
+                self.pod = pod
                 self.grace_period = deletion_grace_period(pod)
                 self.task = asyncio.create_task(self._run(called, called_at))
         self.callers.append(caller)
@@ -120,7 +129,35 @@ class Holder:
                 await watcher
             self.metrics.in_flight.dec()
         self._record(result, self.callers, self.started_at)
+        if self.post_event is not None:
+            self.report_task = asyncio.create_task(self._report(result, list(self.callers)))
         return result
+
+    async def _report(self, result: HoldResult, callers: list[str]) -> None:
+        """One Event on the pod with what the hold saw: it outlives the pod, unlike the metrics."""
+        assert self.post_event is not None
+        message = report_message(
+            result,
+            policy=self.config.policy,
+            max_hold=self.config.hold.max_hold,
+            grace_period=self.grace_period,
+            pod=self.pod,
+            containers=callers,
+        )
+        event = hold_report_event(
+            message,
+            namespace=self.config.namespace,
+            pod_name=self.config.pod_name,
+            pod_uid=self.config.pod_uid,
+            now=datetime.now(UTC),
+        )
+        try:
+            await asyncio.wait_for(self.post_event(event), self.config.hold.api_timeout)
+        except (TimeoutError, ApiError) as err:
+            self.metrics.reports.labels(result="failed").inc()
+            log.warning(json.dumps({"event": "report_failed", "pod": self.config.pod_name, "reason": str(err)}))
+            return
+        self.metrics.reports.labels(result="posted").inc()
 
     async def _watch_slices(self, hold: Hold) -> None:
         """Stage 1: until no EndpointSlice holds the pod, or fall back."""
@@ -182,6 +219,7 @@ class Holder:
                     "connections_after_stage1": result.connections_after_stage1,
                     "reused_after_stage1": result.reused_after_stage1,
                     "pinned_after_stage1": result.pinned_after_stage1,
+                    "late_traffic": round(result.late_traffic, 3),
                     "grace_period": self.grace_period,
                 }
             )

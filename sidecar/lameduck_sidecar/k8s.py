@@ -1,6 +1,6 @@
-"""The sidecar's only contact with the API: list and watch EndpointSlices of its namespace
-and get its own Pod, with the pod's service-account token, over the aiohttp client it
-already carries."""
+"""The sidecar's only contact with the API, and only while its pod is being deleted: list and
+watch EndpointSlices of its namespace, get its own Pod and post one Event (the hold report),
+with the pod's service-account token, over the aiohttp client it already carries."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import aiohttp
 
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
 POD = "/api/v1/namespaces/{namespace}/pods/{name}"
+EVENTS = "/api/v1/namespaces/{namespace}/events"
 # Served from the API server's watch cache, not etcd: a fleet's holds during a large rollout
 # cost the cache a read each. The watch that follows delivers anything newer.
 FROM_CACHE = {"resourceVersion": "0"}
@@ -40,6 +41,7 @@ class NamespaceApi:
     ) -> None:
         self.url = api_url.rstrip("/") + SLICES.format(namespace=namespace)
         self.pod_url = api_url.rstrip("/") + POD.format(namespace=namespace, name=pod_name)
+        self.events_url = api_url.rstrip("/") + EVENTS.format(namespace=namespace)
         self.on_request = on_request
         self.read_seconds = read_seconds
         self.watch_seconds = watch_seconds
@@ -67,6 +69,18 @@ class NamespaceApi:
         async with self._session() as session:
             pod: dict[str, Any] = await self._get(session, self.pod_url, {} if consistent else FROM_CACHE, "the pod")
             return pod
+
+    async def post_event(self, event: dict[str, Any]) -> None:
+        """Create an Event in the pod's namespace (the hold report)."""
+        self.on_request()
+        async with self._session() as session:
+            try:
+                timeout = aiohttp.ClientTimeout(total=self.read_seconds)
+                async with session.post(self.events_url, json=event, timeout=timeout) as posted:
+                    if posted.status != 201:
+                        raise ApiError(f"posting the hold report: HTTP {posted.status}")
+            except (aiohttp.ClientError, TimeoutError) as err:
+                raise ApiError(f"posting the hold report: {type(err).__name__} {err}") from err
 
     async def _get(self, session: aiohttp.ClientSession, url: str, params: dict[str, str], what: str) -> Any:
         self.on_request()

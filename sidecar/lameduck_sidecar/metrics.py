@@ -52,4 +52,10 @@ class SidecarMetrics:
             "Requests made to the Kubernetes API (only while holding).",
             registry=self.registry,
         )
+        self.reports = Counter(
+            "lameduck_sidecar_hold_reports_total",
+            "Hold reports (an Event on the pod at the end of a hold) by result (posted, failed).",
+            ["result"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("lameduck_sidecar_holds_in_flight", "Holds in progress.", registry=self.registry)

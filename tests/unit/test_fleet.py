@@ -339,6 +339,19 @@ async def test_sidecar_access_follows_the_pods_that_run_the_sidecar(h: Harness) 
     assert h.api.sidecar_access == {}, "removed once no pod runs the sidecar"
 
 
+async def test_a_sidecar_role_an_earlier_version_wrote_with_other_rules_is_applied_again(h: Harness) -> None:
+    h.add("api", labels={"tier": "web"}, serviceAccountName="api")
+    h.policy(apply="Immediate", **WEB_TIER)
+    await h.settle()
+    assert h.api.sidecar_access == {"shop": ["api"]}
+    h.api.sidecar_access["shop"] = ["outdated"]  # stands for the old rules: only a new apply replaces it
+    h.fleet.outdated_access = {"shop"}
+    h.fleet.recheck_access(["shop"])
+    await h.settle()
+    assert h.api.sidecar_access == {"shop": ["api"]}
+    assert h.fleet.outdated_access == set()
+
+
 def delete_pod(api: FakeApi, name: str) -> None:
     del api.pods[("shop", name)]
 

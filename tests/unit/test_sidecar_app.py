@@ -72,6 +72,8 @@ class FakeApiServer:
         self.watch = watch
         self.pod_status = pod_status
         self.requests: list[str] = []
+        self.events: list[dict[str, Any]] = []  # posted Events: the hold reports
+        self.event_status = 201
         self.lists = 0
         self.address_only = False  # endpoints without a targetRef
 
@@ -79,7 +81,16 @@ class FakeApiServer:
         app = web.Application()
         app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices", self.slices)
         app.router.add_get("/api/v1/namespaces/shop/pods/web-1", self.pod)
+        app.router.add_post("/api/v1/namespaces/shop/events", self.event)
         return app
+
+    async def event(self, request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == "Bearer t0ken"
+        if self.event_status != 201:
+            return web.json_response({"kind": "Status", "code": self.event_status}, status=self.event_status)
+        body = await request.json()
+        self.events.append(body)
+        return web.json_response(body, status=201)
 
     async def pod(self, request: web.Request) -> web.Response:
         self.requests.append("pod" if request.query.get("resourceVersion") == "0" else "pod consistent")
@@ -88,7 +99,11 @@ class FakeApiServer:
             await asyncio.sleep(30)
         if self.pod_status != 200:
             return web.json_response({"kind": "Status", "code": self.pod_status}, status=self.pod_status)
-        metadata: dict[str, Any] = {"name": "web-1"}
+        metadata: dict[str, Any] = {
+            "name": "web-1",
+            "labels": {"app": "web", "pod-template-hash": "7d9f8c"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d9f8c", "controller": True}],
+        }
         if self.deleting:
             metadata |= {"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": self.grace_period}
         return web.json_response({"metadata": metadata})
@@ -280,6 +295,63 @@ async def test_a_call_while_the_pod_is_not_being_deleted_is_answered_at_once_and
     assert 0.4 <= body["stage1"] < 0.8, "the deletion gets its own full hold"
 
 
+async def test_a_hold_ends_with_one_report_event_on_the_pod(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.2)
+    client, traffic, metrics = await sidecar(api)
+
+    async def arrive() -> None:
+        await asyncio.sleep(0.3)
+        traffic.pending += 1
+
+    feeder = asyncio.create_task(arrive())
+    body = await (await client.get("/hold/app")).json()
+    await feeder
+    await wait_for(lambda: bool(api.events))
+    (event,) = api.events
+    assert event["metadata"]["labels"] == {"lameduck.dev/report": "hold"}
+    assert event["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": "web-1",
+        "namespace": "shop",
+        "uid": "uid-1",
+    }
+    assert (event["reason"], event["type"]) == ("HoldReleased", "Normal")
+    report = json.loads(event["message"])
+    assert report["outcome"] == "quiet"
+    assert report["holdSeconds"] == body["seconds"]
+    assert 0.3 <= report["lateTrafficSeconds"] < report["holdSeconds"], "the connection came at ~0.3 s"
+    assert report["connectionsAfterStage1"] == 1
+    assert (report["replicaSet"], report["podTemplateHash"]) == ("web-7d9f8c", "7d9f8c")
+    assert (report["gracePeriodSeconds"], report["maxHoldSeconds"], report["containers"]) == (60, 3.0, ["app"])
+    assert 'lameduck_sidecar_hold_reports_total{result="posted"} 1.0' in generate_latest(metrics.registry).decode()
+
+
+async def test_a_timed_out_hold_is_reported_as_a_warning(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=30)
+    client, _, _ = await sidecar(api, hold=replace(FAST, max_hold=0.5))
+    assert (await (await client.get("/hold/app")).json())["outcome"] == "timeout"
+    await wait_for(lambda: bool(api.events))
+    assert (api.events[0]["reason"], api.events[0]["type"]) == ("HoldTimedOut", "Warning")
+
+
+async def test_a_call_while_the_pod_is_not_being_deleted_posts_no_report(sidecar: Start) -> None:
+    api = FakeApiServer(deleting=False)
+    client, _, _ = await sidecar(api)
+    assert (await (await client.get("/hold/app")).json())["outcome"] == "not_deleting"
+    await asyncio.sleep(0.2)  # a report would be posted right after the answer
+    assert api.events == []
+
+
+async def test_a_refused_report_is_counted_and_the_hold_is_answered_as_usual(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    api.event_status = 403
+    client, _, metrics = await sidecar(api)
+    assert (await (await client.get("/hold/app")).json())["outcome"] == "quiet"
+    await wait_for(lambda: 'result="failed"} 1.0' in generate_latest(metrics.registry).decode())
+    assert api.events == []
+
+
 async def test_an_unreadable_pod_is_held_for(sidecar: Start) -> None:
     api = FakeApiServer(flip_after=0.2, pod_status=403)
     client, _, _ = await sidecar(api)
@@ -380,6 +452,8 @@ async def test_own_sigterm_during_a_hold(tmp_path: Path, native: bool, waits: bo
     await before_exit(holder, native=native)
     assert hold.done() is waits
     assert (await hold).outcome.value == "quiet"
+    if waits:
+        assert len(api.events) == 1, "the hold report is posted before the sidecar exits"
     await server.close()
 
 

@@ -183,6 +183,15 @@ def test_result_reports_stages_and_late_connections() -> None:
     assert result is not None
     assert (result.outcome, result.total, result.stage1, result.stage2) == (Outcome.QUIET, 3.0, 1.0, 2.0)
     assert result.connections_after_stage1 == 2
+    assert result.late_traffic == 2.0, "the last new work came 2 s after the hold began"
+
+
+def test_a_hold_without_new_work_reports_no_late_traffic() -> None:
+    hold = Hold(S, 10.0)
+    hold.slices_released(11.0, listed=True)
+    result = hold.result(20.0)
+    assert result is not None
+    assert result.late_traffic == 0.0
 
 
 SERVICE = {"labels": {"kubernetes.io/service-name": "web"}}

@@ -259,6 +259,18 @@ class KubeApi:
             if item["metadata"]["name"] == SIDECAR_RBAC_NAME
         }
 
+    def list_outdated_sidecar_roles(self) -> set[str]:
+        """Namespaces whose sidecar Role grants other rules than this version's (an upgrade
+        that changed what a hold needs): they are applied again."""
+        selector = ",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())
+        listed = _json(self.rbac.list_role_for_all_namespaces(label_selector=selector, _preload_content=False))
+        return {
+            item["metadata"]["namespace"]
+            for item in listed.get("items", [])
+            if item["metadata"]["name"] == SIDECAR_RBAC_NAME
+            and item.get("rules") != sidecar_role(item["metadata"]["namespace"])["rules"]
+        }
+
     # ---- events ---------------------------------------------------------------------
 
     def _post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:

@@ -25,7 +25,8 @@ def service_accounts_needing_access(
 
 def sidecar_role(namespace: str) -> dict[str, Any]:
     """Only what the sidecar does while holding: list and watch the namespace's EndpointSlices,
-    and get its own Pod (the grace period it is being deleted with)."""
+    get its own Pod (the grace period it is being deleted with) and create one Event (the hold
+    report). Events cannot be limited to a name the pod does not know before creating it."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -33,6 +34,7 @@ def sidecar_role(namespace: str) -> dict[str, Any]:
         "rules": [
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ],
     }
 
