@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv helm lint types contracts unit test-unit e2e test bench-operator bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
+.PHONY: help venv helm prometheus lint types contracts unit test-unit e2e test bench-operator bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
@@ -40,7 +40,12 @@ contracts: $(STAMP)
 helm:
 	@if [ -z "$$LAMEDUCK_HELM" ] && ! command -v helm >/dev/null 2>&1; then bash hack/build-k8s.sh helm >&2; fi
 
-unit: $(STAMP) helm
+# The alert rules' unit tests run promtool: $LAMEDUCK_PROMTOOL, promtool on the PATH, or the one
+# hack/prometheus.sh unpacks from Debian's prometheus package (once; cached by version afterwards).
+prometheus:
+	@if [ -z "$$LAMEDUCK_PROMTOOL" ] && ! command -v promtool >/dev/null 2>&1; then bash hack/prometheus.sh >/dev/null; fi
+
+unit: $(STAMP) helm prometheus
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
 test-unit: lint types contracts unit
