@@ -303,12 +303,17 @@ def operator_panels() -> list[Panel]:
             width=8,
         ),
         _graph(
+            "Readiness condition writes",
+            "Writes of the pod condition lameduck.dev/endpoints-ready per second, by status and reason "
+            "(lameduck_readiness_condition_writes_total).",
+            [_query(_rate("lameduck_readiness_condition_writes_total", by="status, reason"), "{{status}} {{reason}}")],
+        ),
+        _graph(
             "Operator memory",
             "Resident memory of each operator replica (process_resident_memory_bytes of the targets "
             "that export lameduck_leader).",
             [_query(f"process_resident_memory_bytes {OPERATOR_TARGETS}", "{{instance}}")],
             unit="bytes",
-            width=24,
         ),
     ]
 
