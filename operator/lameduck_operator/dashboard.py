@@ -161,8 +161,8 @@ def hold_panels() -> list[Panel]:
         ),
         _graph(
             "Hold reports read",
-            "Hold reports the operator read from the sidecars' Events, per second by result "
-            "(lameduck_hold_reports_total); malformed ones are not counted in the panels above.",
+            "Hold reports (Events the sidecars post at the end of a hold) the operator read, per second "
+            "by result (lameduck_hold_reports_total): recorded or malformed.",
             [_query(_rate("lameduck_hold_reports_total", by="result"), "{{result}}")],
             colors={"malformed": RED},
         ),
