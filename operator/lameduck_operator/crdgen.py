@@ -363,6 +363,57 @@ def _status() -> dict[str, Any]:
                     },
                 },
             },
+            "lateTraffic": {
+                "type": "array",
+                "description": "What delay each Deployment needs, from its recent holds (up to 20 Deployments: those "
+                "whose maxHold is below the late traffic observed first, then the latest traffic first). Late traffic: "
+                "from a hold's start until the last new connection or request reached the pod.",
+                "maxItems": 20,
+                "x-kubernetes-list-type": "atomic",
+                "items": {
+                    "type": "object",
+                    "description": "One Deployment's recent holds.",
+                    "properties": {
+                        "namespace": {"type": "string", "description": "The Deployment's namespace."},
+                        "name": {"type": "string", "description": "The Deployment's name."},
+                        "holds": _count("Recent holds reported (the latest 20 at most)."),
+                        "p50Seconds": {"type": "number", "description": "Late traffic, median, in seconds."},
+                        "p99Seconds": {"type": "number", "description": "Late traffic, 99th percentile, in seconds."},
+                        "maxSeconds": {"type": "number", "description": "Late traffic, the latest seen, in seconds."},
+                        "timeouts": _count("Holds that ended at maxHold: traffic may have gone on after them."),
+                        "maxHold": {"type": "string", "description": "The maxHold the pods were held with."},
+                        "recommendedMaxHold": {
+                            "type": "string",
+                            "description": "A maxHold that covers the late traffic seen, with headroom, and the "
+                            "quiet period after it.",
+                        },
+                        "recommendedBudgetSeconds": _count(
+                            "The termination budget that recommended maxHold calls for, in seconds."
+                        ),
+                        "warning": {
+                            "type": "string",
+                            "description": "Set when maxHold is below the late traffic observed.",
+                        },
+                    },
+                },
+            },
+            "overBudget": {
+                "type": "array",
+                "description": "Deployments whose pods were SIGKILLed at the end of their grace period in recent "
+                "terminations (up to 20, most kills first): their budget is too small for the app's shutdown.",
+                "maxItems": 20,
+                "x-kubernetes-list-type": "atomic",
+                "items": {
+                    "type": "object",
+                    "description": "One Deployment's recent terminations.",
+                    "properties": {
+                        "namespace": {"type": "string", "description": "The Deployment's namespace."},
+                        "name": {"type": "string", "description": "The Deployment's name."},
+                        "terminations": _count("Recent terminations observed (the latest 20 at most)."),
+                        "killed": _count("Of those, the ones SIGKILLed at the end of the grace period."),
+                    },
+                },
+            },
         },
     }
 

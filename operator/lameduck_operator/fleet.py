@@ -41,6 +41,7 @@ from lameduck_operator.model import (
     Policy,
     PolicyInvalid,
     PolicyRef,
+    PolicySpec,
     parse_policy,
 )
 from lameduck_operator.settings import Settings
@@ -150,6 +151,8 @@ class Fleet:
         self._access_dirty: set[str] = set()
         self._access_attempts: dict[str, int] = {}
         self._access_rechecks: set[str] = set()
+        # The status's lateTraffic and overBudget of a policy, from the shutdown observer.
+        self.shutdown_status: Callable[[PolicyRef], dict[str, Any]] | None = None
 
     # ---- what the handlers observe ------------------------------------------------
 
@@ -443,10 +446,25 @@ class Fleet:
             return
         else:
             summary = summarize(state.ref, verdicts, losses, self.errors)
-            status = policy_status(state.policy, summary, budget_seconds(state.policy.spec), existing, self.clock())
+            shutdown = self.shutdown_status(state.ref) if self.shutdown_status else None
+            status = policy_status(
+                state.policy, summary, budget_seconds(state.policy.spec), existing, self.clock(), shutdown=shutdown
+            )
         if status != state.published:
             await self.api.apply_policy_status(state.ref, status)
             state.published = status
+
+    def status_changed(self, ref: PolicyRef) -> None:
+        """Something a policy's status shows changed outside the reconcile loop."""
+        self._dirty.add(ref)
+
+    def governing_policy(self, ref: DeploymentRef) -> PolicyRef | None:
+        decision = self.decisions.get(ref)
+        return decision.verdict.policy if decision is not None else None
+
+    def policy_spec(self, ref: PolicyRef) -> PolicySpec | None:
+        state = self.policies.get(ref)
+        return state.policy.spec if state is not None and state.policy is not None else None
 
     def recheck_access(self, namespaces: Iterable[str]) -> None:
         self._access_dirty.update(namespaces)

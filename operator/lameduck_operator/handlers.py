@@ -8,8 +8,12 @@ from typing import Any
 
 import kopf
 
+from lameduck_operator.logic.selection import deployment_ref
+from lameduck_operator.logic.shutdown import REPORT_SELECTOR
 from lameduck_operator.model import GROUP, VERSION
 from lameduck_operator.runtime import Runtime
+
+EVENTS = ("", "v1", "events")
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
@@ -39,10 +43,17 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             raise kopf.TemporaryError("operator not started", delay=1)
         return runtime.gate
 
+    def shutdown_of() -> Any:
+        if runtime.shutdown is None:
+            raise kopf.TemporaryError("operator not started", delay=1)
+        return runtime.shutdown
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         # lameduck posts its own Events; kopf would post one per log line.
         settings.posting.enabled = False
+        # Of all Events, only the sidecars' hold reports are asked for (server-side).
+        settings.watching.label_selectors[EVENTS] = REPORT_SELECTOR
         settings.watching.server_timeout = 270
         settings.watching.client_timeout = 300
         await runtime.start()
@@ -53,7 +64,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry)
     async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
-        fleet_of().deployment_seen(event["object"], deleted=event["type"] == "DELETED")
+        deleted = event["type"] == "DELETED"
+        fleet_of().deployment_seen(event["object"], deleted=deleted)
+        if deleted:
+            shutdown_of().deployment_gone(deployment_ref(event["object"]))
 
     @kopf.on.event(GROUP, VERSION, "gracefulpolicies", registry=registry)
     async def policy_event(event: kopf.RawEvent, **_: Any) -> None:
@@ -71,6 +85,12 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.event("", "v1", "pods", registry=registry)
     async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
         gate_of().pod_seen(event["object"], deleted=event["type"] == "DELETED")
+        shutdown_of().pod_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    # The sidecars' hold reports: Events labelled lameduck.dev/report=hold.
+    @kopf.on.event(*EVENTS, registry=registry)
+    async def hold_report_event(event: kopf.RawEvent, **_: Any) -> None:
+        shutdown_of().report_seen(event["object"], deleted=event["type"] == "DELETED")
 
     @kopf.on.event("", "v1", "services", registry=registry)
     async def service_event(event: kopf.RawEvent, **_: Any) -> None:

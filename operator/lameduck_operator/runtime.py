@@ -26,6 +26,7 @@ from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Decision, Moment, decide
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.readiness_gate import ReadinessGate
+from lameduck_operator.shutdown_observer import ShutdownObserver
 
 log = logging.getLogger("lameduck.operator")
 WEBHOOK_PATH = "/mutate/deployments"
@@ -48,6 +49,7 @@ class Runtime:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     fleet: Fleet | None = None
     gate: ReadinessGate | None = None
+    shutdown: ShutdownObserver | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: web.AppRunner | None = None
     webhook: web.AppRunner | None = None
@@ -62,6 +64,15 @@ class Runtime:
         api = KubeApi(api_client)
         fleet = Fleet(self.config.settings, api, self.metrics)
         self.fleet = fleet
+        shutdown = ShutdownObserver(
+            self.metrics,
+            fleet.governing_policy,
+            fleet.policy_spec,
+            changed=fleet.status_changed,
+            post_event=api.post_event,
+        )
+        fleet.shutdown_status = shutdown.status_of
+        self.shutdown = shutdown
         await self._serve_http()
         # Policies and namespaces are known before any Deployment is judged, so a
         # Deployment is never reverted for want of a policy that simply was not listed yet.
@@ -109,6 +120,8 @@ class Runtime:
         fleet = self.fleet
         self.leading = True
         self.metrics.leader.set(1)
+        if self.shutdown is not None:
+            self.shutdown.lead()
         self.tasks = [
             asyncio.create_task(fleet.run(), name="lameduck-reconcile"),
             asyncio.create_task(fleet.publish_forever(self.config.status_interval_seconds), name="lameduck-status"),

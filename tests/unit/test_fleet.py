@@ -619,3 +619,18 @@ async def test_a_hold_method_changed_to_sleep_is_reinjected_by_json_patch_withou
     )
     await h.settle()
     assert h.api.view("shop", "api")["spec"] == written["spec"], "and reverting the new intent leaves nothing of either"
+
+
+async def test_the_policy_status_carries_what_the_shutdown_observer_saw_and_follows_its_changes(h: Harness) -> None:
+    seen: dict[str, Any] = {"lateTraffic": [], "overBudget": []}
+    h.fleet.shutdown_status = lambda ref: seen if ref == WEB else {}
+    h.add("web")
+    h.policy(apply="Immediate")
+    await h.settle()
+    assert (h.api.statuses[WEB]["lateTraffic"], h.api.statuses[WEB]["overBudget"]) == ([], [])
+    seen = {"lateTraffic": [], "overBudget": [{"namespace": "shop", "name": "web", "terminations": 1, "killed": 1}]}
+    h.fleet.status_changed(WEB)
+    await h.settle()
+    assert h.api.statuses[WEB]["overBudget"] == seen["overBudget"]
+    assert h.fleet.governing_policy(DeploymentRef("shop", "web")) == WEB
+    assert h.fleet.policy_spec(WEB) is not None

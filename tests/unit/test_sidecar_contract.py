@@ -8,14 +8,18 @@ a planned sidecar container is resolved the way kubelet would and loaded by the 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from lameduck_operator.logic.intent import plan_deployment
-from lameduck_operator.model import SIDECAR_NAME
+from lameduck_operator.logic.shutdown import REPORT_SELECTOR, HoldOutcome, parse_hold_report
+from lameduck_operator.model import SIDECAR_NAME, PolicyRef
 from lameduck_operator.settings import Settings, SidecarSettings
 from lameduck_sidecar.config import load_config
+from lameduck_sidecar.hold import HoldResult, Outcome
+from lameduck_sidecar.report import hold_report_event, report_message
 from lameduck_sidecar.traffic import Probe
 from tests.unit.builders import container, deployment, policy
 
@@ -119,3 +123,41 @@ def test_settings_with_nothing_to_say_are_left_out_as_the_api_server_would_store
     assert {"LAMEDUCK_APP_PORTS", "LAMEDUCK_PROBES"}.isdisjoint(names)
     config = load_config(injected_env(sidecar))
     assert (config.app_ports, config.probes) == (frozenset(), ())
+
+
+def test_the_hold_report_the_sidecar_posts_is_the_one_the_operator_reads() -> None:
+    """The other direction: the sidecar's hold report Event, parsed by the operator."""
+    policy_ref = PolicyRef("GracefulPolicy", "web", "shop")
+    result = HoldResult(Outcome.TIMEOUT, 30.0, 1.25, 28.75, 3, 2, 1, late_traffic=29.5)
+    pod = {
+        "metadata": {
+            "labels": {"pod-template-hash": "7d9f"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d9f"}],
+        }
+    }
+    message = report_message(
+        result, policy=policy_ref.annotation_value, max_hold=30.0, grace_period=65.0, pod=pod, containers=["app"]
+    )
+    event = hold_report_event(
+        message, namespace="shop", pod_name="web-7d9f-abcde", pod_uid="u1", now=datetime(2026, 11, 21, tzinfo=UTC)
+    )
+    key, value = REPORT_SELECTOR.split("=")
+    assert event["metadata"]["labels"][key] == value, "the operator's watch selects what the sidecar labels"
+    event["metadata"]["uid"] = "e1"  # given by the API server
+    read = parse_hold_report(event)
+    assert (read.namespace, read.pod, read.pod_uid, read.deployment, read.policy) == (
+        "shop",
+        "web-7d9f-abcde",
+        "u1",
+        "web",
+        policy_ref,
+    )
+    assert read.outcome is HoldOutcome(result.outcome.value)
+    assert {o.value for o in Outcome} - {"not_deleting"} == {o.value for o in HoldOutcome}
+    assert (read.hold_seconds, read.stage1_seconds, read.stage2_seconds, read.late_traffic_seconds) == (
+        30.0,
+        1.25,
+        28.75,
+        29.5,
+    )
+    assert (read.max_hold_seconds, read.grace_period_seconds) == (30.0, 65.0)

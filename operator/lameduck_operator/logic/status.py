@@ -102,8 +102,11 @@ def policy_status(
     budget_seconds: int,
     existing: Mapping[str, Any] | None,
     now: datetime,
+    *,
+    shutdown: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status subresource of a valid policy."""
+    """The status subresource of a valid policy; shutdown: what its Deployments' recent holds
+    and terminations showed (lateTraffic, overBudget)."""
     mode = "audited" if policy.spec.mode is Mode.AUDIT else "enforced"
     ready = _condition(
         "Ready",
@@ -140,6 +143,7 @@ def policy_status(
         "skipped": summary.skipped,
         "budgetSeconds": budget_seconds,
         "nonCompliant": summary.non_compliant,
+        **(shutdown or {}),
     }
 
 
