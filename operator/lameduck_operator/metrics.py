@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # Holds and terminations take from well under a second to the whole grace period.
 SHUTDOWN_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300)
@@ -10,6 +15,55 @@ BUDGET_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1, 1.1)
 # Per-Deployment series: one per Deployment with a termination observed, at most this many
 # (see docs/observability.md); the rest are counted in the per-namespace series only.
 DEPLOYMENT_LABELS = ["namespace", "deployment", "policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentShutdownSample:
+    """One Deployment's late traffic, as the per-Deployment series show it."""
+
+    namespace: str
+    deployment: str
+    policy: str
+    p50: float
+    p99: float
+    max: float
+    max_hold: float | None
+    recommended_max_hold: float
+
+
+class DeploymentShutdownCollector(Collector):
+    """The per-Deployment series, from `source` at each scrape (empty until the shutdown
+    observer sets it, and while this replica does not lead)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[DeploymentShutdownSample]] = lambda: ()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        late = GaugeMetricFamily(
+            "lameduck_deployment_late_traffic_seconds",
+            "Late traffic of a Deployment's recent holds: quantile 0.5, 0.99 and 1 (the maximum).",
+            labels=[*DEPLOYMENT_LABELS, "quantile"],
+        )
+        max_hold = GaugeMetricFamily(
+            "lameduck_deployment_max_hold_seconds",
+            "The maxHold a Deployment's pods were held with, from its latest hold report.",
+            labels=DEPLOYMENT_LABELS,
+        )
+        recommended = GaugeMetricFamily(
+            "lameduck_deployment_recommended_max_hold_seconds",
+            "The maxHold a Deployment's observed late traffic calls for.",
+            labels=DEPLOYMENT_LABELS,
+        )
+        for sample in self.source():
+            labels = [sample.namespace, sample.deployment, sample.policy]
+            for quantile, value in (("0.5", sample.p50), ("0.99", sample.p99), ("1", sample.max)):
+                late.add_metric([*labels, quantile], value)
+            if sample.max_hold is not None:
+                max_hold.add_metric(labels, sample.max_hold)
+            recommended.add_metric(labels, sample.recommended_max_hold)
+        yield late
+        yield max_hold
+        yield recommended
 
 
 class OperatorMetrics:
@@ -136,21 +190,6 @@ class OperatorMetrics:
             buckets=BUDGET_RATIO_BUCKETS,
             registry=self.registry,
         )
-        self.deployment_late_traffic = Gauge(
-            "lameduck_deployment_late_traffic_seconds",
-            "Late traffic of a Deployment's recent terminations: quantile 0.5, 0.99 and 1 (the maximum).",
-            [*DEPLOYMENT_LABELS, "quantile"],
-            registry=self.registry,
-        )
-        self.deployment_max_hold = Gauge(
-            "lameduck_deployment_max_hold_seconds",
-            "The maxHold the governing policy gives a Deployment that has terminations observed.",
-            DEPLOYMENT_LABELS,
-            registry=self.registry,
-        )
-        self.deployment_recommended_max_hold = Gauge(
-            "lameduck_deployment_recommended_max_hold_seconds",
-            "The maxHold a Deployment's observed late traffic calls for.",
-            DEPLOYMENT_LABELS,
-            registry=self.registry,
-        )
+        # Per Deployment: computed at each scrape from the observer's state (no per-series objects).
+        self.deployment_shutdown = DeploymentShutdownCollector()
+        self.registry.register(self.deployment_shutdown)

@@ -11,11 +11,11 @@ for status but is not counted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from lameduck_operator.logic.decision import DeploymentEvent
@@ -23,6 +23,7 @@ from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import (
     DeploymentShutdown,
     HoldReport,
+    LateTraffic,
     ReportMalformed,
     TerminationOutcome,
     late_traffic,
@@ -32,19 +33,19 @@ from lameduck_operator.logic.shutdown import (
     sidecar_policy,
     termination_of,
 )
-from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.metrics import DeploymentShutdownSample, OperatorMetrics
 from lameduck_operator.model import PolicyRef, PolicySpec
 
 log = logging.getLogger("lameduck.operator")
 # Per Deployment, the latest holds and terminations that status and recommendations read.
 RECENT = 20
-# Per-Deployment metric series: at most this many Deployments (the first seen keep theirs).
+# Per-Deployment metric series: at most this many Deployments (the first seen keep theirs; the
+# status covers them all).
 MAX_DEPLOYMENT_SERIES = 1000
 # Event and pod uids already counted: enough for the terminations of a large rollout.
 MAX_REMEMBERED = 20000
 # At most one PodsKilled Event per Deployment in this many seconds.
 KILLED_EVENT_SECONDS = 60.0
-QUANTILES = (("0.5", "p50"), ("0.99", "p99"), ("1", "max"))
 
 PolicyOf = Callable[[DeploymentRef], PolicyRef | None]
 SpecOf = Callable[[PolicyRef], PolicySpec | None]
@@ -71,6 +72,21 @@ class Remembered:
         self.items.pop(key, None)
 
 
+@dataclass(slots=True)
+class Recent:
+    """A Deployment's latest holds and terminations (RECENT of each at most)."""
+
+    policy: PolicyRef
+    reports: list[HoldReport] = field(default_factory=list)
+    ends: list[TerminationOutcome] = field(default_factory=list)
+    late: LateTraffic | None = None  # from reports, with the policy's settings when they came
+
+
+def _keep_recent(items: list[Any], item: Any) -> None:
+    items.append(item)
+    del items[:-RECENT]
+
+
 class ShutdownObserver:
     def __init__(
         self,
@@ -89,20 +105,22 @@ class ShutdownObserver:
         self.post_event = post_event
         self.monotonic = monotonic
         self.recording = False  # while leading: see lead()
-        self.reports: dict[DeploymentRef, deque[HoldReport]] = {}
-        self.ends: dict[DeploymentRef, deque[TerminationOutcome]] = {}
-        self.governing: dict[DeploymentRef, PolicyRef] = {}
+        self.deployments: dict[DeploymentRef, Recent] = {}
         self._reports_seen = Remembered(MAX_REMEMBERED)
         self._pods_done = Remembered(MAX_REMEMBERED)
-        self._series: dict[DeploymentRef, PolicyRef] = {}
         self._killed_posted: dict[DeploymentRef, float] = {}
+        metrics.deployment_shutdown.source = self._samples
         self._tasks: set[asyncio.Task[None]] = set()
 
     def lead(self) -> None:
         """Count from now on, and export the per-Deployment series this replica knows."""
         self.recording = True
-        for ref, policy in sorted(self.governing.items(), key=lambda item: str(item[0])):
-            self._update_series(ref, policy)
+
+    def _recent(self, ref: DeploymentRef, policy: PolicyRef) -> Recent:
+        recent = self.deployments.get(ref)
+        if recent is None or recent.policy != policy:
+            recent = self.deployments[ref] = Recent(policy)
+        return recent
 
     # ---- hold reports ---------------------------------------------------------------------
 
@@ -123,10 +141,12 @@ class ShutdownObserver:
             self._count(report, policy)
         if ref is None or policy is None:
             return
-        self.reports.setdefault(ref, deque(maxlen=RECENT)).append(report)
-        self.governing[ref] = policy
-        if self.recording:
-            self._update_series(ref, policy)
+        recent = self._recent(ref, policy)
+        _keep_recent(recent.reports, report)
+        spec = self.spec_of(policy)
+        recent.late = late_traffic(
+            recent.reports, spec.hold.quiet_period if spec else 0.0, spec.drain_timeout if spec else 0.0
+        )
         self.changed(policy)
 
     def _count(self, report: HoldReport, policy: PolicyRef | None) -> None:
@@ -169,21 +189,21 @@ class ShutdownObserver:
                 )
         if ref is None:
             return
-        self.ends.setdefault(ref, deque(maxlen=RECENT)).append(termination.outcome)
-        self.governing[ref] = policy
+        recent = self._recent(ref, policy)
+        _keep_recent(recent.ends, termination.outcome)
         self.changed(policy)
         if termination.outcome is TerminationOutcome.KILLED and self.recording:
-            self._tell_killed(ref, termination.grace_period_seconds)
+            self._tell_killed(ref, recent.ends, termination.grace_period_seconds)
 
-    def _tell_killed(self, ref: DeploymentRef, grace: float) -> None:
+    def _tell_killed(self, ref: DeploymentRef, ends: list[TerminationOutcome], grace: float) -> None:
         now = self.monotonic()
         if self.post_event is None or now - self._killed_posted.get(ref, -KILLED_EVENT_SECONDS) < KILLED_EVENT_SECONDS:
             return
         self._killed_posted[ref] = now
-        killed = sum(1 for outcome in self.ends[ref] if outcome is TerminationOutcome.KILLED)
+        killed = sum(1 for outcome in ends if outcome is TerminationOutcome.KILLED)
         event = DeploymentEvent(
             "PodsKilled",
-            f"{killed} of the last {len(self.ends[ref])} terminated pods were SIGKILLed at the end of their "
+            f"{killed} of the last {len(ends)} terminated pods were SIGKILLed at the end of their "
             f"{grace:g}s grace period: the app needs longer to stop than its budget gives it",
             warning=True,
         )
@@ -203,62 +223,46 @@ class ShutdownObserver:
     # ---- per Deployment ----------------------------------------------------------------------
 
     def deployment_gone(self, ref: DeploymentRef) -> None:
-        policy = self.governing.pop(ref, None)
-        self.reports.pop(ref, None)
-        self.ends.pop(ref, None)
+        recent = self.deployments.pop(ref, None)
         self._killed_posted.pop(ref, None)
-        self._drop_series(ref)
-        if policy is not None:
-            self.changed(policy)
-
-    def _summary(self, ref: DeploymentRef, spec: PolicySpec | None) -> DeploymentShutdown:
-        ends = self.ends.get(ref) or ()
-        late = late_traffic(
-            list(self.reports.get(ref) or ()),
-            spec.hold.quiet_period if spec else 0.0,
-            spec.drain_timeout if spec else 0.0,
-        )
-        return DeploymentShutdown(
-            ref.namespace,
-            ref.name,
-            late,
-            terminations=len(ends),
-            killed=sum(1 for outcome in ends if outcome is TerminationOutcome.KILLED),
-        )
+        if recent is not None:
+            self.changed(recent.policy)
 
     def status_of(self, policy: PolicyRef) -> dict[str, Any]:
         """The policy status's lateTraffic and overBudget."""
-        spec = self.spec_of(policy)
-        refs = sorted((r for r, p in self.governing.items() if p == policy), key=str)
-        return shutdown_status([self._summary(ref, spec) for ref in refs])
+        return shutdown_status(
+            [
+                DeploymentShutdown(
+                    ref.namespace,
+                    ref.name,
+                    recent.late,
+                    terminations=len(recent.ends),
+                    killed=sum(1 for outcome in recent.ends if outcome is TerminationOutcome.KILLED),
+                )
+                for ref, recent in sorted(self.deployments.items(), key=lambda item: str(item[0]))
+                if recent.policy == policy
+            ]
+        )
 
-    def _update_series(self, ref: DeploymentRef, policy: PolicyRef) -> None:
-        if ref not in self._series and len(self._series) >= MAX_DEPLOYMENT_SERIES:
+    def _samples(self) -> Iterator[DeploymentShutdownSample]:
+        """The per-Deployment series, on the leader only, for MAX_DEPLOYMENT_SERIES at most."""
+        if not self.recording:
             return
-        if self._series.get(ref, policy) != policy:
-            self._drop_series(ref)
-        self._series[ref] = policy
-        late = self._summary(ref, self.spec_of(policy)).late
-        if late is None:
-            return
-        labels = {"namespace": ref.namespace, "deployment": ref.name, "policy": str(policy)}
-        for quantile, field in QUANTILES:
-            self.metrics.deployment_late_traffic.labels(**labels, quantile=quantile).set(getattr(late, field))
-        if late.max_hold is not None:
-            self.metrics.deployment_max_hold.labels(**labels).set(late.max_hold)
-        self.metrics.deployment_recommended_max_hold.labels(**labels).set(late.recommended_max_hold)
-
-    def _drop_series(self, ref: DeploymentRef) -> None:
-        policy = self._series.pop(ref, None)
-        if policy is None:
-            return
-        labels = (ref.namespace, ref.name, str(policy))
-        for quantile, _ in QUANTILES:
-            _remove(self.metrics.deployment_late_traffic, (*labels, quantile))
-        _remove(self.metrics.deployment_max_hold, labels)
-        _remove(self.metrics.deployment_recommended_max_hold, labels)
-
-
-def _remove(gauge: Any, labels: tuple[str, ...]) -> None:
-    with contextlib.suppress(KeyError):
-        gauge.remove(*labels)
+        exported = 0
+        for ref, recent in self.deployments.items():
+            if recent.late is None:
+                continue
+            if exported == MAX_DEPLOYMENT_SERIES:
+                return
+            exported += 1
+            late = recent.late
+            yield DeploymentShutdownSample(
+                ref.namespace,
+                ref.name,
+                str(recent.policy),
+                late.p50,
+                late.p99,
+                late.max,
+                late.max_hold,
+                late.recommended_max_hold,
+            )

@@ -159,3 +159,16 @@ def test_a_deleted_deployment_loses_its_series_and_status(h: Harness) -> None:
     assert "lameduck_deployment_late_traffic_seconds{" not in h.exported()
     assert "lameduck_deployment_max_hold_seconds{" not in h.exported()
     assert h.observer.status_of(WEB_POLICY) == {"lateTraffic": [], "overBudget": []}
+
+
+def test_per_deployment_series_stop_at_the_cap_and_status_still_lists_every_deployment(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lameduck_operator.shutdown_observer.MAX_DEPLOYMENT_SERIES", 1)
+    h.governed[DeploymentRef("shop", "api")] = WEB_POLICY
+    h.observer.lead()
+    h.observer.report_seen(report_event())
+    h.observer.report_seen(report_event(replicaSet="api-7d9f8c") | {"metadata": {"uid": "e2", "namespace": "shop"}})
+    exported = h.exported()
+    assert exported.count("lameduck_deployment_max_hold_seconds{") == 1
+    assert {e["name"] for e in h.observer.status_of(WEB_POLICY)["lateTraffic"]} == {"web", "api"}

@@ -69,7 +69,7 @@ class ReportMalformed(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HoldReport:
     event_uid: str
     namespace: str
