@@ -31,7 +31,6 @@ from kubernetes import config as kube_config
 from lameduck_operator.dashboard import expressions
 from tests.e2e.support import (
     OPERATOR_NAMESPACE,
-    OPERATOR_SELECTOR,
     REPO,
     Kube,
     Operator,
@@ -59,9 +58,10 @@ def prometheus_binary() -> str:
     return str(Path(done.stdout.strip()) / "prometheus")
 
 
-def scrape_config(kubeconfig: str, operator_namespace: str, selector: str, rules: Path) -> dict[str, Any]:
-    """Prometheus finds the operator's pods with its Kubernetes discovery and scrapes each one
-    through the API server's pod proxy, with the kubeconfig's credentials."""
+def scrape_config(kubeconfig: str, targets: Path, rules: Path) -> dict[str, Any]:
+    """Prometheus scrapes each operator pod through the API server's pod proxy, with the
+    kubeconfig's credentials; the pods are listed in `targets` (file discovery: Debian's
+    Prometheus is built without Kubernetes discovery)."""
     configuration = client.Configuration()
     kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     api = urllib.parse.urlparse(configuration.host)
@@ -83,30 +83,25 @@ def scrape_config(kubeconfig: str, operator_namespace: str, selector: str, rules
                 "scheme": api.scheme,
                 "tls_config": tls,
                 **auth,
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "api_server": configuration.host,
-                        "tls_config": tls,
-                        **auth,
-                        "namespaces": {"names": [operator_namespace]},
-                        "selectors": [{"role": "pod", "label": selector}],
-                    }
-                ],
-                "relabel_configs": [
-                    {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
-                    {
-                        "source_labels": ["__meta_kubernetes_namespace", "__meta_kubernetes_pod_name"],
-                        "regex": "(.+);(.+)",
-                        "target_label": "__metrics_path__",
-                        "replacement": "/api/v1/namespaces/$1/pods/$2:8080/proxy/metrics",
-                    },
-                    {"target_label": "__address__", "replacement": api.netloc},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                ],
+                "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "5s"}],
             }
         ],
     }
+
+
+def operator_targets(kube: Kube, operator: Operator, api_server: str) -> list[dict[str, Any]]:
+    """One target per serving operator pod: the API server, with the pod proxy's path."""
+    address = urllib.parse.urlparse(api_server).netloc
+    return [
+        {
+            "targets": [address],
+            "labels": {
+                "__metrics_path__": f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/{pod}:8080/proxy/metrics",
+                "pod": pod,
+            },
+        }
+        for pod in sorted(operator.serving())
+    ]
 
 
 class Prometheus:
@@ -127,8 +122,10 @@ class Prometheus:
 
 @pytest.fixture
 def prometheus(kube: Kube, operator: Operator, tmp_path: Path) -> Iterator[Prometheus]:
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config(kube.kubeconfig, OPERATOR_NAMESPACE, OPERATOR_SELECTOR, ALERTS)))
+    config, targets = tmp_path / "prometheus.yml", tmp_path / "targets.json"
+    server = kube.run("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout.strip()
+    targets.write_text(json.dumps(operator_targets(kube, operator, server)))
+    config.write_text(yaml.safe_dump(scrape_config(kube.kubeconfig, targets, ALERTS)))
     port = 19090
     log = (tmp_path / "prometheus.log").open("wb")
     process = subprocess.Popen(
@@ -180,8 +177,9 @@ def hold_reports(kube: Kube, namespace: str) -> list[dict[str, Any]]:
 def test_every_dashboard_query_returns_data_and_a_sigkilled_pod_fires_the_alert(
     kube: Kube, operator: Operator, prometheus: Prometheus, namespace: str
 ) -> None:
-    # A policy over the demo app, two rollouts under load: holds, terminations, late traffic.
-    start_guarded_demo(kube, namespace)
+    # A policy over the demo app (with the readiness gate, whose writes a panel shows), two
+    # rollouts under load: holds, terminations, late traffic.
+    start_guarded_demo(kube, namespace, readinessGate={"enabled": True})
     for _ in range(2):
         old = {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")}
 
@@ -206,9 +204,13 @@ def test_every_dashboard_query_returns_data_and_a_sigkilled_pod_fires_the_alert(
     assert all(r["lateTrafficSeconds"] > 0 for r in reports), "the load reached every pod after its deletion"
 
     # Every termination is counted once, whatever the scrape interval: the counters only grow.
-    terminated = f'sum(lameduck_terminations_total{{namespace="{namespace}"}})'
-    wait_until(lambda: prometheus.values(terminated) == [6.0], 60, "6 terminations in Prometheus", 1)
-    assert prometheus.values(f'sum(lameduck_holds_total{{namespace="{namespace}",outcome="quiet"}})') == [6.0]
+    # The 6 pods rolled out, and the 3 the policy replaced when it injected the sidecar.
+    selector = f'namespace="{namespace}"'
+    counted = operator.metric("lameduck_terminations_total", selector)
+    assert counted == 9, operator.metrics_text()
+    terminated = f"sum(lameduck_terminations_total{{{selector}}})"
+    wait_until(lambda: prometheus.values(terminated) == [counted], 60, f"{counted} terminations in Prometheus", 1)
+    assert prometheus.values(f'sum(lameduck_holds_total{{{selector},outcome="quiet"}})') == [6.0]
     status = kube.get("gracefulpolicy", "guard", namespace)["status"]
     (late,) = status["lateTraffic"]
     assert (late["name"], late["holds"]) == ("demo", 6)

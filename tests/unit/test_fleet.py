@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.logic.admitted import injected
@@ -634,3 +635,11 @@ async def test_the_policy_status_carries_what_the_shutdown_observer_saw_and_foll
     assert h.api.statuses[WEB]["overBudget"] == seen["overBudget"]
     assert h.fleet.governing_policy(DeploymentRef("shop", "web")) == WEB
     assert h.fleet.policy_spec(WEB) is not None
+
+
+async def test_every_policy_in_force_has_a_rollouts_in_flight_series_zero_when_none_rolls(h: Harness) -> None:
+    h.add("web")
+    h.policy(apply="Immediate", selector={"matchLabels": {"tier": "none"}})
+    await h.settle()
+    exported = generate_latest(h.fleet.metrics.registry).decode()
+    assert 'lameduck_rollouts_in_flight{policy="GracefulPolicy shop/web"} 0.0' in exported
