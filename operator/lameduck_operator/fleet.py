@@ -538,8 +538,8 @@ class Fleet:
             self.metrics.managed.labels(policy=policy, state=state).set(count)
         # Every policy in force has a series, 0 when none of its Deployments is rolling out.
         rolling: dict[str, int] = {str(ref): 0 for ref, state in self.policies.items() if state.policy is not None}
-        for policy in self.rolling.values():
-            rolling[str(policy)] = rolling.get(str(policy), 0) + 1
+        for ref in self.rolling.values():
+            rolling[str(ref)] = rolling.get(str(ref), 0) + 1
         self.metrics.rollouts_in_flight.clear()
-        for policy, count in rolling.items():
-            self.metrics.rollouts_in_flight.labels(policy=policy).set(count)
+        for name, count in rolling.items():
+            self.metrics.rollouts_in_flight.labels(policy=name).set(count)

