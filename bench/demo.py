@@ -4,17 +4,24 @@ Brings up the local cluster (or uses $KUBECONFIG), builds and loads the images, 
 lameduck with its Helm chart, deploys the demo app once per variant, and restarts each under
 load twice: with the normal data plane, then where fixed sleeps lose requests (on the local
 cluster, kube-proxy syncing only every 10 s; elsewhere, the load through an HAProxy in the
-cluster that learns endpoints every 5 s). Prints both tables, writes a chart, and removes
+cluster that learns endpoints every 5 s). Prints both tables, writes a chart, draws the main
+panels of the chart's Grafana dashboard from its own queries against a Prometheus on this
+machine that scraped the operator meanwhile (bench/results/dashboard.png), and removes
 everything it installed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+from bench.dashboard_image import collect, draw
+from bench.prometheus import running_prometheus
 from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, Operator, build_images, install_lameduck
 
 RESULTS = REPO / "bench" / "results"
@@ -54,8 +61,18 @@ def main() -> int:
                 flush=True,
             )
             command += ["--conditions", "normal,l7", "--no-slow", "--variants", "none,sleep5,sleep20,lameduck,tuned"]
-        code = subprocess.run(command, check=False).returncode
+        # A Prometheus on this machine scrapes the operator throughout, for the dashboard's picture.
+        with running_prometheus(
+            kube, operator, Path(tempfile.mkdtemp(prefix="lameduck-demo-")), scrape_seconds=5
+        ) as prom:
+            rollouts_from = time.time()
+            code = subprocess.run(command, check=False).returncode
+            time.sleep(15)  # two more scrapes: the last terminations' counts are in
+            panels = collect(prom, rollouts_from, time.time())
+        (RESULTS / "dashboard.json").write_text(json.dumps(panels, indent=1) + "\n")
+        draw(panels, RESULTS / "dashboard.png")
         print(f"\n== chart of errors over time: {RESULTS / 'demo-errors.png'}")
+        print(f"== the dashboard's main panels, from its own queries: {RESULTS / 'dashboard.png'}")
         return code
     finally:
         print("== cleaning up", flush=True)

@@ -12,12 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,12 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
-from kubernetes import config as kube_config
 
+from bench.prometheus import Prometheus, running_prometheus
 from lameduck_operator.dashboard import expressions
 from tests.e2e.support import (
-    OPERATOR_NAMESPACE,
     REPO,
     Kube,
     Operator,
@@ -48,116 +41,10 @@ FAILURES_ONLY = ('result="error"', "lameduck_api_errors_total")
 VARIABLES = {'"$namespace"': '".*"', '"$policy"': '".*"', "$__rate_interval": "5m"}
 
 
-def prometheus_binary() -> str:
-    given = os.environ.get("LAMEDUCK_PROMETHEUS") or shutil.which("prometheus")
-    if given:
-        return given
-    done = subprocess.run(
-        ["bash", str(REPO / "hack" / "prometheus.sh")], check=True, capture_output=True, text=True, timeout=600
-    )
-    return str(Path(done.stdout.strip()) / "prometheus")
-
-
-def scrape_config(kubeconfig: str, targets: Path, rules: Path) -> dict[str, Any]:
-    """Prometheus scrapes each operator pod through the API server's pod proxy, with the
-    kubeconfig's credentials; the pods are listed in `targets` (file discovery: Debian's
-    Prometheus is built without Kubernetes discovery)."""
-    configuration = client.Configuration()
-    kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    api = urllib.parse.urlparse(configuration.host)
-    tls: dict[str, Any] = {"insecure_skip_verify": not configuration.verify_ssl}
-    if configuration.ssl_ca_cert:
-        tls["ca_file"] = configuration.ssl_ca_cert
-    if configuration.cert_file:
-        tls |= {"cert_file": configuration.cert_file, "key_file": configuration.key_file}
-    auth: dict[str, Any] = {}
-    token = (configuration.api_key or {}).get("authorization", "")
-    if token:
-        auth = {"authorization": {"type": "Bearer", "credentials": token.removeprefix("Bearer ")}}
-    return {
-        "global": {"scrape_interval": f"{SCRAPE_SECONDS}s", "evaluation_interval": f"{SCRAPE_SECONDS}s"},
-        "rule_files": [str(rules)],
-        "scrape_configs": [
-            {
-                "job_name": "lameduck",
-                "scheme": api.scheme,
-                "tls_config": tls,
-                **auth,
-                "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "5s"}],
-            }
-        ],
-    }
-
-
-def operator_targets(kube: Kube, operator: Operator, api_server: str) -> list[dict[str, Any]]:
-    """One target per serving operator pod: the API server, with the pod proxy's path."""
-    address = urllib.parse.urlparse(api_server).netloc
-    return [
-        {
-            "targets": [address],
-            "labels": {
-                "__metrics_path__": f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/{pod}:8080/proxy/metrics",
-                "pod": pod,
-            },
-        }
-        for pod in sorted(operator.serving())
-    ]
-
-
-class Prometheus:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        address = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(address, timeout=10) as answer:
-            body = json.load(answer)
-        assert body["status"] == "success", body
-        result: list[dict[str, Any]] = body["data"]["result"]
-        return result
-
-    def values(self, expr: str) -> list[float]:
-        return [float(sample["value"][1]) for sample in self.query(expr)]
-
-
 @pytest.fixture
 def prometheus(kube: Kube, operator: Operator, tmp_path: Path) -> Iterator[Prometheus]:
-    config, targets = tmp_path / "prometheus.yml", tmp_path / "targets.json"
-    server = kube.run("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout.strip()
-    targets.write_text(json.dumps(operator_targets(kube, operator, server)))
-    config.write_text(yaml.safe_dump(scrape_config(kube.kubeconfig, targets, ALERTS)))
-    port = 19090
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            prometheus_binary(),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    running = Prometheus(f"http://127.0.0.1:{port}")
-    try:
-        wait_until(
-            lambda: _up(running) >= len(operator.serving()) > 0,
-            60,
-            "Prometheus scrapes every operator replica",
-            1,
-        )
+    with running_prometheus(kube, operator, tmp_path, scrape_seconds=SCRAPE_SECONDS, rules=ALERTS) as running:
         yield running
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def _up(prometheus: Prometheus) -> int:
-    try:
-        return sum(1 for value in prometheus.values('up{job="lameduck"}') if value == 1)
-    except OSError:
-        return 0
 
 
 def filled(expr: str) -> str:
