@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(
         json.dumps(
             {
-                "command": "python -m bench.shutdown_memory " + " ".join(argv or []),
+                "command": "python -m bench.shutdown_memory " + " ".join(sys.argv[1:] if argv is None else argv),
                 "python": platform.python_version(),
                 "machine": platform.machine(),
                 "note": "each row measured in a fresh process",
