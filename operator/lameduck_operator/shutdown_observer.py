@@ -193,6 +193,14 @@ class ShutdownObserver:
         _keep_recent(recent.ends, termination.outcome)
         self.changed(policy)
         if termination.outcome is TerminationOutcome.KILLED and self.recording:
+            log.info(
+                "pod %s/%s was SIGKILLed %.0fs after its deletion (grace period %.0fs, exit codes %s)",
+                termination.namespace,
+                termination.pod,
+                termination.seconds,
+                termination.grace_period_seconds,
+                ",".join(str(code) for code in termination.exit_codes),
+            )
             self._tell_killed(ref, recent.ends, termination.grace_period_seconds)
 
     def _tell_killed(self, ref: DeploymentRef, ends: list[TerminationOutcome], grace: float) -> None:

@@ -192,6 +192,12 @@ def test_a_termination_is_judged_by_how_its_app_containers_ended(
     assert (termination.deployment, termination.policy) == ("web", WEB_POLICY)
 
 
+def test_a_forced_deletion_is_no_kill_for_want_of_budget() -> None:
+    forced = termination_of(pod((137, "2026-11-21T10:00:00Z", "Error"), deleted="2026-11-21T10:00:00Z", grace=0))
+    assert forced is not None
+    assert forced.outcome is TerminationOutcome.ERROR
+
+
 def test_no_termination_until_every_app_container_has_exited() -> None:
     running = pod((0, "2026-11-21T10:00:07Z", None), (0, "2026-11-21T10:00:08Z", None))
     running["status"]["containerStatuses"][1]["state"] = {"running": {"startedAt": "2026-11-21T09:00:00Z"}}

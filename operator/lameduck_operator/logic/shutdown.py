@@ -201,7 +201,10 @@ def sidecar_policy(pod_spec: Mapping[str, Any]) -> PolicyRef | None:
 def _outcome(exit_code: int, reason: object, seconds: float, grace: float) -> TerminationOutcome:
     if exit_code in (0, SIGTERM_EXIT):
         return TerminationOutcome.CLEAN
-    if exit_code == SIGKILL_EXIT and reason != "OOMKilled" and seconds >= grace - CLOCK_SLACK_SECONDS:
+    # Killed for want of budget: SIGKILLed when a real grace period ran out (a forced deletion,
+    # grace 0 or 1, gives the app no budget to run out of).
+    out_of_time = grace > CLOCK_SLACK_SECONDS and seconds >= grace - CLOCK_SLACK_SECONDS
+    if exit_code == SIGKILL_EXIT and reason != "OOMKilled" and out_of_time:
         return TerminationOutcome.KILLED
     return TerminationOutcome.ERROR
 
