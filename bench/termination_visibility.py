@@ -1,8 +1,8 @@
 """How soon a managed pod's termination shows in the operator's metrics: for each of N pod
 deletions, from the app container's exit (its finishedAt, whole seconds, as the API server
 records it) until the leader's lameduck_terminations_total counted it, both polled every
-0.2 s (finishedAt is truncated to the second: a figure may be up to 1 s too high). Each
-pod's hold report is checked to exist.
+0.2 s, the exit as a watch of the pods saw it (finishedAt is truncated to the second: a figure
+may be up to 1 s too high). Each pod's hold report is checked to exist.
 
     python -m bench.termination_visibility --kubeconfig K [--deletions 10]
 
@@ -24,20 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.support import Kube, Operator, install_lameduck, start_guarded_demo, wait_until
+from tests.e2e.test_stop_modes import PodEnds
 
 RESULTS = Path(__file__).parent / "results" / "termination_visibility.json"
 NAMESPACE = "lameduck-visibility"
-
-
-def app_exit(kube: Kube, name: str) -> float | None:
-    done = kube.run("get", "pod", name, "-n", NAMESPACE, "-o", "json", check=False)
-    if done.returncode != 0:
-        return None
-    for status in json.loads(done.stdout)["status"].get("containerStatuses") or []:
-        finished = ((status.get("state") or {}).get("terminated") or {}).get("finishedAt")
-        if status["name"] != "lameduck" and finished:
-            return datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp()
-    return None
 
 
 def reported(kube: Kube, pod: str) -> bool:
@@ -45,26 +35,23 @@ def reported(kube: Kube, pod: str) -> bool:
     return any(e["involvedObject"]["name"] == pod for e in events)
 
 
-def one_deletion(kube: Kube, operator: Operator) -> dict[str, Any]:
+def one_deletion(kube: Kube, operator: Operator, ends: PodEnds) -> dict[str, Any]:
     wait_until(lambda: _steady_pod(kube), 120, "one ready pod")
     pod = _steady_pod(kube)
     assert pod is not None
     selector = f'namespace="{NAMESPACE}"'
     before = operator.metric("lameduck_terminations_total", selector)
     kube.run("delete", "pod", pod, "-n", NAMESPACE, "--wait=false")
-    seen: dict[str, float] = {}
-    deadline = time.monotonic() + 120
-    while "counted" not in seen:
-        assert time.monotonic() < deadline, f"the termination of {pod} was not counted within 120 s"
-        now = time.time()
-        if "exit" not in seen and (ended := app_exit(kube, pod)) is not None:
-            seen["exit"] = ended
-        if operator.metric("lameduck_terminations_total", selector) > before:
-            seen["counted"] = now
-        time.sleep(0.2)
-    assert "exit" in seen, f"the exit of {pod} was never seen before it was counted"
-    lag = round(seen["counted"] - seen["exit"], 2)
-    return {"pod": pod, "counted_after_exit": lag, "hold_reported": reported(kube, pod)}
+    counted = wait_until(
+        lambda: time.time() if operator.metric("lameduck_terminations_total", selector) > before else None,
+        120,
+        f"the termination of {pod} is counted",
+        0.2,
+    )
+    # The app container's exit, as the watch saw it before the pod was gone.
+    finished = wait_until(lambda: ends.terminated.get(pod, {}).get("finishedAt"), 60, f"the exit of {pod}")
+    exited = datetime.fromisoformat(finished.replace("Z", "+00:00")).timestamp()
+    return {"pod": pod, "counted_after_exit": round(counted - exited, 2), "hold_reported": reported(kube, pod)}
 
 
 def _steady_pod(kube: Kube) -> str | None:
@@ -89,7 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     kube.run("create", "namespace", NAMESPACE)
     try:
         start_guarded_demo(kube, NAMESPACE, replicas=1)
-        runs = [one_deletion(kube, operator) for _ in range(args.deletions)]
+        ends = PodEnds(kube, NAMESPACE)
+        try:
+            runs = [one_deletion(kube, operator, ends) for _ in range(args.deletions)]
+        finally:
+            ends.stop()
     finally:
         kube.run("delete", "namespace", NAMESPACE, "--timeout=120s", check=False)
         if args.operator == "helm":
