@@ -309,6 +309,18 @@ def operator_panels() -> list[Panel]:
             [_query(_rate("lameduck_readiness_condition_writes_total", by="status, reason"), "{{status}} {{reason}}")],
         ),
         _graph(
+            "Event loop lag",
+            "How late the operator's event loop ran a timer due every 0.1 s, p99 (lameduck_event_loop_lag_seconds), "
+            "and the longest stall since start (lameduck_event_loop_lag_max_seconds): a stall delays watches, "
+            "webhook answers and probes.",
+            [
+                _query(_quantile(0.99, "lameduck_event_loop_lag_seconds"), "p99", "A"),
+                _query("max(lameduck_event_loop_lag_max_seconds)", "longest since start", "B"),
+            ],
+            unit="s",
+            width=8,
+        ),
+        _graph(
             "Operator memory",
             "Resident memory of each operator replica (process_resident_memory_bytes of the targets "
             "that export lameduck_leader).",

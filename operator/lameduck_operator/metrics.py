@@ -190,6 +190,18 @@ class OperatorMetrics:
             buckets=BUDGET_RATIO_BUCKETS,
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "lameduck_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 0.1 s: time the loop spent stalled by work "
+            "that did not yield.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.loop_lag_max = Gauge(
+            "lameduck_event_loop_lag_max_seconds",
+            "The longest event loop stall since the operator started.",
+            registry=self.registry,
+        )
         # Per Deployment: computed at each scrape from the observer's state (no per-series objects).
         self.deployment_shutdown = DeploymentShutdownCollector()
         self.registry.register(self.deployment_shutdown)

@@ -60,6 +60,7 @@ class Runtime:
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        self.background.append(asyncio.create_task(watch_loop_lag(self.metrics), name="lameduck-loop-lag"))
         api_client = kube_api_client()
         api = KubeApi(api_client)
         fleet = Fleet(self.config.settings, api, self.metrics)
@@ -235,6 +236,24 @@ def _result(admitted: Admitted) -> str:
     if admitted.decision is None:
         return "skipped"
     return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"
+
+
+LOOP_LAG_INTERVAL = 0.1
+
+
+async def watch_loop_lag(metrics: OperatorMetrics, interval: float = LOOP_LAG_INTERVAL) -> None:
+    """Measures how late a timer fires: the time the loop was held by code that did not yield
+    (a long decision, a large JSON parse), which delays every watch, webhook answer and probe."""
+    loop = asyncio.get_running_loop()
+    longest = 0.0
+    while True:
+        due = loop.time() + interval
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - due)
+        metrics.loop_lag.observe(lag)
+        if lag > longest:
+            longest = lag
+            metrics.loop_lag_max.set(lag)
 
 
 async def _reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
