@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv helm prometheus lint types contracts unit test-unit e2e test bench-operator bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
+.PHONY: help venv helm prometheus lint types contracts unit test-unit e2e test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
@@ -67,6 +67,11 @@ test: test-unit
 		status=0; $(MAKE) --no-print-directory e2e || status=$$?; \
 		bash hack/cluster.sh down; exit $$status; \
 	fi
+
+# Fleet scale on kwok's fake nodes (local cluster only): 1,000 and 5,000 Deployments under one
+# ClusterGracefulPolicy; convergence, memory, API requests, webhook latency (docs/benchmarks.md).
+bench-fleet: $(STAMP) helm
+	$(BIN)/python -m bench.fleet --deployments 1000,5000
 
 # Time for one policy to bring 100 Deployments to compliant, and the operator's memory.
 bench-operator: $(STAMP) helm

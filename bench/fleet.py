@@ -1,0 +1,493 @@
+"""Fleet scale: the operator over thousands of Deployments whose pods run on kwok's fake nodes.
+
+    python -m bench.fleet [--deployments 1000,5000] [--nodes 100] [--namespaces 50]
+
+On the local cluster (hack/cluster.sh, with hack/kwok.sh's fake nodes). For each N:
+N Deployments of 1 replica over the namespaces, in varied shapes (1 to 4 containers, every
+third with a readiness probe, every seventh with its own preStop, every tenth opted out),
+their pods on the fake nodes. Then, with a ClusterGracefulPolicy over all of them:
+
+1. audit: the policy in Audit mode exists before lameduck is installed; from the leader's
+   container start until the status is up to date (observedGeneration and every selected
+   Deployment counted);
+2. on-next-rollout: the policy changed to Enforce + OnNextRollout; until the status is up to
+   date (every matched Deployment pending or in conflict);
+3. immediate-20: Immediate with maxConcurrentRollouts 20; until every matched Deployment is
+   compliant or in conflict: the time per 1,000 Deployments, and the most rollouts in
+   progress at once as a watch of the Deployments saw them (the limit: 20);
+4. immediate-max: maxHold changed with maxConcurrentRollouts 1000 (the most a policy allows):
+   Deployments applied per second;
+5. webhook: 500 Deployment template updates from 16 threads; the webhook's p50/p99 from the
+   operator's histogram and the API server's.
+
+For every phase: the leader's peak RSS (sampled every second) and CPU seconds, its longest
+event loop stall, and its API requests by verb and resource with any 429, from the API
+server's audit log (requests of the operator's service account). Prints a table and writes
+bench/results/fleet.json; removes the namespaces and lameduck after each N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from bench.webhook_latency import (
+    APISERVER_HISTOGRAM,
+    OPERATOR_HISTOGRAM,
+    WEBHOOK_NAME,
+    apps_api,
+    bucket_delta,
+    histogram_buckets,
+    histogram_summary,
+)
+from tests.e2e.support import (
+    LOCAL_AUDIT_LOG,
+    LOCAL_KUBECONFIG,
+    OPERATOR_NAMESPACE,
+    PAUSE_IMAGE,
+    REPO,
+    Kube,
+    Operator,
+    build_images,
+    install_lameduck,
+    wait_until,
+)
+
+RESULTS = REPO / "bench" / "results" / "fleet.json"
+FLEET_NS = "namespace/fleet-"
+POLICY = "fleet"
+LABEL = {"lameduck-fleet": "yes"}
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:lameduck-operator"
+KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+APPLY_CHUNK = 250
+STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+
+
+def namespace_of(i: int, namespaces: int) -> str:
+    return f"fleet-{i % namespaces:02d}"
+
+
+def fleet_deployment(i: int) -> dict[str, Any]:
+    """Deployment i: 1 to 4 containers; every third with a readiness probe, every seventh with
+    its own preStop (a conflict lameduck reports), every tenth opted out."""
+    name = f"app-{i:05d}"
+    containers = []
+    for c in range(1 + i % 4):
+        container: dict[str, Any] = {
+            "name": f"c{c}",
+            "image": PAUSE_IMAGE,
+            "imagePullPolicy": "Never",
+            "ports": [{"containerPort": 8080 + c}],
+        }
+        if i % 3 == 0:
+            container["readinessProbe"] = {"tcpSocket": {"port": 8080 + c}, "periodSeconds": 10}
+        containers.append(container)
+    if i % 7 == 0:
+        containers[0]["lifecycle"] = {"preStop": {"exec": {"command": ["/pause"]}}}
+    metadata: dict[str, Any] = {"name": name, "labels": dict(LABEL)}
+    if i % 10 == 0:
+        metadata["annotations"] = {"lameduck.dev/skip": "true"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": containers,
+                    "nodeSelector": {"type": "kwok"},
+                    "tolerations": [KWOK_TOLERATION],
+                },
+            },
+        },
+    }
+
+
+def expected(n: int) -> dict[str, int]:
+    """What the policy's status must count: opted-out ones are skipped, own preStops conflict."""
+    skipped = sum(1 for i in range(n) if i % 10 == 0)
+    conflicting = sum(1 for i in range(n) if i % 10 != 0 and i % 7 == 0)
+    return {"matched": n - skipped, "skipped": skipped, "conflicting": conflicting}
+
+
+def policy(mode: str, apply: str, limit: int = 5, max_hold: str = "30s") -> dict[str, Any]:
+    return {
+        "apiVersion": "lameduck.dev/v1alpha1",
+        "kind": "ClusterGracefulPolicy",
+        "metadata": {"name": POLICY},
+        "spec": {
+            "mode": mode,
+            "apply": apply,
+            "maxConcurrentRollouts": limit,
+            "selector": {"matchLabels": dict(LABEL)},
+            "hold": {"maxHold": max_hold},
+        },
+    }
+
+
+class Sampler:
+    """Reads the leader's metrics every second: peak RSS, CPU seconds, the longest loop stall."""
+
+    def __init__(self, operator: Operator) -> None:
+        self.operator = operator
+        self.peak_rss = 0.0
+        self.rollouts_in_flight_max = 0.0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(1.0):
+            try:
+                text = self.operator.metrics_text()
+            except (AssertionError, subprocess.CalledProcessError):
+                continue
+            self.peak_rss = max(self.peak_rss, sample(text, "process_resident_memory_bytes"))
+            self.rollouts_in_flight_max = max(self.rollouts_in_flight_max, sample(text, "lameduck_rollouts_in_flight"))
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)
+
+
+def sample(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        head = line.split(" ", 1)[0]
+        if head == name or head.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class RolloutWatch:
+    """Deployments of the fleet with a rollout in progress, as a watch of them sees it; the most
+    at once since reset()."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.apps = client.AppsV1Api(config.new_client_from_config(config_file=kubeconfig))
+        self.rolling: set[str] = set()
+        self.most = 0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.stream = watch.Watch()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.most = len(self.rolling)
+
+    def _see(self, deployment: Any, deleted: bool) -> None:
+        key = f"{deployment.metadata.namespace}/{deployment.metadata.name}"
+        status, spec = deployment.status, deployment.spec
+        in_progress = not deleted and (
+            (status.observed_generation or 0) < (deployment.metadata.generation or 0)
+            or (status.updated_replicas or 0) < (spec.replicas or 0)
+            or (status.replicas or 0) > (spec.replicas or 0)
+            or (status.available_replicas or 0) < (spec.replicas or 0)
+        )
+        with self.lock:
+            if in_progress:
+                self.rolling.add(key)
+            else:
+                self.rolling.discard(key)
+            self.most = max(self.most, len(self.rolling))
+
+    def _run(self) -> None:
+        selector = ",".join(f"{k}={v}" for k, v in LABEL.items())
+        while not self.stopped.is_set():
+            try:
+                for event in self.stream.stream(
+                    self.apps.list_deployment_for_all_namespaces, label_selector=selector, timeout_seconds=60
+                ):
+                    self._see(event["object"], event["type"] == "DELETED")
+                    if self.stopped.is_set():
+                        return
+            except Exception:  # a broken watch: list and watch again
+                time.sleep(1)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.stream.stop()
+
+
+def audit_position() -> int:
+    return LOCAL_AUDIT_LOG.stat().st_size if LOCAL_AUDIT_LOG.exists() else 0
+
+
+def api_requests(since: int) -> dict[str, Any]:
+    """The operator's requests in the audit log from byte `since` on, by verb and resource."""
+    by: Counter[str] = Counter()
+    throttled = 0
+    if not LOCAL_AUDIT_LOG.exists():
+        return {"by_verb_resource": {}, "total": 0, "429": 0, "note": "no audit log"}
+    with LOCAL_AUDIT_LOG.open("rb") as log:
+        log.seek(since)
+        for line in log:
+            if OPERATOR_USER.encode() not in line:
+                continue
+            entry = json.loads(line)
+            if entry.get("user", {}).get("username") != OPERATOR_USER:
+                continue
+            ref = entry.get("objectRef") or {}
+            resource = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            by[f"{entry.get('verb')} {resource}"] += 1
+            if (entry.get("responseStatus") or {}).get("code") == 429:
+                throttled += 1
+    return {"by_verb_resource": dict(by.most_common()), "total": sum(by.values()), "429": throttled}
+
+
+def status_of(kube: Kube) -> dict[str, Any]:
+    got = kube.run("get", "clustergracefulpolicy", POLICY, "-o", "json", check=False)
+    if got.returncode != 0:
+        return {}
+    body = json.loads(got.stdout)
+    status: dict[str, Any] = body.get("status") or {}
+    status["generation"] = body["metadata"].get("generation")
+    return status
+
+
+def phase(
+    name: str, kube: Kube, operator: Operator, done: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
+    """Waits until done(status); the time, and what the leader spent meanwhile."""
+    since = audit_position()
+    cpu_before = sample(operator.metrics_text(), "process_cpu_seconds_total")
+    sampler = Sampler(operator)
+    started = time.monotonic()
+    try:
+        wait_until(lambda: done(status_of(kube)), timeout, f"{name}: the policy's status is up to date", 0.5)
+    finally:
+        sampler.stop()
+    seconds = time.monotonic() - started
+    text = operator.metrics_text()
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mib": round(max(sampler.peak_rss, sample(text, "process_resident_memory_bytes")) / 2**20, 1),
+        "cpu_seconds": round(sample(text, "process_cpu_seconds_total") - cpu_before, 1),
+        "loop_lag_max_seconds": round(sample(text, "lameduck_event_loop_lag_max_seconds"), 3),
+        "operator_rollouts_in_flight_max": sampler.rollouts_in_flight_max,
+        "api": api_requests(since),
+    }
+
+
+def create_fleet(kube: Kube, n: int, namespaces: int) -> None:
+    for ns in sorted({namespace_of(i, namespaces) for i in range(min(n, namespaces))}):
+        kube.run("create", "namespace", ns, check=False)
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for i in range(n):
+        by_namespace.setdefault(namespace_of(i, namespaces), []).append(fleet_deployment(i))
+    for ns, items in sorted(by_namespace.items()):
+        for start in range(0, len(items), APPLY_CHUNK):
+            chunk = {"apiVersion": "v1", "kind": "List", "items": items[start : start + APPLY_CHUNK]}
+            kube.run("apply", "--server-side", "-n", ns, "-f", "-", input=json.dumps(chunk))
+
+
+def running_pods(kube: Kube) -> int:
+    out = kube.run(
+        "get", "pods", "-A", "-l", "app", "--field-selector=status.phase=Running", "-o", "name", check=False
+    ).stdout
+    return sum(1 for line in out.splitlines() if "/app-" in line)
+
+
+def leader_started_at(kube: Kube, operator: Operator) -> float:
+    leader = wait_until(operator.leader, 120, "a replica leads")
+    pod = kube.get("pod", leader, OPERATOR_NAMESPACE)
+    (status,) = [s for s in pod["status"]["containerStatuses"] if s["name"] == "operator"]
+    started = status["state"]["running"]["startedAt"]
+    return time.mktime(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+
+
+def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updates: int) -> dict[str, Any]:
+    """Template updates of `updates` Deployments that go through the webhook, from 16 threads."""
+    apps = apps_api(kube.kubeconfig)
+    targets = [i for i in range(n) if i % 10 != 0][:updates]
+    before_operator = {p: histogram_buckets(operator.metrics_text(p), OPERATOR_HISTOGRAM) for p in operator.serving()}
+    before_api = histogram_buckets(kube.run("get", "--raw", "/metrics").stdout, APISERVER_HISTOGRAM, WEBHOOK_NAME)
+    stamp = str(time.time())
+
+    def update(i: int) -> float:
+        body = {"spec": {"template": {"metadata": {"annotations": {"bench/burst": stamp}}}}}
+        started = time.perf_counter()
+        response = apps.patch_namespaced_deployment(
+            f"app-{i:05d}", namespace_of(i, namespaces), body, _content_type=STRATEGIC_MERGE, _preload_content=False
+        )
+        elapsed = time.perf_counter() - started
+        response.release_conn()  # type: ignore[attr-defined]  # an urllib3 response without preloading
+        return elapsed
+
+    with ThreadPoolExecutor(16) as pool:
+        client_seconds = sorted(pool.map(update, targets))
+    delta: dict[float, float] = {}
+    for pod, before in before_operator.items():
+        for bound, count in bucket_delta(
+            before, histogram_buckets(operator.metrics_text(pod), OPERATOR_HISTOGRAM)
+        ).items():
+            delta[bound] = delta.get(bound, 0.0) + count
+    after_api = histogram_buckets(kube.run("get", "--raw", "/metrics").stdout, APISERVER_HISTOGRAM, WEBHOOK_NAME)
+    return {
+        "updates": len(targets),
+        "operator": histogram_summary(delta),
+        "apiserver": histogram_summary(bucket_delta(before_api, after_api)) if after_api else None,
+        "client_p50_ms": round(client_seconds[len(client_seconds) // 2] * 1000, 1),
+        "client_p99_ms": round(client_seconds[math.ceil(0.99 * len(client_seconds)) - 1] * 1000, 1),
+    }
+
+
+def run_fleet(kube: Kube, n: int, namespaces: int, updates: int) -> dict[str, Any]:
+    want = expected(n)
+    print(f"== {n} Deployments: creating them and their pods on the fake nodes", flush=True)
+    created = time.monotonic()
+    create_fleet(kube, n, namespaces)
+    wait_until(lambda: running_pods(kube) >= n, 1800, f"{n} pods run on the fake nodes", 5)
+    result: dict[str, Any] = {"deployments": n, "expected": want, "setup_seconds": round(time.monotonic() - created)}
+    watcher = RolloutWatch(kube.kubeconfig)
+    operator: Operator | None = None
+    try:
+        kube.apply(policy("Audit", "OnNextRollout"))
+        print("== audit: installing lameduck (helm) with the Audit policy in place", flush=True)
+        since = audit_position()
+        operator = install_lameduck(kube, "replicaCount=1", "resources.limits.memory=1Gi")
+        started_at = leader_started_at(kube, operator)
+
+        def audited(status: dict[str, Any]) -> bool:
+            return (
+                status.get("observedGeneration") == status.get("generation")
+                and status.get("matched") == want["matched"]
+                and status.get("skipped") == want["skipped"]
+            )
+
+        audit = phase("audit", kube, operator, audited, 1800)
+        audit["seconds_from_operator_start"] = round(time.time() - started_at, 1)
+        audit["api"] = api_requests(since)
+        result["audit"] = audit
+
+        def up_to_date(status: dict[str, Any]) -> bool:
+            return (
+                status.get("observedGeneration") == status.get("generation")
+                and status.get("matched") == want["matched"]
+                and status.get("pending", 0) + status.get("compliant", 0) + status.get("conflicting", 0)
+                == want["matched"]
+                and status.get("conflicting") == want["conflicting"]
+            )
+
+        print("== on-next-rollout: Enforce + OnNextRollout", flush=True)
+        kube.apply(policy("Enforce", "OnNextRollout"))
+        result["on_next_rollout"] = phase("on-next-rollout", kube, operator, up_to_date, 1800)
+
+        def rolled(status: dict[str, Any]) -> bool:
+            return up_to_date(status) and status.get("compliant") == want["matched"] - want["conflicting"]
+
+        print("== immediate-20: Immediate, maxConcurrentRollouts 20", flush=True)
+        watcher.reset()
+        kube.apply(policy("Enforce", "Immediate", limit=20))
+        immediate = phase("immediate-20", kube, operator, rolled, 3600)
+        immediate["observed_rollouts_at_once_max"] = watcher.most
+        rolled_out = want["matched"] - want["conflicting"]
+        immediate["seconds_per_1000"] = round(immediate["seconds"] * 1000 / rolled_out, 1)
+        result["immediate_20"] = immediate
+
+        print("== immediate-max: maxHold changed, maxConcurrentRollouts 1000", flush=True)
+        kube.apply(policy("Enforce", "Immediate", limit=1000, max_hold="31s"))
+        fastest = phase("immediate-max", kube, operator, rolled, 3600)
+        fastest["applies_per_second"] = round(rolled_out / fastest["seconds"], 1)
+        result["immediate_max"] = fastest
+
+        print(f"== webhook: {updates} template updates from 16 threads", flush=True)
+        result["webhook"] = webhook_burst(kube, operator, n, namespaces, updates)
+        result["loop_lag_max_seconds"] = sample(operator.metrics_text(), "lameduck_event_loop_lag_max_seconds")
+    finally:
+        watcher.stop()
+        print("== cleaning up", flush=True)
+        kube.run("delete", "clustergracefulpolicy", POLICY, "--ignore-not-found", "--timeout=600s", check=False)
+        for ns in sorted({namespace_of(i, namespaces) for i in range(min(n, namespaces))}):
+            kube.run("delete", "namespace", ns, "--wait=false", check=False)
+        wait_until(
+            lambda: (
+                not [x for x in kube.run("get", "ns", "-o", "name").stdout.split() if x.startswith("namespace/fleet-")]
+            ),
+            1800,
+            "the fleet's namespaces are gone",
+            5,
+        )
+        if operator is not None:
+            operator.uninstall()
+    return result
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print(
+        "| Deployments | audit from start | OnNextRollout | Immediate/20 per 1,000 (most at once) | "
+        "Immediate/1000 applies/s | peak RSS | loop stall max | 429s | webhook p50/p99 (operator) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in results:
+        phases = [r["audit"], r["on_next_rollout"], r["immediate_20"], r["immediate_max"]]
+        hook = r["webhook"]["operator"]
+        print(
+            f"| {r['deployments']:,} | {r['audit']['seconds_from_operator_start']} s | "
+            f"{r['on_next_rollout']['seconds']} s | {r['immediate_20']['seconds_per_1000']} s "
+            f"({r['immediate_20']['observed_rollouts_at_once_max']}) | {r['immediate_max']['applies_per_second']} | "
+            f"{max(p['peak_rss_mib'] for p in phases)} MiB | {r['loop_lag_max_seconds']:.2f} s | "
+            f"{sum(p['api']['429'] for p in phases)} | {hook['p50_ms']}/{hook['p99_ms']} ms |"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deployments", default="1000,5000")
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--namespaces", type=int, default=50)
+    parser.add_argument("--webhook-updates", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
+    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "up"], check=True)
+    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "nodes", str(args.nodes)], check=True)
+    build_images()
+    kube = Kube(LOCAL_KUBECONFIG)
+    kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    results = []
+    for n in (int(x) for x in args.deployments.split(",")):
+        results.append(run_fleet(kube, n, args.namespaces, args.webhook_updates))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps(
+                {
+                    "command": "python -m bench.fleet " + " ".join(sys.argv[1:] if argv is None else argv),
+                    "commit": subprocess.run(
+                        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
+                    ).stdout.strip(),
+                    "machine": {
+                        "cpus": len(__import__("os").sched_getaffinity(0)),
+                        "python": platform.python_version(),
+                    },
+                    "nodes": args.nodes,
+                    "namespaces": args.namespaces,
+                    "results": results,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
