@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
+from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.logic.admitted import admitted_paths, injected, json_patch, reverted
 from lameduck_operator.logic.budget import budget_seconds
 from lameduck_operator.logic.compliance import Reason, State, Verdict
@@ -131,7 +132,8 @@ class Fleet:
         self.call_later = call_later or (lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback))
         self.policies: dict[PolicyRef, PolicyState] = {}
         self.namespaces: dict[str, dict[str, str]] = {}
-        self.deployments: dict[DeploymentRef, dict[str, Any]] = {}
+        # Whole bodies compressed, parsed on demand; labels and lameduck's annotations at hand.
+        self.deployments = DeploymentStore(f"{GROUP}/")
         self.decisions: dict[DeploymentRef, Decision] = {}
         self.errors: dict[DeploymentRef, tuple[PolicyRef | None, str]] = {}
         self.rolling: dict[DeploymentRef, PolicyRef] = {}
@@ -202,14 +204,14 @@ class Fleet:
             return
         if self.namespaces.get(name) != labels:
             self.namespaces[name] = labels
-            for ref in self.deployments:
+            for ref in self.deployments.refs():
                 if ref.namespace == name:
                     self.enqueue(ref)
 
     def deployment_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         ref = deployment_ref(body)
         if deleted:
-            self.deployments.pop(ref, None)
+            self.deployments.pop(ref)
             self.writers.pop(ref, None)
             gone = self.decisions.pop(ref, None)
             self.errors.pop(ref, None)
@@ -221,12 +223,11 @@ class Fleet:
         previous = self.deployments.get(ref)
         if previous is not None:
             self.writers.setdefault(ref, set()).update(changed_managers(previous, body))
-        self._store(dict(body))
+        self._store(body)
         self.enqueue(ref)
 
-    def _store(self, body: dict[str, Any]) -> None:
-        ref = deployment_ref(body)
-        self.deployments[ref] = body
+    def _store(self, body: Mapping[str, Any]) -> None:
+        ref = self.deployments.put(body)
         decision = self.decisions.get(ref)
         policy = decision.verdict.policy if decision else None
         self._set_rolling(ref, policy if rollout_in_progress(body) else None)
@@ -259,7 +260,7 @@ class Fleet:
         """The Deployments a policy change can affect: selected before or after, or governed by it."""
         marker = ref.annotation_value
         excluded = self.settings.excluded_namespaces
-        for deployment, body in self.deployments.items():
+        for deployment, body in self.deployments.metas():
             if ref.namespace is not None and deployment.namespace != ref.namespace:
                 continue
             decision = self.decisions.get(deployment)
@@ -383,7 +384,9 @@ class Fleet:
                 return
             self._conflict_posted[ref] = event.message
         try:
-            await self.api.post_event(self.deployments[ref], event)
+            body = self.deployments.get(ref)
+            if body is not None:
+                await self.api.post_event(body, event)
         except Exception as err:  # events are best effort
             self.metrics.api_errors.labels(operation="event").inc()
             log.info("could not post event on %s: %s", ref, err)
@@ -488,7 +491,7 @@ class Fleet:
                 self._access_attempts.pop(namespace, None)
 
     async def _publish_access_in(self, namespace: str) -> None:
-        in_namespace = [d for r, d in self.deployments.items() if r.namespace == namespace]
+        in_namespace = self.deployments.bodies_in(namespace)
         templates = service_accounts_needing_access(in_namespace, self.settings.sidecar)
         granted = self.sidecar_access.get(namespace, ())
         wanted = templates
@@ -525,7 +528,7 @@ class Fleet:
         marker = ref.annotation_value
         return any(
             ((d.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION) == marker
-            for d in self.deployments.values()
+            for _, d in self.deployments.metas()
         )
 
     def _update_gauges(self) -> None:
