@@ -28,6 +28,8 @@ class OperatorConfig:
     leader_election: bool = False
     lease_name: str = "lameduck-operator"
     identity: str = "lameduck-operator"
+    # Deployments reconciled at once (each mostly waits on the API server).
+    reconcile_workers: int = 8
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -66,6 +68,9 @@ def load_config(env: Mapping[str, str]) -> OperatorConfig:
     )
     if not 1 <= sidecar.port <= 65535:
         raise ConfigError(f"LAMEDUCK_SIDECAR_PORT must be a port number, got {sidecar.port}")
+    workers = _int(env, "LAMEDUCK_RECONCILE_WORKERS", 8)
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"LAMEDUCK_RECONCILE_WORKERS must be between 1 and 64, got {workers}")
     settings = Settings(
         sidecar=sidecar,
         excluded_namespaces=frozenset((*DEFAULT_EXCLUDED_NAMESPACES, namespace, *extra)),
@@ -82,4 +87,5 @@ def load_config(env: Mapping[str, str]) -> OperatorConfig:
         lease_name=env.get("LAMEDUCK_LEASE_NAME") or "lameduck-operator",
         # Unique per process: a restarted pod of the same name is a new candidate.
         identity=f"{env.get('LAMEDUCK_POD_NAME') or socket.gethostname()}_{os.getpid()}",
+        reconcile_workers=workers,
     )

@@ -122,6 +122,7 @@ class Fleet:
         monotonic: Callable[[], float] = time.monotonic,
         *,
         call_later: Callable[[float, Callable[[], None]], object] | None = None,
+        workers: int = 1,
     ) -> None:
         self.settings = settings
         self.api = api
@@ -143,6 +144,13 @@ class Fleet:
         self.synced = asyncio.Event()
         self._queue: asyncio.Queue[DeploymentRef] = asyncio.Queue()
         self._queued: set[DeploymentRef] = set()
+        # Reconciles run `workers` at a time, never two of one Deployment: one that comes up
+        # again while it is being reconciled waits in _again for that reconcile to end.
+        self.workers = workers
+        self._reconciling: set[DeploymentRef] = set()
+        self._again: set[DeploymentRef] = set()
+        # Applies on their way to the API server hold a rollout slot of their policy.
+        self._applying: dict[DeploymentRef, PolicyRef] = {}
         self._attempts: dict[DeploymentRef, int] = {}
         self._dirty: set[PolicyRef] = set()
         self._conflict_posted: dict[DeploymentRef, str] = {}
@@ -248,7 +256,8 @@ class Fleet:
         return frozenset(self._queued)
 
     def in_flight(self, policy: PolicyRef) -> int:
-        return sum(1 for p in self.rolling.values() if p == policy)
+        rolling = sum(1 for p in self.rolling.values() if p == policy)
+        return rolling + sum(1 for r, p in self._applying.items() if p == policy and r not in self.rolling)
 
     def enqueue(self, ref: DeploymentRef) -> None:
         if ref not in self._queued:
@@ -278,15 +287,27 @@ class Fleet:
 
     async def run(self) -> None:
         await self.synced.wait()
+        await asyncio.gather(*(self._work() for _ in range(self.workers)))
+
+    async def _work(self) -> None:
         while True:
             ref = await self._queue.get()
             self._queued.discard(ref)
             self.metrics.queue_depth.set(len(self._queued))
+            if ref in self._reconciling:
+                self._again.add(ref)
+                continue
+            self._reconciling.add(ref)
             try:
                 await self.reconcile(ref)
             except Exception:  # one bad Deployment never stops the loop
                 log.exception("reconcile of %s failed", ref)
                 self._retry_later(ref)
+            finally:
+                self._reconciling.discard(ref)
+                if ref in self._again:
+                    self._again.discard(ref)
+                    self.enqueue(ref)
 
     async def drain(self) -> None:
         """Reconcile until the queue is empty (for tests)."""
@@ -310,6 +331,9 @@ class Fleet:
         )
         previous = self.decisions.get(ref)
         result = "unchanged"
+        if decision.action is Action.APPLY and decision.verdict.policy is not None:
+            # Decided and counted before the first await: a concurrent decision sees this slot taken.
+            self._applying[ref] = decision.verdict.policy
         try:
             if decision.action is Action.APPLY and decision.intent is not None:
                 if admitted_paths(body):
@@ -352,6 +376,8 @@ class Fleet:
             self._record(ref, decision, previous)
             log.warning("could not %s %s: %s", decision.action.value.lower(), ref, _short(err))
             return
+        finally:
+            self._applying.pop(ref, None)
         self._record(ref, decision, previous)
         self.metrics.reconciles.labels(result=result).inc()
         self.metrics.reconcile_seconds.observe(self.monotonic() - started)

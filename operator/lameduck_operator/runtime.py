@@ -8,6 +8,7 @@ import os
 import ssl
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,15 @@ from lameduck_operator.shutdown_observer import ShutdownObserver
 
 log = logging.getLogger("lameduck.operator")
 WEBHOOK_PATH = "/mutate/deployments"
+GATE_AND_STATUS_THREADS = 12
 CERT_RELOAD_SECONDS = 30.0
 
 
-def kube_api_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else the current kubeconfig."""
+def kube_api_client(connections: int) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else the current kubeconfig; up to
+    `connections` kept-alive connections to the API server."""
     configuration = client.Configuration()
+    configuration.connection_pool_maxsize = connections
     try:
         kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kube_config.ConfigException:
@@ -61,9 +65,13 @@ class Runtime:
 
     async def start(self) -> None:
         self.background.append(asyncio.create_task(watch_loop_lag(self.metrics), name="lameduck-loop-lag"))
-        api_client = kube_api_client()
+        # The API client blocks: every reconcile worker, the gate's writes and the status
+        # publisher each need a thread and a pooled connection of their own.
+        threads = self.config.reconcile_workers + GATE_AND_STATUS_THREADS
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="lameduck-api"))
+        api_client = kube_api_client(threads)
         api = KubeApi(api_client)
-        fleet = Fleet(self.config.settings, api, self.metrics)
+        fleet = Fleet(self.config.settings, api, self.metrics, workers=self.config.reconcile_workers)
         self.fleet = fleet
         shutdown = ShutdownObserver(
             self.metrics,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -643,3 +645,48 @@ async def test_every_policy_in_force_has_a_rollouts_in_flight_series_zero_when_n
     await h.settle()
     exported = generate_latest(h.fleet.metrics.registry).decode()
     assert 'lameduck_rollouts_in_flight{policy="GracefulPolicy shop/web"} 0.0' in exported
+
+
+async def test_concurrent_workers_never_exceed_the_rollout_limit_nor_reconcile_one_deployment_twice_at_once(
+    h: Harness,
+) -> None:
+    """Eight workers, each apply taking a while: a slot is taken when the apply is decided,
+    before the API answers, so no two workers fill the last slot; and a Deployment that comes
+    up again while it is being reconciled waits for that reconcile to end."""
+    h.fleet.workers = 8
+    applying: set[str] = set()
+    most_at_once = 0
+    overlapping: list[str] = []
+    apply = h.api.apply_deployment
+
+    async def slow_apply(intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
+        nonlocal most_at_once
+        name = intent["metadata"]["name"]
+        if name in applying:
+            overlapping.append(name)
+        applying.add(name)
+        most_at_once = max(most_at_once, len(applying))
+        await asyncio.sleep(0.02)
+        applying.discard(name)
+        return await apply(intent, force)
+
+    h.api.apply_deployment = slow_apply  # type: ignore[method-assign]
+    names = [f"app-{i:02d}" for i in range(12)]
+    for name in names:
+        h.add(name, replicas=2)
+    h.policy(apply="Immediate", maxConcurrentRollouts=3)
+    workers = asyncio.create_task(h.fleet.run())
+    try:
+        for _ in range(3):  # the same Deployments come up again while their applies are in flight
+            for name in names:
+                h.observe(name)
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        rolling = [n for n in names if h.api.deployments[("shop", n)].status["updatedReplicas"] == 0]
+    finally:
+        workers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await workers
+    assert len(rolling) == 3, "three rollouts, the limit"
+    assert most_at_once <= 3
+    assert overlapping == []
