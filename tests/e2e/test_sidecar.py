@@ -325,7 +325,8 @@ def test_idle_sidecars_make_no_api_requests(kube: Kube, guarded_demo: str) -> No
 
 def test_idle_sidecars_make_no_api_requests_by_the_audit_log(kube: Kube, guarded_demo: str, tmp_path: Path) -> None:
     """The API server's own count: no request from the pods' service account while idle,
-    and the requests of one hold once a pod is deleted (so the count can see them)."""
+    and the requests of one hold once a pod is deleted (so the count can see them), its
+    hold report (one Event) included."""
     log = audit_log(kube)
     if log is None:
         pytest.skip("no API audit log to read (set LAMEDUCK_AUDIT_LOG to the API server's audit log file)")
@@ -337,11 +338,13 @@ def test_idle_sidecars_make_no_api_requests_by_the_audit_log(kube: Kube, guarded
     kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
     sidecar.hold()
     wait_until(
-        lambda: set(audited_requests(log, user)) >= {"list endpointslices", "get pods"},
+        lambda: set(audited_requests(log, user)) >= {"list endpointslices", "get pods", "create events"},
         30,
         "the hold's requests appear in the audit log",
     )
-    assert set(audited_requests(log, user)) <= {"list endpointslices", "watch endpointslices", "get pods"}
+    requests = audited_requests(log, user)
+    assert set(requests) <= {"list endpointslices", "watch endpointslices", "get pods", "create events"}
+    assert requests.count("create events") == 1, "one hold report per termination"
 
 
 def audit_log(kube: Kube) -> Path | None:
