@@ -106,6 +106,14 @@ class PolicyState:
     published: dict[str, Any] | None = None
 
 
+def _slot_holder(decision: Decision | None, body: Mapping[str, Any]) -> PolicyRef | None:
+    """The policy whose rollout slot the Deployment's rollout takes: the governing policy's,
+    while a rollout is in progress; a Deployment opted out of it (or not its own) takes none."""
+    if decision is None or decision.verdict.state in (State.SKIPPED, State.UNMANAGED):
+        return None
+    return decision.verdict.policy if rollout_in_progress(body) else None
+
+
 def policy_ref_of(body: Mapping[str, Any]) -> PolicyRef:
     meta = body.get("metadata") or {}
     kind = str(body.get("kind"))
@@ -138,7 +146,8 @@ class Fleet:
         self.decisions: dict[DeploymentRef, Decision] = {}
         self.errors: dict[DeploymentRef, tuple[PolicyRef | None, str]] = {}
         self.rolling: dict[DeploymentRef, PolicyRef] = {}
-        self.waiting: dict[PolicyRef, set[DeploymentRef]] = defaultdict(set)
+        # Per policy, the Deployments waiting for a rollout slot, in the order they began to wait.
+        self.waiting: dict[PolicyRef, dict[DeploymentRef, None]] = defaultdict(dict)
         # Managers seen changing a Deployment since it was last judged (to name drift's author).
         self.writers: dict[DeploymentRef, set[str]] = {}
         self.synced = asyncio.Event()
@@ -236,9 +245,7 @@ class Fleet:
 
     def _store(self, body: Mapping[str, Any]) -> None:
         ref = self.deployments.put(body)
-        decision = self.decisions.get(ref)
-        policy = decision.verdict.policy if decision else None
-        self._set_rolling(ref, policy if rollout_in_progress(body) else None)
+        self._set_rolling(ref, _slot_holder(self.decisions.get(ref), body))
 
     def _set_rolling(self, ref: DeploymentRef, policy: PolicyRef | None) -> None:
         before = self.rolling.get(ref)
@@ -247,9 +254,20 @@ class Fleet:
         else:
             self.rolling[ref] = policy
         if before is not None and before != policy:
-            # A rollout ended: Deployments waiting their turn under that policy may go.
-            for waiting in sorted(self.waiting.get(before, ()), key=str):
-                self.enqueue(waiting)
+            self._release_waiting(before)
+
+    def _release_waiting(self, policy: PolicyRef) -> None:
+        """A rollout ended: as many Deployments waiting their turn as there are free slots go,
+        the longest waiting first. (Waking them all would judge every waiting Deployment at
+        every rollout's end: quadratic in the fleet.)"""
+        state = self.policies.get(policy)
+        queue = self.waiting.get(policy) or {}
+        if state is None or state.policy is None:
+            free = len(queue)
+        else:
+            free = max(0, state.policy.spec.max_concurrent_rollouts - self.in_flight(policy))
+        for ref in list(queue)[:free]:
+            self.enqueue(ref)
 
     @property
     def queued(self) -> frozenset[DeploymentRef]:
@@ -388,11 +406,13 @@ class Fleet:
         self._access_dirty.add(ref.namespace)
         policy = decision.verdict.policy
         body = self.deployments.get(ref)
-        self._set_rolling(ref, policy if body is not None and rollout_in_progress(body) else None)
-        for waiting in self.waiting.values():
-            waiting.discard(ref)
-        if policy is not None and decision.verdict.reason is Reason.WAITING_TURN:
-            self.waiting[policy].add(ref)
+        self._set_rolling(ref, _slot_holder(decision, body) if body is not None else None)
+        waits = decision.verdict.reason is Reason.WAITING_TURN
+        for waiting_for, queue in self.waiting.items():
+            if waiting_for != policy or not waits:
+                queue.pop(ref, None)
+        if policy is not None and waits:
+            self.waiting[policy].setdefault(ref, None)  # keeps its place in the line
         for touched in (previous.verdict.policy if previous else None, policy):
             if touched is not None:
                 self._dirty.add(touched)

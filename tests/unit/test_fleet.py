@@ -690,3 +690,44 @@ async def test_concurrent_workers_never_exceed_the_rollout_limit_nor_reconcile_o
     assert len(rolling) == 3, "three rollouts, the limit"
     assert most_at_once <= 3
     assert overlapping == []
+
+
+def waiting_reconciles(h: Harness) -> float:
+    text = generate_latest(h.fleet.metrics.registry).decode()
+    return sum(
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith('lameduck_reconciles_total{result="waiting"}')
+    )
+
+
+async def test_a_rollouts_end_wakes_as_many_waiting_deployments_as_there_are_free_slots_the_longest_waiting_first(
+    h: Harness,
+) -> None:
+    names = [f"app-{i:02d}" for i in range(12)]
+    for name in names:
+        h.add(name, replicas=2)
+    h.policy(apply="Immediate", maxConcurrentRollouts=3)
+    await h.settle()
+    rolling = [n for n in names if h.api.deployments[("shop", n)].status["updatedReplicas"] == 0]
+    waiting = list(h.fleet.waiting[WEB])
+    assert len(rolling) == 3
+    assert len(waiting) == 9
+    judged = waiting_reconciles(h)
+    h.api.complete_rollout("shop", rolling[0])
+    h.observe(rolling[0])  # only the Deployment that changed is seen again, as in a cluster
+    await h.fleet.drain()
+    assert waiting_reconciles(h) == judged, "no waiting Deployment was judged only to wait again"
+    assert h.api.deployments[("shop", waiting[0].name)].status["updatedReplicas"] == 0, "the first in line went"
+    assert list(h.fleet.waiting[WEB]) == waiting[1:]
+
+
+async def test_an_opted_out_deployment_rolling_out_takes_no_slot_of_the_policy(h: Harness) -> None:
+    h.add("skipped", replicas=2, annotations={"lameduck.dev/skip": "true"})
+    h.add("web", replicas=2)
+    h.api.deployments[("shop", "skipped")].status["updatedReplicas"] = 0  # a rollout of its own, under way
+    h.observe("skipped")
+    h.policy(apply="Immediate", maxConcurrentRollouts=1)
+    await h.settle()
+    assert h.state("skipped") is State.SKIPPED
+    assert "initContainers" in h.pod("web"), "the policy's one slot was free for web"
