@@ -3,8 +3,9 @@
 A Deployment as the API returns it is about 5 KB of JSON and some 30 KB once parsed into
 Python objects: at 5,000 Deployments, 150 MiB. The reconcile loop needs a whole body only
 when it judges that Deployment, so each is kept as its JSON, compressed, and parsed on
-demand (tens of microseconds); what the fleet reads of every Deployment at once (labels and
-lameduck's annotations, to find those a policy change affects) is kept parsed beside it.
+demand (tens of microseconds); what the fleet reads of many Deployments at once (labels and
+lameduck's annotations, to find those a policy change affects; the pods' service account and
+container images, for the sidecar's access in a namespace) is kept parsed beside it.
 """
 
 from __future__ import annotations
@@ -31,13 +32,22 @@ class Stored:
 def _meta(body: Mapping[str, Any], annotation_prefix: str) -> dict[str, Any]:
     metadata = body.get("metadata") or {}
     annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k.startswith(annotation_prefix)}
+    pod = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
+    # Who runs the pods and which containers: whether they run lameduck's sidecar, and as whom.
+    pod_view: dict[str, Any] = {
+        kind: [{"name": c.get("name"), "image": c.get("image")} for c in pod.get(kind) or []]
+        for kind in ("containers", "initContainers")
+    }
+    if pod.get("serviceAccountName"):
+        pod_view["serviceAccountName"] = pod["serviceAccountName"]
     return {
         "metadata": {
             "name": metadata.get("name"),
             "namespace": metadata.get("namespace"),
             "labels": dict(metadata.get("labels") or {}),
             "annotations": annotations,
-        }
+        },
+        "spec": {"template": {"spec": pod_view}},
     }
 
 
@@ -63,7 +73,8 @@ class DeploymentStore:
         return body
 
     def meta(self, ref: DeploymentRef) -> Mapping[str, Any] | None:
-        """The Deployment with only its name, namespace, labels and lameduck's annotations."""
+        """The Deployment with only its name, namespace, labels, lameduck's annotations, and its
+        pods' service account and containers' names and images."""
         stored = self._items.get(ref)
         return None if stored is None else stored.meta
 
@@ -82,11 +93,6 @@ class DeploymentStore:
     def metas(self) -> Iterator[tuple[DeploymentRef, Mapping[str, Any]]]:
         return iter([(ref, stored.meta) for ref, stored in self._items.items()])
 
-    def bodies_in(self, namespace: str) -> list[dict[str, Any]]:
-        """Whole bodies of one namespace's Deployments."""
-        found = []
-        for ref in [r for r in self._items if r.namespace == namespace]:
-            body = self.get(ref)
-            if body is not None:
-                found.append(body)
-        return found
+    def metas_in(self, namespace: str) -> list[Mapping[str, Any]]:
+        """The metadata views (see meta()) of one namespace's Deployments."""
+        return [stored.meta for ref, stored in self._items.items() if ref.namespace == namespace]

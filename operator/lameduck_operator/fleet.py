@@ -537,7 +537,7 @@ class Fleet:
                 self._access_attempts.pop(namespace, None)
 
     async def _publish_access_in(self, namespace: str) -> None:
-        in_namespace = self.deployments.bodies_in(namespace)
+        in_namespace = self.deployments.metas_in(namespace)
         templates = service_accounts_needing_access(in_namespace, self.settings.sidecar)
         granted = self.sidecar_access.get(namespace, ())
         wanted = templates
