@@ -350,7 +350,11 @@ def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updat
     }
 
 
-def run_fleet(kube: Kube, n: int, namespaces: int, updates: int) -> dict[str, Any]:
+def run_fleet(
+    kube: Kube, n: int, namespaces: int, updates: int, save: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """The phases for N Deployments; `save` gets the result so far after each phase, so that a
+    run that fails or is stopped leaves what it measured."""
     want = expected(n)
     print(f"== {n} Deployments: creating them and their pods on the fake nodes", flush=True)
     created = time.monotonic()
@@ -377,6 +381,7 @@ def run_fleet(kube: Kube, n: int, namespaces: int, updates: int) -> dict[str, An
         audit["seconds_from_operator_start"] = round(time.time() - started_at, 1)
         audit["api"] = api_requests(since)
         result["audit"] = audit
+        save(result)
 
         def up_to_date(status: dict[str, Any]) -> bool:
             return (
@@ -390,6 +395,7 @@ def run_fleet(kube: Kube, n: int, namespaces: int, updates: int) -> dict[str, An
         print("== on-next-rollout: Enforce + OnNextRollout", flush=True)
         kube.apply(policy("Enforce", "OnNextRollout"))
         result["on_next_rollout"] = phase("on-next-rollout", kube, operator, up_to_date, 1800)
+        save(result)
 
         def rolled(status: dict[str, Any]) -> bool:
             return up_to_date(status) and status.get("compliant") == want["matched"] - want["conflicting"]
@@ -402,12 +408,14 @@ def run_fleet(kube: Kube, n: int, namespaces: int, updates: int) -> dict[str, An
         rolled_out = want["matched"] - want["conflicting"]
         immediate["seconds_per_1000"] = round(immediate["seconds"] * 1000 / rolled_out, 1)
         result["immediate_20"] = immediate
+        save(result)
 
         print("== immediate-max: maxHold changed, maxConcurrentRollouts 1000", flush=True)
         kube.apply(policy("Enforce", "Immediate", limit=1000, max_hold="31s"))
         fastest = phase("immediate-max", kube, operator, rolled, 3600)
         fastest["applies_per_second"] = round(rolled_out / fastest["seconds"], 1)
         result["immediate_max"] = fastest
+        save(result)
 
         print(f"== webhook: {updates} template updates from 16 threads", flush=True)
         result["webhook"] = webhook_burst(kube, operator, n, namespaces, updates)
@@ -463,9 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     build_images()
     kube = Kube(LOCAL_KUBECONFIG)
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    results = []
-    for n in (int(x) for x in args.deployments.split(",")):
-        results.append(run_fleet(kube, n, args.namespaces, args.webhook_updates))
+    results: list[dict[str, Any]] = []
+
+    def save(partial: dict[str, Any]) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(
             json.dumps(
@@ -480,12 +488,16 @@ def main(argv: list[str] | None = None) -> None:
                     },
                     "nodes": args.nodes,
                     "namespaces": args.namespaces,
-                    "results": results,
+                    "results": [*results, partial] if partial not in results else results,
                 },
                 indent=2,
             )
             + "\n"
         )
+
+    for n in (int(x) for x in args.deployments.split(",")):
+        results.append(run_fleet(kube, n, args.namespaces, args.webhook_updates, save))
+        save(results[-1])
     print_table(results)
 
 
