@@ -6,8 +6,6 @@ proxy with the kubeconfig's credentials. Used by the observability e2e test and 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import urllib.parse
 import urllib.request
@@ -21,12 +19,15 @@ from kubernetes import client
 from kubernetes import config as kube_config
 
 from tests.e2e.support import OPERATOR_NAMESPACE, REPO, Kube, Operator, wait_until
+from tests.tools import find_tool, harness_prometheus_dir
 
 PORT = 19090
 
 
 def prometheus_binary() -> str:
-    given = os.environ.get("LAMEDUCK_PROMETHEUS") or shutil.which("prometheus")
+    """$LAMEDUCK_PROMETHEUS, prometheus on the PATH, or the one hack/prometheus.sh unpacks (run
+    here when it is missing)."""
+    given = find_tool("prometheus", "LAMEDUCK_PROMETHEUS", harness_prometheus_dir() / "prometheus")
     if given:
         return given
     done = subprocess.run(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from lameduck_operator.logic.decision import rollout_in_progress
+from tests.tools import find_tool, harness_helm
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -222,14 +223,7 @@ LEASE = "lameduck-operator"
 
 def helm_binary() -> str:
     """$LAMEDUCK_HELM, helm on the PATH, or the one the harness builds (hack/build-k8s.sh helm)."""
-    found = os.environ.get("LAMEDUCK_HELM") or shutil.which("helm")
-    if found:
-        return found
-    cache = Path(os.environ.get("LAMEDUCK_CACHE", Path.home() / ".cache" / "lameduck"))
-    versions = (REPO / "hack" / "versions.env").read_text()
-    pinned = next(line for line in versions.splitlines() if line.startswith("K8S_VERSION="))
-    k8s = pinned.split(":-", 1)[1].split("}", 1)[0]
-    return str(cache / "k8s" / f"v{k8s}" / "bin" / "helm")
+    return find_tool("helm", "LAMEDUCK_HELM", harness_helm()) or str(harness_helm())
 
 
 def image_values(image: str) -> tuple[str, str]:

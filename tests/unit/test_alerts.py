@@ -8,8 +8,6 @@ skipped check must never count as a passed one."""
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.tools import ToolUnusable, find_tool, harness_prometheus_dir
 from tests.unit.repo_data import REPO
 
 ALERTS = REPO / "charts" / "lameduck" / "files" / "alerts.yaml"
 ALERTS_TEST = REPO / "tests" / "unit" / "data" / "alerts_test.yaml"
-PINNED = re.compile(r'^PROMETHEUS_DEB_VERSION="\$\{PROMETHEUS_DEB_VERSION:-([^}]+)\}"', re.MULTILINE)
 HINT = "run `bash hack/prometheus.sh` (or `make prometheus`), or point LAMEDUCK_PROMTOOL at a promtool binary"
 EXPECTED_ALERTS = [
     "LameduckHoldTimeouts",
@@ -33,31 +31,14 @@ EXPECTED_ALERTS = [
 ]
 
 
-def _cached_promtool() -> Path:
-    """Where hack/prometheus.sh puts promtool."""
-    version = os.environ.get("PROMETHEUS_DEB_VERSION")
-    if not version:
-        pinned = PINNED.search((REPO / "hack" / "versions.env").read_text())
-        assert pinned, "hack/versions.env has no PROMETHEUS_DEB_VERSION line"
-        version = pinned[1]
-    cache = os.environ.get("LAMEDUCK_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "lameduck"
-    )
-    return Path(cache) / "prometheus" / version / "promtool"
-
-
 def promtool_binary() -> str:
-    explicit = os.environ.get("LAMEDUCK_PROMTOOL")
-    if explicit:
-        if not os.access(explicit, os.X_OK):
-            pytest.fail(f"LAMEDUCK_PROMTOOL={explicit} is not an executable promtool; {HINT}")
-        return explicit
-    found = shutil.which("promtool")
-    if found:
+    cached = harness_prometheus_dir() / "promtool"
+    try:
+        found = find_tool("promtool", "LAMEDUCK_PROMTOOL", cached)
+    except ToolUnusable as err:
+        pytest.fail(f"{err}; {HINT}")
+    if found is not None:
         return found
-    cached = _cached_promtool()
-    if os.access(cached, os.X_OK):
-        return str(cached)
     message = f"promtool is not installed (not on PATH, not at {cached}): {HINT}"
     if os.environ.get("CI") == "true":
         pytest.fail(message)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
 import re
 import shutil
 import ssl
@@ -23,6 +22,7 @@ import yaml
 from celpy.adapter import json_to_cel
 
 from lameduck_operator import __version__
+from tests.tools import ToolUnusable, find_tool, harness_helm
 from tests.unit.repo_data import REPO
 
 CHART = REPO / "charts" / "lameduck"
@@ -62,30 +62,14 @@ PINNED_K8S = re.compile(r'^K8S_VERSION="\$\{K8S_VERSION:-([^}]+)\}"', re.MULTILI
 # --- finding and running helm ---------------------------------------------------------------
 
 
-def _harness_helm() -> Path:
-    """Where `bash hack/build-k8s.sh helm` installs helm (the paths of hack/common.sh)."""
-    version = os.environ.get("K8S_VERSION")
-    if not version:
-        pinned = PINNED_K8S.search((REPO / "hack" / "versions.env").read_text())
-        assert pinned, "hack/versions.env has no K8S_VERSION line"
-        version = pinned[1]
-    cache = Path(os.environ.get("LAMEDUCK_CACHE") or Path.home() / ".cache" / "lameduck")
-    return cache / "k8s" / f"v{version}" / "bin" / "helm"
-
-
 def helm_binary() -> str:
-    explicit = os.environ.get("LAMEDUCK_HELM")
-    if explicit:
-        if not os.access(explicit, os.X_OK):
-            pytest.fail(f"LAMEDUCK_HELM={explicit} is not an executable helm; {HELM_HINT}")
-        return explicit
-    found = shutil.which("helm")
-    if found:
-        return found
-    harness = _harness_helm()
-    if os.access(harness, os.X_OK):
-        return str(harness)
-    pytest.fail(f"helm is not installed (not on PATH, not at {harness}): {HELM_HINT}")
+    try:
+        found = find_tool("helm", "LAMEDUCK_HELM", harness_helm())
+    except ToolUnusable as err:
+        pytest.fail(f"{err}; {HELM_HINT}")
+    if found is None:
+        pytest.fail(f"helm is not installed (not on PATH, not at {harness_helm()}): {HELM_HINT}")
+    return found
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
