@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import subprocess
 import sys
@@ -45,13 +44,14 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from bench.webhook_latency import (
-    APISERVER_HISTOGRAM,
-    OPERATOR_HISTOGRAM,
-    WEBHOOK_NAME,
+    apiserver_buckets,
     apps_api,
     bucket_delta,
-    histogram_buckets,
+    client_summary,
     histogram_summary,
+    operator_buckets,
+    pods_delta,
+    summed,
 )
 from tests.e2e.support import (
     LOCAL_AUDIT_LOG,
@@ -318,8 +318,7 @@ def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updat
     """Template updates of `updates` Deployments that go through the webhook, from 16 threads."""
     apps = apps_api(kube.kubeconfig)
     targets = [i for i in range(n) if i % 10 != 0][:updates]
-    before_operator = {p: histogram_buckets(operator.metrics_text(p), OPERATOR_HISTOGRAM) for p in operator.serving()}
-    before_api = histogram_buckets(kube.run("get", "--raw", "/metrics").stdout, APISERVER_HISTOGRAM, WEBHOOK_NAME)
+    before_operator, before_api = operator_buckets(operator), apiserver_buckets(kube)
     stamp = str(time.time())
 
     def update(i: int) -> float:
@@ -333,20 +332,13 @@ def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updat
         return elapsed
 
     with ThreadPoolExecutor(16) as pool:
-        client_seconds = sorted(pool.map(update, targets))
-    delta: dict[float, float] = {}
-    for pod, before in before_operator.items():
-        for bound, count in bucket_delta(
-            before, histogram_buckets(operator.metrics_text(pod), OPERATOR_HISTOGRAM)
-        ).items():
-            delta[bound] = delta.get(bound, 0.0) + count
-    after_api = histogram_buckets(kube.run("get", "--raw", "/metrics").stdout, APISERVER_HISTOGRAM, WEBHOOK_NAME)
+        client_ms = [seconds * 1000 for seconds in pool.map(update, targets)]
+    after_api = apiserver_buckets(kube)
     return {
         "updates": len(targets),
-        "operator": histogram_summary(delta),
-        "apiserver": histogram_summary(bucket_delta(before_api, after_api)) if after_api else None,
-        "client_p50_ms": round(client_seconds[len(client_seconds) // 2] * 1000, 1),
-        "client_p99_ms": round(client_seconds[math.ceil(0.99 * len(client_seconds)) - 1] * 1000, 1),
+        "operator": histogram_summary(summed(pods_delta(before_operator, operator_buckets(operator)))),
+        "apiserver": histogram_summary(bucket_delta(before_api, after_api)) if before_api and after_api else None,
+        "client": client_summary(client_ms),
     }
 
 

@@ -106,6 +106,21 @@ def bucket_quantile(buckets: Mapping[float, float], q: float) -> float | None:
     return lower
 
 
+def pods_delta(before: Mapping[str, Buckets], after: Mapping[str, Buckets]) -> dict[str, Buckets]:
+    """Each pod's increase of a histogram over a burst."""
+    if set(before) != set(after):
+        raise AssertionError(f"the operator's pods changed during the burst: {sorted(before)} -> {sorted(after)}")
+    return {pod: bucket_delta(before[pod], after[pod]) for pod in after}
+
+
+def summed(per_pod: Mapping[str, Buckets]) -> Buckets:
+    total: Buckets = {}
+    for delta in per_pod.values():
+        for bound, count in delta.items():
+            total[bound] = total.get(bound, 0.0) + count
+    return total
+
+
 def histogram_summary(delta: Buckets) -> dict[str, Any]:
     p50, p99 = bucket_quantile(delta, 0.5), bucket_quantile(delta, 0.99)
     calls = delta[max(delta)] if delta else 0.0
@@ -260,13 +275,8 @@ def run_bench(args: argparse.Namespace, kube: Kube, operator: Operator, namespac
     ]
     verify(results, {name: returned for name, (_, returned) in zip(order, timed, strict=True)}, rev)
 
-    if set(operator_before) != set(operator_after):
-        raise AssertionError(f"the operator's pods changed during the burst: {operator_before} -> {operator_after}")
-    per_pod = {pod: bucket_delta(operator_before[pod], operator_after[pod]) for pod in operator_after}
-    operator_delta: Buckets = {}
-    for delta in per_pod.values():
-        for bound, count in delta.items():
-            operator_delta[bound] = operator_delta.get(bound, 0.0) + count
+    per_pod = pods_delta(operator_before, operator_after)
+    operator_delta = summed(per_pod)
     apiserver: dict[str, Any] | None = None
     if apiserver_before is not None and apiserver_after is not None:
         apiserver = histogram_summary(bucket_delta(apiserver_before, apiserver_after))

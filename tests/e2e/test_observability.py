@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.dashboard_image import filled
 from bench.prometheus import Prometheus, running_prometheus
 from lameduck_operator.dashboard import expressions
 from tests.e2e.support import (
@@ -37,20 +38,12 @@ DASHBOARD = REPO / "charts" / "lameduck" / "dashboards" / "lameduck.json"
 SCRAPE_SECONDS = 5
 # Queries that only show failures: empty when nothing failed, which is what a healthy run is.
 FAILURES_ONLY = ('result="error"', "lameduck_api_errors_total")
-# The dashboard's variables as Grafana would fill them with "All" selected.
-VARIABLES = {'"$namespace"': '".*"', '"$policy"': '".*"', "$__rate_interval": "5m"}
 
 
 @pytest.fixture
 def prometheus(kube: Kube, operator: Operator, tmp_path: Path) -> Iterator[Prometheus]:
     with running_prometheus(kube, operator, tmp_path, scrape_seconds=SCRAPE_SECONDS, rules=ALERTS) as running:
         yield running
-
-
-def filled(expr: str) -> str:
-    for variable, value in VARIABLES.items():
-        expr = expr.replace(variable, value)
-    return expr
 
 
 def hold_reports(kube: Kube, namespace: str) -> list[dict[str, Any]]:
@@ -112,7 +105,7 @@ def test_every_dashboard_query_returns_data_and_a_sigkilled_pod_fires_the_alert(
     def missing() -> list[str]:
         empty = []
         for expr in queries:
-            values = prometheus.values(filled(expr))
+            values = prometheus.values(filled(expr, "5m"))  # "All" selected, as Grafana sends it
             if not any(not math.isnan(v) for v in values) and not any(f in expr for f in FAILURES_ONLY):
                 empty.append(expr)
         return empty
