@@ -690,6 +690,9 @@ cmd_up() {
 
   wait_until kube-apiserver 60 api_ready || die "kube-apiserver not ready; see $LOGS/kube-apiserver.log"
 
+  # Client rate limits raised above the defaults (20 and 50 requests/s), as kwok's own clusters
+  # do: a fleet of thousands of Deployments on fake nodes (bench/fleet.py) otherwise waits
+  # minutes on the controllers, not on what is measured.
   start_comp kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$CONF/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$CONF/controller-manager.kubeconfig" \
@@ -699,12 +702,14 @@ cmd_up() {
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --use-service-account-credentials=true \
     --allocate-node-cidrs=true --cluster-cidr="$POD_CIDR" --node-cidr-mask-size=24 \
-    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false --v=1
+    --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false --v=1 \
+    --kube-api-qps=500 --kube-api-burst=1000 --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10
   start_comp kube-scheduler "$BIN/kube-scheduler" \
     --kubeconfig="$CONF/scheduler.kubeconfig" \
     --authentication-kubeconfig="$CONF/scheduler.kubeconfig" \
     --authorization-kubeconfig="$CONF/scheduler.kubeconfig" \
-    --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1
+    --bind-address=127.0.0.1 --leader-elect=false --profiling=false --v=1 \
+    --kube-api-qps=500 --kube-api-burst=1000
   start_comp kubelet "$BIN/kubelet" \
     --config="$CONF/kubelet.yaml" --kubeconfig="$CONF/kubelet.kubeconfig" \
     --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \

@@ -40,6 +40,11 @@ def writers_view(deployment: dict[str, Any]) -> dict[str, Any]:
     return {"template": deployment["spec"]["template"], "annotations": annotations, "managedFields": entries}
 
 
+def revisioned(deployment: dict[str, Any]) -> dict[str, Any] | None:
+    annotations = deployment["metadata"].get("annotations") or {}
+    return deployment if "deployment.kubernetes.io/revision" in annotations else None
+
+
 def restart(kube: Kube, ns: str, name: str) -> None:
     kube.run("rollout", "restart", f"deployment/{name}", "-n", ns)
 
@@ -101,7 +106,11 @@ def test_revert_after_admission_leaves_exactly_the_deployment_that_was_written(
     kube: Kube, operator: Operator, namespace: str
 ) -> None:
     kube.apply(workload("web", {"tier": "web"}), namespace=namespace)
-    written = writers_view(kube.get("deployment", "web", namespace))
+    # As written and as the deployment controller then marks it (its revision annotation, in a
+    # managedFields entry of its own): the reverted Deployment is compared with both.
+    written = writers_view(
+        wait_until(lambda: revisioned(kube.get("deployment", "web", namespace)), 30, "web has its revision annotation")
+    )
     kube.run("delete", "deployment", "web", "-n", namespace, "--wait=true")
 
     kube.apply(policy("web", namespace, selector={"matchLabels": {"tier": "web"}}))
