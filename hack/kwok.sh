@@ -88,7 +88,7 @@ status:
   capacity: {cpu: "32", memory: 256Gi, pods: "110"}
 EOF
   done | kc apply -f - >/dev/null
-  kc wait --for=condition=Ready node -l type=kwok --timeout=60s >/dev/null
+  kc wait --for=condition=Ready node -l type=kwok --timeout=300s >/dev/null
   log "$(kc get nodes -l type=kwok --no-headers | grep -c ' Ready') fake nodes Ready"
 }
 

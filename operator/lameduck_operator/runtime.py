@@ -43,7 +43,10 @@ def kube_api_client(connections: int) -> client.ApiClient:
     try:
         kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kube_config.ConfigException:
-        kube_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        # KUBECONFIG as it is now, not as it was when the client library was imported.
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+        )
     return client.ApiClient(configuration)
 
 
