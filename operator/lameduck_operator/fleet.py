@@ -13,7 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -334,10 +334,12 @@ class Fleet:
             self._queued.discard(ref)
             await self.reconcile(ref)
 
-    async def reconcile(self, ref: DeploymentRef) -> None:
+    async def reconcile(self, ref: DeploymentRef) -> Decision | None:
+        """Decide about ref and act; the decision taken, intent included (the one kept for
+        status is without it), or None for a Deployment no longer known."""
         body = self.deployments.get(ref)
         if body is None:
-            return
+            return None
         started = self.monotonic()
         decision = decide(
             body,
@@ -393,16 +395,20 @@ class Fleet:
             self._retry_later(ref)
             self._record(ref, decision, previous)
             log.warning("could not %s %s: %s", decision.action.value.lower(), ref, _short(err))
-            return
+            return decision
         finally:
             self._applying.pop(ref, None)
         self._record(ref, decision, previous)
         self.metrics.reconciles.labels(result=result).inc()
         self.metrics.reconcile_seconds.observe(self.monotonic() - started)
         await self._tell(ref, decision)
+        return decision
 
     def _record(self, ref: DeploymentRef, decision: Decision, previous: Decision | None) -> None:
-        self.decisions[ref] = decision
+        # Kept for status, slots and policy changes: not the intent (a whole Deployment body each:
+        # at fleet scale, most of the operator's memory), which the next reconcile plans anew.
+        plan = replace(decision.plan, intent={}) if decision.plan is not None else None
+        self.decisions[ref] = replace(decision, intent=None, plan=plan)
         self._access_dirty.add(ref.namespace)
         policy = decision.verdict.policy
         body = self.deployments.get(ref)

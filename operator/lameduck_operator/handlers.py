@@ -14,6 +14,8 @@ from lameduck_operator.model import GROUP, VERSION
 from lameduck_operator.runtime import Runtime
 
 EVENTS = ("", "v1", "events")
+LIST_PAGE_SIZE = 200
+WORKER_IDLE_SECONDS = 0.5
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
@@ -55,6 +57,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         # Of all Events, only the sidecars' hold reports are asked for (server-side).
         settings.watching.label_selectors[EVENTS] = REPORT_SELECTOR
         settings.watching.server_timeout = 270
+        # Memory at fleet scale: lists come in pages, not as one body of every object; kopf's
+        # per-object worker holds the object's last body until it idles out, so it idles out soon.
+        settings.watching.chunk_size = LIST_PAGE_SIZE
+        settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
         settings.watching.client_timeout = 300
         await runtime.start()
 

@@ -133,6 +133,19 @@ async def test_audit_never_writes(h: Harness) -> None:
     assert h.api.statuses[WEB]["conditions"][0]["reason"] == "Audited"
 
 
+async def test_decisions_are_kept_without_their_intent_which_is_a_whole_deployment_body(h: Harness) -> None:
+    h.add("api")
+    h.policy(mode="Audit", apply="Immediate")
+    taken = await h.fleet.reconcile(DeploymentRef("shop", "api"))
+    assert taken is not None
+    assert taken.intent is not None
+    kept = h.fleet.decisions[DeploymentRef("shop", "api")]
+    assert kept.intent is None
+    assert kept.plan is not None
+    assert not kept.plan.intent
+    assert (kept.verdict, kept.budget_seconds) == (taken.verdict, taken.budget_seconds)
+
+
 async def test_on_next_rollout_reports_pending_without_patching(h: Harness) -> None:
     h.add("api")
     h.policy()

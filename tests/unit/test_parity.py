@@ -185,9 +185,11 @@ async def reconcile_once(o: Outcome, ref: DeploymentRef) -> Reconciled:
         fleet.policy_seen(copy.deepcopy(body))
     for d in o.deployments.values():
         fleet.deployment_seen(api.add(d, replicas=d["spec"].get("replicas", 1)))
-    await fleet.reconcile(ref)
+    decision = await fleet.reconcile(ref)
+    assert decision is not None
     assert set(fleet.decisions) == {ref}, "exactly one reconcile"
-    return Reconciled(fleet.decisions[ref], api, fleet)
+    assert fleet.decisions[ref].verdict == decision.verdict
+    return Reconciled(decision, api, fleet)
 
 
 @pytest.mark.parametrize(("scenario", "ref"), CASES)
