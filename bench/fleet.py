@@ -287,6 +287,17 @@ def phase(
     }
 
 
+def remove_policy(kube: Kube) -> None:
+    """The fleet's policy deleted, also with no operator running: its finalizer (the revert's) is
+    taken off by hand once the operator had its chance. Only for Audit policies, which have
+    nothing to revert."""
+    kube.run("delete", "clustergracefulpolicy", POLICY, "--ignore-not-found", "--wait=false", check=False)
+    kube.run(
+        "patch", "clustergracefulpolicy", POLICY, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False
+    )
+    wait_until(lambda: not status_of(kube), 60, "the policy is gone")
+
+
 def create_fleet(kube: Kube, n: int, namespaces: int) -> None:
     for ns in sorted({namespace_of(i, namespaces) for i in range(min(n, namespaces))}):
         kube.run("create", "namespace", ns, check=False)
@@ -343,7 +354,13 @@ def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updat
 
 
 def run_fleet(
-    kube: Kube, n: int, namespaces: int, updates: int, save: Callable[[dict[str, Any]], None]
+    kube: Kube,
+    n: int,
+    namespaces: int,
+    updates: int,
+    save: Callable[[dict[str, Any]], None],
+    *,
+    reconcile_workers: int,
 ) -> dict[str, Any]:
     """The phases for N Deployments; `save` gets the result so far after each phase, so that a
     run that fails or is stopped leaves what it measured."""
@@ -352,14 +369,22 @@ def run_fleet(
     created = time.monotonic()
     create_fleet(kube, n, namespaces)
     wait_until(lambda: running_pods(kube) >= n, 1800, f"{n} pods run on the fake nodes", 5)
-    result: dict[str, Any] = {"deployments": n, "expected": want, "setup_seconds": round(time.monotonic() - created)}
+    result: dict[str, Any] = {
+        "deployments": n,
+        "reconcile_workers": reconcile_workers,
+        "expected": want,
+        "setup_seconds": round(time.monotonic() - created),
+    }
     watcher = RolloutWatch(kube.kubeconfig)
     operator: Operator | None = None
     try:
+        remove_policy(kube)  # one an earlier run left would have its status up to date already
         kube.apply(policy("Audit", "OnNextRollout"))
         print("== audit: installing lameduck (helm) with the Audit policy in place", flush=True)
         since = audit_position()
-        operator = install_lameduck(kube, "replicaCount=1", "resources.limits.memory=1Gi")
+        operator = install_lameduck(
+            kube, "replicaCount=1", "resources.limits.memory=1Gi", f"reconcileWorkers={reconcile_workers}"
+        )
         started_at = leader_started_at(kube, operator)
 
         def audited(status: dict[str, Any]) -> bool:
@@ -455,6 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--namespaces", type=int, default=50)
     parser.add_argument("--webhook-updates", type=int, default=500)
+    parser.add_argument("--reconcile-workers", type=int, default=8, help="the chart's reconcileWorkers")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
@@ -488,7 +514,9 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     for n in (int(x) for x in args.deployments.split(",")):
-        results.append(run_fleet(kube, n, args.namespaces, args.webhook_updates, save))
+        results.append(
+            run_fleet(kube, n, args.namespaces, args.webhook_updates, save, reconcile_workers=args.reconcile_workers)
+        )
         save(results[-1])
     print_table(results)
 
