@@ -692,7 +692,9 @@ cmd_up() {
 
   # Client rate limits raised above the defaults (20 and 50 requests/s), as kwok's own clusters
   # do: a fleet of thousands of Deployments on fake nodes (bench/fleet.py) otherwise waits
-  # minutes on the controllers, not on what is measured.
+  # minutes on the controllers, not on what is measured. A node is NotReady only after 5 minutes
+  # without a heartbeat: fake nodes' heartbeats lag when 2 CPUs run thousands of pods' updates,
+  # and a NotReady node makes every pod on it unavailable.
   start_comp kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$CONF/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$CONF/controller-manager.kubeconfig" \
@@ -703,7 +705,8 @@ cmd_up() {
     --use-service-account-credentials=true \
     --allocate-node-cidrs=true --cluster-cidr="$POD_CIDR" --node-cidr-mask-size=24 \
     --service-cluster-ip-range="$SERVICE_CIDR" --profiling=false --v=1 \
-    --kube-api-qps=500 --kube-api-burst=1000 --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10
+    --kube-api-qps=500 --kube-api-burst=1000 --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10 \
+    --node-monitor-grace-period=5m
   start_comp kube-scheduler "$BIN/kube-scheduler" \
     --kubeconfig="$CONF/scheduler.kubeconfig" \
     --authentication-kubeconfig="$CONF/scheduler.kubeconfig" \

@@ -57,7 +57,9 @@ cmd_up() {
   mkdir -p "$RUN/conf" "$RUN/pids" "$RUN/logs"
   stage_config >"$RUN/conf/kwok-stages.yaml"
   log "starting kwok (log: $LOGF)"
-  setsid "$BIN/kwok" --kubeconfig "$KCFG" --config "$RUN/conf/kwok-stages.yaml" \
+  # client-go's streaming lists need the API server's RequestWatchProgress; without them kwok's
+  # lease informer falls behind, its lease renewals conflict and the fake nodes go NotReady.
+  KUBE_FEATURE_WatchListClient=false setsid "$BIN/kwok" --kubeconfig "$KCFG" --config "$RUN/conf/kwok-stages.yaml" \
     --manage-nodes-with-label-selector type=kwok --cidr "$KWOK_POD_CIDR" \
     --node-lease-duration-seconds 40 </dev/null >>"$LOGF" 2>&1 9>&- &
   echo $! >"$PIDF"

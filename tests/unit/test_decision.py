@@ -140,6 +140,7 @@ def rollout(
 SETTLED = {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
 DEADLINE = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
 UPDATING = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
+COMPLETE = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
 
 
 @pytest.mark.parametrize(
@@ -166,6 +167,21 @@ UPDATING = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdate
             rollout({**SETTLED, "replicas": 4}),
             True,
             id="old replicas still running beside the updated ones",
+        ),
+        pytest.param(
+            rollout({**SETTLED, "availableReplicas": 1}, conditions=[COMPLETE]),
+            False,
+            id="a completed rollout whose pods became unavailable later (a node lost) is no rollout",
+        ),
+        pytest.param(
+            rollout({**SETTLED, "availableReplicas": 1, "observedGeneration": 1}, conditions=[COMPLETE]),
+            True,
+            id="a completed rollout with a newer generation not yet observed is in progress",
+        ),
+        pytest.param(
+            rollout({**SETTLED, "availableReplicas": 1, "replicas": 4}, conditions=[COMPLETE]),
+            True,
+            id="a completed rollout with old replicas beside the updated ones is in progress",
         ),
         pytest.param(
             rollout({**SETTLED, "availableReplicas": 2}),

@@ -91,18 +91,22 @@ def with_digest(intent: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rollout_in_progress(deployment: Mapping[str, Any]) -> bool:
-    """As `kubectl rollout status` judges it; a rollout past its deadline no longer counts."""
+    """As `kubectl rollout status` judges it; a rollout past its deadline no longer counts, nor
+    one the deployment controller has completed (its pods may be unavailable since, on a lost
+    node: that is no rollout, and must not hold a slot or let an apply skip the limit)."""
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
-            return False
+    progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    if progressing.get("reason") == "ProgressDeadlineExceeded":
+        return False
     if status.get("observedGeneration", 0) < meta.get("generation", 0):
         return True
     wanted = spec.get("replicas", 1)
     updated = status.get("updatedReplicas", 0)
-    return bool(updated < wanted or status.get("replicas", 0) > updated or status.get("availableReplicas", 0) < updated)
+    if updated < wanted or status.get("replicas", 0) > updated:
+        return True
+    return bool(status.get("availableReplicas", 0) < updated and progressing.get("reason") != "NewReplicaSetAvailable")
 
 
 def _applied(deployment: Mapping[str, Any]) -> tuple[bool, str | None]:
