@@ -97,7 +97,9 @@ def rollout_in_progress(deployment: Mapping[str, Any]) -> bool:
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
-    progressing: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    progressing: Mapping[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
+    )
     if progressing.get("reason") == "ProgressDeadlineExceeded":
         return False
     if status.get("observedGeneration", 0) < meta.get("generation", 0):
