@@ -11,6 +11,7 @@ container images, for the sidecar's access in a namespace) is kept parsed beside
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -29,22 +30,30 @@ class Stored:
     meta: Mapping[str, Any]
 
 
+def _shared(value: Any) -> Any:
+    """One string object for what many Deployments repeat (label keys, namespaces, container
+    names and images), not one per Deployment."""
+    return sys.intern(value) if isinstance(value, str) else value
+
+
 def _meta(body: Mapping[str, Any], annotation_prefix: str) -> dict[str, Any]:
     metadata = body.get("metadata") or {}
-    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k.startswith(annotation_prefix)}
+    annotations = {
+        _shared(k): v for k, v in (metadata.get("annotations") or {}).items() if k.startswith(annotation_prefix)
+    }
     pod = ((body.get("spec") or {}).get("template") or {}).get("spec") or {}
     # Who runs the pods and which containers: whether they run lameduck's sidecar, and as whom.
     pod_view: dict[str, Any] = {
-        kind: [{"name": c.get("name"), "image": c.get("image")} for c in pod.get(kind) or []]
+        kind: [{"name": _shared(c.get("name")), "image": _shared(c.get("image"))} for c in pod.get(kind) or []]
         for kind in ("containers", "initContainers")
     }
     if pod.get("serviceAccountName"):
-        pod_view["serviceAccountName"] = pod["serviceAccountName"]
+        pod_view["serviceAccountName"] = _shared(pod["serviceAccountName"])
     return {
         "metadata": {
             "name": metadata.get("name"),
-            "namespace": metadata.get("namespace"),
-            "labels": dict(metadata.get("labels") or {}),
+            "namespace": _shared(metadata.get("namespace")),
+            "labels": {_shared(k): v for k, v in (metadata.get("labels") or {}).items()},
             "annotations": annotations,
         },
         "spec": {"template": {"spec": pod_view}},

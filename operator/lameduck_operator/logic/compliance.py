@@ -7,6 +7,7 @@ reconciler's rollout slots. Messages are for people only; no code matches them.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,11 +56,11 @@ def check(deployment: Mapping[str, Any], plan: Plan) -> Verdict:
         return Verdict(
             plan.deployment, plan.policy, State.CONFLICT, Reason.CONFLICTING_FIELDS, "; ".join(plan.conflicts)
         )
-    differences = tuple(missing_fields(deployment, plan))
+    # Kept for every Deployment, and mostly the same words: one string object each, shared.
+    differences = tuple(sys.intern(d) for d in missing_fields(deployment, plan))
     if differences:
-        return Verdict(
-            plan.deployment, plan.policy, State.PENDING, Reason.OUTDATED, "; ".join(differences), differences
-        )
+        message = sys.intern("; ".join(differences))
+        return Verdict(plan.deployment, plan.policy, State.PENDING, Reason.OUTDATED, message, differences)
     return Verdict(plan.deployment, plan.policy, State.COMPLIANT, Reason.IN_PLACE)
 
 
