@@ -14,7 +14,7 @@ from lameduck_operator.model import GROUP, VERSION
 from lameduck_operator.runtime import Runtime
 
 EVENTS = ("", "v1", "events")
-LIST_PAGE_SIZE = 200
+LIST_PAGE_SIZE = 100
 WORKER_IDLE_SECONDS = 0.5
 
 
