@@ -9,7 +9,10 @@ leader election) until the policy's status is up to date and 10 s more, then pri
 and final RSS and the allocations alive at the end, by source line and by file (what
 tracemalloc saw, which is Python's heap: RSS also holds the interpreter, libraries and freed
 but unreturned memory). tracemalloc itself costs memory and time: --no-tracemalloc measures
-RSS alone. Writes bench/results/fleet_profile.json; the fleet stays unless --clean.
+RSS alone. Also: the API objects still kept whole, by kind, and the RSS after malloc_trim (what
+glibc held but could give back). The operator profiled is the one imported: with
+PYTHONPATH=<another checkout>/operator, that checkout's (the result names its commit).
+Writes bench/results/fleet_profile.json; the fleet stays unless --clean.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 import kopf
 
+import lameduck_operator
 from bench.fleet import create_fleet, expected, namespace_of, policy, remove_policy, running_pods, status_of
 from lameduck_operator.config import load_config
 from lameduck_operator.handlers import build_registry
@@ -40,6 +44,15 @@ from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, wait_until
 
 RESULTS = REPO / "bench" / "results" / "fleet_profile.json"
 SETTLE_SECONDS = 10.0
+
+
+def operator_source() -> dict[str, str]:
+    where = Path(lameduck_operator.__file__).parent
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=where)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "."], capture_output=True, text=True, check=False, cwd=where
+    )
+    return {"path": str(where), "commit": commit.stdout.strip(), "changed_files": dirty.stdout.strip()}
 
 
 def memory_kib(field: str) -> int:
@@ -177,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         "commit": subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
         ).stdout.strip(),
+        # The operator profiled is the one imported: PYTHONPATH=<a checkout>/operator profiles another.
+        "operator": operator_source(),
         "deployments": args.deployments,
         "tracemalloc": args.trace,
         **profile(args.deployments, args.trace),
