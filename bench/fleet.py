@@ -54,6 +54,7 @@ from bench.webhook_latency import (
     operator_buckets,
     pods_delta,
     summed,
+    timed_patch,
 )
 from tests.e2e.support import (
     LOCAL_AUDIT_LOG,
@@ -75,7 +76,6 @@ LABEL = {"lameduck-fleet": "yes"}
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:lameduck-operator"
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
 APPLY_CHUNK = 250
-STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 
 
 def namespace_of(i: int, namespaces: int) -> str:
@@ -382,12 +382,7 @@ def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updat
 
     def update(i: int) -> float:
         body = {"spec": {"template": {"metadata": {"annotations": {"bench/burst": stamp}}}}}
-        started = time.perf_counter()
-        response = apps.patch_namespaced_deployment(
-            f"app-{i:05d}", namespace_of(i, namespaces), body, _content_type=STRATEGIC_MERGE, _preload_content=False
-        )
-        elapsed = time.perf_counter() - started
-        response.release_conn()  # type: ignore[attr-defined]  # an urllib3 response without preloading
+        elapsed, _ = timed_patch(apps, namespace_of(i, namespaces), f"app-{i:05d}", body)
         return elapsed
 
     with ThreadPoolExecutor(16) as pool:
