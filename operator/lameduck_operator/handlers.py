@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
@@ -16,6 +17,21 @@ from lameduck_operator.runtime import Runtime
 EVENTS = ("", "v1", "events")
 LIST_PAGE_SIZE = 100
 WORKER_IDLE_SECONDS = 0.5
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """The diff base kopf builds at every event for on.create/on.update handlers: lameduck has
+    event handlers only, which never read it, and building it deep-copies the object twice
+    (16% of the event loop's time in a burst of 772 applies, by py-spy)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
@@ -61,6 +77,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         # per-object worker holds the object's last body until it idles out, so it idles out soon.
         settings.watching.chunk_size = LIST_PAGE_SIZE
         settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
+        settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.client_timeout = 300
         await runtime.start()
 
