@@ -346,6 +346,19 @@ def apply_burst(kube: Kube, operator: Operator, body: dict[str, Any]) -> dict[st
     }
 
 
+def remove_fleet(kube: Kube, namespaces: int) -> None:
+    """The fleet's namespaces deleted all at once (one after another, each waiting for its
+    pods, took minutes), and waited for."""
+    for ns in sorted({namespace_of(i, namespaces) for i in range(namespaces)}):
+        kube.run("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+    wait_until(
+        lambda: not [x for x in kube.run("get", "ns", "-o", "name").stdout.split() if x.startswith(FLEET_NS)],
+        1800,
+        "the fleet's namespaces are gone",
+        5,
+    )
+
+
 def create_fleet(kube: Kube, n: int, namespaces: int) -> None:
     for ns in sorted({namespace_of(i, namespaces) for i in range(min(n, namespaces))}):
         kube.run("create", "namespace", ns, check=False)
@@ -483,17 +496,8 @@ def run_fleet(
         watcher.stop()
         print("== cleaning up", flush=True)
         # The namespaces first: with them goes every Deployment the policy's deletion would revert.
-        for ns in sorted({namespace_of(i, namespaces) for i in range(min(n, namespaces))}):
-            kube.run("delete", "namespace", ns, "--wait=false", check=False)
+        remove_fleet(kube, namespaces)
         kube.run("delete", "clustergracefulpolicy", POLICY, "--ignore-not-found", "--timeout=600s", check=False)
-        wait_until(
-            lambda: (
-                not [x for x in kube.run("get", "ns", "-o", "name").stdout.split() if x.startswith("namespace/fleet-")]
-            ),
-            1800,
-            "the fleet's namespaces are gone",
-            5,
-        )
         if operator is not None:
             operator.uninstall()
     return result

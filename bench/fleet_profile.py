@@ -36,7 +36,7 @@ from typing import Any
 import kopf
 
 import lameduck_operator
-from bench.fleet import create_fleet, expected, namespace_of, policy, remove_policy, running_pods, status_of
+from bench.fleet import create_fleet, expected, policy, remove_fleet, remove_policy, running_pods, status_of
 from lameduck_operator.config import load_config
 from lameduck_operator.handlers import build_registry
 from lameduck_operator.runtime import Runtime
@@ -77,13 +77,6 @@ def api_objects_alive() -> dict[str, int]:
         if type(o) is dict and "metadata" in o and "kind" in o and "apiVersion" in o
     )
     return dict(kinds.most_common())
-
-
-def remove_fleet(kube: Kube, namespaces: int) -> None:
-    """All namespaces at once: kwok deletes a pod only at the end of its grace period."""
-    for ns in sorted({namespace_of(i, namespaces) for i in range(namespaces)}):
-        kube.run("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
-    wait_until(lambda: fleet_size(kube) == 0, 1800, "the fleet is gone", 5)
 
 
 def top(snapshot: tracemalloc.Snapshot, key: str, limit: int) -> list[dict[str, Any]]:
