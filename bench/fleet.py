@@ -277,10 +277,13 @@ def phase(
         wait_until(lambda: done(status_of(kube)), timeout, f"{name}: the policy's status is up to date", 0.5)
     finally:
         sampler.stop()
-    seconds = time.monotonic() - started
+    return {"seconds": round(time.monotonic() - started, 1), **spent(operator, sampler, cpu_before, since)}
+
+
+def spent(operator: Operator, sampler: Sampler, cpu_before: float, since: int) -> dict[str, Any]:
+    """What the leader spent in a phase: peak RSS, CPU, its longest loop stall, its requests."""
     text = operator.metrics_text()
     return {
-        "seconds": round(seconds, 1),
         "peak_rss_mib": round(max(sampler.peak_rss, sample(text, "process_resident_memory_bytes")) / 2**20, 1),
         "cpu_seconds": round(sample(text, "process_cpu_seconds_total") - cpu_before, 1),
         "loop_lag_max_seconds": round(sample(text, "lameduck_event_loop_lag_max_seconds"), 3),
@@ -332,17 +335,12 @@ def apply_burst(kube: Kube, operator: Operator, body: dict[str, Any]) -> dict[st
         sampler.stop()
     if last_growth is None:
         raise AssertionError("the policy change applied nothing")
-    text = operator.metrics_text()
     seconds = last_growth - started
     return {
         "applied": int(count - before),
         "seconds": round(seconds, 1),
         "applies_per_second": round((count - before) / seconds, 1),
-        "peak_rss_mib": round(max(sampler.peak_rss, sample(text, "process_resident_memory_bytes")) / 2**20, 1),
-        "cpu_seconds": round(sample(text, "process_cpu_seconds_total") - cpu_before, 1),
-        "loop_lag_max_seconds": round(sample(text, "lameduck_event_loop_lag_max_seconds"), 3),
-        "operator_rollouts_in_flight_max": sampler.rollouts_in_flight_max,
-        "api": api_requests(since),
+        **spent(operator, sampler, cpu_before, since),
     }
 
 
