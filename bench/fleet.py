@@ -40,6 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +370,28 @@ def create_fleet(kube: Kube, n: int, namespaces: int) -> None:
             kube.run("apply", "--server-side", "-n", ns, "-f", "-", input=json.dumps(chunk))
 
 
+def new_pod_ready_seconds(kube: Kube) -> dict[str, float]:
+    """From creation to Ready, for the fleet's pods that run lameduck's sidecar (those the
+    rollouts started) and are Ready: the fake nodes' pace, which a rollout waits for."""
+    pods = json.loads(kube.run("get", "pods", "-A", "-l", "app", "-o", "json").stdout)["items"]
+    waits = []
+    for pod in pods:
+        if not any(c.get("name") == "lameduck" for c in pod["spec"].get("initContainers") or []):
+            continue
+        ready = [c for c in pod["status"].get("conditions") or [] if c["type"] == "Ready" and c["status"] == "True"]
+        if ready:
+            waits.append(seconds_between(pod["metadata"]["creationTimestamp"], ready[0]["lastTransitionTime"]))
+    waits.sort()
+    if not waits:
+        return {"pods": 0}
+    return {"pods": len(waits), "min": waits[0], "p50": waits[len(waits) // 2], "max": waits[-1]}
+
+
+def seconds_between(earlier: str, later: str) -> float:
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return (datetime.strptime(later, stamp) - datetime.strptime(earlier, stamp)).total_seconds()
+
+
 def running_pods(kube: Kube) -> int:
     out = kube.run(
         "get", "pods", "-A", "-l", "app", "--field-selector=status.phase=Running", "-o", "name", check=False
@@ -476,6 +499,7 @@ def run_fleet(
             "immediate-20", kube, operator, lambda status: (status.get("compliant") or 0) >= rollout_sample, 3600
         )
         immediate["observed_rollouts_at_once_max"] = watcher.most
+        immediate["new_pod_ready_seconds"] = new_pod_ready_seconds(kube)
         immediate["rolled"] = status_of(kube).get("compliant")
         immediate["seconds_per_1000"] = round(immediate["seconds"] * 1000 / immediate["rolled"], 1)
         result["immediate_20"] = immediate
