@@ -369,6 +369,7 @@ class Fleet:
                     # update recorded, such as the grace period of 30s, which lameduck raises.
                     stored = await self.api.apply_deployment(decision.intent, True)
                 self._store(stored)
+                body = stored
                 result = "applied"
             elif decision.action is Action.REVERT:
                 stored = body
@@ -381,6 +382,7 @@ class Fleet:
                 if managed_by(stored, operation="Apply"):
                     stored = await self.api.apply_deployment(revert_intent(stored), False)
                 self._store(stored)
+                body = stored
                 result = "reverted"
             elif decision.verdict.state is State.CONFLICT:
                 result = "conflict"
@@ -393,26 +395,30 @@ class Fleet:
             self.errors[ref] = (decision.verdict.policy, f"{type(err).__name__}: {_short(err)}")
             self.metrics.reconciles.labels(result="error").inc()
             self._retry_later(ref)
-            self._record(ref, decision, previous)
+            self._record(ref, decision, previous, body)
             log.warning("could not %s %s: %s", decision.action.value.lower(), ref, _short(err))
             return decision
         finally:
             self._applying.pop(ref, None)
-        self._record(ref, decision, previous)
+        self._record(ref, decision, previous, body)
         self.metrics.reconciles.labels(result=result).inc()
         self.metrics.reconcile_seconds.observe(self.monotonic() - started)
         await self._tell(ref, decision)
         return decision
 
-    def _record(self, ref: DeploymentRef, decision: Decision, previous: Decision | None) -> None:
+    def _record(
+        self, ref: DeploymentRef, decision: Decision, previous: Decision | None, body: Mapping[str, Any]
+    ) -> None:
+        """Keep the decision; body is the Deployment as last read or written by this reconcile
+        (a newer one from the watch enqueues another reconcile), not parsed again."""
         # Kept for status, slots and policy changes: not the intent (a whole Deployment body each:
         # at fleet scale, most of the operator's memory), which the next reconcile plans anew.
         plan = replace(decision.plan, intent={}) if decision.plan is not None else None
         self.decisions[ref] = replace(decision, intent=None, plan=plan)
         self._access_dirty.add(ref.namespace)
         policy = decision.verdict.policy
-        body = self.deployments.get(ref)
-        self._set_rolling(ref, _slot_holder(decision, body) if body is not None else None)
+        # Deleted meanwhile: it holds no slot.
+        self._set_rolling(ref, _slot_holder(decision, body) if ref in self.deployments else None)
         waits = decision.verdict.reason is Reason.WAITING_TURN
         for waiting_for, queue in self.waiting.items():
             if waiting_for != policy or not waits:
