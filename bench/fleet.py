@@ -74,6 +74,7 @@ RESULTS = REPO / "bench" / "results" / "fleet.json"
 FLEET_NS = "namespace/fleet-"
 POLICY = "fleet"
 LABEL = {"lameduck-fleet": "yes"}
+SELECTOR = ",".join(f"{k}={v}" for k, v in LABEL.items())
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:lameduck-operator"
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
 APPLY_CHUNK = 250
@@ -127,6 +128,15 @@ def expected(n: int) -> dict[str, int]:
     skipped = sum(1 for i in range(n) if i % 10 == 0)
     conflicting = sum(1 for i in range(n) if i % 10 != 0 and i % 7 == 0)
     return {"matched": n - skipped, "skipped": skipped, "conflicting": conflicting}
+
+
+def audited(status: dict[str, Any], want: dict[str, int]) -> bool:
+    """The Audit policy's status is up to date: its generation observed, every Deployment counted."""
+    return bool(
+        status.get("observedGeneration") == status.get("generation")
+        and status.get("matched") == want["matched"]
+        and status.get("skipped") == want["skipped"]
+    )
 
 
 def policy(mode: str, apply: str, limit: int = 5, max_hold: str = "30s") -> dict[str, Any]:
@@ -213,11 +223,10 @@ class RolloutWatch:
             self.most = max(self.most, len(self.rolling))
 
     def _run(self) -> None:
-        selector = ",".join(f"{k}={v}" for k, v in LABEL.items())
         while not self.stopped.is_set():
             try:
                 for event in self.stream.stream(
-                    self.apps.list_deployment_for_all_namespaces, label_selector=selector, timeout_seconds=60
+                    self.apps.list_deployment_for_all_namespaces, label_selector=SELECTOR, timeout_seconds=60
                 ):
                     self._see(event["object"], event["type"] == "DELETED")
                     if self.stopped.is_set():
@@ -465,14 +474,7 @@ def run_fleet(
         )
         started_at = leader_started_at(kube, operator)
 
-        def audited(status: dict[str, Any]) -> bool:
-            return (
-                status.get("observedGeneration") == status.get("generation")
-                and status.get("matched") == want["matched"]
-                and status.get("skipped") == want["skipped"]
-            )
-
-        audit = phase("audit", kube, operator, audited, 1800)
+        audit = phase("audit", kube, operator, lambda status: audited(status, want), 1800)
         audit["seconds_from_operator_start"] = round(time.time() - started_at, 1)
         audit["api"] = api_requests(since)
         result["audit"] = audit

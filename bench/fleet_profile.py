@@ -36,7 +36,17 @@ from typing import Any
 import kopf
 
 import lameduck_operator
-from bench.fleet import create_fleet, expected, policy, remove_fleet, remove_policy, running_pods, status_of
+from bench.fleet import (
+    SELECTOR,
+    audited,
+    create_fleet,
+    expected,
+    policy,
+    remove_fleet,
+    remove_policy,
+    running_pods,
+    status_of,
+)
 from lameduck_operator.config import load_config
 from lameduck_operator.handlers import build_registry
 from lameduck_operator.runtime import Runtime
@@ -63,7 +73,7 @@ def memory_kib(field: str) -> int:
 
 
 def fleet_size(kube: Kube) -> int:
-    out = kube.run("get", "deployments", "-A", "-l", "lameduck-fleet=yes", "-o", "name", check=False).stdout
+    out = kube.run("get", "deployments", "-A", "-l", SELECTOR, "-o", "name", check=False).stdout
     return len(out.split())
 
 
@@ -96,32 +106,26 @@ def profile(n: int, trace: bool) -> dict[str, Any]:
         "LAMEDUCK_HTTP_PORT": "18080",
         "LAMEDUCK_LEADER_ELECTION": "false",
         "LAMEDUCK_LOG_LEVEL": "WARNING",
-        "KUBECONFIG": LOCAL_KUBECONFIG,
     }
     env.pop("LAMEDUCK_WEBHOOK_CERT_DIR", None)
-    os.environ["KUBECONFIG"] = LOCAL_KUBECONFIG
+    os.environ["KUBECONFIG"] = LOCAL_KUBECONFIG  # the operator's API client reads it at start
     runtime = Runtime(load_config(env))
     registry = build_registry(runtime)
     result: dict[str, Any] = {}
 
     peak: dict[str, Any] = {"traced": 0}
 
-    def audited() -> bool:
+    def complete() -> bool:
         if trace:
             current, _ = tracemalloc.get_traced_memory()
             if current > peak["traced"] * 1.1:  # a snapshot near the peak: what it is made of
                 peak.update(traced=current, snapshot=tracemalloc.take_snapshot())
-        status = status_of(kube)
-        return bool(
-            status.get("observedGeneration") == status.get("generation")
-            and status.get("matched") == want["matched"]
-            and status.get("skipped") == want["skipped"]
-        )
+        return audited(status_of(kube), want)
 
     def watch() -> None:
         started = time.monotonic()
         try:
-            wait_until(audited, 900, "the Audit policy's status is up to date", 0.5)
+            wait_until(complete, 900, "the Audit policy's status is up to date", 0.5)
             result["audit_seconds"] = round(time.monotonic() - started, 1)
             time.sleep(SETTLE_SECONDS)  # steady state: kopf's idle per-object workers have exited
             result["rss_mib"] = round(memory_kib("VmRSS") / 1024, 1)
