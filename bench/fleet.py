@@ -40,7 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -396,9 +396,13 @@ def new_pod_ready_seconds(kube: Kube) -> dict[str, float]:
     return {"pods": len(waits), "min": waits[0], "p50": waits[len(waits) // 2], "max": waits[-1]}
 
 
+def epoch_seconds(stamp: str) -> float:
+    """An API timestamp (RFC 3339, UTC, whole seconds) as seconds since the epoch."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
 def seconds_between(earlier: str, later: str) -> float:
-    stamp = "%Y-%m-%dT%H:%M:%SZ"
-    return (datetime.strptime(later, stamp) - datetime.strptime(earlier, stamp)).total_seconds()
+    return epoch_seconds(later) - epoch_seconds(earlier)
 
 
 def running_pods(kube: Kube) -> int:
@@ -412,8 +416,7 @@ def leader_started_at(kube: Kube, operator: Operator) -> float:
     leader = wait_until(operator.leader, 120, "a replica leads")
     pod = kube.get("pod", leader, OPERATOR_NAMESPACE)
     (status,) = [s for s in pod["status"]["containerStatuses"] if s["name"] == "operator"]
-    started = status["state"]["running"]["startedAt"]
-    return time.mktime(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    return epoch_seconds(status["state"]["running"]["startedAt"])
 
 
 def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updates: int) -> dict[str, Any]:
