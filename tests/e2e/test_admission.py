@@ -178,7 +178,10 @@ def test_a_killed_leader_is_replaced_within_15s_and_a_policy_applied_meanwhile_c
         deployment = kube.get("deployment", name, namespace)
         assert deployment["metadata"]["generation"] == 2, f"{name}: one template change, not two"
         injected = [e for e in events(kube, namespace, "Injected") if e["involvedObject"]["name"] == name]
-        assert len(injected) == 1, f"{name} was injected {len(injected)} times"
+        # Once: one template change (above), and never two Events. The force-deleted leader still
+        # leads until its Lease expires and may apply in that window, then be killed before it
+        # posts its Event: so none is possible (CI saw it once), two is not.
+        assert len(injected) <= 1, f"{name} was injected {len(injected)} times"
 
 
 def test_helm_upgrade_with_changed_values_keeps_policies_working(
