@@ -202,6 +202,23 @@ class OperatorMetrics:
             "The longest event loop stall since the operator started.",
             registry=self.registry,
         )
+        self.loop_stalls = Counter(
+            "lameduck_event_loop_stalls_total",
+            "Event loop stalls of a second or more, by what held the loop: gc, loop_busy (code that "
+            "did not yield), other_threads, not_scheduled (no CPU for the process).",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.gc_seconds = Counter(
+            "lameduck_gc_seconds_total",
+            "Time spent in Python's cyclic garbage collector, which holds every thread meanwhile.",
+            registry=self.registry,
+        )
+        self.gc_pause_max = Gauge(
+            "lameduck_gc_pause_max_seconds",
+            "The longest single garbage collection since the operator started.",
+            registry=self.registry,
+        )
         # Per Deployment: computed at each scrape from the observer's state (no per-series objects).
         self.deployment_shutdown = DeploymentShutdownCollector()
         self.registry.register(self.deployment_shutdown)

@@ -25,6 +25,7 @@ from lameduck_operator.k8s.leadership import start_election
 from lameduck_operator.logic.admission import Admitted, ReviewInvalid, invalid_answer, review
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Decision, Moment, decide
+from lameduck_operator.loop_health import watch_loop_lag
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.readiness_gate import ReadinessGate
 from lameduck_operator.shutdown_observer import ShutdownObserver
@@ -247,24 +248,6 @@ def _result(admitted: Admitted) -> str:
     if admitted.decision is None:
         return "skipped"
     return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"
-
-
-LOOP_LAG_INTERVAL = 0.1
-
-
-async def watch_loop_lag(metrics: OperatorMetrics, interval: float = LOOP_LAG_INTERVAL) -> None:
-    """Measures how late a timer fires: the time the loop was held by code that did not yield
-    (a long decision, a large JSON parse), which delays every watch, webhook answer and probe."""
-    loop = asyncio.get_running_loop()
-    longest = 0.0
-    while True:
-        due = loop.time() + interval
-        await asyncio.sleep(interval)
-        lag = max(0.0, loop.time() - due)
-        metrics.loop_lag.observe(lag)
-        if lag > longest:
-            longest = lag
-            metrics.loop_lag_max.set(lag)
 
 
 async def _reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:

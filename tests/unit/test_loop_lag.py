@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 
+import pytest
 from prometheus_client import generate_latest
 
+from lameduck_operator.loop_health import watch_loop_lag
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.runtime import watch_loop_lag
 
 
 async def test_a_stalled_loop_is_measured() -> None:
@@ -27,3 +29,46 @@ async def test_a_stalled_loop_is_measured() -> None:
     (over,) = [x for x in exported.splitlines() if x.startswith('lameduck_event_loop_lag_seconds_bucket{le="0.1"}')]
     (count,) = [x for x in exported.splitlines() if x.startswith("lameduck_event_loop_lag_seconds_count")]
     assert float(count.split()[1]) - float(over.split()[1]) == 1, "one timer was late by more than 0.1 s"
+
+
+async def test_a_stall_of_code_that_does_not_yield_is_counted_as_loop_busy_with_its_stack_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = OperatorMetrics()
+    monitor = asyncio.create_task(watch_loop_lag(metrics, interval=0.02))
+    await asyncio.sleep(0.05)
+    spin_on_the_loop_thread(1.3)
+    await asyncio.sleep(0.05)
+    monitor.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await monitor
+    exported = generate_latest(metrics.registry).decode()
+    assert 'lameduck_event_loop_stalls_total{cause="loop_busy"} 1.0' in exported
+    assert "spin_on_the_loop_thread" in caplog.text, "the watchdog logged the stalled thread's stack"
+
+
+async def test_time_in_the_garbage_collector_is_counted() -> None:
+    metrics = OperatorMetrics()
+    monitor = asyncio.create_task(watch_loop_lag(metrics, interval=0.02))
+    await asyncio.sleep(0.05)
+    garbage = [[i] for i in range(300_000)]
+    for i, item in enumerate(garbage):
+        item.append(garbage[i - 1])  # cycles, so that a collection has work
+    gc.collect()
+    del garbage
+    await asyncio.sleep(0.05)
+    monitor.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await monitor
+    exported = generate_latest(metrics.registry).decode()
+    (total,) = [x for x in exported.splitlines() if x.startswith("lameduck_gc_seconds_total ")]
+    (longest,) = [x for x in exported.splitlines() if x.startswith("lameduck_gc_pause_max_seconds ")]
+    assert float(total.split()[1]) > 0
+    assert 0 < float(longest.split()[1]) <= float(total.split()[1])
+
+
+def spin_on_the_loop_thread(seconds: float) -> None:
+    """CPU work that never yields (time.sleep would leave the CPU idle: not this cause)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sum(range(1000))
