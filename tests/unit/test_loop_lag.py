@@ -51,7 +51,7 @@ async def test_time_in_the_garbage_collector_is_counted() -> None:
     metrics = OperatorMetrics()
     monitor = asyncio.create_task(watch_loop_lag(metrics, interval=0.02))
     await asyncio.sleep(0.05)
-    garbage = [[i] for i in range(300_000)]
+    garbage: list[list[object]] = [[i] for i in range(300_000)]
     for i, item in enumerate(garbage):
         item.append(garbage[i - 1])  # cycles, so that a collection has work
     gc.collect()
