@@ -297,8 +297,25 @@ def spent(operator: Operator, sampler: Sampler, cpu_before: float, since: int) -
         "peak_rss_mib": round(max(sampler.peak_rss, sample(text, "process_resident_memory_bytes")) / 2**20, 1),
         "cpu_seconds": round(sample(text, "process_cpu_seconds_total") - cpu_before, 1),
         "loop_lag_max_seconds": round(sample(text, "lameduck_event_loop_lag_max_seconds"), 3),
+        # Since the operator started, like the longest stall.
+        "loop_stalls_by_cause": stalls_by_cause(text),
+        "gc_seconds": round(sample(text, "lameduck_gc_seconds_total"), 2),
+        "gc_pause_max_seconds": round(sample(text, "lameduck_gc_pause_max_seconds"), 3),
         "operator_rollouts_in_flight_max": sampler.rollouts_in_flight_max,
         "api": api_requests(since),
+    }
+
+
+STALLS = "lameduck_event_loop_stalls_total{cause="
+
+
+def stalls_by_cause(text: str) -> dict[str, int]:
+    """The operator's stalls of 1 s or more by cause, from lines like
+    `lameduck_event_loop_stalls_total{cause="gc"} 2.0`."""
+    return {
+        line[len(STALLS) :].split('"')[1]: int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith(STALLS)
     }
 
 
@@ -419,6 +436,38 @@ def leader_started_at(kube: Kube, operator: Operator) -> float:
     return epoch_seconds(status["state"]["running"]["startedAt"])
 
 
+def plain_client_ceiling(
+    kube: Kube, watcher: RolloutWatch, n: int, namespaces: int, *, updates: int, threads: int
+) -> dict[str, Any]:
+    """The burst's kind of write without lameduck installed: `updates` pod-template changes,
+    each starting a rollout, from a plain client `threads` at a time (as many as the operator's
+    reconcile workers). The writes per second this cluster takes, which no operator's burst on
+    it can beat; then the rollouts are waited for, so that the next phase starts from a quiet
+    fleet."""
+    apps = apps_api(kube.kubeconfig)
+    targets = list(range(n))[:updates]
+    stamp = str(time.time())
+
+    def update(i: int) -> float:
+        body = {"spec": {"template": {"metadata": {"annotations": {"bench/ceiling": stamp}}}}}
+        elapsed, _ = timed_patch(apps, namespace_of(i, namespaces), f"app-{i:05d}", body)
+        return elapsed
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        client_ms = [seconds * 1000 for seconds in pool.map(update, targets)]
+    seconds = time.monotonic() - started
+    wait_until(lambda: not watcher.rolling, 1800, "the plain client's rollouts have finished", 5)
+    return {
+        "updates": len(targets),
+        "threads": threads,
+        "seconds": round(seconds, 1),
+        "applies_per_second": round(len(targets) / seconds, 1),
+        "client": client_summary(client_ms),
+        "rollouts_done_seconds": round(time.monotonic() - started),
+    }
+
+
 def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updates: int) -> dict[str, Any]:
     """Template updates of `updates` Deployments that go through the webhook, from 16 threads."""
     apps = apps_api(kube.kubeconfig)
@@ -451,6 +500,7 @@ def run_fleet(
     *,
     reconcile_workers: int,
     rollout_sample: int,
+    ceiling_updates: int,
 ) -> dict[str, Any]:
     """The phases for N Deployments; `save` gets the result so far after each phase, so that a
     run that fails or is stopped leaves what it measured."""
@@ -468,6 +518,12 @@ def run_fleet(
     watcher = RolloutWatch(kube.kubeconfig)
     operator: Operator | None = None
     try:
+        if ceiling_updates:
+            print(f"== plain client: {ceiling_updates} template updates, no lameduck installed", flush=True)
+            result["plain_client"] = plain_client_ceiling(
+                kube, watcher, n, namespaces, updates=ceiling_updates, threads=reconcile_workers
+            )
+            save(result)
         remove_policy(kube)  # one an earlier run left would have its status up to date already
         kube.apply(policy("Audit", "OnNextRollout"))
         print("== audit: installing lameduck (helm) with the Audit policy in place", flush=True)
@@ -558,6 +614,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rollout-sample", type=int, default=200, help="Immediate/20 runs until this many Deployments have rolled"
     )
+    parser.add_argument(
+        "--plain-client-updates",
+        type=int,
+        default=1000,
+        help="template updates from a plain client before lameduck is installed (0: none)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
@@ -600,6 +662,7 @@ def main(argv: list[str] | None = None) -> None:
                 save,
                 reconcile_workers=args.reconcile_workers,
                 rollout_sample=args.rollout_sample,
+                ceiling_updates=args.plain_client_updates,
             )
         )
         save(results[-1])
