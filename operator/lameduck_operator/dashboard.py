@@ -316,8 +316,22 @@ def operator_panels() -> list[Panel]:
             [
                 _query(_quantile(0.99, "lameduck_event_loop_lag_seconds"), "p99", "A"),
                 _query("max(lameduck_event_loop_lag_max_seconds)", "longest since start", "B"),
+                _query("max(lameduck_gc_pause_max_seconds)", "longest garbage collection since start", "C"),
             ],
             unit="s",
+            width=8,
+        ),
+        _graph(
+            "Event loop stalls by cause",
+            "Stalls of 1 s or more (lameduck_event_loop_stalls_total) by what held the loop: gc, loop_busy "
+            "(code that did not yield; the operator logs its stack), other_threads, not_scheduled (no CPU "
+            "for the process); and the share of time in the garbage collector (lameduck_gc_seconds_total).",
+            [
+                _query(
+                    "sum by (cause) (increase(lameduck_event_loop_stalls_total[$__rate_interval]))", "{{cause}}", "A"
+                ),
+                _query(_rate("lameduck_gc_seconds_total"), "time in garbage collection (s/s)", "B"),
+            ],
             width=8,
         ),
         _graph(

@@ -5,7 +5,8 @@ Python objects: at 5,000 Deployments, 150 MiB. The reconcile loop needs a whole 
 when it judges that Deployment, so each is kept as its JSON, compressed, and parsed on
 demand (tens of microseconds); what the fleet reads of many Deployments at once (labels and
 lameduck's annotations, to find those a policy change affects; the pods' service account and
-container images, for the sidecar's access in a namespace) is kept parsed beside it.
+container images, for the sidecar's access in a namespace) is kept parsed beside it, and so
+is when other managers last wrote it, which every new observation is compared with.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lameduck_operator.logic.ownership import write_times
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
 
 # Compression level 1: most of the saving, at the least CPU.
@@ -28,6 +30,9 @@ class Stored:
     packed: bytes
     # What is read of every Deployment at once: a body with only these metadata fields.
     meta: Mapping[str, Any]
+    # When other managers last wrote it ((manager, operation, time)): what the next
+    # observation is compared with, without parsing this one back.
+    writes: tuple[tuple[str, str, str], ...]
 
 
 def _shared(value: Any) -> Any:
@@ -71,7 +76,10 @@ class DeploymentStore:
     def put(self, body: Mapping[str, Any]) -> DeploymentRef:
         ref = deployment_ref(body)
         packed = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), LEVEL)
-        self._items[ref] = Stored(packed, _meta(body, self.annotation_prefix))
+        writes = tuple(
+            (_shared(name), _shared(operation), _shared(when)) for (name, operation), when in write_times(body).items()
+        )
+        self._items[ref] = Stored(packed, _meta(body, self.annotation_prefix), writes)
         return ref
 
     def get(self, ref: DeploymentRef) -> dict[str, Any] | None:
@@ -86,6 +94,11 @@ class DeploymentStore:
         pods' service account and containers' names and images."""
         stored = self._items.get(ref)
         return None if stored is None else stored.meta
+
+    def write_times(self, ref: DeploymentRef) -> dict[tuple[str, str], str] | None:
+        """write_times of the Deployment as stored, without parsing it back."""
+        stored = self._items.get(ref)
+        return None if stored is None else {(name, operation): when for name, operation, when in stored.writes}
 
     def pop(self, ref: DeploymentRef) -> None:
         self._items.pop(ref, None)

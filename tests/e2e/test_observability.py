@@ -37,7 +37,7 @@ ALERTS = REPO / "charts" / "lameduck" / "files" / "alerts.yaml"
 DASHBOARD = REPO / "charts" / "lameduck" / "dashboards" / "lameduck.json"
 SCRAPE_SECONDS = 5
 # Queries that only show failures: empty when nothing failed, which is what a healthy run is.
-FAILURES_ONLY = ('result="error"', "lameduck_api_errors_total")
+FAILURES_ONLY = ('result="error"', "lameduck_api_errors_total", "lameduck_event_loop_stalls_total")
 
 
 @pytest.fixture

@@ -52,3 +52,20 @@ def test_namespaces_and_removal() -> None:
     assert DeploymentRef("shop", "a") not in store
     assert store.get(DeploymentRef("shop", "a")) is None
     assert len(store) == 2
+
+
+def test_when_other_managers_last_wrote_is_kept_without_the_body_and_without_lameduck_or_subresources() -> None:
+    store = DeploymentStore("lameduck.dev/")
+    body = deployment("web")
+    body["metadata"]["managedFields"] = [
+        {"manager": "kubectl", "operation": "Apply", "time": "2026-01-01T00:00:01Z", "fieldsV1": {"f:spec": {}}},
+        {"manager": "lameduck", "operation": "Apply", "time": "2026-01-01T00:00:02Z", "fieldsV1": {}},
+        {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "time": "x"},
+        {"manager": "kubectl-edit", "operation": "Update", "time": "2026-01-01T00:00:03Z"},
+    ]
+    ref = store.put(body)
+    assert store.write_times(ref) == {
+        ("kubectl", "Apply"): "2026-01-01T00:00:01Z",
+        ("kubectl-edit", "Update"): "2026-01-01T00:00:03Z",
+    }
+    assert store.write_times(DeploymentRef("shop", "gone")) is None

@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import Reason, State
-from lameduck_operator.logic.decision import Moment, decide
+from lameduck_operator.logic.decision import Action, Moment, decide
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef
@@ -744,3 +744,26 @@ async def test_an_opted_out_deployment_rolling_out_takes_no_slot_of_the_policy(h
     await h.settle()
     assert h.state("skipped") is State.SKIPPED
     assert "initContainers" in h.pod("web"), "the policy's one slot was free for web"
+
+
+async def test_a_worker_lets_the_loop_run_between_reconciles_that_need_no_api_call(h: Harness) -> None:
+    for i in range(50):
+        h.add(f"app-{i}")
+    h.policy(apply="Immediate", mode="Audit")  # judged, nothing written: no reconcile awaits the API
+    others_ran = 0
+
+    async def other_work() -> None:
+        nonlocal others_ran
+        while True:
+            others_ran += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    worker = asyncio.create_task(h.fleet.run())
+    while h.fleet.queued or len(h.fleet.decisions) < 50:
+        await asyncio.sleep(0)
+    worker.cancel()
+    other.cancel()
+    await asyncio.gather(worker, other, return_exceptions=True)
+    assert all(d.action is Action.NONE for d in h.fleet.decisions.values())
+    assert others_ran >= 50, "other work ran between the 50 reconciles, not only before and after them"

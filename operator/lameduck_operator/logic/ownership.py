@@ -92,23 +92,32 @@ def foreign_view(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> dict[s
     return dict(view)
 
 
+WriteTimes = Mapping[tuple[str, str], str]
+
+
+def write_times(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> dict[tuple[str, str], str]:
+    """When each other manager last wrote the main resource, by (manager, operation): what
+    changed_managers compares, small enough to keep per Deployment instead of its body."""
+    return {
+        (str(e.get("manager")), str(e.get("operation"))): str(e.get("time", ""))
+        for e in _entries(obj)
+        if e.get("manager") != manager
+    }
+
+
+def managers_since(before: WriteTimes, current: Mapping[str, Any], manager: str = FIELD_MANAGER) -> list[str]:
+    """Other managers that wrote since `before` (write_times of an earlier observation): a new
+    entry or a newer time. (An entry whose fields merely shrank lost them to someone else; it
+    wrote nothing.)"""
+    after = write_times(current, manager)
+    return sorted({name for (name, op), when in after.items() if (name, op) not in before or when > before[(name, op)]})
+
+
 def changed_managers(
     previous: Mapping[str, Any], current: Mapping[str, Any], manager: str = FIELD_MANAGER
 ) -> list[str]:
-    """Other managers that wrote between two observations: a new entry or a newer time.
-
-    (An entry whose fields merely shrank lost them to someone else; it wrote nothing.)
-    """
-
-    def times(obj: Mapping[str, Any]) -> dict[tuple[str, str], str]:
-        return {
-            (str(e.get("manager")), str(e.get("operation"))): str(e.get("time", ""))
-            for e in _entries(obj)
-            if e.get("manager") != manager
-        }
-
-    before, after = times(previous), times(current)
-    return sorted({name for (name, op), when in after.items() if (name, op) not in before or when > before[(name, op)]})
+    """Other managers that wrote between two observations (see managers_since)."""
+    return managers_since(write_times(previous, manager), current, manager)
 
 
 def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> str | None:
