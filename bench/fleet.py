@@ -486,7 +486,8 @@ def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updat
     return {
         "updates": len(targets),
         "operator": histogram_summary(summed(pods_delta(before_operator, operator_buckets(operator)))),
-        "apiserver": histogram_summary(bucket_delta(before_api, after_api)) if before_api and after_api else None,
+        # The API server exports the histogram only once the webhook has been called: none before is zero.
+        "apiserver": histogram_summary(bucket_delta(before_api or {}, after_api)) if after_api else None,
         "client": client_summary(client_ms),
     }
 
