@@ -9,7 +9,6 @@ from typing import Any
 
 import kopf
 
-from lameduck_operator.logic.selection import deployment_ref
 from lameduck_operator.logic.shutdown import REPORT_SELECTOR
 from lameduck_operator.model import GROUP, VERSION
 from lameduck_operator.runtime import Runtime
@@ -85,13 +84,6 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     async def cleanup(**_: Any) -> None:
         await runtime.stop()
 
-    @kopf.on.event("apps", "v1", "deployments", registry=registry)
-    async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
-        deleted = event["type"] == "DELETED"
-        fleet_of().deployment_seen(event["object"], deleted=deleted)
-        if deleted:
-            shutdown_of().deployment_gone(deployment_ref(event["object"]))
-
     @kopf.on.event(GROUP, VERSION, "gracefulpolicies", registry=registry)
     async def policy_event(event: kopf.RawEvent, **_: Any) -> None:
         fleet_of().policy_seen(event["object"], deleted=event["type"] == "DELETED")
@@ -104,11 +96,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     async def namespace_event(event: kopf.RawEvent, **_: Any) -> None:
         fleet_of().namespace_seen(event["object"], deleted=event["type"] == "DELETED")
 
-    # The readiness gate lameduck.dev/endpoints-ready: shared watches feed its index.
-    @kopf.on.event("", "v1", "pods", registry=registry)
-    async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-        gate_of().pod_seen(event["object"], deleted=event["type"] == "DELETED")
-        shutdown_of().pod_seen(event["object"], deleted=event["type"] == "DELETED")
+    # Deployments and Pods are watched by the runtime's own informers (k8s/informer.py).
 
     # The sidecars' hold reports: Events labelled lameduck.dev/report=hold.
     @kopf.on.event(*EVENTS, registry=registry)

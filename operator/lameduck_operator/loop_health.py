@@ -22,8 +22,27 @@ from lameduck_operator.metrics import OperatorMetrics
 
 log = logging.getLogger("lameduck.operator")
 LOOP_LAG_INTERVAL = 0.1
+# Python's default collects the youngest generation every 700 allocations, and the whole heap
+# after enough of those: at 5,000 Deployments that was 28% of the operator's CPU in a burst of
+# applies (16.4 of 58 CPU seconds, lameduck_gc_seconds_total). Collected every 50,000 instead;
+# cyclic garbage lives that much longer, a few MiB at most.
+GC_YOUNGEST_THRESHOLD = 50_000
 WATCHDOG_POLL_SECONDS = 0.25
 STACK_FRAMES = 25
+
+
+def collect_less_often() -> None:
+    """At start: the youngest generation collected every GC_YOUNGEST_THRESHOLD allocations."""
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNGEST_THRESHOLD, middle, oldest)
+
+
+def freeze_what_is_alive() -> None:
+    """Once the watches have listed everything: what is alive then (modules, the API client's
+    models, the first view of every object) is left out of every later collection, which would
+    traverse it each time and free none of it."""
+    gc.collect()
+    gc.freeze()
 
 
 class GcClock:

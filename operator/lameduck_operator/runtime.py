@@ -8,6 +8,7 @@ import os
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lameduck_operator.config import OperatorConfig
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.k8s.api import KubeApi
+from lameduck_operator.k8s.informer import ApiEndpoint, Informer
 from lameduck_operator.k8s.leadership import start_election
 from lameduck_operator.logic.admission import Admitted, ReviewInvalid, invalid_answer, review
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Decision, Moment, decide
-from lameduck_operator.loop_health import watch_loop_lag
+from lameduck_operator.logic.selection import deployment_ref
+from lameduck_operator.loop_health import collect_less_often, freeze_what_is_alive, watch_loop_lag
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.readiness_gate import ReadinessGate
 from lameduck_operator.shutdown_observer import ShutdownObserver
@@ -68,6 +71,7 @@ class Runtime:
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        collect_less_often()
         self.background.append(asyncio.create_task(watch_loop_lag(self.metrics), name="lameduck-loop-lag"))
         # The API client blocks: every reconcile worker, the gate's writes and the status
         # publisher each need a thread and a pooled connection of their own.
@@ -105,6 +109,17 @@ class Runtime:
             gate.slice_seen(endpoint_slice)
         self.gate = gate
         fleet.synced.set()
+        # Deployments and Pods, thousands at fleet scale, by lameduck's own lean watches (kopf
+        # watches the rest): every replica keeps them, the webhook judges with them.
+        endpoint = ApiEndpoint.of(api_client.configuration)
+        informers = [
+            Informer(endpoint, "/apis/apps/v1/deployments", "Deployment", self._deployment_seen),
+            Informer(endpoint, "/api/v1/pods", "Pod", self._pod_seen),
+        ]
+        self.background += [
+            *(asyncio.create_task(i.run(), name=f"lameduck-watch-{i.kind.lower()}s") for i in informers),
+            asyncio.create_task(self._freeze_when_listed(informers), name="lameduck-gc-freeze"),
+        ]
         await self._serve_webhook()
         if self.config.leader_election:
             loop = asyncio.get_running_loop()
@@ -125,6 +140,25 @@ class Runtime:
             "native" if self.config.settings.sidecar.native else "classic",
             ",".join(sorted(self.config.settings.excluded_namespaces)),
         )
+
+    @staticmethod
+    async def _freeze_when_listed(informers: list[Informer]) -> None:
+        await asyncio.gather(*(i.synced.wait() for i in informers))
+        freeze_what_is_alive()
+
+    def _deployment_seen(self, body: Mapping[str, Any], deleted: bool) -> None:
+        # Both are set before the watches start.
+        assert self.fleet is not None
+        assert self.shutdown is not None
+        self.fleet.deployment_seen(body, deleted=deleted)
+        if deleted:
+            self.shutdown.deployment_gone(deployment_ref(body))
+
+    def _pod_seen(self, body: Mapping[str, Any], deleted: bool) -> None:
+        assert self.gate is not None
+        assert self.shutdown is not None
+        self.gate.pod_seen(body, deleted=deleted)
+        self.shutdown.pod_seen(body, deleted=deleted)
 
     def _lead(self) -> None:
         """Start reconciling: this process holds the Lease (or runs alone)."""

@@ -10,7 +10,12 @@ import time
 import pytest
 from prometheus_client import generate_latest
 
-from lameduck_operator.loop_health import watch_loop_lag
+from lameduck_operator.loop_health import (
+    GC_YOUNGEST_THRESHOLD,
+    collect_less_often,
+    freeze_what_is_alive,
+    watch_loop_lag,
+)
 from lameduck_operator.metrics import OperatorMetrics
 
 
@@ -72,3 +77,22 @@ def spin_on_the_loop_thread(seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         sum(range(1000))
+
+
+def test_the_youngest_generation_is_collected_less_often_and_the_others_as_before() -> None:
+    before = gc.get_threshold()
+    try:
+        collect_less_often()
+        assert gc.get_threshold() == (GC_YOUNGEST_THRESHOLD, before[1], before[2])
+        assert before[0] < GC_YOUNGEST_THRESHOLD
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_what_is_alive_when_frozen_is_left_out_of_collections() -> None:
+    kept = [[i] for i in range(1000)]
+    try:
+        freeze_what_is_alive()
+        assert gc.get_freeze_count() >= len(kept)
+    finally:
+        gc.unfreeze()
