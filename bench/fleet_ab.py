@@ -1,0 +1,173 @@
+"""Two operator builds, interleaved, on one fleet: the burst of applies at fleet scale.
+
+`bench.fleet` runs each phase once, and runs on different days differ: a plain client's writes
+per second varied 2.6 times between two of them on this machine. This benchmark compares two
+operator builds on the same cluster and fleet in alternating rounds (A B B A ...). Each round:
+the policy in Audit with a new maxHold (nobody running to see it), the build installed with
+Helm, its status up to date (it has listed and judged every Deployment), then Enforce with
+maxConcurrentRollouts 1000 and another maxHold: the applies per second until it has used every
+slot, with its CPU per apply, peak RSS, longest loop stall and time in the garbage collector.
+Then the build is uninstalled and the rollouts it started are waited for.
+
+    python -m bench.fleet_ab --before <commit> --deployments 5000 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.fleet import (
+    POLICY,
+    RolloutWatch,
+    apply_burst,
+    audited,
+    create_fleet,
+    expected,
+    policy,
+    remove_fleet,
+    running_pods,
+    status_of,
+)
+from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, build_images, install_lameduck, wait_until
+
+RESULTS = REPO / "bench" / "results" / "fleet_ab.json"
+BEFORE_TREE = Path("/tmp/lameduck-fleet-ab-before")
+TAGS = {"before": "before", "after": "dev"}
+
+
+def build_before(commit: str) -> str:
+    """The operator image of `commit`, from a worktree of it, tagged lameduck/operator:before."""
+    subprocess.run(["git", "worktree", "remove", "--force", str(BEFORE_TREE)], cwd=REPO, check=False)
+    subprocess.run(["git", "worktree", "add", "--detach", str(BEFORE_TREE), commit], cwd=REPO, check=True)
+    script = REPO / "hack" / "build-images.sh"
+    spec = f"lameduck/operator:{TAGS['before']}={BEFORE_TREE}"
+    subprocess.run(["bash", str(script), "--dockerfile", "operator/Dockerfile", spec], check=True, timeout=1800)
+    return subprocess.run(
+        ["git", "rev-parse", commit], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def one_round(kube: Kube, watcher: RolloutWatch, variant: str, n: int, *, workers: int, hold: int) -> dict[str, Any]:
+    want = expected(n)
+    kube.apply(policy("Audit", "Immediate", limit=1000, max_hold=f"{hold}s"))
+    started = time.monotonic()
+    operator = install_lameduck(
+        kube,
+        "replicaCount=1",
+        "resources.limits.memory=1Gi",
+        f"reconcileWorkers={workers}",
+        f"image.tag={TAGS[variant]}",
+    )
+    try:
+        wait_until(lambda: audited(status_of(kube), want), 900, f"{variant}: the Audit status is up to date", 0.5)
+        audit_seconds = time.monotonic() - started
+        burst = apply_burst(kube, operator, policy("Enforce", "Immediate", limit=1000, max_hold=f"{hold + 1}s"))
+    finally:
+        operator.uninstall()
+    wait_until(lambda: not watcher.rolling, 1800, "the round's rollouts have finished", 5)
+    return {
+        "variant": variant,
+        "install_to_audited_seconds": round(audit_seconds, 1),
+        **burst,
+        "cpu_ms_per_apply": round(burst["cpu_seconds"] * 1000 / max(1, burst["applied"]), 1),
+    }
+
+
+def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    by_variant: dict[str, dict[str, Any]] = {}
+    for variant in TAGS:
+        mine = [r for r in rounds if r["variant"] == variant]
+        by_variant[variant] = {
+            key: {"each": [r[key] for r in mine], "median": statistics.median(r[key] for r in mine)}
+            for key in (
+                "applies_per_second",
+                "cpu_ms_per_apply",
+                "peak_rss_mib",
+                "loop_lag_max_seconds",
+                "gc_seconds",
+                "install_to_audited_seconds",
+            )
+        }
+    return by_variant
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(
+        f"\n| {result['deployments']:,} Deployments | before ({result['before'][:7]}) | after ({result['after'][:7]}) |"
+    )
+    print("| --- | --- | --- |")
+    for key, values in result["summary"]["before"].items():
+        after = result["summary"]["after"][key]
+        print(f"| {key} | {values['each']} (median {values['median']}) | {after['each']} (median {after['median']}) |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", required=True, help="the commit whose operator is compared with the checkout's")
+    parser.add_argument("--deployments", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per build, in the order A B B A ...")
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--namespaces", type=int, default=50)
+    parser.add_argument("--reconcile-workers", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
+    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "up"], check=True)
+    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "nodes", str(args.nodes)], check=True)
+    build_images()
+    before = build_before(args.before)
+    after = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    kube = Kube(LOCAL_KUBECONFIG)
+    kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    n = args.deployments
+    create_fleet(kube, n, args.namespaces)
+    wait_until(lambda: running_pods(kube) >= n, 1800, f"{n} pods run on the fake nodes", 5)
+    watcher = RolloutWatch(kube.kubeconfig)
+    order = [("before", "after") if i % 2 == 0 else ("after", "before") for i in range(args.rounds)]
+    rounds: list[dict[str, Any]] = []
+    result: dict[str, Any] = {
+        "command": "python -m bench.fleet_ab " + " ".join(sys.argv[1:] if argv is None else argv),
+        "before": before,
+        "after": after,
+        "deployments": n,
+        "reconcile_workers": args.reconcile_workers,
+        "rounds": rounds,
+    }
+    try:
+        hold = 40
+        for pair in order:
+            for variant in pair:
+                print(f"== round {len(rounds) + 1}: {variant}", flush=True)
+                rounds.append(one_round(kube, watcher, variant, n, workers=args.reconcile_workers, hold=hold))
+                hold += 2
+                args.out.write_text(json.dumps(result, indent=2) + "\n")
+        result["summary"] = summary(rounds)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print_table(result)
+    finally:
+        watcher.stop()
+        remove_fleet(kube, args.namespaces)
+        kube.run("delete", "clustergracefulpolicy", POLICY, "--ignore-not-found", "--wait=false", check=False)
+        kube.run(
+            "patch",
+            "clustergracefulpolicy",
+            POLICY,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+        subprocess.run(["git", "worktree", "remove", "--force", str(BEFORE_TREE)], cwd=REPO, check=False)
+
+
+if __name__ == "__main__":
+    main()
