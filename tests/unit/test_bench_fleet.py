@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench import fleet_ab
 from bench.fleet import stalls_by_cause
 
 
@@ -20,3 +21,21 @@ def test_stalls_are_read_by_cause_and_other_series_are_left_out() -> None:
 
 def test_an_operator_that_never_stalled_has_no_stalls() -> None:
     assert stalls_by_cause("lameduck_event_loop_lag_max_seconds 0.2\n") == {}
+
+
+def test_the_ab_summary_keeps_each_round_and_the_median_per_build() -> None:
+    def round_of(variant: str, rate: float) -> dict[str, float | str]:
+        return {
+            "variant": variant,
+            "applies_per_second": rate,
+            "cpu_ms_per_apply": 10.0,
+            "peak_rss_mib": 150.0,
+            "loop_lag_max_seconds": 0.5,
+            "gc_seconds": 1.0,
+            "install_to_audited_seconds": 20.0,
+        }
+
+    rounds = [round_of("before", 20), round_of("after", 40), round_of("after", 50), round_of("before", 30)]
+    summary = fleet_ab.summary(rounds)
+    assert summary["before"]["applies_per_second"] == {"each": [20, 30], "median": 25}
+    assert summary["after"]["applies_per_second"] == {"each": [40, 50], "median": 45}
