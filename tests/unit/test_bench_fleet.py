@@ -1,4 +1,4 @@
-"""bench.fleet reads the operator's stalls by cause from its metrics text."""
+"""bench.fleet reads stalls by cause from the operator's metrics; bench.fleet_ab summarises its rounds."""
 
 from __future__ import annotations
 
