@@ -84,8 +84,9 @@ async def served() -> AsyncIterator[tuple[ScriptedApi, ApiEndpoint]]:
     app.router.add_get(PATH, api.handle)
     async with TestServer(app) as server:
         configuration = client.Configuration()
-        configuration.api_key = {"authorization": "token-1"}
-        configuration.api_key_prefix = {"authorization": "Bearer"}
+        # As the client's in-cluster and kubeconfig loaders set a token.
+        configuration.api_key = {"BearerToken": "token-1"}
+        configuration.api_key_prefix = {"BearerToken": "Bearer"}
         yield api, ApiEndpoint(str(server.make_url("")), False, configuration)
 
 

@@ -62,8 +62,13 @@ class ApiEndpoint:
         return cls(str(configuration.host).rstrip("/"), context, configuration)
 
     def headers(self) -> dict[str, str]:
-        token = self.configuration.get_api_key_with_prefix("authorization")
-        return {"Authorization": token, "Accept": "application/json"} if token else {"Accept": "application/json"}
+        """The API client's own authentication headers (it refreshes an expiring token)."""
+        headers = {"Accept": "application/json"}
+        settings: dict[str, dict[str, Any]] = dict(self.configuration.auth_settings())  # type: ignore[arg-type]
+        for setting in settings.values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"])] = str(setting["value"])
+        return headers
 
 
 def _key(obj: Mapping[str, Any]) -> ObjectKey:
