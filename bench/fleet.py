@@ -190,12 +190,17 @@ def sample(text: str, name: str) -> float:
 
 class RolloutWatch:
     """Deployments of the fleet with a rollout in progress, as a watch of them sees it; the most
-    at once since reset()."""
+    at once since reset(), by two rules: kubectl's (`rollout status`: also a Deployment whose
+    pods became unavailable after the controller completed its rollout, as kwok's fake nodes
+    cause) and lameduck's, which does not count those (docs: what counts as a rollout)."""
 
     def __init__(self, kubeconfig: str) -> None:
         self.apps = client.AppsV1Api(config.new_client_from_config(config_file=kubeconfig))
         self.rolling: set[str] = set()
+        # Of those, the ones only kubectl's rule counts: completed, pods unavailable since.
+        self.unavailable_since: set[str] = set()
         self.most = 0
+        self.most_as_lameduck_counts = 0
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.stream = watch.Watch()
@@ -205,22 +210,30 @@ class RolloutWatch:
     def reset(self) -> None:
         with self.lock:
             self.most = len(self.rolling)
+            self.most_as_lameduck_counts = len(self.rolling - self.unavailable_since)
 
     def _see(self, deployment: Any, deleted: bool) -> None:
         key = f"{deployment.metadata.namespace}/{deployment.metadata.name}"
         status, spec = deployment.status, deployment.spec
-        in_progress = not deleted and (
+        progressing = [c for c in status.conditions or [] if c.type == "Progressing"]
+        rolling_out = not deleted and (
             (status.observed_generation or 0) < (deployment.metadata.generation or 0)
             or (status.updated_replicas or 0) < (spec.replicas or 0)
             or (status.replicas or 0) > (spec.replicas or 0)
-            or (status.available_replicas or 0) < (spec.replicas or 0)
         )
+        unavailable = not deleted and (status.available_replicas or 0) < (spec.replicas or 0)
+        completed = bool(progressing) and progressing[0].reason == "NewReplicaSetAvailable"
         with self.lock:
-            if in_progress:
-                self.rolling.add(key)
-            else:
-                self.rolling.discard(key)
+            for members, member in (
+                (self.rolling, rolling_out or unavailable),
+                (self.unavailable_since, unavailable and completed and not rolling_out),
+            ):
+                if member:
+                    members.add(key)
+                else:
+                    members.discard(key)
             self.most = max(self.most, len(self.rolling))
+            self.most_as_lameduck_counts = max(self.most_as_lameduck_counts, len(self.rolling - self.unavailable_since))
 
     def _run(self) -> None:
         while not self.stopped.is_set():
@@ -561,6 +574,7 @@ def run_fleet(
             "immediate-20", kube, operator, lambda status: (status.get("compliant") or 0) >= rollout_sample, 3600
         )
         immediate["observed_rollouts_at_once_max"] = watcher.most
+        immediate["observed_rollouts_at_once_max_as_lameduck_counts"] = watcher.most_as_lameduck_counts
         immediate["new_pod_ready_seconds"] = new_pod_ready_seconds(kube)
         immediate["rolled"] = status_of(kube).get("compliant")
         immediate["seconds_per_1000"] = round(immediate["seconds"] * 1000 / immediate["rolled"], 1)

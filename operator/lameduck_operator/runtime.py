@@ -69,6 +69,8 @@ class Runtime:
     leading: bool = False
     lost: bool = False
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    # The lean watches of Deployments and Pods (their first list marks them synced).
+    informers: list[Informer] = field(default_factory=list)
 
     async def start(self) -> None:
         collect_less_often()
@@ -112,7 +114,7 @@ class Runtime:
         # Deployments and Pods, thousands at fleet scale, by lameduck's own lean watches (kopf
         # watches the rest): every replica keeps them, the webhook judges with them.
         endpoint = ApiEndpoint.of(api_client.configuration)
-        informers = [
+        self.informers = informers = [
             Informer(endpoint, "/apis/apps/v1/deployments", "Deployment", self._deployment_seen),
             Informer(endpoint, "/api/v1/pods", "Pod", self._pod_seen),
         ]
@@ -195,6 +197,12 @@ class Runtime:
             if runner is not None:
                 await runner.cleanup()
 
+    def ready(self) -> bool:
+        """Policies and namespaces listed, and Deployments and Pods too: before that the webhook
+        would judge a write against an empty fleet (no rollout in flight, for one)."""
+        listed = bool(self.informers) and all(i.synced.is_set() for i in self.informers)
+        return self.fleet is not None and self.fleet.synced.is_set() and listed
+
     def healthy(self) -> bool:
         """A follower is healthy while it serves; a leader while its loops run."""
         if not self.leading:
@@ -263,7 +271,7 @@ class Runtime:
             return web.Response(status=200 if ok else 500, text="ok\n" if ok else "reconcile loop stopped\n")
 
         async def readyz(_: web.Request) -> web.Response:
-            ready = self.fleet is not None and self.fleet.synced.is_set()
+            ready = self.ready()
             return web.Response(status=200 if ready else 503, text="ready\n" if ready else "syncing\n")
 
         app = web.Application()

@@ -1,0 +1,31 @@
+"""A replica is ready only once it has listed policies and namespaces, and Deployments and Pods."""
+
+from __future__ import annotations
+
+from kubernetes import client
+
+from lameduck_operator.config import OperatorConfig
+from lameduck_operator.fleet import Fleet
+from lameduck_operator.k8s.informer import ApiEndpoint, Informer
+from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.runtime import Runtime
+from lameduck_operator.settings import Settings
+from tests.unit.fake_api import FakeApi
+
+
+def test_a_replica_is_ready_once_its_fleet_and_both_watches_have_listed() -> None:
+    config = OperatorConfig(Settings(), "lameduck-system", 8080, 1.0, "INFO")
+    runtime = Runtime(config)
+    assert not runtime.ready()
+    runtime.fleet = Fleet(Settings(), FakeApi(), OperatorMetrics())
+    endpoint = ApiEndpoint("https://api.invalid", False, client.Configuration())
+    runtime.informers = [
+        Informer(endpoint, "/apis/apps/v1/deployments", "Deployment", lambda obj, deleted: None),
+        Informer(endpoint, "/api/v1/pods", "Pod", lambda obj, deleted: None),
+    ]
+    runtime.fleet.synced.set()
+    assert not runtime.ready(), "Deployments not listed yet: the webhook would see no rollout in flight"
+    runtime.informers[0].synced.set()
+    assert not runtime.ready()
+    runtime.informers[1].synced.set()
+    assert runtime.ready()
