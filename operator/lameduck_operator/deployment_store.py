@@ -33,6 +33,9 @@ class Stored:
     # When other managers last wrote it ((manager, operation, time)): what the next
     # observation is compared with, without parsing this one back.
     writes: tuple[tuple[str, str, str], ...]
+    # Which object, at which spec: an older event of the same object is not stored over it.
+    uid: str
+    generation: int
 
 
 def _shared(value: Any) -> Any:
@@ -65,6 +68,11 @@ def _meta(body: Mapping[str, Any], annotation_prefix: str) -> dict[str, Any]:
     }
 
 
+def _uid_and_generation(body: Mapping[str, Any]) -> tuple[str, int]:
+    metadata = body.get("metadata") or {}
+    return str(metadata.get("uid") or ""), int(metadata.get("generation") or 0)
+
+
 class DeploymentStore:
     """Deployments by reference: whole bodies on demand, their labels and lameduck's
     annotations (those starting with `annotation_prefix`) at once."""
@@ -79,7 +87,8 @@ class DeploymentStore:
         writes = tuple(
             (_shared(name), _shared(operation), _shared(when)) for (name, operation), when in write_times(body).items()
         )
-        self._items[ref] = Stored(packed, _meta(body, self.annotation_prefix), writes)
+        uid, generation = _uid_and_generation(body)
+        self._items[ref] = Stored(packed, _meta(body, self.annotation_prefix), writes, uid, generation)
         return ref
 
     def get(self, ref: DeploymentRef) -> dict[str, Any] | None:
@@ -94,6 +103,12 @@ class DeploymentStore:
         pods' service account and containers' names and images."""
         stored = self._items.get(ref)
         return None if stored is None else stored.meta
+
+    def is_older(self, body: Mapping[str, Any]) -> bool:
+        """Whether body is the stored Deployment (the same uid) at an earlier generation."""
+        stored = self._items.get(deployment_ref(body))
+        uid, generation = _uid_and_generation(body)
+        return stored is not None and stored.uid == uid and generation < stored.generation
 
     def write_times(self, ref: DeploymentRef) -> dict[tuple[str, str], str] | None:
         """write_times of the Deployment as stored, without parsing it back."""

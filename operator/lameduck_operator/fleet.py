@@ -237,6 +237,11 @@ class Fleet:
             if gone is not None and gone.verdict.policy is not None:
                 self._dirty.add(gone.verdict.policy)
             return
+        if self.deployments.is_older(body):
+            # Older than the Deployment lameduck last wrote: the watch delivers events from
+            # before an apply after the apply's own answer. Storing it would show the rollout
+            # the apply started as not begun and free its slot for another.
+            return
         previous = self.deployments.write_times(ref)
         if previous is not None:
             self.writers.setdefault(ref, set()).update(managers_since(previous, body))

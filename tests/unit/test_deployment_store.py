@@ -69,3 +69,21 @@ def test_when_other_managers_last_wrote_is_kept_without_the_body_and_without_lam
         ("kubectl-edit", "Update"): "2026-01-01T00:00:03Z",
     }
     assert store.write_times(DeploymentRef("shop", "gone")) is None
+
+
+def test_an_earlier_generation_of_the_same_object_is_older_and_a_new_object_of_that_name_is_not() -> None:
+    store = DeploymentStore("lameduck.dev/")
+    body = deployment("web")
+    body["metadata"].update(uid="u1", generation=3)
+    store.put(body)
+
+    def at(uid: str, generation: int) -> dict[str, object]:
+        changed = deployment("web")
+        changed["metadata"].update(uid=uid, generation=generation)
+        return changed
+
+    assert store.is_older(at("u1", 2))
+    assert not store.is_older(at("u1", 3)), "a status update of the same generation is news"
+    assert not store.is_older(at("u1", 4))
+    assert not store.is_older(at("u2", 1)), "deleted and created again under the same name"
+    assert not store.is_older(deployment("other"))

@@ -767,3 +767,19 @@ async def test_a_worker_lets_the_loop_run_between_reconciles_that_need_no_api_ca
     await asyncio.gather(worker, other, return_exceptions=True)
     assert all(d.action is Action.NONE for d in h.fleet.decisions.values())
     assert others_ran >= 50, "other work ran between the 50 reconciles, not only before and after them"
+
+
+async def test_a_watch_event_from_before_an_apply_does_not_free_the_slot_the_apply_took(h: Harness) -> None:
+    for name in ("a", "b"):
+        h.add(name)
+    before = {name: h.api.view("shop", name) for name in ("a", "b")}
+    h.policy(apply="Immediate", maxConcurrentRollouts=1)
+    await h.fleet.drain()
+    applied = [n for n in ("a", "b") if "initContainers" in h.pod(n)]
+    assert len(applied) == 1
+    # The watch, behind the apply's answer, delivers both Deployments as they were before it.
+    for name in ("a", "b"):
+        h.fleet.deployment_seen(before[name])
+    await h.fleet.drain()
+    assert [n for n in ("a", "b") if "initContainers" in h.pod(n)] == applied, "still one rollout at a time"
+    assert h.fleet.in_flight(PolicyRef("GracefulPolicy", "web", "shop")) == 1
