@@ -619,6 +619,17 @@ def print_table(results: list[dict[str, Any]]) -> None:
         )
 
 
+def local_cluster_with_fake_nodes(nodes: int) -> Kube:
+    """The local cluster up, with kwok's fake nodes, the images built and lameduck's CRDs."""
+    subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
+    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "up"], check=True)
+    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "nodes", str(nodes)], check=True)
+    build_images()
+    kube = Kube(LOCAL_KUBECONFIG)
+    kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    return kube
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deployments", default="1000,5000")
@@ -637,12 +648,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
-    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "up"], check=True)
-    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "nodes", str(args.nodes)], check=True)
-    build_images()
-    kube = Kube(LOCAL_KUBECONFIG)
-    kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
+    kube = local_cluster_with_fake_nodes(args.nodes)
     results: list[dict[str, Any]] = []
 
     def save(partial: dict[str, Any]) -> None:

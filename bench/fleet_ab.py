@@ -30,12 +30,13 @@ from bench.fleet import (
     audited,
     create_fleet,
     expected,
+    local_cluster_with_fake_nodes,
     policy,
     remove_fleet,
     running_pods,
     status_of,
 )
-from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, build_images, install_lameduck, wait_until
+from tests.e2e.support import REPO, Kube, install_lameduck, wait_until
 
 RESULTS = REPO / "bench" / "results" / "fleet_ab.json"
 BEFORE_TREE = Path("/tmp/lameduck-fleet-ab-before")
@@ -118,16 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reconcile-workers", type=int, default=8)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
-    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "up"], check=True)
-    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "nodes", str(args.nodes)], check=True)
-    build_images()
+    kube = local_cluster_with_fake_nodes(args.nodes)
     before = build_before(args.before)
     after = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
-    kube = Kube(LOCAL_KUBECONFIG)
-    kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
     n = args.deployments
     create_fleet(kube, n, args.namespaces)
     wait_until(lambda: running_pods(kube) >= n, 1800, f"{n} pods run on the fake nodes", 5)

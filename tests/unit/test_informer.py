@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -64,6 +64,18 @@ def page(items: list[dict[str, Any]], version: str, next_page: str = "") -> dict
     return {"kind": "DeploymentList", "metadata": {"resourceVersion": version, "continue": next_page}, "items": items}
 
 
+async def run_until(informer: Informer, done: Callable[[], bool]) -> None:
+    """Runs the informer until done() (10 s at most), then stops it."""
+    task = asyncio.create_task(informer.run())
+    try:
+        async with asyncio.timeout(10):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[ScriptedApi, ApiEndpoint]]:
     api = ScriptedApi(
@@ -99,14 +111,7 @@ async def test_lists_in_pages_then_watches_resumes_and_lists_again_when_the_vers
         endpoint, PATH, "Deployment", lambda obj, deleted: seen.append((obj["metadata"]["name"], deleted, obj))
     )
     informer.page_size = 2
-    task = asyncio.create_task(informer.run())
-    try:
-        async with asyncio.timeout(10):
-            while len(seen) < 8:
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(informer, lambda: len(seen) >= 8)
     assert [(name, deleted) for name, deleted, _ in seen] == [
         ("a", False),
         ("b", False),
@@ -141,13 +146,6 @@ async def test_an_object_its_handler_cannot_take_does_not_stop_the_watch(
             raise KeyError("spec")
         seen.append(obj["metadata"]["name"])
 
-    task = asyncio.create_task(Informer(endpoint, PATH, "Deployment", handler).run())
-    try:
-        async with asyncio.timeout(10):
-            while len(seen) < 6:
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await run_until(Informer(endpoint, PATH, "Deployment", handler), lambda: len(seen) >= 6)
     # b's two events failed; everything after them was still handed over.
     assert seen == ["a", "c", "a", "a", "d", "c"]
