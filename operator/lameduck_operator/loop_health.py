@@ -80,7 +80,6 @@ class StallWatchdog:
         self.poll = poll
         self.loop_thread = threading.get_ident()
         self.last_beat = time.monotonic()
-        self.stacks: list[str] = []  # those logged, the latest last (read by tests)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="lameduck-stall-watchdog", daemon=True)
 
@@ -107,7 +106,6 @@ class StallWatchdog:
             if frame is None:
                 continue
             stack = "".join(traceback.format_stack(frame, limit=STACK_FRAMES))
-            self.stacks = [*self.stacks[-9:], stack]
             log.warning("the event loop has not run for %.1f s; its thread is in:\n%s", stalled, stack)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import generate_latest
@@ -19,16 +20,22 @@ from lameduck_operator.loop_health import (
 from lameduck_operator.metrics import OperatorMetrics
 
 
-async def test_a_stalled_loop_is_measured() -> None:
+async def exported_around(work: Callable[[], None]) -> str:
+    """The loop monitor's metrics after `work` ran on the loop thread while it watched."""
     metrics = OperatorMetrics()
     monitor = asyncio.create_task(watch_loop_lag(metrics, interval=0.02))
     await asyncio.sleep(0.05)
-    time.sleep(0.3)  # code that does not yield: the stall to measure
+    work()
     await asyncio.sleep(0.05)
     monitor.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await monitor
-    exported = generate_latest(metrics.registry).decode()
+    return generate_latest(metrics.registry).decode()
+
+
+async def test_a_stalled_loop_is_measured() -> None:
+    # Code that does not yield: the stall to measure.
+    exported = await exported_around(lambda: time.sleep(0.3))
     (line,) = [x for x in exported.splitlines() if x.startswith("lameduck_event_loop_lag_max_seconds ")]
     assert 0.25 <= float(line.split()[1]) < 1.0
     (over,) = [x for x in exported.splitlines() if x.startswith('lameduck_event_loop_lag_seconds_bucket{le="0.1"}')]
@@ -39,33 +46,20 @@ async def test_a_stalled_loop_is_measured() -> None:
 async def test_a_stall_of_code_that_does_not_yield_is_counted_as_loop_busy_with_its_stack_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    metrics = OperatorMetrics()
-    monitor = asyncio.create_task(watch_loop_lag(metrics, interval=0.02))
-    await asyncio.sleep(0.05)
-    spin_on_the_loop_thread(1.3)
-    await asyncio.sleep(0.05)
-    monitor.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await monitor
-    exported = generate_latest(metrics.registry).decode()
+    exported = await exported_around(lambda: spin_on_the_loop_thread(1.3))
     assert 'lameduck_event_loop_stalls_total{cause="loop_busy"} 1.0' in exported
     assert "spin_on_the_loop_thread" in caplog.text, "the watchdog logged the stalled thread's stack"
 
 
 async def test_time_in_the_garbage_collector_is_counted() -> None:
-    metrics = OperatorMetrics()
-    monitor = asyncio.create_task(watch_loop_lag(metrics, interval=0.02))
-    await asyncio.sleep(0.05)
-    garbage: list[list[object]] = [[i] for i in range(300_000)]
-    for i, item in enumerate(garbage):
-        item.append(garbage[i - 1])  # cycles, so that a collection has work
-    gc.collect()
-    del garbage
-    await asyncio.sleep(0.05)
-    monitor.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await monitor
-    exported = generate_latest(metrics.registry).decode()
+    def collect_cycles() -> None:
+        garbage: list[list[object]] = [[i] for i in range(300_000)]
+        for i, item in enumerate(garbage):
+            item.append(garbage[i - 1])  # cycles, so that a collection has work
+        del garbage
+        gc.collect()
+
+    exported = await exported_around(collect_cycles)
     (total,) = [x for x in exported.splitlines() if x.startswith("lameduck_gc_seconds_total ")]
     (longest,) = [x for x in exported.splitlines() if x.startswith("lameduck_gc_pause_max_seconds ")]
     assert float(total.split()[1]) > 0

@@ -76,6 +76,10 @@ def _key(obj: Mapping[str, Any]) -> ObjectKey:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
+def _uid(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
+
+
 class Informer:
     """Lists and watches `path` (such as /apis/apps/v1/deployments) across all namespaces until
     cancelled; `synced` is set once the first list has been handed over."""
@@ -145,7 +149,7 @@ class Informer:
                 item.setdefault("kind", self.kind)
                 key = _key(item)
                 listed.add(key)
-                self._known[key] = str((item.get("metadata") or {}).get("uid") or "")
+                self._known[key] = _uid(item)
                 self._hand_over(item, False)
             meta = page.get("metadata") or {}
             if not meta.get("continue"):
@@ -200,7 +204,7 @@ class Informer:
         if deleted:
             self._known.pop(key, None)
         else:
-            self._known[key] = str((obj.get("metadata") or {}).get("uid") or "")
+            self._known[key] = _uid(obj)
         self._hand_over(obj, deleted)
         return version
 
