@@ -176,7 +176,8 @@ class Fleet:
     # ---- what the handlers observe ------------------------------------------------
 
     def active_policies(self) -> list[Policy]:
-        return [s.policy for s in self.policies.values() if s.policy is not None and not s.deleting]
+        # Copied in one step first: the webhook's thread calls this while the loop adds policies.
+        return [s.policy for s in list(self.policies.values()) if s.policy is not None and not s.deleting]
 
     def policy_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         ref = policy_ref_of(body)

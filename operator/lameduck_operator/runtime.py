@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 import threading
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,13 +17,12 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lameduck_operator.admission_server import AdmissionServer, tls_context
 from lameduck_operator.config import OperatorConfig
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.k8s.api import KubeApi
 from lameduck_operator.k8s.informer import ApiEndpoint, Informer
 from lameduck_operator.k8s.leadership import start_election
-from lameduck_operator.logic.admission import Admitted, ReviewInvalid, invalid_answer, review
-from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Decision, Moment, decide
 from lameduck_operator.logic.selection import deployment_ref
 from lameduck_operator.loop_health import collect_less_often, freeze_what_is_alive, watch_loop_lag
@@ -34,9 +31,7 @@ from lameduck_operator.readiness_gate import ReadinessGate
 from lameduck_operator.shutdown_observer import ShutdownObserver
 
 log = logging.getLogger("lameduck.operator")
-WEBHOOK_PATH = "/mutate/deployments"
 GATE_AND_STATUS_THREADS = 12
-CERT_RELOAD_SECONDS = 30.0
 
 
 def kube_api_client(connections: int) -> client.ApiClient:
@@ -63,7 +58,7 @@ class Runtime:
     shutdown: ShutdownObserver | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: web.AppRunner | None = None
-    webhook: web.AppRunner | None = None
+    admission: AdmissionServer | None = None
     # Set to stop the whole operator (kopf's stop flag): when leadership is lost.
     stop_flag: threading.Event = field(default_factory=threading.Event)
     leading: bool = False
@@ -193,9 +188,10 @@ class Runtime:
         for task in [*self.tasks, *self.background]:
             task.cancel()
         await asyncio.gather(*self.tasks, *self.background, return_exceptions=True)
-        for runner in (self.webhook, self.http):
-            if runner is not None:
-                await runner.cleanup()
+        if self.admission is not None:
+            await asyncio.to_thread(self.admission.stop)
+        if self.http is not None:
+            await self.http.cleanup()
 
     def ready(self) -> bool:
         """Policies and namespaces listed, and Deployments and Pods too: before that the webhook
@@ -210,7 +206,9 @@ class Runtime:
         return bool(self.tasks) and not any(t.done() for t in self.tasks)
 
     def judge(self, deployment: Any) -> Decision:
-        """The decision for a Deployment being written, from what this replica has observed."""
+        """The decision for a Deployment being written, from what this replica has observed.
+        Called on the webhook's own thread: it reads only the fleet's policies and namespace
+        labels, which the operator's loop changes by single dict operations."""
         fleet = self.fleet
         assert fleet is not None
         namespace = str((deployment.get("metadata") or {}).get("namespace"))
@@ -223,42 +221,15 @@ class Runtime:
             moment=Moment.ADMISSION,
         )
 
-    async def _mutate(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        try:
-            body = await request.json()
-            admitted = review(body, self.judge)
-        except (ValueError, ReviewInvalid) as err:
-            # Not JSON, or no review to answer: say so, never crash (the API server then
-            # admits the write unchanged under failurePolicy Ignore).
-            error = err if isinstance(err, ReviewInvalid) else ReviewInvalid(f"the body is not JSON: {err}")
-            self.metrics.webhook_requests.labels(result="invalid").inc()
-            return web.json_response(invalid_answer(error), status=400)
-        except Exception:
-            # A bug here must not take the process down; the write is admitted unchanged.
-            log.exception("admission review failed")
-            self.metrics.webhook_requests.labels(result="error").inc()
-            return web.json_response(invalid_answer(ReviewInvalid("internal error")), status=500)
-        self.metrics.webhook_requests.labels(result=_result(admitted)).inc()
-        self.metrics.webhook_seconds.observe(time.perf_counter() - started)
-        return web.json_response(admitted.response)
-
     async def _serve_webhook(self) -> None:
         cert_dir = self.config.webhook_cert_dir
         if cert_dir is None:
             return
         cert, key = Path(cert_dir) / "tls.crt", Path(cert_dir) / "tls.key"
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        app = web.Application(client_max_size=4 * 1024 * 1024)
-        app.router.add_post(WEBHOOK_PATH, self._mutate)
-        self.webhook = web.AppRunner(app, access_log=None)
-        await self.webhook.setup()
-        await web.TCPSite(self.webhook, "0.0.0.0", self.config.webhook_port, ssl_context=context).start()
-        self.background.append(
-            asyncio.create_task(_reload_certificate(context, cert, key), name="lameduck-cert-reload")
+        self.admission = AdmissionServer(
+            self.judge, self.metrics, self.config.webhook_port, tls_context(cert, key), cert=cert, key=key
         )
-        log.info("serving the admission webhook on :%d%s", self.config.webhook_port, WEBHOOK_PATH)
+        await asyncio.to_thread(self.admission.start)
 
     async def _serve_http(self) -> None:
         async def metrics(_: web.Request) -> web.Response:
@@ -282,31 +253,3 @@ class Runtime:
         await self.http.setup()
         # All interfaces: kubelet probes and Prometheus reach the pod IP.
         await web.TCPSite(self.http, "0.0.0.0", self.config.http_port).start()
-
-
-def _result(admitted: Admitted) -> str:
-    if admitted.patch:
-        return "patched"
-    if admitted.decision is None:
-        return "skipped"
-    return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"
-
-
-async def _reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
-    """kubelet updates the mounted Secret in place when it is rotated: new handshakes get the new
-    certificate without a restart."""
-
-    def stamp() -> tuple[float, float]:
-        return os.stat(cert).st_mtime, os.stat(key).st_mtime
-
-    seen = stamp()
-    while True:
-        await asyncio.sleep(CERT_RELOAD_SECONDS)
-        try:
-            current = stamp()
-            if current != seen:
-                context.load_cert_chain(cert, key)
-                seen = current
-                log.info("reloaded the webhook certificate")
-        except (OSError, ssl.SSLError) as err:
-            log.warning("could not reload the webhook certificate: %s", err)

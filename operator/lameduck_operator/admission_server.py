@@ -1,0 +1,154 @@
+"""The admission webhook's HTTPS server, on a thread and event loop of its own.
+
+On the operator's loop a review waited behind every watch event, reconcile and stall there:
+the API server saw hundreds of milliseconds for a decision of a few. Here a review waits for
+none of them, only for its turn at the interpreter. The judge it calls runs on this thread,
+so it must only read state the operator's loop replaces whole or changes by single dict
+operations (the fleet's policies and namespace labels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from lameduck_operator.logic.admission import Admitted, Judge, ReviewInvalid, invalid_answer, review
+from lameduck_operator.logic.compliance import State
+from lameduck_operator.metrics import OperatorMetrics
+
+log = logging.getLogger("lameduck.operator")
+WEBHOOK_PATH = "/mutate/deployments"
+CERT_RELOAD_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 30.0
+
+
+class AdmissionServerFailed(RuntimeError):
+    """The webhook's server did not start (its certificate unreadable, its port taken)."""
+
+
+@dataclass
+class AdmissionServer:
+    judge: Judge
+    metrics: OperatorMetrics
+    port: int
+    tls: ssl.SSLContext
+    # The certificate and key the context was loaded from, reloaded when kubelet rotates them.
+    cert: Path | None = None
+    key: Path | None = None
+    host: str = "0.0.0.0"
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _stop: asyncio.Event | None = None
+    _started: threading.Event = field(default_factory=threading.Event)
+    _failure: BaseException | None = None
+    # The port bound: `port` unless that was 0.
+    bound_port: int | None = None
+
+    def start(self) -> None:
+        """Serve from a new thread; return once listening. Raises AdmissionServerFailed."""
+        self._thread = threading.Thread(target=self._run, name="lameduck-webhook", daemon=True)
+        self._thread.start()
+        if not self._started.wait(START_TIMEOUT_SECONDS):
+            raise AdmissionServerFailed(f"the webhook did not listen on :{self.port} within {START_TIMEOUT_SECONDS}s")
+        if self._failure is not None:
+            raise AdmissionServerFailed(f"the webhook could not serve on :{self.port}: {self._failure}")
+        log.info("serving the admission webhook on :%d%s from its own thread", self.bound_port, WEBHOOK_PATH)
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread to end."""
+        loop, stop, thread = self._loop, self._stop, self._thread
+        if loop is not None and stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+        if thread is not None:
+            thread.join(START_TIMEOUT_SECONDS)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as err:  # handed to start(), which raises it as a failure
+            self._failure = err
+            self._started.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_post(WEBHOOK_PATH, self._mutate)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            listening = socket.create_server((self.host, self.port))
+            self.bound_port = listening.getsockname()[1]
+            await web.SockSite(runner, listening, ssl_context=self.tls).start()
+            reload = None
+            if self.cert is not None and self.key is not None:
+                reload = asyncio.create_task(_reload_certificate(self.tls, self.cert, self.key))
+            self._started.set()
+            await self._stop.wait()
+            if reload is not None:
+                reload.cancel()
+        finally:
+            await runner.cleanup()
+
+    async def _mutate(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            body = await request.json()
+            admitted = review(body, self.judge)
+        except (ValueError, ReviewInvalid) as err:
+            # Not JSON, or no review to answer: say so, never crash (the API server then
+            # admits the write unchanged under failurePolicy Ignore).
+            error = err if isinstance(err, ReviewInvalid) else ReviewInvalid(f"the body is not JSON: {err}")
+            self.metrics.webhook_requests.labels(result="invalid").inc()
+            return web.json_response(invalid_answer(error), status=400)
+        except Exception:
+            # A bug here must not take the process down; the write is admitted unchanged.
+            log.exception("admission review failed")
+            self.metrics.webhook_requests.labels(result="error").inc()
+            return web.json_response(invalid_answer(ReviewInvalid("internal error")), status=500)
+        self.metrics.webhook_requests.labels(result=_result(admitted)).inc()
+        self.metrics.webhook_seconds.observe(time.perf_counter() - started)
+        return web.json_response(admitted.response)
+
+
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _result(admitted: Admitted) -> str:
+    if admitted.patch:
+        return "patched"
+    if admitted.decision is None:
+        return "skipped"
+    return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"
+
+
+async def _reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """kubelet updates the mounted Secret in place when it is rotated: new handshakes get the new
+    certificate without a restart."""
+
+    def stamp() -> tuple[float, float]:
+        return os.stat(cert).st_mtime, os.stat(key).st_mtime
+
+    seen = stamp()
+    while True:
+        await asyncio.sleep(CERT_RELOAD_SECONDS)
+        try:
+            current = stamp()
+            if current != seen:
+                context.load_cert_chain(cert, key)
+                seen = current
+                log.info("reloaded the webhook certificate")
+        except (OSError, ssl.SSLError) as err:
+            log.warning("could not reload the webhook certificate: %s", err)
