@@ -7,6 +7,9 @@ the policy in Audit with a new maxHold (nobody running to see it), the build ins
 Helm, its status up to date (it has listed and judged every Deployment), then Enforce with
 maxConcurrentRollouts 1000 and another maxHold: the applies per second until it has used every
 slot, with its CPU per apply, peak RSS, longest loop stall and time in the garbage collector.
+At once, while the operator takes in the watch events of those rollouts, 500 template updates
+through the webhook from 16 threads (bench.fleet's webhook phase): the API server's admission
+latency (p50, p99 and the share answered within 100 ms, from its histogram) and the client's.
 Then the build is uninstalled and the rollouts it started are waited for.
 
     python -m bench.fleet_ab --before <commit> --deployments 5000 --rounds 2
@@ -35,12 +38,21 @@ from bench.fleet import (
     remove_fleet,
     running_pods,
     status_of,
+    webhook_burst,
 )
 from tests.e2e.support import REPO, Kube, install_lameduck, wait_until
 
 RESULTS = REPO / "bench" / "results" / "fleet_ab.json"
 BEFORE_TREE = Path("/tmp/lameduck-fleet-ab-before")
 TAGS = {"before": "before", "after": "dev"}
+WEBHOOK_FIGURES = (
+    "webhook_apiserver_p50_ms",
+    "webhook_apiserver_p99_ms",
+    "webhook_apiserver_within_100ms",
+    "webhook_client_p50_ms",
+    "webhook_client_p99_ms",
+    "webhook_handler_p99_ms",
+)
 
 
 def build_before(commit: str) -> str:
@@ -55,7 +67,9 @@ def build_before(commit: str) -> str:
     ).stdout.strip()
 
 
-def one_round(kube: Kube, watcher: RolloutWatch, variant: str, n: int, *, workers: int, hold: int) -> dict[str, Any]:
+def one_round(
+    kube: Kube, watcher: RolloutWatch, variant: str, n: int, *, workers: int, hold: int, namespaces: int, updates: int
+) -> dict[str, Any]:
     want = expected(n)
     kube.apply(policy("Audit", "Immediate", limit=1000, max_hold=f"{hold}s"))
     started = time.monotonic()
@@ -70,6 +84,7 @@ def one_round(kube: Kube, watcher: RolloutWatch, variant: str, n: int, *, worker
         wait_until(lambda: audited(status_of(kube), want), 900, f"{variant}: the Audit status is up to date", 0.5)
         audit_seconds = time.monotonic() - started
         burst = apply_burst(kube, operator, policy("Enforce", "Immediate", limit=1000, max_hold=f"{hold + 1}s"))
+        webhook = webhook_burst(kube, operator, n, namespaces, updates) if updates else None
     finally:
         operator.uninstall()
     wait_until(lambda: not watcher.rolling, 1800, "the round's rollouts have finished", 5)
@@ -78,6 +93,23 @@ def one_round(kube: Kube, watcher: RolloutWatch, variant: str, n: int, *, worker
         "install_to_audited_seconds": round(audit_seconds, 1),
         **burst,
         "cpu_ms_per_apply": round(burst["cpu_seconds"] * 1000 / max(1, burst["applied"]), 1),
+        **(webhook_figures(webhook) if webhook else {}),
+    }
+
+
+def webhook_figures(webhook: dict[str, Any]) -> dict[str, Any]:
+    """The webhook burst's figures by name, with its whole record."""
+    api = webhook.get("apiserver") or {}
+    calls = api.get("calls") or 0
+    within = (api.get("buckets") or {}).get("0.1")
+    return {
+        "webhook": webhook,
+        "webhook_apiserver_p50_ms": api.get("p50_ms"),
+        "webhook_apiserver_p99_ms": api.get("p99_ms"),
+        "webhook_apiserver_within_100ms": round(within / calls, 3) if calls and within is not None else None,
+        "webhook_client_p50_ms": webhook["client"]["p50_ms"],
+        "webhook_client_p99_ms": webhook["client"]["p99_ms"],
+        "webhook_handler_p99_ms": webhook["operator"]["p99_ms"],
     }
 
 
@@ -94,7 +126,9 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 "loop_lag_max_seconds",
                 "gc_seconds",
                 "install_to_audited_seconds",
+                *WEBHOOK_FIGURES,
             )
+            if all(key in r for r in mine)
         }
     return by_variant
 
@@ -117,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--namespaces", type=int, default=50)
     parser.add_argument("--reconcile-workers", type=int, default=8)
+    parser.add_argument("--webhook-updates", type=int, default=500, help="0: no webhook burst")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     kube = local_cluster_with_fake_nodes(args.nodes)
@@ -143,7 +178,18 @@ def main(argv: list[str] | None = None) -> None:
         for pair in order:
             for variant in pair:
                 print(f"== round {len(rounds) + 1}: {variant}", flush=True)
-                rounds.append(one_round(kube, watcher, variant, n, workers=args.reconcile_workers, hold=hold))
+                rounds.append(
+                    one_round(
+                        kube,
+                        watcher,
+                        variant,
+                        n,
+                        workers=args.reconcile_workers,
+                        hold=hold,
+                        namespaces=args.namespaces,
+                        updates=args.webhook_updates,
+                    )
+                )
                 hold += 2
                 args.out.write_text(json.dumps(result, indent=2) + "\n")
         result["summary"] = summary(rounds)

@@ -39,3 +39,16 @@ def test_the_ab_summary_keeps_each_round_and_the_median_per_build() -> None:
     summary = fleet_ab.summary(rounds)
     assert summary["before"]["applies_per_second"] == {"each": [20, 30], "median": 25}
     assert summary["after"]["applies_per_second"] == {"each": [40, 50], "median": 45}
+
+
+def test_the_ab_webhook_figures_read_the_share_the_api_server_saw_answered_within_100_ms() -> None:
+    webhook = {
+        "apiserver": {"calls": 500.0, "p50_ms": 60.0, "p99_ms": 420.0, "buckets": {"0.025": 100.0, "0.1": 450.0}},
+        "client": {"p50_ms": 90.0, "p99_ms": 700.0},
+        "operator": {"p99_ms": 9.5},
+    }
+    figures = fleet_ab.webhook_figures(webhook)
+    assert figures["webhook_apiserver_within_100ms"] == 0.9
+    assert (figures["webhook_apiserver_p99_ms"], figures["webhook_handler_p99_ms"]) == (420.0, 9.5)
+    rounds = [{"variant": v, "applies_per_second": 1.0, **figures} for v in ("before", "after")]
+    assert fleet_ab.summary(rounds)["after"]["webhook_apiserver_within_100ms"] == {"each": [0.9], "median": 0.9}
