@@ -17,30 +17,36 @@ REPLACED_WHOLE = frozenset({"preStop"})
 
 def merge(base: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of base with intent applied on top."""
+    # Copied once here, then merged in place: copying again at every level of the recursion
+    # made a review's merge cost grow with the manifest's depth.
     result: dict[str, Any] = copy.deepcopy(dict(base))
+    _merge_into(result, intent)
+    return result
+
+
+def _merge_into(result: dict[str, Any], intent: Mapping[str, Any]) -> None:
     for key, value in intent.items():
         current = result.get(key)
         if key in REPLACED_WHOLE:
             result[key] = copy.deepcopy(value)
-        elif isinstance(value, Mapping) and isinstance(current, Mapping):
-            result[key] = merge(current, value)
+        elif isinstance(value, Mapping) and isinstance(current, dict):
+            _merge_into(current, value)
         elif key in KEYED_LISTS and isinstance(value, list) and isinstance(current, list):
-            result[key] = _merge_keyed(current, value, KEYED_LISTS[key])
+            _merge_keyed_into(current, value, KEYED_LISTS[key])
         else:
             result[key] = copy.deepcopy(value)
-    return result
 
 
-def _merge_keyed(current: list[Any], incoming: list[Any], key: str) -> list[Any]:
-    merged = [copy.deepcopy(item) for item in current]
-    index = {item.get(key): pos for pos, item in enumerate(merged) if isinstance(item, Mapping)}
+def _merge_keyed_into(current: list[Any], incoming: list[Any], key: str) -> None:
+    index = {item.get(key): pos for pos, item in enumerate(current) if isinstance(item, Mapping)}
     for item in incoming:
         pos = index.get(item.get(key))
         if pos is None:
-            merged.append(copy.deepcopy(item))
+            current.append(copy.deepcopy(item))
+        elif isinstance(current[pos], dict):
+            _merge_into(current[pos], item)
         else:
-            merged[pos] = merge(merged[pos], item)
-    return merged
+            current[pos] = merge(current[pos], item)
 
 
 def is_subset(intent: Any, actual: Any, key: str | None = None) -> bool:
