@@ -29,7 +29,7 @@ class OperatorConfig:
     lease_name: str = "lameduck-operator"
     identity: str = "lameduck-operator"
     # Deployments reconciled at once (each mostly waits on the API server); more is experimental.
-    reconcile_workers: int = 1
+    reconcile_workers: int = 8
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -68,7 +68,7 @@ def load_config(env: Mapping[str, str]) -> OperatorConfig:
     )
     if not 1 <= sidecar.port <= 65535:
         raise ConfigError(f"LAMEDUCK_SIDECAR_PORT must be a port number, got {sidecar.port}")
-    workers = _int(env, "LAMEDUCK_RECONCILE_WORKERS", 1)
+    workers = _int(env, "LAMEDUCK_RECONCILE_WORKERS", 8)
     if not 1 <= workers <= 64:
         raise ConfigError(f"LAMEDUCK_RECONCILE_WORKERS must be between 1 and 64, got {workers}")
     settings = Settings(

@@ -52,7 +52,7 @@ OPERATOR_ENV: dict[str, str | None] = {
     "LAMEDUCK_LEADER_ELECTION": "true",
     "LAMEDUCK_LEASE_NAME": "lameduck-operator",
     "LAMEDUCK_STATUS_INTERVAL_MS": "1000",
-    "LAMEDUCK_RECONCILE_WORKERS": "1",
+    "LAMEDUCK_RECONCILE_WORKERS": "8",
 }
 
 Doc = dict[str, Any]

@@ -7,8 +7,8 @@ import pytest
 from lameduck_operator.config import ConfigError, load_config
 
 
-def test_reconcile_workers_default_to_one_and_follow_the_environment() -> None:
-    assert load_config({}).reconcile_workers == 1
+def test_reconcile_workers_default_to_eight_and_follow_the_environment() -> None:
+    assert load_config({}).reconcile_workers == 8
     assert load_config({"LAMEDUCK_RECONCILE_WORKERS": "16"}).reconcile_workers == 16
 
 
