@@ -414,7 +414,7 @@ class Fleet:
         self._record(ref, decision, previous, body)
         self.metrics.reconciles.labels(result=result).inc()
         self.metrics.reconcile_seconds.observe(self.monotonic() - started)
-        await self._tell(ref, decision)
+        await self._tell(ref, decision, body)
         return decision
 
     def _record(
@@ -442,7 +442,8 @@ class Fleet:
         for loss in decision.losses + (previous.losses if previous else ()):
             self._dirty.add(loss.policy)
 
-    async def _tell(self, ref: DeploymentRef, decision: Decision) -> None:
+    async def _tell(self, ref: DeploymentRef, decision: Decision, body: Mapping[str, Any]) -> None:
+        """Post the decision's Event on body (the Deployment as reconciled, not parsed again from the store)."""
         event = decision.event
         if event is None:
             self._conflict_posted.pop(ref, None)
@@ -453,9 +454,7 @@ class Fleet:
                 return
             self._conflict_posted[ref] = event.message
         try:
-            body = self.deployments.get(ref)
-            if body is not None:
-                await self.api.post_event(body, event)
+            await self.api.post_event(body, event)
         except Exception as err:  # events are best effort
             self.metrics.api_errors.labels(operation="event").inc()
             log.info("could not post event on %s: %s", ref, err)
