@@ -481,11 +481,16 @@ def plain_client_ceiling(
     }
 
 
-def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updates: int) -> dict[str, Any]:
-    """Template updates of `updates` Deployments that go through the webhook, from 16 threads."""
+def webhook_burst(
+    kube: Kube, operator: Operator, n: int, namespaces: int, updates: int, *, floor: str | None = None
+) -> dict[str, Any]:
+    """Template updates of `updates` Deployments that go through the webhook, from 16 threads.
+    floor: the name label of a webhook called for the same writes (bench.null_webhook's), whose
+    latency the API server saw too."""
     apps = apps_api(kube.kubeconfig)
     targets = [i for i in range(n) if i % 10 != 0][:updates]
     before_operator, before_api = operator_buckets(operator), apiserver_buckets(kube)
+    before_floor = apiserver_buckets(kube, floor) if floor else None
     stamp = str(time.time())
 
     def update(i: int) -> float:
@@ -496,11 +501,13 @@ def webhook_burst(kube: Kube, operator: Operator, n: int, namespaces: int, updat
     with ThreadPoolExecutor(16) as pool:
         client_ms = [seconds * 1000 for seconds in pool.map(update, targets)]
     after_api = apiserver_buckets(kube)
+    after_floor = apiserver_buckets(kube, floor) if floor else None
     return {
         "updates": len(targets),
         "operator": histogram_summary(summed(pods_delta(before_operator, operator_buckets(operator)))),
         # The API server exports the histogram only once the webhook has been called: none before is zero.
         "apiserver": histogram_summary(bucket_delta(before_api or {}, after_api)) if after_api else None,
+        "apiserver_floor": histogram_summary(bucket_delta(before_floor or {}, after_floor)) if after_floor else None,
         "client": client_summary(client_ms),
     }
 

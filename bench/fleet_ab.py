@@ -9,7 +9,9 @@ maxConcurrentRollouts 1000 and another maxHold: the applies per second until it 
 slot, with its CPU per apply, peak RSS, longest loop stall and time in the garbage collector.
 At once, while the operator takes in the watch events of those rollouts, 500 template updates
 through the webhook from 16 threads (bench.fleet's webhook phase): the API server's admission
-latency (p50, p99 and the share answered within 100 ms, from its histogram) and the client's.
+latency (p50, p99 and the share answered within 100 ms, from its histogram) and the client's;
+and the same figures for a webhook that does nothing, called for the same writes
+(bench.null_webhook): the floor any webhook meets on this cluster under that load.
 Then the build is uninstalled and the rollouts it started are waited for.
 
     python -m bench.fleet_ab --before <commit> --deployments 5000 --rounds 2
@@ -26,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import null_webhook
 from bench.fleet import (
     POLICY,
     RolloutWatch,
@@ -52,6 +55,9 @@ WEBHOOK_FIGURES = (
     "webhook_client_p50_ms",
     "webhook_client_p99_ms",
     "webhook_handler_p99_ms",
+    "null_webhook_apiserver_p50_ms",
+    "null_webhook_apiserver_p99_ms",
+    "null_webhook_apiserver_within_100ms",
 )
 
 
@@ -68,7 +74,16 @@ def build_before(commit: str) -> str:
 
 
 def one_round(
-    kube: Kube, watcher: RolloutWatch, variant: str, n: int, *, workers: int, hold: int, namespaces: int, updates: int
+    kube: Kube,
+    watcher: RolloutWatch,
+    variant: str,
+    n: int,
+    *,
+    workers: int,
+    hold: int,
+    namespaces: int,
+    updates: int,
+    null_ca: bytes | None,
 ) -> dict[str, Any]:
     want = expected(n)
     kube.apply(policy("Audit", "Immediate", limit=1000, max_hold=f"{hold}s"))
@@ -81,10 +96,13 @@ def one_round(
         f"image.tag={TAGS[variant]}",
     )
     try:
+        if null_ca is not None:
+            null_webhook.follow_lameduck(kube, null_ca)
         wait_until(lambda: audited(status_of(kube), want), 900, f"{variant}: the Audit status is up to date", 0.5)
         audit_seconds = time.monotonic() - started
         burst = apply_burst(kube, operator, policy("Enforce", "Immediate", limit=1000, max_hold=f"{hold + 1}s"))
-        webhook = webhook_burst(kube, operator, n, namespaces, updates) if updates else None
+        floor = null_webhook.WEBHOOK_LABEL if null_ca is not None else None
+        webhook = webhook_burst(kube, operator, n, namespaces, updates, floor=floor) if updates else None
     finally:
         operator.uninstall()
     wait_until(lambda: not watcher.rolling, 1800, "the round's rollouts have finished", 5)
@@ -99,17 +117,26 @@ def one_round(
 
 def webhook_figures(webhook: dict[str, Any]) -> dict[str, Any]:
     """The webhook burst's figures by name, with its whole record."""
-    api = webhook.get("apiserver") or {}
-    calls = api.get("calls") or 0
-    within = (api.get("buckets") or {}).get("0.1")
-    return {
+    figures = {
         "webhook": webhook,
-        "webhook_apiserver_p50_ms": api.get("p50_ms"),
-        "webhook_apiserver_p99_ms": api.get("p99_ms"),
-        "webhook_apiserver_within_100ms": round(within / calls, 3) if calls and within is not None else None,
+        **_apiserver_figures(webhook.get("apiserver"), "webhook_apiserver"),
         "webhook_client_p50_ms": webhook["client"]["p50_ms"],
         "webhook_client_p99_ms": webhook["client"]["p99_ms"],
         "webhook_handler_p99_ms": webhook["operator"]["p99_ms"],
+    }
+    if webhook.get("apiserver_floor"):
+        figures.update(_apiserver_figures(webhook["apiserver_floor"], "null_webhook_apiserver"))
+    return figures
+
+
+def _apiserver_figures(summary: dict[str, Any] | None, prefix: str) -> dict[str, Any]:
+    api = summary or {}
+    calls = api.get("calls") or 0
+    within = (api.get("buckets") or {}).get("0.1")
+    return {
+        f"{prefix}_p50_ms": api.get("p50_ms"),
+        f"{prefix}_p99_ms": api.get("p99_ms"),
+        f"{prefix}_within_100ms": round(within / calls, 3) if calls and within is not None else None,
     }
 
 
@@ -152,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--namespaces", type=int, default=50)
     parser.add_argument("--reconcile-workers", type=int, default=8)
     parser.add_argument("--webhook-updates", type=int, default=500, help="0: no webhook burst")
+    parser.add_argument(
+        "--no-null-webhook", action="store_true", help="no do-nothing webhook beside lameduck's in the webhook burst"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     kube = local_cluster_with_fake_nodes(args.nodes)
@@ -162,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     n = args.deployments
     create_fleet(kube, n, args.namespaces)
     wait_until(lambda: running_pods(kube) >= n, 1800, f"{n} pods run on the fake nodes", 5)
+    null_ca = null_webhook.deploy(kube) if args.webhook_updates and not args.no_null_webhook else None
     watcher = RolloutWatch(kube.kubeconfig)
     order = [("before", "after") if i % 2 == 0 else ("after", "before") for i in range(args.rounds)]
     rounds: list[dict[str, Any]] = []
@@ -188,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
                         hold=hold,
                         namespaces=args.namespaces,
                         updates=args.webhook_updates,
+                        null_ca=null_ca,
                     )
                 )
                 hold += 2
@@ -197,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table(result)
     finally:
         watcher.stop()
+        null_webhook.remove(kube)
         remove_fleet(kube, args.namespaces)
         kube.run("delete", "clustergracefulpolicy", POLICY, "--ignore-not-found", "--wait=false", check=False)
         kube.run(

@@ -157,9 +157,10 @@ def operator_buckets(operator: Operator) -> dict[str, Buckets]:
     return {pod: histogram_buckets(operator.metrics_text(pod=pod), OPERATOR_HISTOGRAM) for pod in pods}
 
 
-def apiserver_buckets(kube: Kube) -> Buckets | None:
+def apiserver_buckets(kube: Kube, webhook: str = WEBHOOK_NAME) -> Buckets | None:
+    """The API server's admission histogram for one webhook (`webhook`: its name label)."""
     done = kube.run("get", "--raw", "/metrics", check=False)
-    found = histogram_buckets(done.stdout, APISERVER_HISTOGRAM, WEBHOOK_NAME) if done.returncode == 0 else {}
+    found = histogram_buckets(done.stdout, APISERVER_HISTOGRAM, webhook) if done.returncode == 0 else {}
     return found or None
 
 

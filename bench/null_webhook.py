@@ -1,0 +1,135 @@
+"""A webhook that does nothing, called for the same writes as lameduck's: the floor of what
+the API server waits for any webhook on this cluster.
+
+bench/null_webhook_server.py runs in a pod of lameduck's operator image (the same Python and
+aiohttp), with a self-signed certificate; its MutatingWebhookConfiguration copies the rules,
+namespaceSelector and matchConditions of lameduck's live one, so both are called for exactly
+the same writes, one after the other, and the API server's admission histogram times each
+under the same load at the same moments.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.support import REPO, Kube
+
+NAMESPACE = "bench-null-webhook"
+NAME = "null-webhook"
+CONFIGURATION = "bench-null-webhook"
+WEBHOOK = "null.bench.lameduck.dev"
+# The label the API server's admission histogram names it by.
+WEBHOOK_LABEL = f'name="{WEBHOOK}"'
+LAMEDUCK_CONFIGURATION = "lameduck"
+SERVER = REPO / "bench" / "null_webhook_server.py"
+PORT = 9443
+
+
+def self_signed(host: str) -> tuple[bytes, bytes]:
+    """A certificate for host and its key, PEM."""
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = Path(folder) / "tls.crt", Path(folder) / "tls.key"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+                *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={host}"),
+                *("-addext", f"subjectAltName=DNS:{host}"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return cert.read_bytes(), key.read_bytes()
+
+
+def manifests(cert: bytes, key: bytes, image: str) -> list[dict[str, Any]]:
+    labels = {"app": NAME}
+    encoded = {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()}
+    meta = {"name": NAME}
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "kubernetes.io/tls", "data": encoded},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {SERVER.name: SERVER.read_text()}},
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": NAME, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "server",
+                                "image": image,
+                                "imagePullPolicy": "IfNotPresent",
+                                "command": ["/opt/lameduck/bin/python", f"/app/{SERVER.name}"],
+                                "args": ["/tls/tls.crt", "/tls/tls.key", str(PORT)],
+                                "ports": [{"containerPort": PORT}],
+                                "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 2},
+                                "volumeMounts": [
+                                    {"name": "tls", "mountPath": "/tls", "readOnly": True},
+                                    {"name": "app", "mountPath": "/app", "readOnly": True},
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "tls", "secret": {"secretName": NAME}},
+                            {"name": "app", "configMap": {"name": NAME}},
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": NAME},
+            "spec": {"selector": labels, "ports": [{"port": 443, "targetPort": PORT}]},
+        },
+    ]
+
+
+def deploy(kube: Kube, image: str = "lameduck/operator:dev") -> bytes:
+    """The server running and ready; returns its certificate (the CA bundle to trust)."""
+    cert, key = self_signed(f"{NAME}.{NAMESPACE}.svc")
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    kube.apply(*manifests(cert, key, image), namespace=NAMESPACE)
+    kube.run("rollout", "status", f"deployment/{NAME}", "-n", NAMESPACE, "--timeout=300s")
+    return cert
+
+
+def mirrored(lameduck: dict[str, Any], ca: bytes) -> dict[str, Any]:
+    """The null webhook's configuration: lameduck's webhook entry (rules, selectors, match
+    conditions) pointed at the null server, never reinvoked."""
+    entry = copy.deepcopy(lameduck["webhooks"][0])
+    entry["name"] = WEBHOOK
+    entry["clientConfig"] = {
+        "service": {"name": NAME, "namespace": NAMESPACE, "path": "/", "port": 443},
+        "caBundle": base64.b64encode(ca).decode(),
+    }
+    entry["reinvocationPolicy"] = "Never"
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIGURATION},
+        "webhooks": [entry],
+    }
+
+
+def follow_lameduck(kube: Kube, ca: bytes) -> None:
+    """Configure the null webhook from lameduck's live configuration (the API server picks it
+    up within a second or so; the burst it is measured in comes tens of seconds later)."""
+    live = kube.get("mutatingwebhookconfiguration", LAMEDUCK_CONFIGURATION)
+    kube.run("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(mirrored(live, ca)))
+
+
+def remove(kube: Kube) -> None:
+    kube.run("delete", "mutatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found", check=False)
+    kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
