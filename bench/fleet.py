@@ -20,7 +20,8 @@ their pods on the fake nodes. Then, with a ClusterGracefulPolicy over all of the
 4. immediate-max: maxHold changed with maxConcurrentRollouts 1000 (the most a policy allows):
    Deployments applied per second, until the operator has used every slot (see apply_burst);
 5. webhook: 500 Deployment template updates from 16 threads; the webhook's p50/p99 from the
-   operator's histogram and the API server's.
+   operator's histogram and the API server's, and the API server's for a webhook that does
+   nothing, called for the same writes (bench.null_webhook: the floor on this cluster).
 
 For every phase: the leader's peak RSS (sampled every second) and CPU seconds, its longest
 event loop stall, and its API requests by verb and resource with any 429, from the API
@@ -46,6 +47,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from bench import null_webhook
 from bench.webhook_latency import (
     apiserver_buckets,
     apps_api,
@@ -595,12 +597,14 @@ def run_fleet(
         save(result)
 
         print(f"== webhook: {updates} template updates from 16 threads", flush=True)
-        result["webhook"] = webhook_burst(kube, operator, n, namespaces, updates)
+        null_webhook.follow_lameduck(kube, null_webhook.deploy(kube))
+        result["webhook"] = webhook_burst(kube, operator, n, namespaces, updates, floor=null_webhook.WEBHOOK_LABEL)
         result["loop_lag_max_seconds"] = sample(operator.metrics_text(), "lameduck_event_loop_lag_max_seconds")
     finally:
         watcher.stop()
         print("== cleaning up", flush=True)
         # The namespaces first: with them goes every Deployment the policy's deletion would revert.
+        null_webhook.remove(kube)
         remove_fleet(kube, namespaces)
         kube.run("delete", "clustergracefulpolicy", POLICY, "--ignore-not-found", "--timeout=600s", check=False)
         if operator is not None:

@@ -132,4 +132,4 @@ def follow_lameduck(kube: Kube, ca: bytes) -> None:
 
 def remove(kube: Kube) -> None:
     kube.run("delete", "mutatingwebhookconfiguration", CONFIGURATION, "--ignore-not-found", check=False)
-    kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False)
+    kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=300s", check=False)
