@@ -13,11 +13,11 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from tests.certificates import self_signed
 from tests.e2e.support import REPO, Kube
 
 NAMESPACE = "bench-null-webhook"
@@ -29,22 +29,6 @@ WEBHOOK_LABEL = f'name="{WEBHOOK}"'
 LAMEDUCK_CONFIGURATION = "lameduck"
 SERVER = REPO / "bench" / "null_webhook_server.py"
 PORT = 9443
-
-
-def self_signed(host: str) -> tuple[bytes, bytes]:
-    """A certificate for host and its key, PEM."""
-    with tempfile.TemporaryDirectory() as folder:
-        cert, key = Path(folder) / "tls.crt", Path(folder) / "tls.key"
-        subprocess.run(
-            [
-                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
-                *("-keyout", str(key), "-out", str(cert), "-subj", f"/CN={host}"),
-                *("-addext", f"subjectAltName=DNS:{host}"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return cert.read_bytes(), key.read_bytes()
 
 
 def manifests(cert: bytes, key: bytes, image: str) -> list[dict[str, Any]]:
@@ -98,7 +82,10 @@ def manifests(cert: bytes, key: bytes, image: str) -> list[dict[str, Any]]:
 
 def deploy(kube: Kube, image: str = "lameduck/operator:dev") -> bytes:
     """The server running and ready; returns its certificate (the CA bundle to trust)."""
-    cert, key = self_signed(f"{NAME}.{NAMESPACE}.svc")
+    host = f"{NAME}.{NAMESPACE}.svc"
+    with tempfile.TemporaryDirectory() as folder:
+        cert_file, key_file = self_signed(Path(folder), host, f"DNS:{host}")
+        cert, key = cert_file.read_bytes(), key_file.read_bytes()
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     kube.apply(*manifests(cert, key, image), namespace=NAMESPACE)
     kube.run("rollout", "status", f"deployment/{NAME}", "-n", NAMESPACE, "--timeout=300s")

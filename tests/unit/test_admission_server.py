@@ -7,7 +7,6 @@ import base64
 import json
 import socket
 import ssl
-import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ import pytest
 from lameduck_operator.admission_server import WEBHOOK_PATH, AdmissionServer, AdmissionServerFailed, tls_context
 from lameduck_operator.logic.decision import Decision
 from lameduck_operator.metrics import OperatorMetrics
+from tests.certificates import self_signed
 from tests.unit.builders import container, deployment
 from tests.unit.test_admission import ENFORCE, judge_for, request
 
@@ -28,18 +28,7 @@ ANSWER_WAIT_SECONDS = 20.0
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "tls.crt", folder / "tls.key"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"), "127.0.0.1", "IP:127.0.0.1")
 
 
 @pytest.fixture
