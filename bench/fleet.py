@@ -49,7 +49,10 @@ from kubernetes import client, config, watch
 
 from bench import null_webhook
 from bench.webhook_latency import (
+    WEBHOOK_NAME,
+    Buckets,
     apiserver_buckets,
+    apiserver_buckets_of,
     apps_api,
     bucket_delta,
     client_summary,
@@ -491,8 +494,8 @@ def webhook_burst(
     latency the API server saw too."""
     apps = apps_api(kube.kubeconfig)
     targets = [i for i in range(n) if i % 10 != 0][:updates]
-    before_operator, before_api = operator_buckets(operator), apiserver_buckets(kube)
-    before_floor = apiserver_buckets(kube, floor) if floor else None
+    before_operator = operator_buckets(operator)
+    before_api, before_floor = admission_buckets(kube, floor)
     stamp = str(time.time())
 
     def update(i: int) -> float:
@@ -502,8 +505,7 @@ def webhook_burst(
 
     with ThreadPoolExecutor(16) as pool:
         client_ms = [seconds * 1000 for seconds in pool.map(update, targets)]
-    after_api = apiserver_buckets(kube)
-    after_floor = apiserver_buckets(kube, floor) if floor else None
+    after_api, after_floor = admission_buckets(kube, floor)
     return {
         "updates": len(targets),
         "operator": histogram_summary(summed(pods_delta(before_operator, operator_buckets(operator)))),
@@ -512,6 +514,15 @@ def webhook_burst(
         "apiserver_floor": histogram_summary(bucket_delta(before_floor or {}, after_floor)) if after_floor else None,
         "client": client_summary(client_ms),
     }
+
+
+def admission_buckets(kube: Kube, floor: str | None) -> tuple[Buckets | None, Buckets | None]:
+    """The API server's admission histograms of lameduck's webhook and of the floor webhook (if
+    any), from one read of its metrics."""
+    if floor is None:
+        return apiserver_buckets(kube), None
+    ours, floors = apiserver_buckets_of(kube, (WEBHOOK_NAME, floor))
+    return ours, floors
 
 
 def run_fleet(

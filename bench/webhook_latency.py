@@ -157,11 +157,17 @@ def operator_buckets(operator: Operator) -> dict[str, Buckets]:
     return {pod: histogram_buckets(operator.metrics_text(pod=pod), OPERATOR_HISTOGRAM) for pod in pods}
 
 
-def apiserver_buckets(kube: Kube, webhook: str = WEBHOOK_NAME) -> Buckets | None:
-    """The API server's admission histogram for one webhook (`webhook`: its name label)."""
+def apiserver_buckets(kube: Kube) -> Buckets | None:
+    """The API server's admission histogram for lameduck's webhook."""
+    return apiserver_buckets_of(kube, (WEBHOOK_NAME,))[0]
+
+
+def apiserver_buckets_of(kube: Kube, webhooks: tuple[str, ...]) -> list[Buckets | None]:
+    """The API server's admission histogram for each webhook (by its name label), from one read
+    of its metrics, so that all are taken at the same moment."""
     done = kube.run("get", "--raw", "/metrics", check=False)
-    found = histogram_buckets(done.stdout, APISERVER_HISTOGRAM, webhook) if done.returncode == 0 else {}
-    return found or None
+    text = done.stdout if done.returncode == 0 else ""
+    return [histogram_buckets(text, APISERVER_HISTOGRAM, webhook) or None for webhook in webhooks]
 
 
 def apps_api(kubeconfig: str) -> client.AppsV1Api:

@@ -4,6 +4,7 @@ quantiles interpolated within buckets, and the client-side percentiles."""
 from __future__ import annotations
 
 import math
+import subprocess
 
 import pytest
 
@@ -11,6 +12,7 @@ from bench.webhook_latency import (
     APISERVER_HISTOGRAM,
     WEBHOOK_NAME,
     Buckets,
+    apiserver_buckets_of,
     bucket_delta,
     bucket_quantile,
     client_summary,
@@ -98,3 +100,16 @@ def test_histogram_summary_says_whether_the_p99_target_is_met(buckets: Buckets, 
 def test_client_summary_uses_inclusive_quantiles_of_the_milliseconds() -> None:
     summary = client_summary([float(ms) for ms in range(1, 101)])
     assert summary == {"count": 100, "p50_ms": 50.5, "p99_ms": 99.01, "min_ms": 1.0, "max_ms": 100.0}
+
+
+def test_the_api_servers_histograms_of_several_webhooks_come_from_one_read_of_its_metrics() -> None:
+    reads: list[tuple[str, ...]] = []
+
+    class OneMetricsText:
+        def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+            reads.append(args)
+            return subprocess.CompletedProcess(args, 0, stdout=APISERVER_TEXT)
+
+    found = apiserver_buckets_of(OneMetricsText(), (WEBHOOK_NAME, 'name="other.example.com"', 'name="absent"'))  # type: ignore[arg-type]
+    assert found == [{0.005: 5, INF: 7}, {INF: 70}, None]
+    assert reads == [("get", "--raw", "/metrics")]
