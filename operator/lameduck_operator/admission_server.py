@@ -1,8 +1,9 @@
 """The admission webhook's HTTPS server, on a thread and event loop of its own.
 
-On the operator's loop a review waited behind every watch event, reconcile and stall there:
-the API server saw hundreds of milliseconds for a decision of a few. Here a review waits for
-none of them, only for its turn at the interpreter. The judge it calls runs on this thread,
+On the operator's loop a review would wait behind every watch event, reconcile and stall
+there; here it waits for none of them, only for its turn at the interpreter. (At fleet scale
+the API server's wait for it was about a do-nothing webhook's either way: docs/benchmarks.md.)
+The judge it calls runs on this thread,
 so it must only read state the operator's loop replaces whole or changes by single dict
 operations (the fleet's policies and namespace labels).
 """
