@@ -31,7 +31,7 @@ from typing import Any
 
 from lameduck_operator.logic.readiness import SERVICE_NAME_LABEL, PodView
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.model import READINESS_CONDITION
+from lameduck_operator.names import READINESS_CONDITION
 from lameduck_operator.readiness_gate import CONCURRENT_WRITES, ReadinessGate, WriteResult
 
 REPO = Path(__file__).resolve().parent.parent

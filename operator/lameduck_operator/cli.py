@@ -21,7 +21,8 @@ from lameduck_operator import __version__
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Decision, decide
-from lameduck_operator.model import POLICY_KINDS, Policy, PolicyInvalid, PolicyRef, parse_policy
+from lameduck_operator.model import Policy, PolicyInvalid, PolicyRef, parse_policy
+from lameduck_operator.names import POLICY_KINDS
 from lameduck_operator.settings import DEFAULT_SIDECAR_IMAGE, Settings, SidecarSettings
 
 EXIT_OK, EXIT_NOT_COMPLIANT, EXIT_BAD_INPUT = 0, 1, 2

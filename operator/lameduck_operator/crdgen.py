@@ -12,15 +12,11 @@ from typing import Any
 import yaml
 
 from lameduck_operator.model import (
-    API_VERSION,
     CONTAINER_NAME_MAX_LENGTH,
     CONTAINER_NAME_PATTERN,
     DRAIN_TIMEOUT,
     DURATION_MAX_LENGTH,
     DURATION_PATTERN,
-    GROUP,
-    KIND_CLUSTER,
-    KIND_NAMESPACED,
     MAX_CONCURRENT_ROLLOUTS,
     MAX_CONTAINERS,
     MAX_HOLD,
@@ -34,10 +30,7 @@ from lameduck_operator.model import (
     PRIORITY,
     PROPAGATION_DELAY,
     QUIET_PERIOD,
-    SIDECAR_NAME,
-    SKIP_ANNOTATION,
     TERMINATION_GRACE_PERIOD,
-    VERSION,
     ApplyStrategy,
     ConflictStrategy,
     DurationRule,
@@ -45,6 +38,17 @@ from lameduck_operator.model import (
     IntRule,
     Mode,
     SelectorOperator,
+)
+from lameduck_operator.names import (
+    API_VERSION,
+    GROUP,
+    KIND_CLUSTER,
+    KIND_NAMESPACED,
+    PART_OF_LABEL,
+    PLURALS,
+    SIDECAR_NAME,
+    SKIP_ANNOTATION,
+    VERSION,
 )
 
 # CEL string literals need the regex's backslashes escaped.
@@ -439,7 +443,7 @@ def _printer_columns() -> list[dict[str, Any]]:
 
 def crd(cluster: bool) -> dict[str, Any]:
     kind = KIND_CLUSTER if cluster else KIND_NAMESPACED
-    plural = kind.lower().removesuffix("policy") + "policies"
+    plural = PLURALS[kind]
     what = (
         "Cluster-wide graceful-shutdown policy for the Deployments of the namespaces it selects."
         if cluster
@@ -448,7 +452,7 @@ def crd(cluster: bool) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{GROUP}", "labels": {"app.kubernetes.io/part-of": SIDECAR_NAME}},
+        "metadata": {"name": f"{plural}.{GROUP}", "labels": {PART_OF_LABEL: SIDECAR_NAME}},
         "spec": {
             "group": GROUP,
             "names": {

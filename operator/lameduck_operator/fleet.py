@@ -32,23 +32,15 @@ from lameduck_operator.logic.decision import (
 )
 from lameduck_operator.logic.ownership import managed_by, managers_since, ownership_restore_patch
 from lameduck_operator.logic.rbac import service_accounts_needing_access
+from lameduck_operator.logic.retry import Backoff
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref, policy_selects
 from lameduck_operator.logic.status import invalid_status, policy_status, summarize
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.model import (
-    GROUP,
-    KIND_NAMESPACED,
-    POLICY_ANNOTATION,
-    Policy,
-    PolicyInvalid,
-    PolicyRef,
-    PolicySpec,
-    parse_policy,
-)
+from lameduck_operator.model import Policy, PolicyInvalid, PolicyRef, PolicySpec, parse_policy
+from lameduck_operator.names import FINALIZER, GROUP, KIND_NAMESPACED, POLICY_ANNOTATION
 from lameduck_operator.settings import Settings
 
-FINALIZER = f"{GROUP}/revert"
-MAX_RETRY_SECONDS = 60.0
+MAX_DEPLOYMENT_RETRY_SECONDS = 60.0
 # While pods from older templates still hold access that the templates no longer need.
 ACCESS_RECHECK_SECONDS = 10.0
 log = logging.getLogger("lameduck.fleet")
@@ -160,7 +152,7 @@ class Fleet:
         self._again: set[DeploymentRef] = set()
         # Applies on their way to the API server hold a rollout slot of their policy.
         self._applying: dict[DeploymentRef, PolicyRef] = {}
-        self._attempts: dict[DeploymentRef, int] = {}
+        self._retries: Backoff[DeploymentRef] = Backoff(MAX_DEPLOYMENT_RETRY_SECONDS)
         self._dirty: set[PolicyRef] = set()
         self._conflict_posted: dict[DeploymentRef, str] = {}
         # Namespaces where the sidecar's Role and RoleBinding exist, with their subjects.
@@ -168,7 +160,7 @@ class Fleet:
         # Namespaces whose sidecar Role an earlier version wrote with other rules.
         self.outdated_access: set[str] = set()
         self._access_dirty: set[str] = set()
-        self._access_attempts: dict[str, int] = {}
+        self._access_retries: Backoff[str] = Backoff(MAX_DEPLOYMENT_RETRY_SECONDS)
         self._access_rechecks: set[str] = set()
         # The status's lateTraffic and overBudget of a policy, from the shutdown observer.
         self.shutdown_status: Callable[[PolicyRef], dict[str, Any]] | None = None
@@ -400,7 +392,7 @@ class Fleet:
             elif decision.verdict.reason is Reason.WAITING_TURN:
                 result = "waiting"
             self.errors.pop(ref, None)
-            self._attempts.pop(ref, None)
+            self._retries.succeeded(ref)
         except Exception as err:
             self.metrics.api_errors.labels(operation=decision.action.value.lower()).inc()
             self.errors[ref] = (decision.verdict.policy, f"{type(err).__name__}: {_short(err)}")
@@ -460,9 +452,7 @@ class Fleet:
             log.info("could not post event on %s: %s", ref, err)
 
     def _retry_later(self, ref: DeploymentRef) -> None:
-        attempts = self._attempts.get(ref, 0) + 1
-        self._attempts[ref] = attempts
-        delay = min(MAX_RETRY_SECONDS, 2.0 ** (attempts - 1))
+        delay = self._retries.failed(ref)
         self.call_later(delay, partial(self.enqueue, ref))
 
     # ---- policy status ---------------------------------------------------------------
@@ -548,15 +538,13 @@ class Fleet:
                 await self._publish_access_in(namespace)
             except Exception as err:
                 self.metrics.api_errors.labels(operation="sidecar_rbac").inc()
-                attempts = self._access_attempts.get(namespace, 0) + 1
-                self._access_attempts[namespace] = attempts
-                delay = min(MAX_RETRY_SECONDS, 2.0 ** (attempts - 1))
+                delay = self._access_retries.failed(namespace)
                 self.call_later(delay, partial(self._access_dirty.add, namespace))
                 log.warning(
                     "could not update the sidecar's access in %s (retry in %.0fs): %s", namespace, delay, _short(err)
                 )
             else:
-                self._access_attempts.pop(namespace, None)
+                self._access_retries.succeeded(namespace)
 
     async def _publish_access_in(self, namespace: str) -> None:
         in_namespace = self.deployments.metas_in(namespace)

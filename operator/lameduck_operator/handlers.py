@@ -9,8 +9,7 @@ from typing import Any
 
 import kopf
 
-from lameduck_operator.logic.shutdown import REPORT_SELECTOR
-from lameduck_operator.model import GROUP, VERSION
+from lameduck_operator.names import GROUP, PLURAL_CLUSTER, PLURAL_NAMESPACED, REPORT_SELECTOR, VERSION
 from lameduck_operator.runtime import Runtime
 
 EVENTS = ("", "v1", "events")
@@ -84,11 +83,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     async def cleanup(**_: Any) -> None:
         await runtime.stop()
 
-    @kopf.on.event(GROUP, VERSION, "gracefulpolicies", registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL_NAMESPACED, registry=registry)
     async def policy_event(event: kopf.RawEvent, **_: Any) -> None:
         fleet_of().policy_seen(event["object"], deleted=event["type"] == "DELETED")
 
-    @kopf.on.event(GROUP, VERSION, "clustergracefulpolicies", registry=registry)
+    @kopf.on.event(GROUP, VERSION, PLURAL_CLUSTER, registry=registry)
     async def cluster_policy_event(event: kopf.RawEvent, **_: Any) -> None:
         fleet_of().policy_seen(event["object"], deleted=event["type"] == "DELETED")
 

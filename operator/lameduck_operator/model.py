@@ -14,18 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-GROUP = "lameduck.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND_NAMESPACED = "GracefulPolicy"
-KIND_CLUSTER = "ClusterGracefulPolicy"
-POLICY_KINDS = (KIND_NAMESPACED, KIND_CLUSTER)
-
-SKIP_ANNOTATION = f"{GROUP}/skip"
-POLICY_ANNOTATION = f"{GROUP}/policy"
-READINESS_CONDITION = f"{GROUP}/endpoints-ready"
-SIDECAR_NAME = "lameduck"
-
+from lameduck_operator.names import API_VERSION, KIND_CLUSTER, KIND_NAMESPACED, POLICY_KINDS
 
 E = TypeVar("E", bound=StrEnum)
 

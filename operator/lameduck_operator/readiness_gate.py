@@ -34,13 +34,14 @@ from lameduck_operator.logic.readiness import (
     service_view,
     slice_view,
 )
+from lameduck_operator.logic.retry import Backoff
 from lameduck_operator.metrics import OperatorMetrics
 
 log = logging.getLogger("lameduck.readiness")
 CONCURRENT_WRITES = 8
 # How long a batch gathers events after the first one: a rollout's events arrive in bursts.
 BATCH_SECONDS = 0.05
-MAX_RETRY_SECONDS = 30.0
+MAX_CONDITION_RETRY_SECONDS = 30.0
 
 
 class WriteResult(StrEnum):
@@ -89,7 +90,7 @@ class ReadinessGate:
         self._again: set[tuple[str, str]] = set()
         # Pods whose write found them changed before their new version was seen.
         self._stale: set[str] = set()
-        self._attempts: dict[str, int] = {}
+        self._retries: Backoff[str] = Backoff(MAX_CONDITION_RETRY_SECONDS)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- what the watches observe -----------------------------------------------------
@@ -104,7 +105,7 @@ class ReadinessGate:
                 if not in_namespace:
                     del self.pods[view.namespace]
             self._stale.discard(view.uid)
-            self._attempts.pop(view.uid, None)
+            self._retries.succeeded(view.uid)
             return
         self.pods.setdefault(view.namespace, {})[view.uid] = view
         if old is None or not old.same_for_the_gate(view) or view.uid in self._stale:
@@ -243,9 +244,7 @@ class ReadinessGate:
                     result = await self.api.patch_pod_condition(pod, condition.as_api(), guard)
         except Exception as err:
             self.metrics.api_errors.labels(operation="readiness_condition").inc()
-            attempts = self._attempts.get(pod.uid, 0) + 1
-            self._attempts[pod.uid] = attempts
-            delay = min(MAX_RETRY_SECONDS, 2.0 ** (attempts - 1))
+            delay = self._retries.failed(pod.uid)
             log.warning(
                 "could not set %s on pod %s/%s (retry in %.0fs): %s",
                 condition.reason.value,
@@ -261,7 +260,7 @@ class ReadinessGate:
             if (pod.namespace, pod.uid) in self._again:
                 self._again.discard((pod.namespace, pod.uid))
                 self._mark(pod.namespace, pod.uid)
-        self._attempts.pop(pod.uid, None)
+        self._retries.succeeded(pod.uid)
         current = self.pods.get(pod.namespace, {}).get(pod.uid)
         if result is WriteResult.WRITTEN:
             self.metrics.readiness_writes.labels(status=condition.status_text, reason=condition.reason.value).inc()

@@ -19,6 +19,7 @@ from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
 from lameduck_sidecar.holder import Holder, Traffic
 from lameduck_sidecar.k8s import NamespaceApi
 from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.names import HOLD_ROUTE
 from lameduck_sidecar.sockdiag import Address
 from lameduck_sidecar.tcp import KernelView, node_addresses
 from lameduck_sidecar.traffic import Snapshot, TrafficCounter
@@ -135,7 +136,7 @@ def build_app(holder: Holder, sidecar_metrics: SidecarMetrics) -> web.Applicatio
     app = web.Application()
     app[HOLDER] = holder
     app[METRICS] = sidecar_metrics
-    app.router.add_get("/hold/{container}", hold)
+    app.router.add_get(HOLD_ROUTE, hold)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -155,7 +156,7 @@ async def before_exit(holder: Holder, *, native: bool) -> None:
 async def serve(config: SidecarConfig) -> None:
     sidecar_metrics = SidecarMetrics()
     own = OwnConnections()
-    proc = Path(os.environ.get("LAMEDUCK_PROC_NET", "/proc/net"))
+    proc = Path(config.proc_net)
     node = node_addresses(config.host_ip, proc)
     view = KernelView(config.port, own, node, proc)
     holder = holder_for(config, sidecar_metrics, view.snapshot, traffic_for(config, node))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lameduck_sidecar.hold import HoldSettings
+from lameduck_sidecar.names import Env
 from lameduck_sidecar.traffic import Probe, parse_probes
 
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -27,9 +28,9 @@ def _probes(text: str) -> tuple[Probe, ...]:
     try:
         probes = parse_probes(text)
     except ValueError as err:
-        raise ConfigError(f"LAMEDUCK_PROBES takes port:periodSeconds items, got {text!r}") from err
+        raise ConfigError(f"{Env.PROBES} takes port:periodSeconds items, got {text!r}") from err
     if any(p.period <= 0 or not 0 < p.port < 65536 for p in probes):
-        raise ConfigError(f"LAMEDUCK_PROBES takes port:periodSeconds items, got {text!r}")
+        raise ConfigError(f"{Env.PROBES} takes port:periodSeconds items, got {text!r}")
     return probes
 
 
@@ -54,6 +55,7 @@ class SidecarConfig:
     api_url: str | None
     token_file: str
     ca_file: str
+    proc_net: str = "/proc/net"
 
 
 def load_config(env: Mapping[str, str]) -> SidecarConfig:
@@ -61,34 +63,35 @@ def load_config(env: Mapping[str, str]) -> SidecarConfig:
         return seconds(name, env.get(name) or default)
 
     try:
-        port = int(env.get("LAMEDUCK_PORT", "9901"))
-        app_ports = frozenset(int(p) for p in env.get("LAMEDUCK_APP_PORTS", "").split(",") if p.strip())
+        port = int(env.get(Env.PORT, "9901"))
+        app_ports = frozenset(int(p) for p in env.get(Env.APP_PORTS, "").split(",") if p.strip())
     except ValueError as err:
-        raise ConfigError(f"LAMEDUCK_PORT and LAMEDUCK_APP_PORTS take port numbers: {err}") from err
+        raise ConfigError(f"{Env.PORT} and {Env.APP_PORTS} take port numbers: {err}") from err
     hold = HoldSettings(
-        propagation_delay=duration("LAMEDUCK_PROPAGATION_DELAY", "2s"),
-        quiet_period=duration("LAMEDUCK_QUIET_PERIOD", "1s"),
-        max_hold=duration("LAMEDUCK_MAX_HOLD", "30s"),
-        api_timeout=duration("LAMEDUCK_API_TIMEOUT", "3s"),
-        fallback_delay=duration("LAMEDUCK_FALLBACK_DELAY", "10s"),
-        drain_timeout=duration("LAMEDUCK_DRAIN_TIMEOUT", "0s"),
+        propagation_delay=duration(Env.PROPAGATION_DELAY, "2s"),
+        quiet_period=duration(Env.QUIET_PERIOD, "1s"),
+        max_hold=duration(Env.MAX_HOLD, "30s"),
+        api_timeout=duration(Env.API_TIMEOUT, "3s"),
+        fallback_delay=duration(Env.FALLBACK_DELAY, "10s"),
+        drain_timeout=duration(Env.DRAIN_TIMEOUT, "0s"),
     )
-    host, api_port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+    host, api_port = env.get(Env.KUBERNETES_SERVICE_HOST), env.get(Env.KUBERNETES_SERVICE_PORT, "443")
     default_url = f"https://{host_port(host, api_port)}" if host else None
     secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
     return SidecarConfig(
-        pod_name=env.get("LAMEDUCK_POD_NAME", ""),
-        namespace=env.get("LAMEDUCK_POD_NAMESPACE", ""),
-        pod_uid=env.get("LAMEDUCK_POD_UID", ""),
-        pod_ip=env.get("LAMEDUCK_POD_IP", ""),
-        host_ip=env.get("LAMEDUCK_HOST_IP", ""),
+        pod_name=env.get(Env.POD_NAME, ""),
+        namespace=env.get(Env.POD_NAMESPACE, ""),
+        pod_uid=env.get(Env.POD_UID, ""),
+        pod_ip=env.get(Env.POD_IP, ""),
+        host_ip=env.get(Env.HOST_IP, ""),
         port=port,
         app_ports=app_ports,
         hold=hold,
-        probes=_probes(env.get("LAMEDUCK_PROBES", "")),
-        native=env.get("LAMEDUCK_NATIVE", "true").lower() == "true",
-        policy=env.get("LAMEDUCK_POLICY", ""),
-        api_url=env.get("LAMEDUCK_API_URL") or default_url,
-        token_file=env.get("LAMEDUCK_API_TOKEN_FILE", f"{secrets}/token"),
-        ca_file=env.get("LAMEDUCK_API_CA_FILE", f"{secrets}/ca.crt"),
+        probes=_probes(env.get(Env.PROBES, "")),
+        native=env.get(Env.NATIVE, "true").lower() == "true",
+        policy=env.get(Env.POLICY, ""),
+        api_url=env.get(Env.API_URL) or default_url,
+        token_file=env.get(Env.API_TOKEN_FILE, f"{secrets}/token"),
+        ca_file=env.get(Env.API_CA_FILE, f"{secrets}/ca.crt"),
+        proc_net=env.get(Env.PROC_NET) or "/proc/net",
     )

@@ -11,11 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from lameduck_sidecar.hold import HoldResult, Outcome
+from lameduck_sidecar.names import REPORT_LABEL, REPORT_VALUE, REPORT_VERSION
 
-REPORT_LABEL = "lameduck.dev/report"
-REPORT_VALUE = "hold"
-# The message's schema version: the operator ignores reports of a version it does not know.
-REPORT_VERSION = 1
 REASONS = {
     Outcome.QUIET: "HoldReleased",
     Outcome.NOT_IN_ANY_SLICE: "HoldReleased",

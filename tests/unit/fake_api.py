@@ -14,11 +14,11 @@ from typing import Any
 
 import jsonpatch
 
-from lameduck_operator.fleet import FINALIZER
 from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.merge import merge
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.model import PolicyRef
+from lameduck_operator.names import FINALIZER
 
 KEYED = {"containers": "name", "initContainers": "name", "env": "name"}
 

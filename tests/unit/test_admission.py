@@ -13,10 +13,10 @@ import pytest
 
 from lameduck_operator.cli import Inputs, decide_offline, rendered
 from lameduck_operator.logic.admission import Admitted, ReviewInvalid, invalid_answer, review
-from lameduck_operator.logic.admitted import ADMITTED_ANNOTATION
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Decision, Moment, decide
 from lameduck_operator.model import Policy
+from lameduck_operator.names import ADMITTED_ANNOTATION
 from lameduck_operator.settings import Settings
 from tests.unit.builders import container, deployment, policy
 

@@ -10,7 +10,6 @@ import jsonpatch
 import pytest
 
 from lameduck_operator.logic.admitted import (
-    ADMITTED_ANNOTATION,
     Change,
     _at,
     added_paths,
@@ -26,6 +25,7 @@ from lameduck_operator.logic.admitted import (
 from lameduck_operator.logic.decision import Moment, decide
 from lameduck_operator.logic.intent import FieldPath
 from lameduck_operator.model import Policy, PolicyRef
+from lameduck_operator.names import ADMITTED_ANNOTATION
 from lameduck_operator.settings import Settings, SidecarSettings
 from tests.unit.builders import container, deployment, policy
 

@@ -31,7 +31,8 @@ from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Decision, Moment, decide
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.model import KIND_NAMESPACED, Mode, Policy, PolicyRef, parse_policy
+from lameduck_operator.model import Mode, Policy, PolicyRef, parse_policy
+from lameduck_operator.names import KIND_NAMESPACED
 from lameduck_operator.settings import Settings
 from tests.unit.fake_api import FakeApi
 from tests.unit.repo_data import EXAMPLES, InvalidExample, invalid_examples

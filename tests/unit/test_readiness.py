@@ -17,7 +17,7 @@ from lameduck_operator.logic.readiness import (
     service_view,
     slice_view,
 )
-from lameduck_operator.model import READINESS_CONDITION
+from lameduck_operator.names import READINESS_CONDITION
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 POD_UID = "uid-web-1"

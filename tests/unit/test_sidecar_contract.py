@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
+from lameduck_operator import names as operator_names
 from lameduck_operator.logic.intent import plan_deployment
-from lameduck_operator.logic.shutdown import REPORT_SELECTOR, HoldOutcome, parse_hold_report
-from lameduck_operator.model import SIDECAR_NAME, PolicyRef
+from lameduck_operator.logic.shutdown import HoldOutcome, parse_hold_report
+from lameduck_operator.model import PolicyRef
+from lameduck_operator.names import REPORT_SELECTOR, SIDECAR_NAME
 from lameduck_operator.settings import Settings, SidecarSettings
+from lameduck_sidecar import names as sidecar_names
 from lameduck_sidecar.config import load_config
 from lameduck_sidecar.hold import HoldResult, Outcome
 from lameduck_sidecar.report import hold_report_event, report_message
@@ -40,6 +43,7 @@ SIDECAR_ONLY = {
     "LAMEDUCK_API_CA_FILE",
     "LAMEDUCK_API_TIMEOUT",
     "LAMEDUCK_FALLBACK_DELAY",
+    "LAMEDUCK_PROC_NET",
 }
 
 
@@ -161,3 +165,17 @@ def test_the_hold_report_the_sidecar_posts_is_the_one_the_operator_reads() -> No
         29.5,
     )
     assert (read.max_hold_seconds, read.grace_period_seconds) == (30.0, 65.0)
+
+
+def test_both_names_modules_agree_on_the_contract() -> None:
+    """Each side defines its half once (lameduck_operator.names, lameduck_sidecar.names); here they meet."""
+    written = {v for k, v in vars(operator_names.SidecarEnv).items() if k.isupper()}
+    read = {v for k, v in vars(sidecar_names.Env).items() if k.isupper()}
+    assert written <= read, f"the operator sets what the sidecar never reads: {sorted(written - read)}"
+    assert read - written == SIDECAR_ONLY, "only kubelet's and tuning knobs differ"
+    assert (operator_names.REPORT_LABEL, operator_names.REPORT_VALUE, operator_names.REPORT_VERSION) == (
+        sidecar_names.REPORT_LABEL,
+        sidecar_names.REPORT_VALUE,
+        sidecar_names.REPORT_VERSION,
+    )
+    assert sidecar_names.HOLD_ROUTE == operator_names.HOLD_PATH_PREFIX + "{container}"

@@ -12,26 +12,29 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from lameduck_operator.fleet import FINALIZER
 from lameduck_operator.logic.decision import DeploymentEvent
-from lameduck_operator.logic.ownership import FIELD_MANAGER
-from lameduck_operator.logic.rbac import (
-    FINISHED_PHASES,
-    MANAGED_LABELS,
-    SIDECAR_RBAC_NAME,
-    sidecar_role,
-    sidecar_role_binding,
-)
+from lameduck_operator.logic.rbac import FINISHED_PHASES, sidecar_role, sidecar_role_binding
 from lameduck_operator.logic.readiness import PodView
 from lameduck_operator.logic.selection import DeploymentRef
-from lameduck_operator.model import API_VERSION, GROUP, KIND_CLUSTER, VERSION, PolicyRef
+from lameduck_operator.model import PolicyRef
+from lameduck_operator.names import (
+    API_VERSION,
+    EVENT_COMPONENT,
+    FIELD_MANAGER,
+    FINALIZER,
+    GROUP,
+    KIND_CLUSTER,
+    MANAGED_LABELS,
+    PLURALS,
+    SIDECAR_RBAC_NAME,
+    TAKEOVER_MANAGER,
+    VERSION,
+)
 from lameduck_operator.readiness_gate import WriteResult
 
 APPLY = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
-TAKEOVER_MANAGER = f"{FIELD_MANAGER}-takeover"
-PLURALS = {"GracefulPolicy": "gracefulpolicies", "ClusterGracefulPolicy": "clustergracefulpolicies"}
 POD_PAGE = 500
 LIST_PAGE = 500
 # A condition write that takes longer than this is retried rather than waited on.
@@ -291,8 +294,8 @@ class KubeApi:
             "reason": event.reason,
             "message": event.message[:1024],
             "type": "Warning" if event.warning else "Normal",
-            "source": {"component": "lameduck"},
-            "reportingComponent": "lameduck.dev/operator",
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": EVENT_COMPONENT,
             "reportingInstance": self.instance,
             "firstTimestamp": now,
             "lastTimestamp": now,

@@ -29,9 +29,8 @@ import jsonpatch
 
 from lameduck_operator.logic.intent import FieldPath
 from lameduck_operator.logic.merge import REPLACED_WHOLE, is_subset, merge
-from lameduck_operator.model import GROUP
+from lameduck_operator.names import ADMITTED_ANNOTATION
 
-ADMITTED_ANNOTATION = f"{GROUP}/admitted"
 NAME_KEYED = frozenset({"containers", "initContainers"})
 
 

@@ -16,7 +16,8 @@ from typing import Any
 from lameduck_operator.logic.intent import Plan, pod_spec
 from lameduck_operator.logic.merge import KEYED_LISTS, is_subset
 from lameduck_operator.logic.selection import DeploymentRef
-from lameduck_operator.model import SIDECAR_NAME, PolicyRef
+from lameduck_operator.model import PolicyRef
+from lameduck_operator.names import SIDECAR_NAME
 
 
 class State(StrEnum):

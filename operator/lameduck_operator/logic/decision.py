@@ -20,18 +20,9 @@ from lameduck_operator.logic.compliance import Reason, State, Verdict, check
 from lameduck_operator.logic.intent import Plan, plan_deployment
 from lameduck_operator.logic.ownership import foreign_view, latest_other_manager, managed_by, owners
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
-from lameduck_operator.model import (
-    GROUP,
-    POLICY_ANNOTATION,
-    SKIP_ANNOTATION,
-    ApplyStrategy,
-    Mode,
-    Policy,
-    PolicyRef,
-)
+from lameduck_operator.model import ApplyStrategy, Mode, Policy, PolicyRef
+from lameduck_operator.names import INTENT_ANNOTATION, POLICY_ANNOTATION, SKIP_ANNOTATION
 from lameduck_operator.settings import Settings
-
-INTENT_ANNOTATION = f"{GROUP}/intent"
 
 
 class Action(StrEnum):

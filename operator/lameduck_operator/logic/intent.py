@@ -14,20 +14,10 @@ from typing import Any
 
 from lameduck_operator.logic import budget
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
-from lameduck_operator.model import (
-    POLICY_ANNOTATION,
-    READINESS_CONDITION,
-    SIDECAR_NAME,
-    ConflictStrategy,
-    HoldMethod,
-    Policy,
-    PolicyRef,
-    PolicySpec,
-    format_seconds,
-)
+from lameduck_operator.model import ConflictStrategy, HoldMethod, Policy, PolicyRef, PolicySpec, format_seconds
+from lameduck_operator.names import HOLD_PATH_PREFIX, POLICY_ANNOTATION, READINESS_CONDITION, SIDECAR_NAME, SidecarEnv
 from lameduck_operator.settings import Settings, SidecarSettings, image_repository
 
-HOLD_PATH_PREFIX = "/hold/"
 # The API server's default: present in every stored pod template whether anyone chose it or
 # not, so it counts as unset (raising it takes nobody's choice away).
 DEFAULT_GRACE_SECONDS = 30
@@ -132,20 +122,20 @@ def sidecar_container(
         "imagePullPolicy": sidecar.image_pull_policy,
         "ports": [{"name": SIDECAR_NAME, "containerPort": sidecar.port, "protocol": "TCP"}],
         "env": [
-            _field_env("LAMEDUCK_POD_NAME", "metadata.name"),
-            _field_env("LAMEDUCK_POD_NAMESPACE", "metadata.namespace"),
-            _field_env("LAMEDUCK_POD_UID", "metadata.uid"),
-            _field_env("LAMEDUCK_POD_IP", "status.podIP"),
-            {"name": "LAMEDUCK_PORT", "value": str(sidecar.port)},
-            {"name": "LAMEDUCK_APP_PORTS", "value": ",".join(str(p) for p in ports)},
-            {"name": "LAMEDUCK_PROPAGATION_DELAY", "value": format_seconds(spec.hold.propagation_delay)},
-            {"name": "LAMEDUCK_QUIET_PERIOD", "value": format_seconds(spec.hold.quiet_period)},
-            {"name": "LAMEDUCK_MAX_HOLD", "value": format_seconds(spec.hold.max_hold)},
-            {"name": "LAMEDUCK_DRAIN_TIMEOUT", "value": format_seconds(spec.drain_timeout)},
-            {"name": "LAMEDUCK_POLICY", "value": policy.annotation_value},
-            {"name": "LAMEDUCK_NATIVE", "value": "true" if sidecar.native else "false"},
-            {"name": "LAMEDUCK_PROBES", "value": ",".join(f"{port}:{period}" for port, period in probes)},
-            _field_env("LAMEDUCK_HOST_IP", "status.hostIP"),
+            _field_env(SidecarEnv.POD_NAME, "metadata.name"),
+            _field_env(SidecarEnv.POD_NAMESPACE, "metadata.namespace"),
+            _field_env(SidecarEnv.POD_UID, "metadata.uid"),
+            _field_env(SidecarEnv.POD_IP, "status.podIP"),
+            {"name": SidecarEnv.PORT, "value": str(sidecar.port)},
+            {"name": SidecarEnv.APP_PORTS, "value": ",".join(str(p) for p in ports)},
+            {"name": SidecarEnv.PROPAGATION_DELAY, "value": format_seconds(spec.hold.propagation_delay)},
+            {"name": SidecarEnv.QUIET_PERIOD, "value": format_seconds(spec.hold.quiet_period)},
+            {"name": SidecarEnv.MAX_HOLD, "value": format_seconds(spec.hold.max_hold)},
+            {"name": SidecarEnv.DRAIN_TIMEOUT, "value": format_seconds(spec.drain_timeout)},
+            {"name": SidecarEnv.POLICY, "value": policy.annotation_value},
+            {"name": SidecarEnv.NATIVE, "value": "true" if sidecar.native else "false"},
+            {"name": SidecarEnv.PROBES, "value": ",".join(f"{port}:{period}" for port, period in probes)},
+            _field_env(SidecarEnv.HOST_IP, "status.hostIP"),
         ],
         "resources": {
             "requests": {"cpu": sidecar.cpu_request, "memory": sidecar.memory_request},

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-FIELD_MANAGER = "lameduck"
+from lameduck_operator.names import FIELD_MANAGER
 
 FieldsTree = Mapping[str, Any]
 

@@ -6,10 +6,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lameduck_operator.logic.intent import pod_spec, runs_sidecar
+from lameduck_operator.names import MANAGED_LABELS, SIDECAR_RBAC_NAME
 from lameduck_operator.settings import SidecarSettings
 
-SIDECAR_RBAC_NAME = "lameduck-sidecar"
-MANAGED_LABELS = {"app.kubernetes.io/managed-by": "lameduck", "app.kubernetes.io/part-of": "lameduck"}
 FINISHED_PHASES = ("Succeeded", "Failed")
 
 

@@ -22,7 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from lameduck_operator.model import READINESS_CONDITION
+from lameduck_operator.names import READINESS_CONDITION
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # Pods in these phases run nothing and are listed by no EndpointSlice controller.

@@ -6,13 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lameduck_operator.model import (
-    SKIP_ANNOTATION,
-    LabelSelector,
-    Policy,
-    PolicyRef,
-    SelectorOperator,
-)
+from lameduck_operator.model import LabelSelector, Policy, PolicyRef, SelectorOperator
+from lameduck_operator.names import SKIP_ANNOTATION
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 

@@ -19,19 +19,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from lameduck_operator.model import (
-    BUDGET_MARGIN_SECONDS,
-    KIND_CLUSTER,
-    POLICY_KINDS,
-    SIDECAR_NAME,
-    PolicyRef,
-    format_seconds,
-)
+from lameduck_operator.logic.status import MAX_LISTED
+from lameduck_operator.model import BUDGET_MARGIN_SECONDS, PolicyRef, format_seconds
+from lameduck_operator.names import KIND_CLUSTER, POLICY_KINDS, REPORT_VERSION, SIDECAR_NAME, SidecarEnv
 
-REPORT_LABEL = "lameduck.dev/report"
-REPORT_VALUE = "hold"
-REPORT_SELECTOR = f"{REPORT_LABEL}={REPORT_VALUE}"
-REPORT_VERSION = 1
 # A container killed at the end of its grace period exits with 128 + SIGKILL.
 SIGKILL_EXIT = 137
 SIGTERM_EXIT = 143
@@ -193,7 +184,7 @@ def sidecar_policy(pod_spec: Mapping[str, Any]) -> PolicyRef | None:
     for container in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:
         if container.get("name") == SIDECAR_NAME:
             for env in container.get("env") or []:
-                if env.get("name") == "LAMEDUCK_POLICY":
+                if env.get("name") == SidecarEnv.POLICY:
                     return policy_from_annotation(env.get("value"))
     return None
 
@@ -300,7 +291,6 @@ def late_traffic(reports: Sequence[HoldReport], quiet_period: float, drain_timeo
 
 
 # At most this many Deployments in each list of a policy's status.
-MAX_LISTED = 20
 
 
 @dataclass(frozen=True)

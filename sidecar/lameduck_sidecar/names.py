@@ -1,0 +1,42 @@
+"""The sidecar's side of its contract with the operator, defined once: the environment it reads
+(lameduck_operator.names.SidecarEnv writes it), the hold route, and the hold report's label and
+version. tests/unit/test_sidecar_contract.py joins the two sides."""
+
+from __future__ import annotations
+
+from typing import Final
+
+HOLD_ROUTE = "/hold/{container}"
+REPORT_LABEL = "lameduck.dev/report"
+REPORT_VALUE = "hold"
+# The report message's schema version: the operator ignores reports of a version it does not know.
+REPORT_VERSION = 1
+
+
+class Env:
+    """The environment variables the sidecar reads. Plain strings: they are keys of os.environ."""
+
+    # Set by the operator (lameduck_operator.names.SidecarEnv)
+    POD_NAME: Final = "LAMEDUCK_POD_NAME"
+    POD_NAMESPACE: Final = "LAMEDUCK_POD_NAMESPACE"
+    POD_UID: Final = "LAMEDUCK_POD_UID"
+    POD_IP: Final = "LAMEDUCK_POD_IP"
+    HOST_IP: Final = "LAMEDUCK_HOST_IP"
+    PORT: Final = "LAMEDUCK_PORT"
+    APP_PORTS: Final = "LAMEDUCK_APP_PORTS"
+    PROPAGATION_DELAY: Final = "LAMEDUCK_PROPAGATION_DELAY"
+    QUIET_PERIOD: Final = "LAMEDUCK_QUIET_PERIOD"
+    MAX_HOLD: Final = "LAMEDUCK_MAX_HOLD"
+    DRAIN_TIMEOUT: Final = "LAMEDUCK_DRAIN_TIMEOUT"
+    POLICY: Final = "LAMEDUCK_POLICY"
+    NATIVE: Final = "LAMEDUCK_NATIVE"
+    PROBES: Final = "LAMEDUCK_PROBES"
+    # Never set by the operator: kubelet's own, and test or tuning knobs.
+    API_URL: Final = "LAMEDUCK_API_URL"
+    API_TOKEN_FILE: Final = "LAMEDUCK_API_TOKEN_FILE"
+    API_CA_FILE: Final = "LAMEDUCK_API_CA_FILE"
+    API_TIMEOUT: Final = "LAMEDUCK_API_TIMEOUT"
+    FALLBACK_DELAY: Final = "LAMEDUCK_FALLBACK_DELAY"
+    PROC_NET: Final = "LAMEDUCK_PROC_NET"
+    KUBERNETES_SERVICE_HOST: Final = "KUBERNETES_SERVICE_HOST"
+    KUBERNETES_SERVICE_PORT: Final = "KUBERNETES_SERVICE_PORT"
