@@ -32,7 +32,8 @@ from typing import Any
 from lameduck_operator.logic.readiness import SERVICE_NAME_LABEL, PodView
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.names import READINESS_CONDITION
-from lameduck_operator.readiness_gate import CONCURRENT_WRITES, ReadinessGate, WriteResult
+from lameduck_operator.ports import WriteResult
+from lameduck_operator.readiness_gate import CONCURRENT_WRITES, ReadinessGate
 
 REPO = Path(__file__).resolve().parent.parent
 SLICE_SIZE = 100

@@ -8,7 +8,6 @@ here imports kopf or the API client, so tests drive it with a fake API.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import defaultdict
@@ -16,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.logic.admitted import admitted_paths, injected, json_patch, reverted
@@ -25,7 +24,6 @@ from lameduck_operator.logic.compliance import Reason, State, Verdict
 from lameduck_operator.logic.decision import (
     Action,
     Decision,
-    DeploymentEvent,
     decide,
     revert_intent,
     rollout_in_progress,
@@ -38,53 +36,13 @@ from lameduck_operator.logic.status import invalid_status, policy_status, summar
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import Policy, PolicyInvalid, PolicyRef, PolicySpec, parse_policy
 from lameduck_operator.names import FINALIZER, GROUP, KIND_NAMESPACED, POLICY_ANNOTATION
+from lameduck_operator.ports import FleetApi, one_line
 from lameduck_operator.settings import Settings
 
 MAX_DEPLOYMENT_RETRY_SECONDS = 60.0
 # While pods from older templates still hold access that the templates no longer need.
 ACCESS_RECHECK_SECONDS = 10.0
 log = logging.getLogger("lameduck.fleet")
-
-
-def _short(err: Exception) -> str:
-    """One line for an error: API errors carry whole HTTP responses; keep their message."""
-    body = getattr(err, "body", None)
-    if isinstance(body, str | bytes):
-        try:
-            message = json.loads(body).get("message")
-        except (ValueError, AttributeError):
-            message = None
-        if message:
-            return f"{getattr(err, 'status', '')} {message}".strip()
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-class FleetApi(Protocol):
-    async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]: ...
-
-    async def patch_deployment(self, ref: DeploymentRef, patch: list[dict[str, Any]]) -> dict[str, Any]:
-        """A JSON patch (RFC 6902) as lameduck; the stored Deployment."""
-        ...
-
-    async def take_over_prestops(
-        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
-    ) -> dict[str, Any]: ...
-
-    async def apply_policy_status(self, ref: PolicyRef, status: Mapping[str, Any]) -> None: ...
-
-    async def set_policy_finalizer(self, ref: PolicyRef, present: bool) -> None: ...
-
-    async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None: ...
-
-    async def apply_sidecar_rbac(self, namespace: str, service_accounts: list[str]) -> None: ...
-
-    async def delete_sidecar_rbac(self, namespace: str) -> None: ...
-
-    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
-        """The namespace's pods; of each, at least its spec's serviceAccountName, containers and
-        initContainers (name, image) and its status.phase."""
-        ...
 
 
 @dataclass
@@ -395,11 +353,11 @@ class Fleet:
             self._retries.succeeded(ref)
         except Exception as err:
             self.metrics.api_errors.labels(operation=decision.action.value.lower()).inc()
-            self.errors[ref] = (decision.verdict.policy, f"{type(err).__name__}: {_short(err)}")
+            self.errors[ref] = (decision.verdict.policy, f"{type(err).__name__}: {one_line(err)}")
             self.metrics.reconciles.labels(result="error").inc()
             self._retry_later(ref)
             self._record(ref, decision, previous, body)
-            log.warning("could not %s %s: %s", decision.action.value.lower(), ref, _short(err))
+            log.warning("could not %s %s: %s", decision.action.value.lower(), ref, one_line(err))
             return decision
         finally:
             self._applying.pop(ref, None)
@@ -481,7 +439,7 @@ class Fleet:
             except Exception as err:
                 self.metrics.api_errors.labels(operation="status").inc()
                 self._dirty.add(ref)
-                log.warning("could not publish status of %s: %s", ref, _short(err))
+                log.warning("could not publish status of %s: %s", ref, one_line(err))
 
     async def _publish_one(
         self,
@@ -541,7 +499,7 @@ class Fleet:
                 delay = self._access_retries.failed(namespace)
                 self.call_later(delay, partial(self._access_dirty.add, namespace))
                 log.warning(
-                    "could not update the sidecar's access in %s (retry in %.0fs): %s", namespace, delay, _short(err)
+                    "could not update the sidecar's access in %s (retry in %.0fs): %s", namespace, delay, one_line(err)
                 )
             else:
                 self._access_retries.succeeded(namespace)

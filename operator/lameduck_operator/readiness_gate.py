@@ -18,9 +18,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from lameduck_operator.logic.readiness import (
     GateCondition,
@@ -36,26 +35,13 @@ from lameduck_operator.logic.readiness import (
 )
 from lameduck_operator.logic.retry import Backoff
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.ports import GateApi, WriteResult, one_line
 
 log = logging.getLogger("lameduck.readiness")
 CONCURRENT_WRITES = 8
 # How long a batch gathers events after the first one: a rollout's events arrive in bursts.
 BATCH_SECONDS = 0.05
 MAX_CONDITION_RETRY_SECONDS = 30.0
-
-
-class WriteResult(StrEnum):
-    WRITTEN = "Written"
-    GONE = "Gone"  # the pod no longer exists
-    CONFLICT = "Conflict"  # the pod changed since it was judged (or is another pod of that name)
-
-
-class GateApi(Protocol):
-    async def patch_pod_condition(self, pod: PodView, condition: Mapping[str, Any], guard: bool) -> WriteResult:
-        """Merge the condition into the pod's status.conditions (keyed by type) on the status
-        subresource, only if the pod still has the view's uid, and with guard, only if it is
-        still at the view's resourceVersion."""
-        ...
 
 
 class ReadinessGate:
@@ -251,7 +237,7 @@ class ReadinessGate:
                 pod.namespace,
                 pod.name,
                 delay,
-                _short(err),
+                one_line(err),
             )
             self.call_later(delay, partial(self._mark, pod.namespace, pod.uid))
             return
@@ -290,9 +276,3 @@ class ReadinessGate:
                     return
                 continue
             await asyncio.gather(*list(self._tasks))
-
-
-def _short(err: Exception) -> str:
-    text = str(getattr(err, "reason", "") or err).strip()
-    status = getattr(err, "status", None)
-    return f"{status} {text}".strip() if status else (text.splitlines()[0] if text else type(err).__name__)

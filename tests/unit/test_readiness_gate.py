@@ -12,7 +12,8 @@ import pytest
 from lameduck_operator.logic.readiness import PodView
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.names import READINESS_CONDITION
-from lameduck_operator.readiness_gate import ReadinessGate, WriteResult
+from lameduck_operator.ports import WriteResult
+from lameduck_operator.readiness_gate import ReadinessGate
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

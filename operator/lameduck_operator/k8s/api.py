@@ -30,7 +30,7 @@ from lameduck_operator.names import (
     TAKEOVER_MANAGER,
     VERSION,
 )
-from lameduck_operator.readiness_gate import WriteResult
+from lameduck_operator.ports import WriteResult
 
 APPLY = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"

@@ -1,0 +1,71 @@
+"""The ports: what the loops need from the API, as interfaces. k8s/ implements them; unit tests fake
+them. Below both the loops and the adapters, so neither depends on the other."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Protocol
+
+from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.readiness import PodView
+from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.model import PolicyRef
+
+
+class FleetApi(Protocol):
+    async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]: ...
+
+    async def patch_deployment(self, ref: DeploymentRef, patch: list[dict[str, Any]]) -> dict[str, Any]:
+        """A JSON patch (RFC 6902) as lameduck; the stored Deployment."""
+        ...
+
+    async def take_over_prestops(
+        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def apply_policy_status(self, ref: PolicyRef, status: Mapping[str, Any]) -> None: ...
+
+    async def set_policy_finalizer(self, ref: PolicyRef, present: bool) -> None: ...
+
+    async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None: ...
+
+    async def apply_sidecar_rbac(self, namespace: str, service_accounts: list[str]) -> None: ...
+
+    async def delete_sidecar_rbac(self, namespace: str) -> None: ...
+
+    async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's pods; of each, at least its spec's serviceAccountName, containers and
+        initContainers (name, image) and its status.phase."""
+        ...
+
+
+class WriteResult(StrEnum):
+    WRITTEN = "Written"
+    GONE = "Gone"  # the pod no longer exists
+    CONFLICT = "Conflict"  # the pod changed since it was judged (or is another pod of that name)
+
+
+class GateApi(Protocol):
+    async def patch_pod_condition(self, pod: PodView, condition: Mapping[str, Any], guard: bool) -> WriteResult:
+        """Merge the condition into the pod's status.conditions (keyed by type) on the status
+        subresource, only if the pod still has the view's uid, and with guard, only if it is
+        still at the view's resourceVersion."""
+        ...
+
+
+def one_line(err: Exception) -> str:
+    """One line for a log or a status: the API client's errors carry whole HTTP responses; keep
+    their status and message."""
+    status = getattr(err, "status", None)
+    body = getattr(err, "body", None)
+    message = None
+    if isinstance(body, str | bytes):
+        try:
+            message = json.loads(body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+    text = str(message or getattr(err, "reason", "") or err).strip()
+    text = text.splitlines()[0] if text else type(err).__name__
+    return f"{status} {text}" if status else text
