@@ -1,5 +1,16 @@
-"""Pure policy logic: selection, precedence, budget, template intent, compliance.
+"""Pure logic, by subject. Nothing here talks to the API or imports a framework; every function
+takes the observed objects, settings and time as arguments and returns values.
 
-Nothing here talks to the API or imports a framework; every function takes the observed
-objects and settings as arguments and returns values.
+The policy decision (webhook, reconciler and CLI take the same one):
+    selection (which policy governs a Deployment), intent (what it must carry), merge,
+    ownership (who set what, from managedFields), admitted (fields written at admission),
+    compliance (does it carry it), budget (its termination budget), decision (the one action),
+    admission (an AdmissionReview in, a response out), status (a policy's status), rbac (the
+    sidecar's Role and RoleBinding in a namespace).
+The readiness gate:
+    readiness (the condition a pod should carry).
+Shutdown, as observed:
+    shutdown (hold reports and terminations into late traffic and recommendations).
+The operator's own health:
+    retry (backoff per key), stall (what held the event loop).
 """
