@@ -59,7 +59,9 @@ def container(index: int) -> dict[str, Any]:
         "name": name,
         "image": f"example.com/{name}:1",
         "env": [{"name": f"VAR_{k}", "value": f"{name}-{k}"} for k in range(3)],
-        "ports": [{"containerPort": 1024 + 2 * index + k, "protocol": "TCP"} for k in range(2)],
+        "ports": [
+            {"containerPort": 20000 + 2 * index + k, "protocol": "TCP"} for k in range(2)
+        ],  # clear of 9901, the sidecar's
     }
 
 

@@ -146,7 +146,7 @@ class AdmissionServer:
         log.warning("refused a review body of %s bytes, over %d", "over" if size is None else size, MAX_REVIEW_BYTES)
         self.metrics.webhook_requests.labels(result="body_too_large").inc()
         error = ReviewInvalid(f"the review body is larger than {MAX_REVIEW_BYTES} bytes")
-        return web.json_response(invalid_answer(error), status=413)
+        return web.json_response(invalid_answer(error, 413), status=413)
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:

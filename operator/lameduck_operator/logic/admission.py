@@ -111,6 +111,6 @@ def review(body: Any, judge: Judge, *, max_containers: int | None = MAX_CONTAINE
     return Admitted(_answer(uid, patch=patch), decision, tuple(patch))
 
 
-def invalid_answer(error: ReviewInvalid) -> dict[str, Any]:
-    """The body of a 400 answer to a review that could not be read."""
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": str(error), "code": 400}
+def invalid_answer(error: ReviewInvalid, code: int = 400) -> dict[str, Any]:
+    """The body of an answer (400 unless told) to a review that could not be read."""
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": str(error), "code": code}
