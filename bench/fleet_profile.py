@@ -35,7 +35,6 @@ from typing import Any
 
 import kopf
 
-import lameduck_operator
 from bench.fleet import (
     SELECTOR,
     audited,
@@ -47,6 +46,7 @@ from bench.fleet import (
     running_pods,
     status_of,
 )
+from bench.provenance import operator_source
 from lameduck_operator.config import load_config
 from lameduck_operator.handlers import build_registry
 from lameduck_operator.runtime import Runtime
@@ -54,15 +54,6 @@ from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, wait_until
 
 RESULTS = REPO / "bench" / "results" / "fleet_profile.json"
 SETTLE_SECONDS = 10.0
-
-
-def operator_source() -> dict[str, str]:
-    where = Path(lameduck_operator.__file__).parent
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=where)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "."], capture_output=True, text=True, check=False, cwd=where
-    )
-    return {"path": str(where), "commit": commit.stdout.strip(), "changed_files": dirty.stdout.strip()}
 
 
 def memory_kib(field: str) -> int:

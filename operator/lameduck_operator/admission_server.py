@@ -11,6 +11,7 @@ operations (the fleet's policies and namespace labels).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -22,12 +23,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from lameduck_operator.logic.admission import Admitted, Judge, ReviewInvalid, invalid_answer, review
+from lameduck_operator.logic.admission import Admitted, Judge, ReviewInvalid, Skip, invalid_answer, review
 from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS
 from lameduck_operator.metrics import OperatorMetrics
 
 log = logging.getLogger("lameduck.operator")
 WEBHOOK_PATH = "/mutate/deployments"
+# The largest review body read. The API server takes objects up to 3 MiB, and etcd stores
+# 1.5 MiB by default, so an UPDATE's review (object and oldObject) of any storable Deployment
+# fits; anything larger is answered 413 before it is read whole or parsed (docs/admission.md).
+MAX_REVIEW_BYTES = 4 * 1024 * 1024
 CERT_RELOAD_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 30.0
 
@@ -82,7 +88,7 @@ class AdmissionServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_REVIEW_BYTES)
         app.router.add_post(WEBHOOK_PATH, self._mutate)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -102,8 +108,15 @@ class AdmissionServer:
 
     async def _mutate(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
+        if request.content_length is not None and request.content_length > MAX_REVIEW_BYTES:
+            return self._too_large(request.content_length)
         try:
-            body = await request.json()
+            # Read whole first: aiohttp stops reading past client_max_size, before any parsing.
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._too_large(None)
+        try:
+            body = json.loads(raw)
             admitted = review(body, self.judge)
         except (ValueError, ReviewInvalid) as err:
             # Not JSON, or no review to answer: say so, never crash (the API server then
@@ -116,9 +129,24 @@ class AdmissionServer:
             log.exception("admission review failed")
             self.metrics.webhook_requests.labels(result="error").inc()
             return web.json_response(invalid_answer(ReviewInvalid("internal error")), status=500)
+        if admitted.skipped is Skip.TEMPLATE_TOO_LARGE:
+            meta = (((body.get("request") or {}).get("object")) or {}).get("metadata") or {}
+            log.warning(
+                "admitted %s/%s unchanged without judging it: its pod template has more than %d containers",
+                (body.get("request") or {}).get("namespace"),
+                meta.get("name") or meta.get("generateName"),
+                MAX_TEMPLATE_CONTAINERS,
+            )
         self.metrics.webhook_requests.labels(result=_result(admitted)).inc()
         self.metrics.webhook_seconds.observe(time.perf_counter() - started)
         return web.json_response(admitted.response)
+
+    def _too_large(self, size: int | None) -> web.Response:
+        """413: the API server then admits the write unchanged under failurePolicy Ignore."""
+        log.warning("refused a review body of %s bytes, over %d", "over" if size is None else size, MAX_REVIEW_BYTES)
+        self.metrics.webhook_requests.labels(result="body_too_large").inc()
+        error = ReviewInvalid(f"the review body is larger than {MAX_REVIEW_BYTES} bytes")
+        return web.json_response(invalid_answer(error, 413), status=413)
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -130,6 +158,8 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 def _result(admitted: Admitted) -> str:
     if admitted.patch:
         return "patched"
+    if admitted.skipped is Skip.TEMPLATE_TOO_LARGE:
+        return "too_large"
     if admitted.decision is None:
         return "skipped"
     return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"

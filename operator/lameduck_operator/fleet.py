@@ -349,6 +349,9 @@ class Fleet:
                 result = "conflict"
             elif decision.verdict.reason is Reason.WAITING_TURN:
                 result = "waiting"
+            elif decision.verdict.reason is Reason.TEMPLATE_TOO_LARGE:
+                result = "too_large"
+                log.warning("not judging %s: %s", ref, decision.verdict.message)
             self.errors.pop(ref, None)
             self._retries.succeeded(ref)
         except Exception as err:

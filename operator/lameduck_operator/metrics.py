@@ -73,7 +73,7 @@ class OperatorMetrics:
         ProcessCollector(registry=self.registry)
         self.reconciles = Counter(
             "lameduck_reconciles_total",
-            "Deployment reconciles by result (applied, reverted, unchanged, waiting, conflict, error).",
+            "Deployment reconciles by result (applied, reverted, unchanged, waiting, conflict, too_large, error).",
             ["result"],
             registry=self.registry,
         )
@@ -111,7 +111,8 @@ class OperatorMetrics:
         )
         self.webhook_requests = Counter(
             "lameduck_webhook_requests_total",
-            "Admission reviews by result (patched, unchanged, conflict, skipped, invalid, error).",
+            "Admission reviews by result (patched, unchanged, conflict, skipped, too_large, body_too_large, invalid, "
+            "error).",
             ["result"],
             registry=self.registry,
         )

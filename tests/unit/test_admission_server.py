@@ -16,8 +16,15 @@ from typing import Any
 
 import pytest
 
-from lameduck_operator.admission_server import WEBHOOK_PATH, AdmissionServer, AdmissionServerFailed, tls_context
-from lameduck_operator.logic.decision import Decision
+from bench.admission_scale import deployment as large_deployment
+from lameduck_operator.admission_server import (
+    MAX_REVIEW_BYTES,
+    WEBHOOK_PATH,
+    AdmissionServer,
+    AdmissionServerFailed,
+    tls_context,
+)
+from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS, Decision
 from lameduck_operator.metrics import OperatorMetrics
 from tests.certificates import self_signed
 from tests.unit.builders import container, deployment
@@ -139,3 +146,29 @@ def test_a_port_already_taken_fails_the_start_with_a_typed_error(
         server = serving(certificate, metrics, port=taken.getsockname()[1])
         with pytest.raises(AdmissionServerFailed):
             server.start()
+
+
+# ---- the webhook's server: a body over the limit is refused before it is parsed --------
+
+
+def test_a_review_body_over_the_limit_is_answered_413_and_counted_and_others_are_still_served(
+    server: AdmissionServer, certificate: tuple[Path, Path], metrics: OperatorMetrics
+) -> None:
+    status, answer = post(server, certificate[0], b"{" + b" " * MAX_REVIEW_BYTES + b"}")
+    assert (status, answer["code"]) == (413, 413)
+    assert count(metrics, "body_too_large") == 1
+    assert count(metrics, "invalid") == 0
+    status, _ = post(server, certificate[0], rollout_review())
+    assert status == 200
+    assert count(metrics, "patched") == 1
+
+
+def test_a_review_over_the_container_bound_is_admitted_unchanged_and_counted(
+    server: AdmissionServer, certificate: tuple[Path, Path], metrics: OperatorMetrics
+) -> None:
+    status, answer = post(
+        server, certificate[0], json.dumps(request("CREATE", large_deployment(MAX_TEMPLATE_CONTAINERS + 1))).encode()
+    )
+    assert status == 200
+    assert "patch" not in answer["response"]
+    assert count(metrics, "too_large") == 1

@@ -12,17 +12,29 @@ import base64
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from lameduck_operator.logic.admitted import injected, json_patch
 from lameduck_operator.logic.compliance import State
-from lameduck_operator.logic.decision import Action, Decision
+from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS, Action, Decision, too_large
 
 REVIEW_API_VERSION = "admission.k8s.io/v1"
 ROLLOUT_OPERATIONS = ("CREATE", "UPDATE")
 
 # The decision for a Deployment as written (namespace filled in), at admission.
 Judge = Callable[[Mapping[str, Any]], Decision]
+
+
+class Skip(StrEnum):
+    """Why a write was let through untouched without a decision."""
+
+    OPERATION = "operation"
+    NOT_A_DEPLOYMENT = "not a Deployment"
+    TEMPLATE_UNCHANGED = "template unchanged"
+    # More containers than lameduck judges (decision.MAX_TEMPLATE_CONTAINERS): not judged at all, so
+    # that one such review does not hold up every other one behind it.
+    TEMPLATE_TOO_LARGE = "template too large"
 
 
 class ReviewInvalid(ValueError):
@@ -35,7 +47,7 @@ class Admitted:
     decision: Decision | None
     patch: tuple[dict[str, Any], ...] = ()
     # Why the write was let through untouched without a decision, if it was.
-    skipped: str | None = None
+    skipped: Skip | None = None
 
 
 def _answer(
@@ -61,20 +73,26 @@ def _request(review: Any) -> tuple[str, Mapping[str, Any]]:
     return request["uid"], request
 
 
-def review(body: Any, judge: Judge) -> Admitted:
-    """Answer one AdmissionReview. Raises ReviewInvalid only when there is nobody to answer."""
+def review(body: Any, judge: Judge, *, max_containers: int | None = MAX_TEMPLATE_CONTAINERS) -> Admitted:
+    """Answer one AdmissionReview. Raises ReviewInvalid only when there is nobody to answer.
+
+    A Deployment with more than max_containers is admitted unchanged without being judged
+    (None lifts the bound: benchmarks).
+    """
     uid, request = _request(body)
     obj = request.get("object")
     kind = (request.get("kind") or {}).get("kind") if isinstance(request.get("kind"), Mapping) else None
     if request.get("operation") not in ROLLOUT_OPERATIONS:
-        return Admitted(_answer(uid), None, skipped="operation")
+        return Admitted(_answer(uid), None, skipped=Skip.OPERATION)
     if kind != "Deployment" or not isinstance(obj, Mapping) or not isinstance(obj.get("spec"), Mapping):
-        return Admitted(_answer(uid), None, skipped="not a Deployment")
+        return Admitted(_answer(uid), None, skipped=Skip.NOT_A_DEPLOYMENT)
     old = request.get("oldObject")
     unchanged = isinstance(old, Mapping) and (old.get("spec") or {}).get("template") == obj["spec"].get("template")
     if request.get("operation") == "UPDATE" and unchanged:
         # No rollout starts: OnNextRollout injects nothing, and Immediate is the reconciler's.
-        return Admitted(_answer(uid), None, skipped="template unchanged")
+        return Admitted(_answer(uid), None, skipped=Skip.TEMPLATE_UNCHANGED)
+    if too_large(obj, max_containers):
+        return Admitted(_answer(uid), None, skipped=Skip.TEMPLATE_TOO_LARGE)
     written = dict(obj)
     meta = dict(written.get("metadata") or {})
     meta.setdefault("namespace", request.get("namespace"))
@@ -93,6 +111,6 @@ def review(body: Any, judge: Judge) -> Admitted:
     return Admitted(_answer(uid, patch=patch), decision, tuple(patch))
 
 
-def invalid_answer(error: ReviewInvalid) -> dict[str, Any]:
-    """The body of a 400 answer to a review that could not be read."""
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": str(error), "code": 400}
+def invalid_answer(error: ReviewInvalid, code: int = 400) -> dict[str, Any]:
+    """The body of an answer (400 unless told) to a review that could not be read."""
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": str(error), "code": code}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,9 +47,12 @@ class Change:
     # The value lameduck set; absent for the record's own annotation.
     set: Any = _ABSENT
 
-    def still_ours(self, obj: Mapping[str, Any]) -> bool:
-        """Whether obj still holds the value lameduck set here (server defaults added inside it aside)."""
-        current = _at(obj, self.path)
+    def still_ours(self, obj: Mapping[str, Any], items: KeyedItems | None = None) -> bool:
+        """Whether obj still holds the value lameduck set here (server defaults added inside it aside).
+
+        items: one KeyedItems for every change checked against the same obj, to find list items fast.
+        """
+        current = _at(obj, self.path, items)
         if current is _ABSENT:
             return False
         return self.set is _ABSENT or is_subset(self.set, current, _key(self.path))
@@ -117,13 +121,68 @@ def _encode(changes: Sequence[Change]) -> str:
     return json.dumps(entries, separators=(",", ":"))
 
 
-def _at(node: Any, path: FieldPath) -> Any:
-    """The value at path, or _ABSENT."""
+class KeyedItems:
+    """Finds the first item of a list whose field `key` is a given name, in constant time.
+
+    Scanning the list at every step made a walk over one path per container quadratic in the
+    container count. Each list is indexed once, on first use, by the positions of its items
+    under each name. Items removed while walking are only marked (the positions of the others
+    stay valid) until `compact` drops them, so any number of removals costs one pass.
+    """
+
+    def __init__(self) -> None:
+        # Keyed by id(); the list is kept so that its id is never reused meanwhile.
+        self._lists: dict[int, list[Any]] = {}
+        self._positions: dict[tuple[int, str], dict[str, deque[int]]] = {}
+        self._removed: dict[int, set[int]] = {}
+
+    def find(self, items: list[Any], key: str, name: str) -> int | None:
+        """The position of the first item still there whose `key` equals name, or None."""
+        lid = id(items)
+        self._lists[lid] = items
+        index = self._positions.get((lid, key))
+        if index is None:
+            index = {}
+            for position, item in enumerate(items):
+                # Only a string equals a name: other values need no place in the index.
+                value = item.get(key) if isinstance(item, Mapping) else None
+                if isinstance(value, str):
+                    index.setdefault(value, deque()).append(position)
+            self._positions[(lid, key)] = index
+        positions = index.get(name)
+        removed = self._removed.get(lid, set())
+        while positions and positions[0] in removed:
+            positions.popleft()
+        return positions[0] if positions else None
+
+    def remove(self, items: list[Any], position: int) -> None:
+        self._lists[id(items)] = items
+        self._removed.setdefault(id(items), set()).add(position)
+
+    def is_empty(self, value: Any) -> bool:
+        """Whether value is an empty map, or a list all of whose items were removed."""
+        if isinstance(value, list):
+            return len(value) == len(self._removed.get(id(value), ()))
+        return bool(value == {})
+
+    def compact(self) -> None:
+        """Drop the removed items from their lists."""
+        for lid, removed in self._removed.items():
+            items = self._lists[lid]
+            items[:] = [item for position, item in enumerate(items) if position not in removed]
+        self._removed.clear()
+        self._positions.clear()
+        self._lists.clear()
+
+
+def _at(node: Any, path: FieldPath, items: KeyedItems | None = None) -> Any:
+    """The value at path, or _ABSENT. Pass one KeyedItems to many calls over the same object."""
+    finder = items if items is not None else KeyedItems()
     for step in path:
         if isinstance(step, tuple):
             key, value = step
-            items = node if isinstance(node, list) else []
-            node = next((i for i in items if isinstance(i, Mapping) and i.get(key) == value), _ABSENT)
+            position = finder.find(node, key, value) if isinstance(node, list) else None
+            node = _ABSENT if position is None else node[position]
         else:
             node = node.get(step, _ABSENT) if isinstance(node, Mapping) else _ABSENT
         if node is _ABSENT:
@@ -134,9 +193,10 @@ def _at(node: Any, path: FieldPath) -> Any:
 def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
     """What turned before into after, leaf by leaf, with the values it replaced."""
     found = []
+    in_before, in_after = KeyedItems(), KeyedItems()
     for path in added_paths(before, after):
-        was = _at(before, path)
-        value = copy.deepcopy(_at(after, path))
+        was = _at(before, path, in_before)
+        value = copy.deepcopy(_at(after, path, in_after))
         replaced = was is not _ABSENT and was is not None
         found.append(Change(path, copy.deepcopy(was), value) if replaced else Change(path, set=value))
     return found
@@ -166,40 +226,41 @@ def added_paths(before: Any, after: Any, path: FieldPath = ()) -> list[FieldPath
     return [path]
 
 
-def _remove(node: Any, path: FieldPath) -> bool:
-    """Remove the leaf at path; prune maps and lists the removal leaves empty. True if anything went."""
+def _remove(node: Any, path: FieldPath, items: KeyedItems) -> bool:
+    """Remove the leaf at path; prune maps and lists the removal leaves empty. True if anything went.
+
+    A list item removed is only marked in items: items.compact() drops it.
+    """
     if not path or not isinstance(node, dict | list):
         return False
     step, rest = path[0], path[1:]
     if isinstance(step, tuple):
         if not isinstance(node, list):
             return False
-        index = next(
-            (i for i, item in enumerate(node) if isinstance(item, Mapping) and item.get(step[0]) == step[1]), None
-        )
+        index = items.find(node, step[0], step[1])
         if index is None:
             return False
         if not rest:
-            del node[index]
+            items.remove(node, index)
             return True
-        return _remove(node[index], rest)
+        return _remove(node[index], rest, items)
     if not isinstance(node, dict) or step not in node:
         return False
     if not rest:
         del node[step]
         return True
-    removed = _remove(node[step], rest)
-    if removed and node[step] in ({}, []):
+    removed = _remove(node[step], rest, items)
+    if removed and items.is_empty(node[step]):
         # The API server stores an empty map or list as none: leave none behind either.
         del node[step]
     return removed
 
 
-def _set(node: Any, path: FieldPath, value: Any) -> None:
+def _set(node: Any, path: FieldPath, value: Any, items: KeyedItems) -> None:
     """Put value at path, making the maps on the way; a missing list item is left missing."""
     for step in path[:-1]:
         if isinstance(step, tuple):
-            node = _at(node, (step,))
+            node = _at(node, (step,), items)
             if node is _ABSENT:
                 return
         elif isinstance(node, dict):
@@ -217,27 +278,36 @@ def restore(obj: Mapping[str, Any], recorded: Sequence[Change]) -> dict[str, Any
     A leaf whose value is no longer the one lameduck set belongs to whoever changed it: kept.
     """
     out: dict[str, Any] = copy.deepcopy(dict(obj))
+    in_obj, in_out = KeyedItems(), KeyedItems()
     for change in recorded:
-        if not change.still_ours(obj):
+        if not change.still_ours(obj, in_obj):
             continue
         if change.replaced:
-            _set(out, change.path, change.was)
+            _set(out, change.path, change.was, in_out)
         else:
-            _remove(out, change.path)
+            _remove(out, change.path, in_out)
+    in_out.compact()
     return out
 
 
 def strip(obj: Mapping[str, Any], paths: Sequence[FieldPath]) -> dict[str, Any]:
     """A copy of obj without the fields at paths."""
     out: dict[str, Any] = copy.deepcopy(dict(obj))
+    in_out = KeyedItems()
     for path in paths:
-        _remove(out, path)
+        _remove(out, path, in_out)
+    in_out.compact()
     return out
 
 
 def reverted(obj: Mapping[str, Any]) -> dict[str, Any]:
     """obj as it was before lameduck's recorded changes, without the record itself."""
-    return strip(restore(obj, admitted(obj)), [("metadata", "annotations", ADMITTED_ANNOTATION)])
+    out = restore(obj, admitted(obj))
+    # restore's copy is new: the record is removed from it in place rather than copied again.
+    in_out = KeyedItems()
+    _remove(out, ("metadata", "annotations", ADMITTED_ANNOTATION), in_out)
+    in_out.compact()
+    return out
 
 
 def injected(obj: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:

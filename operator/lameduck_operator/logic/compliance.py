@@ -38,6 +38,7 @@ class Reason(StrEnum):
     PENDING_NEXT_ROLLOUT = "PendingNextRollout"  # OnNextRollout: injected at the owner's next rollout
     WAITING_TURN = "WaitingTurn"  # Immediate: maxConcurrentRollouts reached
     CONFLICTING_FIELDS = "ConflictingFields"  # other managers' values, or the pod's shape, stand in the way
+    TEMPLATE_TOO_LARGE = "TemplateTooLarge"  # skipped: more containers than one decision may take (docs/admission.md)
 
 
 @dataclass(frozen=True)

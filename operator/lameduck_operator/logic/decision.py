@@ -17,12 +17,18 @@ from typing import Any
 
 from lameduck_operator.logic.admitted import admitted, restore
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
-from lameduck_operator.logic.intent import Plan, plan_deployment
-from lameduck_operator.logic.ownership import foreign_view, latest_other_manager, managed_by, owners
+from lameduck_operator.logic.intent import Plan, plan_deployment, pod_spec
+from lameduck_operator.logic.ownership import foreign_view, latest_other_manager, managed_by, owners_of
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
 from lameduck_operator.model import ApplyStrategy, Mode, Policy, PolicyRef
 from lameduck_operator.names import INTENT_ANNOTATION, POLICY_ANNOTATION, SKIP_ANNOTATION
 from lameduck_operator.settings import Settings
+
+# The most containers and init containers a pod template may have for lameduck to judge it.
+# Each decision is linear in the template's size, but it runs on the webhook's one thread and
+# the operator's one loop, where every other review and reconcile waits for it: the bound
+# keeps one Deployment's decision to tens of milliseconds (measured: docs/admission.md).
+MAX_TEMPLATE_CONTAINERS = 250
 
 
 class Action(StrEnum):
@@ -108,6 +114,16 @@ def _applied(deployment: Mapping[str, Any]) -> tuple[bool, str | None]:
     return ours, annotations.get(INTENT_ANNOTATION)
 
 
+def container_count(deployment: Mapping[str, Any]) -> int:
+    """Containers and init containers of the pod template: what a decision's work grows with."""
+    pod = pod_spec(deployment)
+    return sum(len(items) for items in (pod.get("containers"), pod.get("initContainers")) if isinstance(items, list))
+
+
+def too_large(deployment: Mapping[str, Any], max_containers: int | None = MAX_TEMPLATE_CONTAINERS) -> bool:
+    return max_containers is not None and container_count(deployment) > max_containers
+
+
 def lameduck_view(deployment: Mapping[str, Any]) -> dict[str, Any]:
     """The Deployment as the other managers set it: lameduck's own fields left out, both those it
     applied (managedFields) and those it recorded as admitted (replaced values put back)."""
@@ -123,10 +139,13 @@ def decide(
     *,
     moment: Moment = Moment.RECONCILE,
     recent_writers: Sequence[str] = (),
+    max_containers: int | None = MAX_TEMPLATE_CONTAINERS,
 ) -> Decision:
     """Select, plan, judge, and choose the one action for this Deployment now.
 
     recent_writers: the managers seen changing the Deployment since it was last judged.
+    max_containers: a selected Deployment with more is skipped (Reason.TEMPLATE_TOO_LARGE)
+    without planning; None lifts the bound (benchmarks).
     """
     ref = deployment_ref(deployment)
     selection = select_policy(deployment, policies, namespace_labels, settings.excluded_namespaces)
@@ -145,8 +164,15 @@ def decide(
         event = DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
         return Decision(ref, Action.REVERT, verdict, selection.losses, starts_rollout=True, event=event)
 
+    if too_large(deployment, max_containers):
+        why = f"{container_count(deployment)} containers, more than the {max_containers} lameduck judges"
+        verdict = Verdict(ref, winner.ref, State.SKIPPED, Reason.TEMPLATE_TOO_LARGE, why)
+        return Decision(
+            ref, Action.NONE, verdict, selection.losses, event=DeploymentEvent("TooLarge", why, warning=True)
+        )
+
     spec = winner.spec
-    plan = plan_deployment(lameduck_view(deployment), winner, settings, lambda path: owners(deployment, path))
+    plan = plan_deployment(lameduck_view(deployment), winner, settings, owners_of(deployment))
     verdict = check(deployment, plan)
     intent = with_digest(plan.intent)
     base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan)

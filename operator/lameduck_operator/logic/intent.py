@@ -218,7 +218,9 @@ def plan_deployment(
 
     candidates = [c for c in containers if c.get("name") != SIDECAR_NAME]
     if spec.containers:
-        apps = [c for c in candidates if c.get("name") in spec.containers]
+        named = frozenset(spec.containers)
+        # Only a string can be a name the policy lists (and a set cannot hold other values).
+        apps = [c for c in candidates if isinstance(c.get("name"), str) and c.get("name") in named]
         if not apps:
             findings.blocking("none of the containers named by the policy exist: " + ", ".join(spec.containers))
     else:

@@ -8,9 +8,10 @@ lameduck's own earlier values never look like someone else's.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from lameduck_operator.logic.intent import FieldPath
 from lameduck_operator.names import FIELD_MANAGER
 
 FieldsTree = Mapping[str, Any]
@@ -31,9 +32,18 @@ def managed_by(obj: Mapping[str, Any], manager: str = FIELD_MANAGER, operation: 
 def merge_trees(trees: list[FieldsTree]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for tree in trees:
-        for key, sub in tree.items():
-            merged[key] = merge_trees([merged.get(key) or {}, sub or {}])
+        _merge_tree_into(merged, tree)
     return merged
+
+
+def _merge_tree_into(merged: dict[str, Any], tree: FieldsTree) -> None:
+    # In place: merging each tree into a fresh copy of all the trees before it made the cost
+    # grow with the product of the managers and the tree's size.
+    for key, sub in tree.items():
+        node = merged.get(key)
+        if not isinstance(node, dict):
+            node = merged[key] = {}
+        _merge_tree_into(node, sub or {})
 
 
 def _item_matches(selector: str, item: Any) -> bool:
@@ -45,6 +55,76 @@ def _item_matches(selector: str, item: Any) -> bool:
     if kind == "k":
         return isinstance(item, Mapping) and all(item.get(k) == v for k, v in wanted.items())
     return bool(kind == "v" and item == wanted)
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a JSON value, equal to another's exactly when the values are equal (==)."""
+    if isinstance(value, Mapping):
+        return (_MAP, frozenset((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return (_LIST, tuple(_frozen(v) for v in value))
+    return value
+
+
+_MAP, _LIST = object(), object()
+
+
+class Selectors:
+    """The item selectors of one FieldsV1 node (k:{...} by key fields, v:... by value), indexed by
+    what they select, to find the first one an item matches without trying each in turn (which
+    made matching a list's items to a node quadratic in the list's length)."""
+
+    def __init__(self, node: FieldsTree, kinds: tuple[str, ...] = ("k", "v")) -> None:
+        self.node = node
+        self._subtrees: list[Any] = []
+        # For k: selectors, by their sorted key names, then by the values they require.
+        self._by_keys: dict[tuple[str, ...], dict[Any, int]] = {}
+        self._by_value: dict[Any, int] = {}
+        # Selectors whose values cannot be hashed: tried one by one (never from the API server).
+        self._unindexed: list[tuple[int, str]] = []
+        self._kinds = kinds
+        for position, (selector, subtree) in enumerate(node.items()):
+            self._subtrees.append(subtree)
+            kind, _, raw = selector.partition(":")
+            if kind not in kinds:
+                continue
+            try:
+                wanted = json.loads(raw)
+            except ValueError:
+                continue
+            try:
+                if kind == "k" and isinstance(wanted, Mapping):
+                    keys = tuple(sorted(wanted))
+                    values = tuple(_frozen(wanted[k]) for k in keys)
+                    self._by_keys.setdefault(keys, {}).setdefault(values, position)
+                elif kind == "v":
+                    self._by_value.setdefault(_frozen(wanted), position)
+                elif kind == "k":
+                    self._unindexed.append((position, selector))
+            except TypeError:
+                self._unindexed.append((position, selector))
+
+    def match(self, item: Any) -> Any:
+        """The subtree of the first selector that item matches, or None."""
+        found: list[int] = []
+        try:
+            if isinstance(item, Mapping):
+                for keys, table in self._by_keys.items():
+                    position = table.get(tuple(_frozen(item.get(k)) for k in keys))
+                    if position is not None:
+                        found.append(position)
+            if self._by_value:
+                position = self._by_value.get(_frozen(item))
+                if position is not None:
+                    found.append(position)
+        except TypeError:
+            # An item no hash can stand for: the definition, selector by selector.
+            return next(
+                (t for s, t in self.node.items() if s.partition(":")[0] in self._kinds and _item_matches(s, item)),
+                None,
+            )
+        found.extend(position for position, selector in self._unindexed if _item_matches(selector, item))
+        return self._subtrees[min(found)] if found else None
 
 
 def restrict(value: Any, tree: FieldsTree) -> Any:
@@ -61,8 +141,9 @@ def restrict(value: Any, tree: FieldsTree) -> Any:
         return kept
     if isinstance(value, list):
         items = []
+        selectors = Selectors(children)
         for index, item in enumerate(value):
-            match = next((t for s, t in children.items() if _item_matches(s, item)), None)
+            match = selectors.match(item)
             if match is None:
                 match = children.get(f"i:{index}")
             if match is not None:
@@ -134,29 +215,43 @@ def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -
     return str(max(newer, key=lambda e: str(e.get("time", ""))).get("manager"))
 
 
-def _child(tree: FieldsTree, step: str | tuple[str, str]) -> FieldsTree | None:
-    if isinstance(step, str):
-        found = tree.get(f"f:{step}")
-        return None if found is None else dict(found)
-    key, value = step
-    for selector, sub in tree.items():
-        if selector.startswith("k:") and _item_matches(selector, {key: value}):
-            return dict(sub)
-    return None
+def owners_of(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> Callable[[FieldPath], list[str]]:
+    """owners for many paths of one object: each node's item selectors are indexed once."""
+    entries = [
+        (str(entry.get("manager")), entry.get("fieldsV1") or {})
+        for entry in _entries(obj)
+        if entry.get("manager") != manager
+    ]
+    indexed: dict[int, Selectors] = {}
+
+    def child(tree: FieldsTree, step: str | tuple[str, str]) -> FieldsTree | None:
+        # Nodes are only read, never copied: copying the containers' node at every step was quadratic.
+        if isinstance(step, str):
+            found = tree.get(f"f:{step}")
+            return found if isinstance(found, Mapping) else None
+        selectors = indexed.get(id(tree))
+        if selectors is None or selectors.node is not tree:
+            selectors = indexed[id(tree)] = Selectors(tree, kinds=("k",))
+        key, value = step
+        sub: FieldsTree | None = selectors.match({key: value})
+        return sub
+
+    def lookup(path: FieldPath) -> list[str]:
+        found = []
+        for name, fields in entries:
+            node: FieldsTree | None = fields
+            for step in path:
+                node = child(node, step) if node is not None else None
+            if node is not None:
+                found.append(name)
+        return sorted(set(found))
+
+    return lookup
 
 
-def owners(obj: Mapping[str, Any], path: tuple[str | tuple[str, str], ...], manager: str = FIELD_MANAGER) -> list[str]:
+def owners(obj: Mapping[str, Any], path: FieldPath, manager: str = FIELD_MANAGER) -> list[str]:
     """Other managers owning the field at path, or anything below it."""
-    found = []
-    for entry in _entries(obj):
-        if entry.get("manager") == manager:
-            continue
-        node: FieldsTree | None = entry.get("fieldsV1") or {}
-        for step in path:
-            node = _child(node, step) if node is not None else None
-        if node is not None:
-            found.append(str(entry.get("manager")))
-    return sorted(set(found))
+    return owners_of(obj, manager)(path)
 
 
 def ownership_restore_patch(
