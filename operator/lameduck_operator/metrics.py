@@ -147,6 +147,9 @@ class OperatorMetrics:
             ["reason"],
             registry=self.registry,
         )
+        # Every series from the start: what a report can add is counts, never series.
+        for result in ("recorded", "malformed", "untrusted"):
+            self.hold_reports.labels(result=result)
         for reason in Untrusted:
             self.untrusted_hold_reports.labels(reason=reason.value)
         self.holds = Counter(

@@ -242,7 +242,6 @@ class ShutdownObserver:
         while len(self._pods) > MAX_OBSERVED_PODS:
             uid, _ = self._pods.popitem(last=False)
             self._gone.pop(uid, None)
-        self._forget_expired()
         for report, _ in self._pending.pop(pod.uid, []):
             self._pending_count -= 1
             self._judge(report, pod)
@@ -262,6 +261,7 @@ class ShutdownObserver:
     # ---- terminations ----------------------------------------------------------------------
 
     def pod_seen(self, pod: Mapping[str, Any], deleted: bool = False) -> None:
+        self._forget_expired()  # pod events come often: what expired is let go soon
         observed = observed_pod(pod)
         if observed is not None and observed.deployment is not None:
             self._observe(observed, deleted)
