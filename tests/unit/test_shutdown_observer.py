@@ -10,10 +10,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.report_trust import Untrusted
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef, PolicySpec
-from lameduck_operator.logic.report_trust import Untrusted
 from lameduck_operator.shutdown_observer import (
     MAX_OBSERVED_PODS,
     MAX_PENDING,
