@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,14 @@ from lameduck_operator.model import PolicyRef, parse_policy
 from lameduck_operator.shutdown_observer import ShutdownObserver
 
 RESULTS = Path(__file__).parent / "results" / "shutdown_memory.json"
-POLICY = PolicyRef("GracefulPolicy", "web", "shop")
+# A cluster policy: the pods are spread over 50 namespaces, and a GracefulPolicy governs only its own.
+POLICY = PolicyRef("ClusterGracefulPolicy", "web")
 SPEC = parse_policy(
-    {"apiVersion": "lameduck.dev/v1alpha1", "kind": "GracefulPolicy", "metadata": {"name": "web", "namespace": "shop"}}
+    {"apiVersion": "lameduck.dev/v1alpha1", "kind": "ClusterGracefulPolicy", "metadata": {"name": "web"}}
 ).spec
+
+
+DELETED_AT = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC).timestamp()
 
 
 def rss_bytes() -> int:
@@ -63,7 +68,10 @@ def pod_versions(i: int, deployment: str, namespace: str) -> list[dict[str, Any]
     running = {"containerStatuses": [{"name": "app", "state": {"running": {}}}]}
     ended = {
         "containerStatuses": [
-            {"name": "app", "state": {"terminated": {"exitCode": 0, "finishedAt": f"2026-11-21T10:00:{i % 20:02d}Z"}}}
+            {
+                "name": "app",
+                "state": {"terminated": {"exitCode": 0, "finishedAt": f"2026-11-21T10:00:{10 + i % 20:02d}Z"}},
+            }
         ]
     }
     return [
@@ -93,15 +101,28 @@ def report(i: int, deployment: str, namespace: str) -> dict[str, Any]:
         "containers": ["app"],
     }
     return {
-        "metadata": {"uid": f"event-{i}", "namespace": namespace, "labels": {"lameduck.dev/report": "hold"}},
-        "involvedObject": {"kind": "Pod", "name": f"{deployment}-{template_hash}-{i:05d}", "uid": f"pod-{i}"},
+        "metadata": {
+            "uid": f"event-{i}",
+            "namespace": namespace,
+            "labels": {"lameduck.dev/report": "hold"},
+            "creationTimestamp": "2026-11-21T10:00:10Z",
+        },
+        "involvedObject": {
+            "kind": "Pod",
+            "name": f"{deployment}-{template_hash}-{i:05d}",
+            "namespace": namespace,
+            "uid": f"pod-{i}",
+        },
         "message": json.dumps(message),
     }
 
 
 def measure(pods: int, deployments: int) -> dict[str, Any]:
     metrics = OperatorMetrics()
-    observer = ShutdownObserver(metrics, lambda _ref: POLICY, lambda _ref: SPEC)
+    # Every Deployment known and governed; the clock a minute after the pods' deletion (10:00:00).
+    observer = ShutdownObserver(
+        metrics, lambda _ref: POLICY, lambda _ref: SPEC, known=lambda _ref: True, clock=lambda: DELETED_AT + 60
+    )
     observer.lead()
     # Build the inputs first: they stand for what the watch hands over and does not keep.
     inputs = []
@@ -125,6 +146,9 @@ def measure(pods: int, deployments: int) -> dict[str, Any]:
     rss_after = rss_bytes()
     counted = sum(len(recent.ends) for recent in observer.deployments.values())
     assert counted == pods, "every termination was observed"
+    assert sum(len(recent.reports) for recent in observer.deployments.values()) == min(pods, 20 * deployments), (
+        "every report was believed"
+    )
     return {
         "pods": pods,
         "deployments": deployments,

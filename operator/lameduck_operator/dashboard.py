@@ -162,9 +162,14 @@ def hold_panels() -> list[Panel]:
         _graph(
             "Hold reports read",
             "Hold reports (Events the sidecars post at the end of a hold) the operator read, per second "
-            "by result (lameduck_hold_reports_total): recorded or malformed.",
-            [_query(_rate("lameduck_hold_reports_total", by="result"), "{{result}}")],
-            colors={"malformed": RED},
+            "by result (lameduck_hold_reports_total): recorded, malformed, or untrusted (not consistent with "
+            "what the operator observed: forged, or about a pod it did not see deleted), and the untrusted "
+            "by reason (lameduck_hold_reports_untrusted_total).",
+            [
+                _query(_rate("lameduck_hold_reports_total", by="result"), "{{result}}"),
+                _query(_rate("lameduck_hold_reports_untrusted_total", by="reason"), "untrusted: {{reason}}", "B"),
+            ],
+            colors={"malformed": RED, "untrusted": ORANGE},
         ),
     ]
 

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from lameduck_operator.logic.report_trust import Untrusted
+
 # Holds and terminations take from well under a second to the whole grace period.
 SHUTDOWN_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300)
 BUDGET_RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1, 1.1)
@@ -133,10 +135,24 @@ class OperatorMetrics:
         shutdown = ["namespace", "policy"]
         self.hold_reports = Counter(
             "lameduck_hold_reports_total",
-            "Hold reports (Events the sidecars post at the end of a hold) read, by result (recorded, malformed).",
+            "Hold reports (Events the sidecars post at the end of a hold) read, by result (recorded, "
+            "malformed, untrusted).",
             ["result"],
             registry=self.registry,
         )
+        # Labelled by a fixed set of reasons only: a forged report must not be able to add series.
+        self.untrusted_hold_reports = Counter(
+            "lameduck_hold_reports_untrusted_total",
+            "Hold reports not believed, by reason (UnknownPod, NamespaceMismatch, UnknownDeployment, "
+            "NotSelected, OutOfBounds, Duplicate): forged, or about a pod this operator did not see deleted.",
+            ["reason"],
+            registry=self.registry,
+        )
+        # Every series from the start: what a report can add is counts, never series.
+        for result in ("recorded", "malformed", "untrusted"):
+            self.hold_reports.labels(result=result)
+        for reason in Untrusted:
+            self.untrusted_hold_reports.labels(reason=reason.value)
         self.holds = Counter(
             "lameduck_holds_total",
             "Holds of managed pods by outcome (quiet, not_in_any_slice, timeout, fallback).",

@@ -82,6 +82,7 @@ class Runtime:
             self.metrics,
             fleet.governing_policy,
             fleet.policy_spec,
+            known=fleet.deployments.__contains__,
             changed=fleet.status_changed,
             post_event=api.post_event,
         )

@@ -6,11 +6,19 @@ Every replica keeps the recent observations (a new leader publishes status at on
 the leader counts them in its metrics, so a fleet's dashboards add up no matter how many
 replicas are scraped. What happens while no replica leads (a failover's seconds) is kept
 for status but is not counted.
+
+A hold report is believed only as logic/report_trust.py decides, against the pods this
+operator's own watch saw being deleted: anyone who can create Events can write one. The two
+watches are not ordered, so a report whose pod's deletion has not been seen yet waits (a few,
+for a minute at most) and is judged when it is; the pods are kept a little after their removal
+for reports that come late. Every structure here is bounded whatever reports arrive, and
+per-Deployment state exists only for Deployments the operator knows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -19,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.report_trust import ObservedPod, Trusted, Untrusted, judge_report, observed_pod
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import (
     DeploymentShutdown,
@@ -30,7 +39,6 @@ from lameduck_operator.logic.shutdown import (
     parse_hold_report,
     pod_deployment,
     shutdown_status,
-    sidecar_policy,
     termination_of,
 )
 from lameduck_operator.metrics import DeploymentShutdownSample, OperatorMetrics
@@ -46,8 +54,17 @@ MAX_DEPLOYMENT_SERIES = 1000
 MAX_REMEMBERED = 20000
 # At most one PodsKilled Event per Deployment in this many seconds.
 KILLED_EVENT_SECONDS = 60.0
+# Pods seen being deleted, whose reports may still come: at most this many, each kept this long
+# after its removal (a report is posted before the app is stopped, but its watch may lag).
+MAX_OBSERVED_PODS = 20000
+POD_KEPT_SECONDS = 120.0
+# Reports whose pod's deletion the pod watch has not shown yet: how many, and for how long.
+MAX_PENDING = 1000
+PENDING_SECONDS = 60.0
+PENDING_PER_POD = 4
 
 PolicyOf = Callable[[DeploymentRef], PolicyRef | None]
+Knows = Callable[[DeploymentRef], bool]
 SpecOf = Callable[[PolicyRef], PolicySpec | None]
 PostEvent = Callable[[Mapping[str, Any], DeploymentEvent], Awaitable[None]]
 
@@ -94,20 +111,31 @@ class ShutdownObserver:
         policy_of: PolicyOf,
         spec_of: SpecOf,
         *,
+        known: Knows,
         changed: Callable[[PolicyRef], None] = lambda _: None,
         post_event: PostEvent | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
         self.policy_of = policy_of
         self.spec_of = spec_of
+        self.known = known
         self.changed = changed
         self.post_event = post_event
         self.monotonic = monotonic
+        self.clock = clock
         self.recording = False  # while leading: see lead()
         self.deployments: dict[DeploymentRef, Recent] = {}
         self._reports_seen = Remembered(MAX_REMEMBERED)
         self._pods_done = Remembered(MAX_REMEMBERED)
+        # What reports are judged by (report_trust): pods seen being deleted, by uid; when each
+        # was seen removed; reports waiting for their pod; pods whose hold was reported.
+        self._pods: OrderedDict[str, ObservedPod] = OrderedDict()
+        self._gone: OrderedDict[str, float] = OrderedDict()
+        self._pending: OrderedDict[str, list[tuple[HoldReport, float]]] = OrderedDict()
+        self._pending_count = 0
+        self._reported = Remembered(MAX_REMEMBERED)
         self._killed_posted: dict[DeploymentRef, float] = {}
         metrics.deployment_shutdown.source = self._samples
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,7 +150,7 @@ class ShutdownObserver:
             recent = self.deployments[ref] = Recent(policy)
         return recent
 
-    # ---- hold reports ---------------------------------------------------------------------
+    # ---- hold reports ----------------------------------------------------------------------
 
     def report_seen(self, event: Mapping[str, Any], deleted: bool = False) -> None:
         uid = str((event.get("metadata") or {}).get("uid") or "")
@@ -135,12 +163,56 @@ class ShutdownObserver:
                 self.metrics.hold_reports.labels(result="malformed").inc()
             log.warning("ignoring a malformed hold report %s: %s", uid, err)
             return
-        ref = DeploymentRef(report.namespace, report.deployment) if report.deployment else None
-        policy = report.policy or (self.policy_of(ref) if ref else None)
+        self._forget_expired()
+        pod = self._pods.get(report.pod_uid)
+        if pod is None and report.pod_uid and report.involved_namespace == report.namespace:
+            self._pend(report)
+        else:
+            self._judge(report, pod)
+
+    def _pend(self, report: HoldReport) -> None:
+        """A report whose pod's deletion the pod watch has not shown yet (the two watches are
+        not ordered): judged when it does, or counted as UnknownPod after PENDING_SECONDS."""
+        waiting = self._pending.setdefault(report.pod_uid, [])
+        if len(waiting) >= PENDING_PER_POD:
+            self._reject(Untrusted.DUPLICATE)
+            return
+        waiting.append((report, self.monotonic()))
+        self._pending_count += 1
+        while self._pending_count > MAX_PENDING:
+            self._drop_pending(next(iter(self._pending)))
+
+    def _drop_pending(self, pod_uid: str) -> None:
+        for _ in self._pending.pop(pod_uid, []):
+            self._pending_count -= 1
+            self._reject(Untrusted.UNKNOWN_POD)
+
+    def _judge(self, report: HoldReport, pod: ObservedPod | None) -> None:
+        verdict = judge_report(
+            report,
+            pod,
+            known=self.known,
+            policy_of=self.policy_of,
+            reported=report.pod_uid in self._reported.items,
+            now=self.clock(),
+        )
+        if isinstance(verdict, Untrusted):
+            self._reject(verdict)
+            log.debug("not believing hold report %s: %s", report.event_uid, verdict.value)
+            return
+        self._reported.add(report.pod_uid)
+        self._record(verdict)
+
+    def _reject(self, reason: Untrusted) -> None:
+        if self.recording:
+            self.metrics.hold_reports.labels(result="untrusted").inc()
+            self.metrics.untrusted_hold_reports.labels(reason=reason.value).inc()
+
+    def _record(self, trusted: Trusted) -> None:
+        """A believed report, under the Deployment and policy the operator resolved for its pod."""
+        report, ref, policy = trusted.report, trusted.deployment, trusted.policy
         if self.recording:
             self._count(report, policy)
-        if ref is None or policy is None:
-            return
         recent = self._recent(ref, policy)
         _keep_recent(recent.reports, report)
         spec = self.spec_of(policy)
@@ -149,8 +221,8 @@ class ShutdownObserver:
         )
         self.changed(policy)
 
-    def _count(self, report: HoldReport, policy: PolicyRef | None) -> None:
-        labels = {"namespace": report.namespace, "policy": str(policy or "")}
+    def _count(self, report: HoldReport, policy: PolicyRef) -> None:
+        labels = {"namespace": report.namespace, "policy": str(policy)}
         self.metrics.hold_reports.labels(result="recorded").inc()
         self.metrics.holds.labels(**labels, outcome=report.outcome.value).inc()
         self.metrics.hold_seconds.labels(**labels).observe(report.hold_seconds)
@@ -160,9 +232,42 @@ class ShutdownObserver:
         if report.stage2_seconds is not None:
             self.metrics.dataplane_propagation_seconds.labels(**labels).observe(report.stage2_seconds)
 
+    # ---- pods being deleted: what reports are judged by --------------------------------------
+
+    def _observe(self, pod: ObservedPod, deleted: bool) -> None:
+        if deleted:
+            pod = dataclasses.replace(pod, gone_at=self.clock())
+            self._gone[pod.uid] = self.monotonic()
+        self._pods[pod.uid] = pod
+        while len(self._pods) > MAX_OBSERVED_PODS:
+            uid, _ = self._pods.popitem(last=False)
+            self._gone.pop(uid, None)
+        for report, _ in self._pending.pop(pod.uid, []):
+            self._pending_count -= 1
+            self._judge(report, pod)
+
+    def _forget_expired(self) -> None:
+        """Pods removed POD_KEPT_SECONDS ago, and reports pending for PENDING_SECONDS."""
+        now = self.monotonic()
+        while self._gone and next(iter(self._gone.values())) <= now - POD_KEPT_SECONDS:
+            uid, _ = self._gone.popitem(last=False)
+            self._pods.pop(uid, None)
+        while self._pending:
+            uid, waiting = next(iter(self._pending.items()))
+            if waiting[0][1] > now - PENDING_SECONDS:
+                break
+            self._drop_pending(uid)
+
     # ---- terminations ----------------------------------------------------------------------
 
     def pod_seen(self, pod: Mapping[str, Any], deleted: bool = False) -> None:
+        self._forget_expired()  # pod events come often: what expired is let go soon
+        observed = observed_pod(pod)
+        if observed is not None and observed.deployment is not None:
+            self._observe(observed, deleted)
+        self._terminated(pod, deleted)
+
+    def _terminated(self, pod: Mapping[str, Any], deleted: bool) -> None:
         metadata = pod.get("metadata") or {}
         uid = str(metadata.get("uid") or "")
         if not metadata.get("deletionTimestamp") or not uid or uid in self._pods_done.items:
@@ -171,7 +276,9 @@ class ShutdownObserver:
             return
         name = pod_deployment(pod)
         ref = DeploymentRef(str(metadata.get("namespace") or ""), name) if name else None
-        policy = sidecar_policy(pod.get("spec") or {}) or (self.policy_of(ref) if ref else None)
+        # The policy the operator resolves for a Deployment it knows, never one the pod names:
+        # a pod's spec is written by whoever can create pods in its namespace.
+        policy = self.policy_of(ref) if ref is not None and self.known(ref) else None
         if policy is None:
             return  # not a managed pod
         termination = termination_of(pod, policy)
@@ -187,8 +294,7 @@ class ShutdownObserver:
                 self.metrics.termination_budget_ratio.labels(**labels).observe(
                     termination.seconds / termination.grace_period_seconds
                 )
-        if ref is None:
-            return
+        assert ref is not None
         recent = self._recent(ref, policy)
         _keep_recent(recent.ends, termination.outcome)
         self.changed(policy)

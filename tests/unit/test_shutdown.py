@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -43,8 +44,13 @@ def report_event(**fields: Any) -> dict[str, Any]:
         "podTemplateHash": "7d9f8c",
     } | fields
     return {
-        "metadata": {"uid": "e1", "namespace": "shop", "labels": {"lameduck.dev/report": "hold"}},
-        "involvedObject": {"kind": "Pod", "name": "web-7d9f8c-abcde", "uid": "p1"},
+        "metadata": {
+            "uid": "e1",
+            "namespace": "shop",
+            "labels": {"lameduck.dev/report": "hold"},
+            "creationTimestamp": "2026-11-21T10:00:05Z",
+        },
+        "involvedObject": {"kind": "Pod", "name": "web-7d9f8c-abcde", "namespace": "shop", "uid": "p1"},
         "message": json.dumps({k: v for k, v in message.items() if v is not ...}),
     }
 
@@ -65,6 +71,8 @@ def test_a_hold_report_is_read_from_its_event() -> None:
         late_traffic_seconds=1.5,
         max_hold_seconds=30.0,
         grace_period_seconds=65.0,
+        involved_namespace="shop",
+        created_at=datetime(2026, 11, 21, 10, 0, 5, tzinfo=UTC).timestamp(),
     )
 
 
@@ -253,7 +261,9 @@ def test_no_reports_no_late_traffic() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seen", "quiet", "recommended"), [(0.0, 1.0, 1), (0.0, 0.0, 1), (3.0, 1.0, 5), (10.0, 2.0, 15)]
+    ("seen", "quiet", "recommended"),
+    [(0.0, 1.0, 1), (0.0, 0.0, 1), (3.0, 1.0, 5), (10.0, 2.0, 15), (12500.0, 1.0, 600), (480.0, 60.0, 600)],
+    ids=["none", "none-no-quiet", "small", "with-quiet", "capped-at-the-largest-maxHold", "capped-with-quiet"],
 )
 def test_recommended_max_hold(seen: float, quiet: float, recommended: int) -> None:
     assert recommended_max_hold(seen, quiet) == recommended

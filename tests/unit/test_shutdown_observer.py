@@ -10,11 +10,19 @@ import pytest
 from prometheus_client import generate_latest
 
 from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.report_trust import Untrusted
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef, PolicySpec
-from lameduck_operator.shutdown_observer import ShutdownObserver
+from lameduck_operator.shutdown_observer import (
+    MAX_OBSERVED_PODS,
+    MAX_PENDING,
+    PENDING_SECONDS,
+    POD_KEPT_SECONDS,
+    ShutdownObserver,
+)
 from tests.unit.builders import policy as policy_body
+from tests.unit.test_report_trust import DELETED_AT
 from tests.unit.test_shutdown import WEB_POLICY, pod, report_event
 
 WEB = DeploymentRef("shop", "web")
@@ -29,14 +37,23 @@ class Harness:
         spec = policy_body("web", "shop", {"hold": {"quietPeriod": "1s"}, "drainTimeout": "10s"}).spec
         self.specs: dict[PolicyRef, PolicySpec] = {WEB_POLICY: spec}
         self.governed: dict[DeploymentRef, PolicyRef] = {WEB: WEB_POLICY}
+        self.known: set[DeploymentRef] = {WEB}
+        self.wall = DELETED_AT + 6  # a second after the genuine report was stored
         self.observer = ShutdownObserver(
             self.metrics,
             self.governed.get,
             self.specs.get,
+            known=self.known.__contains__,
             changed=self.changed.append,
             post_event=self.post,
             monotonic=lambda: self.now,
+            clock=lambda: self.wall,
         )
+
+    def genuine_report(self, event: dict[str, Any] | None = None) -> None:
+        """The pod seen being deleted, then its sidecar's report."""
+        self.observer.pod_seen(pod())
+        self.observer.report_seen(event or report_event())
 
     async def post(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:
         self.posted.append((deployment, event))
@@ -64,7 +81,7 @@ def outcome(name: str, value: str) -> str:
 
 def test_a_hold_report_is_counted_once_while_leading(h: Harness) -> None:
     h.observer.lead()
-    h.observer.report_seen(report_event())
+    h.genuine_report()
     h.observer.report_seen(report_event())  # the same Event again (a watch restarted)
     text = h.exported()
     assert sample(text, outcome("lameduck_holds_total", "quiet")) == 1
@@ -81,7 +98,7 @@ def test_a_hold_report_is_counted_once_while_leading(h: Harness) -> None:
 
 
 def test_a_follower_keeps_reports_for_status_but_counts_nothing_until_it_leads(h: Harness) -> None:
-    h.observer.report_seen(report_event())
+    h.genuine_report()
     assert "lameduck_holds_total{" not in h.exported()
     assert "lameduck_deployment_late_traffic_seconds{" not in h.exported()
     (entry,) = h.observer.status_of(WEB_POLICY)["lateTraffic"]
@@ -154,7 +171,7 @@ def test_a_pod_of_no_policy_is_not_observed(h: Harness) -> None:
 
 def test_a_deleted_deployment_loses_its_series_and_status(h: Harness) -> None:
     h.observer.lead()
-    h.observer.report_seen(report_event())
+    h.genuine_report()
     h.observer.deployment_gone(WEB)
     assert "lameduck_deployment_late_traffic_seconds{" not in h.exported()
     assert "lameduck_deployment_max_hold_seconds{" not in h.exported()
@@ -165,10 +182,189 @@ def test_per_deployment_series_stop_at_the_cap_and_status_still_lists_every_depl
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("lameduck_operator.shutdown_observer.MAX_DEPLOYMENT_SERIES", 1)
-    h.governed[DeploymentRef("shop", "api")] = WEB_POLICY
+    api = DeploymentRef("shop", "api")
+    h.governed[api] = WEB_POLICY
+    h.known.add(api)
     h.observer.lead()
-    h.observer.report_seen(report_event())
-    h.observer.report_seen(report_event(replicaSet="api-7d9f8c") | {"metadata": {"uid": "e2", "namespace": "shop"}})
+    h.genuine_report()
+    api_pod = deleting("p2", "api-7d9f8c-abcde", "api-7d9f8c")
+    h.observer.pod_seen(api_pod)
+    h.observer.report_seen(report_of(api_pod, "e2"))
     exported = h.exported()
     assert exported.count("lameduck_deployment_max_hold_seconds{") == 1
     assert {e["name"] for e in h.observer.status_of(WEB_POLICY)["lateTraffic"]} == {"web", "api"}
+
+
+# ---- which reports are believed, wired: the pure cases are in test_report_trust.py ----------
+
+
+def deleting(uid: str, name: str, replica_set: str, namespace: str = "shop") -> dict[str, Any]:
+    """A pod of `replica_set` (pod-template-hash 7d9f8c) deleted at 10:00:00, still running."""
+    body = pod()
+    body["metadata"] |= {
+        "uid": uid,
+        "name": name,
+        "namespace": namespace,
+        "ownerReferences": [{"kind": "ReplicaSet", "name": replica_set}],
+    }
+    return body
+
+
+def report_of(
+    pod_body: Mapping[str, Any], event_uid: str, namespace: str | None = None, **message: Any
+) -> dict[str, Any]:
+    """A report about `pod_body`, as an Event in `namespace` (the pod's own by default)."""
+    meta = pod_body["metadata"]
+    body = report_event(**message)
+    where = namespace or meta["namespace"]
+    body["metadata"] |= {"uid": event_uid, "namespace": where}
+    body["involvedObject"] = {"kind": "Pod", "name": meta["name"], "namespace": where, "uid": meta["uid"]}
+    return body
+
+
+UNTRUSTED = "lameduck_hold_reports_untrusted_total"
+
+
+def untrusted(text: str, reason: Untrusted) -> float:
+    return sample(text, f'{UNTRUSTED}{{reason="{reason.value}"}}')
+
+
+def test_the_issues_forged_report_reaches_no_other_namespaces_policy(h: Harness) -> None:
+    # kubectl create of an Event in namespace attacker, naming small's policy and a made-up
+    # Deployment, about a pod that does not exist, saying it held 208m20s.
+    small = PolicyRef("GracefulPolicy", "all", "small")
+    h.specs[small] = h.specs[WEB_POLICY]
+    h.observer.lead()
+    fake = deleting("f1", "fake-7d9f8c-xxxxx", "fake-7d9f8c", namespace="attacker")
+    forged = report_of(fake, "e9", policy="GracefulPolicy/small/all", holdSeconds=12500, lateTrafficSeconds=10000)
+    h.observer.report_seen(forged)
+    h.now += PENDING_SECONDS
+    h.observer.report_seen(report_of(fake, "e10"))  # any later report ends the wait
+    assert h.observer.status_of(small) == {"lateTraffic": [], "overBudget": []}
+    assert h.observer.deployments == {}
+    assert untrusted(h.exported(), Untrusted.UNKNOWN_POD) == 1
+    assert "lameduck_holds_total{" not in h.exported()
+    assert h.changed == []
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [
+        (lambda: (deleting("p1", "web-7d9f8c-abcde", "web-7d9f8c"), "attacker"), Untrusted.NAMESPACE_MISMATCH),
+        (lambda: (deleting("p2", "fake-7d9f8c-abcde", "fake-7d9f8c"), None), Untrusted.UNKNOWN_DEPLOYMENT),
+        (lambda: (deleting("p3", "jobs-7d9f8c-abcde", "jobs-7d9f8c"), None), Untrusted.NOT_SELECTED),
+    ],
+    ids=["other-namespace", "unknown-deployment", "not-selected"],
+)
+def test_a_report_about_a_pod_seen_deleted_is_judged_at_once(h: Harness, build: Any, reason: Untrusted) -> None:
+    h.known.add(DeploymentRef("shop", "jobs"))  # known, governed by no policy
+    h.observer.lead()
+    body, namespace = build()
+    h.observer.pod_seen(body)
+    h.observer.report_seen(report_of(body, "e1", namespace))
+    assert untrusted(h.exported(), reason) == 1
+    assert h.observer.deployments == {}
+
+
+def test_a_report_that_comes_before_its_pods_deletion_is_seen_waits_for_it(h: Harness) -> None:
+    h.observer.lead()
+    h.observer.report_seen(report_event())
+    assert "lameduck_holds_total{" not in h.exported()
+    h.observer.pod_seen(pod(deleted=None))  # the pod watch is behind: not deleting yet
+    h.observer.pod_seen(pod())
+    assert sample(h.exported(), outcome("lameduck_holds_total", "quiet")) == 1
+
+
+def test_a_report_that_comes_after_its_pod_is_gone_is_still_judged_for_a_while(h: Harness) -> None:
+    h.observer.lead()
+    h.observer.pod_seen(pod(), deleted=True)
+    h.now += POD_KEPT_SECONDS - 1
+    h.observer.report_seen(report_event())
+    assert sample(h.exported(), outcome("lameduck_holds_total", "quiet")) == 1
+    later = deleting("p2", "web-7d9f8c-fghij", "web-7d9f8c")
+    h.observer.pod_seen(later, deleted=True)
+    h.now += POD_KEPT_SECONDS + 1
+    h.observer.report_seen(report_of(later, "e2"))  # forgotten: waits, then is unknown
+    h.now += PENDING_SECONDS
+    h.observer.pod_seen(pod(deleted=None))
+    assert untrusted(h.exported(), Untrusted.UNKNOWN_POD) == 1
+    assert sample(h.exported(), outcome("lameduck_holds_total", "quiet")) == 1
+
+
+def test_one_report_per_pod_the_first_within_bounds(h: Harness) -> None:
+    h.observer.lead()
+    h.observer.pod_seen(pod())
+    h.observer.report_seen(report_event(holdSeconds=12500) | {"metadata": {**report_event()["metadata"], "uid": "e0"}})
+    h.observer.report_seen(report_event())
+    h.observer.report_seen(report_event(holdSeconds=4.5) | {"metadata": {**report_event()["metadata"], "uid": "e2"}})
+    text = h.exported()
+    assert sample(text, outcome("lameduck_holds_total", "quiet")) == 1
+    assert sample(text, f"lameduck_hold_duration_seconds_sum{{{LABELS}}}") == 4.2
+    assert (untrusted(text, Untrusted.OUT_OF_BOUNDS), untrusted(text, Untrusted.DUPLICATE)) == (1, 1)
+    assert sample(text, 'lameduck_hold_reports_total{result="untrusted"}') == 2
+
+
+def series(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_200_made_up_policy_names_add_no_series(h: Harness) -> None:
+    h.observer.lead()
+    h.genuine_report()
+    before = series(h.exported())
+    for i in range(200):
+        # Genuine pods of web, whose reports each name another policy: counted under web's.
+        body = deleting(f"g{i}", f"web-7d9f8c-{i:05d}", "web-7d9f8c")
+        h.observer.pod_seen(body)
+        h.observer.report_seen(report_of(body, f"g{i}", policy=f"GracefulPolicy/shop/made-up-{i}"))
+        # Forged ones, about pods nobody saw deleted.
+        h.observer.report_seen(
+            report_of(deleting(f"f{i}", f"x-{i}", "x-7d9f8c"), f"f{i}", policy=f"GracefulPolicy/small/made-up-{i}")
+        )
+    h.now += PENDING_SECONDS
+    h.observer.pod_seen(pod(deleted=None))
+    text = h.exported()
+    assert series(text) == before
+    assert "made-up" not in text
+    assert sample(text, outcome("lameduck_holds_total", "quiet")) == 201
+    assert untrusted(text, Untrusted.UNKNOWN_POD) == 200
+
+
+def test_20000_fake_deployments_leave_the_state_bounded(h: Harness) -> None:
+    h.observer.lead()
+    for i in range(20000):
+        fake = deleting(f"f{i}", f"fake{i}-7d9f8c-x", f"fake{i}-7d9f8c", namespace="attacker")
+        h.observer.report_seen(report_of(fake, f"e{i}"))
+        if i % 5000 == 4999:
+            h.now += 1
+    observer = h.observer
+    assert observer.deployments == {}
+    assert observer._pending_count == len(observer._pending) == MAX_PENDING
+    assert untrusted(h.exported(), Untrusted.UNKNOWN_POD) == 20000 - MAX_PENDING
+    h.now += PENDING_SECONDS
+    observer.pod_seen(pod(deleted=None))
+    assert (observer._pending_count, len(observer._pending), len(observer._pods)) == (0, 0, 0)
+    assert untrusted(h.exported(), Untrusted.UNKNOWN_POD) == 20000
+    # And real pods of 20,000 Deployments nobody governs leave nothing per Deployment.
+    for i in range(20000):
+        body = deleting(f"r{i}", f"real{i}-7d9f8c-x", f"real{i}-7d9f8c", namespace="attacker")
+        observer.pod_seen(body)
+        observer.report_seen(report_of(body, f"r{i}"))
+        observer.pod_seen(body, deleted=True)
+    assert observer.deployments == {}
+    assert len(observer._pods) <= MAX_OBSERVED_PODS
+    assert untrusted(h.exported(), Untrusted.UNKNOWN_DEPLOYMENT) == 20000
+
+
+def test_a_terminations_policy_is_the_operators_never_the_one_the_pod_names(h: Harness) -> None:
+    h.observer.lead()
+    small = PolicyRef("GracefulPolicy", "all", "small")
+    named = pod(CLEAN, sidecar_policy="GracefulPolicy/small/all")
+    h.observer.pod_seen(named)
+    assert sample(h.exported(), outcome("lameduck_terminations_total", "clean")) == 1
+    assert h.observer.status_of(small)["overBudget"] == []
+    unknown = deleting("p9", "fake-7d9f8c-abcde", "fake-7d9f8c", namespace="attacker")
+    unknown["spec"] = named["spec"]
+    unknown["status"] = named["status"]
+    h.observer.pod_seen(unknown)
+    assert DeploymentRef("attacker", "fake") not in h.observer.deployments

@@ -25,7 +25,9 @@ def service_accounts_needing_access(
 def sidecar_role(namespace: str) -> dict[str, Any]:
     """Only what the sidecar does while holding: list and watch the namespace's EndpointSlices,
     get its own Pod (the grace period it is being deleted with) and create one Event (the hold
-    report). Events cannot be limited to a name the pod does not know before creating it."""
+    report). Events cannot be limited to a name the pod does not know before creating it, nor
+    to an involved object: anyone bound here can write a report, so the operator believes one
+    only when it fits what it observed itself (logic/report_trust.py)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from lameduck_operator.logic.status import MAX_LISTED
-from lameduck_operator.model import BUDGET_MARGIN_SECONDS, PolicyRef, format_seconds
+from lameduck_operator.model import BUDGET_MARGIN_SECONDS, MAX_HOLD, PolicyRef, format_seconds
 from lameduck_operator.names import KIND_CLUSTER, POLICY_KINDS, REPORT_VERSION, SIDECAR_NAME, SidecarEnv
 
 # A container killed at the end of its grace period exits with 128 + SIGKILL.
@@ -75,6 +75,10 @@ class HoldReport:
     late_traffic_seconds: float
     max_hold_seconds: float | None
     grace_period_seconds: float | None
+    # Where the Event says its pod is, and when the API server stored the Event (its own
+    # clock: a client cannot set it). What report_trust judges the report by.
+    involved_namespace: str | None = None
+    created_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,8 @@ def parse_hold_report(event: Mapping[str, Any]) -> HoldReport:
         late_traffic_seconds=_required(report, "lateTrafficSeconds"),
         max_hold_seconds=_optional(report, "maxHoldSeconds"),
         grace_period_seconds=_optional(report, "gracePeriodSeconds"),
+        involved_namespace=str(involved["namespace"]) if involved.get("namespace") else None,
+        created_at=epoch_seconds(metadata.get("creationTimestamp")),
     )
 
 
@@ -177,6 +183,12 @@ def _time(text: object) -> datetime | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def epoch_seconds(text: object) -> float | None:
+    """An API time (RFC 3339) as seconds since the epoch; None if it is not one."""
+    at = _time(text)
+    return None if at is None else at.timestamp()
 
 
 def sidecar_policy(pod_spec: Mapping[str, Any]) -> PolicyRef | None:
@@ -267,8 +279,10 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 
 
 def recommended_max_hold(late_traffic_max: float, quiet_period: float) -> int:
-    """Long enough for the latest late traffic seen, with headroom, and the quiet period after it."""
-    return max(1, math.ceil(late_traffic_max * RECOMMENDATION_HEADROOM + quiet_period))
+    """Long enough for the latest late traffic seen, with headroom, and the quiet period after it;
+    never more than a policy may set (a recommendation must be one a policy can take)."""
+    wanted = max(1, math.ceil(late_traffic_max * RECOMMENDATION_HEADROOM + quiet_period))
+    return min(wanted, math.floor(MAX_HOLD.seconds[2]))
 
 
 def late_traffic(reports: Sequence[HoldReport], quiet_period: float, drain_timeout: float) -> LateTraffic | None:
@@ -286,6 +300,7 @@ def late_traffic(reports: Sequence[HoldReport], quiet_period: float, drain_timeo
         timeouts=sum(1 for r in reports if r.outcome is HoldOutcome.TIMEOUT),
         max_hold=reports[-1].max_hold_seconds,
         recommended_max_hold=recommended,
+        # Bounded as its parts are: the capped maxHold and the policy's own drainTimeout.
         recommended_budget=math.ceil(recommended + drain_timeout) + BUDGET_MARGIN_SECONDS,
     )
 
