@@ -14,12 +14,19 @@ Env: PORT (8080), LATENCY_MS (response latency, 5), CLOSE_NOTICE_SECONDS (1), DR
 IGNORE_SIGTERM (false).
 """
 
-import asyncio
-import os
 import signal
-import socket
 
-from aiohttp import web
+# First of all: as PID 1 in its container the app gets no default SIGTERM action from the
+# kernel, so a SIGTERM that came before the event loop's handler (a pod deleted while it
+# starts) would be lost and the pod would run until SIGKILL. Note it now; main() acts on it.
+_EARLY_SIGTERM: list[int] = []
+signal.signal(signal.SIGTERM, lambda signum, _frame: _EARLY_SIGTERM.append(signum))
+
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+
+from aiohttp import web  # noqa: E402
 
 HOSTNAME = socket.gethostname()
 DRAINING = web.AppKey("draining", asyncio.Event)
@@ -61,6 +68,8 @@ async def main() -> None:
         )
     else:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        if _EARLY_SIGTERM:
+            stop.set()
     await stop.wait()
     print(f"{HOSTNAME} SIGTERM: no new connections; telling keep-alive clients to close", flush=True)
     await site.stop()
