@@ -41,7 +41,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.e2e.support import Kube
+from harness.cluster import Kube
 
 # -- what a sample holds ------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.support import OPERATOR_NAMESPACE, REPO, Kube, Operator, install_lameduck, wait_until
+from harness.cluster import OPERATOR_NAMESPACE, REPO, Kube, Operator, install_lameduck, wait_until
 
 RESULTS = REPO / "bench" / "results"
 

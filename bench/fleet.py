@@ -62,7 +62,7 @@ from bench.webhook_latency import (
     summed,
     timed_patch,
 )
-from tests.e2e.support import (
+from harness.cluster import (
     LOCAL_AUDIT_LOG,
     LOCAL_KUBECONFIG,
     OPERATOR_NAMESPACE,

@@ -43,7 +43,7 @@ from bench.fleet import (
     status_of,
     webhook_burst,
 )
-from tests.e2e.support import REPO, Kube, install_lameduck, wait_until
+from harness.cluster import REPO, Kube, install_lameduck, wait_until
 
 RESULTS = REPO / "bench" / "results" / "fleet_ab.json"
 BEFORE_TREE = Path("/tmp/lameduck-fleet-ab-before")

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.certificates import self_signed
-from tests.e2e.support import REPO, Kube
+from harness.certificates import self_signed
+from harness.cluster import REPO, Kube
 
 NAMESPACE = "bench-null-webhook"
 NAME = "null-webhook"

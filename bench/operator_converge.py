@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.support import REPO, Kube, Operator, install_lameduck, pause_deployment, wait_until
+from harness.cluster import REPO, Kube, Operator, install_lameduck, pause_deployment, wait_until
 
 
 def kubeconfig() -> str:

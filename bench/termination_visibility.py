@@ -23,8 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.support import Kube, Operator, install_lameduck, start_guarded_demo, wait_until
-from tests.e2e.test_stop_modes import PodEnds
+from harness.cluster import Kube, Operator, install_lameduck, start_guarded_demo, wait_until
+from harness.demo import PodEnds
 
 RESULTS = Path(__file__).parent / "results" / "termination_visibility.json"
 NAMESPACE = "lameduck-visibility"

@@ -40,7 +40,7 @@ from typing import Any, cast
 import urllib3
 from kubernetes import client, config
 
-from tests.e2e.support import (
+from harness.cluster import (
     REPO,
     Kube,
     Operator,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import (
+from harness.cluster import (
     LOCAL_KUBECONFIG,
     REPO,
     Kube,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from tests.e2e.support import Kube, demo_app, wait_until
+from harness.cluster import Kube, demo_app, wait_until
 
 
 def test_node_is_ready(kube: Kube) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from harness.cluster import Kube, Operator, demo_app, every_replica_injects, pause_deployment, wait_until
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import Kube, Operator, demo_app, every_replica_injects, pause_deployment, wait_until
 
 GATE = "lameduck.dev/endpoints-ready"
 

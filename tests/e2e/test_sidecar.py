@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config, watch
 
-from bench.loadgen import LoadGenerator, under_load
-from tests.e2e.support import (
+from harness.cluster import (
     LOCAL_AUDIT_LOG,
     LOCAL_KUBECONFIG,
     Kube,
@@ -33,6 +32,7 @@ from tests.e2e.support import (
     steady,
     wait_until,
 )
+from harness.loadgen import LoadGenerator, under_load
 
 
 @pytest.fixture

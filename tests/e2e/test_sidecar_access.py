@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from harness.cluster import Kube, Operator, demo_app, wait_until
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import Kube, Operator, demo_app, wait_until
 
 pytestmark = pytest.mark.e2e
 

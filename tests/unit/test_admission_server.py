@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from harness.certificates import self_signed
 from lameduck_operator.admission_server import WEBHOOK_PATH, AdmissionServer, AdmissionServerFailed, tls_context
 from lameduck_operator.logic.decision import Decision
 from lameduck_operator.metrics import OperatorMetrics
-from tests.certificates import self_signed
 from tests.unit.builders import container, deployment
 from tests.unit.test_admission import ENFORCE, judge_for, request
 

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from harness.tools import find_tool, harness_helm
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.tools import find_tool, harness_helm
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 # A tiny image that runs forever; the local harness imports it as the pod sandbox image.
 PAUSE_IMAGE = os.environ.get("LAMEDUCK_E2E_PAUSE_IMAGE", "registry.k8s.io/pause:3.10.1")

@@ -18,8 +18,8 @@ import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from tests.e2e.support import OPERATOR_NAMESPACE, REPO, Kube, Operator, wait_until
-from tests.tools import find_tool, harness_prometheus_dir
+from harness.cluster import OPERATOR_NAMESPACE, REPO, Kube, Operator, wait_until
+from harness.tools import find_tool, harness_prometheus_dir
 
 PORT = 19090
 
