@@ -87,7 +87,7 @@ bench-rollout: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow $(ROLLOUT_CONDITIONS) && \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow $(ROLLOUT_STOPS); else \
-		bash hack/cluster.sh up && $(BIN)/python -c "from harness.cluster import build_images; build_images()" && \
+		bash hack/cluster.sh up && $(BIN)/python -c "from harness.images import build_images; build_images()" && \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)" $(ROLLOUT_CONDITIONS) && \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)" $(ROLLOUT_STOPS); fi
 
@@ -95,7 +95,7 @@ bench-rollout: $(STAMP) helm
 # half through the webhook, half opted out; client, operator and API server figures.
 bench-webhook: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.webhook_latency --kubeconfig "$$KUBECONFIG"; else \
-		bash hack/cluster.sh up && $(BIN)/python -c "from harness.cluster import build_images; build_images()" && \
+		bash hack/cluster.sh up && $(BIN)/python -c "from harness.images import build_images; build_images()" && \
 		$(BIN)/python -m bench.webhook_latency --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
 
 # Brings up the local cluster (or uses $$KUBECONFIG), installs lameduck, and rolls the demo

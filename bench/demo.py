@@ -20,8 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.cluster import LOCAL_KUBECONFIG, REPO, Kube, Operator, build_images, install_lameduck
+from harness import REPO
 from harness.dashboard_image import collect, draw
+from harness.images import build_images
+from harness.install import Operator, install_lameduck
+from harness.kube import LOCAL_KUBECONFIG, Kube
 from harness.prometheus import running_prometheus
 
 RESULTS = REPO / "bench" / "results"

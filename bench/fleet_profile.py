@@ -47,7 +47,8 @@ from bench.fleet import (
     running_pods,
     status_of,
 )
-from harness.cluster import LOCAL_KUBECONFIG, REPO, Kube, wait_until
+from harness import REPO
+from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
 from lameduck_operator.config import load_config
 from lameduck_operator.handlers import build_registry
 from lameduck_operator.runtime import Runtime

@@ -53,7 +53,10 @@ from bench.rollout_objects import (
 )
 from bench.rollout_report import chart, environment, print_table, sidecar_rss_mib, summarize_all
 from bench.rollout_watch import PodWatch, unanswered_syns
-from harness.cluster import REPO, Kube, Operator, image_values, install_lameduck, wait_until
+from harness import REPO
+from harness.images import image_values
+from harness.install import Operator, install_lameduck
+from harness.kube import Kube, wait_until
 from harness.loadgen import LoadGenerator, under_load
 from lameduck_operator.logic.decision import rollout_in_progress
 

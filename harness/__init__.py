@@ -3,3 +3,8 @@ the manifests they apply, load generation, a local Prometheus, and where the too
 
 `bench` and `tests` both import it and never each other (an import-linter contract); the
 product (lameduck_operator, lameduck_sidecar) never imports it."""
+
+from pathlib import Path
+
+# The repository's root: charts, crds, hack and bench/results are found from it.
+REPO = Path(__file__).resolve().parents[1]

@@ -1,18 +1,23 @@
-"""The demo app under load while something disrupts it, and how its pods ended: what the
-stop-mode and observability e2e tests and bench.termination_visibility share."""
+"""The demo app under a policy, as the e2e tests and benchmarks run it: started and steady,
+under load while something disrupts it, how its pods ended, and its sidecars' hold records."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
 
-from harness.cluster import Kube
+from harness.kube import Kube, wait_until
 from harness.loadgen import LoadGenerator, LoadResult, under_load
+from harness.manifests import demo_app, guarded
+from lameduck_operator.logic.decision import rollout_in_progress
 
 # Requests a second that load_during sends to the demo's ClusterIP.
 LOAD_RATE = 200
@@ -97,3 +102,87 @@ class PodEnds:
     def stop(self) -> None:
         self.stopped.set()
         self.stream.stop()
+
+
+def steady(kube: Kube, namespace: str, name: str = "demo", replicas: int = 3) -> bool:
+    """No rollout in progress, and exactly `replicas` pods, all ready and none being deleted."""
+    pods = kube.items("pods", namespace, f"app={name}")
+    ready = [
+        p
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and p.get("status", {}).get("containerStatuses")
+        and all(c.get("ready") for c in p["status"]["containerStatuses"])
+    ]
+    return (
+        not rollout_in_progress(kube.get("deployment", name, namespace))
+        and len(pods) == replicas
+        and len(ready) == replicas
+    )
+
+
+def start_guarded_demo(
+    kube: Kube,
+    namespace: str,
+    *,
+    replicas: int = 3,
+    app_env: Mapping[str, str] | None = None,
+    grace_period: int | None = None,
+    **spec: Any,
+) -> None:
+    """The demo app (`replicas`, its container's env plus app_env, the template's
+    terminationGracePeriodSeconds if given: lameduck never lowers the API server's default of
+    30 s) behind a ClusterIP Service, under guarded(namespace, **spec); returns once compliant
+    and steady with its sidecars."""
+    deployment, service = demo_app(replicas=replicas)
+    if app_env:
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        container["env"] = [{"name": k, "value": v} for k, v in app_env.items()]
+    if grace_period is not None:
+        deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = grace_period
+    kube.apply(deployment, service, namespace=namespace)
+    kube.apply(guarded(namespace, **spec))
+    wait_until(
+        lambda: kube.get("gracefulpolicy", "guard", namespace).get("status", {}).get("compliant") == 1,
+        60,
+        "the demo is compliant",
+    )
+    wait_until(lambda: steady(kube, namespace, replicas=replicas), 180, "the demo runs with its sidecars", 0.5)
+
+
+class SidecarLog:
+    """Follows one pod's sidecar log (`kubectl logs -f`, until the pod is gone) into a file;
+    reads its hold records (one JSON line each, written when the hold ends)."""
+
+    def __init__(self, kube: Kube, namespace: str, pod: str, path: Path) -> None:
+        self.pod = pod
+        self.path = path
+        self.process = subprocess.Popen(
+            [kube.binary, "--kubeconfig", kube.kubeconfig, "logs", "-f", pod, "-c", "lameduck", "-n", namespace],
+            stdout=path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: b'"event": "start"' in path.read_bytes(), 30, f"the sidecar log of {pod} is followed")
+
+    def holds(self) -> list[dict[str, Any]]:
+        """The hold records logged so far (answers at once included)."""
+        lines = self.path.read_text().splitlines()
+        return [json.loads(line) for line in lines if '"event": "hold"' in line]
+
+    def hold(self, index: int = 0, *, last: bool = True, timeout: float = 120) -> dict[str, Any]:
+        """The index-th hold record, waiting for it; last: stop following."""
+        try:
+            record: dict[str, Any] = wait_until(
+                lambda: self.holds()[index] if len(self.holds()) > index else None,
+                timeout,
+                f"the sidecar of {self.pod} logs hold record {index}",
+            )
+            return record
+        finally:
+            if last:
+                self.stop()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

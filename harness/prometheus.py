@@ -18,7 +18,9 @@ import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from harness.cluster import OPERATOR_NAMESPACE, REPO, Kube, Operator, wait_until
+from harness import REPO
+from harness.install import OPERATOR_NAMESPACE, Operator
+from harness.kube import Kube, wait_until
 from harness.tools import find_tool, harness_prometheus_dir
 
 PORT = 19090

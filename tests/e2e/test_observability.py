@@ -21,15 +21,11 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.cluster import (
-    REPO,
-    Kube,
-    Operator,
-    start_guarded_demo,
-    wait_until,
-)
+from harness import REPO
 from harness.dashboard_image import filled
-from harness.demo import PodEnds, load_during
+from harness.demo import PodEnds, load_during, start_guarded_demo
+from harness.install import Operator
+from harness.kube import Kube, wait_until
 from harness.prometheus import Prometheus, running_prometheus
 from lameduck_operator.dashboard import expressions
 

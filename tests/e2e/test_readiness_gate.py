@@ -8,7 +8,9 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from harness.cluster import Kube, Operator, demo_app, every_replica_injects, pause_deployment, wait_until
+from harness.install import Operator, every_replica_injects
+from harness.kube import Kube, wait_until
+from harness.manifests import demo_app, pause_deployment
 from lameduck_operator.logic.decision import rollout_in_progress
 
 GATE = "lameduck.dev/endpoints-ready"

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import Kube, Operator, demo_app, wait_until
+from harness.install import Operator
+from harness.kube import Kube, wait_until
+from harness.manifests import demo_app
 from lameduck_operator.logic.decision import rollout_in_progress
 
 pytestmark = pytest.mark.e2e

@@ -20,8 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.cluster import Kube, Operator, SidecarLog, start_guarded_demo, wait_until
-from harness.demo import LOAD_RATE, PodEnds, load_during
+from harness.demo import LOAD_RATE, PodEnds, SidecarLog, load_during, start_guarded_demo
+from harness.install import Operator
+from harness.kube import Kube, wait_until
 from harness.loadgen import LoadResult
 
 
