@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import REPO
@@ -19,11 +20,22 @@ DEMO_IMAGE = os.environ.get("LAMEDUCK_E2E_DEMO_IMAGE", "docker.io/lameduck/demo-
 OPERATOR_IMAGE = os.environ.get("LAMEDUCK_E2E_OPERATOR_IMAGE", "docker.io/lameduck/operator:dev")
 
 
-IMAGE_INPUTS = {
-    "lameduck/sidecar:dev": (REPO, "sidecar/Dockerfile", ("pyproject.toml", "operator", "sidecar")),
-    "lameduck/operator:dev": (REPO, "operator/Dockerfile", ("pyproject.toml", "operator", "sidecar")),
-    "lameduck/demo-app:dev": (REPO / "examples" / "demo-app", "Dockerfile", (".",)),
-    "lameduck/l7proxy:dev": (REPO / "bench" / "l7proxy", "Dockerfile", (".",)),
+@dataclass(frozen=True)
+class ImageSource:
+    """What an image is built from: the context, its Dockerfile and the stage built (None: the
+    last), and the paths in the context whose contents decide whether to build it again."""
+
+    context: Path
+    dockerfile: str
+    inputs: tuple[str, ...]
+    target: str | None = None
+
+
+IMAGE_SOURCES = {
+    "lameduck/sidecar:dev": ImageSource(REPO, "Dockerfile", ("pyproject.toml", "sidecar"), "sidecar"),
+    "lameduck/operator:dev": ImageSource(REPO, "Dockerfile", ("pyproject.toml", "operator", "sidecar"), "operator"),
+    "lameduck/demo-app:dev": ImageSource(REPO / "examples" / "demo-app", "Dockerfile", (".",)),
+    "lameduck/l7proxy:dev": ImageSource(REPO / "bench" / "l7proxy", "Dockerfile", (".",)),
 }
 
 
@@ -46,14 +58,15 @@ def build_images() -> None:
     script = str(REPO / "hack" / "build-images.sh")
     stamps = Path(os.environ.get("LAMEDUCK_CACHE", Path.home() / ".cache" / "lameduck")) / "images"
     stamps.mkdir(parents=True, exist_ok=True)
-    for ref, (context, dockerfile, paths) in IMAGE_INPUTS.items():
+    for ref, source in IMAGE_SOURCES.items():
         stamp = stamps / (ref.replace("/", "_").replace(":", "_") + ".inputs")
-        digest = _inputs_digest(context, dockerfile, paths)
-        spec = f"{ref}={context}"
+        digest = _inputs_digest(source.context, source.dockerfile, source.inputs)
+        spec = f"{ref}={source.context}"
         if stamp.exists() and stamp.read_text() == digest:
             subprocess.run(["bash", script, "--import-only", spec], check=True, timeout=600)
             continue
-        subprocess.run(["bash", script, "--dockerfile", dockerfile, spec], check=True, timeout=1800)
+        target = ["--target", source.target] if source.target else []
+        subprocess.run(["bash", script, "--dockerfile", source.dockerfile, *target, spec], check=True, timeout=1800)
         stamp.write_text(digest)
 
 
