@@ -25,12 +25,12 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator sidecar tests bench
-	$(BIN)/ruff format --check operator sidecar tests bench
+	$(BIN)/ruff check operator sidecar harness tests bench
+	$(BIN)/ruff format --check operator sidecar harness tests bench
 
 types: $(STAMP)
 	$(BIN)/mypy
-	$(BIN)/mypy tests bench
+	$(BIN)/mypy harness tests bench
 
 contracts: $(STAMP)
 	$(BIN)/lint-imports
@@ -46,7 +46,7 @@ prometheus:
 	@if [ -z "$$LAMEDUCK_PROMTOOL" ] && ! command -v promtool >/dev/null 2>&1; then bash hack/prometheus.sh >/dev/null; fi
 
 unit: $(STAMP) helm prometheus
-	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit bench/tests -q $(PYTEST_ARGS)
 
 test-unit: lint types contracts unit
 
@@ -87,7 +87,7 @@ bench-rollout: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow $(ROLLOUT_CONDITIONS) && \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$KUBECONFIG" --no-slow $(ROLLOUT_STOPS); else \
-		bash hack/cluster.sh up && $(BIN)/python -c "from tests.e2e.support import build_images; build_images()" && \
+		bash hack/cluster.sh up && $(BIN)/python -c "from harness.images import build_images; build_images()" && \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)" $(ROLLOUT_CONDITIONS) && \
 		$(BIN)/python -m bench.rollout --kubeconfig "$$(bash hack/cluster.sh kubeconfig)" $(ROLLOUT_STOPS); fi
 
@@ -95,7 +95,7 @@ bench-rollout: $(STAMP) helm
 # half through the webhook, half opted out; client, operator and API server figures.
 bench-webhook: $(STAMP) helm
 	@if [ -n "$$KUBECONFIG" ]; then $(BIN)/python -m bench.webhook_latency --kubeconfig "$$KUBECONFIG"; else \
-		bash hack/cluster.sh up && $(BIN)/python -c "from tests.e2e.support import build_images; build_images()" && \
+		bash hack/cluster.sh up && $(BIN)/python -c "from harness.images import build_images; build_images()" && \
 		$(BIN)/python -m bench.webhook_latency --kubeconfig "$$(bash hack/cluster.sh kubeconfig)"; fi
 
 # Brings up the local cluster (or uses $$KUBECONFIG), installs lameduck, and rolls the demo

@@ -28,9 +28,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jsonpatch
-
 from bench.provenance import machine, operator_source
+from harness.wide import NAMESPACE, deployment, stored
 from lameduck_operator.logic import admission, decision
 from lameduck_operator.logic.decision import Decision, Moment, decide
 from lameduck_operator.model import Policy, parse_policy
@@ -38,8 +37,6 @@ from lameduck_operator.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "admission_scale.json"
-NAMESPACE = "scale"
-WRITER = "kubectl-create"
 
 
 def policy() -> Policy:
@@ -53,34 +50,6 @@ def policy() -> Policy:
     )
 
 
-def container(index: int) -> dict[str, Any]:
-    name = f"c{index}"
-    return {
-        "name": name,
-        "image": f"example.com/{name}:1",
-        "env": [{"name": f"VAR_{k}", "value": f"{name}-{k}"} for k in range(3)],
-        "ports": [
-            {"containerPort": 20000 + 2 * index + k, "protocol": "TCP"} for k in range(2)
-        ],  # clear of 9901, the sidecar's
-    }
-
-
-def deployment(containers: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "scale", "namespace": NAMESPACE, "labels": {"app": "scale"}},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "scale"}},
-            "template": {
-                "metadata": {"labels": {"app": "scale"}},
-                "spec": {"containers": [container(i) for i in range(containers)]},
-            },
-        },
-    }
-
-
 def review_body(obj: Mapping[str, Any]) -> str:
     request = {
         "uid": "bench",
@@ -90,41 +59,6 @@ def review_body(obj: Mapping[str, Any]) -> str:
         "object": obj,
     }
     return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
-
-
-def fields_v1(value: Any) -> dict[str, Any]:
-    """The FieldsV1 tree a manager that set all of value owns: keyed lists as the API server keys them."""
-    if isinstance(value, Mapping):
-        tree: dict[str, Any] = {}
-        for key, sub in value.items():
-            if isinstance(sub, list) and sub and all(isinstance(i, Mapping) for i in sub):
-                tree[f"f:{key}"] = {_selector(key, i): {".": {}, **fields_v1(i)} for i in sub}
-            else:
-                tree[f"f:{key}"] = fields_v1(sub)
-        return tree
-    return {}
-
-
-def _selector(key: str, item: Mapping[str, Any]) -> str:
-    if key == "ports":
-        return "k:" + json.dumps({"containerPort": item["containerPort"], "protocol": item.get("protocol", "TCP")})
-    return "k:" + json.dumps({"name": item.get("name")})
-
-
-def stored(obj: Mapping[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
-    """obj as the API server keeps it after the webhook's patch: lameduck's fields attributed to the writer."""
-    after: dict[str, Any] = jsonpatch.apply_patch(obj, patch)
-    owned = {k: v for k, v in obj.items() if k in ("metadata", "spec")}
-    entry = {
-        "manager": WRITER,
-        "operation": "Update",
-        "apiVersion": "apps/v1",
-        "time": "2025-01-01T00:00:00Z",
-        "fieldsType": "FieldsV1",
-        "fieldsV1": fields_v1(owned),
-    }
-    after["metadata"] = {**after["metadata"], "managedFields": [entry], "uid": "u", "resourceVersion": "1"}
-    return after
 
 
 def _unbounded(function: Callable[..., Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ ready_endpoints(). KubeProxySampler is not `available` (and gives None) where it
 kube-proxy's rules: not root, no iptables-save, or no KUBE-SERVICES chain on this machine
 (another cluster's nodes).
 The parsers (kube_proxy_endpoints, haproxy_servers, slice_endpoints, fallback_to_terminating)
-do no I/O; tests/unit/test_dataplane.py runs them on captured text.
+do no I/O; bench/tests/test_dataplane.py runs them on captured text.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 
 from kubernetes import client
 
-from tests.e2e.support import Kube
+from harness.kube import Kube
 
 # -- what a sample holds ------------------------------------------------------------------
 

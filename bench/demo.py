@@ -20,9 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.dashboard_image import collect, draw
-from bench.prometheus import running_prometheus
-from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, Operator, build_images, install_lameduck
+from harness import REPO
+from harness.dashboard_image import collect, draw
+from harness.images import build_images
+from harness.install import Operator, install_lameduck
+from harness.kube import LOCAL_KUBECONFIG, Kube
+from harness.prometheus import running_prometheus
 
 RESULTS = REPO / "bench" / "results"
 

@@ -17,7 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.support import OPERATOR_NAMESPACE, REPO, Kube, Operator, install_lameduck, wait_until
+from harness import REPO
+from harness.install import OPERATOR_NAMESPACE, Operator, install_lameduck
+from harness.kube import Kube, wait_until
 
 RESULTS = REPO / "bench" / "results"
 

@@ -62,18 +62,10 @@ from bench.webhook_latency import (
     summed,
     timed_patch,
 )
-from tests.e2e.support import (
-    LOCAL_AUDIT_LOG,
-    LOCAL_KUBECONFIG,
-    OPERATOR_NAMESPACE,
-    PAUSE_IMAGE,
-    REPO,
-    Kube,
-    Operator,
-    build_images,
-    install_lameduck,
-    wait_until,
-)
+from harness import REPO, manifests
+from harness.images import PAUSE_IMAGE, build_images
+from harness.install import OPERATOR_NAMESPACE, Operator, install_lameduck
+from harness.kube import LOCAL_AUDIT_LOG, LOCAL_KUBECONFIG, Kube, wait_until
 
 RESULTS = REPO / "bench" / "results" / "fleet.json"
 FLEET_NS = "namespace/fleet-"
@@ -95,37 +87,21 @@ def fleet_deployment(i: int) -> dict[str, Any]:
     name = f"app-{i:05d}"
     containers = []
     for c in range(1 + i % 4):
-        container: dict[str, Any] = {
-            "name": f"c{c}",
-            "image": PAUSE_IMAGE,
-            "imagePullPolicy": "Never",
-            "ports": [{"containerPort": 8080 + c}],
-        }
+        container = manifests.container(f"c{c}", PAUSE_IMAGE, 8080 + c, imagePullPolicy="Never")
         if i % 3 == 0:
             container["readinessProbe"] = {"tcpSocket": {"port": 8080 + c}, "periodSeconds": 10}
         containers.append(container)
     if i % 7 == 0:
         containers[0]["lifecycle"] = {"preStop": {"exec": {"command": ["/pause"]}}}
-    metadata: dict[str, Any] = {"name": name, "labels": dict(LABEL)}
-    if i % 10 == 0:
-        metadata["annotations"] = {"lameduck.dev/skip": "true"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata,
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": containers,
-                    "nodeSelector": {"type": "kwok"},
-                    "tolerations": [KWOK_TOLERATION],
-                },
-            },
-        },
-    }
+    return manifests.deployment(
+        name,
+        containers,
+        labels=LABEL,
+        annotations={"lameduck.dev/skip": "true"} if i % 10 == 0 else None,
+        replicas=1,
+        nodeSelector={"type": "kwok"},
+        tolerations=[KWOK_TOLERATION],
+    )
 
 
 def expected(n: int) -> dict[str, int]:

@@ -43,7 +43,9 @@ from bench.fleet import (
     status_of,
     webhook_burst,
 )
-from tests.e2e.support import REPO, Kube, install_lameduck, wait_until
+from harness import REPO
+from harness.install import install_lameduck
+from harness.kube import Kube, wait_until
 
 RESULTS = REPO / "bench" / "results" / "fleet_ab.json"
 BEFORE_TREE = Path("/tmp/lameduck-fleet-ab-before")

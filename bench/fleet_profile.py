@@ -47,10 +47,11 @@ from bench.fleet import (
     status_of,
 )
 from bench.provenance import operator_source
+from harness import REPO
+from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
 from lameduck_operator.config import load_config
 from lameduck_operator.handlers import build_registry
 from lameduck_operator.runtime import Runtime
-from tests.e2e.support import LOCAL_KUBECONFIG, REPO, Kube, wait_until
 
 RESULTS = REPO / "bench" / "results" / "fleet_profile.json"
 SETTLE_SECONDS = 10.0

@@ -48,6 +48,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from harness import manifests
+
 IMAGE = "docker.io/lameduck/l7proxy:dev"
 ACCOUNT = "l7proxy"  # ServiceAccount and Role of the in-pod DNS, one per namespace
 BACKEND = "app"  # the HAProxy backend holding the app's servers
@@ -233,7 +235,6 @@ def proxy_deployment(
         "automountServiceAccountToken": not settings.cluster_dns,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532},
         "terminationGracePeriodSeconds": 5,
-        "containers": containers,
         "volumes": [{"name": "config", "configMap": {"name": name}}],
     }
     if not settings.cluster_dns:
@@ -256,33 +257,22 @@ def proxy_deployment(
             "searches": [f"{namespace}.svc.{settings.domain}", f"svc.{settings.domain}", settings.domain],
             "options": [{"name": "ndots", "value": "5"}],
         }
-    labels = {"app": name, "app.kubernetes.io/part-of": "l7proxy"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"lameduck.dev/l7proxy-config": config_hash}},
-                "spec": pod,
-            },
-        },
-    }
+    return manifests.deployment(
+        name,
+        containers,
+        namespace=namespace,
+        labels={"app": name, "app.kubernetes.io/part-of": "l7proxy"},
+        replicas=1,
+        pod_labels={"app.kubernetes.io/part-of": "l7proxy"},
+        pod_annotations={"lameduck.dev/l7proxy-config": config_hash},
+        **pod,
+    )
 
 
 def proxy_service(namespace: str, name: str) -> dict[str, Any]:
     """The ClusterIP Service the load generator targets (port 80), and the stats page (8404)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "selector": {"app": name},
-            "ports": [
-                {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
-                {"name": "stats", "port": STATS_PORT, "targetPort": "stats", "protocol": "TCP"},
-            ],
-        },
-    }
+    ports = [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "stats", "port": STATS_PORT, "targetPort": "stats", "protocol": "TCP"},
+    ]
+    return manifests.service(name, ports, namespace=namespace)

@@ -17,8 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.certificates import self_signed
-from tests.e2e.support import REPO, Kube
+from harness import REPO
+from harness.certificates import self_signed
+from harness.kube import Kube
+from harness.manifests import container, deployment, service
 
 NAMESPACE = "bench-null-webhook"
 NAME = "null-webhook"
@@ -32,51 +34,36 @@ PORT = 9443
 
 
 def manifests(cert: bytes, key: bytes, image: str) -> list[dict[str, Any]]:
-    labels = {"app": NAME}
     encoded = {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()}
     meta = {"name": NAME}
     return [
         {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "kubernetes.io/tls", "data": encoded},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {SERVER.name: SERVER.read_text()}},
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": NAME, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "server",
-                                "image": image,
-                                "imagePullPolicy": "IfNotPresent",
-                                "command": ["/opt/lameduck/bin/python", f"/app/{SERVER.name}"],
-                                "args": ["/tls/tls.crt", "/tls/tls.key", str(PORT)],
-                                "ports": [{"containerPort": PORT}],
-                                "readinessProbe": {"tcpSocket": {"port": PORT}, "periodSeconds": 2},
-                                "volumeMounts": [
-                                    {"name": "tls", "mountPath": "/tls", "readOnly": True},
-                                    {"name": "app", "mountPath": "/app", "readOnly": True},
-                                ],
-                            }
-                        ],
-                        "volumes": [
-                            {"name": "tls", "secret": {"secretName": NAME}},
-                            {"name": "app", "configMap": {"name": NAME}},
-                        ],
-                    },
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": NAME},
-            "spec": {"selector": labels, "ports": [{"port": 443, "targetPort": PORT}]},
-        },
+        deployment(
+            NAME,
+            [
+                container(
+                    "server",
+                    image,
+                    PORT,
+                    imagePullPolicy="IfNotPresent",
+                    command=["/opt/lameduck/bin/python", f"/app/{SERVER.name}"],
+                    args=["/tls/tls.crt", "/tls/tls.key", str(PORT)],
+                    readinessProbe={"tcpSocket": {"port": PORT}, "periodSeconds": 2},
+                    volumeMounts=[
+                        {"name": "tls", "mountPath": "/tls", "readOnly": True},
+                        {"name": "app", "mountPath": "/app", "readOnly": True},
+                    ],
+                )
+            ],
+            labels={"app": NAME},
+            replicas=1,
+            volumes=[
+                {"name": "tls", "secret": {"secretName": NAME}},
+                {"name": "app", "configMap": {"name": NAME}},
+            ],
+        ),
+        service(NAME, [{"port": 443, "targetPort": PORT}]),
     ]
 
 

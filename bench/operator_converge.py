@@ -18,7 +18,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.support import REPO, Kube, Operator, install_lameduck, pause_deployment, wait_until
+from harness import REPO
+from harness.install import Operator, install_lameduck
+from harness.kube import Kube, wait_until
+from harness.manifests import pause_deployment
 
 
 def kubeconfig() -> str:

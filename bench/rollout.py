@@ -34,7 +34,6 @@ from kubernetes import client, config
 
 from bench import l7proxy
 from bench.dataplane import KubeProxySampler, ProxySampler, Sampler, SliceSampler
-from bench.loadgen import LoadGenerator, under_load
 from bench.rollout_objects import (
     CONDITIONS,
     DEFAULT_VARIANTS,
@@ -54,8 +53,12 @@ from bench.rollout_objects import (
 )
 from bench.rollout_report import chart, environment, print_table, sidecar_rss_mib, summarize_all
 from bench.rollout_watch import PodWatch, unanswered_syns
+from harness import REPO
+from harness.images import image_values
+from harness.install import Operator, install_lameduck
+from harness.kube import Kube, wait_until
+from harness.loadgen import LoadGenerator, under_load
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import REPO, Kube, Operator, image_values, install_lameduck, wait_until
 
 RESULTS = REPO / "bench" / "results"
 SAMPLE_SECONDS = 0.25

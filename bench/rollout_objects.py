@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness import manifests
+
 NAMESPACE = "lameduck-bench"
 RESTART_AT_SECOND = 3  # of steady load before the disruption
 
@@ -81,38 +83,22 @@ def demo_deployment(image: str, app: str, variant: Variant, replicas: int = 3) -
     env = [{"name": "LATENCY_MS", "value": "5"}]
     if app == "stubborn":
         env.append({"name": "IGNORE_SIGTERM", "value": "true"})
-    container: dict[str, Any] = {
-        "name": "app",
-        "image": image,
-        "imagePullPolicy": "Never",
-        "ports": [{"name": "http", "containerPort": 8080}],
-        "env": env,
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
-    }
+    container = manifests.container(
+        "app",
+        image,
+        imagePullPolicy="Never",
+        ports=[{"name": "http", "containerPort": 8080}],
+        env=env,
+        readinessProbe={"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+    )
     if variant.prestop_sleep:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": variant.prestop_sleep}}}
     name = app_label(app, variant)
-    selector = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": {**selector, "variant": variant.name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": selector}, "spec": {"containers": [container]}},
-        },
-    }
+    return manifests.deployment(name, [container], labels={"app": name, "variant": variant.name}, replicas=replicas)
 
 
 def service(app: str, variant: Variant) -> dict[str, Any]:
-    name = app_label(app, variant)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name},
-        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-    }
+    return manifests.service(app_label(app, variant), [{"name": "http", "port": 80, "targetPort": "http"}])
 
 
 def disruption_budget(app: str, variant: Variant) -> dict[str, Any]:

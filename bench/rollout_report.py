@@ -18,7 +18,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from bench.rollout_objects import CONDITIONS, STOPS, VARIANTS, policy
-from tests.e2e.support import REPO, Kube
+from harness import REPO
+from harness.kube import Kube
 
 KUBE_PROXY_METRICS = "http://127.0.0.1:10249"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from tests.e2e.support import Kube
+from harness.kube import Kube
 
 
 @dataclass

@@ -23,8 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.support import Kube, Operator, install_lameduck, start_guarded_demo, wait_until
-from tests.e2e.test_stop_modes import PodEnds
+from harness.demo import PodEnds, start_guarded_demo
+from harness.install import Operator, install_lameduck
+from harness.kube import Kube, wait_until
 
 RESULTS = Path(__file__).parent / "results" / "termination_visibility.json"
 NAMESPACE = "lameduck-visibility"

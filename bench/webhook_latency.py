@@ -40,16 +40,10 @@ from typing import Any, cast
 import urllib3
 from kubernetes import client, config
 
-from tests.e2e.support import (
-    REPO,
-    Kube,
-    Operator,
-    carries_lameduck,
-    every_replica_injects,
-    install_lameduck,
-    pause_deployment,
-    wait_until,
-)
+from harness import REPO
+from harness.install import Operator, carries_lameduck, every_replica_injects, install_lameduck
+from harness.kube import Kube, wait_until
+from harness.manifests import pause_deployment
 
 WEBHOOK = "webhook"
 BASELINE = "no webhook"

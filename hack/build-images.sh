@@ -7,8 +7,9 @@
 #     FILE                     Dockerfile FILE, context . (like `docker build -f FILE .`)
 #     FILE@CONTEXT             Dockerfile FILE, context CONTEXT
 #   e.g. (from the repo root)
-#     hack/build-images.sh lameduck/operator:dev=operator/Dockerfile \
-#       lameduck/sidecar:dev=sidecar/Dockerfile lameduck/demo-app:dev=examples/demo-app
+#     hack/build-images.sh --target operator lameduck/operator:dev=Dockerfile
+#     hack/build-images.sh --target sidecar lameduck/sidecar:dev=Dockerfile
+#     hack/build-images.sh lameduck/demo-app:dev=examples/demo-app
 #
 # 1. A Python base image, from `debootstrap --variant=minbase` (cached per suite), committed
 #    with buildah as $BASE_IMAGE (default localhost/lameduck/python-base:$BASE_SUITE).
@@ -26,6 +27,7 @@
 #
 # Options: --no-import (only build/export)   --import-only (import cached archives)
 #          --base-only (only the base image) --dockerfile NAME (default Dockerfile)
+#          --target STAGE (the Dockerfile's stage to build, for every image given; default its last)
 # Env: BASE_SUITE (versions.env), LAMEDUCK_CACHE, LAMEDUCK_RUN_DIR, DEBIAN_MIRROR,
 #      BUILDAH_EXTRA (extra args for `buildah bud`), BUILD_CA_MOUNT=1 (see 2.)
 set -euo pipefail
@@ -53,7 +55,7 @@ die() { log "ERROR: $*"; exit 1; }
 mkdir -p "$IMAGES" "$CACHE_ROOT/logs"
 LOGF="$CACHE_ROOT/logs/build-images.log"
 
-do_import=1; import_only=0; base_only=0; dockerfile=Dockerfile
+do_import=1; import_only=0; base_only=0; dockerfile=Dockerfile; target=""
 specs=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -61,7 +63,8 @@ while [[ $# -gt 0 ]]; do
     --import-only) import_only=1 ;;
     --base-only) base_only=1 ;;
     --dockerfile) dockerfile="$2"; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --target) target="$2"; shift ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *=*) specs+=("$1") ;;
     *) die "bad argument '$1' (want NAME:TAG=DIR, NAME:TAG=FILE or NAME:TAG=FILE@CONTEXT)" ;;
   esac
@@ -145,13 +148,14 @@ build_one() {  # NAME:TAG=SOURCE
     [[ -d "$ctx" ]] || die "no build context $ctx (for $ref)"
     log "building $ref from $file (context $ctx)"
     local t0=$SECONDS
-    local ca_args=(--build-arg "PIP_CERT=$BUILD_CA")
+    local ca_args=(--build-arg "PIP_CERT=$BUILD_CA") target_args=()
+    [[ -z "$target" ]] || target_args=(--target "$target")
     if [[ -n "${BUILD_CA_MOUNT:-}" ]]; then
       ca_args=(--build-arg "PIP_CERT=$CA_BUNDLE" -v "$CA_BUNDLE:$CA_BUNDLE:ro")
     fi
     # shellcheck disable=SC2086
     "${BUILDAH[@]}" bud --isolation chroot --layers --pull-never \
-      --build-arg "BASE=$BASE_IMAGE" "${ca_args[@]}" ${BUILDAH_EXTRA:-} \
+      --build-arg "BASE=$BASE_IMAGE" "${ca_args[@]}" "${target_args[@]}" ${BUILDAH_EXTRA:-} \
       -f "$file" -t "$ref" "$ctx" >"$LOGF.one" 2>&1 ||
       { cat "$LOGF.one" >>"$LOGF"; tail -n 25 "$LOGF.one" >&2; die "build of $ref failed (full log: $LOGF)"; }
     cat "$LOGF.one" >>"$LOGF"

@@ -27,10 +27,12 @@ esac
 
 "$PYTHON" -c 'import mutmut' 2>/dev/null || "$PYTHON" -m pip install --quiet -e "$REPO[mutation]"
 
-rm -rf "$STAGE/src" "$STAGE/tests" "$STAGE/mutants"
+rm -rf "$STAGE/src" "$STAGE/tests" "$STAGE/harness" "$STAGE/mutants"
 mkdir -p "$STAGE/src" "$STAGE/tests"
 cp -a "$REPO/operator/lameduck_operator" "$REPO/sidecar/lameduck_sidecar" "$STAGE/src/"
 cp -a "$REPO/tests/__init__.py" "$REPO/tests/unit" "$STAGE/tests/"
+# the unit tests build their Deployments and find their tools with the harness's helpers
+cp -a "$REPO/harness" "$STAGE/"
 cp -a "$REPO/crds" "$REPO/examples" "$STAGE/"
 find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
 # The project's pytest settings as they are, and mutmut's.

@@ -12,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import (
-    LOCAL_KUBECONFIG,
-    REPO,
-    Kube,
-    Operator,
-    build_images,
-    install_lameduck,
-    wait_until,
-)
+from harness import REPO
+from harness.images import build_images
+from harness.install import Operator, install_lameduck
+from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,8 +8,9 @@ import json
 import time
 from typing import Any
 
-from tests.e2e.support import OPERATOR_NAMESPACE, Kube, Operator, carries_lameduck, every_replica_injects, wait_until
-from tests.e2e.support import pause_deployment as workload
+from harness.install import OPERATOR_NAMESPACE, Operator, carries_lameduck, every_replica_injects
+from harness.kube import Kube, wait_until
+from harness.manifests import pause_deployment as workload
 from tests.e2e.test_operator import events, policy, status
 
 # The chart's default webhook timeout.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.support import Kube
+from harness.kube import Kube
 from tests.unit.repo_data import EXAMPLES, InvalidExample, invalid_examples, valid_policy_files
 
 

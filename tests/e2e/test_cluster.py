@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import urllib.request
 
-from tests.e2e.support import Kube, demo_app, wait_until
+from harness.kube import Kube, wait_until
+from harness.manifests import demo_app
 
 
 def test_node_is_ready(kube: Kube) -> None:

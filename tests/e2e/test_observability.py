@@ -21,17 +21,13 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.dashboard_image import filled
-from bench.prometheus import Prometheus, running_prometheus
+from harness import REPO
+from harness.dashboard_image import filled
+from harness.demo import PodEnds, load_during, start_guarded_demo
+from harness.install import Operator
+from harness.kube import Kube, wait_until
+from harness.prometheus import Prometheus, running_prometheus
 from lameduck_operator.dashboard import expressions
-from tests.e2e.support import (
-    REPO,
-    Kube,
-    Operator,
-    start_guarded_demo,
-    wait_until,
-)
-from tests.e2e.test_stop_modes import PodEnds, load_during
 
 ALERTS = REPO / "charts" / "lameduck" / "files" / "alerts.yaml"
 DASHBOARD = REPO / "charts" / "lameduck" / "dashboards" / "lameduck.json"

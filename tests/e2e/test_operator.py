@@ -8,9 +8,11 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from harness.images import PAUSE_IMAGE
+from harness.install import Operator
+from harness.kube import Kube, wait_until
+from harness.manifests import pause_deployment as workload
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import PAUSE_IMAGE, Kube, Operator, wait_until
-from tests.e2e.support import pause_deployment as workload
 
 HOLD = {"httpGet": {"path": "/hold/app", "port": 9901, "scheme": "HTTP"}}
 

@@ -8,8 +8,10 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from harness.install import Operator, every_replica_injects
+from harness.kube import Kube, wait_until
+from harness.manifests import demo_app, pause_deployment
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import Kube, Operator, demo_app, every_replica_injects, pause_deployment, wait_until
 
 GATE = "lameduck.dev/endpoints-ready"
 

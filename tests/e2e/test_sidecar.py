@@ -20,19 +20,11 @@ from typing import Any
 import pytest
 from kubernetes import client, config, watch
 
-from bench.loadgen import LoadGenerator, under_load
-from tests.e2e.support import (
-    LOCAL_AUDIT_LOG,
-    LOCAL_KUBECONFIG,
-    Kube,
-    Operator,
-    SidecarLog,
-    demo_app,
-    guarded,
-    start_guarded_demo,
-    steady,
-    wait_until,
-)
+from harness.demo import SidecarLog, start_guarded_demo, steady
+from harness.install import Operator
+from harness.kube import LOCAL_AUDIT_LOG, LOCAL_KUBECONFIG, Kube, wait_until
+from harness.loadgen import LoadGenerator, under_load
+from harness.manifests import demo_app, guarded
 
 
 @pytest.fixture

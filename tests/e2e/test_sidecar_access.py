@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from harness.install import Operator
+from harness.kube import Kube, wait_until
+from harness.manifests import demo_app
 from lameduck_operator.logic.decision import rollout_in_progress
-from tests.e2e.support import Kube, Operator, demo_app, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -5,8 +5,9 @@ Runs last (file order): it takes lameduck out of the cluster and puts it back.
 
 from __future__ import annotations
 
-from tests.e2e.support import OPERATOR_NAMESPACE, Kube, Operator, wait_until
-from tests.e2e.support import pause_deployment as workload
+from harness.install import OPERATOR_NAMESPACE, Operator
+from harness.kube import Kube, wait_until
+from harness.manifests import pause_deployment as workload
 from tests.e2e.test_operator import policy, status
 
 

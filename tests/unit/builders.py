@@ -1,9 +1,11 @@
-"""Small builders for policies and Deployments used across the unit tests."""
+"""Small builders used across the unit tests: parsed policies, and the harness's Deployment
+builder with the unit tests' defaults (web in shop, one container app:8080)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from harness import manifests
 from lameduck_operator.model import Policy, parse_policy
 
 
@@ -19,12 +21,10 @@ def policy(
     return parse_policy({"apiVersion": "lameduck.dev/v1alpha1", "kind": kind, "metadata": meta, "spec": spec or {}})
 
 
-def container(name: str, *ports: int, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": name, "image": f"example.com/{name}:1"}
-    if ports:
-        body["ports"] = [{"containerPort": p} for p in ports]
-    body.update(extra)
-    return body
+def container(name: str, *ports: int, **fields: Any) -> dict[str, Any]:
+    """A container of example.com/<name>:1 unless fields name its image."""
+    image = fields.pop("image", f"example.com/{name}:1")
+    return manifests.container(name, image, *ports, **fields)
 
 
 def deployment(
@@ -35,18 +35,12 @@ def deployment(
     containers: list[dict[str, Any]] | None = None,
     **pod_spec: Any,
 ) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels or {}}
-    if annotations:
-        meta["annotations"] = annotations
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": meta,
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": containers or [container("app", 8080)], **pod_spec},
-            },
-        },
-    }
+    """The harness's Deployment (no replicas: the API server's default), web in shop by default."""
+    return manifests.deployment(
+        name,
+        containers or [container("app", 8080)],
+        namespace=namespace,
+        labels=labels,
+        annotations=annotations,
+        **pod_spec,
+    )

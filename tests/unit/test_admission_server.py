@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from bench.admission_scale import deployment as large_deployment
+from harness.certificates import self_signed
+from harness.wide import deployment as large_deployment
 from lameduck_operator.admission_server import (
     MAX_REVIEW_BYTES,
     WEBHOOK_PATH,
@@ -26,7 +27,6 @@ from lameduck_operator.admission_server import (
 )
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS, Decision
 from lameduck_operator.metrics import OperatorMetrics
-from tests.certificates import self_signed
 from tests.unit.builders import container, deployment
 from tests.unit.test_admission import ENFORCE, judge_for, request
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.tools import ToolUnusable, find_tool, harness_prometheus_dir
+from harness.tools import ToolUnusable, find_tool, harness_prometheus_dir
 from tests.unit.repo_data import REPO
 
 ALERTS = REPO / "charts" / "lameduck" / "files" / "alerts.yaml"

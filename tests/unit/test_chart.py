@@ -21,8 +21,8 @@ import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
+from harness.tools import ToolUnusable, find_tool, harness_helm
 from lameduck_operator import __version__
-from tests.tools import ToolUnusable, find_tool, harness_helm
 from tests.unit.repo_data import REPO
 
 CHART = REPO / "charts" / "lameduck"

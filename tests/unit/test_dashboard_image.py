@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bench.dashboard_image import DASHBOARD, MAIN_PANELS, filled, legend, panel_queries
+from harness.dashboard_image import DASHBOARD, MAIN_PANELS, filled, legend, panel_queries
 
 
 def test_every_panel_the_picture_draws_is_in_the_dashboard_with_its_queries() -> None:

@@ -1,4 +1,4 @@
-"""bench/loadgen.py's clients against a local aiohttp server (or a bare asyncio one) on loopback."""
+"""harness/loadgen.py's clients against a local aiohttp server (or a bare asyncio one) on loopback."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from bench.loadgen import LoadGenerator, LoadResult, main
+from harness.loadgen import LoadGenerator, LoadResult, main
 
 
 @dataclass

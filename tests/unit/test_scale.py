@@ -13,9 +13,9 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from bench.admission_scale import container as many_fields_container
-from bench.admission_scale import deployment as large_deployment
-from bench.admission_scale import fields_v1, stored
+from harness.wide import container as many_fields_container
+from harness.wide import deployment as large_deployment
+from harness.wide import fields_v1, stored
 from lameduck_operator.logic.admission import Skip, review
 from lameduck_operator.logic.admitted import _ABSENT, KeyedItems, _at, reverted, strip
 from lameduck_operator.logic.compliance import Reason, State

@@ -11,7 +11,7 @@
   requests) the client opens a new one: counted in `reconnects`, not an error. A request that
   fails on the connection is an error; nothing is retried.
 
-    python -m bench.loadgen http://10.0.0.10/ --rate 200 --seconds 10 --clients one-keepalive
+    python -m harness.loadgen http://10.0.0.10/ --rate 200 --seconds 10 --clients one-keepalive
 """
 
 from __future__ import annotations

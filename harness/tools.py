@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO
 
 
 class ToolUnusable(Exception):

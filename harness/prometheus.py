@@ -18,8 +18,10 @@ import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from tests.e2e.support import OPERATOR_NAMESPACE, REPO, Kube, Operator, wait_until
-from tests.tools import find_tool, harness_prometheus_dir
+from harness import REPO
+from harness.install import OPERATOR_NAMESPACE, Operator
+from harness.kube import Kube, wait_until
+from harness.tools import find_tool, harness_prometheus_dir
 
 PORT = 19090
 

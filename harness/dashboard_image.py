@@ -15,7 +15,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from bench.prometheus import Prometheus
+from harness.prometheus import Prometheus
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "charts" / "lameduck" / "dashboards" / "lameduck.json"
 # The panels drawn, by title, in this order (two rows of three).
