@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.provenance import machine, operator_source
+from bench.provenance import machine, operator_source, write_result
 from harness.wide import NAMESPACE, deployment, stored
 from lameduck_operator.logic import admission, decision
 from lameduck_operator.logic.decision import Decision, Moment, decide
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

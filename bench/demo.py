@@ -12,7 +12,6 @@ everything it installed.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.provenance import write_result
 from harness import REPO
 from harness.dashboard_image import collect, draw
 from harness.images import build_images
@@ -72,7 +72,7 @@ def main() -> int:
             code = subprocess.run(command, check=False).returncode
             time.sleep(15)  # two more scrapes: the last terminations' counts are in
             panels = collect(prom, rollouts_from, time.time())
-        (RESULTS / "dashboard.json").write_text(json.dumps(panels, indent=1) + "\n")
+        write_result(RESULTS / "dashboard.json", {"command": "make demo (python -m bench.demo)", **panels}, indent=1)
         draw(panels, RESULTS / "dashboard.png")
         print(f"\n== chart of errors over time: {RESULTS / 'demo-errors.png'}")
         print(f"== the dashboard's main panels, from its own queries: {RESULTS / 'dashboard.png'}")

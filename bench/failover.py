@@ -10,13 +10,13 @@ Lease) and times until a different running pod holds it. Prints each run and the
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess
 import time
 from pathlib import Path
 
+from bench.provenance import write_result
 from harness import REPO
 from harness.install import OPERATOR_NAMESPACE, Operator, install_lameduck
 from harness.kube import Kube, wait_until
@@ -66,7 +66,7 @@ def main() -> int:
         "max_seconds": max(seconds),
     }
     print(f"failover: median {result['median_seconds']}s, min {min(seconds)}s, max {max(seconds)}s (target <= 15s)")
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out), result)
     print(f"wrote {args.out}")
     return 0
 

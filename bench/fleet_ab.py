@@ -20,7 +20,6 @@ Then the build is uninstalled and the rollouts it started are waited for.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from bench.fleet import (
     status_of,
     webhook_burst,
 )
+from bench.provenance import write_result
 from harness import REPO
 from harness.install import install_lameduck
 from harness.kube import Kube, wait_until
@@ -225,9 +225,9 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 )
                 hold += 2
-                args.out.write_text(json.dumps(result, indent=2) + "\n")
+                write_result(args.out, result)
         result["summary"] = summary(rounds)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.out, result)
         print_table(result)
     finally:
         watcher.stop()

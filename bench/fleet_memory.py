@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fleet import fleet_deployment
+from bench.provenance import write_result
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.logic.selection import DeploymentRef
 
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {row['deployments']:,} | {row['kept_as']} | {row['allocated_mib']} MiB | {row['read_one_us']} µs |")
     given = " ".join(sys.argv[1:] if argv is None else argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": f"python -m bench.fleet_memory {given}", "rows": rows}, indent=2) + "\n")
+    write_result(args.out, {"command": f"python -m bench.fleet_memory {given}", "rows": rows})
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import ctypes
 import gc
-import json
 import logging
 import os
 import subprocess
@@ -46,7 +45,7 @@ from bench.fleet import (
     running_pods,
     status_of,
 )
-from bench.provenance import operator_source
+from bench.provenance import operator_source, write_result
 from harness import REPO
 from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
 from lameduck_operator.config import load_config
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         remove_policy(kube)
         remove_fleet(kube, args.namespaces)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(f"audit {result.get('audit_seconds')} s; RSS {result.get('rss_mib')} MiB, peak {result.get('peak_rss_mib')}")
     print(f"API objects kept whole: {result.get('api_objects_alive')}")
     for row in result.get("by_file", [])[:15]:

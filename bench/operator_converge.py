@@ -12,12 +12,12 @@ Uses $KUBECONFIG, else the local cluster (hack/cluster.sh).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
+from bench.provenance import write_result
 from harness import REPO
 from harness.install import Operator, install_lameduck
 from harness.kube import Kube, wait_until
@@ -114,7 +114,7 @@ def main() -> int:
         f"{result['seconds_to_all_compliant']:>12}s {result['operator_rss_mib_before']:>9}Mi "
         f"{result['operator_peak_rss_mib']:>7}Mi {result['reconciles']:>10.0f} {result['applied']:>8.0f}"
     )
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out), result)
     print(f"wrote {args.out}")
     return 0
 

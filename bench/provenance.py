@@ -9,6 +9,7 @@ another commit; `operator_source` then names that checkout's commit, not this on
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -68,3 +69,11 @@ def provenance(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command(argv),
         "machine": machine(),
     }
+
+
+def write_result(path: Path, result: dict[str, Any], indent: int = 2) -> None:
+    """Write a result file with its provenance: what the result says of itself (a command as the
+    benchmark spells it) first, the rest filled in here."""
+    known = provenance()
+    filled = {key: result.get(key) or known[key] for key in known} | {k: v for k, v in result.items() if k not in known}
+    path.write_text(json.dumps(filled, indent=indent) + "\n")

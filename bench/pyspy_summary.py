@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from bench.provenance import write_result
 
 
 def summary(lines: list[str], thread: str, top: int = 40) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     if not result:
         raise SystemExit(f"no samples of thread {args.thread} in {args.stacks}")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(args.out, result)
     print(f"{result['samples']} samples of {args.thread}")
     for kind in ("self", "inclusive"):
         print(f"-- {kind}")

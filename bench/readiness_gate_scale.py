@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.provenance import write_result
 from lameduck_operator.logic.readiness import SERVICE_NAME_LABEL, PodView
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.names import READINESS_CONDITION
@@ -332,7 +333,7 @@ def main() -> int:
     parameters = {k: v for k, v in vars(args).items() if k not in ("out", "pods", "namespaces", "latency_ms")}
     result = {"parameters": parameters | {"concurrent_writes": CONCURRENT_WRITES, "slice_size": SLICE_SIZE},
               "cpus": os.cpu_count(), "loadavg": os.getloadavg(), "runs": runs}  # fmt: skip
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out), result)
     return 0 if all(r["ok"] for r in runs) else 1
 
 

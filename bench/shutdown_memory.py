@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
+from bench.provenance import write_result
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef, parse_policy
 from lameduck_operator.shutdown_observer import ShutdownObserver
@@ -184,18 +184,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['kept_allocated_mib']} MiB | {row['cpu_ms_per_pod']} ms | {row['metrics_kib']} KiB |"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "command": "python -m bench.shutdown_memory " + " ".join(sys.argv[1:] if argv is None else argv),
-                "python": platform.python_version(),
-                "machine": platform.machine(),
-                "note": "each row measured in a fresh process",
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        args.out,
+        {
+            "command": "python -m bench.shutdown_memory " + " ".join(sys.argv[1:] if argv is None else argv),
+            "note": "each row measured in a fresh process",
+            "rows": rows,
+        },
     )
 
 

@@ -45,6 +45,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from bench.provenance import write_result
 from lameduck_sidecar import sockdiag, tcp
 from lameduck_sidecar.traffic import Probe, TrafficCounter
 
@@ -281,7 +282,7 @@ def in_namespace(args: argparse.Namespace) -> int:
     print(f"the sidecar's poll told {result['sidecar_told_connections']} new connections")
     print(f"load: {result['load']}   poller peak RSS: {result['peak_rss_mib']} MiB   allocation peaks: {peaks} KiB")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(Path(args.out), result)
     print(f"wrote {args.out}")
     return 0
 

@@ -15,7 +15,6 @@ The target: within 10 s of the pod's exit.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.provenance import write_result
 from harness.demo import PodEnds, start_guarded_demo
 from harness.install import Operator, install_lameduck
 from harness.kube import Kube, wait_until
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     command = "python -m bench.termination_visibility " + " ".join(sys.argv[1:] if argv is None else argv)
-    args.out.write_text(json.dumps({"command": command, "summary": summary, "runs": runs}, indent=2) + "\n")
+    write_result(args.out, {"command": command, "summary": summary, "runs": runs})
 
 
 if __name__ == "__main__":

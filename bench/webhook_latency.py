@@ -212,6 +212,7 @@ def environment(kube: Kube) -> dict[str, Any]:
 
     return {
         "command": sys.orig_argv,
+        "commit": out("git", "rev-parse", "HEAD"),
         "git_commit": out("git", "rev-parse", "HEAD"),
         "git_dirty": bool(out("git", "status", "--porcelain", "--untracked-files=no")),
         "server_version": json.loads(kube.run("version", "-o", "json").stdout).get("serverVersion"),
