@@ -85,7 +85,7 @@ class Runtime:
             changed=fleet.status_changed,
             post_event=api.post_event,
         )
-        fleet.shutdown_status = shutdown.status_of
+        fleet.status.shutdown_status = shutdown.status_of
         self.shutdown = shutdown
         await self._serve_http()
         # Policies and namespaces are known before any Deployment is judged, so a
@@ -94,9 +94,9 @@ class Runtime:
             fleet.policy_seen(policy)
         for namespace in await asyncio.to_thread(api.list_namespaces):
             fleet.namespace_seen(namespace)
-        fleet.sidecar_access = await asyncio.to_thread(api.list_sidecar_access)
-        fleet.outdated_access = await asyncio.to_thread(api.list_outdated_sidecar_roles)
-        fleet.recheck_access(fleet.sidecar_access)
+        fleet.access.granted = await asyncio.to_thread(api.list_sidecar_access)
+        fleet.access.outdated = await asyncio.to_thread(api.list_outdated_sidecar_roles)
+        fleet.recheck_access(fleet.access.granted)
         # Services and their slices are known before any pod is judged, so a pod is never
         # let through as selected by no Service for want of a Service not listed yet.
         gate = ReadinessGate(api, self.metrics)
