@@ -41,7 +41,12 @@ SLICE_SIZE = 100
 SERVICES = (("web", {"app": "web"}), ("web-a", {"a": "yes"}), ("web-b", {"b": "yes"}))
 LISTED = ("True", "EndpointsListed")
 # What the index holds: its own allocations, and the strings it keeps of the parsed events.
-INDEX_FILES = ("*/lameduck_operator/readiness_gate.py", "*/lameduck_operator/logic/readiness.py", "*/json/decoder.py")
+INDEX_FILES = (
+    "*/lameduck_operator/gate_index.py",
+    "*/lameduck_operator/readiness_gate.py",
+    "*/lameduck_operator/logic/readiness.py",
+    "*/json/decoder.py",
+)
 Handler = Callable[[Mapping[str, Any], bool], None]
 
 

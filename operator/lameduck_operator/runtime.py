@@ -1,4 +1,5 @@
-"""Start-up and shutdown of the operator's parts: API client, fleet loops, HTTP endpoints."""
+"""Start-up and shutdown of the operator's parts: API client, fleet loops, watches, leadership, the
+webhook server and the HTTP endpoints (http_endpoints.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from typing import Any
 from aiohttp import web
 from kubernetes import client
 from kubernetes import config as kube_config
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lameduck_operator.admission_server import AdmissionServer, tls_context
 from lameduck_operator.config import OperatorConfig
 from lameduck_operator.fleet import Fleet
+from lameduck_operator.http_endpoints import serve_http
 from lameduck_operator.k8s.api import KubeApi
 from lameduck_operator.k8s.informer import ApiEndpoint, Informer
 from lameduck_operator.k8s.leadership import start_election
@@ -86,18 +87,18 @@ class Runtime:
             changed=fleet.status_changed,
             post_event=api.post_event,
         )
-        fleet.shutdown_status = shutdown.status_of
+        fleet.status.shutdown_status = shutdown.status_of
         self.shutdown = shutdown
-        await self._serve_http()
+        self.http = await serve_http(self.metrics, self.config.http_port, healthy=self.live, ready=self.ready)
         # Policies and namespaces are known before any Deployment is judged, so a
         # Deployment is never reverted for want of a policy that simply was not listed yet.
         for policy in await asyncio.to_thread(api.list_policies):
             fleet.policy_seen(policy)
         for namespace in await asyncio.to_thread(api.list_namespaces):
             fleet.namespace_seen(namespace)
-        fleet.sidecar_access = await asyncio.to_thread(api.list_sidecar_access)
-        fleet.outdated_access = await asyncio.to_thread(api.list_outdated_sidecar_roles)
-        fleet.recheck_access(fleet.sidecar_access)
+        fleet.access.granted = await asyncio.to_thread(api.list_sidecar_access)
+        fleet.access.outdated = await asyncio.to_thread(api.list_outdated_sidecar_roles)
+        fleet.recheck_access(fleet.access.granted)
         # Services and their slices are known before any pod is judged, so a pod is never
         # let through as selected by no Service for want of a Service not listed yet.
         gate = ReadinessGate(api, self.metrics)
@@ -200,6 +201,10 @@ class Runtime:
         listed = bool(self.informers) and all(i.synced.is_set() for i in self.informers)
         return self.fleet is not None and self.fleet.synced.is_set() and listed
 
+    def live(self) -> bool:
+        """What /healthz answers: healthy, or still listing what it starts from."""
+        return self.fleet is not None and (not self.fleet.synced.is_set() or self.healthy())
+
     def healthy(self) -> bool:
         """A follower is healthy while it serves; a leader while its loops run."""
         if not self.leading:
@@ -231,26 +236,3 @@ class Runtime:
             self.judge, self.metrics, self.config.webhook_port, tls_context(cert, key), cert=cert, key=key
         )
         await asyncio.to_thread(self.admission.start)
-
-    async def _serve_http(self) -> None:
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(
-                body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-            )
-
-        async def healthz(_: web.Request) -> web.Response:
-            ok = self.fleet is not None and (not self.fleet.synced.is_set() or self.healthy())
-            return web.Response(status=200 if ok else 500, text="ok\n" if ok else "reconcile loop stopped\n")
-
-        async def readyz(_: web.Request) -> web.Response:
-            ready = self.ready()
-            return web.Response(status=200 if ready else 503, text="ready\n" if ready else "syncing\n")
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        self.http = web.AppRunner(app, access_log=None)
-        await self.http.setup()
-        # All interfaces: kubelet probes and Prometheus reach the pod IP.
-        await web.TCPSite(self.http, "0.0.0.0", self.config.http_port).start()

@@ -18,7 +18,6 @@ per-Deployment state exists only for Deployments the operator knows.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lameduck_operator.deletions_seen import DeletionsSeen
 from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.report_trust import ObservedPod, Trusted, Untrusted, judge_report, observed_pod
 from lameduck_operator.logic.selection import DeploymentRef
@@ -54,14 +54,6 @@ MAX_DEPLOYMENT_SERIES = 1000
 MAX_REMEMBERED = 20000
 # At most one PodsKilled Event per Deployment in this many seconds.
 KILLED_EVENT_SECONDS = 60.0
-# Pods seen being deleted, whose reports may still come: at most this many, each kept this long
-# after its removal (a report is posted before the app is stopped, but its watch may lag).
-MAX_OBSERVED_PODS = 20000
-POD_KEPT_SECONDS = 120.0
-# Reports whose pod's deletion the pod watch has not shown yet: how many, and for how long.
-MAX_PENDING = 1000
-PENDING_SECONDS = 60.0
-PENDING_PER_POD = 4
 
 PolicyOf = Callable[[DeploymentRef], PolicyRef | None]
 Knows = Callable[[DeploymentRef], bool]
@@ -104,6 +96,42 @@ def _keep_recent(items: list[Any], item: Any) -> None:
     del items[:-RECENT]
 
 
+class KilledPodsNotice:
+    """The PodsKilled Event on a Deployment whose pods were SIGKILLed: once a minute at most."""
+
+    def __init__(self, metrics: OperatorMetrics, post_event: PostEvent | None, monotonic: Callable[[], float]) -> None:
+        self.metrics = metrics
+        self.post_event = post_event
+        self.monotonic = monotonic
+        self.posted: dict[DeploymentRef, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def tell(self, ref: DeploymentRef, ends: list[TerminationOutcome], grace: float) -> None:
+        now = self.monotonic()
+        if self.post_event is None or now - self.posted.get(ref, -KILLED_EVENT_SECONDS) < KILLED_EVENT_SECONDS:
+            return
+        self.posted[ref] = now
+        killed = sum(1 for outcome in ends if outcome is TerminationOutcome.KILLED)
+        event = DeploymentEvent(
+            "PodsKilled",
+            f"{killed} of the last {len(ends)} terminated pods were SIGKILLed at the end of their "
+            f"{grace:g}s grace period: the app needs longer to stop than its budget gives it",
+            warning=True,
+        )
+        body = {"metadata": {"name": ref.name, "namespace": ref.namespace}}
+        task = asyncio.get_running_loop().create_task(self._post(body, event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, body: Mapping[str, Any], event: DeploymentEvent) -> None:
+        assert self.post_event is not None
+        try:
+            await self.post_event(body, event)
+        except Exception as err:  # an Event is a courtesy: never let it stop the watch
+            self.metrics.api_errors.labels(operation="event").inc()
+            log.warning("could not post %s on %s: %s", event.reason, body["metadata"]["name"], err)
+
+
 class ShutdownObserver:
     def __init__(
         self,
@@ -122,23 +150,18 @@ class ShutdownObserver:
         self.spec_of = spec_of
         self.known = known
         self.changed = changed
-        self.post_event = post_event
         self.monotonic = monotonic
         self.clock = clock
         self.recording = False  # while leading: see lead()
         self.deployments: dict[DeploymentRef, Recent] = {}
         self._reports_seen = Remembered(MAX_REMEMBERED)
         self._pods_done = Remembered(MAX_REMEMBERED)
-        # What reports are judged by (report_trust): pods seen being deleted, by uid; when each
-        # was seen removed; reports waiting for their pod; pods whose hold was reported.
-        self._pods: OrderedDict[str, ObservedPod] = OrderedDict()
-        self._gone: OrderedDict[str, float] = OrderedDict()
-        self._pending: OrderedDict[str, list[tuple[HoldReport, float]]] = OrderedDict()
-        self._pending_count = 0
+        # What reports are judged by (report_trust): the pods seen being deleted, with the
+        # reports waiting for theirs; the pods whose hold was reported.
+        self.deletions = DeletionsSeen(monotonic, clock)
         self._reported = Remembered(MAX_REMEMBERED)
-        self._killed_posted: dict[DeploymentRef, float] = {}
+        self.killed = KilledPodsNotice(metrics, post_event, monotonic)
         metrics.deployment_shutdown.source = self._samples
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def lead(self) -> None:
         """Count from now on, and export the per-Deployment series this replica knows."""
@@ -164,28 +187,12 @@ class ShutdownObserver:
             log.warning("ignoring a malformed hold report %s: %s", uid, err)
             return
         self._forget_expired()
-        pod = self._pods.get(report.pod_uid)
+        pod = self.deletions.pod(report.pod_uid)
         if pod is None and report.pod_uid and report.involved_namespace == report.namespace:
-            self._pend(report)
+            for dropped in self.deletions.wait(report):
+                self._reject(Untrusted.DUPLICATE if dropped is report else Untrusted.UNKNOWN_POD)
         else:
             self._judge(report, pod)
-
-    def _pend(self, report: HoldReport) -> None:
-        """A report whose pod's deletion the pod watch has not shown yet (the two watches are
-        not ordered): judged when it does, or counted as UnknownPod after PENDING_SECONDS."""
-        waiting = self._pending.setdefault(report.pod_uid, [])
-        if len(waiting) >= PENDING_PER_POD:
-            self._reject(Untrusted.DUPLICATE)
-            return
-        waiting.append((report, self.monotonic()))
-        self._pending_count += 1
-        while self._pending_count > MAX_PENDING:
-            self._drop_pending(next(iter(self._pending)))
-
-    def _drop_pending(self, pod_uid: str) -> None:
-        for _ in self._pending.pop(pod_uid, []):
-            self._pending_count -= 1
-            self._reject(Untrusted.UNKNOWN_POD)
 
     def _judge(self, report: HoldReport, pod: ObservedPod | None) -> None:
         verdict = judge_report(
@@ -234,29 +241,9 @@ class ShutdownObserver:
 
     # ---- pods being deleted: what reports are judged by --------------------------------------
 
-    def _observe(self, pod: ObservedPod, deleted: bool) -> None:
-        if deleted:
-            pod = dataclasses.replace(pod, gone_at=self.clock())
-            self._gone[pod.uid] = self.monotonic()
-        self._pods[pod.uid] = pod
-        while len(self._pods) > MAX_OBSERVED_PODS:
-            uid, _ = self._pods.popitem(last=False)
-            self._gone.pop(uid, None)
-        for report, _ in self._pending.pop(pod.uid, []):
-            self._pending_count -= 1
-            self._judge(report, pod)
-
     def _forget_expired(self) -> None:
-        """Pods removed POD_KEPT_SECONDS ago, and reports pending for PENDING_SECONDS."""
-        now = self.monotonic()
-        while self._gone and next(iter(self._gone.values())) <= now - POD_KEPT_SECONDS:
-            uid, _ = self._gone.popitem(last=False)
-            self._pods.pop(uid, None)
-        while self._pending:
-            uid, waiting = next(iter(self._pending.items()))
-            if waiting[0][1] > now - PENDING_SECONDS:
-                break
-            self._drop_pending(uid)
+        for _ in self.deletions.forget_expired():
+            self._reject(Untrusted.UNKNOWN_POD)
 
     # ---- terminations ----------------------------------------------------------------------
 
@@ -264,7 +251,8 @@ class ShutdownObserver:
         self._forget_expired()  # pod events come often: what expired is let go soon
         observed = observed_pod(pod)
         if observed is not None and observed.deployment is not None:
-            self._observe(observed, deleted)
+            for report in self.deletions.saw(observed, deleted):
+                self._judge(report, self.deletions.pod(observed.uid))
         self._terminated(pod, deleted)
 
     def _terminated(self, pod: Mapping[str, Any], deleted: bool) -> None:
@@ -307,38 +295,13 @@ class ShutdownObserver:
                 termination.grace_period_seconds,
                 ",".join(str(code) for code in termination.exit_codes),
             )
-            self._tell_killed(ref, recent.ends, termination.grace_period_seconds)
-
-    def _tell_killed(self, ref: DeploymentRef, ends: list[TerminationOutcome], grace: float) -> None:
-        now = self.monotonic()
-        if self.post_event is None or now - self._killed_posted.get(ref, -KILLED_EVENT_SECONDS) < KILLED_EVENT_SECONDS:
-            return
-        self._killed_posted[ref] = now
-        killed = sum(1 for outcome in ends if outcome is TerminationOutcome.KILLED)
-        event = DeploymentEvent(
-            "PodsKilled",
-            f"{killed} of the last {len(ends)} terminated pods were SIGKILLed at the end of their "
-            f"{grace:g}s grace period: the app needs longer to stop than its budget gives it",
-            warning=True,
-        )
-        body = {"metadata": {"name": ref.name, "namespace": ref.namespace}}
-        task = asyncio.get_running_loop().create_task(self._post(body, event))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _post(self, body: Mapping[str, Any], event: DeploymentEvent) -> None:
-        assert self.post_event is not None
-        try:
-            await self.post_event(body, event)
-        except Exception as err:  # an Event is a courtesy: never let it stop the watch
-            self.metrics.api_errors.labels(operation="event").inc()
-            log.warning("could not post %s on %s: %s", event.reason, body["metadata"]["name"], err)
+            self.killed.tell(ref, recent.ends, termination.grace_period_seconds)
 
     # ---- per Deployment ----------------------------------------------------------------------
 
     def deployment_gone(self, ref: DeploymentRef) -> None:
         recent = self.deployments.pop(ref, None)
-        self._killed_posted.pop(ref, None)
+        self.killed.posted.pop(ref, None)
         if recent is not None:
             self.changed(recent.policy)
 
@@ -359,24 +322,26 @@ class ShutdownObserver:
         )
 
     def _samples(self) -> Iterator[DeploymentShutdownSample]:
-        """The per-Deployment series, on the leader only, for MAX_DEPLOYMENT_SERIES at most."""
-        if not self.recording:
+        return deployment_samples(self.deployments) if self.recording else iter(())
+
+
+def deployment_samples(deployments: Mapping[DeploymentRef, Recent]) -> Iterator[DeploymentShutdownSample]:
+    """The per-Deployment series (the leader's), for MAX_DEPLOYMENT_SERIES at most."""
+    exported = 0
+    for ref, recent in deployments.items():
+        if recent.late is None:
+            continue
+        if exported == MAX_DEPLOYMENT_SERIES:
             return
-        exported = 0
-        for ref, recent in self.deployments.items():
-            if recent.late is None:
-                continue
-            if exported == MAX_DEPLOYMENT_SERIES:
-                return
-            exported += 1
-            late = recent.late
-            yield DeploymentShutdownSample(
-                ref.namespace,
-                ref.name,
-                str(recent.policy),
-                late.p50,
-                late.p99,
-                late.max,
-                late.max_hold,
-                late.recommended_max_hold,
-            )
+        exported += 1
+        late = recent.late
+        yield DeploymentShutdownSample(
+            ref.namespace,
+            ref.name,
+            str(recent.policy),
+            late.p50,
+            late.p99,
+            late.max,
+            late.max_hold,
+            late.recommended_max_hold,
+        )

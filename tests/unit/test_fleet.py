@@ -361,11 +361,11 @@ async def test_a_sidecar_role_an_earlier_version_wrote_with_other_rules_is_appli
     await h.settle()
     assert h.api.sidecar_access == {"shop": ["api"]}
     h.api.sidecar_access["shop"] = ["outdated"]  # stands for the old rules: only a new apply replaces it
-    h.fleet.outdated_access = {"shop"}
+    h.fleet.access.outdated = {"shop"}
     h.fleet.recheck_access(["shop"])
     await h.settle()
     assert h.api.sidecar_access == {"shop": ["api"]}
-    assert h.fleet.outdated_access == set()
+    assert h.fleet.access.outdated == set()
 
 
 def delete_pod(api: FakeApi, name: str) -> None:
@@ -639,7 +639,7 @@ async def test_a_hold_method_changed_to_sleep_is_reinjected_by_json_patch_withou
 
 async def test_the_policy_status_carries_what_the_shutdown_observer_saw_and_follows_its_changes(h: Harness) -> None:
     seen: dict[str, Any] = {"lateTraffic": [], "overBudget": []}
-    h.fleet.shutdown_status = lambda ref: seen if ref == WEB else {}
+    h.fleet.status.shutdown_status = lambda ref: seen if ref == WEB else {}
     h.add("web")
     h.policy(apply="Immediate")
     await h.settle()
@@ -723,7 +723,7 @@ async def test_a_rollouts_end_wakes_as_many_waiting_deployments_as_there_are_fre
     h.policy(apply="Immediate", maxConcurrentRollouts=3)
     await h.settle()
     rolling = [n for n in names if h.api.deployments[("shop", n)].status["updatedReplicas"] == 0]
-    waiting = list(h.fleet.waiting[WEB])
+    waiting = list(h.fleet.slots.waiting[WEB])
     assert len(rolling) == 3
     assert len(waiting) == 9
     judged = waiting_reconciles(h)
@@ -732,7 +732,7 @@ async def test_a_rollouts_end_wakes_as_many_waiting_deployments_as_there_are_fre
     await h.fleet.drain()
     assert waiting_reconciles(h) == judged, "no waiting Deployment was judged only to wait again"
     assert h.api.deployments[("shop", waiting[0].name)].status["updatedReplicas"] == 0, "the first in line went"
-    assert list(h.fleet.waiting[WEB]) == waiting[1:]
+    assert list(h.fleet.slots.waiting[WEB]) == waiting[1:]
 
 
 async def test_an_opted_out_deployment_rolling_out_takes_no_slot_of_the_policy(h: Harness) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lameduck_operator.k8s.api import invalid_fields
+from lameduck_operator.k8s.pod_conditions import invalid_fields
 
 UID_IMMUTABLE = {
     "kind": "Status",

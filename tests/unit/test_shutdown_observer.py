@@ -9,18 +9,13 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
+from lameduck_operator.deletions_seen import MAX_OBSERVED_PODS, MAX_PENDING, PENDING_SECONDS, POD_KEPT_SECONDS
 from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.report_trust import Untrusted
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef, PolicySpec
-from lameduck_operator.shutdown_observer import (
-    MAX_OBSERVED_PODS,
-    MAX_PENDING,
-    PENDING_SECONDS,
-    POD_KEPT_SECONDS,
-    ShutdownObserver,
-)
+from lameduck_operator.shutdown_observer import ShutdownObserver
 from tests.unit.builders import policy as policy_body
 from tests.unit.test_report_trust import DELETED_AT
 from tests.unit.test_shutdown import WEB_POLICY, pod, report_event
@@ -339,11 +334,12 @@ def test_20000_fake_deployments_leave_the_state_bounded(h: Harness) -> None:
             h.now += 1
     observer = h.observer
     assert observer.deployments == {}
-    assert observer._pending_count == len(observer._pending) == MAX_PENDING
+    assert observer.deletions._pending_count == len(observer.deletions._pending) == MAX_PENDING
     assert untrusted(h.exported(), Untrusted.UNKNOWN_POD) == 20000 - MAX_PENDING
     h.now += PENDING_SECONDS
     observer.pod_seen(pod(deleted=None))
-    assert (observer._pending_count, len(observer._pending), len(observer._pods)) == (0, 0, 0)
+    seen = observer.deletions
+    assert (seen._pending_count, len(seen._pending), len(seen._pods)) == (0, 0, 0)
     assert untrusted(h.exported(), Untrusted.UNKNOWN_POD) == 20000
     # And real pods of 20,000 Deployments nobody governs leave nothing per Deployment.
     for i in range(20000):
@@ -352,7 +348,7 @@ def test_20000_fake_deployments_leave_the_state_bounded(h: Harness) -> None:
         observer.report_seen(report_of(body, f"r{i}"))
         observer.pod_seen(body, deleted=True)
     assert observer.deployments == {}
-    assert len(observer._pods) <= MAX_OBSERVED_PODS
+    assert len(observer.deletions._pods) <= MAX_OBSERVED_PODS
     assert untrusted(h.exported(), Untrusted.UNKNOWN_DEPLOYMENT) == 20000
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lameduck_operator.model import LabelSelector, Policy, PolicyRef, SelectorOperator
-from lameduck_operator.names import SKIP_ANNOTATION
+from lameduck_operator.names import POLICY_ANNOTATION, SKIP_ANNOTATION
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
@@ -74,6 +74,21 @@ def policy_selects(
             return False
     labels = (deployment.get("metadata") or {}).get("labels") or {}
     return labels_match(policy.spec.selector, labels)
+
+
+def carries_or_selected_by(
+    ref: PolicyRef,
+    specs: Iterable[Policy | None],
+    deployment: Mapping[str, Any],
+    namespace_labels: Mapping[str, str] | None,
+    excluded_namespaces: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether the Deployment carries fields lameduck applied for the policy, or one of the
+    policy's specs (say, before and after a change) selects it."""
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(POLICY_ANNOTATION) == ref.annotation_value or any(
+        p is not None and policy_selects(p, deployment, namespace_labels, excluded_namespaces) for p in specs
+    )
 
 
 def precedence_key(policy: Policy) -> tuple[int, int, str]:
