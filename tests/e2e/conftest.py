@@ -16,6 +16,7 @@ from harness import REPO
 from harness.images import build_images
 from harness.install import Operator, install_lameduck
 from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
+from lameduck_operator.names import GROUP, PLURALS
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -62,13 +63,15 @@ def images(kube: Kube) -> None:
 @pytest.fixture(scope="session")
 def crds(kube: Kube) -> None:
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    kube.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/gracefulpolicies.lameduck.dev",
-        "crd/clustergracefulpolicies.lameduck.dev",
-    )
+
+    def established(name: str) -> bool:
+        # Polled rather than `kubectl wait`: a CRD the API server has not given conditions yet
+        # makes kubectl wait fail at once ("accessor error: <nil>") instead of waiting.
+        conditions = (kube.get("crd", name).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+    names = [f"{plural}.{GROUP}" for plural in PLURALS.values()]
+    wait_until(lambda: all(established(name) for name in names), 60, f"the CRDs {names} are established")
 
 
 @pytest.fixture
