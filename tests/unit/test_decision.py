@@ -562,3 +562,32 @@ def test_a_conflict_on_a_deployment_field_names_who_set_it(
     verdict = run(d, [policy(spec={"mode": "Audit", **spec})]).verdict
     assert verdict.state is State.CONFLICT
     assert verdict.message == f"{conflict}, set by helm, kubectl"
+
+
+class CountingMetadata(dict[str, Any]):
+    """A Deployment's metadata that counts how often its managedFields are read."""
+
+    reads = 0
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "managedFields":
+            CountingMetadata.reads += 1
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "managedFields":
+            CountingMetadata.reads += 1
+        return super().get(key, default)
+
+
+def test_a_decision_reads_managed_fields_once() -> None:
+    """Whether lameduck manages it, the foreign view, who owns each field and who wrote last
+    all come from one reading (logic/ownership.Ownership), not one per question."""
+    p = policy(spec=IMMEDIATE)
+    d = drifted(p, T2)
+    d["metadata"] = CountingMetadata(d["metadata"])
+    CountingMetadata.reads = 0
+    decision = run(d, [p])
+    assert decision.event is not None
+    assert decision.event.reason == "DriftRestored", "the path that asks all four questions"
+    assert CountingMetadata.reads == 1

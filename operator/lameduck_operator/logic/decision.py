@@ -18,7 +18,7 @@ from typing import Any
 from lameduck_operator.logic.admitted import admitted, restore
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
 from lameduck_operator.logic.intent import Plan, plan_deployment, pod_spec
-from lameduck_operator.logic.ownership import foreign_view, latest_other_manager, managed_by, owners_of
+from lameduck_operator.logic.ownership import Ownership
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
 from lameduck_operator.model import ApplyStrategy, Mode, Policy, PolicyRef
 from lameduck_operator.names import INTENT_ANNOTATION, POLICY_ANNOTATION, SKIP_ANNOTATION
@@ -108,9 +108,9 @@ def rollout_in_progress(deployment: Mapping[str, Any]) -> bool:
     return bool(status.get("availableReplicas", 0) < updated and progressing.get("reason") != "NewReplicaSetAvailable")
 
 
-def _applied(deployment: Mapping[str, Any]) -> tuple[bool, str | None]:
+def _applied(deployment: Mapping[str, Any], ownership: Ownership) -> tuple[bool, str | None]:
     annotations = (deployment.get("metadata") or {}).get("annotations") or {}
-    ours = managed_by(deployment) or POLICY_ANNOTATION in annotations
+    ours = ownership.managed() or POLICY_ANNOTATION in annotations
     return ours, annotations.get(INTENT_ANNOTATION)
 
 
@@ -124,10 +124,11 @@ def too_large(deployment: Mapping[str, Any], max_containers: int | None = MAX_TE
     return max_containers is not None and container_count(deployment) > max_containers
 
 
-def lameduck_view(deployment: Mapping[str, Any]) -> dict[str, Any]:
+def lameduck_view(deployment: Mapping[str, Any], ownership: Ownership | None = None) -> dict[str, Any]:
     """The Deployment as the other managers set it: lameduck's own fields left out, both those it
     applied (managedFields) and those it recorded as admitted (replaced values put back)."""
-    return restore(foreign_view(deployment), admitted(deployment))
+    ownership = ownership or Ownership.of(deployment)
+    return restore(ownership.foreign_view(deployment), admitted(deployment))
 
 
 def decide(
@@ -149,7 +150,8 @@ def decide(
     """
     ref = deployment_ref(deployment)
     selection = select_policy(deployment, policies, namespace_labels, settings.excluded_namespaces)
-    ours, applied_digest = _applied(deployment)
+    ownership = Ownership.of(deployment)  # managedFields, read once for the whole decision
+    ours, applied_digest = _applied(deployment, ownership)
     winner = selection.winner
     if winner is None or selection.opted_out:
         state, reason, why = (
@@ -172,7 +174,7 @@ def decide(
         )
 
     spec = winner.spec
-    plan = plan_deployment(lameduck_view(deployment), winner, settings, owners_of(deployment))
+    plan = plan_deployment(lameduck_view(deployment, ownership), winner, settings, ownership.owners())
     verdict = check(deployment, plan)
     intent = with_digest(plan.intent)
     base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan)
@@ -213,9 +215,7 @@ def decide(
             return replace(base, verdict=waiting)
 
     if ours and applied_digest == digest:
-        who = (
-            ", ".join(recent_writers) or latest_other_manager(deployment) or "a client that left no managedFields entry"
-        )
+        who = ", ".join(recent_writers) or ownership.latest_other() or "a client that left no managedFields entry"
         event = DeploymentEvent(
             "DriftRestored", f"{who} changed lameduck's fields ({'; '.join(verdict.missing)}); restored", warning=True
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lameduck_operator.logic.intent import FieldPath
@@ -21,12 +22,6 @@ def _entries(obj: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """managedFields entries of the main resource (status and scale are other subresources)."""
     meta = obj.get("metadata") or {}
     return [e for e in meta.get("managedFields") or [] if not e.get("subresource")]
-
-
-def managed_by(obj: Mapping[str, Any], manager: str = FIELD_MANAGER, operation: str | None = None) -> bool:
-    return any(
-        e.get("manager") == manager and (operation is None or e.get("operation") == operation) for e in _entries(obj)
-    )
 
 
 def merge_trees(trees: list[FieldsTree]) -> dict[str, Any]:
@@ -152,25 +147,93 @@ def restrict(value: Any, tree: FieldsTree) -> Any:
     return value
 
 
-def foreign_view(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
-    """The object as the other managers set it.
+@dataclass(frozen=True)
+class Ownership:
+    """One object's main-resource managedFields, read once: lameduck's entries and the others'.
+    A decision asks it everything it needs (does lameduck manage it, the foreign view, who owns
+    a field, who wrote last), so managedFields are parsed once per decision."""
 
-    Objects without managedFields (manifests, very old objects) are taken whole.
-    """
-    entries = _entries(obj)
-    if not entries:
-        return dict(obj)
-    others = [e.get("fieldsV1") or {} for e in entries if e.get("manager") != manager]
-    view = restrict(obj, merge_trees(others))
-    meta = obj.get("metadata") or {}
-    # Identity is needed to plan whatever anyone owns.
-    view["metadata"] = {
-        **(view.get("metadata") or {}),
-        **{k: meta[k] for k in ("name", "namespace", "uid") if k in meta},
-    }
-    view.setdefault("apiVersion", obj.get("apiVersion"))
-    view.setdefault("kind", obj.get("kind"))
-    return dict(view)
+    ours: tuple[Mapping[str, Any], ...]
+    others: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> Ownership:
+        entries = _entries(obj)
+        return cls(
+            tuple(e for e in entries if e.get("manager") == manager),
+            tuple(e for e in entries if e.get("manager") != manager),
+        )
+
+    def managed(self, operation: str | None = None) -> bool:
+        """Whether lameduck has an entry (of that operation)."""
+        return any(operation is None or e.get("operation") == operation for e in self.ours)
+
+    def foreign_view(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """The object as the other managers set it. Objects without managedFields (manifests,
+        very old objects) are taken whole."""
+        if not self.ours and not self.others:
+            return dict(obj)
+        view = restrict(obj, merge_trees([e.get("fieldsV1") or {} for e in self.others]))
+        meta = obj.get("metadata") or {}
+        # Identity is needed to plan whatever anyone owns.
+        view["metadata"] = {
+            **(view.get("metadata") or {}),
+            **{k: meta[k] for k in ("name", "namespace", "uid") if k in meta},
+        }
+        view.setdefault("apiVersion", obj.get("apiVersion"))
+        view.setdefault("kind", obj.get("kind"))
+        return dict(view)
+
+    def latest_other(self) -> str | None:
+        """The other manager that wrote after lameduck last did: the likeliest author of a change.
+
+        None when no other manager's entry is newer: a client that only removed fields owns
+        nothing afterwards and leaves no entry (the API audit log knows more).
+        """
+        ours = max((str(e.get("time", "")) for e in self.ours), default="")
+        newer = [e for e in self.others if str(e.get("time", "")) > ours]
+        if not newer:
+            return None
+        return str(max(newer, key=lambda e: str(e.get("time", ""))).get("manager"))
+
+    def owners(self) -> Callable[[FieldPath], list[str]]:
+        """Other managers owning the field at a path, or anything below it; for many paths of
+        one object: each node's item selectors are indexed once."""
+        entries = [(str(entry.get("manager")), entry.get("fieldsV1") or {}) for entry in self.others]
+        indexed: dict[int, Selectors] = {}
+
+        def child(tree: FieldsTree, step: str | tuple[str, str]) -> FieldsTree | None:
+            # Nodes are only read, never copied: copying the containers' node at every step was quadratic.
+            if isinstance(step, str):
+                found = tree.get(f"f:{step}")
+                return found if isinstance(found, Mapping) else None
+            selectors = indexed.get(id(tree))
+            if selectors is None or selectors.node is not tree:
+                selectors = indexed[id(tree)] = Selectors(tree, kinds=("k",))
+            key, value = step
+            sub: FieldsTree | None = selectors.match({key: value})
+            return sub
+
+        def lookup(path: FieldPath) -> list[str]:
+            found = []
+            for name, fields in entries:
+                node: FieldsTree | None = fields
+                for step in path:
+                    node = child(node, step) if node is not None else None
+                if node is not None:
+                    found.append(name)
+            return sorted(set(found))
+
+        return lookup
+
+
+def managed_by(obj: Mapping[str, Any], manager: str = FIELD_MANAGER, operation: str | None = None) -> bool:
+    return Ownership.of(obj, manager).managed(operation)
+
+
+def foreign_view(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any]:
+    """The object as the other managers set it (Ownership.foreign_view)."""
+    return Ownership.of(obj, manager).foreign_view(obj)
 
 
 WriteTimes = Mapping[tuple[str, str], str]
@@ -202,51 +265,11 @@ def changed_managers(
 
 
 def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> str | None:
-    """The other manager that wrote after lameduck last did: the likeliest author of a change.
-
-    None when no other manager's entry is newer: a client that only removed fields owns
-    nothing afterwards and leaves no entry (the API audit log knows more).
-    """
-    entries = _entries(obj)
-    ours = max((str(e.get("time", "")) for e in entries if e.get("manager") == manager), default="")
-    newer = [e for e in entries if e.get("manager") != manager and str(e.get("time", "")) > ours]
-    if not newer:
-        return None
-    return str(max(newer, key=lambda e: str(e.get("time", ""))).get("manager"))
+    return Ownership.of(obj, manager).latest_other()
 
 
 def owners_of(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> Callable[[FieldPath], list[str]]:
-    """owners for many paths of one object: each node's item selectors are indexed once."""
-    entries = [
-        (str(entry.get("manager")), entry.get("fieldsV1") or {})
-        for entry in _entries(obj)
-        if entry.get("manager") != manager
-    ]
-    indexed: dict[int, Selectors] = {}
-
-    def child(tree: FieldsTree, step: str | tuple[str, str]) -> FieldsTree | None:
-        # Nodes are only read, never copied: copying the containers' node at every step was quadratic.
-        if isinstance(step, str):
-            found = tree.get(f"f:{step}")
-            return found if isinstance(found, Mapping) else None
-        selectors = indexed.get(id(tree))
-        if selectors is None or selectors.node is not tree:
-            selectors = indexed[id(tree)] = Selectors(tree, kinds=("k",))
-        key, value = step
-        sub: FieldsTree | None = selectors.match({key: value})
-        return sub
-
-    def lookup(path: FieldPath) -> list[str]:
-        found = []
-        for name, fields in entries:
-            node: FieldsTree | None = fields
-            for step in path:
-                node = child(node, step) if node is not None else None
-            if node is not None:
-                found.append(name)
-        return sorted(set(found))
-
-    return lookup
+    return Ownership.of(obj, manager).owners()
 
 
 def owners(obj: Mapping[str, Any], path: FieldPath, manager: str = FIELD_MANAGER) -> list[str]:
