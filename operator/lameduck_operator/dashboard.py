@@ -179,8 +179,13 @@ def termination_panels() -> list[Panel]:
         _graph(
             "Termination outcomes",
             "Terminations of managed pods per second by how the app containers ended "
-            "(lameduck_terminations_total); killed means SIGKILL at the end of the grace period.",
-            [_query(_rate("lameduck_terminations_total", SHUTDOWN, by="outcome"), "{{outcome}}")],
+            "(lameduck_terminations_total); killed means SIGKILL at the end of the grace period, split by "
+            "its likely cause (lameduck_pods_killed_total): sigterm_likely_lost (deleted within seconds of "
+            "starting, before the app handled SIGTERM) or over_budget.",
+            [
+                _query(_rate("lameduck_terminations_total", SHUTDOWN, by="outcome"), "{{outcome}}"),
+                _query(_rate("lameduck_pods_killed_total", SHUTDOWN, by="cause"), "killed: {{cause}}"),
+            ],
             width=8,
             colors={"killed": RED, "error": ORANGE},
         ),

@@ -193,6 +193,14 @@ class OperatorMetrics:
             [*shutdown, "outcome"],
             registry=self.registry,
         )
+        self.pods_killed = Counter(
+            "lameduck_pods_killed_total",
+            "Managed pods SIGKILLed at the end of their grace period, by likely cause: sigterm_likely_lost "
+            "(deleted within seconds of the app starting: the SIGTERM probably came before the app handled it) "
+            "or over_budget (the app needed longer than its grace period).",
+            [*shutdown, "cause"],
+            registry=self.registry,
+        )
         self.termination_seconds = Histogram(
             "lameduck_termination_duration_seconds",
             "From the pod's deletion until its last app container exited.",

@@ -32,6 +32,7 @@ from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import (
     DeploymentShutdown,
     HoldReport,
+    KilledCause,
     LateTraffic,
     ReportMalformed,
     TerminationOutcome,
@@ -96,6 +97,14 @@ def _keep_recent(items: list[Any], item: Any) -> None:
     del items[:-RECENT]
 
 
+KILLED_WHY = {
+    KilledCause.SIGTERM_LIKELY_LOST: "the latest was deleted within seconds of its app starting, so its SIGTERM "
+    "probably came before the app handled it (an app running as PID 1 ignores it until then): handle SIGTERM "
+    "first thing, or run the app under an init",
+    KilledCause.OVER_BUDGET: "the app needs longer to stop than its budget gives it",
+}
+
+
 class KilledPodsNotice:
     """The PodsKilled Event on a Deployment whose pods were SIGKILLed: once a minute at most."""
 
@@ -106,7 +115,7 @@ class KilledPodsNotice:
         self.posted: dict[DeploymentRef, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def tell(self, ref: DeploymentRef, ends: list[TerminationOutcome], grace: float) -> None:
+    def tell(self, ref: DeploymentRef, ends: list[TerminationOutcome], grace: float, cause: KilledCause) -> None:
         now = self.monotonic()
         if self.post_event is None or now - self.posted.get(ref, -KILLED_EVENT_SECONDS) < KILLED_EVENT_SECONDS:
             return
@@ -115,7 +124,7 @@ class KilledPodsNotice:
         event = DeploymentEvent(
             "PodsKilled",
             f"{killed} of the last {len(ends)} terminated pods were SIGKILLed at the end of their "
-            f"{grace:g}s grace period: the app needs longer to stop than its budget gives it",
+            f"{grace:g}s grace period: {KILLED_WHY[cause]}",
             warning=True,
         )
         body = {"metadata": {"name": ref.name, "namespace": ref.namespace}}
@@ -274,8 +283,8 @@ class ShutdownObserver:
             return
         if not deleted:
             self._pods_done.add(uid)
+        labels = {"namespace": termination.namespace, "policy": str(policy)}
         if self.recording:
-            labels = {"namespace": termination.namespace, "policy": str(policy)}
             self.metrics.terminations.labels(**labels, outcome=termination.outcome.value).inc()
             self.metrics.termination_seconds.labels(**labels).observe(termination.seconds)
             if termination.grace_period_seconds > 0:
@@ -286,16 +295,19 @@ class ShutdownObserver:
         recent = self._recent(ref, policy)
         _keep_recent(recent.ends, termination.outcome)
         self.changed(policy)
-        if termination.outcome is TerminationOutcome.KILLED and self.recording:
+        cause = termination.killed_cause
+        if termination.outcome is TerminationOutcome.KILLED and cause is not None and self.recording:
+            self.metrics.pods_killed.labels(**labels, cause=cause.value).inc()
             log.info(
-                "pod %s/%s was SIGKILLed %.0fs after its deletion (grace period %.0fs, exit codes %s)",
+                "pod %s/%s was SIGKILLed %.0fs after its deletion (grace period %.0fs, exit codes %s; likely %s)",
                 termination.namespace,
                 termination.pod,
                 termination.seconds,
                 termination.grace_period_seconds,
                 ",".join(str(code) for code in termination.exit_codes),
+                cause.value,
             )
-            self.killed.tell(ref, recent.ends, termination.grace_period_seconds)
+            self.killed.tell(ref, recent.ends, termination.grace_period_seconds, cause)
 
     # ---- per Deployment ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from lameduck_operator.logic.shutdown import (
     DeploymentShutdown,
     HoldOutcome,
     HoldReport,
+    KilledCause,
     MalformedReason,
     ReportMalformed,
     TerminationOutcome,
@@ -198,6 +199,35 @@ def test_a_termination_is_judged_by_how_its_app_containers_ended(
     assert termination is not None
     assert (termination.outcome, termination.seconds, termination.grace_period_seconds) == (outcome, seconds, 30.0)
     assert (termination.deployment, termination.policy) == ("web", WEB_POLICY)
+
+
+# Deleted at 10:00:00; the app container started at startedAt.
+@pytest.mark.parametrize(
+    ("started", "cause"),
+    [
+        ("2026-11-21T09:59:58Z", KilledCause.SIGTERM_LIKELY_LOST),
+        ("2026-11-21T09:59:55.5Z", KilledCause.SIGTERM_LIKELY_LOST),
+        ("2026-11-21T09:59:55Z", KilledCause.OVER_BUDGET),
+        ("2026-11-21T09:00:00Z", KilledCause.OVER_BUDGET),
+        (None, KilledCause.OVER_BUDGET),
+    ],
+    ids=["deleted-2s-after-start", "just-under-5s", "5s-after-start", "an-hour-after-start", "start-unknown"],
+)
+def test_a_kill_says_whether_the_sigterm_was_likely_lost_to_an_early_deletion(
+    started: str | None, cause: KilledCause
+) -> None:
+    killed = pod((137, "2026-11-21T10:00:30Z", "Error"))
+    if started is not None:
+        killed["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"] = started
+    termination = termination_of(killed)
+    assert termination is not None
+    assert (termination.outcome, termination.killed_cause) == (TerminationOutcome.KILLED, cause)
+
+
+def test_only_a_kill_has_a_cause() -> None:
+    clean = termination_of(pod((0, "2026-11-21T10:00:07Z", "Completed")))
+    assert clean is not None
+    assert clean.killed_cause is None
 
 
 def test_a_forced_deletion_is_no_kill_for_want_of_budget() -> None:

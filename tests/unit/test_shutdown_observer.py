@@ -143,12 +143,26 @@ async def test_pods_killed_at_the_end_of_their_grace_period_are_counted_listed_a
     (posted,) = h.posted  # the second kill came within a minute of the first
     assert posted[0] == {"metadata": {"name": "web", "namespace": "shop"}}
     assert (posted[1].reason, posted[1].warning) == ("PodsKilled", True)
+    assert "the app needs longer to stop than its budget gives it" in posted[1].message
+    assert sample(h.exported(), 'lameduck_pods_killed_total{cause="over_budget",' + LABELS + "}") == 2
     h.now += 61
     again = pod(KILLED)
     again["metadata"]["uid"] = "p4"
     h.observer.pod_seen(again)
     await _settle()
     assert len(h.posted) == 2
+
+
+async def test_a_pod_killed_soon_after_it_started_is_said_to_have_likely_lost_its_sigterm(h: Harness) -> None:
+    h.observer.lead()
+    killed = pod(KILLED)
+    # Deleted at 10:00:00 (the deletionTimestamp less its grace period), started 2 s before.
+    killed["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"] = "2026-11-21T09:59:58Z"
+    h.observer.pod_seen(killed)
+    await _settle()
+    assert sample(h.exported(), 'lameduck_pods_killed_total{cause="sigterm_likely_lost",' + LABELS + "}") == 1
+    (posted,) = h.posted
+    assert "SIGTERM probably came before the app handled it" in posted[1].message
 
 
 async def _settle() -> None:

@@ -26,6 +26,9 @@ from lameduck_operator.names import KIND_CLUSTER, POLICY_KINDS, REPORT_VERSION, 
 # A container killed at the end of its grace period exits with 128 + SIGKILL.
 SIGKILL_EXIT = 137
 SIGTERM_EXIT = 143
+# A pod deleted this soon after its app container started may have had its SIGTERM before the
+# app could handle it.
+EARLY_DELETION_SECONDS = 5.0
 # A grace period's end, as kubelet and the API server's whole-second times see it.
 CLOCK_SLACK_SECONDS = 1.0
 # Headroom over the latest late traffic observed when recommending a maxHold.
@@ -45,6 +48,16 @@ class TerminationOutcome(StrEnum):
     CLEAN = "clean"  # exit 0, or died of the SIGTERM itself (143)
     ERROR = "error"  # any other exit, an OOM kill included
     KILLED = "killed"  # SIGKILLed at the end of the grace period: the budget was too small
+
+
+class KilledCause(StrEnum):
+    """Why a pod was likely SIGKILLed at the end of its grace period."""
+
+    # Deleted within EARLY_DELETION_SECONDS of its app container starting: the SIGTERM most
+    # likely came before the app handled it (as PID 1 an app without a handler ignores it).
+    SIGTERM_LIKELY_LOST = "sigterm_likely_lost"
+    # Otherwise: the app needed longer to stop than its grace period gave it.
+    OVER_BUDGET = "over_budget"
 
 
 class MalformedReason(StrEnum):
@@ -92,6 +105,7 @@ class Termination:
     seconds: float  # from the deletion to the last app container's exit
     grace_period_seconds: float
     exit_codes: tuple[int, ...]
+    killed_cause: KilledCause | None = None  # for a KILLED outcome
 
 
 def policy_from_annotation(value: object) -> PolicyRef | None:
@@ -227,6 +241,7 @@ def termination_of(pod: Mapping[str, Any], policy: PolicyRef | None = None) -> T
     if not app or len(statuses) < len(app):
         return None
     ends = []
+    latest_start: float | None = None
     for status in statuses:
         terminated = (status.get("state") or {}).get("terminated") or {}
         finished = _time(terminated.get("finishedAt"))
@@ -234,12 +249,19 @@ def termination_of(pod: Mapping[str, Any], policy: PolicyRef | None = None) -> T
         if finished is None or not isinstance(exit_code, int):
             return None
         ends.append((finished.timestamp(), exit_code, terminated.get("reason")))
+        started = _time(terminated.get("startedAt"))
+        if started is not None:
+            latest_start = max(latest_start or started.timestamp(), started.timestamp())
     last = max(at for at, _, _ in ends)
     if last < deleted_at - CLOCK_SLACK_SECONDS:
         return None  # ended before the deletion: not a shutdown
     seconds = max(0.0, last - deleted_at)
     outcomes = [_outcome(code, reason, max(0.0, at - deleted_at), grace) for at, code, reason in ends]
     outcome = max(outcomes, key=[TerminationOutcome.CLEAN, TerminationOutcome.ERROR, TerminationOutcome.KILLED].index)
+    cause = None
+    if outcome is TerminationOutcome.KILLED:
+        early = latest_start is not None and deleted_at - latest_start < EARLY_DELETION_SECONDS
+        cause = KilledCause.SIGTERM_LIKELY_LOST if early else KilledCause.OVER_BUDGET
     return Termination(
         namespace=str(metadata.get("namespace") or ""),
         pod=str(metadata.get("name") or ""),
@@ -250,6 +272,7 @@ def termination_of(pod: Mapping[str, Any], policy: PolicyRef | None = None) -> T
         seconds=seconds,
         grace_period_seconds=float(grace),
         exit_codes=tuple(code for _, code, _ in ends),
+        killed_cause=cause,
     )
 
 
