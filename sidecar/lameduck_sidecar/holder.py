@@ -1,4 +1,5 @@
-"""Runs the hold of the pod's deletion, shared by every app container that calls for it."""
+"""Runs the hold of the pod's deletion, shared by every app container that calls for it, then
+watches what happens after release until the app exits, and reports both in one Event."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from lameduck_sidecar.after_release import (
+    AfterRelease,
+    ConnectionFates,
+    LossCount,
+    app_listening,
+    listening_ports,
+    observation_deadline,
+    observation_over,
+)
 from lameduck_sidecar.config import SidecarConfig
 from lameduck_sidecar.hold import (
     FallbackReason,
@@ -22,8 +32,9 @@ from lameduck_sidecar.hold import (
     should_hold,
 )
 from lameduck_sidecar.k8s import ApiError
+from lameduck_sidecar.learned import deployment_name, learned_delay
 from lameduck_sidecar.metrics import SidecarMetrics
-from lameduck_sidecar.report import hold_report_event, report_message
+from lameduck_sidecar.report import bounded_names, hold_report_event, report_message
 from lameduck_sidecar.slices import listings, released
 from lameduck_sidecar.traffic import Snapshot, Work
 
@@ -40,6 +51,7 @@ class Traffic(Protocol):
 SliceStream = Callable[[], AsyncGenerator[list[dict[str, Any]], None]]
 PodLookup = Callable[..., Awaitable[dict[str, Any]]]
 EventPoster = Callable[[dict[str, Any]], Awaitable[None]]
+LearnedLookup = Callable[[], Awaitable[dict[str, Any] | None]]
 
 
 class Holder:
@@ -54,6 +66,7 @@ class Holder:
         clock: Callable[[], float] = time.monotonic,
         own_pod: PodLookup | None = None,
         post_event: EventPoster | None = None,
+        learned: LearnedLookup | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -63,9 +76,12 @@ class Holder:
         self.clock = clock
         self.own_pod = own_pod
         self.post_event = post_event
+        self.learned = learned
         self.pod: dict[str, Any] | None = None  # as read when the hold began
-        # Posting the hold report, after the hold has been answered.
+        # After the hold has been answered: watching until the app exits, then the report.
         self.report_task: asyncio.Task[None] | None = None
+        # When the sidecar got its own SIGTERM (before_exit), on `clock`.
+        self.terminated_at: float | None = None
         self.grace_period: float | None = None  # of the pod's deletion, once known
         # The hold of the pod's deletion: a pod is deleted once, so there is at most one.
         self.task: asyncio.Task[HoldResult] | None = None
@@ -82,20 +98,37 @@ class Holder:
         anyone else) is answered at once and leaves nothing behind."""
         called, called_at = self.clock(), time.time()
         if self.task is None:
-            pod = await self._read_pod()
-            if pod is not None and not should_hold(pod):
-                # The API server's cache may lag behind the deletion kubelet acted on.
-                pod = await self._read_pod(consistent=True)
-            if pod is not None and not should_hold(pod):
-                result = answered_at_once()
-                self._record(result, [caller], called_at)
-                return result
+            # What was learned is read alongside the pod: a hold waits for neither longer than
+            # api_timeout, and a call that does not hold drops it.
+            history = asyncio.create_task(self._read_learned()) if self.learned is not None else None
+            try:
+                pod = await self._read_pod()
+                if pod is not None and not should_hold(pod):
+                    # The API server's cache may lag behind the deletion kubelet acted on.
+                    pod = await self._read_pod(consistent=True)
+                if pod is not None and not should_hold(pod):
+                    result = answered_at_once()
+                    self._record(result, [caller], called_at)
+                    return result
+                config_map = None if history is None else await history
+            finally:
+                if history is not None:
+                    history.cancel()
             if self.task is None:
                 self.pod = pod
                 self.grace_period = deletion_grace_period(pod)
-                self.task = asyncio.create_task(self._run(called, called_at))
-        self.callers.append(caller)
+                delay = learned_delay(config_map, deployment_name(pod))
+                self.task = asyncio.create_task(self._run(called, called_at, delay))
+        self.callers = bounded_names([*self.callers, caller])
         return await asyncio.shield(self.task)
+
+    async def _read_learned(self) -> dict[str, Any] | None:
+        assert self.learned is not None
+        try:
+            return await asyncio.wait_for(self.learned(), self.config.hold.api_timeout)
+        except (TimeoutError, ApiError) as err:  # no history: the hold learns
+            log.warning(json.dumps({"event": "learned_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
+            return None
 
     async def _read_pod(self, consistent: bool = False) -> dict[str, Any] | None:
         if self.own_pod is None:
@@ -106,19 +139,29 @@ class Holder:
             log.warning(json.dumps({"event": "pod_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
             return None
 
-    async def _run(self, started: float, started_at: float) -> HoldResult:
+    async def _run(self, started: float, started_at: float, learned: float | None) -> HoldResult:
         self.metrics.in_flight.inc()
+        self.metrics.holds_by_history.labels(state="learning" if learned is None else "learned").inc()
         self.started_at = started_at
-        hold = Hold(self.config.hold, started)
+        hold = Hold(self.config.hold, started, learned)
         if self.grace_period is not None:
             hold.grace_period(self.grace_period)
         traffic = self.traffic()
-        traffic.observe(self.clock(), self.snapshot())  # what is open now is not new
+        fates = ConnectionFates(self.config.app_ports, self.config.port, self.config.hold.quiet_period, started)
+        first = self.snapshot()
+        traffic.observe(self.clock(), first)  # what is open now is not new
+        fates.observe(self.clock(), first.sockets)
         watcher = asyncio.create_task(self._watch_slices(hold))
+        stage1_seen = False
         try:
             while True:
                 now = self.clock()
-                hold.traffic(now, *traffic.observe(now, self.snapshot()))
+                snapshot = self.snapshot()
+                hold.traffic(now, *traffic.observe(now, snapshot))
+                if hold.stage1_end is not None and not stage1_seen:
+                    stage1_seen = True
+                    fates.stage1_ended(hold.stage1_end)
+                fates.observe(now, snapshot.sockets)
                 result = hold.result(self.clock())
                 if result is not None:
                     break
@@ -128,13 +171,67 @@ class Holder:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             self.metrics.in_flight.dec()
+        fates.released(self.clock())
         self._record(result, self.callers, self.started_at)
-        if self.post_event is not None:
-            self.report_task = asyncio.create_task(self._report(result, list(self.callers)))
+        self.report_task = asyncio.create_task(self._after_release(hold, fates, result, list(self.callers)))
         return result
 
-    async def _report(self, result: HoldResult, callers: list[str]) -> None:
-        """One Event on the pod with what the hold saw: it outlives the pod, unlike the metrics."""
+    def terminate(self) -> None:
+        """The sidecar got its own SIGTERM."""
+        if self.terminated_at is None:
+            self.terminated_at = self.clock()
+
+    async def _after_release(self, hold: Hold, fates: ConnectionFates, result: HoldResult, callers: list[str]) -> None:
+        """Watch until the app exits, then post the report: it outlives the pod, unlike the metrics."""
+        try:
+            after = await self._observe_after_release(hold, fates)
+        except Exception:  # a bug of ours: the report still goes out
+            log.exception("observing after release failed")
+            after = AfterRelease(None, None, 0, None)
+        log.info(
+            json.dumps(
+                {
+                    "event": "after_release",
+                    "pod": self.config.pod_name,
+                    "lost": after.lost,
+                    "pooled_quiet": None if after.pooled_quiet is None else round(after.pooled_quiet, 3),
+                    "pinned_until_closed": after.pinned_until_closed,
+                    "app_exit": None if after.app_exit is None else round(after.app_exit, 3),
+                }
+            )
+        )
+        if self.post_event is not None:
+            await self._report(result, callers, after)
+
+    async def _observe_after_release(self, hold: Hold, fates: ConnectionFates) -> AfterRelease:
+        """From release until the app's exit (after_release.py): the first snapshot is the
+        baseline, taken once the hold's own API connections are closed."""
+        native, released = self.config.native, self.clock()
+        deadline = observation_deadline(
+            native=native,
+            released=released,
+            started=hold.started,
+            grace_period=self.grace_period,
+            drain_timeout=self.config.hold.drain_timeout,
+            api_timeout=self.config.hold.api_timeout,
+        )
+        loss = LossCount(self.config.probes)
+        while True:
+            snapshot, now = self.snapshot(), self.clock()
+            fates.observe(now, snapshot.sockets)
+            loss.observe(now, snapshot.resets_sent, listening_ports(self.config.port, snapshot.sockets))
+            listening = app_listening(self.config.app_ports, self.config.port, snapshot.sockets)
+            terminated = self.terminated_at is not None
+            if observation_over(native=native, terminated=terminated, listening=listening, now=now, deadline=deadline):
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        exited: float | None = None
+        if now < deadline:  # ended by the app's exit as seen, not by the bound
+            exited = max(0.0, (self.terminated_at or now) - released) if native else now - released
+        return AfterRelease(loss.lost(), fates.pooled_quiet, fates.pinned_until_closed, exited)
+
+    async def _report(self, result: HoldResult, callers: list[str], after: AfterRelease) -> None:
+        """One Event on the pod with what the hold saw and what followed it."""
         assert self.post_event is not None
         message = report_message(
             result,
@@ -143,6 +240,7 @@ class Holder:
             grace_period=self.grace_period,
             pod=self.pod,
             containers=callers,
+            after=after,
         )
         event = hold_report_event(
             message,
@@ -168,10 +266,13 @@ class Holder:
             async with contextlib.aclosing(self.slice_stream()) as stream:
                 first = await asyncio.wait_for(anext(stream), self.config.hold.api_timeout)
                 self._judge(hold, first)
-                async for slices in stream:
-                    if hold.stage1_end is not None:
-                        break
-                    self._judge(hold, slices)
+                # Ends with stage 1: the watch's connection is closed long before release, so
+                # none of its packets falls into the count after release.
+                if hold.stage1_end is None:
+                    async for slices in stream:
+                        self._judge(hold, slices)
+                        if hold.stage1_end is not None:
+                            break
         except (TimeoutError, ApiError) as err:  # API down, forbidden or garbled: fail open, loudly
             self._fall_back(hold, FallbackReason.API, f"{type(err).__name__}: {err}")
         except Exception as err:  # a bug of ours: still fail open, with its traceback
@@ -220,6 +321,7 @@ class Holder:
                     "reused_after_stage1": result.reused_after_stage1,
                     "pinned_after_stage1": result.pinned_after_stage1,
                     "late_traffic": round(result.late_traffic, 3),
+                    "learned_delay": result.learned_delay,
                     "grace_period": self.grace_period,
                 }
             )
