@@ -643,3 +643,70 @@ async def test_the_pod_is_found_in_a_slice_by_its_address_alone(tmp_path: Path) 
     assert result.outcome.value == "quiet", "listed by its address, then released"
     assert result.stage1 is not None
     assert result.stage1 >= 0.2
+
+
+async def test_what_was_learned_is_read_with_the_pod_and_used_by_the_hold(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    api.learned = {"web": json.dumps({"version": 1, "pooledDelaySeconds": 0.6, "reports": 2})}
+    client, _, metrics = await sidecar(api)
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "quiet"
+    await terminate(client)
+    (event,) = api.events
+    assert json.loads(event["message"])["learnedDelaySeconds"] == 0.6, "the Deployment web's entry"
+    exported = generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_learned_holds_total{state="learned"} 1.0' in exported
+
+
+async def test_a_config_map_that_cannot_be_read_in_time_is_no_history(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    api.learned = {"web": "not json"}
+    client, _, metrics = await sidecar(api)
+    assert (await (await client.get("/hold/app")).json())["outcome"] == "quiet"
+    exported = generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_learned_holds_total{state="learning"} 1.0' in exported
+
+
+class Namespace:
+    """The pod's network namespace as a test drives it: whether the app listens on 8080, the
+    kernel's RST counter, and one keep-alive connection that keeps receiving while `busy`."""
+
+    def __init__(self) -> None:
+        self.listening = True
+        self.resets = 500
+        self.busy = True
+        self.open = True
+        self.received = 0
+
+    def snapshot(self) -> Snapshot:
+        sockets = [TcpSocket(LISTEN, 8080, ip_address("0.0.0.0"), 0, 0, None)] if self.listening else []
+        if self.open:
+            self.received += 100 if self.busy else 0
+            sockets.append(TcpSocket(ESTABLISHED, 8080, ip_address("10.1.0.9"), 40000, 0, self.received))
+        return Snapshot(None, 0, 0, sockets, self.resets)
+
+
+async def test_a_classic_sidecar_reports_what_was_lost_once_the_app_stops_listening(tmp_path: Path) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    server = TestServer(api.app())
+    await server.start_server()
+    config = replace(
+        config_for(str(server.make_url("")).rstrip("/"), tmp_path),
+        native=False,
+        app_ports=frozenset({8080}),
+        hold=replace(FAST, drain_timeout=5.0),
+    )
+    pod = Namespace()
+    holder = holder_for(config, SidecarMetrics(), pod.snapshot, FakeTraffic)
+    assert (await holder.hold("app")).outcome.value == "quiet"
+    await asyncio.sleep(0.3)
+    assert api.events == [], "the app still listens: it has not exited"
+    pod.open = False  # the app closed the busy connection: pinned
+    pod.resets += 3  # and three requests came too late
+    await asyncio.sleep(0.2)
+    pod.listening = False
+    await wait_for(lambda: bool(api.events))
+    report = json.loads(api.events[0]["message"])
+    assert (report["lostAfterRelease"], report["pinnedUntilClosed"], report["pooledQuietSeconds"]) == (3, 1, None)
+    assert 0.5 <= report["appExitSeconds"] < 1.5
+    await server.close()
