@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from lameduck_operator.logic.decision import rollout_in_progress
+from lameduck_operator.names import LEARNED_CONFIGMAP, LEARNED_VERSION, LearnedField
 from tests.tools import find_tool, harness_helm
 
 REPO = Path(__file__).resolve().parents[2]
@@ -370,6 +371,18 @@ def steady(kube: Kube, namespace: str, name: str = "demo", replicas: int = 3) ->
     )
 
 
+def learned_config_map(delays: Mapping[str, float]) -> dict[str, Any]:
+    """The namespace's lameduck-learned ConfigMap as the operator keeps it: per Deployment, the
+    pooled delay its earlier holds showed."""
+    values = {
+        name: json.dumps(
+            {LearnedField.VERSION: LEARNED_VERSION, LearnedField.POOLED_DELAY_SECONDS: delay, LearnedField.REPORTS: 1}
+        )
+        for name, delay in delays.items()
+    }
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": LEARNED_CONFIGMAP}, "data": values}
+
+
 def start_guarded_demo(
     kube: Kube,
     namespace: str,
@@ -377,12 +390,20 @@ def start_guarded_demo(
     replicas: int = 3,
     app_env: Mapping[str, str] | None = None,
     grace_period: int | None = None,
+    learned: float | None = 0.0,
     **spec: Any,
 ) -> None:
     """The demo app (`replicas`, its container's env plus app_env, the template's
     terminationGracePeriodSeconds if given: lameduck never lowers the API server's default of
     30 s) behind a ClusterIP Service, under guarded(namespace, **spec); returns once compliant
-    and steady with its sidecars."""
+    and steady with its sidecars.
+
+    `learned`: the demo's history, as if earlier rollouts had taught it (0: its late traffic
+    was only pinned clients, so a busy keep-alive connection is waited for propagationDelay, as
+    the tests that assert `quiet` holds under pinned load expect); None: no history, so every
+    hold learns and waits for busy connections until they go quiet, up to maxHold."""
+    if learned is not None:
+        kube.apply(learned_config_map({"demo": learned}), namespace=namespace)
     deployment, service = demo_app(replicas=replicas)
     if app_env:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
