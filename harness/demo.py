@@ -16,7 +16,7 @@ from kubernetes import client, config, watch
 
 from harness.kube import Kube, wait_until
 from harness.loadgen import LoadGenerator, LoadResult, under_load
-from harness.manifests import demo_app, guarded
+from harness.manifests import demo_app, guarded, learned_config_map
 from lameduck_operator.logic.decision import rollout_in_progress
 
 # Requests a second that load_during sends to the demo's ClusterIP.
@@ -128,12 +128,20 @@ def start_guarded_demo(
     replicas: int = 3,
     app_env: Mapping[str, str] | None = None,
     grace_period: int | None = None,
+    learned: float | None = 0.0,
     **spec: Any,
 ) -> None:
     """The demo app (`replicas`, its container's env plus app_env, the template's
     terminationGracePeriodSeconds if given: lameduck never lowers the API server's default of
     30 s) behind a ClusterIP Service, under guarded(namespace, **spec); returns once compliant
-    and steady with its sidecars."""
+    and steady with its sidecars.
+
+    `learned`: the demo's history, as if earlier rollouts had taught it (0: its late traffic
+    was only pinned clients, so a busy keep-alive connection is waited for propagationDelay, as
+    the tests that assert `quiet` holds under pinned load expect); None: no history, so every
+    hold learns and waits for busy connections until they go quiet, up to maxHold."""
+    if learned is not None:
+        kube.apply(learned_config_map({"demo": learned}), namespace=namespace)
     deployment, service = demo_app(replicas=replicas)
     if app_env:
         container = deployment["spec"]["template"]["spec"]["containers"][0]

@@ -3,10 +3,12 @@ containers and Services, and the workloads and policies made with it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from harness.images import DEMO_IMAGE, PAUSE_IMAGE
+from lameduck_operator.names import LEARNED_CONFIGMAP, LEARNED_VERSION, LearnedField
 
 
 def container(name: str, image: str, *ports: int, **fields: Any) -> dict[str, Any]:
@@ -98,3 +100,15 @@ def guarded(namespace: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": "guard", "namespace": namespace},
         "spec": {"apply": "Immediate", "selector": {"matchLabels": {"lameduck": "yes"}}, **spec},
     }
+
+
+def learned_config_map(delays: Mapping[str, float]) -> dict[str, Any]:
+    """The namespace's lameduck-learned ConfigMap as the operator keeps it: per Deployment, the
+    pooled delay its earlier holds showed."""
+    values = {
+        name: json.dumps(
+            {LearnedField.VERSION: LEARNED_VERSION, LearnedField.POOLED_DELAY_SECONDS: delay, LearnedField.REPORTS: 1}
+        )
+        for name, delay in delays.items()
+    }
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": LEARNED_CONFIGMAP}, "data": values}

@@ -25,6 +25,8 @@ from lameduck_sidecar.tcp import KernelView, node_addresses
 from lameduck_sidecar.traffic import Snapshot, TrafficCounter
 
 HOLDER = web.AppKey("holder", Holder)
+# Beyond the report's own api_timeout: the watch after release notices the signal at its next poll.
+REPORT_WAIT_MARGIN = 0.5
 METRICS = web.AppKey("metrics", SidecarMetrics)
 
 
@@ -129,6 +131,7 @@ def holder_for(
         None if api is None else api.slices,
         own_pod=None if api is None else api.own_pod,
         post_event=None if api is None else api.post_event,
+        learned=None if api is None else api.learned,
     )
 
 
@@ -145,12 +148,16 @@ def build_app(holder: Holder, sidecar_metrics: SidecarMetrics) -> web.Applicatio
 
 async def before_exit(holder: Holder, *, native: bool) -> None:
     """On the sidecar's own SIGTERM. A native sidecar gets it only once the app containers
-    have exited: nothing waits on it, so it exits at once. A classic sidecar gets it together
-    with the app: it first finishes the hold the app may still be waiting on."""
+    have exited: its watch after release ends at once and it posts the hold report. A classic
+    sidecar gets it together with the app: it first finishes the hold the app may still be
+    waiting on, then watches until the app no longer listens (at most drainTimeout) and posts."""
+    holder.terminate()
+    settings = holder.config.hold
     if not native and holder.holding and holder.task is not None:
-        await asyncio.wait({holder.task}, timeout=holder.config.hold.max_hold)
+        await asyncio.wait({holder.task}, timeout=settings.max_hold)
     if holder.report_task is not None:  # the hold report is posted before the sidecar exits
-        await asyncio.wait({holder.report_task}, timeout=holder.config.hold.api_timeout)
+        watching = 0.0 if native else settings.drain_timeout
+        await asyncio.wait({holder.report_task}, timeout=watching + settings.api_timeout + REPORT_WAIT_MARGIN)
 
 
 async def serve(config: SidecarConfig) -> None:

@@ -8,6 +8,11 @@ new work reached the app for quietPeriod (no new connection, no new data on an o
 see traffic.py), and at least propagationDelay (fallbackDelay after a fallback) passed since
 stage 1 ended. Never longer than maxHold in all, nor so long that the app has less than
 drainTimeout left of the grace period the pod was deleted with.
+
+A connection busy without a pause is either an L7 proxy's pooled one (waiting helps) or one
+pinned to the pod (only the app closing it helps). How long it is waited for comes from the
+Deployment's history (learned.py): with a learned delay, max(propagationDelay, that delay); with
+none (a learning hold), until it goes quiet, up to maxHold.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class HoldResult:
     # From the hold's start until the last new connection or request that kept the hold
     # (0 when none came): what the data planes took to stop sending work to the pod.
     late_traffic: float = 0.0
+    # The Deployment's learned delay this hold used; None: a learning hold (no history).
+    learned_delay: float | None = None
 
 
 def should_hold(pod: Mapping[str, Any] | None) -> bool:
@@ -82,9 +89,11 @@ def answered_at_once() -> HoldResult:
 
 
 class Hold:
-    def __init__(self, settings: HoldSettings, started: float) -> None:
+    def __init__(self, settings: HoldSettings, started: float, learned_delay: float | None = None) -> None:
         self.settings = settings
         self.started = started
+        # The Deployment's learned pooled delay; None: no history, a learning hold.
+        self.learned_delay = learned_delay
         self.stage1_end: float | None = None
         self.not_in_any_slice = False
         self.fallback = False
@@ -119,15 +128,17 @@ class Hold:
         pinned to the pod: kube-proxy keeps an established connection on the endpoint it
         chose, and so does a client's pool through a Service, however long the hold waits;
         only the app moves it (it answers with Connection: close after SIGTERM, within
-        drainTimeout). From the pod's side the two look alike, so a busy streak is waited
-        for until propagationDelay after it began (or after stage 1, if later), the time the
-        policy gives data planes to let go; a streak still going then is taken as pinned. A
-        request after a pause starts a new streak and counts again.
+        drainTimeout). From the pod's side the two look alike in one hold, so a busy streak is
+        waited for until `pinned_after()` after it began (or after stage 1, if later); a streak
+        still going then is taken as pinned. In a learning hold it is never taken as pinned: it
+        keeps the hold until it goes quiet or maxHold. A request after a pause starts a new
+        streak and counts again.
         """
+        wait = self.pinned_after()
         counted = [
             start
             for start in streaks
-            if self.stage1_end is None or now < max(start, self.stage1_end) + self.settings.propagation_delay
+            if self.stage1_end is None or wait is None or now < max(start, self.stage1_end) + wait
         ]
         if self.stage1_end is not None:
             self.pinned_after_stage1 += len(streaks) - len(counted)
@@ -137,6 +148,14 @@ class Hold:
         if self.stage1_end is not None:
             self.connections_after_stage1 += max(0, new_connections)
             self.reused_after_stage1 += len(counted)
+
+    def pinned_after(self) -> float | None:
+        """How long a busy streak is waited for, from stage 1's end or its own start if later;
+        None: until it goes quiet (a learning hold). A learned delay only ever lengthens the
+        policy's propagationDelay: the policy is the floor."""
+        if self.learned_delay is None:
+            return None
+        return max(self.settings.propagation_delay, self.learned_delay)
 
     def _minimum(self) -> float:
         if self.fallback:
@@ -179,6 +198,7 @@ class Hold:
             self.reused_after_stage1,
             self.pinned_after_stage1,
             0.0 if self.last_traffic is None else max(0.0, self.last_traffic - self.started),
+            self.learned_delay,
         )
 
     def wake_at(self) -> float:

@@ -1,4 +1,5 @@
-"""Runs the hold of the pod's deletion, shared by every app container that calls for it."""
+"""Runs the hold of the pod's deletion, shared by every app container that calls for it, then
+watches what happens after release until the app exits, and reports both in one Event."""
 
 from __future__ import annotations
 
@@ -8,26 +9,28 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from lameduck_sidecar.after_release import (
+    ConnectionFates,
+)
 from lameduck_sidecar.config import SidecarConfig
 from lameduck_sidecar.hold import (
     FallbackReason,
     Hold,
     HoldResult,
-    Outcome,
     answered_at_once,
     deletion_grace_period,
     should_hold,
 )
 from lameduck_sidecar.k8s import ApiError
+from lameduck_sidecar.learned import deployment_name, learned_delay
 from lameduck_sidecar.metrics import SidecarMetrics
-from lameduck_sidecar.report import hold_report_event, report_message
+from lameduck_sidecar.report import bounded_names
+from lameduck_sidecar.reporter import POLL_SECONDS, AfterReleaseReporter, EventPoster, record_hold
 from lameduck_sidecar.slices import listings, released
 from lameduck_sidecar.traffic import Snapshot, Work
 
-POLL_SECONDS = 0.1
 log = logging.getLogger("lameduck.sidecar")
 
 
@@ -39,7 +42,7 @@ class Traffic(Protocol):
 
 SliceStream = Callable[[], AsyncGenerator[list[dict[str, Any]], None]]
 PodLookup = Callable[..., Awaitable[dict[str, Any]]]
-EventPoster = Callable[[dict[str, Any]], Awaitable[None]]
+LearnedLookup = Callable[[], Awaitable[dict[str, Any] | None]]
 
 
 class Holder:
@@ -54,6 +57,7 @@ class Holder:
         clock: Callable[[], float] = time.monotonic,
         own_pod: PodLookup | None = None,
         post_event: EventPoster | None = None,
+        learned: LearnedLookup | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -63,9 +67,13 @@ class Holder:
         self.clock = clock
         self.own_pod = own_pod
         self.post_event = post_event
+        self.learned = learned
         self.pod: dict[str, Any] | None = None  # as read when the hold began
-        # Posting the hold report, after the hold has been answered.
+        # After the hold has been answered: watching until the app exits, then the report.
         self.report_task: asyncio.Task[None] | None = None
+        self.reporter: AfterReleaseReporter | None = None
+        # When the sidecar got its own SIGTERM (before_exit), on `clock`.
+        self.terminated_at: float | None = None
         self.grace_period: float | None = None  # of the pod's deletion, once known
         # The hold of the pod's deletion: a pod is deleted once, so there is at most one.
         self.task: asyncio.Task[HoldResult] | None = None
@@ -82,20 +90,37 @@ class Holder:
         anyone else) is answered at once and leaves nothing behind."""
         called, called_at = self.clock(), time.time()
         if self.task is None:
-            pod = await self._read_pod()
-            if pod is not None and not should_hold(pod):
-                # The API server's cache may lag behind the deletion kubelet acted on.
-                pod = await self._read_pod(consistent=True)
-            if pod is not None and not should_hold(pod):
-                result = answered_at_once()
-                self._record(result, [caller], called_at)
-                return result
+            # What was learned is read alongside the pod: a hold waits for neither longer than
+            # api_timeout, and a call that does not hold drops it.
+            history = asyncio.create_task(self._read_learned()) if self.learned is not None else None
+            try:
+                pod = await self._read_pod()
+                if pod is not None and not should_hold(pod):
+                    # The API server's cache may lag behind the deletion kubelet acted on.
+                    pod = await self._read_pod(consistent=True)
+                if pod is not None and not should_hold(pod):
+                    result = answered_at_once()
+                    self._record(result, [caller], called_at)
+                    return result
+                config_map = None if history is None else await history
+            finally:
+                if history is not None:
+                    history.cancel()
             if self.task is None:
                 self.pod = pod
                 self.grace_period = deletion_grace_period(pod)
-                self.task = asyncio.create_task(self._run(called, called_at))
-        self.callers.append(caller)
+                delay = learned_delay(config_map, deployment_name(pod))
+                self.task = asyncio.create_task(self._run(called, called_at, delay))
+        self.callers = bounded_names([*self.callers, caller])
         return await asyncio.shield(self.task)
+
+    async def _read_learned(self) -> dict[str, Any] | None:
+        assert self.learned is not None
+        try:
+            return await asyncio.wait_for(self.learned(), self.config.hold.api_timeout)
+        except (TimeoutError, ApiError) as err:  # no history: the hold learns
+            log.warning(json.dumps({"event": "learned_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
+            return None
 
     async def _read_pod(self, consistent: bool = False) -> dict[str, Any] | None:
         if self.own_pod is None:
@@ -106,19 +131,29 @@ class Holder:
             log.warning(json.dumps({"event": "pod_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
             return None
 
-    async def _run(self, started: float, started_at: float) -> HoldResult:
+    async def _run(self, started: float, started_at: float, learned: float | None) -> HoldResult:
         self.metrics.in_flight.inc()
+        self.metrics.holds_by_history.labels(state="learning" if learned is None else "learned").inc()
         self.started_at = started_at
-        hold = Hold(self.config.hold, started)
+        hold = Hold(self.config.hold, started, learned)
         if self.grace_period is not None:
             hold.grace_period(self.grace_period)
         traffic = self.traffic()
-        traffic.observe(self.clock(), self.snapshot())  # what is open now is not new
+        fates = ConnectionFates(self.config.app_ports, self.config.port, self.config.hold.quiet_period, started)
+        first = self.snapshot()
+        traffic.observe(self.clock(), first)  # what is open now is not new
+        fates.observe(self.clock(), first.sockets)
         watcher = asyncio.create_task(self._watch_slices(hold))
+        stage1_seen = False
         try:
             while True:
                 now = self.clock()
-                hold.traffic(now, *traffic.observe(now, self.snapshot()))
+                snapshot = self.snapshot()
+                hold.traffic(now, *traffic.observe(now, snapshot))
+                if hold.stage1_end is not None and not stage1_seen:
+                    stage1_seen = True
+                    fates.stage1_ended(hold.stage1_end)
+                fates.observe(now, snapshot.sockets)
                 result = hold.result(self.clock())
                 if result is not None:
                     break
@@ -128,36 +163,22 @@ class Holder:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             self.metrics.in_flight.dec()
+        fates.released(self.clock())
         self._record(result, self.callers, self.started_at)
-        if self.post_event is not None:
-            self.report_task = asyncio.create_task(self._report(result, list(self.callers)))
+        reporter = AfterReleaseReporter(self.config, self.metrics, self.snapshot, self.clock, self.post_event)
+        reporter.terminated_at = self.terminated_at
+        self.reporter = reporter
+        self.report_task = asyncio.create_task(
+            reporter.run(hold, fates, result, list(self.callers), pod=self.pod, grace_period=self.grace_period)
+        )
         return result
 
-    async def _report(self, result: HoldResult, callers: list[str]) -> None:
-        """One Event on the pod with what the hold saw: it outlives the pod, unlike the metrics."""
-        assert self.post_event is not None
-        message = report_message(
-            result,
-            policy=self.config.policy,
-            max_hold=self.config.hold.max_hold,
-            grace_period=self.grace_period,
-            pod=self.pod,
-            containers=callers,
-        )
-        event = hold_report_event(
-            message,
-            namespace=self.config.namespace,
-            pod_name=self.config.pod_name,
-            pod_uid=self.config.pod_uid,
-            now=datetime.now(UTC),
-        )
-        try:
-            await asyncio.wait_for(self.post_event(event), self.config.hold.api_timeout)
-        except (TimeoutError, ApiError) as err:
-            self.metrics.reports.labels(result="failed").inc()
-            log.warning(json.dumps({"event": "report_failed", "pod": self.config.pod_name, "reason": str(err)}))
-            return
-        self.metrics.reports.labels(result="posted").inc()
+    def terminate(self) -> None:
+        """The sidecar got its own SIGTERM."""
+        if self.terminated_at is None:
+            self.terminated_at = self.clock()
+        if self.reporter is not None and self.reporter.terminated_at is None:
+            self.reporter.terminated_at = self.terminated_at
 
     async def _watch_slices(self, hold: Hold) -> None:
         """Stage 1: until no EndpointSlice holds the pod, or fall back."""
@@ -168,10 +189,13 @@ class Holder:
             async with contextlib.aclosing(self.slice_stream()) as stream:
                 first = await asyncio.wait_for(anext(stream), self.config.hold.api_timeout)
                 self._judge(hold, first)
-                async for slices in stream:
-                    if hold.stage1_end is not None:
-                        break
-                    self._judge(hold, slices)
+                # Ends with stage 1: the watch's connection is closed long before release, so
+                # none of its packets falls into the count after release.
+                if hold.stage1_end is None:
+                    async for slices in stream:
+                        self._judge(hold, slices)
+                        if hold.stage1_end is not None:
+                            break
         except (TimeoutError, ApiError) as err:  # API down, forbidden or garbled: fail open, loudly
             self._fall_back(hold, FallbackReason.API, f"{type(err).__name__}: {err}")
         except Exception as err:  # a bug of ours: still fail open, with its traceback
@@ -192,35 +216,4 @@ class Holder:
             hold.slices_released(self.clock(), listed=bool(found))
 
     def _record(self, result: HoldResult, callers: list[str], started_at: float) -> None:
-        self.metrics.holds.labels(outcome=result.outcome.value).inc()
-        if result.outcome is not Outcome.NOT_DELETING:
-            self.metrics.hold_seconds.observe(result.total)
-        if result.stage1 is not None:
-            self.metrics.stage1_seconds.observe(result.stage1)
-        if result.stage2 is not None:
-            self.metrics.stage2_seconds.observe(result.stage2)
-        self.metrics.connections_after_stage1.inc(result.connections_after_stage1)
-        self.metrics.reused_after_stage1.inc(result.reused_after_stage1)
-        self.metrics.pinned_after_stage1.inc(result.pinned_after_stage1)
-        log.info(
-            json.dumps(
-                {
-                    "event": "hold",
-                    "pod": self.config.pod_name,
-                    "namespace": self.config.namespace,
-                    "policy": self.config.policy,
-                    "containers": callers,
-                    "outcome": result.outcome.value,
-                    "seconds": round(result.total, 3),
-                    "stage1": None if result.stage1 is None else round(result.stage1, 3),
-                    "stage2": None if result.stage2 is None else round(result.stage2, 3),
-                    "started_at": round(started_at, 3),
-                    "stage1_at": None if result.stage1 is None else round(started_at + result.stage1, 3),
-                    "connections_after_stage1": result.connections_after_stage1,
-                    "reused_after_stage1": result.reused_after_stage1,
-                    "pinned_after_stage1": result.pinned_after_stage1,
-                    "late_traffic": round(result.late_traffic, 3),
-                    "grace_period": self.grace_period,
-                }
-            )
-        )
+        record_hold(self.metrics, self.config, result, callers, started_at=started_at, grace_period=self.grace_period)

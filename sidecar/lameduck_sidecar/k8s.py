@@ -1,5 +1,6 @@
 """The sidecar's only contact with the API, and only while its pod is being deleted: list and
-watch EndpointSlices of its namespace, get its own Pod and post one Event (the hold report),
+watch EndpointSlices of its namespace, get its own Pod and the ConfigMap of what the operator
+learned (LEARNED_CONFIGMAP), and post one Event (the hold report),
 with the pod's service-account token, over the aiohttp client it already carries."""
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from typing import Any
 
 import aiohttp
 
+from lameduck_sidecar.names import LEARNED_CONFIGMAP
+
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
 POD = "/api/v1/namespaces/{namespace}/pods/{name}"
 EVENTS = "/api/v1/namespaces/{namespace}/events"
+CONFIGMAP = "/api/v1/namespaces/{namespace}/configmaps/{name}"
+NOT_FOUND = 404
 # Served from the API server's watch cache, not etcd: a fleet's holds during a large rollout
 # cost the cache a read each. The watch that follows delivers anything newer.
 FROM_CACHE = {"resourceVersion": "0"}
@@ -42,6 +47,7 @@ class NamespaceApi:
         self.url = api_url.rstrip("/") + SLICES.format(namespace=namespace)
         self.pod_url = api_url.rstrip("/") + POD.format(namespace=namespace, name=pod_name)
         self.events_url = api_url.rstrip("/") + EVENTS.format(namespace=namespace)
+        self.learned_url = api_url.rstrip("/") + CONFIGMAP.format(namespace=namespace, name=LEARNED_CONFIGMAP)
         self.on_request = on_request
         self.read_seconds = read_seconds
         self.watch_seconds = watch_seconds
@@ -69,6 +75,24 @@ class NamespaceApi:
         async with self._session() as session:
             pod: dict[str, Any] = await self._get(session, self.pod_url, {} if consistent else FROM_CACHE, "the pod")
             return pod
+
+    async def learned(self) -> dict[str, Any] | None:
+        """The namespace's LEARNED_CONFIGMAP from the API server's cache; None when there is none."""
+        self.on_request()
+        async with self._session() as session:
+            try:
+                timeout = aiohttp.ClientTimeout(total=self.read_seconds)
+                async with session.get(self.learned_url, params=FROM_CACHE, timeout=timeout) as got:
+                    if got.status == NOT_FOUND:
+                        return None
+                    if got.status != 200:
+                        raise ApiError(f"getting {LEARNED_CONFIGMAP}: HTTP {got.status}")
+                    found = await got.json()
+            except (aiohttp.ClientError, ValueError, TimeoutError) as err:
+                raise ApiError(f"getting {LEARNED_CONFIGMAP}: {type(err).__name__} {err}") from err
+        if not isinstance(found, dict):
+            raise ApiError(f"getting {LEARNED_CONFIGMAP}: not an object")
+        return found
 
     async def post_event(self, event: dict[str, Any]) -> None:
         """Create an Event in the pod's namespace (the hold report)."""

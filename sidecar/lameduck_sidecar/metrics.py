@@ -40,6 +40,12 @@ class SidecarMetrics:
             "Connections busy without a pause since before stage 1 that no longer kept the hold, once per poll.",
             registry=self.registry,
         )
+        self.holds_by_history = Counter(
+            "lameduck_sidecar_learned_holds_total",
+            "Holds by the Deployment's history: learned (a learned delay was read) or learning (none).",
+            ["state"],
+            registry=self.registry,
+        )
         self.fallbacks = Counter(
             "lameduck_sidecar_fallbacks_total",
             "Holds whose stage 1 could not watch the slices, by reason.",

@@ -1,6 +1,7 @@
 """The sidecar's side of its contract with the operator, defined once: the environment it reads
-(lameduck_operator.names.SidecarEnv writes it), the hold route, and the hold report's label and
-version. tests/unit/test_sidecar_contract.py joins the two sides."""
+(lameduck_operator.names.SidecarEnv writes it), the hold route, the hold report's label, version
+and the fields added after release, and the learned-delay ConfigMap the operator writes and the
+sidecar reads. tests/unit/test_sidecar_contract.py joins the two sides."""
 
 from __future__ import annotations
 
@@ -11,6 +12,30 @@ REPORT_LABEL = "lameduck.dev/report"
 REPORT_VALUE = "hold"
 # The report message's schema version: the operator ignores reports of a version it does not know.
 REPORT_VERSION = 1
+
+# Per namespace, written by the operator: one data key per Deployment name, its value JSON
+# {"version": LEARNED_VERSION, "pooledDelaySeconds": <float>, "reports": <int>}. The sidecar
+# reads it (get, by this name only) when a hold starts.
+LEARNED_CONFIGMAP = "lameduck-learned"
+LEARNED_VERSION = 1
+
+
+class LearnedField:
+    """The keys of one Deployment's value in LEARNED_CONFIGMAP."""
+
+    VERSION: Final = "version"
+    POOLED_DELAY_SECONDS: Final = "pooledDelaySeconds"
+    REPORTS: Final = "reports"
+
+
+class ReportField:
+    """Hold report fields measured after release (report version 1; optional for the reader)."""
+
+    LOST_AFTER_RELEASE: Final = "lostAfterRelease"
+    POOLED_QUIET_SECONDS: Final = "pooledQuietSeconds"
+    PINNED_UNTIL_CLOSED: Final = "pinnedUntilClosed"
+    LEARNED_DELAY_SECONDS: Final = "learnedDelaySeconds"
+    APP_EXIT_SECONDS: Final = "appExitSeconds"
 
 
 class Env:

@@ -1,7 +1,8 @@
-"""The hold report: one Kubernetes Event on the pod at the end of its hold, so that what the
-hold saw outlives the pod (its metrics die with it, usually before any scrape). The operator
-reads these Events (label lameduck.dev/report=hold) into fleet metrics; people see them in
-`kubectl describe pod` and `kubectl events`. Pure: the caller posts the body."""
+"""The hold report: one Kubernetes Event on the pod once the app has exited (what the hold saw,
+and what happened after release: after_release.py), so that it outlives the pod (its metrics
+die with it, usually before any scrape). The operator reads these Events (label
+lameduck.dev/report=hold) into fleet metrics; people see them in `kubectl describe pod`
+and `kubectl events`. Pure: the caller posts the body."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from lameduck_sidecar.after_release import AfterRelease
 from lameduck_sidecar.hold import HoldResult, Outcome
-from lameduck_sidecar.names import REPORT_LABEL, REPORT_VALUE, REPORT_VERSION
+from lameduck_sidecar.names import REPORT_LABEL, REPORT_VALUE, REPORT_VERSION, ReportField
+
+# Container names come from the callers' URL: bounded so that any caller keeps the report small
+# (a container name is a DNS label: at most 63 characters; a pod has few app containers).
+MAX_CONTAINERS = 16
+MAX_NAME_LENGTH = 63
 
 REASONS = {
     Outcome.QUIET: "HoldReleased",
@@ -23,6 +30,18 @@ REASONS = {
 
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def bounded_names(names: Sequence[str]) -> list[str]:
+    """The first MAX_CONTAINERS distinct names, each cut to MAX_NAME_LENGTH."""
+    found: list[str] = []
+    for name in names:
+        cut = name[:MAX_NAME_LENGTH]
+        if cut not in found:
+            found.append(cut)
+        if len(found) == MAX_CONTAINERS:
+            break
+    return found
 
 
 def _owner(pod: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
@@ -45,8 +64,10 @@ def report_message(
     grace_period: float | None,
     pod: Mapping[str, Any] | None,
     containers: Sequence[str],
+    after: AfterRelease | None = None,
 ) -> dict[str, Any]:
     replica_set, template_hash = _owner(pod)
+    after = after or AfterRelease(None, None, 0, None)
     return {
         "version": REPORT_VERSION,
         "outcome": result.outcome.value,
@@ -62,7 +83,12 @@ def report_message(
         "policy": policy,
         "replicaSet": replica_set,
         "podTemplateHash": template_hash,
-        "containers": list(containers),
+        "containers": bounded_names(containers),
+        ReportField.LOST_AFTER_RELEASE: after.lost,
+        ReportField.POOLED_QUIET_SECONDS: _seconds(after.pooled_quiet),
+        ReportField.PINNED_UNTIL_CLOSED: after.pinned_until_closed,
+        ReportField.LEARNED_DELAY_SECONDS: _seconds(result.learned_delay),
+        ReportField.APP_EXIT_SECONDS: _seconds(after.app_exit),
     }
 
 

@@ -41,12 +41,28 @@ def parse(text: str) -> list[TcpSocket]:
     return found
 
 
+def snmp_counter(snmp: str, name: str, table: str = "Tcp") -> int | None:
+    """One counter of /proc/net/snmp (or /proc/net/netstat): each table is a line of names
+    and a line of values, both starting with `<table>:`. None when it is not there."""
+    rows = [line.split() for line in snmp.splitlines() if line.startswith(f"{table}:")]
+    if len(rows) < 2 or name not in rows[0][1:] or len(rows[1]) != len(rows[0]):
+        return None
+    try:
+        return int(rows[1][rows[0].index(name)])
+    except ValueError:
+        return None
+
+
 def passive_opens(snmp: str) -> int | None:
     """The kernel's count of accepted TCP connections (Tcp: PassiveOpens in /proc/net/snmp)."""
-    rows = [line.split() for line in snmp.splitlines() if line.startswith("Tcp:")]
-    if len(rows) < 2 or "PassiveOpens" not in rows[0]:
-        return None
-    return int(rows[1][rows[0].index("PassiveOpens")])
+    return snmp_counter(snmp, "PassiveOpens")
+
+
+def resets_sent(snmp: str) -> int | None:
+    """The kernel's count of TCP segments the namespace sent with RST (Tcp: OutRsts): a SYN to
+    a port nobody listens on, a segment for a connection that is gone or was closed with data
+    unread, an abortive close. See after_release.py for what it tells."""
+    return snmp_counter(snmp, "OutRsts")
 
 
 class KernelView:
@@ -86,17 +102,20 @@ class KernelView:
                 continue
         return [s for s in found if s.state not in (SYN_RECV, NEW_SYN_RECV)]
 
-    def accepted(self) -> int | None:
+    def snmp(self) -> str:
         try:
-            return passive_opens((self.proc / "snmp").read_text())
+            return (self.proc / "snmp").read_text()
         except OSError:
-            return None
+            return ""
+
+    def accepted(self) -> int | None:
+        return passive_opens(self.snmp())
 
     def snapshot(self) -> Snapshot:
-        accepted = self.accepted()
+        snmp = self.snmp()  # one read gives both counters
         sockets = self.sockets()
         pending = sum(s.rqueue for s in sockets if s.state == LISTEN and s.local_port == self.own_port)
-        return Snapshot(accepted, self.own_accepted(), pending, sockets)
+        return Snapshot(passive_opens(snmp), self.own_accepted(), pending, sockets, resets_sent(snmp))
 
 
 def node_addresses(host_ip: str, proc: Path = Path("/proc/net")) -> set[Address]:

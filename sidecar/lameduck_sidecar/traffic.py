@@ -53,10 +53,19 @@ class Snapshot:
     # (its listening socket's queue): the kernel's counter already has them.
     own_pending: int
     sockets: Sequence[TcpSocket]
+    # The kernel's OutRsts counter (after_release.py); None when unknown.
+    resets_sent: int | None = None
 
 
 def key(sock: TcpSocket) -> Key:
     return (sock.local_port, sock.remote, sock.remote_port)
+
+
+def watched_ports(app_ports: frozenset[int], own_port: int, sockets: Iterable[TcpSocket]) -> set[int]:
+    """The app's ports: those declared, and any other that listens (never the sidecar's)."""
+    ports = set(app_ports) | {s.local_port for s in sockets if s.state == LISTEN}
+    ports.discard(own_port)
+    return ports
 
 
 @dataclass
@@ -103,15 +112,10 @@ class TrafficCounter:
     def __post_init__(self) -> None:
         self._clocks = [_ProbeClock(p) for p in self.probes]
 
-    def _watched_ports(self, sockets: Iterable[TcpSocket]) -> set[int]:
-        ports = set(self.app_ports) | {s.local_port for s in sockets if s.state == LISTEN}
-        ports.discard(self.own_port)
-        return ports
-
     def observe(self, now: float, snapshot: Snapshot) -> Work:
         """New work since the last snapshot; the first one only sets the baseline: what is
         open when the hold starts is not new, and is taken as busy since then."""
-        ports = self._watched_ports(snapshot.sockets)
+        ports = watched_ports(self.app_ports, self.own_port, snapshot.sockets)
         current: dict[Key, int | None] = {}
         fresh = 0
         fresh_from_node: list[Key] = []

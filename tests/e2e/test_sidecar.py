@@ -291,6 +291,7 @@ def test_operator_creates_and_removes_the_sidecars_access(kube: Kube, guarded_de
     assert role["rules"] == [
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["lameduck-learned"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     binding = kube.get("rolebinding", "lameduck-sidecar", namespace)
@@ -317,8 +318,9 @@ def test_idle_sidecars_make_no_api_requests(kube: Kube, guarded_demo: str) -> No
 
 def test_idle_sidecars_make_no_api_requests_by_the_audit_log(kube: Kube, guarded_demo: str, tmp_path: Path) -> None:
     """The API server's own count: no request from the pods' service account while idle,
-    and the requests of one hold once a pod is deleted (so the count can see them), its
-    hold report (one Event) included."""
+    and the requests of one hold once a pod is deleted (so the count can see them), the
+    learned ConfigMap's get and its hold report (one Event, posted once the app exited)
+    included."""
     log = audit_log(kube)
     if log is None:
         pytest.skip("no API audit log to read (set LAMEDUCK_AUDIT_LOG to the API server's audit log file)")
@@ -335,7 +337,13 @@ def test_idle_sidecars_make_no_api_requests_by_the_audit_log(kube: Kube, guarded
         "the hold's requests appear in the audit log",
     )
     requests = audited_requests(log, user)
-    assert set(requests) <= {"list endpointslices", "watch endpointslices", "get pods", "create events"}
+    assert set(requests) <= {
+        "list endpointslices",
+        "watch endpointslices",
+        "get pods",
+        "get configmaps",
+        "create events",
+    }
     assert requests.count("create events") == 1, "one hold report per termination"
 
 

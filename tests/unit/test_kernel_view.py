@@ -11,7 +11,7 @@ import pytest
 
 from lameduck_sidecar import sockdiag
 from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TIME_WAIT
-from lameduck_sidecar.tcp import KernelView, node_addresses, parse, passive_opens
+from lameduck_sidecar.tcp import KernelView, node_addresses, parse, passive_opens, resets_sent, snmp_counter
 
 PROC_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1F90 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
@@ -24,7 +24,25 @@ PROC_TCP6 = """  sl  local_address                         remote_address       
    0: 0000000000000000FFFF00000500000A:1F90 0000000000000000FFFF00000100000A:C352 01 00000000:00000000 00
    1: 000080FE00000000FF7E4A1C3E2F01FE:1F90 000080FE00000000FF7E4A1C3E2F01FE:C353 01 00000000:00000000 00
 """
-SNMP = "Tcp: RtoAlgorithm PassiveOpens\nTcp: 1 4242\n"
+SNMP = "Tcp: RtoAlgorithm PassiveOpens OutRsts\nTcp: 1 4242 17\n"
+# /proc/net/snmp as a 6.x kernel writes it (Ip, Icmp and Udp tables cut short), and as a 3.x
+# kernel did, before InCsumErrors.
+TCP_NAMES = (
+    "Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab"
+    " InSegs OutSegs RetransSegs InErrs OutRsts"
+)
+SNMP_6 = f"""Ip: Forwarding DefaultTTL InReceives InHdrErrors
+Ip: 1 64 231545 0
+IcmpMsg: InType3 OutType3
+IcmpMsg: 4 3
+{TCP_NAMES} InCsumErrors
+Tcp: 1 200 120000 -1 12694 12166 237 1499 150 232794 210282 35 0 1338 0
+Udp: InDatagrams NoPorts InErrors OutDatagrams
+Udp: 449 0 0 451
+"""
+SNMP_3 = f"""{TCP_NAMES}
+Tcp: 1 200 120000 -1 3 5 0 0 2 120 118 0 0 4
+"""
 
 
 def test_parse_proc_net_tcp() -> None:
@@ -52,6 +70,30 @@ def test_passive_opens() -> None:
     assert passive_opens("Udp: x\nUdp: 1\n") is None
 
 
+@pytest.mark.parametrize(
+    ("snmp", "accepted", "resets"),
+    [
+        (SNMP_6, 12166, 1338),
+        (SNMP_3, 5, 4),
+        ("Udp: InDatagrams\nUdp: 5\n", None, None),  # no Tcp table
+        ("Tcp: RtoAlgorithm PassiveOpens\nTcp: 1 9\n", 9, None),  # no OutRsts column
+        ("Tcp: RtoAlgorithm PassiveOpens OutRsts\n", None, None),  # names without values
+        ("Tcp: RtoAlgorithm PassiveOpens OutRsts\nTcp: 1 9\n", None, None),  # a short value line
+        ("Tcp: RtoAlgorithm PassiveOpens OutRsts\nTcp: 1 9 x\n", 9, None),  # not a number
+        ("", None, None),
+    ],
+    ids=["kernel-6", "kernel-3", "no-tcp", "no-outrsts", "no-values", "short", "garbled", "empty"],
+)
+def test_counters_of_proc_net_snmp(snmp: str, accepted: int | None, resets: int | None) -> None:
+    assert (passive_opens(snmp), resets_sent(snmp)) == (accepted, resets)
+
+
+def test_a_counter_is_read_from_its_own_table_only() -> None:
+    assert snmp_counter(SNMP_6, "InReceives", table="Ip") == 231545
+    assert snmp_counter(SNMP_6, "InReceives") is None, "not a Tcp counter"
+    assert snmp_counter(SNMP_6, "Tcp:") is None, "the table's label is no counter"
+
+
 def proc(tmp_path: Path) -> Path:
     (tmp_path / "tcp").write_text(PROC_TCP)
     (tmp_path / "tcp6").write_text(PROC_TCP6)
@@ -64,6 +106,7 @@ def test_without_sock_diag_the_snapshot_comes_from_proc(tmp_path: Path) -> None:
     view.netlink = False
     snapshot = view.snapshot()
     assert (snapshot.accepted, snapshot.own_accepted, snapshot.own_pending) == (4242, 7, 28)
+    assert snapshot.resets_sent == 17, "the same read of /proc/net/snmp gives the RSTs sent"
     assert [(s.state, s.local_port, str(s.remote), s.remote_port) for s in snapshot.sockets] == [
         (LISTEN, 8080, "0.0.0.0", 0),
         (LISTEN, 9901, "0.0.0.0", 0),

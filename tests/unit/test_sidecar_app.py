@@ -16,7 +16,7 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
-from lameduck_sidecar.app import OwnConnections, before_exit, build_app, holder_for, listening_sockets
+from lameduck_sidecar.app import HOLDER, OwnConnections, before_exit, build_app, holder_for, listening_sockets
 from lameduck_sidecar.config import SidecarConfig, host_port, load_config
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
@@ -76,13 +76,25 @@ class FakeApiServer:
         self.event_status = 201
         self.lists = 0
         self.address_only = False  # endpoints without a targetRef
+        # The namespace's lameduck-learned ConfigMap's data; None: there is none (404).
+        self.learned: dict[str, str] | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices", self.slices)
         app.router.add_get("/api/v1/namespaces/shop/pods/web-1", self.pod)
         app.router.add_post("/api/v1/namespaces/shop/events", self.event)
+        app.router.add_get("/api/v1/namespaces/shop/configmaps/lameduck-learned", self.config_map)
         return app
+
+    async def config_map(self, request: web.Request) -> web.Response:
+        self.requests.append("learned")
+        assert request.headers["Authorization"] == "Bearer t0ken"
+        if self.hang:
+            await asyncio.sleep(30)
+        if self.learned is None:
+            return web.json_response({"kind": "Status", "code": 404}, status=404)
+        return web.json_response({"metadata": {"name": "lameduck-learned"}, "data": self.learned})
 
     async def event(self, request: web.Request) -> web.Response:
         assert request.headers["Authorization"] == "Bearer t0ken"
@@ -211,8 +223,9 @@ async def test_hold_waits_for_the_slices_then_the_propagation_delay(sidecar: Sta
     assert body["outcome"] == "quiet"
     assert 0.4 <= body["stage1"] < 0.8
     assert 0.3 <= body["stage2"] < 0.6
-    assert len(api.requests) == 3
+    assert len(api.requests) == 4
     assert "pod" in api.requests, "one get of the pod"
+    assert "learned" in api.requests, "one get of what was learned"
     assert "resourceVersion=0" in api.requests, "one list, from the API server's cache"
     (watched,) = [q for q in api.requests if "watch=1" in q]
     assert "resourceVersion=7" in watched, "one watch, from the listed version"
@@ -269,7 +282,8 @@ async def test_containers_calling_at_once_share_one_hold(sidecar: Start) -> None
     first, second = await asyncio.gather(client.get("/hold/app"), client.get("/hold/worker"))
     assert await first.json() == await second.json()
     assert api.requests.count("pod") == 2, "each first caller asks whether the pod is being deleted"
-    assert len([r for r in api.requests if r != "pod"]) == 2, "one hold: one list, one watch"
+    assert api.requests.count("learned") == 2, "each with what was learned, alongside"
+    assert len([r for r in api.requests if r not in ("pod", "learned")]) == 2, "one hold: one list, one watch"
     late = await (await client.get("/hold/late")).json()
     assert late == await first.json(), "a late caller of the same deletion gets its hold's result at once"
 
@@ -284,7 +298,8 @@ async def test_a_call_while_the_pod_is_not_being_deleted_is_answered_at_once_and
     for caller in ("app", "stray"):
         body = await (await client.get(f"/hold/{caller}")).json()
         assert (body["outcome"], body["seconds"]) == ("not_deleting", 0.0)
-    assert api.requests == ["pod", "pod consistent"] * 2, "read from the cache, then confirmed: no slice watch"
+    asked = [r for r in api.requests if r != "learned"]  # read alongside, then dropped
+    assert asked == ["pod", "pod consistent"] * 2, "read from the cache, then confirmed: no slice watch"
     exported = generate_latest(metrics.registry).decode()
     assert 'lameduck_sidecar_holds_total{outcome="not_deleting"} 2.0' in exported
     assert "lameduck_sidecar_connections_after_stage1_total 0.0" in exported
@@ -306,7 +321,9 @@ async def test_a_hold_ends_with_one_report_event_on_the_pod(sidecar: Start) -> N
     feeder = asyncio.create_task(arrive())
     body = await (await client.get("/hold/app")).json()
     await feeder
-    await wait_for(lambda: bool(api.events))
+    await asyncio.sleep(0.3)
+    assert api.events == [], "a native sidecar reports once the app has exited: at its own SIGTERM"
+    await terminate(client)
     (event,) = api.events
     assert event["metadata"]["labels"] == {"lameduck.dev/report": "hold"}
     assert event["involvedObject"] == {
@@ -324,6 +341,11 @@ async def test_a_hold_ends_with_one_report_event_on_the_pod(sidecar: Start) -> N
     assert report["connectionsAfterStage1"] == 1
     assert (report["replicaSet"], report["podTemplateHash"]) == ("web-7d9f8c", "7d9f8c")
     assert (report["gracePeriodSeconds"], report["maxHoldSeconds"], report["containers"]) == (60, 3.0, ["app"])
+    assert (report["lostAfterRelease"], report["pooledQuietSeconds"], report["pinnedUntilClosed"]) == (None, None, 0), (
+        "no kernel counter in this test: not measurable"
+    )
+    assert report["learnedDelaySeconds"] is None, "no ConfigMap: a learning hold"
+    assert report["appExitSeconds"] >= 0.3, "the sidecar's SIGTERM came after 0.3 s"
     assert 'lameduck_sidecar_hold_reports_total{result="posted"} 1.0' in generate_latest(metrics.registry).decode()
 
 
@@ -331,7 +353,7 @@ async def test_a_timed_out_hold_is_reported_as_a_warning(sidecar: Start) -> None
     api = FakeApiServer(flip_after=30)
     client, _, _ = await sidecar(api, hold=replace(FAST, max_hold=0.5))
     assert (await (await client.get("/hold/app")).json())["outcome"] == "timeout"
-    await wait_for(lambda: bool(api.events))
+    await terminate(client)
     assert (api.events[0]["reason"], api.events[0]["type"]) == ("HoldTimedOut", "Warning")
 
 
@@ -348,7 +370,8 @@ async def test_a_refused_report_is_counted_and_the_hold_is_answered_as_usual(sid
     api.event_status = 403
     client, _, metrics = await sidecar(api)
     assert (await (await client.get("/hold/app")).json())["outcome"] == "quiet"
-    await wait_for(lambda: 'result="failed"} 1.0' in generate_latest(metrics.registry).decode())
+    await terminate(client)
+    assert 'result="failed"} 1.0' in generate_latest(metrics.registry).decode()
     assert api.events == []
 
 
@@ -368,7 +391,7 @@ async def test_a_watch_the_server_ends_is_watched_again(sidecar: Start, first_wa
     assert body["outcome"] == "quiet", "stage 1 still ends on the slices, not by falling back"
     assert 0.3 <= body["stage1"] < 0.8
     watches = [r for r in api.requests if "watch=1" in r]
-    lists = [r for r in api.requests if r not in ("pod", "pod consistent") and "watch=1" not in r]
+    lists = [r for r in api.requests if r not in ("pod", "pod consistent", "learned") and "watch=1" not in r]
     assert len(watches) == 2
     if first_watch == "end":
         assert "resourceVersion=12" in watches[1], "from the version the bookmark gave"
@@ -455,6 +478,12 @@ async def test_own_sigterm_during_a_hold(tmp_path: Path, native: bool, waits: bo
     if waits:
         assert len(api.events) == 1, "the hold report is posted before the sidecar exits"
     await server.close()
+
+
+async def terminate(client: TestClient[web.Request, web.Application]) -> None:
+    """The native sidecar's own SIGTERM, which kubelet sends once the app containers exited."""
+    assert isinstance(client.server, TestServer)
+    await before_exit(client.server.app[HOLDER], native=True)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
@@ -614,3 +643,70 @@ async def test_the_pod_is_found_in_a_slice_by_its_address_alone(tmp_path: Path) 
     assert result.outcome.value == "quiet", "listed by its address, then released"
     assert result.stage1 is not None
     assert result.stage1 >= 0.2
+
+
+async def test_what_was_learned_is_read_with_the_pod_and_used_by_the_hold(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    api.learned = {"web": json.dumps({"version": 1, "pooledDelaySeconds": 0.6, "reports": 2})}
+    client, _, metrics = await sidecar(api)
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "quiet"
+    await terminate(client)
+    (event,) = api.events
+    assert json.loads(event["message"])["learnedDelaySeconds"] == 0.6, "the Deployment web's entry"
+    exported = generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_learned_holds_total{state="learned"} 1.0' in exported
+
+
+async def test_a_config_map_that_cannot_be_read_in_time_is_no_history(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    api.learned = {"web": "not json"}
+    client, _, metrics = await sidecar(api)
+    assert (await (await client.get("/hold/app")).json())["outcome"] == "quiet"
+    exported = generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_learned_holds_total{state="learning"} 1.0' in exported
+
+
+class Namespace:
+    """The pod's network namespace as a test drives it: whether the app listens on 8080, the
+    kernel's RST counter, and one keep-alive connection that keeps receiving while `busy`."""
+
+    def __init__(self) -> None:
+        self.listening = True
+        self.resets = 500
+        self.busy = True
+        self.open = True
+        self.received = 0
+
+    def snapshot(self) -> Snapshot:
+        sockets = [TcpSocket(LISTEN, 8080, ip_address("0.0.0.0"), 0, 0, None)] if self.listening else []
+        if self.open:
+            self.received += 100 if self.busy else 0
+            sockets.append(TcpSocket(ESTABLISHED, 8080, ip_address("10.1.0.9"), 40000, 0, self.received))
+        return Snapshot(None, 0, 0, sockets, self.resets)
+
+
+async def test_a_classic_sidecar_reports_what_was_lost_once_the_app_stops_listening(tmp_path: Path) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    server = TestServer(api.app())
+    await server.start_server()
+    config = replace(
+        config_for(str(server.make_url("")).rstrip("/"), tmp_path),
+        native=False,
+        app_ports=frozenset({8080}),
+        hold=replace(FAST, drain_timeout=5.0),
+    )
+    pod = Namespace()
+    holder = holder_for(config, SidecarMetrics(), pod.snapshot, FakeTraffic)
+    assert (await holder.hold("app")).outcome.value == "quiet"
+    await asyncio.sleep(0.3)
+    assert api.events == [], "the app still listens: it has not exited"
+    pod.open = False  # the app closed the busy connection: pinned
+    pod.resets += 3  # and three requests came too late
+    await asyncio.sleep(0.2)
+    pod.listening = False
+    await wait_for(lambda: bool(api.events))
+    report = json.loads(api.events[0]["message"])
+    assert (report["lostAfterRelease"], report["pinnedUntilClosed"], report["pooledQuietSeconds"]) == (3, 1, None)
+    assert 0.5 <= report["appExitSeconds"] < 1.5
+    await server.close()

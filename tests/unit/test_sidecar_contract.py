@@ -7,6 +7,7 @@ a planned sidecar container is resolved the way kubelet would and loaded by the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +21,10 @@ from lameduck_operator.model import PolicyRef
 from lameduck_operator.names import REPORT_SELECTOR, SIDECAR_NAME
 from lameduck_operator.settings import Settings, SidecarSettings
 from lameduck_sidecar import names as sidecar_names
+from lameduck_sidecar.after_release import AfterRelease
 from lameduck_sidecar.config import load_config
 from lameduck_sidecar.hold import HoldResult, Outcome
+from lameduck_sidecar.learned import deployment_name, learned_delay
 from lameduck_sidecar.report import hold_report_event, report_message
 from lameduck_sidecar.traffic import Probe
 from tests.unit.builders import container, deployment, policy
@@ -179,3 +182,53 @@ def test_both_names_modules_agree_on_the_contract() -> None:
         sidecar_names.REPORT_VERSION,
     )
     assert sidecar_names.HOLD_ROUTE == operator_names.HOLD_PATH_PREFIX + "{container}"
+
+
+def test_both_names_modules_agree_on_what_is_learned_and_the_report_fields_after_release() -> None:
+    assert (operator_names.LEARNED_CONFIGMAP, operator_names.LEARNED_VERSION) == (
+        sidecar_names.LEARNED_CONFIGMAP,
+        sidecar_names.LEARNED_VERSION,
+    )
+    for operator_side, sidecar_side in (
+        (operator_names.LearnedField, sidecar_names.LearnedField),
+        (operator_names.ReportField, sidecar_names.ReportField),
+    ):
+        written = {k: v for k, v in vars(operator_side).items() if k.isupper()}
+        read = {k: v for k, v in vars(sidecar_side).items() if k.isupper()}
+        assert written == read
+
+
+def test_the_sidecar_reads_a_learned_value_written_by_the_operators_names() -> None:
+    """The value the operator will write for a Deployment, spelled with its names, read by the sidecar."""
+    value = {
+        operator_names.LearnedField.VERSION: operator_names.LEARNED_VERSION,
+        operator_names.LearnedField.POOLED_DELAY_SECONDS: 6.5,
+        operator_names.LearnedField.REPORTS: 3,
+    }
+    config_map = {"metadata": {"name": operator_names.LEARNED_CONFIGMAP}, "data": {"web": json.dumps(value)}}
+    pod = {
+        "metadata": {
+            "labels": {"pod-template-hash": "7d9f"},
+            "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d9f"}],
+        }
+    }
+    assert learned_delay(config_map, deployment_name(pod)) == 6.5
+
+
+def test_the_report_carries_every_field_measured_after_release() -> None:
+    result = HoldResult(Outcome.QUIET, 7.0, 1.0, 6.0, 0, 4, 0, late_traffic=6.0, learned_delay=5.5)
+    after = AfterRelease(lost=2, pooled_quiet=5.25, pinned_until_closed=1, app_exit=0.75)
+    message = report_message(result, policy="", max_hold=30.0, grace_period=None, pod=None, containers=[], after=after)
+    fields = operator_names.ReportField
+    assert {
+        fields.LOST_AFTER_RELEASE: 2,
+        fields.POOLED_QUIET_SECONDS: 5.25,
+        fields.PINNED_UNTIL_CLOSED: 1,
+        fields.LEARNED_DELAY_SECONDS: 5.5,
+        fields.APP_EXIT_SECONDS: 0.75,
+    }.items() <= message.items()
+    event = hold_report_event(
+        message, namespace="shop", pod_name="p", pod_uid="u", now=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    event["metadata"]["uid"] = "e1"
+    parse_hold_report(event)  # the operator still reads a report with the new fields

@@ -97,10 +97,13 @@ def test_requests_after_a_pause_on_open_connections_keep_the_pod_busy_like_new_c
     assert (result.outcome, result.connections_after_stage1, result.reused_after_stage1) == (Outcome.QUIET, 0, 2)
 
 
-def run_busy(streak_start: float, busy_from: float, busy_until: float) -> tuple[float, Outcome, int, int]:
+def run_busy(
+    streak_start: float, busy_from: float, busy_until: float, learned: float | None = 0.0
+) -> tuple[float, Outcome, int, int]:
     """Stage 1 ends at 1 s (S: propagationDelay 2 s, quietPeriod 1 s); one open connection is
-    busy every poll from busy_from to busy_until in a streak that began at streak_start."""
-    hold = Hold(S, 0.0)
+    busy every poll from busy_from to busy_until in a streak that began at streak_start. The
+    Deployment's learned delay: 0 by default (its late traffic was only ever pinned clients)."""
+    hold = Hold(S, 0.0, learned)
     now = 0.0
     while True:
         if now >= 1.0:
@@ -129,11 +132,44 @@ def run_busy(streak_start: float, busy_from: float, busy_until: float) -> tuple[
 def test_a_busy_connection_is_waited_for_until_propagation_delay_after_its_streak_began(  # noqa: PLR0917
     streak_start: float, busy_from: float, busy_until: float, ends_at: float, reused: int, pinned: bool
 ) -> None:
-    """An L7 proxy's pool that has yet to learn, or a connection pinned to the pod."""
+    """An L7 proxy's pool that has yet to learn, or a connection pinned to the pod, in a hold
+    whose Deployment learned a delay of 0: the policy's propagationDelay decides."""
     total, outcome, counted, found_pinned = run_busy(streak_start, busy_from, busy_until)
     assert (total, outcome, counted) == (ends_at, Outcome.QUIET, reused)
     # polls every 0.1 s from the end of propagationDelay until quiet: each counted as pinned
     assert found_pinned == (10 if pinned else 0)
+
+
+@pytest.mark.parametrize(
+    ("learned", "busy_until", "ends_at", "outcome", "reused", "pinned"),
+    [
+        # a learned delay longer than propagationDelay: waited for until 1 + 4 s, then pinned
+        (4.0, 30.0, 5.9, Outcome.QUIET, 40, 10),
+        # a proxy that lets go at 4.5 s within the learned 4 s: quiet after it, nothing pinned
+        (4.0, 4.5, 5.5, Outcome.QUIET, 36, 0),
+        # a learned delay shorter than propagationDelay never shortens it: as with 0
+        (1.0, 30.0, 3.9, Outcome.QUIET, 20, 10),
+        # no history, a learning hold: waited for until it goes quiet...
+        (None, 8.0, 9.0, Outcome.QUIET, 71, 0),
+        # ...but never past maxHold (30 s)
+        (None, 40.0, 30.0, Outcome.TIMEOUT, 291, 0),
+    ],
+    ids=["learned-longer", "learned-proxy-lets-go", "learned-shorter", "learning-quiet", "learning-max-hold"],
+)
+def test_a_busy_connection_is_waited_for_as_long_as_the_deployment_learned(  # noqa: PLR0917
+    learned: float | None, busy_until: float, ends_at: float, outcome: Outcome, reused: int, pinned: int
+) -> None:
+    total, found_outcome, counted, found_pinned = run_busy(0.0, 0.0, busy_until, learned)
+    assert (total, found_outcome, counted, found_pinned) == (ends_at, outcome, reused, pinned)
+
+
+def test_a_hold_says_which_learned_delay_it_used() -> None:
+    for learned in (None, 0.0, 4.5):
+        hold = Hold(S, 0.0, learned)
+        hold.slices_released(1.0, listed=True)
+        result = hold.result(3.0)
+        assert result is not None
+        assert result.learned_delay == learned
 
 
 def test_no_traffic_reported_leaves_the_quiet_period_running() -> None:
