@@ -49,6 +49,30 @@ REPORT_VALUE = "hold"
 REPORT_SELECTOR = f"{REPORT_LABEL}={REPORT_VALUE}"
 REPORT_VERSION = 1
 
+# Per namespace, kept by the operator, read by the sidecar when a hold starts: one data key per
+# Deployment name, its value JSON {"version": LEARNED_VERSION, "pooledDelaySeconds": <float>,
+# "reports": <int>} (the sidecar's Role may get only this name).
+LEARNED_CONFIGMAP = "lameduck-learned"
+LEARNED_VERSION = 1
+
+
+class LearnedField:
+    """The keys of one Deployment's value in LEARNED_CONFIGMAP."""
+
+    VERSION: Final = "version"
+    POOLED_DELAY_SECONDS: Final = "pooledDelaySeconds"
+    REPORTS: Final = "reports"
+
+
+class ReportField:
+    """Hold report fields the sidecar measures after release (optional: older sidecars omit them)."""
+
+    LOST_AFTER_RELEASE: Final = "lostAfterRelease"
+    POOLED_QUIET_SECONDS: Final = "pooledQuietSeconds"
+    PINNED_UNTIL_CLOSED: Final = "pinnedUntilClosed"
+    LEARNED_DELAY_SECONDS: Final = "learnedDelaySeconds"
+    APP_EXIT_SECONDS: Final = "appExitSeconds"
+
 
 class SidecarEnv:
     """The environment variables the operator sets on the sidecar (lameduck_sidecar.names.Env reads them).

@@ -291,6 +291,7 @@ def test_operator_creates_and_removes_the_sidecars_access(kube: Kube, guarded_de
     assert role["rules"] == [
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["lameduck-learned"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     binding = kube.get("rolebinding", "lameduck-sidecar", namespace)

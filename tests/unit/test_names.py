@@ -23,8 +23,9 @@ SIDES = {
     "sidecar": (REPO / "sidecar" / "lameduck_sidecar", sidecar_names),
 }
 # Values too generic to own: the product's name is also a container name, a field manager, a
-# Grafana tag and the CLI's name, each a different thing that happens to be spelled alike.
-GENERIC = {"lameduck", "hold", "v1alpha1"}
+# Grafana tag and the CLI's name, each a different thing that happens to be spelled alike; and
+# "version", a key of the hold report, of the learned ConfigMap's values and of many other things.
+GENERIC = {"lameduck", "hold", "v1alpha1", "version"}
 # The operator's own pod name comes from the chart's downward API under the same variable name
 # the operator gives the sidecar's: two variables in two containers, spelled alike on purpose.
 ALIKE = {("config.py", "LAMEDUCK_POD_NAME")}

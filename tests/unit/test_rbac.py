@@ -81,6 +81,7 @@ def test_the_sidecar_role_grants_only_what_a_hold_needs() -> None:
         "rules": [
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["lameduck-learned"], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ],
     }

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lameduck_operator.logic.intent import pod_spec, runs_sidecar
-from lameduck_operator.names import MANAGED_LABELS, SIDECAR_RBAC_NAME
+from lameduck_operator.names import LEARNED_CONFIGMAP, MANAGED_LABELS, SIDECAR_RBAC_NAME
 from lameduck_operator.settings import SidecarSettings
 
 FINISHED_PHASES = ("Succeeded", "Failed")
@@ -24,7 +24,8 @@ def service_accounts_needing_access(
 
 def sidecar_role(namespace: str) -> dict[str, Any]:
     """Only what the sidecar does while holding: list and watch the namespace's EndpointSlices,
-    get its own Pod (the grace period it is being deleted with) and create one Event (the hold
+    get its own Pod (the grace period it is being deleted with), get the one ConfigMap of what
+    was learned about its Deployment (by name: no other ConfigMap) and create one Event (the hold
     report). Events cannot be limited to a name the pod does not know before creating it, nor
     to an involved object: anyone bound here can write a report, so the operator believes one
     only when it fits what it observed itself (logic/report_trust.py)."""
@@ -35,6 +36,7 @@ def sidecar_role(namespace: str) -> dict[str, Any]:
         "rules": [
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [LEARNED_CONFIGMAP], "verbs": ["get"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ],
     }
