@@ -27,9 +27,10 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lameduck_operator.logic.shutdown import RECOMMENDATION_HEADROOM, HoldReport
-from lameduck_operator.names import LEARNED_VERSION, LearnedField
+from lameduck_operator.names import LEARNED_CONFIGMAP, LEARNED_VERSION, MANAGED_LABELS, LearnedField
 
 # A hold that lost requests with some delay needs more: this many times as much, and at least
 # LOSS_STEP_SECONDS more (a loss with no delay at all must still raise it).
@@ -99,6 +100,16 @@ def learned_value(learned: Learned) -> str:
 def learned_data(values: Mapping[str, Learned]) -> dict[str, str]:
     """The ConfigMap's data: one key per Deployment name."""
     return {name: learned_value(values[name]) for name in sorted(values)}
+
+
+def learned_config_map(namespace: str, data: Mapping[str, str]) -> dict[str, Any]:
+    """The ConfigMap lameduck applies in a namespace: the keys are all it owns of it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": LEARNED_CONFIGMAP, "namespace": namespace, "labels": dict(MANAGED_LABELS)},
+        "data": dict(data),
+    }
 
 
 def parse_learned(value: object) -> Learned | None:

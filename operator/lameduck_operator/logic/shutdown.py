@@ -295,6 +295,9 @@ class LateTraffic:
     max_hold: float | None  # as configured when the latest report was written
     recommended_max_hold: int
     recommended_budget: int
+    # Connection attempts refused and connections reset after release, over the holds that
+    # counted them: the requests the holds could not save.
+    lost_after_release: int = 0
 
     @property
     def max_hold_too_short(self) -> bool:
@@ -331,6 +334,7 @@ def late_traffic(reports: Sequence[HoldReport], quiet_period: float, drain_timeo
         recommended_max_hold=recommended,
         # Bounded as its parts are: the capped maxHold and the policy's own drainTimeout.
         recommended_budget=math.ceil(recommended + drain_timeout) + BUDGET_MARGIN_SECONDS,
+        lost_after_release=sum(r.lost_after_release or 0 for r in reports),
     )
 
 
@@ -346,6 +350,7 @@ class DeploymentShutdown:
     late: LateTraffic | None
     terminations: int
     killed: int
+    learned_delay: float | None = None  # the pooled delay its next holds use; None: none learned
 
 
 def _late_entry(shutdown: DeploymentShutdown, late: LateTraffic) -> dict[str, Any]:
@@ -359,7 +364,10 @@ def _late_entry(shutdown: DeploymentShutdown, late: LateTraffic) -> dict[str, An
         "timeouts": late.timeouts,
         "recommendedMaxHold": format_seconds(late.recommended_max_hold),
         "recommendedBudgetSeconds": late.recommended_budget,
+        ReportField.LOST_AFTER_RELEASE: late.lost_after_release,
     }
+    if shutdown.learned_delay is not None:
+        entry["learnedDelay"] = format_seconds(shutdown.learned_delay)
     if late.max_hold is not None:
         entry["maxHold"] = format_seconds(late.max_hold)
     if late.max_hold_too_short:
