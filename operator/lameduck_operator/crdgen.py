@@ -49,6 +49,7 @@ from lameduck_operator.names import (
     SIDECAR_NAME,
     SKIP_ANNOTATION,
     VERSION,
+    ReportField,
 )
 
 # CEL string literals need the regex's backslashes escaped.
@@ -394,6 +395,16 @@ def _status() -> dict[str, Any]:
                         "recommendedBudgetSeconds": _count(
                             "The termination budget that recommended maxHold calls for, in seconds."
                         ),
+                        ReportField.LOST_AFTER_RELEASE: _count(
+                            "Connection attempts refused and connections reset on the pods after their holds "
+                            "released, over the recent holds: the requests the holds could not save."
+                        ),
+                        "learnedDelay": {
+                            "type": "string",
+                            "description": "How long after stage 1 the next holds wait for busy reused connections "
+                            "(learned from the recent holds, at most maxHold; 0s: taken as pinned after "
+                            "propagationDelay). The sidecar reads it from the ConfigMap lameduck-learned.",
+                        },
                         "warning": {
                             "type": "string",
                             "description": "Set when maxHold is below the late traffic observed.",

@@ -214,6 +214,8 @@ LATE_TRAFFIC_COLUMNS = {
     "Value #C": "late traffic max (s)",
     "Value #D": "maxHold (s)",
     "Value #E": "recommended maxHold (s)",
+    "Value #F": "lost after release",
+    "Value #G": "learned delay (s)",
 }
 
 
@@ -231,6 +233,8 @@ def late_traffic_panels() -> list[Panel]:
         late("1", "C"),
         _table_query(f"{by} (lameduck_deployment_max_hold_seconds{{{SHUTDOWN}}})", "D"),
         _table_query(f"{by} (lameduck_deployment_recommended_max_hold_seconds{{{SHUTDOWN}}})", "E"),
+        _table_query(f"{by} (lameduck_deployment_requests_lost_after_release{{{SHUTDOWN}}})", "F"),
+        _table_query(f"{by} (lameduck_deployment_learned_delay_seconds{{{SHUTDOWN}}})", "G"),
     ]
     order = ["namespace", "deployment", "policy", *LATE_TRAFFIC_COLUMNS.values()]
     organize = {
@@ -243,7 +247,8 @@ def late_traffic_panels() -> list[Panel]:
         .title("Late traffic per Deployment")
         .description(
             "How long after the hold's start the last new connection or request reached a Deployment's "
-            "recent terminating pods, beside its maxHold and the maxHold that traffic calls for."
+            "recent terminating pods, beside its maxHold and the maxHold that traffic calls for, the "
+            "requests its recent holds lost after release and the pooled delay learned for its next holds."
         )
         .datasource(DATASOURCE)
         .span(24)
@@ -258,6 +263,51 @@ def late_traffic_panels() -> list[Panel]:
             _p50_p99("lameduck_hold_late_traffic_seconds", SHUTDOWN),
             unit="s",
             width=24,
+        ),
+    ]
+
+
+def loss_panels() -> list[Panel]:
+    per_deployment = "max by (namespace, deployment)"
+    return [
+        _graph(
+            "Requests lost after release",
+            "Connection attempts refused and connections reset on terminating pods after their holds "
+            "released, per namespace and policy (lameduck_requests_lost_after_release_total): what the "
+            "holds could not save; 0 is the goal.",
+            [
+                _query(
+                    "sum by (namespace, policy) "
+                    f"(increase(lameduck_requests_lost_after_release_total{{{SHUTDOWN}}}[$__rate_interval]))",
+                    "{{namespace}} {{policy}}",
+                )
+            ],
+            width=8,
+        ),
+        _graph(
+            "Requests lost after release per Deployment",
+            "Over each Deployment's recent holds (lameduck_deployment_requests_lost_after_release); a "
+            "loss raises its learned delay.",
+            [
+                _query(
+                    f"{per_deployment} (lameduck_deployment_requests_lost_after_release{{{SHUTDOWN}}})",
+                    "{{namespace}}/{{deployment}}",
+                )
+            ],
+            width=8,
+        ),
+        _graph(
+            "Learned delay per Deployment",
+            "How long after stage 1 each Deployment's next holds wait for busy reused connections "
+            "(lameduck_deployment_learned_delay_seconds; 0: taken as pinned after propagationDelay).",
+            [
+                _query(
+                    f"{per_deployment} (lameduck_deployment_learned_delay_seconds{{{SHUTDOWN}}})",
+                    "{{namespace}}/{{deployment}}",
+                )
+            ],
+            unit="s",
+            width=8,
         ),
     ]
 
@@ -359,6 +409,7 @@ ROWS = [
     ("Holds", hold_panels),
     ("Terminations", termination_panels),
     ("Late traffic", late_traffic_panels),
+    ("Lost after release and learned delays", loss_panels),
     ("Operator", operator_panels),
 ]
 

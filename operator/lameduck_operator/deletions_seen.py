@@ -16,7 +16,8 @@ from lameduck_operator.logic.report_trust import ObservedPod
 from lameduck_operator.logic.shutdown import HoldReport
 
 # Pods seen being deleted, whose reports may still come: at most this many, each kept this long
-# after its removal (a report is posted before the app is stopped, but its watch may lag).
+# after its removal (a report is posted once the app has exited, before the sidecar stops, but
+# its watch may lag).
 MAX_OBSERVED_PODS = 20000
 POD_KEPT_SECONDS = 120.0
 # Reports whose pod's deletion the pod watch has not shown yet: how many, and for how long.

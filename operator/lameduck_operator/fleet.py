@@ -221,6 +221,12 @@ class Fleet:
         state = self.policies.get(ref)
         return state.policy.spec if state is not None and state.policy is not None else None
 
+    def max_hold_of(self, ref: DeploymentRef) -> float | None:
+        """The maxHold of the policy that governs the Deployment now; None: none does."""
+        policy = self.governing_policy(ref)
+        spec = self.policy_spec(policy) if policy is not None else None
+        return None if spec is None else spec.hold.max_hold
+
 
 class Reconciler:
     """One Deployment's reconcile, read top to bottom: decide, hold a rollout slot while the

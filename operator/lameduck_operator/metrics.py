@@ -31,6 +31,8 @@ class DeploymentShutdownSample:
     max: float
     max_hold: float | None
     recommended_max_hold: float
+    lost_after_release: int = 0  # over its recent holds
+    learned_delay: float | None = None
 
 
 class DeploymentShutdownCollector(Collector):
@@ -56,6 +58,18 @@ class DeploymentShutdownCollector(Collector):
             "The maxHold a Deployment's observed late traffic calls for.",
             labels=DEPLOYMENT_LABELS,
         )
+        lost = GaugeMetricFamily(
+            "lameduck_deployment_requests_lost_after_release",
+            "Connection attempts refused and connections reset on a Deployment's pods after their holds "
+            "released, over its recent holds: the requests the holds could not save.",
+            labels=DEPLOYMENT_LABELS,
+        )
+        learned = GaugeMetricFamily(
+            "lameduck_deployment_learned_delay_seconds",
+            "The pooled delay a Deployment's next holds wait for busy reused connections after stage 1, "
+            "learned from its recent holds (0: they are taken as pinned after propagationDelay).",
+            labels=DEPLOYMENT_LABELS,
+        )
         for sample in self.source():
             labels = [sample.namespace, sample.deployment, sample.policy]
             for quantile, value in (("0.5", sample.p50), ("0.99", sample.p99), ("1", sample.max)):
@@ -63,9 +77,14 @@ class DeploymentShutdownCollector(Collector):
             if sample.max_hold is not None:
                 max_hold.add_metric(labels, sample.max_hold)
             recommended.add_metric(labels, sample.recommended_max_hold)
+            lost.add_metric(labels, sample.lost_after_release)
+            if sample.learned_delay is not None:
+                learned.add_metric(labels, sample.learned_delay)
         yield late
         yield max_hold
         yield recommended
+        yield lost
+        yield learned
 
 
 class OperatorMetrics:
@@ -185,6 +204,13 @@ class OperatorMetrics:
             "From the hold's start until the last new connection or request reached the pod (0: none).",
             shutdown,
             buckets=SHUTDOWN_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests_lost_after_release = Counter(
+            "lameduck_requests_lost_after_release_total",
+            "Connection attempts refused and connections reset on managed pods after their holds released "
+            "(from trusted hold reports): the requests the holds could not save.",
+            shutdown,
             registry=self.registry,
         )
         self.terminations = Counter(

@@ -41,6 +41,19 @@ class FleetApi(Protocol):
         ...
 
 
+class LearnedApi(Protocol):
+    """The per-namespace ConfigMap of what was learned about each Deployment (lameduck-learned)."""
+
+    async def read_learned(self, namespace: str) -> dict[str, str] | None:
+        """Its data; None when the namespace has none."""
+        ...
+
+    async def apply_learned(self, namespace: str, data: Mapping[str, str]) -> None:
+        """Server-side apply as lameduck with exactly these keys: keys lameduck applied before and
+        left out are removed."""
+        ...
+
+
 class WriteResult(StrEnum):
     WRITTEN = "Written"
     GONE = "Gone"  # the pod no longer exists

@@ -24,6 +24,7 @@ from lameduck_operator.http_endpoints import serve_http
 from lameduck_operator.k8s.api import KubeApi
 from lameduck_operator.k8s.informer import ApiEndpoint, Informer
 from lameduck_operator.k8s.leadership import start_election
+from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.decision import Decision, Moment, decide
 from lameduck_operator.logic.selection import deployment_ref
 from lameduck_operator.loop_health import collect_less_often, freeze_what_is_alive, watch_loop_lag
@@ -57,6 +58,7 @@ class Runtime:
     fleet: Fleet | None = None
     gate: ReadinessGate | None = None
     shutdown: ShutdownObserver | None = None
+    learned: LearnedDelays | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     http: web.AppRunner | None = None
     admission: AdmissionServer | None = None
@@ -79,6 +81,9 @@ class Runtime:
         api = KubeApi(api_client)
         fleet = Fleet(self.config.settings, api, self.metrics, workers=self.config.reconcile_workers)
         self.fleet = fleet
+        self.learned = learned = LearnedDelays(
+            api, self.metrics, known=fleet.deployments.__contains__, max_hold_of=fleet.max_hold_of
+        )
         shutdown = ShutdownObserver(
             self.metrics,
             fleet.governing_policy,
@@ -86,6 +91,7 @@ class Runtime:
             known=fleet.deployments.__contains__,
             changed=fleet.status_changed,
             post_event=api.post_event,
+            learned=learned,
         )
         fleet.status.shutdown_status = shutdown.status_of
         self.shutdown = shutdown
@@ -173,6 +179,11 @@ class Runtime:
             asyncio.create_task(fleet.publish_forever(self.config.status_interval_seconds), name="lameduck-status"),
             asyncio.create_task(self.gate.run(), name="lameduck-readiness-gate"),
         ]
+        if self.learned is not None:
+            interval = self.config.status_interval_seconds
+            self.tasks.append(
+                asyncio.create_task(self.learned.publish_forever(interval), name="lameduck-learned-delays")
+            )
         log.info("leading as %s: reconciling", self.config.identity)
 
     def _lose(self) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lameduck_operator.deletions_seen import DeletionsSeen
+from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.report_trust import ObservedPod, Trusted, Untrusted, judge_report, observed_pod
 from lameduck_operator.logic.selection import DeploymentRef
@@ -151,10 +152,13 @@ class ShutdownObserver:
         known: Knows,
         changed: Callable[[PolicyRef], None] = lambda _: None,
         post_event: PostEvent | None = None,
+        learned: LearnedDelays | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
+        # What the trusted reports teach the next holds (none learned without it).
+        self.learned = learned
         self.policy_of = policy_of
         self.spec_of = spec_of
         self.known = known
@@ -235,6 +239,8 @@ class ShutdownObserver:
         recent.late = late_traffic(
             recent.reports, spec.hold.quiet_period if spec else 0.0, spec.drain_timeout if spec else 0.0
         )
+        if self.learned is not None and spec is not None:
+            self.learned.reports_changed(ref, recent.reports, spec.hold.max_hold)
         self.changed(policy)
 
     def _count(self, report: HoldReport, policy: PolicyRef) -> None:
@@ -247,6 +253,7 @@ class ShutdownObserver:
             self.metrics.slice_propagation_seconds.labels(**labels).observe(report.stage1_seconds)
         if report.stage2_seconds is not None:
             self.metrics.dataplane_propagation_seconds.labels(**labels).observe(report.stage2_seconds)
+        self.metrics.requests_lost_after_release.labels(**labels).inc(report.lost_after_release or 0)
 
     # ---- pods being deleted: what reports are judged by --------------------------------------
 
@@ -314,30 +321,49 @@ class ShutdownObserver:
     def deployment_gone(self, ref: DeploymentRef) -> None:
         recent = self.deployments.pop(ref, None)
         self.killed.posted.pop(ref, None)
+        if self.learned is not None:
+            self.learned.forget(ref)
         if recent is not None:
             self.changed(recent.policy)
 
     def status_of(self, policy: PolicyRef) -> dict[str, Any]:
         """The policy status's lateTraffic and overBudget."""
-        return shutdown_status(
-            [
-                DeploymentShutdown(
-                    ref.namespace,
-                    ref.name,
-                    recent.late,
-                    terminations=len(recent.ends),
-                    killed=sum(1 for outcome in recent.ends if outcome is TerminationOutcome.KILLED),
-                )
-                for ref, recent in sorted(self.deployments.items(), key=lambda item: str(item[0]))
-                if recent.policy == policy
-            ]
-        )
+        return policy_shutdown_status(self.deployments, policy, self._learned_delay)
+
+    def _learned_delay(self, ref: DeploymentRef) -> float | None:
+        learned = self.learned.learned(ref) if self.learned is not None else None
+        return None if learned is None else learned.pooled_delay_seconds
 
     def _samples(self) -> Iterator[DeploymentShutdownSample]:
-        return deployment_samples(self.deployments) if self.recording else iter(())
+        return deployment_samples(self.deployments, self._learned_delay) if self.recording else iter(())
 
 
-def deployment_samples(deployments: Mapping[DeploymentRef, Recent]) -> Iterator[DeploymentShutdownSample]:
+def policy_shutdown_status(
+    deployments: Mapping[DeploymentRef, Recent],
+    policy: PolicyRef,
+    learned_delay: Callable[[DeploymentRef], float | None],
+) -> dict[str, Any]:
+    """The lateTraffic and overBudget of a policy's status, from its Deployments' recent shutdowns."""
+    return shutdown_status(
+        [
+            DeploymentShutdown(
+                ref.namespace,
+                ref.name,
+                recent.late,
+                terminations=len(recent.ends),
+                killed=sum(1 for outcome in recent.ends if outcome is TerminationOutcome.KILLED),
+                learned_delay=learned_delay(ref),
+            )
+            for ref, recent in sorted(deployments.items(), key=lambda item: str(item[0]))
+            if recent.policy == policy
+        ]
+    )
+
+
+def deployment_samples(
+    deployments: Mapping[DeploymentRef, Recent],
+    learned_delay: Callable[[DeploymentRef], float | None] = lambda _: None,
+) -> Iterator[DeploymentShutdownSample]:
     """The per-Deployment series (the leader's), for MAX_DEPLOYMENT_SERIES at most."""
     exported = 0
     for ref, recent in deployments.items():
@@ -356,4 +382,6 @@ def deployment_samples(deployments: Mapping[DeploymentRef, Recent]) -> Iterator[
             late.max,
             late.max_hold,
             late.recommended_max_hold,
+            late.lost_after_release,
+            learned_delay(ref),
         )

@@ -102,6 +102,9 @@ class FakeApi:
         self.sidecar_access: dict[str, list[str]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.fail_next: dict[str, Exception] = {}
+        # Per namespace, the lameduck-learned ConfigMap's data (only lameduck writes it here, so
+        # an apply leaves exactly the keys applied, as server-side apply does for a sole owner).
+        self.learned: dict[str, dict[str, str]] = {}
 
     def add(self, body: dict[str, Any], replicas: int = 1) -> dict[str, Any]:
         body = copy.deepcopy(body)
@@ -219,6 +222,15 @@ class FakeApi:
     async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
         self._maybe_fail(f"pods {namespace}")
         return [copy.deepcopy(pod) for (ns, _), pod in self.pods.items() if ns == namespace]
+
+    async def read_learned(self, namespace: str) -> dict[str, str] | None:
+        self._maybe_fail(f"learned read {namespace}")
+        data = self.learned.get(namespace)
+        return None if data is None else dict(data)
+
+    async def apply_learned(self, namespace: str, data: Mapping[str, str]) -> None:
+        self._maybe_fail(f"learned {namespace}")
+        self.learned[namespace] = dict(data)
 
 
 def policy_body(

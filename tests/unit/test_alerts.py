@@ -26,6 +26,7 @@ EXPECTED_ALERTS = [
     "LameduckHoldFallbacks",
     "LameduckPodsKilled",
     "LameduckMaxHoldBelowLateTraffic",
+    "LameduckRequestsLostAfterRelease",
     "LameduckOperatorDown",
     "LameduckWebhookErrors",
 ]

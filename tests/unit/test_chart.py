@@ -448,7 +448,8 @@ EXPECTED_CLUSTER_RULES = [
     {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["lameduck-learned"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["lameduck-learned"], "verbs": ["get", "patch"]},
 ]
 
 

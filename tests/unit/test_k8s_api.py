@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
+from lameduck_operator.k8s.learned import LearnedConfigMaps
 from lameduck_operator.k8s.pod_conditions import invalid_fields
+from lameduck_operator.names import MANAGED_LABELS
 
 UID_IMMUTABLE = {
     "kind": "Status",
@@ -35,3 +40,43 @@ UID_IMMUTABLE = {
 )
 def test_invalid_fields_come_from_the_status_causes(body: object, expected: set[str]) -> None:
     assert invalid_fields(body) == expected
+
+
+class ConfigMapCalls:
+    """The two CoreV1Api calls the learned-delays adapter makes, recorded; a read answers `stored`."""
+
+    def __init__(self, stored: dict[str, Any] | None) -> None:
+        self.stored = stored
+        self.patched: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = []
+
+    def read_namespaced_config_map(self, name: str, namespace: str, **_: Any) -> Any:
+        if self.stored is None:
+            raise ApiException(status=404, reason="Not Found")
+        return SimpleNamespace(data=json.dumps(self.stored).encode())
+
+    def patch_namespaced_config_map(self, name: str, namespace: str, body: dict[str, Any], **kwargs: Any) -> None:
+        self.patched.append((name, namespace, body, kwargs))
+
+
+def learned_adapter(stored: dict[str, Any] | None) -> tuple[LearnedConfigMaps, ConfigMapCalls]:
+    adapter = LearnedConfigMaps.__new__(LearnedConfigMaps)
+    calls = ConfigMapCalls(stored)
+    adapter.core = calls  # type: ignore[assignment]
+    return adapter, calls
+
+
+async def test_the_learned_config_map_is_read_back_and_none_when_absent() -> None:
+    adapter, _ = learned_adapter({"data": {"web": '{"version":1}', "odd": 3}})
+    assert await adapter.read_learned("shop") == {"web": '{"version":1}'}
+    adapter, _ = learned_adapter(None)
+    assert await adapter.read_learned("shop") is None
+
+
+async def test_the_learned_config_map_is_applied_as_lameduck_with_its_labels() -> None:
+    adapter, calls = learned_adapter(None)
+    await adapter.apply_learned("shop", {"web": "{}"})
+    ((name, namespace, body, kwargs),) = calls.patched
+    assert (name, namespace) == ("lameduck-learned", "shop")
+    assert body["metadata"] == {"name": "lameduck-learned", "namespace": "shop", "labels": dict(MANAGED_LABELS)}
+    assert body["data"] == {"web": "{}"}
+    assert kwargs == {"field_manager": "lameduck", "force": True, "_content_type": "application/apply-patch+yaml"}

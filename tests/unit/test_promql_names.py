@@ -145,7 +145,7 @@ def test_every_dashboard_expression_names_only_exported_metrics() -> None:
 
 def test_every_alert_expression_names_only_exported_metrics() -> None:
     expressions = alert_expressions()
-    assert len(expressions) == 6
+    assert len(expressions) == 7
     assert all(metric_names(expr) for expr in expressions)
     assert unknown_names(expressions) == {}
 

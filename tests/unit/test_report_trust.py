@@ -116,6 +116,19 @@ LONG_AGO = dataclasses.replace(GENUINE_POD, deleted_at=DELETED_AT - 1000)
         (event({"lateTrafficSeconds": 4.5}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
         (event({"stage2Seconds": 4.5}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
         (event({"maxHoldSeconds": 12500}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
+        # What it measured after release (the genuine report was stored 5 s after the deletion).
+        (event({"pooledQuietSeconds": 6.5}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
+        (event({"pooledQuietSeconds": 5.5, "stage1Seconds": 2.0}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
+        (event({"appExitSeconds": 3.0}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
+        (
+            event({"pooledQuietSeconds": 3.0}),
+            dataclasses.replace(GENUINE_POD, exited_at=DELETED_AT),
+            {},
+            Untrusted.OUT_OF_BOUNDS,
+        ),
+        (event({"learnedDelaySeconds": 12500}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
+        (event({"lostAfterRelease": 1_000_000}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
+        (event({"pinnedUntilClosed": 10**9}), GENUINE_POD, {}, Untrusted.OUT_OF_BOUNDS),
         # Once per pod: a forged report out of bounds does not use up the pod's one report.
         (event(), GENUINE_POD, {"reported": True}, Untrusted.DUPLICATE),
         (event({"holdSeconds": 12500}), GENUINE_POD, {"reported": True}, Untrusted.OUT_OF_BOUNDS),
@@ -140,6 +153,13 @@ LONG_AGO = dataclasses.replace(GENUINE_POD, deleted_at=DELETED_AT - 1000)
         "late-traffic-longer-than-the-hold",
         "stage-longer-than-the-hold",
         "max-hold-beyond-any-policy",
+        "pooled-quiet-after-the-report",
+        "pooled-quiet-counted-after-stage-1",
+        "app-exit-after-the-report",
+        "pooled-quiet-after-the-exit",
+        "learned-delay-beyond-any-max-hold",
+        "absurd-loss",
+        "absurd-pinned-count",
         "second-report-of-the-pod",
         "out-of-bounds-before-duplicate",
     ],
@@ -157,8 +177,28 @@ def test_a_report_is_not_believed(
         (event(), dataclasses.replace(GENUINE_POD, exited_at=DELETED_AT + 3), NOW),
         (event(metadata={"creationTimestamp": None}), GENUINE_POD, DELETED_AT + 3),
         (event({"holdSeconds": 600.004, "lateTrafficSeconds": 590, "maxHoldSeconds": 600}), LONG_AGO, NOW),
+        (
+            event(
+                {
+                    "pooledQuietSeconds": 6.0,
+                    "stage1Seconds": 0.8,
+                    "appExitSeconds": 2.8,
+                    "learnedDelaySeconds": 600,
+                    "lostAfterRelease": 999_999,
+                    "pinnedUntilClosed": 0,
+                }
+            ),
+            GENUINE_POD,
+            NOW,
+        ),
     ],
-    ids=["within-the-clock-slack", "exit-within-slack", "now-within-slack", "the-largest-max-hold"],
+    ids=[
+        "within-the-clock-slack",
+        "exit-within-slack",
+        "now-within-slack",
+        "the-largest-max-hold",
+        "after-release-within-slack",
+    ],
 )
 def test_whole_second_times_and_rounding_are_allowed_for(body: dict[str, Any], pod: ObservedPod, now: float) -> None:
     assert isinstance(judge(body, pod, now=now), Trusted)

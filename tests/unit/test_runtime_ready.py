@@ -7,7 +7,9 @@ from kubernetes import client
 from lameduck_operator.config import OperatorConfig
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.k8s.informer import ApiEndpoint, Informer
+from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.readiness_gate import ReadinessGate
 from lameduck_operator.runtime import Runtime
 from lameduck_operator.settings import Settings
 from tests.unit.fake_api import FakeApi
@@ -29,3 +31,19 @@ def test_a_replica_is_ready_once_its_fleet_and_both_watches_have_listed() -> Non
     assert not runtime.ready()
     runtime.informers[1].synced.set()
     assert runtime.ready()
+
+
+async def test_only_the_leader_publishes_the_learned_delays() -> None:
+    config = OperatorConfig(Settings(), "lameduck-system", 8080, 1.0, "INFO")
+    runtime = Runtime(config)
+    api = FakeApi()
+    runtime.fleet = fleet = Fleet(Settings(), api, OperatorMetrics())
+    runtime.gate = ReadinessGate(api, runtime.metrics)  # type: ignore[arg-type]
+    runtime.learned = LearnedDelays(api, runtime.metrics, known=lambda _: True, max_hold_of=fleet.max_hold_of)
+    assert not any(t.get_name() == "lameduck-learned-delays" for t in runtime.tasks), "a follower writes nothing"
+    runtime._lead()
+    try:
+        assert [t.get_name() for t in runtime.tasks].count("lameduck-learned-delays") == 1
+    finally:
+        runtime._lose()
+        await runtime.stop()

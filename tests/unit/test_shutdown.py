@@ -77,6 +77,47 @@ def test_a_hold_report_is_read_from_its_event() -> None:
     )
 
 
+# What a sidecar of issue 22 adds, measured after release (the report is posted once the app exited).
+AFTER_RELEASE = {
+    "lostAfterRelease": 3,
+    "pooledQuietSeconds": 2.5,
+    "pinnedUntilClosed": 1,
+    "learnedDelaySeconds": None,
+    "appExitSeconds": 0.4,
+}
+
+
+def test_what_was_measured_after_release_is_read_and_absent_from_older_sidecars() -> None:
+    report = parse_hold_report(report_event(**AFTER_RELEASE))
+    assert (report.lost_after_release, report.pooled_quiet_seconds, report.pinned_until_closed) == (3, 2.5, 1)
+    assert (report.learned_delay_seconds, report.app_exit_seconds) == (None, 0.4)
+    assert parse_hold_report(report_event(learnedDelaySeconds=1.5)).learned_delay_seconds == 1.5
+    older = parse_hold_report(report_event())
+    assert (older.lost_after_release, older.pooled_quiet_seconds, older.pinned_until_closed) == (None, None, 0)
+    assert (older.learned_delay_seconds, older.app_exit_seconds) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"lostAfterRelease": -1},
+        {"lostAfterRelease": 1.5},
+        {"lostAfterRelease": True},
+        {"lostAfterRelease": "3"},
+        {"pinnedUntilClosed": -2},
+        {"pooledQuietSeconds": -0.1},
+        {"pooledQuietSeconds": "2"},
+        {"learnedDelaySeconds": False},
+        {"appExitSeconds": -5},
+    ],
+    ids=str,
+)
+def test_a_bad_value_measured_after_release_makes_the_report_malformed(fields: dict[str, Any]) -> None:
+    with pytest.raises(ReportMalformed) as raised:
+        parse_hold_report(report_event(**fields))
+    assert raised.value.reason is MalformedReason.BAD_VALUE
+
+
 @pytest.mark.parametrize(
     ("event", "reason"),
     [

@@ -13,6 +13,10 @@ consistent with what the operator observed itself:
 - its durations fit in what was observed: a hold starts after the pod's deletion and ends
   before its app exits and before the report is stored, and no hold is longer than the
   largest maxHold a policy may set;
+- what it measured after release fits too: the time after stage 1 at which a pooled connection
+  went quiet, and the time from release to the app's exit, each after what precedes it in the
+  hold and within the same observed window; the learned delay it used no longer than a
+  maxHold may be; counts of lost requests and pinned connections below a sane bound;
 - it is the first trusted report of that pod: every deletion gets one hold.
 
 What a trusted report says about its pod, Deployment and policy is replaced by what the
@@ -38,6 +42,9 @@ REPORT_SLACK_SECONDS = 2.0
 # hold's total by that rounding.
 ROUNDING_SECONDS = 0.01
 LONGEST_HOLD_SECONDS = MAX_HOLD.seconds[2]
+# Far more refusals and resets than one pod's shutdown can see: a larger count is not believed,
+# so that no report can make one Deployment dominate the fleet's counters.
+MAX_COUNT_AFTER_RELEASE = 1_000_000
 
 
 class Untrusted(StrEnum):
@@ -110,12 +117,29 @@ def observed_window(pod: ObservedPod, created_at: float | None, now: float) -> f
 
 
 def within_bounds(report: HoldReport, pod: ObservedPod, now: float) -> bool:
-    limit = min(observed_window(pod, report.created_at, now), LONGEST_HOLD_SECONDS) + REPORT_SLACK_SECONDS
+    window = observed_window(pod, report.created_at, now)
+    limit = min(window, LONGEST_HOLD_SECONDS) + REPORT_SLACK_SECONDS
     parts = [report.late_traffic_seconds, report.stage1_seconds, report.stage2_seconds]
     return (
         report.hold_seconds <= limit
         and all(part is None or part <= report.hold_seconds + ROUNDING_SECONDS for part in parts)
         and (report.max_hold_seconds is None or report.max_hold_seconds <= LONGEST_HOLD_SECONDS)
+        and after_release_within_bounds(report, window)
+    )
+
+
+def after_release_within_bounds(report: HoldReport, window: float) -> bool:
+    """What the report measured after release, against the observed window (from the deletion to
+    the earliest of the app's exit, the pod's removal, the report and now): stage 1 ended after
+    the deletion and release came after it too, so each time counts from one of those."""
+    limit = window + REPORT_SLACK_SECONDS
+    pooled, app_exit = report.pooled_quiet_seconds, report.app_exit_seconds
+    counts = [report.lost_after_release, report.pinned_until_closed]
+    return (
+        (pooled is None or pooled + (report.stage1_seconds or 0.0) <= limit)
+        and (app_exit is None or app_exit + report.hold_seconds <= limit + ROUNDING_SECONDS)
+        and (report.learned_delay_seconds is None or report.learned_delay_seconds <= LONGEST_HOLD_SECONDS)
+        and all(count is None or 0 <= count < MAX_COUNT_AFTER_RELEASE for count in counts)
     )
 
 

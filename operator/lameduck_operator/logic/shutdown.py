@@ -21,7 +21,7 @@ from typing import Any
 
 from lameduck_operator.logic.status import MAX_LISTED
 from lameduck_operator.model import BUDGET_MARGIN_SECONDS, MAX_HOLD, PolicyRef, format_seconds
-from lameduck_operator.names import KIND_CLUSTER, POLICY_KINDS, REPORT_VERSION, SIDECAR_NAME, SidecarEnv
+from lameduck_operator.names import KIND_CLUSTER, POLICY_KINDS, REPORT_VERSION, SIDECAR_NAME, ReportField, SidecarEnv
 
 # A container killed at the end of its grace period exits with 128 + SIGKILL.
 SIGKILL_EXIT = 137
@@ -92,6 +92,16 @@ class HoldReport:
     # clock: a client cannot set it). What report_trust judges the report by.
     involved_namespace: str | None = None
     created_at: float | None = None
+    # Measured after release, until the app exited (sidecars before issue 22 omit them: None, 0).
+    # Connection attempts refused and connections reset after release: the loss the hold could
+    # not prevent; None when the sidecar could not count it.
+    lost_after_release: int | None = None
+    # The latest time after stage 1's end at which a connection busy at release went quiet on
+    # its own (an L7 proxy's pool letting go); None when none did.
+    pooled_quiet_seconds: float | None = None
+    pinned_until_closed: int = 0  # busy connections that ended only when closed
+    learned_delay_seconds: float | None = None  # the learned delay the hold used; None: a learning hold
+    app_exit_seconds: float | None = None  # from release to the app's exit, as the sidecar saw it
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,20 @@ def _required(report: Mapping[str, Any], name: str) -> float:
     return value
 
 
+def _absent_or_seconds(report: Mapping[str, Any], name: str) -> float | None:
+    """A field newer sidecars add: absent reads as None."""
+    return _optional(report, name) if name in report else None
+
+
+def _absent_or_count(report: Mapping[str, Any], name: str) -> int | None:
+    value = report.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ReportMalformed(MalformedReason.BAD_VALUE, f"{name}={value!r}")
+    return value
+
+
 def parse_hold_report(event: Mapping[str, Any]) -> HoldReport:
     """The hold report an Event carries; ReportMalformed names what is wrong with it."""
     try:
@@ -187,6 +211,11 @@ def parse_hold_report(event: Mapping[str, Any]) -> HoldReport:
         grace_period_seconds=_optional(report, "gracePeriodSeconds"),
         involved_namespace=str(involved["namespace"]) if involved.get("namespace") else None,
         created_at=epoch_seconds(metadata.get("creationTimestamp")),
+        lost_after_release=_absent_or_count(report, ReportField.LOST_AFTER_RELEASE),
+        pooled_quiet_seconds=_absent_or_seconds(report, ReportField.POOLED_QUIET_SECONDS),
+        pinned_until_closed=_absent_or_count(report, ReportField.PINNED_UNTIL_CLOSED) or 0,
+        learned_delay_seconds=_absent_or_seconds(report, ReportField.LEARNED_DELAY_SECONDS),
+        app_exit_seconds=_absent_or_seconds(report, ReportField.APP_EXIT_SECONDS),
     )
 
 
@@ -289,6 +318,9 @@ class LateTraffic:
     max_hold: float | None  # as configured when the latest report was written
     recommended_max_hold: int
     recommended_budget: int
+    # Connection attempts refused and connections reset after release, over the holds that
+    # counted them: the requests the holds could not save.
+    lost_after_release: int = 0
 
     @property
     def max_hold_too_short(self) -> bool:
@@ -325,6 +357,7 @@ def late_traffic(reports: Sequence[HoldReport], quiet_period: float, drain_timeo
         recommended_max_hold=recommended,
         # Bounded as its parts are: the capped maxHold and the policy's own drainTimeout.
         recommended_budget=math.ceil(recommended + drain_timeout) + BUDGET_MARGIN_SECONDS,
+        lost_after_release=sum(r.lost_after_release or 0 for r in reports),
     )
 
 
@@ -340,6 +373,7 @@ class DeploymentShutdown:
     late: LateTraffic | None
     terminations: int
     killed: int
+    learned_delay: float | None = None  # the pooled delay its next holds use; None: none learned
 
 
 def _late_entry(shutdown: DeploymentShutdown, late: LateTraffic) -> dict[str, Any]:
@@ -353,7 +387,10 @@ def _late_entry(shutdown: DeploymentShutdown, late: LateTraffic) -> dict[str, An
         "timeouts": late.timeouts,
         "recommendedMaxHold": format_seconds(late.recommended_max_hold),
         "recommendedBudgetSeconds": late.recommended_budget,
+        ReportField.LOST_AFTER_RELEASE: late.lost_after_release,
     }
+    if shutdown.learned_delay is not None:
+        entry["learnedDelay"] = format_seconds(shutdown.learned_delay)
     if late.max_hold is not None:
         entry["maxHold"] = format_seconds(late.max_hold)
     if late.max_hold_too_short:

@@ -1,0 +1,118 @@
+"""The learned delays: per Deployment, what its recent trusted hold reports teach its next holds
+(logic/learning.py), published per namespace in the ConfigMap lameduck-learned that the sidecar
+reads when a hold starts, so that the next pods of a rollout already hold with it.
+
+Every replica keeps the values (a new leader publishes at once); only the leader writes, batched
+on the status interval, and only a namespace whose content changed. Values exist only for
+Deployments the operator knows (they come from trusted reports, or from the ConfigMap read back
+for a known Deployment) and go with them. The first write in a namespace after a start reads
+the ConfigMap first and keeps what an earlier leader learned for Deployments not reported since,
+so that a restart does not send every Deployment back to a learning hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+
+from lameduck_operator.logic.learning import Learned, learn, learned_data, parse_learned
+from lameduck_operator.logic.retry import Backoff
+from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.logic.shutdown import HoldReport
+from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.ports import LearnedApi, one_line
+
+log = logging.getLogger("lameduck.operator")
+MAX_LEARNED_RETRY_SECONDS = 60.0
+
+MaxHoldOf = Callable[[DeploymentRef], float | None]
+
+
+class LearnedDelays:
+    def __init__(
+        self,
+        api: LearnedApi,
+        metrics: OperatorMetrics,
+        *,
+        known: Callable[[DeploymentRef], bool],
+        max_hold_of: MaxHoldOf,
+        call_later: Callable[[float, Callable[[], None]], object] | None = None,
+    ) -> None:
+        self.api = api
+        self.metrics = metrics
+        self.known = known
+        # The maxHold of the policy that governs a Deployment now; None: none governs it.
+        self.max_hold_of = max_hold_of
+        self.call_later = call_later or (lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback))
+        # Per namespace, per Deployment name: what the next holds are to use.
+        self.values: dict[str, dict[str, Learned]] = {}
+        # Per namespace, the data last written (or read back, before the first write).
+        self.published: dict[str, dict[str, str]] = {}
+        self._dirty: set[str] = set()
+        self._retries: Backoff[str] = Backoff(MAX_LEARNED_RETRY_SECONDS)
+
+    def learned(self, ref: DeploymentRef) -> Learned | None:
+        return self.values.get(ref.namespace, {}).get(ref.name)
+
+    def reports_changed(self, ref: DeploymentRef, reports: Sequence[HoldReport], max_hold: float) -> None:
+        """The Deployment's recent trusted reports (oldest first) and its policy's maxHold."""
+        learned = learn(reports, max_hold)
+        if learned is None:
+            self.forget(ref)
+        elif self.learned(ref) != learned:
+            self.values.setdefault(ref.namespace, {})[ref.name] = learned
+            self._dirty.add(ref.namespace)
+
+    def forget(self, ref: DeploymentRef) -> None:
+        """The Deployment is gone (or has nothing left to learn from): its key goes too."""
+        in_namespace = self.values.get(ref.namespace)
+        if in_namespace is not None and in_namespace.pop(ref.name, None) is not None:
+            self._dirty.add(ref.namespace)
+            if not in_namespace:
+                del self.values[ref.namespace]
+
+    async def publish_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.publish()
+            except Exception:
+                log.exception("publishing the learned delays failed")
+
+    async def publish(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for namespace in sorted(dirty):
+            try:
+                await self._publish_in(namespace)
+            except Exception as err:
+                self.metrics.api_errors.labels(operation="learned").inc()
+                delay = self._retries.failed(namespace)
+                self.call_later(delay, partial(self._dirty.add, namespace))
+                log.warning(
+                    "could not publish the learned delays in %s (retry in %.0fs): %s", namespace, delay, one_line(err)
+                )
+            else:
+                self._retries.succeeded(namespace)
+
+    async def _publish_in(self, namespace: str) -> None:
+        if namespace not in self.published:
+            existing = await self.api.read_learned(namespace)
+            self._adopt(namespace, existing or {})
+            self.published[namespace] = existing or {}
+        data = learned_data(self.values.get(namespace, {}))
+        if data != self.published[namespace]:
+            await self.api.apply_learned(namespace, data)
+            self.published[namespace] = data
+
+    def _adopt(self, namespace: str, data: dict[str, str]) -> None:
+        """What an earlier leader learned, for Deployments known and governed now and not
+        reported since this replica started; capped by today's maxHold."""
+        for name, value in data.items():
+            ref = DeploymentRef(namespace, name)
+            learned, max_hold = parse_learned(value), self.max_hold_of(ref)
+            if learned is None or max_hold is None or not self.known(ref) or self.learned(ref) is not None:
+                continue
+            capped = Learned(min(learned.pooled_delay_seconds, max(0.0, max_hold)), learned.reports)
+            self.values.setdefault(namespace, {})[name] = capped

@@ -1,0 +1,208 @@
+"""The learned pooled delay: a table of cases, each naming the term of the rule it exercises, and
+properties over seeded random reports (hypothesis is not among the test dependencies)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+
+from lameduck_operator.logic.learning import (
+    LOSS_FACTOR,
+    LOSS_STEP_SECONDS,
+    Learned,
+    learn,
+    learned_data,
+    learned_value,
+    parse_learned,
+)
+from lameduck_operator.logic.shutdown import RECOMMENDATION_HEADROOM, HoldOutcome, HoldReport
+
+MAX_HOLD = 30.0
+
+
+def report(
+    *,
+    pooled: float | None = None,
+    lost: int | None = 0,
+    learned: float | None = 0.0,
+    stage2: float | None = 3.0,
+    hold: float = 4.0,
+    stage1: float | None = 1.0,
+) -> HoldReport:
+    return HoldReport(
+        event_uid="e",
+        namespace="shop",
+        pod="web-1",
+        pod_uid="p",
+        deployment="web",
+        policy=None,
+        outcome=HoldOutcome.QUIET,
+        hold_seconds=hold,
+        stage1_seconds=stage1,
+        stage2_seconds=stage2,
+        late_traffic_seconds=0.0,
+        max_hold_seconds=MAX_HOLD,
+        grace_period_seconds=None,
+        lost_after_release=lost,
+        pooled_quiet_seconds=pooled,
+        learned_delay_seconds=learned,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reports", "max_hold", "delay"),
+    [
+        ([report()], MAX_HOLD, 0.0),  # no late traffic: the fast path
+        ([report(pooled=None, lost=0), report(pooled=None, lost=None)], MAX_HOLD, 0.0),  # pinned only
+        ([report(pooled=4.0)], MAX_HOLD, 4.0 * RECOMMENDATION_HEADROOM),
+        ([report(pooled=4.0), report(pooled=2.0)], MAX_HOLD, 5.0),  # the largest recent quiet
+        ([report(pooled=0.0011)], MAX_HOLD, 0.002),  # rounded up to the millisecond
+        # A loss with a learned delay: 1.5 times it, or one second more when that is more.
+        ([report(learned=4.0, lost=2)], MAX_HOLD, 4.0 * LOSS_FACTOR),
+        ([report(learned=0.0, lost=1)], MAX_HOLD, LOSS_STEP_SECONDS),
+        ([report(learned=1.0, lost=1)], MAX_HOLD, 2.0),
+        # ... or the quiet it saw, with headroom, if that is more.
+        ([report(learned=2.0, lost=5, pooled=8.0)], MAX_HOLD, 10.0),
+        # A learning hold that lost: what it held after stage 1 counts as what it used.
+        ([report(learned=None, lost=1, stage2=6.0)], MAX_HOLD, 9.0),
+        ([report(learned=None, lost=1, stage2=None, hold=7.0, stage1=1.0)], MAX_HOLD, 9.0),
+        # A loss that was not counted (None) or was none corrects nothing.
+        ([report(learned=4.0, lost=None)], MAX_HOLD, 0.0),
+        # Never above the policy's maxHold.
+        ([report(pooled=100.0)], MAX_HOLD, MAX_HOLD),
+        ([report(learned=25.0, lost=1)], MAX_HOLD, MAX_HOLD),
+        ([report(pooled=3.0)], 2.0, 2.0),
+    ],
+    ids=[
+        "no-late-traffic",
+        "pinned-only",
+        "quiet-with-headroom",
+        "largest-quiet",
+        "millisecond-up",
+        "loss-factor",
+        "loss-step-from-zero",
+        "loss-step-above-factor",
+        "loss-below-quiet",
+        "learning-hold-loss",
+        "learning-hold-loss-without-stage-2",
+        "loss-not-counted",
+        "capped",
+        "loss-capped",
+        "policy-cap",
+    ],
+)
+def test_the_learned_delay(reports: list[HoldReport], max_hold: float, delay: float) -> None:
+    learned = learn(reports, max_hold)
+    assert learned == Learned(pytest.approx(delay), len(reports))  # type: ignore[arg-type]
+
+
+def test_nothing_is_learned_from_no_report() -> None:
+    assert learn([], MAX_HOLD) is None
+
+
+def test_the_value_is_what_the_sidecar_reads_and_is_read_back() -> None:
+    learned = Learned(2.5, 3)
+    assert json.loads(learned_value(learned)) == {"version": 1, "pooledDelaySeconds": 2.5, "reports": 3}
+    assert parse_learned(learned_value(learned)) == learned
+    assert learned_data({"web": learned, "api": Learned(0.0, 1)}) == {
+        "api": '{"version":1,"pooledDelaySeconds":0.0,"reports":1}',
+        "web": '{"version":1,"pooledDelaySeconds":2.5,"reports":3}',
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "not json",
+        "[]",
+        '{"version":2,"pooledDelaySeconds":1,"reports":1}',
+        '{"version":1,"pooledDelaySeconds":-1,"reports":1}',
+        '{"version":1,"pooledDelaySeconds":true,"reports":1}',
+        '{"version":1,"pooledDelaySeconds":1,"reports":0}',
+        '{"version":1,"pooledDelaySeconds":1}',
+        '{"version":1,"pooledDelaySeconds":1,"reports":1,"x":"' + "x" * 300 + '"}',
+    ],
+)
+def test_anything_else_read_back_is_no_history(value: object) -> None:
+    assert parse_learned(value) is None
+
+
+# ---- properties, over seeded random reports ------------------------------------------------
+
+SEEDS = range(500)
+
+
+def random_report(rng: random.Random) -> HoldReport:
+    stage1 = rng.choice([None, rng.uniform(0, 5)])
+    return report(
+        pooled=rng.choice([None, rng.uniform(0, 60)]),
+        lost=rng.choice([None, 0, rng.randint(1, 100)]),
+        learned=rng.choice([None, 0.0, rng.uniform(0, 40)]),
+        stage2=rng.choice([None, rng.uniform(0, 40)]),
+        hold=rng.uniform(0, 60),
+        stage1=stage1,
+    )
+
+
+def random_case(seed: int) -> tuple[random.Random, list[HoldReport], float]:
+    rng = random.Random(seed)
+    return rng, [random_report(rng) for _ in range(rng.randint(1, 20))], rng.choice([0.0, 1.0, 30.0, 600.0])
+
+
+def test_never_negative_never_above_max_hold_and_counts_its_reports() -> None:
+    for seed in SEEDS:
+        _bounded_and_counted(seed)
+
+
+def _bounded_and_counted(seed: int) -> None:
+    _, reports, max_hold = random_case(seed)
+    learned = learn(reports, max_hold)
+    assert learned is not None
+    assert 0.0 <= learned.pooled_delay_seconds <= max_hold
+    assert learned.reports == len(reports)
+    assert parse_learned(learned_value(learned)) == learned
+
+
+def test_a_longer_quiet_never_lowers_it() -> None:
+    for seed in SEEDS:
+        _longer_quiet_lowers_nothing(seed)
+
+
+def _longer_quiet_lowers_nothing(seed: int) -> None:
+    rng, reports, max_hold = random_case(seed)
+    index = rng.randrange(len(reports))
+    before = reports[index].pooled_quiet_seconds or 0.0
+    longer = dataclasses.replace(reports[index], pooled_quiet_seconds=before + rng.uniform(0, 30))
+    raised = [*reports[:index], longer, *reports[index + 1 :]]
+    assert learn(raised, max_hold).pooled_delay_seconds >= learn(reports, max_hold).pooled_delay_seconds  # type: ignore[union-attr]
+
+
+def test_a_loss_never_lowers_it() -> None:
+    for seed in SEEDS:
+        _loss_lowers_nothing(seed)
+
+
+def _loss_lowers_nothing(seed: int) -> None:
+    rng, reports, max_hold = random_case(seed)
+    index = rng.randrange(len(reports))
+    lossy = dataclasses.replace(reports[index], lost_after_release=rng.randint(1, 1000))
+    with_loss = [*reports[:index], lossy, *reports[index + 1 :]]
+    assert learn(with_loss, max_hold).pooled_delay_seconds >= learn(reports, max_hold).pooled_delay_seconds  # type: ignore[union-attr]
+
+
+def test_a_loss_raises_it_above_what_the_hold_used_until_the_cap() -> None:
+    for seed in SEEDS:
+        _loss_raises_above_what_was_used(seed)
+
+
+def _loss_raises_above_what_was_used(seed: int) -> None:
+    rng, reports, max_hold = random_case(seed)
+    used = rng.uniform(0, 40)
+    lossy = report(learned=used, lost=rng.randint(1, 50))
+    learned = learn([*reports, lossy], max_hold)
+    assert learned is not None
+    assert learned.pooled_delay_seconds >= min(max_hold, used + LOSS_STEP_SECONDS) - 1e-9
