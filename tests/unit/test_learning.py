@@ -62,8 +62,11 @@ def report(
         ([report(pooled=0.0011)], MAX_HOLD, 0.002),  # rounded up to the millisecond
         # A loss with a learned delay: 1.5 times it, or one second more when that is more.
         ([report(learned=4.0, lost=2)], MAX_HOLD, 4.0 * LOSS_FACTOR),
-        ([report(learned=0.0, lost=1)], MAX_HOLD, LOSS_STEP_SECONDS),
-        ([report(learned=1.0, lost=1)], MAX_HOLD, 2.0),
+        ([report(learned=0.0, lost=1, stage2=0.0)], MAX_HOLD, LOSS_STEP_SECONDS),
+        ([report(learned=1.0, lost=1, stage2=0.5)], MAX_HOLD, 2.0),
+        # What the hold held after stage 1 counts when it was more than its learned delay: a
+        # learned 0 waited the policy's propagationDelay, and a loss must raise it above that.
+        ([report(learned=0.0, lost=1, stage2=2.5)], MAX_HOLD, 2.5 * LOSS_FACTOR),
         # ... or the quiet it saw, with headroom, if that is more.
         ([report(learned=2.0, lost=5, pooled=8.0)], MAX_HOLD, 10.0),
         # A learning hold that lost: what it held after stage 1 counts as what it used.
@@ -85,6 +88,7 @@ def report(
         "loss-factor",
         "loss-step-from-zero",
         "loss-step-above-factor",
+        "loss-after-a-learned-zero-counts-what-was-held",
         "loss-below-quiet",
         "learning-hold-loss",
         "learning-hold-loss-without-stage-2",

@@ -13,8 +13,8 @@ pinned (the sidecar waits max(propagationDelay, that delay); see lameduck_sideca
 The rule:
 - the largest recent `pooledQuietSeconds`, times RECOMMENDATION_HEADROOM;
 - raised by every recent hold that lost requests after release: to at least LOSS_FACTOR times
-  the delay it used, and LOSS_STEP_SECONDS more than it (a hold with a learned delay used that
-  delay; a learning hold, which had none, used what it held after stage 1);
+  the delay it used, and LOSS_STEP_SECONDS more than it (what it held after stage 1, at least
+  its learned delay);
 - never above the policy's maxHold, never below 0: 0 when the recent holds saw only pinned
   clients or no late traffic (the fast path).
 Each term only raises the value, so a longer quiet or a loss never lowers it. A loss stops
@@ -56,13 +56,14 @@ def _up_to_resolution(seconds: float) -> float:
 
 
 def delay_used(report: HoldReport) -> float:
-    """How long the hold waited for busy pooled connections after stage 1: its learned delay, or
-    in a learning hold (none learned), all it held after stage 1."""
-    if report.learned_delay_seconds is not None:
-        return report.learned_delay_seconds
-    if report.stage2_seconds is not None:
-        return report.stage2_seconds
-    return max(0.0, report.hold_seconds - (report.stage1_seconds or 0.0))
+    """How long the hold waited for busy pooled connections after stage 1: all it held after
+    stage 1, and at least its learned delay. (A learned delay below the policy's
+    propagationDelay was not what the hold waited: a loss after a learned 0 must raise the delay
+    above the propagationDelay the hold did wait, not to 1 s.)"""
+    held = report.stage2_seconds
+    if held is None:
+        held = max(0.0, report.hold_seconds - (report.stage1_seconds or 0.0))
+    return max(held, report.learned_delay_seconds or 0.0)
 
 
 def needed_after(report: HoldReport) -> float:
