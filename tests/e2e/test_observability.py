@@ -33,7 +33,13 @@ ALERTS = REPO / "charts" / "lameduck" / "files" / "alerts.yaml"
 DASHBOARD = REPO / "charts" / "lameduck" / "dashboards" / "lameduck.json"
 SCRAPE_SECONDS = 5
 # Queries that only show failures: empty when nothing failed, which is what a healthy run is.
-FAILURES_ONLY = ('result="error"', "lameduck_api_errors_total", "lameduck_event_loop_stalls_total")
+# Queries of what only a failure produces: no data until one happens (a SIGKILL is caused below).
+FAILURES_ONLY = (
+    'result="error"',
+    "lameduck_api_errors_total",
+    "lameduck_event_loop_stalls_total",
+    "lameduck_pods_killed_total",
+)
 
 
 @pytest.fixture
@@ -146,6 +152,8 @@ def test_every_dashboard_query_returns_data_and_a_sigkilled_pod_fires_the_alert(
             "the policy lists the Deployment as over its budget",
         )
         assert over == [{"namespace": stubborn, "name": "demo", "terminations": 1, "killed": 1}]
+        # Its pod ran for more than a few seconds before its deletion: the app overran its budget.
+        assert operator.metric("lameduck_pods_killed_total", f'cause="over_budget",namespace="{stubborn}"') == 1
         told = [e for e in kube.items("events", stubborn) if e["reason"] == "PodsKilled"]
         assert told
         assert told[0]["involvedObject"]["kind"] == "Deployment"
