@@ -69,7 +69,12 @@ def build_before(commit: str) -> str:
     subprocess.run(["git", "worktree", "add", "--detach", str(BEFORE_TREE), commit], cwd=REPO, check=True)
     script = REPO / "hack" / "build-images.sh"
     spec = f"lameduck/operator:{TAGS['before']}={BEFORE_TREE}"
-    subprocess.run(["bash", str(script), "--dockerfile", "operator/Dockerfile", spec], check=True, timeout=1800)
+    # Commits before the one Dockerfile of both images had one per image.
+    per_image = (BEFORE_TREE / "operator" / "Dockerfile").exists()
+    build = ["--dockerfile", "operator/Dockerfile"]
+    if not per_image:
+        build = ["--dockerfile", "Dockerfile", "--target", "operator"]
+    subprocess.run(["bash", str(script), *build, spec], check=True, timeout=1800)
     return subprocess.run(
         ["git", "rev-parse", commit], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
