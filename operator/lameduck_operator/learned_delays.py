@@ -15,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from functools import partial
 
 from lameduck_operator.logic.learning import Learned, learn, learned_data, parse_learned
-from lameduck_operator.logic.retry import Backoff
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import HoldReport
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.ports import LearnedApi, one_line
+from lameduck_operator.namespace_writes import NamespaceWrites
+from lameduck_operator.ports import LearnedApi
 
 log = logging.getLogger("lameduck.operator")
-MAX_LEARNED_RETRY_SECONDS = 60.0
 
 MaxHoldOf = Callable[[DeploymentRef], float | None]
 
@@ -50,8 +48,7 @@ class LearnedDelays:
         self.values: dict[str, dict[str, Learned]] = {}
         # Per namespace, the data last written (or read back, before the first write).
         self.published: dict[str, dict[str, str]] = {}
-        self._dirty: set[str] = set()
-        self._retries: Backoff[str] = Backoff(MAX_LEARNED_RETRY_SECONDS)
+        self._dirty = NamespaceWrites("the learned delays", "learned", metrics, self.call_later)
 
     def learned(self, ref: DeploymentRef) -> Learned | None:
         return self.values.get(ref.namespace, {}).get(ref.name)
@@ -82,19 +79,7 @@ class LearnedDelays:
                 log.exception("publishing the learned delays failed")
 
     async def publish(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for namespace in sorted(dirty):
-            try:
-                await self._publish_in(namespace)
-            except Exception as err:
-                self.metrics.api_errors.labels(operation="learned").inc()
-                delay = self._retries.failed(namespace)
-                self.call_later(delay, partial(self._dirty.add, namespace))
-                log.warning(
-                    "could not publish the learned delays in %s (retry in %.0fs): %s", namespace, delay, one_line(err)
-                )
-            else:
-                self._retries.succeeded(namespace)
+        await self._dirty.write(self._publish_in)
 
     async def _publish_in(self, namespace: str) -> None:
         if namespace not in self.published:

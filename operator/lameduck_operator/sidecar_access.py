@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from functools import partial
 
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.logic.rbac import service_accounts_needing_access
-from lameduck_operator.logic.retry import Backoff
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.ports import FleetApi, one_line
+from lameduck_operator.namespace_writes import NamespaceWrites
+from lameduck_operator.ports import FleetApi
 from lameduck_operator.settings import SidecarSettings
 
-MAX_ACCESS_RETRY_SECONDS = 60.0
 # While pods from older templates still hold access that the templates no longer need.
 ACCESS_RECHECK_SECONDS = 10.0
 log = logging.getLogger("lameduck.fleet")
@@ -43,8 +41,7 @@ class SidecarAccess:
         self.granted: dict[str, tuple[str, ...]] = {}
         # Namespaces whose sidecar Role an earlier version wrote with other rules.
         self.outdated: set[str] = set()
-        self._dirty: set[str] = set()
-        self._retries: Backoff[str] = Backoff(MAX_ACCESS_RETRY_SECONDS)
+        self._dirty = NamespaceWrites("the sidecar's access", "sidecar_rbac", metrics, call_later)
         self._rechecks: set[str] = set()
 
     def recheck(self, namespaces: Iterable[str]) -> None:
@@ -52,19 +49,7 @@ class SidecarAccess:
         self._dirty.update(namespaces)
 
     async def publish(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for namespace in sorted(dirty):
-            try:
-                await self._publish_in(namespace)
-            except Exception as err:
-                self.metrics.api_errors.labels(operation="sidecar_rbac").inc()
-                delay = self._retries.failed(namespace)
-                self.call_later(delay, partial(self._dirty.add, namespace))
-                log.warning(
-                    "could not update the sidecar's access in %s (retry in %.0fs): %s", namespace, delay, one_line(err)
-                )
-            else:
-                self._retries.succeeded(namespace)
+        await self._dirty.write(self._publish_in)
 
     async def _publish_in(self, namespace: str) -> None:
         in_namespace = self.deployments.metas_in(namespace)
