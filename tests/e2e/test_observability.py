@@ -152,8 +152,9 @@ def test_every_dashboard_query_returns_data_and_a_sigkilled_pod_fires_the_alert(
             "the policy lists the Deployment as over its budget",
         )
         assert over == [{"namespace": stubborn, "name": "demo", "terminations": 1, "killed": 1}]
-        # Its pod ran for more than a few seconds before its deletion: the app overran its budget.
-        assert operator.metric("lameduck_pods_killed_total", f'cause="over_budget",namespace="{stubborn}"') == 1
+        # Counted with its likely cause (which one depends on how long the pod had run when the
+        # restart deleted it: within 5 s of its start it is said to have likely lost its SIGTERM).
+        assert operator.metric("lameduck_pods_killed_total", f'namespace="{stubborn}"') == 1
         told = [e for e in kube.items("events", stubborn) if e["reason"] == "PodsKilled"]
         assert told
         assert told[0]["involvedObject"]["kind"] == "Deployment"
