@@ -29,7 +29,7 @@ from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import Policy, PolicyRef, PolicySpec
 from lameduck_operator.names import GROUP, KIND_NAMESPACED
 from lameduck_operator.policy_status import PolicyState, StatusPublisher
-from lameduck_operator.ports import FleetApi, one_line
+from lameduck_operator.ports import CallLater, FleetApi, call_later_on_running_loop, one_line
 from lameduck_operator.reconcile_queue import ReconcileQueue
 from lameduck_operator.rollout_slots import RolloutSlots
 from lameduck_operator.settings import Settings
@@ -53,13 +53,13 @@ class Fleet:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         *,
-        call_later: Callable[[float, Callable[[], None]], object] | None = None,
+        call_later: CallLater = call_later_on_running_loop,
         workers: int = 1,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         # Timers of retries and re-checks: the running loop's unless a test steps time itself.
-        self.call_later = call_later or (lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback))
+        self.call_later = call_later
         self.policies: dict[PolicyRef, PolicyState] = {}
         self.namespaces: dict[str, dict[str, str]] = {}
         # Whole bodies compressed, parsed on demand; labels and lameduck's annotations at hand.

@@ -21,7 +21,7 @@ from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import HoldReport
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.namespace_writes import NamespaceWrites
-from lameduck_operator.ports import LearnedApi
+from lameduck_operator.ports import CallLater, LearnedApi, call_later_on_running_loop
 
 log = logging.getLogger("lameduck.operator")
 
@@ -36,14 +36,14 @@ class LearnedDelays:
         *,
         known: Callable[[DeploymentRef], bool],
         max_hold_of: MaxHoldOf,
-        call_later: Callable[[float, Callable[[], None]], object] | None = None,
+        call_later: CallLater = call_later_on_running_loop,
     ) -> None:
         self.api = api
         self.metrics = metrics
         self.known = known
         # The maxHold of the policy that governs a Deployment now; None: none governs it.
         self.max_hold_of = max_hold_of
-        self.call_later = call_later or (lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback))
+        self.call_later = call_later
         # Per namespace, per Deployment name: what the next holds are to use.
         self.values: dict[str, dict[str, Learned]] = {}
         # Per namespace, the data last written (or read back, before the first write).

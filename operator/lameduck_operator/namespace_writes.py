@@ -9,7 +9,7 @@ from functools import partial
 
 from lameduck_operator.logic.retry import Backoff
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.ports import one_line
+from lameduck_operator.ports import CallLater, one_line
 
 log = logging.getLogger("lameduck.fleet")
 MAX_RETRY_SECONDS = 60.0
@@ -24,7 +24,7 @@ class NamespaceWrites:
         what: str,
         operation: str,
         metrics: OperatorMetrics,
-        call_later: Callable[[float, Callable[[], None]], object],
+        call_later: CallLater,
     ) -> None:
         self.what = what
         self.operation = operation

@@ -3,8 +3,9 @@ them. Below both the loops and the adapters, so neither depends on the other."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -82,3 +83,12 @@ def one_line(err: Exception) -> str:
     text = str(message or getattr(err, "reason", "") or err).strip()
     text = text.splitlines()[0] if text else type(err).__name__
     return f"{status} {text}" if status else text
+
+
+# A timer: after so many seconds, call back. The loops take one so that tests can step time.
+CallLater = Callable[[float, Callable[[], None]], object]
+
+
+def call_later_on_running_loop(delay: float, callback: Callable[[], None]) -> object:
+    """The running event loop's timer, which the loops use unless given another."""
+    return asyncio.get_running_loop().call_later(delay, callback)

@@ -23,7 +23,7 @@ from lameduck_operator.gate_index import GateIndex
 from lameduck_operator.logic.readiness import GateCondition, PodView
 from lameduck_operator.logic.retry import Backoff
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.ports import GateApi, WriteResult, one_line
+from lameduck_operator.ports import CallLater, GateApi, WriteResult, call_later_on_running_loop, one_line
 
 log = logging.getLogger("lameduck.readiness")
 CONCURRENT_WRITES = 8
@@ -41,13 +41,13 @@ class ReadinessGate:
         *,
         concurrency: int = CONCURRENT_WRITES,
         batch_seconds: float = BATCH_SECONDS,
-        call_later: Callable[[float, Callable[[], None]], object] | None = None,
+        call_later: CallLater = call_later_on_running_loop,
     ) -> None:
         self.api = api
         self.metrics = metrics
         self.clock = clock
         self.batch_seconds = batch_seconds
-        self.call_later = call_later or (lambda delay, callback: asyncio.get_running_loop().call_later(delay, callback))
+        self.call_later = call_later
         self.index = GateIndex()
         self._slots = asyncio.Semaphore(concurrency)
         self._writing: set[str] = set()

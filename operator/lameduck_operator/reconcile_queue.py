@@ -15,6 +15,7 @@ from functools import partial
 from lameduck_operator.logic.retry import Backoff
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.ports import CallLater
 
 MAX_DEPLOYMENT_RETRY_SECONDS = 60.0
 log = logging.getLogger("lameduck.fleet")
@@ -25,7 +26,7 @@ class ReconcileQueue:
         self,
         reconcile: Callable[[DeploymentRef], Awaitable[object]],
         metrics: OperatorMetrics,
-        call_later: Callable[[float, Callable[[], None]], object],
+        call_later: CallLater,
     ) -> None:
         self.reconcile = reconcile
         self.metrics = metrics

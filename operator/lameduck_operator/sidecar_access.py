@@ -9,13 +9,13 @@ templates no longer give is checked again until those pods are gone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.logic.rbac import service_accounts_needing_access
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.namespace_writes import NamespaceWrites
-from lameduck_operator.ports import FleetApi
+from lameduck_operator.ports import CallLater, FleetApi
 from lameduck_operator.settings import SidecarSettings
 
 # While pods from older templates still hold access that the templates no longer need.
@@ -30,7 +30,7 @@ class SidecarAccess:
         api: FleetApi,
         metrics: OperatorMetrics,
         deployments: DeploymentStore,
-        call_later: Callable[[float, Callable[[], None]], object],
+        call_later: CallLater,
     ) -> None:
         self.sidecar = sidecar
         self.api = api

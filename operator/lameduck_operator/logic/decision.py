@@ -124,10 +124,10 @@ def too_large(deployment: Mapping[str, Any], max_containers: int | None = MAX_TE
     return max_containers is not None and container_count(deployment) > max_containers
 
 
-def lameduck_view(deployment: Mapping[str, Any], ownership: Ownership | None = None) -> dict[str, Any]:
+def lameduck_view(deployment: Mapping[str, Any], ownership: Ownership) -> dict[str, Any]:
     """The Deployment as the other managers set it: lameduck's own fields left out, both those it
-    applied (managedFields) and those it recorded as admitted (replaced values put back)."""
-    ownership = ownership or Ownership.of(deployment)
+    applied (managedFields, as `ownership` read them) and those it recorded as admitted
+    (replaced values put back)."""
     return restore(ownership.foreign_view(deployment), admitted(deployment))
 
 

@@ -268,13 +268,9 @@ def latest_other_manager(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -
     return Ownership.of(obj, manager).latest_other()
 
 
-def owners_of(obj: Mapping[str, Any], manager: str = FIELD_MANAGER) -> Callable[[FieldPath], list[str]]:
-    return Ownership.of(obj, manager).owners()
-
-
 def owners(obj: Mapping[str, Any], path: FieldPath, manager: str = FIELD_MANAGER) -> list[str]:
     """Other managers owning the field at path, or anything below it."""
-    return owners_of(obj, manager)(path)
+    return Ownership.of(obj, manager).owners()(path)
 
 
 def ownership_restore_patch(

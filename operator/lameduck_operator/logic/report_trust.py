@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from lameduck_operator.logic.selection import DeploymentRef
-from lameduck_operator.logic.shutdown import HoldReport, epoch_seconds, pod_deployment, termination_of
+from lameduck_operator.logic.shutdown import HoldReport, deletion_requested_at, pod_deployment, termination_of
 from lameduck_operator.model import MAX_HOLD, PolicyRef
 
 # Deletion, creation and exit times are whole seconds and come from the API server's and the
@@ -84,7 +84,7 @@ class Trusted:
 def observed_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
     """The pod as the operator observed it, once it is being deleted; None before."""
     metadata = pod.get("metadata") or {}
-    deleted_at = _deleted_at(metadata)
+    deleted_at = deletion_requested_at(metadata)
     uid = metadata.get("uid")
     if deleted_at is None or not isinstance(uid, str) or not uid:
         return None
@@ -97,16 +97,6 @@ def observed_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
         deleted_at=deleted_at,
         exited_at=None if termination is None else deleted_at + termination.seconds,
     )
-
-
-def _deleted_at(metadata: Mapping[str, Any]) -> float | None:
-    # deletionTimestamp is the deletion plus its grace period; shortening the grace period later
-    # moves both, so their difference stays the moment the deletion was asked for.
-    text, grace = metadata.get("deletionTimestamp"), metadata.get("deletionGracePeriodSeconds")
-    if not isinstance(text, str) or not isinstance(grace, int) or isinstance(grace, bool):
-        return None
-    at = epoch_seconds(text)
-    return None if at is None else at - grace
 
 
 def observed_window(pod: ObservedPod, created_at: float | None, now: float) -> float:

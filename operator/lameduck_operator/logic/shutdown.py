@@ -234,6 +234,16 @@ def epoch_seconds(text: object) -> float | None:
     return None if at is None else at.timestamp()
 
 
+def deletion_requested_at(metadata: Mapping[str, Any]) -> float | None:
+    """When the pod's deletion was asked for (epoch seconds), or None if it is not being deleted.
+    deletionTimestamp is the deletion plus its grace period; shortening the grace period later
+    moves both, so their difference stays the moment the deletion was asked for."""
+    at, grace = epoch_seconds(metadata.get("deletionTimestamp")), metadata.get("deletionGracePeriodSeconds")
+    if at is None or not isinstance(grace, int) or isinstance(grace, bool):
+        return None
+    return at - grace
+
+
 def sidecar_policy(pod_spec: Mapping[str, Any]) -> PolicyRef | None:
     """The policy the pod's sidecar was configured by (its LAMEDUCK_POLICY)."""
     for container in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]:
@@ -260,11 +270,10 @@ def termination_of(pod: Mapping[str, Any], policy: PolicyRef | None = None) -> T
     None before that, and for a pod whose containers had ended before it was deleted. The
     policy is the sidecar's when it has one, else the one given (the Deployment's)."""
     metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-    deletion = _time(metadata.get("deletionTimestamp"))
+    deleted_at = deletion_requested_at(metadata)
     grace = metadata.get("deletionGracePeriodSeconds")
-    if deletion is None or not isinstance(grace, int) or isinstance(grace, bool):
+    if deleted_at is None or not isinstance(grace, int):
         return None
-    deleted_at = deletion.timestamp() - grace
     app = {c.get("name") for c in spec.get("containers") or []} - {SIDECAR_NAME}
     statuses = [s for s in (pod.get("status") or {}).get("containerStatuses") or [] if s.get("name") in app]
     if not app or len(statuses) < len(app):
