@@ -60,10 +60,9 @@ def listening_ports(own_port: int, sockets: Iterable[TcpSocket]) -> frozenset[in
     return frozenset(s.local_port for s in sockets if s.state == LISTEN and s.local_port != own_port)
 
 
-def app_listening(app_ports: frozenset[int], own_port: int, sockets: Iterable[TcpSocket]) -> bool:
-    """Whether the app still listens: on a declared port, or on any port but the sidecar's
-    when none is declared."""
-    listening = listening_ports(own_port, sockets)
+def app_listening(app_ports: frozenset[int], listening: frozenset[int]) -> bool:
+    """Whether the app still listens (`listening`: listening_ports): on a declared port, or on
+    any port but the sidecar's when none is declared."""
     return bool(listening & app_ports) if app_ports else bool(listening)
 
 

@@ -97,8 +97,9 @@ class AfterReleaseReporter:
         while True:
             snapshot, now = self.snapshot(), self.clock()
             fates.observe(now, snapshot.sockets)
-            loss.observe(now, snapshot.resets_sent, listening_ports(self.config.port, snapshot.sockets))
-            listening = app_listening(self.config.app_ports, self.config.port, snapshot.sockets)
+            ports = listening_ports(self.config.port, snapshot.sockets)
+            loss.observe(now, snapshot.resets_sent, ports)
+            listening = app_listening(self.config.app_ports, ports)
             terminated = self.terminated_at is not None
             if observation_over(native=native, terminated=terminated, listening=listening, now=now, deadline=deadline):
                 break

@@ -16,6 +16,7 @@ from lameduck_sidecar.after_release import (
     ConnectionFates,
     LossCount,
     app_listening,
+    listening_ports,
     observation_deadline,
     observation_over,
 )
@@ -211,10 +212,10 @@ def test_the_watch_after_release_is_bounded(native: bool, grace: float | None, d
 
 
 def test_the_app_listens_on_its_declared_ports_or_any_but_the_sidecars() -> None:
-    assert app_listening(frozenset({APP}), OWN, [listener(APP), listener(OWN)])
-    assert not app_listening(frozenset({APP}), OWN, [listener(OWN), listener(9090)])
-    assert app_listening(frozenset(), OWN, [listener(9090)])
-    assert not app_listening(frozenset(), OWN, [listener(OWN), conn(40000, 0)])
+    assert app_listening(frozenset({APP}), listening_ports(OWN, [listener(APP), listener(OWN)]))
+    assert not app_listening(frozenset({APP}), listening_ports(OWN, [listener(OWN), listener(9090)]))
+    assert app_listening(frozenset(), listening_ports(OWN, [listener(9090)]))
+    assert not app_listening(frozenset(), listening_ports(OWN, [listener(OWN), conn(40000, 0)]))
 
 
 # What was learned, from the ConfigMap.
