@@ -26,6 +26,7 @@ class Variant:
     lameduck: bool = False
     readiness_gate: bool = False
     propagation_delay: str | None = None  # the policy's hold.propagationDelay; None: its default
+    lame_duck: bool = False  # the policy asks the demo app's lame-duck mode (spec.hold.lameDuck)
 
 
 VARIANTS = {
@@ -37,6 +38,8 @@ VARIANTS = {
     # What the README tells users of an L7 proxy that pools upstream connections: a
     # propagationDelay of at least its refresh interval (the benchmark's HAProxy: 5 s).
     "tuned": Variant("tuned", "(f) lameduck, propagationDelay 6s", lameduck=True, propagation_delay="6s"),
+    # The app offers a lame-duck mode (the demo app does, on /lameduck) and the policy names it.
+    "lameduck-app": Variant("lameduck-app", "(g) lameduck, app lame-duck mode", lameduck=True, lame_duck=True),
 }
 DEFAULT_VARIANTS = ("none", "sleep5", "sleep20", "lameduck")
 
@@ -116,8 +119,13 @@ def policy(variant: Variant) -> dict[str, Any]:
     spec: dict[str, Any] = {"apply": "Immediate", "selector": {"matchLabels": {"variant": variant.name}}}
     if variant.readiness_gate:
         spec["readinessGate"] = {"enabled": True}
+    hold: dict[str, Any] = {}
     if variant.propagation_delay:
-        spec["hold"] = {"propagationDelay": variant.propagation_delay}
+        hold["propagationDelay"] = variant.propagation_delay
+    if variant.lame_duck:
+        hold["lameDuck"] = {"port": 8080, "path": "/lameduck"}
+    if hold:
+        spec["hold"] = hold
     return {
         "apiVersion": "lameduck.dev/v1alpha1",
         "kind": "GracefulPolicy",

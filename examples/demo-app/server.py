@@ -6,12 +6,17 @@ them), finishes the requests in flight, closes the rest, and exits: everything a
 do right. What still fails during a rollout is the endpoint-propagation race that lameduck
 fixes.
 
+It offers a lame-duck mode (a policy's spec.hold.lameDuck: port 8080, path /lameduck): a GET
+on LAME_DUCK_PATH from the pod itself (loopback) makes it close every connection after its
+current response while it goes on accepting new ones, so requests on pooled or pinned
+connections come on new connections the lameduck sidecar can count.
+
 With IGNORE_SIGTERM=true it instead logs each SIGTERM and keeps serving as before, never
 closing a connection, until kubelet SIGKILLs it at the end of its grace period: an app that
 does everything wrong, for the tests of how a pod stops.
 
 Env: PORT (8080), LATENCY_MS (response latency, 5), CLOSE_NOTICE_SECONDS (1), DRAIN_SECONDS (10),
-IGNORE_SIGTERM (false).
+IGNORE_SIGTERM (false), LAME_DUCK_PATH (/lameduck).
 """
 
 import signal
@@ -50,11 +55,22 @@ async def healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+async def lame_duck(request: web.Request) -> web.Response:
+    # Only from the pod itself: anyone else could make every connection a new one.
+    if request.remote not in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+        return web.Response(status=403, text="lame-duck mode is asked for from the pod itself\n")
+    if not request.app[DRAINING].is_set():
+        print(f"{HOSTNAME} lame duck: closing each connection after its response", flush=True)
+    request.app[DRAINING].set()
+    return web.Response(text="lame duck\n")
+
+
 async def main() -> None:
     app = web.Application(middlewares=[close_when_draining])
     app[DRAINING] = asyncio.Event()
     app[LATENCY] = int(os.environ.get("LATENCY_MS", "5")) / 1000
     app.router.add_get("/healthz", healthz)
+    app.router.add_get(os.environ.get("LAME_DUCK_PATH", "/lameduck"), lame_duck)
     app.router.add_get("/{tail:.*}", handle)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=float(os.environ.get("DRAIN_SECONDS", "10")))
     await runner.setup()

@@ -17,6 +17,8 @@ from lameduck_operator.model import (
     DRAIN_TIMEOUT,
     DURATION_MAX_LENGTH,
     DURATION_PATTERN,
+    LAME_DUCK_PATH_PATTERN,
+    LAME_DUCK_PORT,
     MAX_CONCURRENT_ROLLOUTS,
     MAX_CONTAINERS,
     MAX_HOLD,
@@ -173,6 +175,26 @@ def _hold() -> dict[str, Any]:
                 "Upper bound of the hold; when reached the hold ends anyway (fail open) and a metric counts it. "
                 "With method Sleep, the fixed hold.",
             ),
+            "lameDuck": {
+                "type": "object",
+                "description": "Optional: the app's lame-duck mode. When a hold starts the sidecar sends "
+                "GET http://127.0.0.1:<port><path>; from then on the app keeps serving but closes each "
+                "connection after its current response (as Envoy's drain, gRPC's GOAWAY or Go's "
+                "SetKeepAlivesEnabled(false) do). Requests on pooled or pinned connections then come on new "
+                "connections, which the sidecar counts, so the hold ends when the data planes stop choosing "
+                "the pod, without guessing. Any 2xx answer turns it on; any other answer, or none within 1s, "
+                "leaves the hold as without it.",
+                "required": ["port", "path"],
+                "properties": {
+                    "port": _integer(LAME_DUCK_PORT, "The app's port, on the pod's loopback address."),
+                    "path": {
+                        "type": "string",
+                        "description": "The HTTP path that turns the app's lame-duck mode on.",
+                        "maxLength": 256,
+                        "pattern": LAME_DUCK_PATH_PATTERN,
+                    },
+                },
+            },
         },
         "x-kubernetes-validations": [
             {

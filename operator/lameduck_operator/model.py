@@ -92,6 +92,10 @@ MAX_CONCURRENT_ROLLOUTS = IntRule(minimum=1, maximum=1000, default=5)
 PRIORITY = IntRule(minimum=-1000, maximum=1000, default=0)
 TERMINATION_GRACE_PERIOD = IntRule(minimum=1, maximum=7200)
 MIN_READY_SECONDS = IntRule(minimum=0, maximum=3600)
+LAME_DUCK_PORT = IntRule(minimum=1, maximum=65535)
+# An absolute HTTP path of visible ASCII, short: it goes into the sidecar's environment and request line.
+LAME_DUCK_PATH_PATTERN = r"^/[!-~]{0,255}$"
+MSG_LAME_DUCK_PATH = "must be an absolute HTTP path of visible ASCII characters, at most 256 long"
 
 # Messages of the cross-field rules; the CRD's CEL rules carry the same text.
 MSG_PROPAGATION_OVER_MAX_HOLD = "must not be longer than maxHold"
@@ -178,11 +182,21 @@ class PolicyRef:
 
 
 @dataclass(frozen=True)
+class LameDuck:
+    """Where the app offers a lame-duck mode: after a GET on this port and path it keeps
+    serving, but closes each connection after its current response."""
+
+    port: int
+    path: str
+
+
+@dataclass(frozen=True)
 class HoldSpec:
     method: HoldMethod
     propagation_delay: float
     quiet_period: float
     max_hold: float
+    lame_duck: LameDuck | None = None
 
 
 @dataclass(frozen=True)
@@ -388,7 +402,8 @@ SPEC_FIELDS = (
     "onConflict",
 )
 CLUSTER_SPEC_FIELDS = (*SPEC_FIELDS, "namespaceSelector")
-HOLD_FIELDS = ("method", "propagationDelay", "quietPeriod", "maxHold")
+HOLD_FIELDS = ("method", "propagationDelay", "quietPeriod", "maxHold", "lameDuck")
+LAME_DUCK_FIELDS = ("port", "path")
 
 
 def parse_policy(body: Mapping[str, Any]) -> Policy:
@@ -420,6 +435,7 @@ def parse_spec(raw: Any, *, cluster: bool) -> PolicySpec:
         ),
         quiet_period=r.duration(hold_body.get("quietPeriod"), "spec.hold.quietPeriod", QUIET_PERIOD),
         max_hold=r.duration(hold_body.get("maxHold"), "spec.hold.maxHold", MAX_HOLD),
+        lame_duck=_lame_duck(r, hold_body.get("lameDuck"), "spec.hold.lameDuck"),
     )
     gate_body = r.obj(spec.get("readinessGate"), "spec.readinessGate", ("enabled",))
     parsed = PolicySpec(
@@ -446,6 +462,26 @@ def parse_spec(raw: Any, *, cluster: bool) -> PolicySpec:
     if r.errors:
         raise PolicyInvalid(r.errors)
     return parsed
+
+
+def _lame_duck(r: _Reader, raw: Any, path: str) -> LameDuck | None:
+    if raw is None:
+        return None
+    body = r.obj(raw, path, LAME_DUCK_FIELDS)
+    if not isinstance(raw, Mapping):
+        return None
+    if body.get("port") is None:
+        r.error(f"{path}.port", "Required value")
+    if body.get("path") is None:
+        r.error(f"{path}.path", "Required value")
+    port = r.integer(body.get("port"), f"{path}.port", LAME_DUCK_PORT)
+    text = None if body.get("path") is None else r.string(body.get("path"), f"{path}.path")
+    if text is not None and not re.fullmatch(LAME_DUCK_PATH_PATTERN, text):
+        r.error(f"{path}.path", MSG_LAME_DUCK_PATH)
+        text = None
+    if port is None or text is None:
+        return None
+    return LameDuck(port=port, path=text)
 
 
 def _check_cross_field(r: _Reader, spec: PolicySpec) -> None:

@@ -72,6 +72,14 @@ class ReportField:
     PINNED_UNTIL_CLOSED: Final = "pinnedUntilClosed"
     LEARNED_DELAY_SECONDS: Final = "learnedDelaySeconds"
     APP_EXIT_SECONDS: Final = "appExitSeconds"
+    LAME_DUCK: Final = "lameDuckMode"
+    LAST_LOSS_SECONDS: Final = "lastLossSeconds"
+
+
+class LameDuckReport:
+    """The sidecar's lameDuck report values (lameduck_sidecar.lame_duck.LameDuckState)."""
+
+    ON: Final = "on"
 
 
 class SidecarEnv:
@@ -93,3 +101,5 @@ class SidecarEnv:
     POLICY: Final = "LAMEDUCK_POLICY"
     NATIVE: Final = "LAMEDUCK_NATIVE"
     PROBES: Final = "LAMEDUCK_PROBES"
+    # The app's lame-duck mode as <port><path> (8080/lameduck); unset when the policy names none.
+    LAME_DUCK: Final = "LAMEDUCK_LAME_DUCK"

@@ -54,6 +54,9 @@ class AfterRelease:
     pooled_quiet: float | None
     pinned_until_closed: int
     app_exit: float | None  # from release to the app's exit as observed; None when not seen
+    # From release to the poll that saw the last loss; None without loss. The operator learns
+    # from it how long after stage 1 a data plane still sent work (logic/learning.py).
+    last_loss: float | None = None
 
 
 def listening_ports(own_port: int, sockets: Iterable[TcpSocket]) -> frozenset[int]:
@@ -107,6 +110,8 @@ class LossCount:
     _broken: bool = field(init=False, default=False)
     _probe_due: dict[int, float] = field(init=False, default_factory=dict)
     _probe_refusals: int = field(init=False, default=0)
+    _counted: int = field(init=False, default=0)
+    _last_loss_at: float | None = field(init=False, default=None)
 
     def observe(self, now: float, resets_sent: int | None, listening: frozenset[int]) -> None:
         """The first call, at release, is the baseline."""
@@ -121,6 +126,14 @@ class LossCount:
             if probe.port not in listening and now >= self._probe_due.get(index, -math.inf):
                 self._probe_refusals += 1
                 self._probe_due[index] = now + probe.period
+        counted = self.lost()
+        if counted is not None and counted > self._counted:
+            self._counted = counted
+            self._last_loss_at = now
+
+    def last_loss_at(self) -> float | None:
+        """When the count last grew; None without loss, or when the count is unknown."""
+        return None if self.lost() in (None, 0) else self._last_loss_at
 
     def lost(self) -> int | None:
         if self._broken or self._baseline is None or self._last is None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lameduck_sidecar.hold import HoldSettings
+from lameduck_sidecar.lame_duck import LameDuckTarget, parse_target
 from lameduck_sidecar.names import Env
 from lameduck_sidecar.traffic import Probe, parse_probes
 
@@ -56,6 +57,7 @@ class SidecarConfig:
     token_file: str
     ca_file: str
     proc_net: str = "/proc/net"
+    lame_duck: LameDuckTarget | None = None  # the app's lame-duck mode, when the policy names one
 
 
 def load_config(env: Mapping[str, str]) -> SidecarConfig:
@@ -75,6 +77,10 @@ def load_config(env: Mapping[str, str]) -> SidecarConfig:
         fallback_delay=duration(Env.FALLBACK_DELAY, "10s"),
         drain_timeout=duration(Env.DRAIN_TIMEOUT, "0s"),
     )
+    lame_duck_text = env.get(Env.LAME_DUCK, "")
+    lame_duck = parse_target(lame_duck_text) if lame_duck_text else None
+    if lame_duck_text and lame_duck is None:
+        raise ConfigError(f"{Env.LAME_DUCK} takes <port><path> such as 8080/lameduck, got {lame_duck_text!r}")
     host, api_port = env.get(Env.KUBERNETES_SERVICE_HOST), env.get(Env.KUBERNETES_SERVICE_PORT, "443")
     default_url = f"https://{host_port(host, api_port)}" if host else None
     secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -94,4 +100,5 @@ def load_config(env: Mapping[str, str]) -> SidecarConfig:
         token_file=env.get(Env.API_TOKEN_FILE, f"{secrets}/token"),
         ca_file=env.get(Env.API_CA_FILE, f"{secrets}/ca.crt"),
         proc_net=env.get(Env.PROC_NET) or "/proc/net",
+        lame_duck=lame_duck,
     )

@@ -12,7 +12,9 @@ drainTimeout left of the grace period the pod was deleted with.
 A connection busy without a pause is either an L7 proxy's pooled one (waiting helps) or one
 pinned to the pod (only the app closing it helps). How long it is waited for comes from the
 Deployment's history (learned.py): with a learned delay, max(propagationDelay, that delay); with
-none (a learning hold), until it goes quiet, up to maxHold.
+none (a learning hold), until it goes quiet, up to maxHold. With the app in lame-duck mode
+(lame_duck.py) no connection stays busy past its current response, so every busy one is waited
+for until it goes quiet, as in a learning hold, however much was learned.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from lameduck_sidecar.lame_duck import LameDuckState
 
 
 class Outcome(StrEnum):
@@ -70,6 +74,7 @@ class HoldResult:
     late_traffic: float = 0.0
     # The Deployment's learned delay this hold used; None: a learning hold (no history).
     learned_delay: float | None = None
+    lame_duck: LameDuckState = LameDuckState.OFF
 
 
 def should_hold(pod: Mapping[str, Any] | None) -> bool:
@@ -89,11 +94,18 @@ def answered_at_once() -> HoldResult:
 
 
 class Hold:
-    def __init__(self, settings: HoldSettings, started: float, learned_delay: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: HoldSettings,
+        started: float,
+        learned_delay: float | None = None,
+        lame_duck: LameDuckState = LameDuckState.OFF,
+    ) -> None:
         self.settings = settings
         self.started = started
         # The Deployment's learned pooled delay; None: no history, a learning hold.
         self.learned_delay = learned_delay
+        self.lame_duck = lame_duck
         self.stage1_end: float | None = None
         self.not_in_any_slice = False
         self.fallback = False
@@ -151,9 +163,10 @@ class Hold:
 
     def pinned_after(self) -> float | None:
         """How long a busy streak is waited for, from stage 1's end or its own start if later;
-        None: until it goes quiet (a learning hold). A learned delay only ever lengthens the
-        policy's propagationDelay: the policy is the floor."""
-        if self.learned_delay is None:
+        None: until it goes quiet (a learning hold, or the app in lame-duck mode, which closes
+        each connection after its response). A learned delay only ever lengthens the policy's
+        propagationDelay: the policy is the floor."""
+        if self.learned_delay is None or self.lame_duck is LameDuckState.ON:
             return None
         return max(self.settings.propagation_delay, self.learned_delay)
 
@@ -199,6 +212,7 @@ class Hold:
             self.pinned_after_stage1,
             0.0 if self.last_traffic is None else max(0.0, self.last_traffic - self.started),
             self.learned_delay,
+            self.lame_duck,
         )
 
     def wake_at(self) -> float:

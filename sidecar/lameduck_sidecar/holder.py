@@ -24,6 +24,7 @@ from lameduck_sidecar.hold import (
     should_hold,
 )
 from lameduck_sidecar.k8s import ApiError
+from lameduck_sidecar.lame_duck import ANSWER_TIMEOUT_SECONDS, MAX_STATUS_LINE, LameDuckState, judge, request
 from lameduck_sidecar.learned import deployment_name, learned_delay
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.report import bounded_names
@@ -135,7 +136,9 @@ class Holder:
         self.metrics.in_flight.inc()
         self.metrics.holds_by_history.labels(state="learning" if learned is None else "learned").inc()
         self.started_at = started_at
-        hold = Hold(self.config.hold, started, learned)
+        # Before the first observation: the sidecar's own connection to the app is then no new work.
+        lame_duck = await self._ask_lame_duck()
+        hold = Hold(self.config.hold, started, learned, lame_duck)
         if self.grace_period is not None:
             hold.grace_period(self.grace_period)
         traffic = self.traffic()
@@ -172,6 +175,28 @@ class Holder:
             reporter.run(hold, fates, result, list(self.callers), pod=self.pod, grace_period=self.grace_period)
         )
         return result
+
+    async def _ask_lame_duck(self) -> LameDuckState:
+        """Asks the app for its lame-duck mode (lame_duck.py), once, where the policy names one."""
+        target = self.config.lame_duck
+        if target is None:
+            return LameDuckState.OFF
+        status: bytes | None = None
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_SECONDS):
+                reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+                writer.write(request(target))
+                await writer.drain()
+                status = await reader.readline()
+        except (OSError, TimeoutError, ValueError) as err:
+            log.warning(json.dumps({"event": "lame_duck_failed", "pod": self.config.pod_name, "reason": repr(err)}))
+        finally:
+            if writer is not None:
+                writer.close()
+        state = judge(status[:MAX_STATUS_LINE] if status else None)
+        log.info(json.dumps({"event": "lame_duck", "pod": self.config.pod_name, "state": state.value}))
+        return state
 
     def terminate(self) -> None:
         """The sidecar got its own SIGTERM."""

@@ -36,6 +36,10 @@ class ReportField:
     PINNED_UNTIL_CLOSED: Final = "pinnedUntilClosed"
     LEARNED_DELAY_SECONDS: Final = "learnedDelaySeconds"
     APP_EXIT_SECONDS: Final = "appExitSeconds"
+    # Whether the app's lame-duck mode was asked for and turned on (LameDuckState values).
+    LAME_DUCK: Final = "lameDuckMode"
+    # From release to the last request lost (lostAfterRelease > 0), seconds; None without loss.
+    LAST_LOSS_SECONDS: Final = "lastLossSeconds"
 
 
 class Env:
@@ -56,6 +60,7 @@ class Env:
     POLICY: Final = "LAMEDUCK_POLICY"
     NATIVE: Final = "LAMEDUCK_NATIVE"
     PROBES: Final = "LAMEDUCK_PROBES"
+    LAME_DUCK: Final = "LAMEDUCK_LAME_DUCK"
     # Never set by the operator: kubelet's own, and test or tuning knobs.
     API_URL: Final = "LAMEDUCK_API_URL"
     API_TOKEN_FILE: Final = "LAMEDUCK_API_TOKEN_FILE"

@@ -89,6 +89,8 @@ def report_message(
         ReportField.PINNED_UNTIL_CLOSED: after.pinned_until_closed,
         ReportField.LEARNED_DELAY_SECONDS: _seconds(result.learned_delay),
         ReportField.APP_EXIT_SECONDS: _seconds(after.app_exit),
+        ReportField.LAME_DUCK: result.lame_duck.value,
+        ReportField.LAST_LOSS_SECONDS: _seconds(after.last_loss),
     }
 
 

@@ -75,6 +75,7 @@ class AfterReleaseReporter:
                     "pooled_quiet": None if after.pooled_quiet is None else round(after.pooled_quiet, 3),
                     "pinned_until_closed": after.pinned_until_closed,
                     "app_exit": None if after.app_exit is None else round(after.app_exit, 3),
+                    "last_loss": None if after.last_loss is None else round(after.last_loss, 3),
                 }
             )
         )
@@ -107,7 +108,14 @@ class AfterReleaseReporter:
         exited: float | None = None
         if now < deadline:  # ended by the app's exit as seen, not by the bound
             exited = max(0.0, (self.terminated_at or now) - released) if native else now - released
-        return AfterRelease(loss.lost(), fates.pooled_quiet, fates.pinned_until_closed, exited)
+        last_loss = loss.last_loss_at()
+        return AfterRelease(
+            loss.lost(),
+            fates.pooled_quiet,
+            fates.pinned_until_closed,
+            exited,
+            None if last_loss is None else max(0.0, last_loss - released),
+        )
 
     async def _report(
         self,
@@ -183,6 +191,7 @@ def record_hold(
                 "pinned_after_stage1": result.pinned_after_stage1,
                 "late_traffic": round(result.late_traffic, 3),
                 "learned_delay": result.learned_delay,
+                "lame_duck": result.lame_duck.value,
                 "grace_period": grace_period,
             }
         )

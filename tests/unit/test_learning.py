@@ -31,6 +31,7 @@ def report(
     stage2: float | None = 3.0,
     hold: float = 4.0,
     stage1: float | None = 1.0,
+    last_loss: float | None = None,
 ) -> HoldReport:
     return HoldReport(
         event_uid="e",
@@ -49,6 +50,7 @@ def report(
         lost_after_release=lost,
         pooled_quiet_seconds=pooled,
         learned_delay_seconds=learned,
+        last_loss_seconds=last_loss,
     )
 
 
@@ -72,6 +74,12 @@ def report(
         # A learning hold that lost: what it held after stage 1 counts as what it used.
         ([report(learned=None, lost=1, stage2=6.0)], MAX_HOLD, 9.0),
         ([report(learned=None, lost=1, stage2=None, hold=7.0, stage1=1.0)], MAX_HOLD, 9.0),
+        # A loss whose time is known: at least from stage 1 to it, with headroom, in one step.
+        ([report(learned=0.0, lost=3, stage2=2.0, last_loss=4.0)], MAX_HOLD, 6.0 * RECOMMENDATION_HEADROOM),
+        # ... and never below the stepped rule when that is more.
+        ([report(learned=8.0, lost=1, stage2=8.0, last_loss=0.1)], MAX_HOLD, 8.0 * LOSS_FACTOR),
+        # A time without a counted loss teaches nothing.
+        ([report(learned=0.0, lost=0, stage2=2.0, last_loss=4.0)], MAX_HOLD, 0.0),
         # A loss that was not counted (None) or was none corrects nothing.
         ([report(learned=4.0, lost=None)], MAX_HOLD, 0.0),
         # Never above the policy's maxHold.
@@ -92,6 +100,9 @@ def report(
         "loss-below-quiet",
         "learning-hold-loss",
         "learning-hold-loss-without-stage-2",
+        "loss-time-in-one-step",
+        "loss-time-below-step",
+        "loss-time-without-loss",
         "loss-not-counted",
         "capped",
         "loss-capped",

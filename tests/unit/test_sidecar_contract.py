@@ -24,6 +24,7 @@ from lameduck_sidecar import names as sidecar_names
 from lameduck_sidecar.after_release import AfterRelease
 from lameduck_sidecar.config import load_config
 from lameduck_sidecar.hold import HoldResult, Outcome
+from lameduck_sidecar.lame_duck import LameDuckState, LameDuckTarget
 from lameduck_sidecar.learned import deployment_name, learned_delay
 from lameduck_sidecar.report import hold_report_event, report_message
 from lameduck_sidecar.traffic import Probe
@@ -86,7 +87,15 @@ def injected_env(sidecar_container: dict[str, Any]) -> dict[str, str]:
 def test_the_sidecar_reads_every_setting_the_operator_injects_as_meant(native: bool) -> None:
     settings = Settings(sidecar=SidecarSettings(native=native, port=9911))
     governing = policy(
-        spec={"hold": {"propagationDelay": "1500ms", "quietPeriod": "3s", "maxHold": "1m30s"}, "drainTimeout": "45s"}
+        spec={
+            "hold": {
+                "propagationDelay": "1500ms",
+                "quietPeriod": "3s",
+                "maxHold": "1m30s",
+                "lameDuck": {"port": 8080, "path": "/lame-duck?now=1"},
+            },
+            "drainTimeout": "45s",
+        }
     )
     app = container(
         "app",
@@ -108,6 +117,7 @@ def test_the_sidecar_reads_every_setting_the_operator_injects_as_meant(native: b
     )
     hold = config.hold
     assert (hold.propagation_delay, hold.quiet_period, hold.max_hold, hold.drain_timeout) == (1.5, 3.0, 90.0, 45.0)
+    assert config.lame_duck == LameDuckTarget(8080, "/lame-duck?now=1")
     assert config.probes == (Probe(8080, 2.0), Probe(8443, 10.0))
     assert config.app_ports == frozenset({8080, 8443})
     assert config.port == 9911
@@ -216,8 +226,10 @@ def test_the_sidecar_reads_a_learned_value_written_by_the_operators_names() -> N
 
 
 def test_the_report_carries_every_field_measured_after_release() -> None:
-    result = HoldResult(Outcome.QUIET, 7.0, 1.0, 6.0, 0, 4, 0, late_traffic=6.0, learned_delay=5.5)
-    after = AfterRelease(lost=2, pooled_quiet=5.25, pinned_until_closed=1, app_exit=0.75)
+    result = HoldResult(
+        Outcome.QUIET, 7.0, 1.0, 6.0, 0, 4, 0, late_traffic=6.0, learned_delay=5.5, lame_duck=LameDuckState.ON
+    )
+    after = AfterRelease(lost=2, pooled_quiet=5.25, pinned_until_closed=1, app_exit=0.75, last_loss=0.5)
     message = report_message(result, policy="", max_hold=30.0, grace_period=None, pod=None, containers=[], after=after)
     fields = operator_names.ReportField
     assert {
@@ -226,9 +238,30 @@ def test_the_report_carries_every_field_measured_after_release() -> None:
         fields.PINNED_UNTIL_CLOSED: 1,
         fields.LEARNED_DELAY_SECONDS: 5.5,
         fields.APP_EXIT_SECONDS: 0.75,
+        fields.LAME_DUCK: operator_names.LameDuckReport.ON,
+        fields.LAST_LOSS_SECONDS: 0.5,
     }.items() <= message.items()
     event = hold_report_event(
         message, namespace="shop", pod_name="p", pod_uid="u", now=datetime(2026, 1, 1, tzinfo=UTC)
     )
     event["metadata"]["uid"] = "e1"
-    parse_hold_report(event)  # the operator still reads a report with the new fields
+    parsed = parse_hold_report(event)  # the operator reads the new fields as the sidecar meant them
+    assert (parsed.lame_duck, parsed.last_loss_seconds, parsed.lost_after_release) == (True, 0.5, 2)
+
+
+def test_a_policy_without_lame_duck_mode_injects_the_same_sidecar_as_before() -> None:
+    """The lame-duck variable is added last and only when asked for, so the intent of every
+    Deployment governed before the field existed is unchanged (no rollout from an upgrade)."""
+    settings = Settings(sidecar=SidecarSettings(native=True, port=9911))
+    plain = plan_deployment(deployment(containers=[container("app", 8080)]), policy(spec={}), settings)
+    asked = plan_deployment(
+        deployment(containers=[container("app", 8080)]),
+        policy(spec={"hold": {"lameDuck": {"port": 8080, "path": "/lameduck"}}}),
+        settings,
+    )
+
+    def env(plan: Any) -> list[dict[str, Any]]:
+        (sidecar,) = [c for c in plan.intent["spec"]["template"]["spec"]["initContainers"] if c["name"] == SIDECAR_NAME]
+        return list(sidecar["env"])
+
+    assert env(asked) == [*env(plain), {"name": operator_names.SidecarEnv.LAME_DUCK, "value": "8080/lameduck"}]

@@ -136,6 +136,12 @@ def sidecar_container(
             {"name": SidecarEnv.NATIVE, "value": "true" if sidecar.native else "false"},
             {"name": SidecarEnv.PROBES, "value": ",".join(f"{port}:{period}" for port, period in probes)},
             _field_env(SidecarEnv.HOST_IP, "status.hostIP"),
+            # Last and only when asked for: the intent of every other policy stays as it was.
+            *(
+                [{"name": SidecarEnv.LAME_DUCK, "value": f"{spec.hold.lame_duck.port}{spec.hold.lame_duck.path}"}]
+                if spec.hold.lame_duck is not None
+                else []
+            ),
         ],
         "resources": {
             "requests": {"cpu": sidecar.cpu_request, "memory": sidecar.memory_request},

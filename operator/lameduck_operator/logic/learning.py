@@ -14,7 +14,9 @@ The rule:
 - the largest recent `pooledQuietSeconds`, times RECOMMENDATION_HEADROOM;
 - raised by every recent hold that lost requests after release: to at least LOSS_FACTOR times
   the delay it used, and LOSS_STEP_SECONDS more than it (what it held after stage 1, at least
-  its learned delay);
+  its learned delay), and to the time from stage 1's end to its last loss (`lastLossSeconds`
+  after release), times RECOMMENDATION_HEADROOM: a data plane that still sent work then needs
+  at least that, so one lossy hold corrects the delay rather than several growing steps;
 - never above the policy's maxHold, never below 0: 0 when the recent holds saw only pinned
   clients or no late traffic (the fast path).
 Each term only raises the value, so a longer quiet or a loss never lowers it. A loss stops
@@ -74,6 +76,9 @@ def needed_after(report: HoldReport) -> float:
     if report.lost_after_release:
         used = delay_used(report)
         needed = max(needed, used * LOSS_FACTOR, used + LOSS_STEP_SECONDS)
+        if report.last_loss_seconds is not None:
+            held = report.stage2_seconds or 0.0
+            needed = max(needed, (held + report.last_loss_seconds) * RECOMMENDATION_HEADROOM)
     return needed
 
 

@@ -123,11 +123,12 @@ def after_release_within_bounds(report: HoldReport, window: float) -> bool:
     the earliest of the app's exit, the pod's removal, the report and now): stage 1 ended after
     the deletion and release came after it too, so each time counts from one of those."""
     limit = window + REPORT_SLACK_SECONDS
-    pooled, app_exit = report.pooled_quiet_seconds, report.app_exit_seconds
+    pooled, app_exit, last_loss = report.pooled_quiet_seconds, report.app_exit_seconds, report.last_loss_seconds
     counts = [report.lost_after_release, report.pinned_until_closed]
     return (
         (pooled is None or pooled + (report.stage1_seconds or 0.0) <= limit)
         and (app_exit is None or app_exit + report.hold_seconds <= limit + ROUNDING_SECONDS)
+        and (last_loss is None or last_loss + report.hold_seconds <= limit + ROUNDING_SECONDS)
         and (report.learned_delay_seconds is None or report.learned_delay_seconds <= LONGEST_HOLD_SECONDS)
         and all(count is None or 0 <= count < MAX_COUNT_AFTER_RELEASE for count in counts)
     )

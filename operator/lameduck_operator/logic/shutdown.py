@@ -21,7 +21,15 @@ from typing import Any
 
 from lameduck_operator.logic.status import MAX_LISTED
 from lameduck_operator.model import BUDGET_MARGIN_SECONDS, MAX_HOLD, PolicyRef, format_seconds
-from lameduck_operator.names import KIND_CLUSTER, POLICY_KINDS, REPORT_VERSION, SIDECAR_NAME, ReportField, SidecarEnv
+from lameduck_operator.names import (
+    KIND_CLUSTER,
+    POLICY_KINDS,
+    REPORT_VERSION,
+    SIDECAR_NAME,
+    LameDuckReport,
+    ReportField,
+    SidecarEnv,
+)
 
 # A container killed at the end of its grace period exits with 128 + SIGKILL.
 SIGKILL_EXIT = 137
@@ -102,6 +110,9 @@ class HoldReport:
     pinned_until_closed: int = 0  # busy connections that ended only when closed
     learned_delay_seconds: float | None = None  # the learned delay the hold used; None: a learning hold
     app_exit_seconds: float | None = None  # from release to the app's exit, as the sidecar saw it
+    # The app was in lame-duck mode for the hold: each connection closed after its response.
+    lame_duck: bool = False
+    last_loss_seconds: float | None = None  # from release to the last request lost
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,8 @@ def parse_hold_report(event: Mapping[str, Any]) -> HoldReport:
         pinned_until_closed=_absent_or_count(report, ReportField.PINNED_UNTIL_CLOSED) or 0,
         learned_delay_seconds=_absent_or_seconds(report, ReportField.LEARNED_DELAY_SECONDS),
         app_exit_seconds=_absent_or_seconds(report, ReportField.APP_EXIT_SECONDS),
+        lame_duck=report.get(ReportField.LAME_DUCK) == LameDuckReport.ON,
+        last_loss_seconds=_absent_or_seconds(report, ReportField.LAST_LOSS_SECONDS),
     )
 
 
