@@ -364,3 +364,41 @@ def audited_requests(log: Path, user: str) -> list[str]:
         if event.get("user", {}).get("username") == user:
             requests[event["auditID"]] = f"{event['verb']} {event.get('objectRef', {}).get('resource')}"
     return list(requests.values())
+
+
+def test_in_lame_duck_mode_the_app_closes_each_connection_and_the_hold_counts_the_new_ones(
+    kube: Kube, operator: Operator, namespace: str, tmp_path: Path
+) -> None:
+    """spec.hold.lameDuck: when the hold starts the sidecar asks the demo app for its lame-duck
+    mode, so a keep-alive connection opened before the deletion is closed after its next
+    response (while the pod is still held), and a client that keeps choosing the pod comes on
+    new connections, which keep the hold until they stop."""
+    start_guarded_demo(kube, namespace, hold={"lameDuck": {"port": 8080, "path": "/lameduck"}})
+    pod = first_pod(kube, namespace)
+    connection = http.client.HTTPConnection(pod_ip(kube, namespace, pod), 8080, timeout=2)
+    connection.request("GET", "/")  # opened before the deletion, kept alive
+    first = connection.getresponse()
+    first.read()
+    assert first.getheader("Connection") != "close", "before the hold the app keeps connections"
+    log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
+    kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
+
+    def closed_after_response() -> bool:
+        connection.request("GET", "/")  # reopens by itself once the app closed the last one
+        response = connection.getresponse()
+        response.read()
+        return response.getheader("Connection") == "close"
+
+    wait_until(closed_after_response, 10, "the app closes each connection after its response", 0.2)
+    end = time.monotonic() + 4
+    while time.monotonic() < end:
+        assert closed_after_response(), "every later response closes its connection"
+        time.sleep(0.3)  # pacing the requests (not a poll for a condition)
+    traffic_ended = time.time()
+    connection.close()
+    hold = log.hold()
+    assert hold["lame_duck"] == "on"
+    assert hold["outcome"] == "quiet"
+    assert hold["connections_after_stage1"] >= 5, "each request after the first came on a new connection"
+    released_at = hold["started_at"] + hold["seconds"]
+    assert released_at >= traffic_ended + 1.0 - 0.4, "released only after a quiet period following the last request"
