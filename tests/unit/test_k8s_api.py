@@ -1,17 +1,21 @@
-"""Reading the API server's structured answers, never its message text."""
+"""Reading the API server's structured answers, never its message text; what the adapters ask for."""
 
 from __future__ import annotations
 
 import json
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 from lameduck_operator.k8s.learned import LearnedConfigMaps
 from lameduck_operator.k8s.pod_conditions import invalid_fields
+from lameduck_operator.k8s.sidecar_rbac import SidecarRbac
+from lameduck_operator.logic.rbac import sidecar_role
 from lameduck_operator.names import MANAGED_LABELS
+from tests.unit.api_requests import recording_client
 
 UID_IMMUTABLE = {
     "kind": "Status",
@@ -80,3 +84,22 @@ async def test_the_learned_config_map_is_applied_as_lameduck_with_its_labels() -
     assert body["metadata"] == {"name": "lameduck-learned", "namespace": "shop", "labels": dict(MANAGED_LABELS)}
     assert body["data"] == {"web": "{}"}
     assert kwargs == {"field_manager": "lameduck", "force": True, "_content_type": "application/apply-patch+yaml"}
+
+
+def test_the_sidecars_access_is_listed_at_start_by_its_name_and_labels() -> None:
+    # By name, so that RBAC can limit the operator's list of Roles and RoleBindings to that
+    # name; what comes back is read as before.
+    current = sidecar_role("shop")["rules"]
+    shop, jobs = ({"name": "lameduck-sidecar", "namespace": ns} for ns in ("shop", "jobs"))
+    items = {
+        "rolebindings": [{"metadata": shop, "subjects": [{"name": "web"}, {"name": "api"}]}, {"metadata": jobs}],
+        "roles": [{"metadata": shop, "rules": current}, {"metadata": jobs, "rules": current[:1]}],
+    }
+    api_client, recorder = recording_client(lambda _, url, __: {"items": items[urlsplit(url).path.rsplit("/", 1)[1]]})
+    api = SidecarRbac(api_client)
+    assert api.list_sidecar_access() == {"shop": ("api", "web"), "jobs": ()}
+    assert api.list_outdated_sidecar_roles() == {"jobs"}
+    for sent in recorder.sent:
+        query = parse_qs(urlsplit(sent.url).query)
+        assert query["fieldSelector"] == ["metadata.name=lameduck-sidecar"]
+        assert query["labelSelector"] == [",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())]

@@ -22,6 +22,15 @@ RETRY_PERIOD_SECONDS = 2
 log = logging.getLogger("lameduck.leadership")
 
 
+def lease_lock(api_client: client.ApiClient, *, namespace: str, name: str, identity: str) -> LeaseLock:
+    """The Lease the replicas campaign for. The election reads it, creates it when there is none
+    and replaces it to renew (the chart's leader-election Role grants just that)."""
+    lock = LeaseLock(name, namespace, identity)  # type: ignore[no-untyped-call]
+    # The lock makes its own API object on the client's default configuration: use ours.
+    lock.api_instance = client.CoordinationV1Api(api_client)
+    return lock
+
+
 def start_election(
     api_client: client.ApiClient,
     *,
@@ -33,9 +42,7 @@ def start_election(
 ) -> threading.Thread:
     """Campaign in a thread of its own; on_lead when this process leads, on_lost when it no longer
     may (the callbacks run in that thread). An election that fails in any way counts as lost."""
-    lock = LeaseLock(name, namespace, identity)  # type: ignore[no-untyped-call]
-    # The lock makes its own API object on the client's default configuration: use ours.
-    lock.api_instance = client.CoordinationV1Api(api_client)
+    lock = lease_lock(api_client, namespace=namespace, name=name, identity=identity)
     config = electionconfig.Config(  # type: ignore[no-untyped-call]
         lock, LEASE_DURATION_SECONDS, RENEW_DEADLINE_SECONDS, RETRY_PERIOD_SECONDS, on_lead, on_lost
     )

@@ -16,6 +16,11 @@ from lameduck_operator.names import FIELD_MANAGER, MANAGED_LABELS, SIDECAR_RBAC_
 POD_PAGE = 500
 # Finished pods run nothing: the API server leaves them out (the pure rule skips them too).
 UNFINISHED = ",".join(f"status.phase!={phase}" for phase in FINISHED_PHASES)
+# Only lameduck's Role and RoleBinding, asked for by name: the API server then authorizes the
+# list against RBAC rules limited to that name (resourceNames), so the operator needs no right to
+# list anyone else's. The labels leave out one of that name that lameduck did not write.
+NAMED = f"metadata.name={SIDECAR_RBAC_NAME}"
+MANAGED = ",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())
 
 
 def _sidecar_view(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,26 +80,23 @@ class SidecarRbac(ApiClients):
     async def list_pods(self, namespace: str) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self._list_pods, namespace)
 
+    @staticmethod
+    def _ours(lister: Any) -> list[dict[str, Any]]:
+        listed = json_body(lister(field_selector=NAMED, label_selector=MANAGED, _preload_content=False))
+        return list(listed.get("items", []))
+
     def list_sidecar_access(self) -> dict[str, tuple[str, ...]]:
         """Where lameduck's sidecar RoleBindings exist, and their subjects (to clean up later)."""
-        selector = ",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())
-        listed = json_body(
-            self.rbac.list_role_binding_for_all_namespaces(label_selector=selector, _preload_content=False)
-        )
         return {
             item["metadata"]["namespace"]: tuple(sorted(s["name"] for s in item.get("subjects") or []))
-            for item in listed.get("items", [])
-            if item["metadata"]["name"] == SIDECAR_RBAC_NAME
+            for item in self._ours(self.rbac.list_role_binding_for_all_namespaces)
         }
 
     def list_outdated_sidecar_roles(self) -> set[str]:
         """Namespaces whose sidecar Role grants other rules than this version's (an upgrade
         that changed what a hold needs): they are applied again."""
-        selector = ",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())
-        listed = json_body(self.rbac.list_role_for_all_namespaces(label_selector=selector, _preload_content=False))
         return {
             item["metadata"]["namespace"]
-            for item in listed.get("items", [])
-            if item["metadata"]["name"] == SIDECAR_RBAC_NAME
-            and item.get("rules") != sidecar_role(item["metadata"]["namespace"])["rules"]
+            for item in self._ours(self.rbac.list_role_for_all_namespaces)
+            if item.get("rules") != sidecar_role(item["metadata"]["namespace"])["rules"]
         }
