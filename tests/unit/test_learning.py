@@ -11,7 +11,6 @@ import pytest
 
 from lameduck_operator.logic.learning import (
     LOSS_FACTOR,
-    LOSS_NOISE,
     LOSS_STEP_SECONDS,
     Learned,
     learn,
@@ -65,29 +64,27 @@ def report(
         ([report(pooled=0.0011)], MAX_HOLD, 0.002),  # rounded up to the millisecond
         # A loss with a learned delay: 1.5 times it, or one second more when that is more.
         ([report(learned=4.0, lost=2)], MAX_HOLD, 4.0 * LOSS_FACTOR),
-        ([report(learned=0.0, lost=2, stage2=0.0)], MAX_HOLD, LOSS_STEP_SECONDS),
-        ([report(learned=1.0, lost=2, stage2=0.5)], MAX_HOLD, 2.0),
+        ([report(learned=0.0, lost=1, stage2=0.0)], MAX_HOLD, LOSS_STEP_SECONDS),
+        ([report(learned=1.0, lost=1, stage2=0.5)], MAX_HOLD, 2.0),
         # What the hold held after stage 1 counts when it was more than its learned delay: a
         # learned 0 waited the policy's propagationDelay, and a loss must raise it above that.
-        ([report(learned=0.0, lost=2, stage2=2.5)], MAX_HOLD, 2.5 * LOSS_FACTOR),
+        ([report(learned=0.0, lost=1, stage2=2.5)], MAX_HOLD, 2.5 * LOSS_FACTOR),
         # ... or the quiet it saw, with headroom, if that is more.
         ([report(learned=2.0, lost=5, pooled=8.0)], MAX_HOLD, 10.0),
         # A learning hold that lost: what it held after stage 1 counts as what it used.
-        ([report(learned=None, lost=2, stage2=6.0)], MAX_HOLD, 9.0),
-        ([report(learned=None, lost=2, stage2=None, hold=7.0, stage1=1.0)], MAX_HOLD, 9.0),
+        ([report(learned=None, lost=1, stage2=6.0)], MAX_HOLD, 9.0),
+        ([report(learned=None, lost=1, stage2=None, hold=7.0, stage1=1.0)], MAX_HOLD, 9.0),
         # A loss whose time is known: at least from stage 1 to it, with headroom, in one step.
         ([report(learned=0.0, lost=3, stage2=2.0, last_loss=4.0)], MAX_HOLD, 6.0 * RECOMMENDATION_HEADROOM),
         # ... and never below the stepped rule when that is more.
-        ([report(learned=8.0, lost=2, stage2=8.0, last_loss=0.1)], MAX_HOLD, 8.0 * LOSS_FACTOR),
+        ([report(learned=8.0, lost=1, stage2=8.0, last_loss=0.1)], MAX_HOLD, 8.0 * LOSS_FACTOR),
         # A time without a counted loss teaches nothing.
         ([report(learned=0.0, lost=0, stage2=2.0, last_loss=4.0)], MAX_HOLD, 0.0),
-        # One RST is the count's noise: it corrects nothing (still reported).
-        ([report(learned=0.0, lost=1, stage2=2.0, last_loss=4.0)], MAX_HOLD, 0.0),
         # A loss that was not counted (None) or was none corrects nothing.
         ([report(learned=4.0, lost=None)], MAX_HOLD, 0.0),
         # Never above the policy's maxHold.
         ([report(pooled=100.0)], MAX_HOLD, MAX_HOLD),
-        ([report(learned=25.0, lost=2)], MAX_HOLD, MAX_HOLD),
+        ([report(learned=25.0, lost=1)], MAX_HOLD, MAX_HOLD),
         ([report(pooled=3.0)], 2.0, 2.0),
     ],
     ids=[
@@ -106,7 +103,6 @@ def report(
         "loss-time-in-one-step",
         "loss-time-below-step",
         "loss-time-without-loss",
-        "one-reset-is-noise",
         "loss-not-counted",
         "capped",
         "loss-capped",
@@ -208,7 +204,7 @@ def test_a_loss_never_lowers_it() -> None:
 def _loss_lowers_nothing(seed: int) -> None:
     rng, reports, max_hold = random_case(seed)
     index = rng.randrange(len(reports))
-    lossy = dataclasses.replace(reports[index], lost_after_release=rng.randint(LOSS_NOISE + 1, 1000))
+    lossy = dataclasses.replace(reports[index], lost_after_release=rng.randint(1, 1000))
     with_loss = [*reports[:index], lossy, *reports[index + 1 :]]
     assert learn(with_loss, max_hold).pooled_delay_seconds >= learn(reports, max_hold).pooled_delay_seconds  # type: ignore[union-attr]
 

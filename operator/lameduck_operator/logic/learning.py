@@ -17,10 +17,6 @@ The rule:
   its learned delay), and to the time from stage 1's end to its last loss (`lastLossSeconds`
   after release), times RECOMMENDATION_HEADROOM: a data plane that still sent work then needs
   at least that, so one lossy hold corrects the delay rather than several growing steps;
-- a hold that counted at most LOSS_NOISE lost teaches nothing by its loss: one RST is within
-  what the count over-counts (a peer's stray segment after the app closed its connection), and
-  behind HAProxy two holds counted 1 each while the load generator saw no error
-  (bench/results/rollout-l7-convergence.json, docs/benchmarks.md); the loss is still reported;
 - never above the policy's maxHold, never below 0: 0 when the recent holds saw only pinned
   clients or no late traffic (the fast path).
 Each term only raises the value, so a longer quiet or a loss never lowers it. A loss stops
@@ -42,8 +38,6 @@ from lameduck_operator.names import LEARNED_CONFIGMAP, LEARNED_VERSION, MANAGED_
 # LOSS_STEP_SECONDS more (a loss with no delay at all must still raise it).
 LOSS_FACTOR = 1.5
 LOSS_STEP_SECONDS = 1.0
-# A hold's count of lost requests up to this is taken as the count's own noise (see above).
-LOSS_NOISE = 1
 # Learned delays are kept to the millisecond (rounded up), as the sidecar reports its times.
 PER_SECOND = 1000
 # A value longer than this is none lameduck wrote (the sidecar reads at most 256 characters).
@@ -79,7 +73,7 @@ def needed_after(report: HoldReport) -> float:
     needed = 0.0
     if report.pooled_quiet_seconds is not None:
         needed = report.pooled_quiet_seconds * RECOMMENDATION_HEADROOM
-    if (report.lost_after_release or 0) > LOSS_NOISE:
+    if report.lost_after_release:
         used = delay_used(report)
         needed = max(needed, used * LOSS_FACTOR, used + LOSS_STEP_SECONDS)
         if report.last_loss_seconds is not None:
