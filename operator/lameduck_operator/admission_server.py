@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from lameduck_operator.logic.admission import Admitted, Judge, ReviewInvalid, Sk
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.webhook_certificate import ServingCertificate
 
 log = logging.getLogger("lameduck.operator")
 WEBHOOK_PATH = "/mutate/deployments"
@@ -47,11 +46,11 @@ class AdmissionServer:
     judge: Judge
     metrics: OperatorMetrics
     port: int
-    tls: ssl.SSLContext
-    # The certificate and key the context was loaded from, reloaded when kubelet rotates them.
-    cert: Path | None = None
-    key: Path | None = None
+    # The mounted certificate and key; reloaded every `cert_reload_seconds` when kubelet rotates them.
+    cert: Path
+    key: Path
     host: str = "0.0.0.0"
+    cert_reload_seconds: float = CERT_RELOAD_SECONDS
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event | None = None
@@ -88,6 +87,7 @@ class AdmissionServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        certificate = ServingCertificate(self.cert, self.key, self.metrics)
         app = web.Application(client_max_size=MAX_REVIEW_BYTES)
         app.router.add_post(WEBHOOK_PATH, self._mutate)
         runner = web.AppRunner(app, access_log=None)
@@ -95,16 +95,18 @@ class AdmissionServer:
         try:
             listening = socket.create_server((self.host, self.port))
             self.bound_port = listening.getsockname()[1]
-            await web.SockSite(runner, listening, ssl_context=self.tls).start()
-            reload = None
-            if self.cert is not None and self.key is not None:
-                reload = asyncio.create_task(_reload_certificate(self.tls, self.cert, self.key))
+            await web.SockSite(runner, listening, ssl_context=certificate.listening).start()
+            reload = asyncio.create_task(self._reload_certificate(certificate))
             self._started.set()
             await self._stop.wait()
-            if reload is not None:
-                reload.cancel()
+            reload.cancel()
         finally:
             await runner.cleanup()
+
+    async def _reload_certificate(self, certificate: ServingCertificate) -> None:
+        while True:
+            await asyncio.sleep(self.cert_reload_seconds)
+            certificate.reload()
 
     async def _mutate(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -149,12 +151,6 @@ class AdmissionServer:
         return web.json_response(invalid_answer(error, 413), status=413)
 
 
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
-
-
 def _result(admitted: Admitted) -> str:
     if admitted.patch:
         return "patched"
@@ -163,23 +159,3 @@ def _result(admitted: Admitted) -> str:
     if admitted.decision is None:
         return "skipped"
     return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"
-
-
-async def _reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
-    """kubelet updates the mounted Secret in place when it is rotated: new handshakes get the new
-    certificate without a restart."""
-
-    def stamp() -> tuple[float, float]:
-        return os.stat(cert).st_mtime, os.stat(key).st_mtime
-
-    seen = stamp()
-    while True:
-        await asyncio.sleep(CERT_RELOAD_SECONDS)
-        try:
-            current = stamp()
-            if current != seen:
-                context.load_cert_chain(cert, key)
-                seen = current
-                log.info("reloaded the webhook certificate")
-        except (OSError, ssl.SSLError) as err:
-            log.warning("could not reload the webhook certificate: %s", err)

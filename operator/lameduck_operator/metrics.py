@@ -143,6 +143,12 @@ class OperatorMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=self.registry,
         )
+        self.webhook_certificate_reload_failures = Counter(
+            "lameduck_webhook_certificate_reload_failures_total",
+            "Certificate and key pairs the webhook found in its mounted files and could not load (mismatched, "
+            "malformed or unreadable), each counted once: it kept serving the pair it had.",
+            registry=self.registry,
+        )
         self.readiness_writes = Counter(
             "lameduck_readiness_condition_writes_total",
             "Writes of the pod condition lameduck.dev/endpoints-ready, by status and reason "

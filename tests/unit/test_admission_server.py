@@ -8,9 +8,10 @@ import json
 import socket
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ from lameduck_operator.admission_server import (
     WEBHOOK_PATH,
     AdmissionServer,
     AdmissionServerFailed,
-    tls_context,
 )
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS, Decision
 from lameduck_operator.metrics import OperatorMetrics
@@ -33,21 +33,24 @@ from tests.unit.test_admission import ENFORCE, judge_for, request
 ANSWER_WAIT_SECONDS = 20.0
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return self_signed(tmp_path_factory.mktemp("tls"), "127.0.0.1", "IP:127.0.0.1")
-
-
-@pytest.fixture
-def metrics() -> OperatorMetrics:
-    return OperatorMetrics()
-
-
 def serving(
-    certificate: tuple[Path, Path], metrics: OperatorMetrics, judge: Any = None, port: int = 0
+    certificate: tuple[Path, Path],
+    metrics: OperatorMetrics,
+    *,
+    judge: Any = None,
+    port: int = 0,
+    cert_reload_seconds: float = ANSWER_WAIT_SECONDS,
 ) -> AdmissionServer:
     cert, key = certificate
-    return AdmissionServer(judge or judge_for([ENFORCE]), metrics, port, tls_context(cert, key), host="127.0.0.1")
+    return AdmissionServer(
+        judge or judge_for([ENFORCE]),
+        metrics,
+        port,
+        cert,
+        key,
+        host="127.0.0.1",
+        cert_reload_seconds=cert_reload_seconds,
+    )
 
 
 @pytest.fixture
@@ -80,6 +83,13 @@ def patch_of(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def count(metrics: OperatorMetrics, result: str) -> float:
     return metrics.registry.get_sample_value("lameduck_webhook_requests_total", {"result": result}) or 0.0
+
+
+def eventually(check: Callable[[], bool], what: str, every: float = 0.05) -> None:
+    deadline = time.monotonic() + ANSWER_WAIT_SECONDS
+    while not check():
+        assert time.monotonic() < deadline, f"not within {ANSWER_WAIT_SECONDS}s: {what}"
+        time.sleep(every)
 
 
 async def test_a_review_is_answered_while_the_operators_loop_is_blocked(
@@ -146,6 +156,15 @@ def test_a_port_already_taken_fails_the_start_with_a_typed_error(
         server = serving(certificate, metrics, port=taken.getsockname()[1])
         with pytest.raises(AdmissionServerFailed):
             server.start()
+
+
+def test_a_certificate_that_does_not_load_fails_the_start_with_a_typed_error(
+    tmp_path: Path, certificate: tuple[Path, Path], metrics: OperatorMetrics
+) -> None:
+    other = self_signed(tmp_path, "127.0.0.1", "IP:127.0.0.1")
+    server = serving((certificate[0], other[1]), metrics)
+    with pytest.raises(AdmissionServerFailed):
+        server.start()
 
 
 # ---- the webhook's server: a body over the limit is refused before it is parsed --------
