@@ -11,7 +11,6 @@ operations (the fleet's policies and namespace labels).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import threading
@@ -21,13 +20,22 @@ from pathlib import Path
 
 from aiohttp import web
 
-from lameduck_operator.logic.admission import Admitted, Judge, ReviewInvalid, Skip, invalid_answer, review
+from lameduck_operator.logic.admission import (
+    Admitted,
+    Judge,
+    Refusal,
+    ReviewInvalid,
+    Skip,
+    parse,
+    refusal_answer,
+    review,
+)
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.webhook_certificate import ServingCertificate
 
-log = logging.getLogger("lameduck.operator")
+log = logging.getLogger("lameduck.operator.webhook")
 WEBHOOK_PATH = "/mutate/deployments"
 # The largest review body read. The API server takes objects up to 3 MiB, and etcd stores
 # 1.5 MiB by default, so an UPDATE's review (object and oldObject) of any storable Deployment
@@ -35,10 +43,53 @@ WEBHOOK_PATH = "/mutate/deployments"
 MAX_REVIEW_BYTES = 4 * 1024 * 1024
 CERT_RELOAD_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 30.0
+# The longest exception text logged below DEBUG: aiohttp's parse errors quote what they could
+# not parse, up to a whole request line of it.
+MAX_EXCEPTION_CHARS = 300
+# lameduck_webhook_requests_total's result for each refusal.
+REFUSAL_RESULTS = {
+    Refusal.BAD_REQUEST: "invalid",
+    Refusal.REQUEST_ENTITY_TOO_LARGE: "body_too_large",
+    Refusal.INTERNAL_ERROR: "error",
+}
+
+
+class OneLineExceptions(logging.Filter):
+    """On a logger: a record with an exception keeps its traceback only while the logger logs
+    DEBUG; otherwise the exception is one short line at the end of the message. A client that
+    sends garbage, or a review that trips a bug, must not write a traceback per request."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not self._logger.isEnabledFor(logging.DEBUG):
+            err = record.exc_info[1]
+            text = " ".join(str(err).split())
+            if len(text) > MAX_EXCEPTION_CHARS:
+                text = text[:MAX_EXCEPTION_CHARS] + "..."
+            record.msg = f"{record.getMessage()}: {type(err).__name__}: {text}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+# aiohttp logs what it refuses itself (a malformed request line, headers) on this logger too.
+log.addFilter(OneLineExceptions(log))
 
 
 class AdmissionServerFailed(RuntimeError):
     """The webhook's server did not start (its certificate unreadable, its port taken)."""
+
+
+class _Refused(Exception):
+    """A request answered with a Status (`refusal`) instead of a review's answer."""
+
+    def __init__(self, refusal: Refusal, message: str) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 @dataclass
@@ -90,7 +141,9 @@ class AdmissionServer:
         certificate = ServingCertificate(self.cert, self.key, self.metrics)
         app = web.Application(client_max_size=MAX_REVIEW_BYTES)
         app.router.add_post(WEBHOOK_PATH, self._mutate)
-        runner = web.AppRunner(app, access_log=None)
+        # No decompression: the API server never compresses a review, and a compressed body
+        # could unpack far past MAX_REVIEW_BYTES.
+        runner = web.AppRunner(app, access_log=None, logger=log, auto_decompress=False)
         await runner.setup()
         try:
             listening = socket.create_server((self.host, self.port))
@@ -110,27 +163,19 @@ class AdmissionServer:
 
     async def _mutate(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        if request.content_length is not None and request.content_length > MAX_REVIEW_BYTES:
-            return self._too_large(request.content_length)
         try:
-            # Read whole first: aiohttp stops reading past client_max_size, before any parsing.
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._too_large(None)
-        try:
-            body = json.loads(raw)
+            body = parse(await self._body(request))
             admitted = review(body, self.judge)
-        except (ValueError, ReviewInvalid) as err:
-            # Not JSON, or no review to answer: say so, never crash (the API server then
-            # admits the write unchanged under failurePolicy Ignore).
-            error = err if isinstance(err, ReviewInvalid) else ReviewInvalid(f"the body is not JSON: {err}")
-            self.metrics.webhook_requests.labels(result="invalid").inc()
-            return web.json_response(invalid_answer(error), status=400)
-        except Exception:
-            # A bug here must not take the process down; the write is admitted unchanged.
-            log.exception("admission review failed")
-            self.metrics.webhook_requests.labels(result="error").inc()
-            return web.json_response(invalid_answer(ReviewInvalid("internal error")), status=500)
+        except ReviewInvalid as err:
+            # Not JSON, or no review to answer: say so, never crash.
+            return self._refuse(Refusal.BAD_REQUEST, str(err))
+        except _Refused as err:
+            return self._refuse(err.refusal, str(err))
+        except Exception as err:
+            # A bug here must not take the process down; the write is admitted unchanged. One
+            # line per failure (OneLineExceptions), its traceback at DEBUG.
+            log.error("admission review failed inside lameduck", exc_info=err)
+            return self._refuse(Refusal.INTERNAL_ERROR, "internal error")
         if admitted.skipped is Skip.TEMPLATE_TOO_LARGE:
             meta = (((body.get("request") or {}).get("object")) or {}).get("metadata") or {}
             log.warning(
@@ -143,12 +188,31 @@ class AdmissionServer:
         self.metrics.webhook_seconds.observe(time.perf_counter() - started)
         return web.json_response(admitted.response)
 
-    def _too_large(self, size: int | None) -> web.Response:
-        """413: the API server then admits the write unchanged under failurePolicy Ignore."""
-        log.warning("refused a review body of %s bytes, over %d", "over" if size is None else size, MAX_REVIEW_BYTES)
-        self.metrics.webhook_requests.labels(result="body_too_large").inc()
-        error = ReviewInvalid(f"the review body is larger than {MAX_REVIEW_BYTES} bytes")
-        return web.json_response(invalid_answer(error, 413), status=413)
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole body, within MAX_REVIEW_BYTES. Raises _Refused."""
+        too_large = _Refused(
+            Refusal.REQUEST_ENTITY_TOO_LARGE, f"the review body is larger than {MAX_REVIEW_BYTES} bytes"
+        )
+        if request.content_length is not None and request.content_length > MAX_REVIEW_BYTES:
+            raise too_large
+        try:
+            # aiohttp stops reading past client_max_size (a chunked body too), before any parsing.
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large from None
+        except (web.RequestPayloadError, ConnectionError) as err:
+            # Broken framing (a bad chunk), or the client left before its body ended.
+            raise _Refused(Refusal.BAD_REQUEST, f"the review body did not arrive whole: {err}") from None
+
+    def _refuse(self, refusal: Refusal, message: str) -> web.Response:
+        """A Status instead of a review's answer: under failurePolicy Ignore the API server
+        then admits the write unchanged."""
+        if refusal is Refusal.REQUEST_ENTITY_TOO_LARGE:
+            log.warning("refused a review: %s", message)
+        elif refusal is Refusal.BAD_REQUEST:
+            log.debug("refused a review: %s", message)
+        self.metrics.webhook_requests.labels(result=REFUSAL_RESULTS[refusal]).inc()
+        return web.json_response(refusal_answer(refusal, message), status=refusal.code)
 
 
 def _result(admitted: Admitted) -> str:
