@@ -20,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from lameduck_operator.http_bounds import HeaderDeadline, ReadBounds, request_middleware
 from lameduck_operator.logic.admission import (
     Admitted,
     Judge,
@@ -49,6 +50,7 @@ MAX_EXCEPTION_CHARS = 300
 # lameduck_webhook_requests_total's result for each refusal.
 REFUSAL_RESULTS = {
     Refusal.BAD_REQUEST: "invalid",
+    Refusal.TIMEOUT: "timeout",
     Refusal.REQUEST_ENTITY_TOO_LARGE: "body_too_large",
     Refusal.INTERNAL_ERROR: "error",
 }
@@ -101,6 +103,7 @@ class AdmissionServer:
     cert: Path
     key: Path
     host: str = "0.0.0.0"
+    bounds: ReadBounds = field(default_factory=ReadBounds)
     cert_reload_seconds: float = CERT_RELOAD_SECONDS
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
@@ -139,20 +142,36 @@ class AdmissionServer:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         certificate = ServingCertificate(self.cert, self.key, self.metrics)
-        app = web.Application(client_max_size=MAX_REVIEW_BYTES)
+        app = web.Application(client_max_size=MAX_REVIEW_BYTES, middlewares=[request_middleware])
         app.router.add_post(WEBHOOK_PATH, self._mutate)
         # No decompression: the API server never compresses a review, and a compressed body
         # could unpack far past MAX_REVIEW_BYTES.
-        runner = web.AppRunner(app, access_log=None, logger=log, auto_decompress=False)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            logger=log,
+            auto_decompress=False,
+            keepalive_timeout=self.bounds.idle,
+            lingering_time=self.bounds.linger,
+        )
         await runner.setup()
+        handlers = runner.server
+        assert handlers is not None
         try:
             listening = socket.create_server((self.host, self.port))
             self.bound_port = listening.getsockname()[1]
-            await web.SockSite(runner, listening, ssl_context=certificate.listening).start()
+            server = await self._loop.create_server(
+                lambda: HeaderDeadline(handlers(), self.bounds.headers, log),
+                sock=listening,
+                ssl=certificate.listening,
+                ssl_handshake_timeout=self.bounds.handshake,
+                ssl_shutdown_timeout=self.bounds.linger,
+            )
             reload = asyncio.create_task(self._reload_certificate(certificate))
             self._started.set()
             await self._stop.wait()
             reload.cancel()
+            server.close()
         finally:
             await runner.cleanup()
 
@@ -189,17 +208,20 @@ class AdmissionServer:
         return web.json_response(admitted.response)
 
     async def _body(self, request: web.Request) -> bytes:
-        """The whole body, within MAX_REVIEW_BYTES. Raises _Refused."""
+        """The whole body, within MAX_REVIEW_BYTES and the body's time bound. Raises _Refused."""
         too_large = _Refused(
             Refusal.REQUEST_ENTITY_TOO_LARGE, f"the review body is larger than {MAX_REVIEW_BYTES} bytes"
         )
         if request.content_length is not None and request.content_length > MAX_REVIEW_BYTES:
             raise too_large
         try:
-            # aiohttp stops reading past client_max_size (a chunked body too), before any parsing.
-            return await request.read()
+            async with asyncio.timeout(self.bounds.body):
+                # aiohttp stops reading past client_max_size (a chunked body too), before any parsing.
+                return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large from None
+        except TimeoutError:
+            raise _Refused(Refusal.TIMEOUT, f"the review body did not arrive within {self.bounds.body}s") from None
         except (web.RequestPayloadError, ConnectionError) as err:
             # Broken framing (a bad chunk), or the client left before its body ended.
             raise _Refused(Refusal.BAD_REQUEST, f"the review body did not arrive whole: {err}") from None
@@ -207,7 +229,7 @@ class AdmissionServer:
     def _refuse(self, refusal: Refusal, message: str) -> web.Response:
         """A Status instead of a review's answer: under failurePolicy Ignore the API server
         then admits the write unchanged."""
-        if refusal is Refusal.REQUEST_ENTITY_TOO_LARGE:
+        if refusal in (Refusal.REQUEST_ENTITY_TOO_LARGE, Refusal.TIMEOUT):
             log.warning("refused a review: %s", message)
         elif refusal is Refusal.BAD_REQUEST:
             log.debug("refused a review: %s", message)

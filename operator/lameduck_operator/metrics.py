@@ -132,8 +132,8 @@ class OperatorMetrics:
         )
         self.webhook_requests = Counter(
             "lameduck_webhook_requests_total",
-            "Admission reviews by result (patched, unchanged, conflict, skipped, too_large, body_too_large, invalid, "
-            "error).",
+            "Admission reviews by result (patched, unchanged, conflict, skipped, too_large, body_too_large, timeout, "
+            "invalid, error).",
             ["result"],
             registry=self.registry,
         )

@@ -461,6 +461,7 @@ def test_a_valid_body_parses_to_its_json() -> None:
     ("refusal", "code"),
     [
         (Refusal.BAD_REQUEST, 400),
+        (Refusal.TIMEOUT, 408),
         (Refusal.REQUEST_ENTITY_TOO_LARGE, 413),
         (Refusal.INTERNAL_ERROR, 500),
     ],

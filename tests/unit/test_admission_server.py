@@ -30,6 +30,7 @@ from lameduck_operator.admission_server import (
     AdmissionServer,
     AdmissionServerFailed,
 )
+from lameduck_operator.http_bounds import ReadBounds
 from lameduck_operator.logic.admission import Refusal
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS, Decision
 from lameduck_operator.metrics import OperatorMetrics
@@ -45,6 +46,7 @@ def serving(
     *,
     judge: Any = None,
     port: int = 0,
+    bounds: ReadBounds | None = None,
     cert_reload_seconds: float = ANSWER_WAIT_SECONDS,
 ) -> AdmissionServer:
     cert, key = certificate
@@ -55,6 +57,7 @@ def serving(
         cert,
         key,
         host="127.0.0.1",
+        bounds=bounds or ReadBounds(),
         cert_reload_seconds=cert_reload_seconds,
     )
 

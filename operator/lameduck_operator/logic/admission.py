@@ -52,6 +52,7 @@ class Refusal(StrEnum):
     write unchanged after any of them."""
 
     BAD_REQUEST = "BadRequest"
+    TIMEOUT = "Timeout"
     REQUEST_ENTITY_TOO_LARGE = "RequestEntityTooLarge"
     INTERNAL_ERROR = "InternalError"
 
@@ -62,6 +63,7 @@ class Refusal(StrEnum):
 
 _REFUSAL_CODES = {
     Refusal.BAD_REQUEST: 400,
+    Refusal.TIMEOUT: 408,
     Refusal.REQUEST_ENTITY_TOO_LARGE: 413,
     Refusal.INTERNAL_ERROR: 500,
 }
