@@ -11,11 +11,8 @@ operations (the fleet's policies and namespace labels).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,12 +20,23 @@ from pathlib import Path
 
 from aiohttp import web
 
-from lameduck_operator.logic.admission import Admitted, Judge, ReviewInvalid, Skip, invalid_answer, review
+from lameduck_operator.http_bounds import HeaderDeadline, ReadBounds, request_middleware
+from lameduck_operator.logic.admission import (
+    Admitted,
+    Judge,
+    Refusal,
+    ReviewInvalid,
+    Skip,
+    parse,
+    refusal_answer,
+    review,
+)
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.webhook_certificate import ServingCertificate
 
-log = logging.getLogger("lameduck.operator")
+log = logging.getLogger("lameduck.operator.webhook")
 WEBHOOK_PATH = "/mutate/deployments"
 # The largest review body read. The API server takes objects up to 3 MiB, and etcd stores
 # 1.5 MiB by default, so an UPDATE's review (object and oldObject) of any storable Deployment
@@ -36,10 +44,54 @@ WEBHOOK_PATH = "/mutate/deployments"
 MAX_REVIEW_BYTES = 4 * 1024 * 1024
 CERT_RELOAD_SECONDS = 30.0
 START_TIMEOUT_SECONDS = 30.0
+# The longest exception text logged below DEBUG: aiohttp's parse errors quote what they could
+# not parse, up to a whole request line of it.
+MAX_EXCEPTION_CHARS = 300
+# lameduck_webhook_requests_total's result for each refusal.
+REFUSAL_RESULTS = {
+    Refusal.BAD_REQUEST: "invalid",
+    Refusal.TIMEOUT: "timeout",
+    Refusal.REQUEST_ENTITY_TOO_LARGE: "body_too_large",
+    Refusal.INTERNAL_ERROR: "error",
+}
+
+
+class OneLineExceptions(logging.Filter):
+    """On a logger: a record with an exception keeps its traceback only while the logger logs
+    DEBUG; otherwise the exception is one short line at the end of the message. A client that
+    sends garbage, or a review that trips a bug, must not write a traceback per request."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not self._logger.isEnabledFor(logging.DEBUG):
+            err = record.exc_info[1]
+            text = " ".join(str(err).split())
+            if len(text) > MAX_EXCEPTION_CHARS:
+                text = text[:MAX_EXCEPTION_CHARS] + "..."
+            record.msg = f"{record.getMessage()}: {type(err).__name__}: {text}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+# aiohttp logs what it refuses itself (a malformed request line, headers) on this logger too.
+log.addFilter(OneLineExceptions(log))
 
 
 class AdmissionServerFailed(RuntimeError):
     """The webhook's server did not start (its certificate unreadable, its port taken)."""
+
+
+class _Refused(Exception):
+    """A request answered with a Status (`refusal`) instead of a review's answer."""
+
+    def __init__(self, refusal: Refusal, message: str) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 @dataclass
@@ -47,11 +99,12 @@ class AdmissionServer:
     judge: Judge
     metrics: OperatorMetrics
     port: int
-    tls: ssl.SSLContext
-    # The certificate and key the context was loaded from, reloaded when kubelet rotates them.
-    cert: Path | None = None
-    key: Path | None = None
+    # The mounted certificate and key; reloaded every `cert_reload_seconds` when kubelet rotates them.
+    cert: Path
+    key: Path
     host: str = "0.0.0.0"
+    bounds: ReadBounds = field(default_factory=ReadBounds)
+    cert_reload_seconds: float = CERT_RELOAD_SECONDS
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _stop: asyncio.Event | None = None
@@ -88,47 +141,60 @@ class AdmissionServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        app = web.Application(client_max_size=MAX_REVIEW_BYTES)
+        certificate = ServingCertificate(self.cert, self.key, self.metrics)
+        app = web.Application(client_max_size=MAX_REVIEW_BYTES, middlewares=[request_middleware])
         app.router.add_post(WEBHOOK_PATH, self._mutate)
-        runner = web.AppRunner(app, access_log=None)
+        # No decompression: the API server never compresses a review, and a compressed body
+        # could unpack far past MAX_REVIEW_BYTES.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            logger=log,
+            auto_decompress=False,
+            keepalive_timeout=self.bounds.idle,
+            lingering_time=self.bounds.linger,
+        )
         await runner.setup()
+        handlers = runner.server
+        assert handlers is not None
         try:
             listening = socket.create_server((self.host, self.port))
             self.bound_port = listening.getsockname()[1]
-            await web.SockSite(runner, listening, ssl_context=self.tls).start()
-            reload = None
-            if self.cert is not None and self.key is not None:
-                reload = asyncio.create_task(_reload_certificate(self.tls, self.cert, self.key))
+            server = await self._loop.create_server(
+                lambda: HeaderDeadline(handlers(), self.bounds.headers, log),
+                sock=listening,
+                ssl=certificate.listening,
+                ssl_handshake_timeout=self.bounds.handshake,
+                ssl_shutdown_timeout=self.bounds.linger,
+            )
+            reload = asyncio.create_task(self._reload_certificate(certificate))
             self._started.set()
             await self._stop.wait()
-            if reload is not None:
-                reload.cancel()
+            reload.cancel()
+            server.close()
         finally:
             await runner.cleanup()
 
+    async def _reload_certificate(self, certificate: ServingCertificate) -> None:
+        while True:
+            await asyncio.sleep(self.cert_reload_seconds)
+            certificate.reload()
+
     async def _mutate(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        if request.content_length is not None and request.content_length > MAX_REVIEW_BYTES:
-            return self._too_large(request.content_length)
         try:
-            # Read whole first: aiohttp stops reading past client_max_size, before any parsing.
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._too_large(None)
-        try:
-            body = json.loads(raw)
+            body = parse(await self._body(request))
             admitted = review(body, self.judge)
-        except (ValueError, ReviewInvalid) as err:
-            # Not JSON, or no review to answer: say so, never crash (the API server then
-            # admits the write unchanged under failurePolicy Ignore).
-            error = err if isinstance(err, ReviewInvalid) else ReviewInvalid(f"the body is not JSON: {err}")
-            self.metrics.webhook_requests.labels(result="invalid").inc()
-            return web.json_response(invalid_answer(error), status=400)
-        except Exception:
-            # A bug here must not take the process down; the write is admitted unchanged.
-            log.exception("admission review failed")
-            self.metrics.webhook_requests.labels(result="error").inc()
-            return web.json_response(invalid_answer(ReviewInvalid("internal error")), status=500)
+        except ReviewInvalid as err:
+            # Not JSON, or no review to answer: say so, never crash.
+            return self._refuse(Refusal.BAD_REQUEST, str(err))
+        except _Refused as err:
+            return self._refuse(err.refusal, str(err))
+        except Exception as err:
+            # A bug here must not take the process down; the write is admitted unchanged. One
+            # line per failure (OneLineExceptions), its traceback at DEBUG.
+            log.error("admission review failed inside lameduck", exc_info=err)
+            return self._refuse(Refusal.INTERNAL_ERROR, "internal error")
         if admitted.skipped is Skip.TEMPLATE_TOO_LARGE:
             meta = (((body.get("request") or {}).get("object")) or {}).get("metadata") or {}
             log.warning(
@@ -141,18 +207,34 @@ class AdmissionServer:
         self.metrics.webhook_seconds.observe(time.perf_counter() - started)
         return web.json_response(admitted.response)
 
-    def _too_large(self, size: int | None) -> web.Response:
-        """413: the API server then admits the write unchanged under failurePolicy Ignore."""
-        log.warning("refused a review body of %s bytes, over %d", "over" if size is None else size, MAX_REVIEW_BYTES)
-        self.metrics.webhook_requests.labels(result="body_too_large").inc()
-        error = ReviewInvalid(f"the review body is larger than {MAX_REVIEW_BYTES} bytes")
-        return web.json_response(invalid_answer(error, 413), status=413)
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole body, within MAX_REVIEW_BYTES and the body's time bound. Raises _Refused."""
+        too_large = _Refused(
+            Refusal.REQUEST_ENTITY_TOO_LARGE, f"the review body is larger than {MAX_REVIEW_BYTES} bytes"
+        )
+        if request.content_length is not None and request.content_length > MAX_REVIEW_BYTES:
+            raise too_large
+        try:
+            async with asyncio.timeout(self.bounds.body):
+                # aiohttp stops reading past client_max_size (a chunked body too), before any parsing.
+                return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large from None
+        except TimeoutError:
+            raise _Refused(Refusal.TIMEOUT, f"the review body did not arrive within {self.bounds.body}s") from None
+        except (web.RequestPayloadError, ConnectionError) as err:
+            # Broken framing (a bad chunk), or the client left before its body ended.
+            raise _Refused(Refusal.BAD_REQUEST, f"the review body did not arrive whole: {err}") from None
 
-
-def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
+    def _refuse(self, refusal: Refusal, message: str) -> web.Response:
+        """A Status instead of a review's answer: under failurePolicy Ignore the API server
+        then admits the write unchanged."""
+        if refusal in (Refusal.REQUEST_ENTITY_TOO_LARGE, Refusal.TIMEOUT):
+            log.warning("refused a review: %s", message)
+        elif refusal is Refusal.BAD_REQUEST:
+            log.debug("refused a review: %s", message)
+        self.metrics.webhook_requests.labels(result=REFUSAL_RESULTS[refusal]).inc()
+        return web.json_response(refusal_answer(refusal, message), status=refusal.code)
 
 
 def _result(admitted: Admitted) -> str:
@@ -163,23 +245,3 @@ def _result(admitted: Admitted) -> str:
     if admitted.decision is None:
         return "skipped"
     return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"
-
-
-async def _reload_certificate(context: ssl.SSLContext, cert: Path, key: Path) -> None:
-    """kubelet updates the mounted Secret in place when it is rotated: new handshakes get the new
-    certificate without a restart."""
-
-    def stamp() -> tuple[float, float]:
-        return os.stat(cert).st_mtime, os.stat(key).st_mtime
-
-    seen = stamp()
-    while True:
-        await asyncio.sleep(CERT_RELOAD_SECONDS)
-        try:
-            current = stamp()
-            if current != seen:
-                context.load_cert_chain(cert, key)
-                seen = current
-                log.info("reloaded the webhook certificate")
-        except (OSError, ssl.SSLError) as err:
-            log.warning("could not reload the webhook certificate: %s", err)

@@ -132,8 +132,8 @@ class OperatorMetrics:
         )
         self.webhook_requests = Counter(
             "lameduck_webhook_requests_total",
-            "Admission reviews by result (patched, unchanged, conflict, skipped, too_large, body_too_large, invalid, "
-            "error).",
+            "Admission reviews by result (patched, unchanged, conflict, skipped, too_large, body_too_large, timeout, "
+            "invalid, error).",
             ["result"],
             registry=self.registry,
         )
@@ -141,6 +141,12 @@ class OperatorMetrics:
             "lameduck_webhook_duration_seconds",
             "Time to answer one admission review, from the request read to the answer.",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+        self.webhook_certificate_reload_failures = Counter(
+            "lameduck_webhook_certificate_reload_failures_total",
+            "Certificate and key pairs the webhook found in its mounted files and could not load (mismatched, "
+            "malformed or unreadable), each counted once: it kept serving the pair it had.",
             registry=self.registry,
         )
         self.readiness_writes = Counter(

@@ -17,7 +17,7 @@ from aiohttp import web
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from lameduck_operator.admission_server import AdmissionServer, tls_context
+from lameduck_operator.admission_server import AdmissionServer
 from lameduck_operator.config import OperatorConfig
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.http_endpoints import serve_http
@@ -243,7 +243,5 @@ class Runtime:
         if cert_dir is None:
             return
         cert, key = Path(cert_dir) / "tls.crt", Path(cert_dir) / "tls.key"
-        self.admission = AdmissionServer(
-            self.judge, self.metrics, self.config.webhook_port, tls_context(cert, key), cert=cert, key=key
-        )
+        self.admission = AdmissionServer(self.judge, self.metrics, self.config.webhook_port, cert, key)
         await asyncio.to_thread(self.admission.start)

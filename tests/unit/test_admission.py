@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,7 +13,15 @@ import jsonpatch
 import pytest
 
 from lameduck_operator.cli import Inputs, decide_offline, rendered
-from lameduck_operator.logic.admission import Admitted, ReviewInvalid, invalid_answer, review
+from lameduck_operator.logic.admission import (
+    Admitted,
+    Invalid,
+    Refusal,
+    ReviewInvalid,
+    parse,
+    refusal_answer,
+    review,
+)
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Decision, Moment, decide
 from lameduck_operator.model import Policy
@@ -403,36 +412,68 @@ def without_uid() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "reason"),
     [
-        pytest.param("AdmissionReview", "not an AdmissionReview", id="not a map"),
-        pytest.param(None, "not an AdmissionReview", id="no body"),
-        pytest.param([request("CREATE", deployment())], "not an AdmissionReview", id="a list"),
-        pytest.param({**request("CREATE", deployment()), "kind": "Status"}, "not an AdmissionReview", id="wrong kind"),
-        pytest.param(without("kind"), "not an AdmissionReview", id="no kind"),
+        pytest.param("AdmissionReview", Invalid.NOT_A_REVIEW, id="not a map"),
+        pytest.param(None, Invalid.NOT_A_REVIEW, id="no body"),
+        pytest.param([request("CREATE", deployment())], Invalid.NOT_A_REVIEW, id="a list"),
+        pytest.param({**request("CREATE", deployment()), "kind": "Status"}, Invalid.NOT_A_REVIEW, id="wrong kind"),
+        pytest.param(without("kind"), Invalid.NOT_A_REVIEW, id="no kind"),
         pytest.param(
             {**request("CREATE", deployment()), "apiVersion": "admission.k8s.io/v1beta1"},
-            "only admission.k8s.io/v1 AdmissionReviews are served, got 'admission.k8s.io/v1beta1'",
+            Invalid.UNSUPPORTED_VERSION,
             id="wrong apiVersion",
         ),
-        pytest.param(without("request"), "no request uid", id="no request"),
-        pytest.param({**request("CREATE", deployment()), "request": "x"}, "no request uid", id="request not a map"),
-        pytest.param(without_uid(), "no request uid", id="no uid"),
-        pytest.param(with_request(uid=""), "no request uid", id="empty uid"),
-        pytest.param(with_request(uid=7), "no request uid", id="uid not a string"),
+        pytest.param(without("request"), Invalid.NO_UID, id="no request"),
+        pytest.param({**request("CREATE", deployment()), "request": "x"}, Invalid.NO_UID, id="request not a map"),
+        pytest.param(without_uid(), Invalid.NO_UID, id="no uid"),
+        pytest.param(with_request(uid=""), Invalid.NO_UID, id="empty uid"),
+        pytest.param(with_request(uid=7), Invalid.NO_UID, id="uid not a string"),
     ],
 )
-def test_a_review_without_a_request_uid_to_answer_is_invalid(body: Any, message: str) -> None:
+def test_a_review_without_a_request_uid_to_answer_is_invalid(body: Any, reason: Invalid) -> None:
     with pytest.raises(ReviewInvalid) as raised:
         review(body, never_judged)
-    assert message in str(raised.value)
-    answer = invalid_answer(raised.value)
-    assert answer == {
+    assert raised.value.reason is reason
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"{not json", id="not JSON"),
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xff\xfe\x00", id="not text"),
+        # Deeper than the parser recurses: a RecursionError, still a bad body and no bug.
+        pytest.param(b"[" * 2 * sys.getrecursionlimit(), id="nested past the recursion limit"),
+    ],
+)
+def test_a_body_that_does_not_parse_is_invalid_for_being_no_json(raw: bytes) -> None:
+    with pytest.raises(ReviewInvalid) as raised:
+        parse(raw)
+    assert raised.value.reason is Invalid.NOT_JSON
+
+
+def test_a_valid_body_parses_to_its_json() -> None:
+    assert parse(b'{"kind": "AdmissionReview"}') == {"kind": "AdmissionReview"}
+
+
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [
+        (Refusal.BAD_REQUEST, 400),
+        (Refusal.TIMEOUT, 408),
+        (Refusal.REQUEST_ENTITY_TOO_LARGE, 413),
+        (Refusal.INTERNAL_ERROR, 500),
+    ],
+)
+def test_a_refusal_is_a_status_with_its_kubernetes_reason_and_http_code(refusal: Refusal, code: int) -> None:
+    assert refusal_answer(refusal, "why") == {
         "kind": "Status",
         "apiVersion": "v1",
         "status": "Failure",
-        "message": str(raised.value),
-        "code": 400,
+        "message": "why",
+        "reason": refusal.value,
+        "code": code,
     }
 
 

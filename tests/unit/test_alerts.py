@@ -29,6 +29,7 @@ EXPECTED_ALERTS = [
     "LameduckRequestsLostAfterRelease",
     "LameduckOperatorDown",
     "LameduckWebhookErrors",
+    "LameduckWebhookCertificateNotLoaded",
 ]
 
 

@@ -16,6 +16,7 @@ import yaml
 from lameduck_operator import dashboard
 from lameduck_operator.metrics import OperatorMetrics
 from tests.unit.repo_data import REPO
+from tests.unit.test_alerts import EXPECTED_ALERTS
 
 DASHBOARD = REPO / "charts" / "lameduck" / "dashboards" / "lameduck.json"
 ALERTS = REPO / "charts" / "lameduck" / "files" / "alerts.yaml"
@@ -145,7 +146,7 @@ def test_every_dashboard_expression_names_only_exported_metrics() -> None:
 
 def test_every_alert_expression_names_only_exported_metrics() -> None:
     expressions = alert_expressions()
-    assert len(expressions) == 7
+    assert len(expressions) == len(EXPECTED_ALERTS)
     assert all(metric_names(expr) for expr in expressions)
     assert unknown_names(expressions) == {}
 

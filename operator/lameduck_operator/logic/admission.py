@@ -37,8 +37,47 @@ class Skip(StrEnum):
     TEMPLATE_TOO_LARGE = "template too large"
 
 
-class ReviewInvalid(ValueError):
-    """Not an AdmissionReview lameduck can answer at all (no request uid to answer to)."""
+class Invalid(StrEnum):
+    """Why a body is no AdmissionReview lameduck can answer at all."""
+
+    NOT_JSON = "NotJSON"
+    NOT_A_REVIEW = "NotAnAdmissionReview"
+    UNSUPPORTED_VERSION = "UnsupportedVersion"
+    NO_UID = "NoRequestUID"
+
+
+class Refusal(StrEnum):
+    """Why a request got a Status instead of a review's answer, as Kubernetes names a Status's
+    reason; `code` is its HTTP status. Under failurePolicy Ignore the API server admits the
+    write unchanged after any of them."""
+
+    BAD_REQUEST = "BadRequest"
+    TIMEOUT = "Timeout"
+    REQUEST_ENTITY_TOO_LARGE = "RequestEntityTooLarge"
+    INTERNAL_ERROR = "InternalError"
+
+    @property
+    def code(self) -> int:
+        return _REFUSAL_CODES[self]
+
+
+_REFUSAL_CODES = {
+    Refusal.BAD_REQUEST: 400,
+    Refusal.TIMEOUT: 408,
+    Refusal.REQUEST_ENTITY_TOO_LARGE: 413,
+    Refusal.INTERNAL_ERROR: 500,
+}
+
+
+class ReviewInvalid(Exception):
+    """Not an AdmissionReview lameduck can answer at all (no request uid to answer to).
+
+    Not a ValueError: an `except ValueError` around the judge must never take a bug in it for
+    a bad body."""
+
+    def __init__(self, reason: Invalid, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -62,14 +101,26 @@ def _answer(
     return {"apiVersion": REVIEW_API_VERSION, "kind": "AdmissionReview", "response": response}
 
 
+def parse(raw: bytes) -> Any:
+    """The JSON in a review's body. Raises ReviewInvalid(NOT_JSON), for nesting too deep to
+    parse as well (a RecursionError is no bug of lameduck's)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise ReviewInvalid(Invalid.NOT_JSON, f"the body is not JSON: {err}") from None
+
+
 def _request(review: Any) -> tuple[str, Mapping[str, Any]]:
     if not isinstance(review, Mapping) or review.get("kind") != "AdmissionReview":
-        raise ReviewInvalid("the body is not an AdmissionReview")
+        raise ReviewInvalid(Invalid.NOT_A_REVIEW, "the body is not an AdmissionReview")
     if review.get("apiVersion") != REVIEW_API_VERSION:
-        raise ReviewInvalid(f"only {REVIEW_API_VERSION} AdmissionReviews are served, got {review.get('apiVersion')!r}")
+        raise ReviewInvalid(
+            Invalid.UNSUPPORTED_VERSION,
+            f"only {REVIEW_API_VERSION} AdmissionReviews are served, got {review.get('apiVersion')!r}",
+        )
     request = review.get("request")
     if not isinstance(request, Mapping) or not isinstance(request.get("uid"), str) or not request["uid"]:
-        raise ReviewInvalid("the AdmissionReview has no request uid")
+        raise ReviewInvalid(Invalid.NO_UID, "the AdmissionReview has no request uid")
     return request["uid"], request
 
 
@@ -111,6 +162,14 @@ def review(body: Any, judge: Judge, *, max_containers: int | None = MAX_TEMPLATE
     return Admitted(_answer(uid, patch=patch), decision, tuple(patch))
 
 
-def invalid_answer(error: ReviewInvalid, code: int = 400) -> dict[str, Any]:
-    """The body of an answer (400 unless told) to a review that could not be read."""
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": str(error), "code": code}
+def refusal_answer(refusal: Refusal, message: str) -> dict[str, Any]:
+    """The body of the answer to a request that gets no review's answer: a Status the API server
+    reads (it logs the message), with the HTTP status `refusal.code`."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": refusal.value,
+        "code": refusal.code,
+    }
