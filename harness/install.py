@@ -12,7 +12,7 @@ from typing import Any
 from harness import REPO
 from harness.images import OPERATOR_IMAGE, SIDECAR_IMAGE, image_values
 from harness.kube import Kube, wait_until
-from harness.tools import find_tool, harness_helm
+from harness.tools import find_helm, harness_helm
 
 RELEASE = "lameduck"
 OPERATOR_NAMESPACE = "lameduck-system"
@@ -22,8 +22,8 @@ LEASE = "lameduck-operator"
 
 
 def helm_binary() -> str:
-    """$LAMEDUCK_HELM, helm on the PATH, or the one the harness builds (hack/build-k8s.sh helm)."""
-    return find_tool("helm", "LAMEDUCK_HELM", harness_helm()) or str(harness_helm())
+    """$LAMEDUCK_HELM, else the helm 4 the harness builds (hack/build-k8s.sh helm)."""
+    return find_helm(4) or str(harness_helm(4))
 
 
 @dataclass

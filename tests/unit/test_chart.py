@@ -21,7 +21,7 @@ import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
-from harness.tools import ToolUnusable, find_tool, harness_helm
+from harness.tools import ToolUnusable, find_helm, harness_helm
 from lameduck_operator import __version__
 from tests.unit.repo_data import REPO
 
@@ -30,7 +30,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 TYPO_VALUES = REPO / "tests" / "unit" / "helm" / "typo-values.yaml"
 RELEASE = "lameduck"
 NAMESPACE = "lameduck-system"
-HELM_HINT = "build it with `bash hack/build-k8s.sh helm`, or point LAMEDUCK_HELM at a helm binary"
+HELM_HINT = "build it with `make helm` (hack/build-k8s.sh helm), or point LAMEDUCK_HELM at a helm 4 binary"
 
 # Every variable the operator reads from its environment, and what the chart sets it to by default
 # (None: taken from the pod's own metadata).
@@ -64,11 +64,11 @@ PINNED_K8S = re.compile(r'^K8S_VERSION="\$\{K8S_VERSION:-([^}]+)\}"', re.MULTILI
 
 def helm_binary() -> str:
     try:
-        found = find_tool("helm", "LAMEDUCK_HELM", harness_helm())
+        found = find_helm(4)
     except ToolUnusable as err:
         pytest.fail(f"{err}; {HELM_HINT}")
     if found is None:
-        pytest.fail(f"helm is not installed (not on PATH, not at {harness_helm()}): {HELM_HINT}")
+        pytest.fail(f"helm is not installed (not at {harness_helm(4)}): {HELM_HINT}")
     return found
 
 
