@@ -7,8 +7,11 @@ import base64
 import contextvars
 import functools
 import json
+import os
 import re
+import shlex
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -22,6 +25,7 @@ import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
+from harness.install import UNINSTALL_ARGS, upgrade_args
 from harness.tools import HELMS, ToolUnusable, find_helm, harness_helm, helm_version
 from lameduck_operator import __version__
 from tests.unit.repo_data import REPO
@@ -268,6 +272,84 @@ def test_no_list_server_side_apply_merges_by_key_holds_a_key_twice(values: Path)
     assert keyed["operator.env"], "the operator has environment variables"
     twice = {where: keys for where, keys in keyed.items() if len(set(keys)) != len(keys)}
     assert twice == {}
+
+
+def _unreachable_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig of an API server on a loopback port nothing listens on: helm parses its flags,
+    loads the chart and stops at `cluster unreachable`, touching no cluster."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "none", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "none", "user": {"token": "none"}}],
+                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+                "current-context": "none",
+            }
+        )
+    )
+    return path
+
+
+def _parses(command: list[str], tmp_path: Path) -> None:
+    """helm takes `command` (after `helm`) as written: every flag known, none deprecated (Helm 4 still
+    takes --atomic and --force, with a warning), every value where it goes."""
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path), "HELM_CONFIG_HOME": str(tmp_path)}
+    env["HELM_DATA_HOME"] = str(tmp_path)
+    env.pop("KUBECONFIG", None)
+    done = subprocess.run(
+        [current_helm(), "--kubeconfig", str(_unreachable_kubeconfig(tmp_path)), *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+        env=env,
+    )
+    assert done.returncode != 0
+    assert "cluster unreachable" in done.stderr.lower(), f"helm {' '.join(command)}: {done.stderr}"
+    assert "deprecated" not in done.stderr, f"helm {' '.join(command)}: {done.stderr}"
+
+
+def _documented_helm_commands() -> list[list[str]]:
+    """Every `helm ...` line of a sh block in the READMEs and docs/, continuation lines joined."""
+    commands = []
+    for doc in [REPO / "README.md", CHART / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for block in re.findall(r"^```sh\n(.*?)^```", doc.read_text(), re.MULTILINE | re.DOTALL):
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.startswith("helm "):
+                    commands.append(shlex.split(line, comments=True)[1:])
+    return commands
+
+
+DOCUMENTED_HELM = _documented_helm_commands()
+
+
+def test_the_readmes_document_install_upgrade_and_uninstall_with_helm() -> None:
+    assert {c[0] for c in DOCUMENTED_HELM} == {"install", "upgrade", "uninstall"}
+
+
+@runs_helm
+@pytest.mark.parametrize("command", DOCUMENTED_HELM, ids=" ".join)
+def test_every_helm_command_the_docs_show_is_one_helm_takes(command: list[str], tmp_path: Path) -> None:
+    _parses(command, tmp_path)
+
+
+@runs_helm
+def test_the_harness_installs_and_uninstalls_with_flags_helm_takes(tmp_path: Path) -> None:
+    upgrade = upgrade_args(str(CHART / "ci" / "local-values.yaml"), ["image.tag=dev", "logLevel=DEBUG"])
+    assert upgrade[upgrade.index("--wait") + 1].startswith("--"), "--wait alone: Helm 4's watcher, Helm 3's wait"
+    _parses(upgrade, tmp_path)
+    _parses(["-n", NAMESPACE, *UNINSTALL_ARGS], tmp_path)
+    for command in (upgrade, list(UNINSTALL_ARGS)):
+        usage = helm(command[0], "--help").stdout
+        flags = [a.split("=")[0] for a in command if a.startswith("--")]
+        assert [f for f in flags if f"{f} " not in usage] == [], usage
 
 
 # --- values the schema refuses ---------------------------------------------------------------
