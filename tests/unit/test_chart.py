@@ -255,6 +255,25 @@ def test_helm_4_and_helm_3_render_the_same_objects_with_each_ci_values_file(valu
 
 
 @runs_helm
+def test_the_chart_refuses_kubernetes_before_1_34_and_takes_the_pinned_release() -> None:
+    pinned = PINNED_K8S.search((REPO / "hack" / "versions.env").read_text())
+    assert pinned is not None
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.34.0-0"
+    for version in (pinned[1], "1.34.0", "1.36.1"):
+        result = helm("template", RELEASE, str(CHART), "--kube-version", version)
+        assert result.returncode == 0, f"Kubernetes {version} refused: {result.stderr}"
+    for version in ("1.33.9", "1.30.0"):
+        result = helm("template", RELEASE, str(CHART), "--kube-version", version)
+        assert result.returncode != 0, f"Kubernetes {version} accepted"
+        assert ">=1.34.0-0" in result.stderr, result.stderr
+
+
+def test_the_readmes_state_the_kubernetes_floor_of_the_chart() -> None:
+    assert "Kubernetes 1.34 or newer" in (CHART / "README.md").read_text()
+    assert "Kubernetes 1.34 or newer" in (REPO / "README.md").read_text()
+
+
+@runs_helm
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
 def test_no_list_server_side_apply_merges_by_key_holds_a_key_twice(values: Path) -> None:
     # Helm 4 installs by server-side apply, which refuses a list with two items of one key
