@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
-	@echo "make test-unit   lint, types, contracts, unit tests: no cluster, seconds (builds helm once if missing)"
+	@echo "make test-unit   lint, types, contracts, unit tests: no cluster, seconds (builds helm 4 and 3 once if missing)"
 	@echo "make e2e         the e2e suite on \$$KUBECONFIG, or on the local cluster (brought up when unset)"
 	@echo "make demo        lameduck vs fixed sleeps vs nothing, rolling out under load on a real cluster"
 	@echo "make cluster-up  start the local cluster (hack/cluster.sh) and print how to use it"
@@ -35,10 +35,13 @@ types: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-# The chart's unit tests run helm: $LAMEDUCK_HELM, helm on the PATH, or the one the harness
-# builds from its Go module (once, a minute or more; cached by version afterwards).
+# The chart's unit tests run helm 4 and helm 3, the e2e suite and the benchmarks helm 4:
+# $LAMEDUCK_HELM / $LAMEDUCK_HELM3, else the ones the harness builds from their Go modules into
+# ~/.cache/lameduck/helm/v<version> (once: about 4 min cold on 2 cores; cached by version
+# afterwards, a no-op). A helm on the PATH is not used: it may be of either major.
 helm:
-	@if [ -z "$$LAMEDUCK_HELM" ] && ! command -v helm >/dev/null 2>&1; then bash hack/build-k8s.sh helm >&2; fi
+	@targets=""; [ -n "$$LAMEDUCK_HELM" ] || targets="helm"; [ -n "$$LAMEDUCK_HELM3" ] || targets="$$targets helm3"; \
+	if [ -n "$$targets" ]; then bash hack/build-k8s.sh $$targets >&2; fi
 
 # The alert rules' unit tests run promtool: $LAMEDUCK_PROMTOOL, promtool on the PATH, or the one
 # hack/prometheus.sh unpacks from Debian's prometheus package (once; cached by version afterwards).

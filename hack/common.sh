@@ -9,3 +9,7 @@ RUN="${LAMEDUCK_RUN_DIR:-/var/lib/lameduck-cluster}"
 # the Kubernetes binaries hack/build-k8s.sh builds for K8S_VERSION
 K8S_DIR="$CACHE_ROOT/k8s/v$K8S_VERSION"
 K8S_BIN="$K8S_DIR/bin"
+# helm, one directory per version (hack/build-k8s.sh helm / helm3): HELM_BIN is HELM_VERSION's
+# bin dir (the harness's `helm`), HELM3_BIN HELM3_VERSION's
+HELM_BIN="$CACHE_ROOT/helm/v$HELM_VERSION/bin"
+HELM3_BIN="$CACHE_ROOT/helm/v$HELM3_VERSION/bin"

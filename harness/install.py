@@ -12,7 +12,7 @@ from typing import Any
 from harness import REPO
 from harness.images import OPERATOR_IMAGE, SIDECAR_IMAGE, image_values
 from harness.kube import Kube, wait_until
-from harness.tools import find_tool, harness_helm
+from harness.tools import find_helm, harness_helm
 
 RELEASE = "lameduck"
 OPERATOR_NAMESPACE = "lameduck-system"
@@ -22,8 +22,24 @@ LEASE = "lameduck-operator"
 
 
 def helm_binary() -> str:
-    """$LAMEDUCK_HELM, helm on the PATH, or the one the harness builds (hack/build-k8s.sh helm)."""
-    return find_tool("helm", "LAMEDUCK_HELM", harness_helm()) or str(harness_helm())
+    """$LAMEDUCK_HELM, else the helm 4 the harness builds (hack/build-k8s.sh helm)."""
+    return find_helm(4) or str(harness_helm(4))
+
+
+def upgrade_args(values_file: str, sets: list[str]) -> list[str]:
+    """`helm upgrade --install` as the harness runs it. Each flag is in both Helm 4 and Helm 3
+    (a unit test reads their --help): `--wait` alone is Helm 4's `watcher` strategy (every object
+    ready by kstatus; without it Helm 4 would wait for hooks only) and Helm 3's plain wait. Helm 4
+    installs by server-side apply, and upgrades the same way (`--server-side` auto follows the
+    release)."""
+    args = ["upgrade", "--install", RELEASE, str(CHART), "--create-namespace", "--wait", "--timeout", "240s"]
+    args += ["-f", values_file]
+    for value in sets:
+        args += ["--set", value]
+    return args
+
+
+UNINSTALL_ARGS = ("uninstall", RELEASE, "--wait", "--timeout", "180s")
 
 
 @dataclass
@@ -57,15 +73,11 @@ class Operator:
             "statusIntervalMs=300",
             *values,
         ]
-        args = ["upgrade", "--install", RELEASE, str(CHART), "--create-namespace", "--wait", "--timeout", "240s"]
-        args += ["-f", str(CHART / "ci" / "local-values.yaml")]
-        for value in sets:
-            args += ["--set", value]
-        self.helm(*args)
+        self.helm(*upgrade_args(str(CHART / "ci" / "local-values.yaml"), sets))
         wait_until(self.leader, 60, "a replica holds the leader Lease")
 
     def uninstall(self) -> None:
-        self.helm("uninstall", RELEASE, "--wait", "--timeout", "180s", check=False)
+        self.helm(*UNINSTALL_ARGS, check=False)
 
     def pods(self) -> list[dict[str, Any]]:
         return self.kube.items("pods", OPERATOR_NAMESPACE, OPERATOR_SELECTOR)

@@ -1,13 +1,15 @@
-"""Where the tests and benchmarks find the binaries they run (helm, promtool, prometheus):
-the path an environment variable names, else the one on the PATH, else the one the harness
-puts in its cache (hack/build-k8s.sh, hack/prometheus.sh), at the version hack/versions.env
-pins."""
+"""Where the tests and benchmarks find the binaries they run (helm 4 and helm 3, promtool,
+prometheus): the path an environment variable names, else the one the harness puts in its cache
+(hack/build-k8s.sh, hack/prometheus.sh) at the version hack/versions.env pins; promtool and
+prometheus may also come from the PATH, helm never does (a `helm` on the PATH is of either major,
+and `hack/cluster.sh env` of an older checkout put an unapproved helm there)."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 from harness import REPO
@@ -30,10 +32,30 @@ def pinned(name: str) -> str:
     return found[1]
 
 
-def harness_helm() -> Path:
-    """Where hack/build-k8s.sh installs helm (CACHE_ROOT of hack/common.sh)."""
+# For each major: the hack/versions.env pin and the variable that names a binary instead.
+HELMS = {4: ("HELM_VERSION", "LAMEDUCK_HELM"), 3: ("HELM3_VERSION", "LAMEDUCK_HELM3")}
+
+
+def harness_helm(major: int = 4) -> Path:
+    """Where hack/build-k8s.sh installs helm `major` (HELM_BIN / HELM3_BIN of hack/common.sh)."""
     cache = Path(os.environ.get("LAMEDUCK_CACHE") or Path.home() / ".cache" / "lameduck")
-    return cache / "k8s" / f"v{pinned('K8S_VERSION')}" / "bin" / "helm"
+    return cache / "helm" / f"v{pinned(HELMS[major][0])}" / "bin" / "helm"
+
+
+def find_helm(major: int = 4) -> str | None:
+    """$LAMEDUCK_HELM (helm 4) or $LAMEDUCK_HELM3 (helm 3), which must then be executable, else the
+    harness's build of the pinned version; None if neither."""
+    return find_tool("helm", HELMS[major][1], harness_helm(major), on_path=False)
+
+
+def helm_version(binary: str) -> str:
+    """What a helm binary says its version is, e.g. v4.3.2."""
+    done = subprocess.run(
+        [binary, "version", "--template", "{{.Version}}"], capture_output=True, text=True, timeout=30, check=False
+    )
+    if done.returncode != 0:
+        raise ToolUnusable(f"{binary} version failed: {done.stderr.strip()[:300]}")
+    return done.stdout.strip()
 
 
 def harness_prometheus_dir() -> Path:
@@ -44,11 +66,12 @@ def harness_prometheus_dir() -> Path:
     return Path(cache) / "prometheus" / pinned("PROMETHEUS_DEB_VERSION")
 
 
-def find_tool(name: str, env_var: str, cached: Path) -> str | None:
-    """$env_var (which must then be executable), `name` on the PATH, or `cached`; None if none."""
+def find_tool(name: str, env_var: str, cached: Path, *, on_path: bool = True) -> str | None:
+    """$env_var (which must then be executable), `name` on the PATH (if on_path), or `cached`;
+    None if none."""
     explicit = os.environ.get(env_var)
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise ToolUnusable(f"{env_var}={explicit} is not an executable {name}")
         return explicit
-    return shutil.which(name) or (str(cached) if os.access(cached, os.X_OK) else None)
+    return (shutil.which(name) if on_path else None) or (str(cached) if os.access(cached, os.X_OK) else None)

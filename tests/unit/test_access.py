@@ -40,7 +40,9 @@ from lameduck_operator.runtime import Runtime
 from lameduck_sidecar.k8s import NamespaceApi
 from tests.unit.api_requests import Access, Sent, Using, access_of, echo, granted, needed, recording_client
 from tests.unit.repo_data import REPO
-from tests.unit.test_chart import NAMESPACE, ci, env_of, only, render
+from tests.unit.test_chart import NAMESPACE, ci, each_helm, env_of, only, render, runs_helm
+
+__all__ = ["each_helm"]  # the fixture @runs_helm uses
 
 OPERATOR = REPO / "operator" / "lameduck_operator"
 # The official client's API objects the adapters hold (k8s/clients.py ApiClients).
@@ -194,6 +196,7 @@ def test_the_operator_makes_no_api_objects_but_those_recorded_here() -> None:
 # --- against what the chart grants ------------------------------------------------------------
 
 
+@runs_helm
 async def test_the_cluster_role_grants_exactly_what_the_operator_sends_and_the_sidecars_role_holds() -> None:
     sent, _ = await drive_the_operator()
     # The operator may grant the sidecar only what it holds itself (RBAC's escalation check).
@@ -203,6 +206,7 @@ async def test_the_cluster_role_grants_exactly_what_the_operator_sends_and_the_s
     assert sorted(wanted - have) == [], "sent, but not granted"
 
 
+@runs_helm
 def test_what_lameduck_keeps_under_its_own_names_is_granted_by_name_only() -> None:
     # RBAC objects above all: with roles or rolebindings for any name, the operator could bind
     # itself or anyone to whatever it holds, in every namespace.
@@ -235,6 +239,7 @@ def lease_requests(name: str, namespace: str) -> list[Sent]:
     return recorder.sent
 
 
+@runs_helm
 def test_the_leader_election_role_grants_exactly_what_the_lease_lock_sends() -> None:
     for release in ("lameduck", "prod"):
         docs = render(ci("defaults"), release=release)

@@ -4,15 +4,19 @@ values by name, and what it renders is what the operator and the API server need
 from __future__ import annotations
 
 import base64
+import contextvars
 import functools
 import json
+import os
 import re
+import shlex
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,8 @@ import pytest
 import yaml
 from celpy.adapter import json_to_cel
 
-from harness.tools import ToolUnusable, find_tool, harness_helm
+from harness.install import UNINSTALL_ARGS, upgrade_args
+from harness.tools import HELMS, ToolUnusable, find_helm, harness_helm, helm_version
 from lameduck_operator import __version__
 from tests.unit.repo_data import REPO
 
@@ -30,7 +35,6 @@ CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 TYPO_VALUES = REPO / "tests" / "unit" / "helm" / "typo-values.yaml"
 RELEASE = "lameduck"
 NAMESPACE = "lameduck-system"
-HELM_HINT = "build it with `bash hack/build-k8s.sh helm`, or point LAMEDUCK_HELM at a helm binary"
 
 # Every variable the operator reads from its environment, and what the chart sets it to by default
 # (None: taken from the pod's own metadata).
@@ -60,20 +64,54 @@ PINNED_K8S = re.compile(r'^K8S_VERSION="\$\{K8S_VERSION:-([^}]+)\}"', re.MULTILI
 
 
 # --- finding and running helm ---------------------------------------------------------------
+# The tests that run helm run once with Helm 4 and once with Helm 3 (ids [helm4], [helm3]): each
+# is marked @runs_helm, which gives it the fixture each_helm; helm() runs the binary that fixture
+# chose, and fails a test that runs helm without it.
+
+_HELM: contextvars.ContextVar[str] = contextvars.ContextVar("helm")
 
 
-def helm_binary() -> str:
+@functools.cache
+def helm_binary(major: int) -> str:
+    """helm `major` ($LAMEDUCK_HELM / $LAMEDUCK_HELM3, else the harness's build), which must say so."""
+    variable = HELMS[major][1]
+    hint = f"build it with `make helm` (hack/build-k8s.sh helm helm3), or point {variable} at a helm {major} binary"
     try:
-        found = find_tool("helm", "LAMEDUCK_HELM", harness_helm())
+        found = find_helm(major)
+        if found is None:
+            pytest.fail(f"helm {major} is not installed (not at {harness_helm(major)}): {hint}")
+        version = helm_version(found)
     except ToolUnusable as err:
-        pytest.fail(f"{err}; {HELM_HINT}")
-    if found is None:
-        pytest.fail(f"helm is not installed (not on PATH, not at {harness_helm()}): {HELM_HINT}")
+        pytest.fail(f"{err}; {hint}")
+    if not version.startswith(f"v{major}."):
+        pytest.fail(f"{found} is helm {version}, not helm {major}: {hint}")
     return found
 
 
+@pytest.fixture(params=[4, 3], ids=["helm4", "helm3"])
+def each_helm(request: pytest.FixtureRequest) -> Iterator[str]:
+    binary = helm_binary(request.param)
+    token = _HELM.set(binary)
+    yield binary
+    _HELM.reset(token)
+
+
+runs_helm = pytest.mark.usefixtures("each_helm")
+
+
+def current_helm() -> str:
+    binary = _HELM.get(None)
+    assert binary is not None, "this test runs helm: mark it @runs_helm"
+    return binary
+
+
+def run_helm(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, timeout=120, check=False)
+    """helm, the one this run of the test is for (@runs_helm)."""
+    return run_helm(current_helm(), *args)
 
 
 def _values_args(values: tuple[Path, ...], sets: tuple[str, ...]) -> list[str]:
@@ -86,14 +124,16 @@ def _values_args(values: tuple[Path, ...], sets: tuple[str, ...]) -> list[str]:
 
 
 @functools.cache
-def _render(values: tuple[Path, ...], sets: tuple[str, ...], release: str, namespace: str) -> tuple[Doc, ...]:
-    result = helm("template", release, str(CHART), "-n", namespace, *_values_args(values, sets))
+def _render(
+    binary: str, values: tuple[Path, ...], sets: tuple[str, ...], release: str, namespace: str
+) -> tuple[Doc, ...]:
+    result = run_helm(binary, "template", release, str(CHART), "-n", namespace, *_values_args(values, sets))
     assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
 def render(*values: Path, sets: tuple[str, ...] = (), release: str = RELEASE, namespace: str = NAMESPACE) -> list[Doc]:
-    return list(_render(values, sets, release, namespace))
+    return list(_render(current_helm(), values, sets, release, namespace))
 
 
 def only(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
@@ -162,12 +202,14 @@ def test_there_are_ci_values_files_for_defaults_cert_manager_the_classic_sidecar
     ]
 
 
+@runs_helm
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
 def test_the_chart_lints_with_each_ci_values_file(values: Path) -> None:
     result = helm("lint", str(CHART), "--strict", "-n", NAMESPACE, "-f", str(values))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@runs_helm
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
 def test_the_chart_renders_the_operator_and_its_webhook_with_each_ci_values_file(values: Path) -> None:
     docs = render(values)
@@ -186,9 +228,154 @@ def test_the_chart_renders_the_operator_and_its_webhook_with_each_ci_values_file
     assert {d["metadata"]["namespace"] for d in namespaced} == {NAMESPACE}
 
 
+# --- Helm 4 and Helm 3 -----------------------------------------------------------------------
+
+
+def _comparable(docs: tuple[Doc, ...]) -> dict[tuple[str, str], Doc]:
+    """The rendered objects by kind and name (the two order the kinds they do not know, cert-manager's,
+    differently), the freshly generated TLS material (new on every render) masked."""
+    out = {}
+    for rendered in docs:
+        doc = json.loads(json.dumps(rendered))
+        if doc["kind"] == "Secret":
+            doc["data"] = dict.fromkeys(doc["data"], "generated")
+        for hook in doc.get("webhooks") or []:
+            if "caBundle" in hook["clientConfig"]:
+                hook["clientConfig"]["caBundle"] = "generated"
+        out[(doc["kind"], doc["metadata"]["name"])] = doc
+    assert len(out) == len(docs), "two objects of one kind and name"
+    return out
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_helm_4_and_helm_3_render_the_same_objects_with_each_ci_values_file(values: Path) -> None:
+    with_4 = _comparable(_render(helm_binary(4), (values,), (), RELEASE, NAMESPACE))
+    with_3 = _comparable(_render(helm_binary(3), (values,), (), RELEASE, NAMESPACE))
+    assert sorted(with_4) == sorted(with_3)
+    assert with_4 == with_3
+
+
+@runs_helm
+def test_the_chart_refuses_kubernetes_before_1_34_and_takes_the_pinned_release() -> None:
+    pinned = PINNED_K8S.search((REPO / "hack" / "versions.env").read_text())
+    assert pinned is not None
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"] == ">=1.34.0-0"
+    for version in (pinned[1], "1.34.0", "1.36.1"):
+        result = helm("template", RELEASE, str(CHART), "--kube-version", version)
+        assert result.returncode == 0, f"Kubernetes {version} refused: {result.stderr}"
+    for version in ("1.33.9", "1.30.0"):
+        result = helm("template", RELEASE, str(CHART), "--kube-version", version)
+        assert result.returncode != 0, f"Kubernetes {version} accepted"
+        assert ">=1.34.0-0" in result.stderr, result.stderr
+
+
+def test_the_readmes_state_the_kubernetes_floor_of_the_chart() -> None:
+    assert "Kubernetes 1.34 or newer" in (CHART / "README.md").read_text()
+    assert "Kubernetes 1.34 or newer" in (REPO / "README.md").read_text()
+
+
+@runs_helm
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_no_list_server_side_apply_merges_by_key_holds_a_key_twice(values: Path) -> None:
+    # Helm 4 installs by server-side apply, which refuses a list with two items of one key
+    # (two env vars of one name, say) where Helm 3's client-side apply took the last.
+    pod = only(render(values), "Deployment")["spec"]["template"]["spec"]
+    containers = pod["containers"] + pod.get("initContainers", [])
+    keyed = {
+        "containers": [c["name"] for c in containers],
+        "volumes": [v["name"] for v in pod.get("volumes", [])],
+    }
+    for c in containers:
+        keyed[f"{c['name']}.env"] = [e["name"] for e in c.get("env", [])]
+        keyed[f"{c['name']}.ports"] = [(p["containerPort"], p.get("protocol", "TCP")) for p in c.get("ports", [])]
+        keyed[f"{c['name']}.volumeMounts"] = [m["mountPath"] for m in c.get("volumeMounts", [])]
+    assert keyed["operator.env"], "the operator has environment variables"
+    twice = {where: keys for where, keys in keyed.items() if len(set(keys)) != len(keys)}
+    assert twice == {}
+
+
+def _unreachable_kubeconfig(tmp_path: Path) -> Path:
+    """A kubeconfig of an API server on a loopback port nothing listens on: helm parses its flags,
+    loads the chart and stops at `cluster unreachable`, touching no cluster."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "none", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "none", "user": {"token": "none"}}],
+                "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}],
+                "current-context": "none",
+            }
+        )
+    )
+    return path
+
+
+def _parses(command: list[str], tmp_path: Path) -> None:
+    """helm takes `command` (after `helm`) as written: every flag known, none deprecated (Helm 4 still
+    takes --atomic and --force, with a warning), every value where it goes."""
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path), "HELM_CONFIG_HOME": str(tmp_path)}
+    env["HELM_DATA_HOME"] = str(tmp_path)
+    env.pop("KUBECONFIG", None)
+    done = subprocess.run(
+        [current_helm(), "--kubeconfig", str(_unreachable_kubeconfig(tmp_path)), *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+        env=env,
+    )
+    assert done.returncode != 0
+    assert "cluster unreachable" in done.stderr.lower(), f"helm {' '.join(command)}: {done.stderr}"
+    assert "deprecated" not in done.stderr, f"helm {' '.join(command)}: {done.stderr}"
+
+
+def _documented_helm_commands() -> list[list[str]]:
+    """Every `helm ...` line of a sh block in the READMEs and docs/, continuation lines joined."""
+    commands = []
+    for doc in [REPO / "README.md", CHART / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for block in re.findall(r"^```sh\n(.*?)^```", doc.read_text(), re.MULTILINE | re.DOTALL):
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.startswith("helm "):
+                    commands.append(shlex.split(line, comments=True)[1:])
+    return commands
+
+
+DOCUMENTED_HELM = _documented_helm_commands()
+
+
+def test_the_readmes_document_install_upgrade_and_uninstall_with_helm() -> None:
+    assert {c[0] for c in DOCUMENTED_HELM} == {"install", "upgrade", "uninstall"}
+
+
+@runs_helm
+@pytest.mark.parametrize("command", DOCUMENTED_HELM, ids=" ".join)
+def test_every_helm_command_the_docs_show_is_one_helm_takes(command: list[str], tmp_path: Path) -> None:
+    _parses(command, tmp_path)
+
+
+@runs_helm
+def test_the_harness_installs_and_uninstalls_with_flags_helm_takes(tmp_path: Path) -> None:
+    upgrade = upgrade_args(str(CHART / "ci" / "local-values.yaml"), ["image.tag=dev", "logLevel=DEBUG"])
+    assert upgrade[upgrade.index("--wait") + 1].startswith("--"), "--wait alone: Helm 4's watcher, Helm 3's wait"
+    _parses(upgrade, tmp_path)
+    _parses(["-n", NAMESPACE, *UNINSTALL_ARGS], tmp_path)
+    for command in (upgrade, list(UNINSTALL_ARGS)):
+        usage = helm(command[0], "--help").stdout
+        flags = [a.split("=")[0] for a in command if a.startswith("--")]
+        assert [f for f in flags if f"{f} " not in usage] == [], usage
+
+
 # --- values the schema refuses ---------------------------------------------------------------
 
 
+@runs_helm
 def test_a_values_typo_fails_naming_the_key() -> None:
     for command in ("template", "lint"):
         args = [command, RELEASE, str(CHART)] if command == "template" else [command, str(CHART)]
@@ -197,6 +384,7 @@ def test_a_values_typo_fails_naming_the_key() -> None:
         assert "'replica'" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
+@runs_helm
 @pytest.mark.parametrize(
     ("setting", "key"),
     [
@@ -263,6 +451,7 @@ def test_every_value_is_documented_in_values_yaml_and_the_readme() -> None:
 # --- the operator ---------------------------------------------------------------
 
 
+@runs_helm
 def test_the_operator_gets_every_environment_variable_it_reads() -> None:
     docs = render(ci("defaults"))
     env = env_of(docs)
@@ -272,6 +461,7 @@ def test_the_operator_gets_every_environment_variable_it_reads() -> None:
     assert by_name["LAMEDUCK_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
+@runs_helm
 def test_the_operator_environment_follows_the_values() -> None:
     docs = render(
         sets=(
@@ -302,10 +492,12 @@ def test_the_operator_environment_follows_the_values() -> None:
     assert "Role" not in kinds(docs), "no Lease access without leader election"
 
 
+@runs_helm
 def test_the_classic_sidecar_values_turn_the_native_sidecar_off() -> None:
     assert env_of(render(ci("classic-sidecar")))["LAMEDUCK_NATIVE_SIDECAR"] == "false"
 
 
+@runs_helm
 def test_the_local_values_run_the_dev_images_of_the_local_cluster() -> None:
     docs = render(ci("local"))
     container = operator_container(docs)
@@ -316,12 +508,14 @@ def test_the_local_values_run_the_dev_images_of_the_local_cluster() -> None:
     assert env["LAMEDUCK_SIDECAR_IMAGE_PULL_POLICY"] == "IfNotPresent"
 
 
+@runs_helm
 def test_the_operator_image_defaults_to_the_app_version() -> None:
     container = operator_container(render(ci("defaults")))
     assert container["image"] == f"lameduck/operator:{__version__}"
     assert container["imagePullPolicy"] == "IfNotPresent"
 
 
+@runs_helm
 def test_the_operator_runs_two_spread_replicas_that_roll_one_at_a_time() -> None:
     deployment = only(render(ci("defaults")), "Deployment", "lameduck-operator")
     spec = deployment["spec"]
@@ -334,6 +528,7 @@ def test_the_operator_runs_two_spread_replicas_that_roll_one_at_a_time() -> None
     assert pod["serviceAccountName"] == "lameduck-operator"
 
 
+@runs_helm
 def test_the_operator_pod_meets_the_restricted_pod_security_standard() -> None:
     docs = render(ci("defaults"))
     pod = only(docs, "Deployment")["spec"]["template"]["spec"]
@@ -346,6 +541,7 @@ def test_the_operator_pod_meets_the_restricted_pod_security_standard() -> None:
     assert not any("hostPath" in v for v in pod["volumes"])
 
 
+@runs_helm
 def test_the_operator_serves_probes_metrics_and_the_webhook_on_named_ports() -> None:
     docs = render(ci("defaults"))
     container = operator_container(docs)
@@ -360,6 +556,7 @@ def test_the_operator_serves_probes_metrics_and_the_webhook_on_named_ports() -> 
     assert pod["volumes"] == [{"name": "webhook-tls", "secret": {"secretName": "lameduck-webhook-tls"}}]
 
 
+@runs_helm
 def test_the_services_reach_every_operator_pod_by_port_name() -> None:
     docs = render(ci("defaults"))
     pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
@@ -371,10 +568,12 @@ def test_the_services_reach_every_operator_pod_by_port_name() -> None:
     assert [(p["name"], p["port"], p["targetPort"]) for p in metrics["ports"]] == [("http-metrics", 8080, "http")]
 
 
+@runs_helm
 def test_no_network_policy_unless_enabled() -> None:
     assert "NetworkPolicy" not in kinds(render(ci("defaults")))
 
 
+@runs_helm
 def test_the_network_policy_lets_in_only_the_ports_the_operator_listens_on_from_their_peers() -> None:
     docs = render(ci("network-policy"))
     policy = only(docs, "NetworkPolicy", "lameduck-operator")
@@ -395,6 +594,7 @@ def test_the_network_policy_lets_in_only_the_ports_the_operator_listens_on_from_
     assert by_port[(listening["http"], "TCP")] == [monitoring]
 
 
+@runs_helm
 def test_a_network_policy_port_without_peers_lets_in_any_source(tmp_path: Path) -> None:
     # The webhook by default: the API server, which no selector matches, calls it from an
     # address that depends on the cluster. A rule without `from` allows every source.
@@ -403,6 +603,7 @@ def test_a_network_policy_port_without_peers_lets_in_any_source(tmp_path: Path) 
     assert [sorted(rule) for rule in policy["spec"]["ingress"]] == [["ports"], ["ports"]]
 
 
+@runs_helm
 def test_pod_labels_and_scheduling_values_reach_the_pods_but_never_change_the_selector(tmp_path: Path) -> None:
     node_affinity = {
         "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -427,12 +628,14 @@ def test_pod_labels_and_scheduling_values_reach_the_pods_but_never_change_the_se
     assert template["spec"]["affinity"] == {"nodeAffinity": node_affinity}, "set, affinity replaces the default"
 
 
+@runs_helm
 def test_an_annotation_that_is_not_a_string_is_rejected_naming_it(tmp_path: Path) -> None:
     result = helm("template", RELEASE, str(CHART), "-f", str(values_file(tmp_path, {"podAnnotations": {"a": True}})))
     assert result.returncode != 0
     assert "/podAnnotations/a" in result.stderr, result.stderr
 
 
+@runs_helm
 @pytest.mark.parametrize(("replicas", "budget"), [(1, False), (2, True), (3, True)])
 def test_a_disruption_budget_keeps_one_operator_only_when_there_is_more_than_one(replicas: int, budget: bool) -> None:
     docs = render(sets=(f"replicaCount={replicas}",))
@@ -451,6 +654,7 @@ def _rules(docs: list[Doc], kind: str) -> list[Doc]:
     return [rule for d in docs if d["kind"] == kind for rule in d["rules"]]
 
 
+@runs_helm
 def test_no_rule_of_the_operator_mentions_secrets() -> None:
     for values in CI_VALUES:
         docs = render(values)
@@ -462,6 +666,7 @@ def test_no_rule_of_the_operator_mentions_secrets() -> None:
 # The rules of the ClusterRole and of the leader-election Role: tests/unit/test_access.py.
 
 
+@runs_helm
 def test_the_operator_is_bound_to_its_cluster_role_and_may_hold_its_lease_in_its_namespace() -> None:
     docs = render(ci("defaults"), namespace="ops")
     subject = {"kind": "ServiceAccount", "name": "lameduck-operator", "namespace": "ops"}
@@ -482,6 +687,7 @@ def test_the_operator_is_bound_to_its_cluster_role_and_may_hold_its_lease_in_its
     assert env_of(docs)["LAMEDUCK_LEASE_NAME"] == "lameduck-operator"
 
 
+@runs_helm
 @pytest.mark.parametrize(
     ("release", "sets", "prefix"),
     [
@@ -505,6 +711,7 @@ def test_object_names_follow_the_release_name(release: str, sets: tuple[str, ...
 # --- the admission webhook ---------------------------------------------------------------
 
 
+@runs_helm
 def test_the_webhook_mutates_deployments_failing_open_without_side_effects() -> None:
     hook = webhook(render(ci("defaults")))
     assert hook["name"] == "deployments.lameduck.dev"
@@ -529,11 +736,13 @@ def test_the_webhook_mutates_deployments_failing_open_without_side_effects() -> 
     assert hook["reinvocationPolicy"] == "IfNeeded"
 
 
+@runs_helm
 def test_the_webhook_timeout_is_3_seconds_by_default_and_set_from_the_values() -> None:
     assert webhook(render(ci("defaults")))["timeoutSeconds"] == 3
     assert webhook(render(sets=("webhook.timeoutSeconds=10",)))["timeoutSeconds"] == 10
 
 
+@runs_helm
 def test_the_webhook_never_sees_system_namespaces_lameducks_own_or_excluded_ones() -> None:
     docs = render(sets=("excludedNamespaces={legacy,batch}",), namespace="ops")
     (expression,) = webhook(docs)["namespaceSelector"]["matchExpressions"]
@@ -576,6 +785,7 @@ def _request(
     return {"operation": operation, "userInfo": {"username": user}, "object": new, "oldObject": old}
 
 
+@runs_helm
 @pytest.mark.parametrize(
     ("request_", "called"),
     [
@@ -608,6 +818,7 @@ def test_the_webhook_is_called_only_for_written_templates_of_deployments_not_opt
     assert all(_admits(c["expression"], request_) for c in conditions) == called
 
 
+@runs_helm
 def test_the_ca_bundle_is_the_ca_of_the_generated_secret() -> None:
     docs = render(ci("defaults"))
     secret = only(docs, "Secret", "lameduck-webhook-tls")
@@ -646,6 +857,7 @@ def _handshake(secret: Doc, hostname: str) -> dict[str, Any]:
     raise AssertionError("the TLS handshake did not finish")
 
 
+@runs_helm
 @pytest.mark.parametrize(
     "hostname",
     [
@@ -659,11 +871,13 @@ def test_the_api_server_trusting_the_ca_bundle_accepts_the_webhook_certificate(h
     _handshake(only(render(ci("defaults")), "Secret"), hostname)
 
 
+@runs_helm
 def test_the_webhook_certificate_is_refused_for_another_name() -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(only(render(ci("defaults")), "Secret"), "other-webhook.lameduck-system.svc")
 
 
+@runs_helm
 def test_the_webhook_certificate_is_valid_for_cert_validity_days() -> None:
     peer = _handshake(
         only(render(sets=("webhook.certValidityDays=30",)), "Secret"), "lameduck-webhook.lameduck-system.svc"
@@ -672,6 +886,7 @@ def test_the_webhook_certificate_is_valid_for_cert_validity_days() -> None:
     assert 29 < days_left <= 30
 
 
+@runs_helm
 def test_with_cert_manager_the_ca_is_injected_and_the_chart_renders_no_secret() -> None:
     docs = render(ci("cert-manager"))
     assert "Secret" not in kinds(docs)
@@ -695,6 +910,7 @@ def test_with_cert_manager_the_ca_is_injected_and_the_chart_renders_no_secret() 
     assert {d["metadata"]["name"] for d in docs if d["kind"] == "Certificate"} == {"lameduck-ca", "lameduck-webhook"}
 
 
+@runs_helm
 def test_the_notes_say_what_was_installed_and_what_to_do_next(tmp_path: Path) -> None:
     # helm renders NOTES.txt only when it installs (a dry run too needs a cluster), so a copy of
     # the chart renders it as a ConfigMap.

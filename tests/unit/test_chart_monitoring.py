@@ -9,7 +9,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.unit.test_chart import CHART, NAMESPACE, RELEASE, Doc, ci, helm, kinds, only, render, values_file
+from tests.unit.test_chart import (  # each_helm: the fixture runs_helm names
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    Doc,
+    ci,
+    each_helm,  # noqa: F401
+    helm,
+    kinds,
+    only,
+    render,
+    values_file,
+)
+
+# Every test here renders or lints the chart, once with Helm 4 and once with Helm 3.
+pytestmark = pytest.mark.usefixtures("each_helm")
 
 DASHBOARD_JSON = CHART / "dashboards" / "lameduck.json"
 ALERTS = CHART / "files" / "alerts.yaml"
