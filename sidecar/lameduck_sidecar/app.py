@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lameduck_sidecar.calls import Answer, valid_container
 from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
 from lameduck_sidecar.holder import Holder, Traffic
 from lameduck_sidecar.k8s import NamespaceApi
@@ -79,6 +80,9 @@ def listening_sockets(port: int) -> list[socket.socket]:
 
 async def hold(request: web.Request) -> web.Response:
     container = request.match_info["container"]
+    if not valid_container(container):  # no container has that name: refused before the API is asked
+        request.app[METRICS].calls.labels(answer=Answer.INVALID_CONTAINER.value).inc()
+        return web.json_response({"error": Answer.INVALID_CONTAINER.value}, status=web.HTTPBadRequest.status_code)
     result = await request.app[HOLDER].hold(container)
     body = {
         "outcome": result.outcome.value,

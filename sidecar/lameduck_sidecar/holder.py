@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from lameduck_sidecar.after_release import (
     ConnectionFates,
 )
+from lameduck_sidecar.calls import bounded_names
 from lameduck_sidecar.config import SidecarConfig
 from lameduck_sidecar.hold import (
     FallbackReason,
@@ -26,7 +27,6 @@ from lameduck_sidecar.hold import (
 from lameduck_sidecar.k8s import ApiError
 from lameduck_sidecar.learned import deployment_name, learned_delay
 from lameduck_sidecar.metrics import SidecarMetrics
-from lameduck_sidecar.report import bounded_names
 from lameduck_sidecar.reporter import POLL_SECONDS, AfterReleaseReporter, EventPoster, record_hold
 from lameduck_sidecar.slices import listings, released
 from lameduck_sidecar.traffic import Snapshot, Work

@@ -310,6 +310,20 @@ async def test_a_call_while_the_pod_is_not_being_deleted_is_answered_at_once_and
     assert 0.4 <= body["stage1"] < 0.8, "the deletion gets its own full hold"
 
 
+@pytest.mark.parametrize("name", ["App", "a" * 64, "x_y", "-app", "app.1", "app%0A", "%20", "a" * 4000])
+async def test_a_call_naming_no_possible_container_is_refused_without_asking_the_api(sidecar: Start, name: str) -> None:
+    api = FakeApiServer()
+    client, _, metrics = await sidecar(api)
+    response = await client.get(f"/hold/{name}")
+    assert response.status == 400
+    assert await response.json() == {"error": "invalid_container"}
+    assert api.requests == []
+    assert (
+        'lameduck_sidecar_hold_calls_total{answer="invalid_container"} 1.0'
+        in generate_latest(metrics.registry).decode()
+    )
+
+
 async def test_a_hold_ends_with_one_report_event_on_the_pod(sidecar: Start) -> None:
     api = FakeApiServer(flip_after=0.2)
     client, traffic, metrics = await sidecar(api)
