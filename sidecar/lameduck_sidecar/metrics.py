@@ -61,7 +61,7 @@ class SidecarMetrics:
         )
         self.api_requests = Counter(
             "lameduck_sidecar_api_requests_total",
-            "Requests made to the Kubernetes API (only while holding).",
+            "Requests made to the Kubernetes API (only when a call to the hold comes).",
             registry=self.registry,
         )
         self.reports = Counter(
