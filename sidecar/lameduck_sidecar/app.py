@@ -15,14 +15,15 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lameduck_sidecar.calls import READ_INTERVAL, Answer, valid_container
 from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
-from lameduck_sidecar.holder import Holder, Traffic
+from lameduck_sidecar.holder import Holder
 from lameduck_sidecar.k8s import NamespaceApi
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.names import HOLD_ROUTE
 from lameduck_sidecar.sockdiag import Address
 from lameduck_sidecar.tcp import KernelView, node_addresses
-from lameduck_sidecar.traffic import Snapshot, TrafficCounter
+from lameduck_sidecar.traffic import Snapshot, Traffic, TrafficCounter
 
 HOLDER = web.AppKey("holder", Holder)
 # Beyond the report's own api_timeout: the watch after release notices the signal at its next poll.
@@ -79,6 +80,9 @@ def listening_sockets(port: int) -> list[socket.socket]:
 
 async def hold(request: web.Request) -> web.Response:
     container = request.match_info["container"]
+    if not valid_container(container):  # no container has that name: refused before the API is asked
+        request.app[METRICS].calls.labels(answer=Answer.INVALID_CONTAINER.value).inc()
+        return web.json_response({"error": Answer.INVALID_CONTAINER.value}, status=web.HTTPBadRequest.status_code)
     result = await request.app[HOLDER].hold(container)
     body = {
         "outcome": result.outcome.value,
@@ -109,8 +113,10 @@ def holder_for(
     sidecar_metrics: SidecarMetrics,
     snapshot: Callable[[], Snapshot],
     traffic: Callable[[], Traffic],
+    *,
+    read_interval: float = READ_INTERVAL,
 ) -> Holder:
-    """The pod's hold runner, asking the API (when it has an address) only while holding."""
+    """The pod's hold runner, asking the API (when it has an address) only when a call comes."""
     api = (
         NamespaceApi(
             config.api_url,
@@ -132,6 +138,7 @@ def holder_for(
         own_pod=None if api is None else api.own_pod,
         post_event=None if api is None else api.post_event,
         learned=None if api is None else api.learned,
+        read_interval=read_interval,
     )
 
 
@@ -149,12 +156,13 @@ def build_app(holder: Holder, sidecar_metrics: SidecarMetrics) -> web.Applicatio
 async def before_exit(holder: Holder, *, native: bool) -> None:
     """On the sidecar's own SIGTERM. A native sidecar gets it only once the app containers
     have exited: its watch after release ends at once and it posts the hold report. A classic
-    sidecar gets it together with the app: it first finishes the hold the app may still be
+    sidecar gets it together with the app: it first finishes the holds the app may still be
     waiting on, then watches until the app no longer listens (at most drainTimeout) and posts."""
     holder.terminate()
     settings = holder.config.hold
-    if not native and holder.holding and holder.task is not None:
-        await asyncio.wait({holder.task}, timeout=settings.max_hold)
+    waited_on = holder.waited_on()  # the hold, or fallback holds
+    if not native and waited_on:
+        await asyncio.wait(waited_on, timeout=settings.max_hold)
     if holder.report_task is not None:  # the hold report is posted before the sidecar exits
         watching = 0.0 if native else settings.drain_timeout
         await asyncio.wait({holder.report_task}, timeout=watching + settings.api_timeout + REPORT_WAIT_MARGIN)

@@ -9,11 +9,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from lameduck_sidecar.after_release import (
     ConnectionFates,
 )
+from lameduck_sidecar.calls import READ_INTERVAL, Answer, bounded_names
 from lameduck_sidecar.config import SidecarConfig
 from lameduck_sidecar.hold import (
     FallbackReason,
@@ -21,28 +22,28 @@ from lameduck_sidecar.hold import (
     HoldResult,
     answered_at_once,
     deletion_grace_period,
-    should_hold,
 )
 from lameduck_sidecar.k8s import ApiError
-from lameduck_sidecar.lame_duck import ANSWER_TIMEOUT_SECONDS, MAX_STATUS_LINE, LameDuckState, judge, request
+from lameduck_sidecar.lame_duck import (
+    ANSWER_TIMEOUT_SECONDS,
+    MAX_STATUS_LINE,
+    LameDuckState,
+    LameDuckTarget,
+    judge,
+    request,
+)
 from lameduck_sidecar.learned import deployment_name, learned_delay
 from lameduck_sidecar.metrics import SidecarMetrics
-from lameduck_sidecar.report import bounded_names
+from lameduck_sidecar.pod_reads import Look, PodLookup, PodReads
 from lameduck_sidecar.reporter import POLL_SECONDS, AfterReleaseReporter, EventPoster, record_hold
 from lameduck_sidecar.slices import listings, released
-from lameduck_sidecar.traffic import Snapshot, Work
+from lameduck_sidecar.traffic import Snapshot, Traffic
+from lameduck_sidecar.unconfirmed import UnconfirmedHolds
 
 log = logging.getLogger("lameduck.sidecar")
 
 
-class Traffic(Protocol):
-    """Turns the kernel's view into new work."""
-
-    def observe(self, now: float, snapshot: Snapshot) -> Work: ...
-
-
 SliceStream = Callable[[], AsyncGenerator[list[dict[str, Any]], None]]
-PodLookup = Callable[..., Awaitable[dict[str, Any]]]
 LearnedLookup = Callable[[], Awaitable[dict[str, Any] | None]]
 
 
@@ -59,6 +60,7 @@ class Holder:
         own_pod: PodLookup | None = None,
         post_event: EventPoster | None = None,
         learned: LearnedLookup | None = None,
+        read_interval: float = READ_INTERVAL,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -66,7 +68,9 @@ class Holder:
         self.traffic = traffic
         self.slice_stream = slice_stream
         self.clock = clock
-        self.own_pod = own_pod
+        self.reads = PodReads(own_pod, clock, config.hold.api_timeout, interval=read_interval, pod_name=config.pod_name)
+        # Calls whose pod could not be read: fallback holds that use nothing up.
+        self.unconfirmed = UnconfirmedHolds(config, metrics, snapshot, traffic, clock)
         self.post_event = post_event
         self.learned = learned
         self.pod: dict[str, Any] | None = None  # as read when the hold began
@@ -76,7 +80,8 @@ class Holder:
         # When the sidecar got its own SIGTERM (before_exit), on `clock`.
         self.terminated_at: float | None = None
         self.grace_period: float | None = None  # of the pod's deletion, once known
-        # The hold of the pod's deletion: a pod is deleted once, so there is at most one.
+        # The hold of the pod's deletion: a pod is deleted once, so there is at most one, and
+        # only a read of the pod that found it being deleted starts it.
         self.task: asyncio.Task[HoldResult] | None = None
         self.callers: list[str] = []
         self.started_at = 0.0  # wall clock, for logs that line up with other observers
@@ -85,35 +90,45 @@ class Holder:
     def holding(self) -> bool:
         return self.task is not None and not self.task.done()
 
+    def waited_on(self) -> set[asyncio.Task[Any]]:
+        """What calls still wait for: the deletion's hold, fallback holds."""
+        return {t for t in (self.task, self.unconfirmed.task) if t is not None and not t.done()}
+
     async def hold(self, caller: str) -> HoldResult:
-        """Join the hold of the pod's deletion, starting it on the first call. A call while
-        the pod is not being deleted (kubelet restarting a container after a failed probe, or
-        anyone else) is answered at once and leaves nothing behind."""
+        """Join the hold of the pod's deletion, started by the first call a read of the pod
+        confirms. A call while the pod is not being deleted (kubelet restarting a container
+        after a failed probe, or anyone else) is answered at once and leaves nothing behind; a
+        call while the pod cannot be read gets a fallback hold that uses nothing up."""
         called, called_at = self.clock(), time.time()
         if self.task is None:
-            # What was learned is read alongside the pod: a hold waits for neither longer than
-            # api_timeout, and a call that does not hold drops it.
-            history = asyncio.create_task(self._read_learned()) if self.learned is not None else None
-            try:
-                pod = await self._read_pod()
-                if pod is not None and not should_hold(pod):
-                    # The API server's cache may lag behind the deletion kubelet acted on.
-                    pod = await self._read_pod(consistent=True)
-                if pod is not None and not should_hold(pod):
-                    result = answered_at_once()
-                    self._record(result, [caller], called_at)
-                    return result
-                config_map = None if history is None else await history
-            finally:
-                if history is not None:
-                    history.cancel()
+            look = await self.reads.look(caller, called, called_at)
             if self.task is None:
-                self.pod = pod
-                self.grace_period = deletion_grace_period(pod)
-                delay = learned_delay(config_map, deployment_name(pod))
-                self.task = asyncio.create_task(self._run(called, called_at, delay))
+                if look.unreadable is not None:
+                    self.metrics.calls.labels(answer=Answer.FALLBACK.value).inc()
+                    return await self.unconfirmed.hold(look)
+                if not look.deleting:
+                    return self._not_deleting(look)
+                self.task = asyncio.create_task(self._start(look))
+        self.metrics.calls.labels(answer=Answer.HOLD.value).inc()
         self.callers = bounded_names([*self.callers, caller])
         return await asyncio.shield(self.task)
+
+    def _not_deleting(self, look: Look) -> HoldResult:
+        self.metrics.calls.labels(answer=Answer.NOT_DELETING.value).inc()
+        result = answered_at_once()
+        if not look.recorded:  # one record per read, however many calls it answered
+            look.recorded = True
+            self._record(result, look.callers, look.first_call_at)
+        return result
+
+    async def _start(self, look: Look) -> HoldResult:
+        """The hold of the confirmed deletion, from the first call the read answered. What was
+        learned is read now, and only for a deletion: a hold waits for it at most api_timeout."""
+        self.pod = look.pod
+        self.grace_period = deletion_grace_period(look.pod)
+        config_map = None if self.learned is None else await self._read_learned()
+        delay = learned_delay(config_map, deployment_name(look.pod))
+        return await self._run(look.first_call, look.first_call_at, delay)
 
     async def _read_learned(self) -> dict[str, Any] | None:
         assert self.learned is not None
@@ -123,21 +138,12 @@ class Holder:
             log.warning(json.dumps({"event": "learned_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
             return None
 
-    async def _read_pod(self, consistent: bool = False) -> dict[str, Any] | None:
-        if self.own_pod is None:
-            return None
-        try:
-            return await asyncio.wait_for(self.own_pod(consistent=consistent), self.config.hold.api_timeout)
-        except (TimeoutError, ApiError) as err:  # hold as for a deletion, and say so
-            log.warning(json.dumps({"event": "pod_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
-            return None
-
     async def _run(self, started: float, started_at: float, learned: float | None) -> HoldResult:
         self.metrics.in_flight.inc()
         self.metrics.holds_by_history.labels(state="learning" if learned is None else "learned").inc()
         self.started_at = started_at
         # Before the first observation: the sidecar's own connection to the app is then no new work.
-        lame_duck = await self._ask_lame_duck()
+        lame_duck = await ask_lame_duck(self.config.lame_duck, self.config.pod_name)
         hold = Hold(self.config.hold, started, learned, lame_duck)
         if self.grace_period is not None:
             hold.grace_period(self.grace_period)
@@ -175,28 +181,6 @@ class Holder:
             reporter.run(hold, fates, result, list(self.callers), pod=self.pod, grace_period=self.grace_period)
         )
         return result
-
-    async def _ask_lame_duck(self) -> LameDuckState:
-        """Asks the app for its lame-duck mode (lame_duck.py), once, where the policy names one."""
-        target = self.config.lame_duck
-        if target is None:
-            return LameDuckState.OFF
-        status: bytes | None = None
-        writer: asyncio.StreamWriter | None = None
-        try:
-            async with asyncio.timeout(ANSWER_TIMEOUT_SECONDS):
-                reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
-                writer.write(request(target))
-                await writer.drain()
-                status = await reader.readline()
-        except (OSError, TimeoutError, ValueError) as err:
-            log.warning(json.dumps({"event": "lame_duck_failed", "pod": self.config.pod_name, "reason": repr(err)}))
-        finally:
-            if writer is not None:
-                writer.close()
-        state = judge(status[:MAX_STATUS_LINE] if status else None)
-        log.info(json.dumps({"event": "lame_duck", "pod": self.config.pod_name, "state": state.value}))
-        return state
 
     def terminate(self) -> None:
         """The sidecar got its own SIGTERM."""
@@ -242,3 +226,25 @@ class Holder:
 
     def _record(self, result: HoldResult, callers: list[str], started_at: float) -> None:
         record_hold(self.metrics, self.config, result, callers, started_at=started_at, grace_period=self.grace_period)
+
+
+async def ask_lame_duck(target: LameDuckTarget | None, pod_name: str) -> LameDuckState:
+    """Asks the app for its lame-duck mode (lame_duck.py), once, where the policy names one."""
+    if target is None:
+        return LameDuckState.OFF
+    status: bytes | None = None
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT_SECONDS):
+            reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+            writer.write(request(target))
+            await writer.drain()
+            status = await reader.readline()
+    except (OSError, TimeoutError, ValueError) as err:
+        log.warning(json.dumps({"event": "lame_duck_failed", "pod": pod_name, "reason": repr(err)}))
+    finally:
+        if writer is not None:
+            writer.close()
+    state = judge(status[:MAX_STATUS_LINE] if status else None)
+    log.info(json.dumps({"event": "lame_duck", "pod": pod_name, "state": state.value}))
+    return state

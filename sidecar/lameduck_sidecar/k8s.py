@@ -1,7 +1,8 @@
-"""The sidecar's only contact with the API, and only while its pod is being deleted: list and
-watch EndpointSlices of its namespace, get its own Pod and the ConfigMap of what the operator
-learned (LEARNED_CONFIGMAP), and post one Event (the hold report),
-with the pod's service-account token, over the aiohttp client it already carries."""
+"""The sidecar's only contact with the API, and only when a call to the hold comes: get its own
+Pod (pod_reads.py bounds how often); while its pod is being deleted, list and watch the
+EndpointSlices of its namespace, get the ConfigMap of what the operator learned
+(LEARNED_CONFIGMAP) and post one Event (the hold report); with the pod's service-account token,
+over the aiohttp client it already carries."""
 
 from __future__ import annotations
 
@@ -70,11 +71,14 @@ class NamespaceApi:
             connector=aiohttp.TCPConnector(ssl=context),
         )
 
-    async def own_pod(self, *, consistent: bool = False) -> dict[str, Any]:
-        """The sidecar's Pod: from the API server's cache, or (consistent) as etcd has it now."""
+    async def own_pod(self) -> dict[str, Any]:
+        """The sidecar's Pod as etcd has it now (a consistent read): the API server's cache may lag
+        behind the deletion kubelet acted on."""
         async with self._session() as session:
-            pod: dict[str, Any] = await self._get(session, self.pod_url, {} if consistent else FROM_CACHE, "the pod")
-            return pod
+            found = await self._get(session, self.pod_url, {}, "the pod")
+        if not isinstance(found, dict):
+            raise ApiError("getting the pod: not an object")
+        return found
 
     async def learned(self) -> dict[str, Any] | None:
         """The namespace's LEARNED_CONFIGMAP from the API server's cache; None when there is none."""

@@ -53,9 +53,15 @@ class SidecarMetrics:
             registry=self.registry,
         )
         self.holds = Counter("lameduck_sidecar_holds_total", "Holds by outcome.", ["outcome"], registry=self.registry)
+        self.calls = Counter(
+            "lameduck_sidecar_hold_calls_total",
+            "Calls to /hold by answer (calls.Answer): hold, fallback, not_deleting, invalid_container.",
+            ["answer"],
+            registry=self.registry,
+        )
         self.api_requests = Counter(
             "lameduck_sidecar_api_requests_total",
-            "Requests made to the Kubernetes API (only while holding).",
+            "Requests made to the Kubernetes API (only when a call to the hold comes).",
             registry=self.registry,
         )
         self.reports = Counter(

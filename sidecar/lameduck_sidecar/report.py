@@ -12,13 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from lameduck_sidecar.after_release import AfterRelease
+from lameduck_sidecar.calls import bounded_names
 from lameduck_sidecar.hold import HoldResult, Outcome
 from lameduck_sidecar.names import REPORT_LABEL, REPORT_VALUE, REPORT_VERSION, ReportField
-
-# Container names come from the callers' URL: bounded so that any caller keeps the report small
-# (a container name is a DNS label: at most 63 characters; a pod has few app containers).
-MAX_CONTAINERS = 16
-MAX_NAME_LENGTH = 63
 
 REASONS = {
     Outcome.QUIET: "HoldReleased",
@@ -30,18 +26,6 @@ REASONS = {
 
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
-
-
-def bounded_names(names: Sequence[str]) -> list[str]:
-    """The first MAX_CONTAINERS distinct names, each cut to MAX_NAME_LENGTH."""
-    found: list[str] = []
-    for name in names:
-        cut = name[:MAX_NAME_LENGTH]
-        if cut not in found:
-            found.append(cut)
-        if len(found) == MAX_CONTAINERS:
-            break
-    return found
 
 
 def _owner(pod: Mapping[str, Any] | None) -> tuple[str | None, str | None]:

@@ -29,7 +29,7 @@ import ipaddress
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from lameduck_sidecar.sockdiag import LISTEN, Address, TcpSocket
 
@@ -87,6 +87,12 @@ class Work(NamedTuple):
     new_connections: int
     # The busy-streak start of every open connection that received data.
     streaks: tuple[float, ...] = ()
+
+
+class Traffic(Protocol):
+    """Turns the kernel's view into new work (TrafficCounter; a fake in tests)."""
+
+    def observe(self, now: float, snapshot: Snapshot) -> Work: ...
 
 
 @dataclass

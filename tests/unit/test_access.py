@@ -281,7 +281,6 @@ async def sidecar_requests(tmp_path: Path) -> list[Sent]:
     async with TestServer(app) as server:
         api = NamespaceApi(str(server.make_url("")), "shop", "web-1", str(token), str(tmp_path / "ca.crt"))
         await api.own_pod()
-        await api.own_pod(consistent=True)
         await api.learned()
         await api.post_event({"metadata": {"generateName": "web-1."}})
         slices = api.slices()

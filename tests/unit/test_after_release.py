@@ -20,9 +20,10 @@ from lameduck_sidecar.after_release import (
     observation_deadline,
     observation_over,
 )
+from lameduck_sidecar.calls import MAX_CONTAINERS, bounded_names
 from lameduck_sidecar.hold import Hold, HoldSettings, Outcome
 from lameduck_sidecar.learned import deployment_name, learned_delay
-from lameduck_sidecar.report import MAX_CONTAINERS, bounded_names, report_message
+from lameduck_sidecar.report import report_message
 from lameduck_sidecar.sockdiag import CLOSE_WAIT, ESTABLISHED, FIN_WAIT1, LISTEN, TcpSocket
 from lameduck_sidecar.traffic import Probe
 

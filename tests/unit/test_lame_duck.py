@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,8 @@ from lameduck_operator.model import LameDuck, PolicyInvalid, parse_spec
 from lameduck_sidecar.after_release import LossCount
 from lameduck_sidecar.config import ConfigError, load_config
 from lameduck_sidecar.hold import Hold, HoldSettings
-from lameduck_sidecar.holder import Holder
+from lameduck_sidecar.holder import ask_lame_duck
 from lameduck_sidecar.lame_duck import LameDuckState, LameDuckTarget, judge, parse_target, request
-from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.traffic import Probe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,11 +168,6 @@ def demo_app() -> Iterator[int]:
         proc.wait(timeout=30)
 
 
-def holder_for(target: LameDuckTarget | None) -> Holder:
-    config = replace(load_config({}), lame_duck=target)
-    return Holder(config, SidecarMetrics(), lambda: None, lambda: None, None)  # type: ignore[arg-type, return-value]
-
-
 async def keep_alive_response(port: int) -> bytes:
     """The headers of the answer to an HTTP/1.1 request, which keeps its connection unless told."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -188,17 +181,17 @@ async def keep_alive_response(port: int) -> bytes:
 
 async def test_the_sidecar_turns_the_demo_app_lame_duck(demo_app: int) -> None:
     assert b"connection: close" not in await keep_alive_response(demo_app)
-    assert await holder_for(LameDuckTarget(demo_app, "/lameduck"))._ask_lame_duck() is LameDuckState.ON
+    assert await ask_lame_duck(LameDuckTarget(demo_app, "/lameduck"), "web-1") is LameDuckState.ON
     # Still accepting new connections, but each closed after its response.
     assert b"connection: close" in await keep_alive_response(demo_app)
 
 
 async def test_nothing_is_asked_without_the_field() -> None:
-    assert await holder_for(None)._ask_lame_duck() is LameDuckState.OFF
+    assert await ask_lame_duck(None, "web-1") is LameDuckState.OFF
 
 
 async def test_no_listener_fails_and_a_non_2xx_answer_refuses() -> None:
-    assert await holder_for(LameDuckTarget(free_port(), "/lameduck"))._ask_lame_duck() is LameDuckState.FAILED
+    assert await ask_lame_duck(LameDuckTarget(free_port(), "/lameduck"), "web-1") is LameDuckState.FAILED
 
     async def not_found(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -209,7 +202,7 @@ async def test_no_listener_fails_and_a_non_2xx_answer_refuses() -> None:
     server = await asyncio.start_server(not_found, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        assert await holder_for(LameDuckTarget(port, "/nope"))._ask_lame_duck() is LameDuckState.REFUSED
+        assert await ask_lame_duck(LameDuckTarget(port, "/nope"), "web-1") is LameDuckState.REFUSED
 
 
 async def silent_server() -> AsyncIterator[int]:
@@ -225,5 +218,5 @@ async def silent_server() -> AsyncIterator[int]:
 async def test_an_app_that_never_answers_costs_the_hold_at_most_the_answer_timeout() -> None:
     async for port in silent_server():
         started = time.monotonic()
-        assert await holder_for(LameDuckTarget(port, "/lameduck"))._ask_lame_duck() is LameDuckState.FAILED
+        assert await ask_lame_duck(LameDuckTarget(port, "/lameduck"), "web-1") is LameDuckState.FAILED
         assert time.monotonic() - started < 3.0

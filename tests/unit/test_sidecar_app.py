@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
 from lameduck_sidecar.app import HOLDER, OwnConnections, before_exit, build_app, holder_for, listening_sockets
+from lameduck_sidecar.calls import READ_INTERVAL
 from lameduck_sidecar.config import SidecarConfig, host_port, load_config
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
@@ -82,7 +83,7 @@ class FakeApiServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices", self.slices)
-        app.router.add_get("/api/v1/namespaces/shop/pods/web-1", self.pod)
+        app.router.add_get("/api/v1/namespaces/shop/pods/{name}", self.pod)
         app.router.add_post("/api/v1/namespaces/shop/events", self.event)
         app.router.add_get("/api/v1/namespaces/shop/configmaps/lameduck-learned", self.config_map)
         return app
@@ -112,7 +113,7 @@ class FakeApiServer:
         if self.pod_status != 200:
             return web.json_response({"kind": "Status", "code": self.pod_status}, status=self.pod_status)
         metadata: dict[str, Any] = {
-            "name": "web-1",
+            "name": request.match_info["name"],
             "labels": {"app": "web", "pod-template-hash": "7d9f8c"},
             "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d9f8c", "controller": True}],
         }
@@ -170,6 +171,11 @@ class FakeTraffic:
 NO_SOCKETS = Snapshot(None, 0, 0, [])
 
 
+async def deleted_pod() -> dict[str, Any]:
+    """A pod being deleted, as an API that answers at once would give it."""
+    return {"metadata": {"name": "web-1", "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+
+
 def config_for(api_url: str | None, tmp_path: Path) -> SidecarConfig:
     token = tmp_path / "token"
     token.write_text("t0ken\n")
@@ -193,7 +199,10 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[Start]:
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def start(
-        api: FakeApiServer | None, api_url: str | None = None, hold: HoldSettings = FAST
+        api: FakeApiServer | None,
+        api_url: str | None = None,
+        hold: HoldSettings = FAST,
+        read_interval: float = READ_INTERVAL,
     ) -> tuple[TestClient[web.Request, web.Application], FakeTraffic, SidecarMetrics]:
         if api is not None:
             server = TestServer(api.app())
@@ -202,9 +211,8 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[Start]:
         config = replace(config_for(api_url, tmp_path), hold=hold)
         metrics = SidecarMetrics()
         traffic = FakeTraffic()
-        client = TestClient(
-            TestServer(build_app(holder_for(config, metrics, lambda: NO_SOCKETS, lambda: traffic), metrics))
-        )
+        holder = holder_for(config, metrics, lambda: NO_SOCKETS, lambda: traffic, read_interval=read_interval)
+        client = TestClient(TestServer(build_app(holder, metrics)))
         await client.start_server()
         clients.append(client)
         return client, traffic, metrics
@@ -224,7 +232,7 @@ async def test_hold_waits_for_the_slices_then_the_propagation_delay(sidecar: Sta
     assert 0.4 <= body["stage1"] < 0.8
     assert 0.3 <= body["stage2"] < 0.6
     assert len(api.requests) == 4
-    assert "pod" in api.requests, "one get of the pod"
+    assert "pod consistent" in api.requests, "one get of the pod, from etcd"
     assert "learned" in api.requests, "one get of what was learned"
     assert "resourceVersion=0" in api.requests, "one list, from the API server's cache"
     (watched,) = [q for q in api.requests if "watch=1" in q]
@@ -281,9 +289,9 @@ async def test_containers_calling_at_once_share_one_hold(sidecar: Start) -> None
     client, _, _ = await sidecar(api)
     first, second = await asyncio.gather(client.get("/hold/app"), client.get("/hold/worker"))
     assert await first.json() == await second.json()
-    assert api.requests.count("pod") == 2, "each first caller asks whether the pod is being deleted"
-    assert api.requests.count("learned") == 2, "each with what was learned, alongside"
-    assert len([r for r in api.requests if r not in ("pod", "learned")]) == 2, "one hold: one list, one watch"
+    assert api.requests.count("pod consistent") == 1, "one read found the deletion, for both"
+    assert api.requests.count("learned") == 1, "then what was learned, once"
+    assert len(api.requests) == 4, "one hold: one list, one watch"
     late = await (await client.get("/hold/late")).json()
     assert late == await first.json(), "a late caller of the same deletion gets its hold's result at once"
 
@@ -294,12 +302,11 @@ async def test_a_call_while_the_pod_is_not_being_deleted_is_answered_at_once_and
     """kubelet runs preStop when it restarts a container after a failed liveness probe; so
     does anyone who calls the port. Neither may hold, nor use up the deletion's hold."""
     api = FakeApiServer(flip_after=0.4, deleting=False)
-    client, _, metrics = await sidecar(api)
+    client, _, metrics = await sidecar(api, read_interval=0.1)
     for caller in ("app", "stray"):
         body = await (await client.get(f"/hold/{caller}")).json()
         assert (body["outcome"], body["seconds"]) == ("not_deleting", 0.0)
-    asked = [r for r in api.requests if r != "learned"]  # read alongside, then dropped
-    assert asked == ["pod", "pod consistent"] * 2, "read from the cache, then confirmed: no slice watch"
+    assert api.requests == ["pod consistent"] * 2, "one read each, from etcd: no slice watch, nothing learned"
     exported = generate_latest(metrics.registry).decode()
     assert 'lameduck_sidecar_holds_total{outcome="not_deleting"} 2.0' in exported
     assert "lameduck_sidecar_connections_after_stage1_total 0.0" in exported
@@ -308,6 +315,64 @@ async def test_a_call_while_the_pod_is_not_being_deleted_is_answered_at_once_and
     body = await (await client.get("/hold/app")).json()
     assert body["outcome"] == "quiet"
     assert 0.4 <= body["stage1"] < 0.8, "the deletion gets its own full hold"
+
+
+@pytest.mark.parametrize("name", ["App", "a" * 64, "x_y", "-app", "app.1", "app%0A", "%20", "a" * 4000])
+async def test_a_call_naming_no_possible_container_is_refused_without_asking_the_api(sidecar: Start, name: str) -> None:
+    api = FakeApiServer()
+    client, _, metrics = await sidecar(api)
+    response = await client.get(f"/hold/{name}")
+    assert response.status == 400
+    assert await response.json() == {"error": "invalid_container"}
+    assert api.requests == []
+    assert (
+        'lameduck_sidecar_hold_calls_total{answer="invalid_container"} 1.0'
+        in generate_latest(metrics.registry).decode()
+    )
+
+
+async def test_200_concurrent_calls_on_a_pod_not_being_deleted_cost_at_most_two_reads(sidecar: Start) -> None:
+    """Anyone can call the port: a flood of calls is one read of the pod at a time, at most one a
+    read interval, and nothing else (what was learned is read only for a deletion)."""
+    api = FakeApiServer(deleting=False)
+    client, _, metrics = await sidecar(api, read_interval=0.3)
+    responses = await asyncio.gather(*(client.get(f"/hold/c{i}") for i in range(200)))
+    assert {(await r.json())["outcome"] for r in responses} == {"not_deleting"}
+    assert 1 <= len(api.requests) <= 2
+    assert set(api.requests) == {"pod consistent"}
+    exported = generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_hold_calls_total{answer="not_deleting"} 200.0' in exported
+    assert f"lameduck_sidecar_api_requests_total {float(len(api.requests))}" in exported
+
+
+async def test_a_call_while_the_pod_is_forbidden_uses_up_no_hold(sidecar: Start) -> None:
+    """Issue 24: a stranger's call while the sidecar could not read its pod started the one hold,
+    and the real deletion later was answered at once with no hold."""
+    api = FakeApiServer(flip_after=0.4, pod_status=403)
+    client, _, metrics = await sidecar(api, read_interval=0.05)
+    stranger = await (await client.get("/hold/stray")).json()
+    assert stranger["outcome"] == "fallback", "held as for a deletion: it may have been one"
+    assert stranger["seconds"] >= FAST.fallback_delay
+    assert api.requests == ["pod consistent"], "nothing else: no slices, nothing learned"
+    api.pod_status = 200
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == "quiet"
+    assert 0.4 <= body["stage1"] < 0.8, "the deletion gets its own full hold"
+    await terminate(client)
+    (event,) = api.events
+    report = json.loads(event["message"])
+    assert (report["outcome"], report["containers"]) == ("quiet", ["app"]), "only the deletion is reported"
+    assert 'lameduck_sidecar_fallbacks_total{reason="api"} 1.0' in generate_latest(metrics.registry).decode()
+
+
+async def test_a_classic_sidecar_finishes_a_fallback_hold_before_it_exits(tmp_path: Path) -> None:
+    config = config_for(None, tmp_path)
+    holder = holder_for(config, SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
+    hold = asyncio.create_task(holder.hold("app"))
+    await wait_for(lambda: bool(holder.waited_on()))
+    await before_exit(holder, native=False)
+    assert hold.done(), "the app's preStop was answered before the sidecar exited"
+    assert (await hold).outcome.value == "fallback"
 
 
 async def test_a_hold_ends_with_one_report_event_on_the_pod(sidecar: Start) -> None:
@@ -375,14 +440,6 @@ async def test_a_refused_report_is_counted_and_the_hold_is_answered_as_usual(sid
     assert api.events == []
 
 
-async def test_an_unreadable_pod_is_held_for(sidecar: Start) -> None:
-    api = FakeApiServer(flip_after=0.2, pod_status=403)
-    client, _, _ = await sidecar(api)
-    body = await (await client.get("/hold/app")).json()
-    assert body["outcome"] == "quiet"
-    assert body["stage1"] >= 0.2
-
-
 @pytest.mark.parametrize("first_watch", ["end", "gone"])
 async def test_a_watch_the_server_ends_is_watched_again(sidecar: Start, first_watch: str) -> None:
     api = FakeApiServer(flip_after=0.3, watch=first_watch)
@@ -418,7 +475,7 @@ async def test_a_bug_in_stage_1_falls_back_loudly(tmp_path: Path, caplog: pytest
         yield []
 
     metrics = SidecarMetrics()
-    holder = Holder(config_for(None, tmp_path), metrics, lambda: NO_SOCKETS, FakeTraffic, broken)
+    holder = Holder(config_for(None, tmp_path), metrics, lambda: NO_SOCKETS, FakeTraffic, broken, own_pod=deleted_pod)
     result = await holder.hold("app")
     assert result.outcome.value == "fallback"
     exported = generate_latest(metrics.registry).decode()
@@ -434,8 +491,8 @@ async def test_a_bug_in_stage_1_falls_back_loudly(tmp_path: Path, caplog: pytest
     [
         (FakeApiServer(status=403), 0.6),
         (FakeApiServer(status=403, pod_status=403), 0.6),
-        # the pod's read times out (0.5 s), then the slices' (0.5 s), then the fallback delay
-        (FakeApiServer(hang=True), 1.6),
+        # the pod's read times out (0.5 s), then the fallback delay: no deletion to watch slices for
+        (FakeApiServer(hang=True), 1.1),
     ],
     ids=["forbidden", "forbidden-pod-too", "hanging"],
 )
@@ -607,7 +664,7 @@ async def test_an_answer_at_once_and_an_unreadable_pod_are_logged(
     assert (record["stage1"], record["grace_period"]) == (None, None)
     api.pod_status = 403
     holder = holder_for(config_for(url, tmp_path), SidecarMetrics(), lambda: NO_SOCKETS, FakeTraffic)
-    await holder._read_pod()
+    await holder.hold("app")
     await server.close()
     (unreadable,) = [json.loads(r.getMessage()) for r in caplog.records if "pod_unreadable" in r.getMessage()]
     assert unreadable == {"event": "pod_unreadable", "pod": "web-1", "reason": "getting the pod: HTTP 403"}
