@@ -74,6 +74,7 @@ class ReportField:
     APP_EXIT_SECONDS: Final = "appExitSeconds"
     LAME_DUCK: Final = "lameDuckMode"
     LAST_LOSS_SECONDS: Final = "lastLossSeconds"
+    HEADLESS_SERVICE: Final = "headlessService"
 
 
 class LameDuckReport:

@@ -75,6 +75,8 @@ class HoldResult:
     # The Deployment's learned delay this hold used; None: a learning hold (no history).
     learned_delay: float | None = None
     lame_duck: LameDuckState = LameDuckState.OFF
+    # A headless Service's slice listed the pod: clients may reach it by its own IP (slices.py).
+    headless: bool = False
 
 
 def should_hold(pod: Mapping[str, Any] | None) -> bool:
@@ -106,6 +108,7 @@ class Hold:
         # The Deployment's learned pooled delay; None: no history, a learning hold.
         self.learned_delay = learned_delay
         self.lame_duck = lame_duck
+        self.headless = False
         self.stage1_end: float | None = None
         self.not_in_any_slice = False
         self.fallback = False
@@ -213,6 +216,7 @@ class Hold:
             0.0 if self.last_traffic is None else max(0.0, self.last_traffic - self.started),
             self.learned_delay,
             self.lame_duck,
+            self.headless,
         )
 
     def wake_at(self) -> float:

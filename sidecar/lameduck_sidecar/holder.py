@@ -36,7 +36,7 @@ from lameduck_sidecar.learned import deployment_name, learned_delay
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.pod_reads import Look, PodLookup, PodReads
 from lameduck_sidecar.reporter import POLL_SECONDS, AfterReleaseReporter, EventPoster, record_hold
-from lameduck_sidecar.slices import listings, released
+from lameduck_sidecar.slices import headless, listings, released
 from lameduck_sidecar.traffic import Snapshot, Traffic
 from lameduck_sidecar.unconfirmed import UnconfirmedHolds
 
@@ -221,6 +221,7 @@ class Holder:
 
     def _judge(self, hold: Hold, slices: list[dict[str, Any]]) -> None:
         found = listings(slices, self.config.pod_uid, self.config.pod_name, self.config.pod_ip)
+        hold.headless = hold.headless or headless(slices, self.config.pod_uid, self.config.pod_name, self.config.pod_ip)
         if released(found):
             hold.slices_released(self.clock(), listed=bool(found))
 

@@ -40,6 +40,8 @@ class ReportField:
     LAME_DUCK: Final = "lameDuckMode"
     # From release to the last request lost (lostAfterRelease > 0), seconds; None without loss.
     LAST_LOSS_SECONDS: Final = "lastLossSeconds"
+    # A headless Service listed the pod: clients that reach pod IPs directly may exist.
+    HEADLESS_SERVICE: Final = "headlessService"
 
 
 class Env:

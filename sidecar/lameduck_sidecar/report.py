@@ -75,6 +75,7 @@ def report_message(
         ReportField.APP_EXIT_SECONDS: _seconds(after.app_exit),
         ReportField.LAME_DUCK: result.lame_duck.value,
         ReportField.LAST_LOSS_SECONDS: _seconds(after.last_loss),
+        ReportField.HEADLESS_SERVICE: result.headless,
     }
 
 

@@ -13,6 +13,12 @@ it by the Service's own choice, and no hold can change that. The rule, per listi
 - a slice without the `kubernetes.io/service-name` label belongs to no Service: kube-proxy,
   cluster DNS and gateways never read it, so it is not waited on either.
 - otherwise held.
+
+A slice of a headless Service (label service.kubernetes.io/headless, which the EndpointSlice
+controller sets when clusterIP is None) is read by clients that connect to pod IPs directly
+and learn of changes on their own schedule (DNS, client-side balancing, an L7 proxy resolving
+the Service, as the benchmark's HAProxy does): a delay no slice shows. `headless` tells the
+report (and so the operator's learning) that such clients may exist.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+HEADLESS_LABEL = "service.kubernetes.io/headless"
 
 
 class Listing(StrEnum):
@@ -60,6 +67,20 @@ def listings(slices: Iterable[Mapping[str, Any]], pod_uid: str, pod_name: str, p
             if _is_pod(endpoint, pod_uid, pod_name, pod_ip):
                 found.append(judge(endpoint))
     return found
+
+
+def headless(slices: Iterable[Mapping[str, Any]], pod_uid: str, pod_name: str, pod_ip: str) -> bool:
+    """Whether a headless Service's slice lists this pod: clients may reach it by its own IP."""
+    for endpoint_slice in slices:
+        labels = (endpoint_slice.get("metadata") or {}).get("labels") or {}
+        endpoints = endpoint_slice.get("endpoints") or []
+        if (
+            SERVICE_NAME_LABEL in labels
+            and HEADLESS_LABEL in labels
+            and any(_is_pod(e, pod_uid, pod_name, pod_ip) for e in endpoints)
+        ):
+            return True
+    return False
 
 
 def _is_pod(endpoint: Mapping[str, Any], pod_uid: str, pod_name: str, pod_ip: str) -> bool:

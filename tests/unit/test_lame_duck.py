@@ -20,6 +20,7 @@ from lameduck_sidecar.config import ConfigError, load_config
 from lameduck_sidecar.hold import Hold, HoldSettings
 from lameduck_sidecar.holder import ask_lame_duck
 from lameduck_sidecar.lame_duck import LameDuckState, LameDuckTarget, judge, parse_target, request
+from lameduck_sidecar.slices import headless
 from lameduck_sidecar.traffic import Probe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,3 +221,27 @@ async def test_an_app_that_never_answers_costs_the_hold_at_most_the_answer_timeo
         started = time.monotonic()
         assert await ask_lame_duck(LameDuckTarget(port, "/lameduck"), "web-1") is LameDuckState.FAILED
         assert time.monotonic() - started < 3.0
+
+
+def endpoint_slice(service: str, pod_uid: str, *, headless: bool) -> dict[str, object]:
+    labels = {"kubernetes.io/service-name": service}
+    if headless:
+        labels["service.kubernetes.io/headless"] = ""
+    return {
+        "metadata": {"labels": labels},
+        "endpoints": [{"targetRef": {"kind": "Pod", "uid": pod_uid}, "conditions": {"ready": False}}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("slices", "expected"),
+    [
+        ([endpoint_slice("web", "p1", headless=False)], False),
+        ([endpoint_slice("web", "p1", headless=False), endpoint_slice("web-headless", "p1", headless=True)], True),
+        ([endpoint_slice("web-headless", "p2", headless=True)], False),  # another pod's
+        ([{"metadata": {"labels": {"service.kubernetes.io/headless": ""}}, "endpoints": []}], False),
+    ],
+    ids=["cluster-ip-only", "headless-lists-it", "headless-lists-another-pod", "no-service-label"],
+)
+def test_a_headless_services_slice_listing_the_pod_is_seen(slices: list[dict[str, object]], expected: bool) -> None:
+    assert headless(slices, "p1", "web-1", "10.0.0.1") is expected

@@ -32,6 +32,9 @@ def report(
     hold: float = 4.0,
     stage1: float | None = 1.0,
     last_loss: float | None = None,
+    pinned: int = 0,
+    headless: bool = False,
+    lame_duck: bool = False,
 ) -> HoldReport:
     return HoldReport(
         event_uid="e",
@@ -51,6 +54,9 @@ def report(
         pooled_quiet_seconds=pooled,
         learned_delay_seconds=learned,
         last_loss_seconds=last_loss,
+        pinned_until_closed=pinned,
+        headless=headless,
+        lame_duck=lame_duck,
     )
 
 
@@ -80,6 +86,17 @@ def report(
         ([report(learned=8.0, lost=1, stage2=8.0, last_loss=0.1)], MAX_HOLD, 8.0 * LOSS_FACTOR),
         # A time without a counted loss teaches nothing.
         ([report(learned=0.0, lost=0, stage2=2.0, last_loss=4.0)], MAX_HOLD, 0.0),
+        # Busy connections closed only by the app, none quiet by itself, and a headless Service
+        # listing the pod: what the hold used (it lost nothing) is kept, not dropped to 0.
+        ([report(learned=None, stage2=29.8, pinned=2, headless=True)], MAX_HOLD, 29.8),
+        ([report(learned=12.0, stage2=13.0, pinned=2, headless=True)], MAX_HOLD, 13.0),
+        # ... not without the headless Service (clients pinned through kube-proxy: the fast path),
+        ([report(learned=None, stage2=29.8, pinned=2)], MAX_HOLD, 0.0),
+        # ... nor when the app was in lame-duck mode, nor when one went quiet by itself.
+        ([report(learned=None, stage2=29.8, pinned=2, headless=True, lame_duck=True)], MAX_HOLD, 0.0),
+        ([report(learned=None, stage2=29.8, pinned=2, headless=True, pooled=4.0)], MAX_HOLD, 5.0),
+        # A headless Service with nothing busy at release: nothing to keep.
+        ([report(learned=None, stage2=2.0, pinned=0, headless=True)], MAX_HOLD, 0.0),
         # A loss that was not counted (None) or was none corrects nothing.
         ([report(learned=4.0, lost=None)], MAX_HOLD, 0.0),
         # Never above the policy's maxHold.
@@ -103,6 +120,12 @@ def report(
         "loss-time-in-one-step",
         "loss-time-below-step",
         "loss-time-without-loss",
+        "headless-pinned-keeps-what-was-lossless",
+        "headless-pinned-keeps-the-learned-hold",
+        "pinned-without-headless-is-the-fast-path",
+        "lame-duck-removes-the-doubt",
+        "pooled-quiet-decides",
+        "headless-nothing-busy",
         "loss-not-counted",
         "capped",
         "loss-capped",

@@ -227,7 +227,17 @@ def test_the_sidecar_reads_a_learned_value_written_by_the_operators_names() -> N
 
 def test_the_report_carries_every_field_measured_after_release() -> None:
     result = HoldResult(
-        Outcome.QUIET, 7.0, 1.0, 6.0, 0, 4, 0, late_traffic=6.0, learned_delay=5.5, lame_duck=LameDuckState.ON
+        Outcome.QUIET,
+        7.0,
+        1.0,
+        6.0,
+        0,
+        4,
+        0,
+        late_traffic=6.0,
+        learned_delay=5.5,
+        lame_duck=LameDuckState.ON,
+        headless=True,
     )
     after = AfterRelease(lost=2, pooled_quiet=5.25, pinned_until_closed=1, app_exit=0.75, last_loss=0.5)
     message = report_message(result, policy="", max_hold=30.0, grace_period=None, pod=None, containers=[], after=after)
@@ -240,13 +250,19 @@ def test_the_report_carries_every_field_measured_after_release() -> None:
         fields.APP_EXIT_SECONDS: 0.75,
         fields.LAME_DUCK: operator_names.LameDuckReport.ON,
         fields.LAST_LOSS_SECONDS: 0.5,
+        fields.HEADLESS_SERVICE: True,
     }.items() <= message.items()
     event = hold_report_event(
         message, namespace="shop", pod_name="p", pod_uid="u", now=datetime(2026, 1, 1, tzinfo=UTC)
     )
     event["metadata"]["uid"] = "e1"
     parsed = parse_hold_report(event)  # the operator reads the new fields as the sidecar meant them
-    assert (parsed.lame_duck, parsed.last_loss_seconds, parsed.lost_after_release) == (True, 0.5, 2)
+    assert (parsed.lame_duck, parsed.last_loss_seconds, parsed.lost_after_release, parsed.headless) == (
+        True,
+        0.5,
+        2,
+        True,
+    )
 
 
 def test_a_policy_without_lame_duck_mode_injects_the_same_sidecar_as_before() -> None:

@@ -17,6 +17,16 @@ The rule:
   its learned delay), and to the time from stage 1's end to its last loss (`lastLossSeconds`
   after release), times RECOMMENDATION_HEADROOM: a data plane that still sent work then needs
   at least that, so one lossy hold corrects the delay rather than several growing steps;
+- kept at least at what a hold used (see delay_used) when that hold could not tell pooled
+  from pinned and clients may reach the pod by its IP: its connections busy at release were
+  closed only by the app (`pinnedUntilClosed`), none went quiet by itself, the app was not in
+  lame-duck mode, and a headless Service listed the pod (`headlessService`). A proxy that
+  resolves the headless Service keeps its pooled connections to a deleted pod busy, exactly as
+  a client pinned through kube-proxy does (benchmark: HAProxy), and what counts is when it
+  stops opening new ones, which such a hold cannot see: the delay that was lossless is kept
+  rather than dropped to 0 (a first learned rollout behind HAProxy lost 103 requests that way,
+  bench/results/rollout-l7-lameduck.json). The app's lame-duck mode removes the doubt, and the
+  cost;
 - never above the policy's maxHold, never below 0: 0 when the recent holds saw only pinned
   clients or no late traffic (the fast path).
 Each term only raises the value, so a longer quiet or a loss never lowers it. A loss stops
@@ -73,6 +83,8 @@ def needed_after(report: HoldReport) -> float:
     needed = 0.0
     if report.pooled_quiet_seconds is not None:
         needed = report.pooled_quiet_seconds * RECOMMENDATION_HEADROOM
+    if report.headless and report.pinned_until_closed and report.pooled_quiet_seconds is None and not report.lame_duck:
+        needed = max(needed, delay_used(report))
     if report.lost_after_release:
         used = delay_used(report)
         needed = max(needed, used * LOSS_FACTOR, used + LOSS_STEP_SECONDS)

@@ -113,6 +113,8 @@ class HoldReport:
     # The app was in lame-duck mode for the hold: each connection closed after its response.
     lame_duck: bool = False
     last_loss_seconds: float | None = None  # from release to the last request lost
+    # A headless Service listed the pod: clients may have reached it by its IP (DNS, an L7 proxy).
+    headless: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ def parse_hold_report(event: Mapping[str, Any]) -> HoldReport:
         app_exit_seconds=_absent_or_seconds(report, ReportField.APP_EXIT_SECONDS),
         lame_duck=report.get(ReportField.LAME_DUCK) == LameDuckReport.ON,
         last_loss_seconds=_absent_or_seconds(report, ReportField.LAST_LOSS_SECONDS),
+        headless=report.get(ReportField.HEADLESS_SERVICE) is True,
     )
 
 
