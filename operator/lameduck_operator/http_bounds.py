@@ -9,6 +9,7 @@ connections idle between requests, after an hour by default).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -74,6 +75,17 @@ class HeaderDeadline(asyncio.Protocol):
     def request_done(self) -> None:
         self._in_request = False
 
+    async def drain(self, request: web.BaseRequest) -> None:
+        """Reads and drops what is left of a request's body, within the header bound: a body the
+        handler left unread (a 404, a refusal) may still be arriving, and its bytes must not
+        start the next request's header wait (which would drop a kept-alive connection)."""
+        if not request.can_read_body or request.content.at_eof():
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._seconds):
+                while await request.content.readany():
+                    pass
+
     def _start(self) -> None:
         if self._timer is None and not self._in_request:
             self._timer = asyncio.get_running_loop().call_later(self._seconds, self._expire)
@@ -128,4 +140,5 @@ async def request_middleware(
         return await handler(request)
     finally:
         if deadline is not None:
+            await deadline.drain(request)
             deadline.request_done()
