@@ -28,6 +28,7 @@ from lameduck_operator.logic.selection import DeploymentRef, carries_or_selected
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import Policy, PolicyRef, PolicySpec
 from lameduck_operator.names import GROUP, KIND_NAMESPACED
+from lameduck_operator.policy_events import PolicyEvents
 from lameduck_operator.policy_status import PolicyState, StatusPublisher
 from lameduck_operator.ports import CallLater, FleetApi, call_later_on_running_loop, one_line
 from lameduck_operator.reconcile_queue import ReconcileQueue
@@ -203,6 +204,10 @@ class Fleet:
         await self.access.publish()
         await self.status.publish()
 
+    async def tell_pending(self) -> None:
+        """Post the policies' Events still gathering their burst (the operator is stopping)."""
+        await self.reconciler.events.policies.post_all()
+
     def in_flight(self, policy: PolicyRef) -> int:
         return self.slots.in_flight(policy)
 
@@ -216,6 +221,11 @@ class Fleet:
     def governing_policy(self, ref: DeploymentRef) -> PolicyRef | None:
         decision = self.decisions.get(ref)
         return decision.verdict.policy if decision is not None else None
+
+    def policy_uid(self, ref: PolicyRef) -> str | None:
+        state = self.policies.get(ref)
+        uid = (state.body.get("metadata") or {}).get("uid") if state is not None else None
+        return str(uid) if uid else None
 
     def policy_spec(self, ref: PolicyRef) -> PolicySpec | None:
         state = self.policies.get(ref)
@@ -238,7 +248,8 @@ class Reconciler:
         self.metrics = metrics
         self.monotonic = monotonic
         self.writes = DeploymentWrites(api)
-        self.events = DeploymentEvents(api, metrics)
+        policy_events = PolicyEvents(api, metrics, monotonic, fleet.call_later, fleet.policy_uid)
+        self.events = DeploymentEvents(api, metrics, policy_events)
 
     async def reconcile(self, ref: DeploymentRef) -> Decision | None:
         """Decide about ref and act; the decision taken, intent included (the one kept for

@@ -15,6 +15,7 @@ from typing import Any
 import jsonpatch
 
 from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.event_batches import PolicyEvent
 from lameduck_operator.logic.merge import merge
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.model import PolicyRef
@@ -98,6 +99,7 @@ class FakeApi:
         self.statuses: dict[PolicyRef, dict[str, Any]] = {}
         self.finalizers: dict[PolicyRef, bool] = {}
         self.events: list[tuple[str, DeploymentEvent]] = []
+        self.policy_events: list[tuple[PolicyEvent, str | None]] = []
         self.calls: list[str] = []
         self.sidecar_access: dict[str, list[str]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -210,6 +212,10 @@ class FakeApi:
 
     async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:
         self.events.append((deployment["metadata"]["name"], event))
+
+    async def post_policy_event(self, event: PolicyEvent, uid: str | None) -> None:
+        self._maybe_fail(f"event {event.policy}")
+        self.policy_events.append((event, uid))
 
     async def apply_sidecar_rbac(self, namespace: str, service_accounts: list[str]) -> None:
         self._maybe_fail(f"rbac {namespace}")

@@ -258,13 +258,25 @@ def test_an_opted_out_deployment_keeps_the_losses_of_its_policies() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mark", "why"),
+    ("mark", "event"),
     [
-        pytest.param("annotation", "no policy selects it", id="the policy annotation alone marks it as ours"),
-        pytest.param("managedFields", "no policy selects it", id="lameduck's managedFields entry alone marks it"),
+        pytest.param(
+            "annotation",
+            DeploymentEvent(
+                "Reverted",
+                "removed lameduck's fields (no policy selects it) from",
+                policy=PolicyRef("GracefulPolicy", "gone", "shop"),
+            ),
+            id="the policy annotation alone marks it as ours, and names the policy told",
+        ),
+        pytest.param(
+            "managedFields",
+            DeploymentEvent("Reverted", "lameduck removed its fields: no policy selects it"),
+            id="lameduck's managedFields entry alone marks it; no policy to tell, so the Deployment is told",
+        ),
     ],
 )
-def test_a_deployment_lameduck_changed_but_no_policy_governs_is_reverted(mark: str, why: str) -> None:
+def test_a_deployment_lameduck_changed_but_no_policy_governs_is_reverted(mark: str, event: DeploymentEvent) -> None:
     if mark == "annotation":
         d = deployment(annotations={"lameduck.dev/policy": "GracefulPolicy/shop/gone"})
     else:
@@ -272,9 +284,9 @@ def test_a_deployment_lameduck_changed_but_no_policy_governs_is_reverted(mark: s
     decision = run(d, [])
     assert decision.action is Action.REVERT
     assert decision.deployment == WEB
-    assert decision.verdict == Verdict(WEB, None, State.UNMANAGED, Reason.NO_POLICY, why)
+    assert decision.verdict == Verdict(WEB, None, State.UNMANAGED, Reason.NO_POLICY, "no policy selects it")
     assert decision.starts_rollout is True
-    assert decision.event == DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
+    assert decision.event == event
 
 
 def test_an_opted_out_deployment_lameduck_changed_is_reverted_and_keeps_its_losses() -> None:
@@ -284,7 +296,7 @@ def test_an_opted_out_deployment_lameduck_changed_is_reverted_and_keeps_its_loss
     assert decision.action is Action.REVERT
     assert decision.losses == (Loss(loser.ref, winner.ref, 'equal priority; "a" sorts before "b"'),)
     assert decision.event == DeploymentEvent(
-        "Reverted", 'lameduck removed its fields: opted out with lameduck.dev/skip: "true"'
+        "Reverted", """removed lameduck's fields (opted out with lameduck.dev/skip: "true") from""", policy=winner.ref
     )
 
 
@@ -314,7 +326,7 @@ def test_audit_reports_with_the_intent_and_budget_but_changes_nothing() -> None:
     assert decision.event is None
 
 
-def test_a_first_apply_injects_and_tells_which_containers_hold() -> None:
+def test_a_first_apply_injects_and_is_told_on_its_policy() -> None:
     d = deployment(containers=[container("app", 8080), container("worker")])
     p = policy(spec=IMMEDIATE)
     decision = run(d, [p])
@@ -326,7 +338,7 @@ def test_a_first_apply_injects_and_tells_which_containers_hold() -> None:
     assert decision.starts_rollout is True
     assert decision.replace_prestop == ()
     assert decision.event == DeploymentEvent(
-        "Injected", "GracefulPolicy shop/p: preStop hold on app, worker, termination budget 65s"
+        "Injected", "injected the preStop hold, termination budget 65s, into", policy=p.ref
     )
 
 
@@ -335,7 +347,7 @@ def test_a_changed_policy_updates_the_intent_it_applied_before() -> None:
     before = applied(deployment(), policy(spec={**IMMEDIATE, "hold": {"quietPeriod": "5s"}}))
     decision = run(before, [p])
     assert decision.action is Action.APPLY
-    assert decision.event == DeploymentEvent("Updated", "GracefulPolicy shop/p: intent updated")
+    assert decision.event == DeploymentEvent("Updated", "updated lameduck's fields on", policy=p.ref)
     assert decision.event.warning is False
 
 

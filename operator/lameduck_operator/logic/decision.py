@@ -46,9 +46,17 @@ class Moment(StrEnum):
 
 @dataclass(frozen=True)
 class DeploymentEvent:
+    """What to tell about a Deployment. With `policy`, what the policy did alike to many of its
+    Deployments (injected, updated, reverted): told in one Event on that policy per burst, which
+    lists them (logic/event_batches), and `message` is what was done, the words before the count
+    ("injected the preStop hold, ..., into"). Without, a problem of this Deployment's own
+    (a conflict, drift, a template too large) or a revert no policy claims: an Event on the
+    Deployment, and `message` is the whole of it."""
+
     reason: str
     message: str
     warning: bool = False
+    policy: PolicyRef | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ def decide(
         if not ours or moment is Moment.ADMISSION:
             # Reverting is the reconciler's: at admission the write goes through as it is.
             return Decision(ref, Action.NONE, verdict, selection.losses)
-        event = DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
+        event = reverted_event(deployment, winner.ref if winner else None, why)
         return Decision(ref, Action.REVERT, verdict, selection.losses, starts_rollout=True, event=event)
 
     if too_large(deployment, max_containers):
@@ -220,13 +228,21 @@ def decide(
             "DriftRestored", f"{who} changed lameduck's fields ({'; '.join(verdict.missing)}); restored", warning=True
         )
     elif ours:
-        event = DeploymentEvent("Updated", f"{winner.ref}: intent updated")
+        event = DeploymentEvent("Updated", "updated lameduck's fields on", policy=winner.ref)
     else:
-        holds = ", ".join(plan.app_containers)
-        event = DeploymentEvent(
-            "Injected", f"{winner.ref}: preStop hold on {holds}, termination budget {plan.budget_seconds}s"
-        )
+        done = f"injected the preStop hold, termination budget {plan.budget_seconds}s, into"
+        event = DeploymentEvent("Injected", done, policy=winner.ref)
     return replace(base, action=Action.APPLY, starts_rollout=starts_rollout, event=event)
+
+
+def reverted_event(deployment: Mapping[str, Any], selecting: PolicyRef | None, why: str) -> DeploymentEvent:
+    """The revert told on the policy whose fields are removed (its annotation on the Deployment,
+    else the policy it opted out of); on the Deployment when neither is known."""
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    policy = PolicyRef.from_annotation(annotations.get(POLICY_ANNOTATION)) or selecting
+    if policy is None:
+        return DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
+    return DeploymentEvent("Reverted", f"removed lameduck's fields ({why}) from", policy=policy)
 
 
 def revert_intent(deployment: Mapping[str, Any]) -> dict[str, Any]:
