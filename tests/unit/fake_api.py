@@ -7,6 +7,7 @@ stored object is their merge, with managedFields trees so ownership logic sees r
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,8 +89,11 @@ class StoredDeployment:
             )
         obj["metadata"]["managedFields"] = entries
         obj["metadata"]["generation"] = self.generation
-        obj["metadata"]["resourceVersion"] = f"{self.generation}.{self.writes}"
         obj["status"] = copy.deepcopy(self.status)
+        # Changes with whatever changed in it (the API server's does at every stored change; the
+        # tests change the fake's fields directly too).
+        digest = hashlib.sha256(json.dumps([obj, self.writes], sort_keys=True).encode()).hexdigest()[:12]
+        obj["metadata"]["resourceVersion"] = digest
         return obj
 
 

@@ -297,6 +297,64 @@ async def test_a_burst_of_applies_is_told_in_one_event_on_the_policy_and_a_confl
     assert await h.told() == told, "nothing more: every Deployment is compliant"
 
 
+async def test_an_apply_is_judged_once_and_its_rollouts_progress_is_stored_without_judging_it_again(
+    h: Harness,
+) -> None:
+    api = DeploymentRef("shop", "api")
+    h.add("api")
+    h.policy(apply="Immediate")
+    await h.fleet.drain()
+    assert writes(h) == ["apply shop/api"]
+    assert h.state("api") is State.COMPLIANT, "judged as written, without deciding again"
+    assert h.fleet.slots.rolling == {api: WEB}
+    h.observe("api")  # the watch's event of lameduck's own write: the very object stored
+    assert not h.fleet.queued
+    h.api.complete_rollout("shop", "api")
+    h.observe("api")  # only its status changed: the rollout is over
+    assert not h.fleet.queued
+    assert h.fleet.slots.rolling == {}, "its slot is free"
+    h.api.edit_base("shop", "api", lambda b: b["metadata"]["labels"].update(team="a"))
+    h.observe("api")
+    assert h.fleet.queued == {api}, "a change its decision reads is judged"
+
+
+async def test_the_watch_event_of_a_write_that_comes_before_its_answer_is_not_judged_again(h: Harness) -> None:
+    h.add("api")
+    h.policy(apply="Immediate")
+    apply, reconciles = h.api.apply_deployment, 0
+
+    async def echoed_first(intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
+        answer = await apply(intent, force)
+        h.observe("api")  # the watch delivers the write before its answer reaches the reconcile
+        return answer
+
+    async def counted(ref: DeploymentRef) -> object:
+        nonlocal reconciles
+        reconciles += 1
+        return await h.fleet.reconcile(ref)
+
+    h.api.apply_deployment = echoed_first  # type: ignore[method-assign]
+    h.fleet.queue.reconcile = counted
+    await h.fleet.drain()
+    assert writes(h) == ["apply shop/api"]
+    assert reconciles == 1, "the write's own event waited for its answer, and was that answer"
+    assert h.state("api") is State.COMPLIANT
+    h.api.complete_rollout("shop", "api")
+    h.observe("api")
+    assert not h.fleet.queued
+
+
+async def test_a_deployment_waiting_for_a_slot_is_judged_again_when_its_status_changes(h: Harness) -> None:
+    h.add("a", replicas=2)
+    h.add("b", replicas=2)
+    h.policy(apply="Immediate", maxConcurrentRollouts=1)
+    await h.fleet.drain()
+    (waiting,) = h.fleet.slots.waiting[WEB]
+    h.api.deployments[("shop", waiting.name)].status["availableReplicas"] = 1
+    h.observe(waiting.name)
+    assert h.fleet.queued == {waiting}
+
+
 async def test_policy_status_is_written_at_most_once_per_publish_through_a_burst(h: Harness) -> None:
     for i in range(30):
         h.add(f"app-{i:02d}")
