@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from lameduck_operator.logic.event_batches import (
-    MAX_LISTED,
     MAX_MESSAGE,
     OPEN_SECONDS,
     QUIET_SECONDS,
@@ -15,6 +14,7 @@ from lameduck_operator.logic.event_batches import (
     told,
 )
 from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.logic.status import MAX_LISTED
 from lameduck_operator.model import PolicyRef
 
 WEB = PolicyRef("GracefulPolicy", "web", "shop")

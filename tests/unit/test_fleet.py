@@ -15,8 +15,9 @@ from lameduck_operator.fleet import Fleet
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Moment, decide
-from lameduck_operator.logic.event_batches import MAX_LISTED, QUIET_SECONDS
+from lameduck_operator.logic.event_batches import QUIET_SECONDS
 from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.logic.status import MAX_LISTED
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef
 from lameduck_operator.settings import Settings

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.logic.status import MAX_LISTED
 from lameduck_operator.model import PolicyRef
 
 # The burst is over when no Deployment joined a batch for this long.
 QUIET_SECONDS = 2.0
 # A longer burst is told this long after its first Deployment joined, and the rest in the next Event.
 OPEN_SECONDS = 60.0
-MAX_LISTED = 20
 # What the API server keeps of an Event's message (events.k8s.io's note; lameduck keeps to it for both).
 MAX_MESSAGE = 1024
 
