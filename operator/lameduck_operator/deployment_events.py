@@ -1,6 +1,8 @@
-"""The Events that tell a Deployment's owners what lameduck decided about it: each action once,
-a conflict once per distinct reason (not on every resync). Best effort: a failed post is
-counted and logged, never retried."""
+"""What lameduck tells about the Deployments it decided about: a policy's action (injected,
+updated, reverted) in one Event on the policy per burst (policy_events), and a Deployment's own
+problem (a conflict, drift, a template too large) in an Event on it, a conflict once per
+distinct reason (not on every resync). Best effort: a failed post is counted and logged, never
+retried."""
 
 from __future__ import annotations
 
@@ -11,22 +13,28 @@ from typing import Any
 from lameduck_operator.logic.decision import Action, Decision
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.policy_events import PolicyEvents
 from lameduck_operator.ports import FleetApi
 
 log = logging.getLogger("lameduck.fleet")
 
 
 class DeploymentEvents:
-    def __init__(self, api: FleetApi, metrics: OperatorMetrics) -> None:
+    def __init__(self, api: FleetApi, metrics: OperatorMetrics, policies: PolicyEvents) -> None:
         self.api = api
         self.metrics = metrics
+        self.policies = policies
         self._conflict_posted: dict[DeploymentRef, str] = {}
 
     async def tell(self, ref: DeploymentRef, decision: Decision, body: Mapping[str, Any]) -> None:
-        """Post the decision's Event on body (the Deployment as reconciled, not parsed again from the store)."""
+        """Tell the decision's Event: in its policy's next Event, or on body (the Deployment as
+        reconciled, not parsed again from the store)."""
         event = decision.event
         if event is None:
             self._conflict_posted.pop(ref, None)
+            return
+        if event.policy is not None:
+            self.policies.add(ref, event)
             return
         if decision.action is Action.NONE:
             if self._conflict_posted.get(ref) == event.message:

@@ -15,10 +15,10 @@ import json
 import sys
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from lameduck_operator.logic.ownership import write_times
+from lameduck_operator.logic.decision import JudgedPart
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
 
 # Compression level 1: most of the saving, at the least CPU.
@@ -30,12 +30,12 @@ class Stored:
     packed: bytes
     # What is read of every Deployment at once: a body with only these metadata fields.
     meta: Mapping[str, Any]
-    # When other managers last wrote it ((manager, operation, time)): what the next
-    # observation is compared with, without parsing this one back.
-    writes: tuple[tuple[str, str, str], ...]
-    # Which object, at which spec: an older event of the same object is not stored over it.
-    uid: str
-    generation: int
+    # What its decision reads but its status: what the next observation is compared with, without
+    # parsing this one back. Its uid and generation: an older event of the same object is not
+    # stored over it; its other managers' writes: who changed it since.
+    judged: JudgedPart
+    # Which version: the watch's event of the very object stored is nothing new.
+    resource_version: str
 
 
 def _shared(value: Any) -> Any:
@@ -68,9 +68,10 @@ def _meta(body: Mapping[str, Any], annotation_prefix: str) -> dict[str, Any]:
     }
 
 
-def _uid_and_generation(body: Mapping[str, Any]) -> tuple[str, int]:
-    metadata = body.get("metadata") or {}
-    return str(metadata.get("uid") or ""), int(metadata.get("generation") or 0)
+def _shared_part(part: JudgedPart) -> JudgedPart:
+    writes = tuple((_shared(name), _shared(operation), _shared(when)) for name, operation, when in part.writes)
+    labels = tuple((_shared(k), v) for k, v in part.labels)
+    return replace(part, labels=labels, annotations=tuple((_shared(k), v) for k, v in part.annotations), writes=writes)
 
 
 class DeploymentStore:
@@ -84,11 +85,9 @@ class DeploymentStore:
     def put(self, body: Mapping[str, Any]) -> DeploymentRef:
         ref = deployment_ref(body)
         packed = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), LEVEL)
-        writes = tuple(
-            (_shared(name), _shared(operation), _shared(when)) for (name, operation), when in write_times(body).items()
-        )
-        uid, generation = _uid_and_generation(body)
-        self._items[ref] = Stored(packed, _meta(body, self.annotation_prefix), writes, uid, generation)
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        judged = _shared_part(JudgedPart.of(body))
+        self._items[ref] = Stored(packed, _meta(body, self.annotation_prefix), judged, version)
         return ref
 
     def get(self, ref: DeploymentRef) -> dict[str, Any] | None:
@@ -107,13 +106,31 @@ class DeploymentStore:
     def is_older(self, body: Mapping[str, Any]) -> bool:
         """Whether body is the stored Deployment (the same uid) at an earlier generation."""
         stored = self._items.get(deployment_ref(body))
-        uid, generation = _uid_and_generation(body)
-        return stored is not None and stored.uid == uid and generation < stored.generation
+        meta = body.get("metadata") or {}
+        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+        return stored is not None and stored.judged.uid == uid and generation < stored.judged.generation
+
+    def is_stored(self, body: Mapping[str, Any]) -> bool:
+        """Whether body is the very Deployment stored: the same uid at the same resourceVersion."""
+        stored = self._items.get(deployment_ref(body))
+        meta = body.get("metadata") or {}
+        return (
+            stored is not None
+            and bool(stored.resource_version)
+            and stored.resource_version == str(meta.get("resourceVersion") or "")
+            and stored.judged.uid == str(meta.get("uid") or "")
+        )
+
+    def judged(self, ref: DeploymentRef) -> JudgedPart | None:
+        """What a decision reads of the stored Deployment but its status (JudgedPart)."""
+        stored = self._items.get(ref)
+        return None if stored is None else stored.judged
 
     def write_times(self, ref: DeploymentRef) -> dict[tuple[str, str], str] | None:
         """write_times of the Deployment as stored, without parsing it back."""
         stored = self._items.get(ref)
-        return None if stored is None else {(name, operation): when for name, operation, when in stored.writes}
+        writes = () if stored is None else stored.judged.writes
+        return None if stored is None else {(name, operation): when for name, operation, when in writes}
 
     def pop(self, ref: DeploymentRef) -> None:
         self._items.pop(ref, None)

@@ -22,12 +22,13 @@ from typing import Any
 from lameduck_operator.deployment_events import DeploymentEvents
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.deployment_writes import DeploymentWrites
-from lameduck_operator.logic.decision import Decision, decide
+from lameduck_operator.logic.decision import Decision, after_write, decide, holds_through_status
 from lameduck_operator.logic.ownership import managers_since
 from lameduck_operator.logic.selection import DeploymentRef, carries_or_selected_by, deployment_ref
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import Policy, PolicyRef, PolicySpec
 from lameduck_operator.names import GROUP, KIND_NAMESPACED
+from lameduck_operator.policy_events import PolicyEvents
 from lameduck_operator.policy_status import PolicyState, StatusPublisher
 from lameduck_operator.ports import CallLater, FleetApi, call_later_on_running_loop, one_line
 from lameduck_operator.reconcile_queue import ReconcileQueue
@@ -124,6 +125,8 @@ class Fleet:
 
     def deployment_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         ref = deployment_ref(body)
+        if self.reconciler.held_back(ref, body, deleted):
+            return
         if deleted:
             self.deployments.pop(ref)
             self.writers.pop(ref, None)
@@ -134,16 +137,21 @@ class Fleet:
             if gone is not None and gone.verdict.policy is not None:
                 self.status.changed(gone.verdict.policy)
             return
-        if self.deployments.is_older(body):
+        if self.deployments.is_older(body) or self.deployments.is_stored(body):
             # Older than the Deployment lameduck last wrote: the watch delivers events from
             # before an apply after the apply's own answer. Storing it would show the rollout
-            # the apply started as not begun and free its slot for another.
+            # the apply started as not begun and free its slot for another. The very one stored:
+            # the watch's event of lameduck's own write, whose answer was stored and judged.
             return
         previous = self.deployments.write_times(ref)
         if previous is not None:
             self.writers.setdefault(ref, set()).update(managers_since(previous, body))
+        judged = self.deployments.judged(ref)
         self.store(body)
-        self.enqueue(ref)
+        decision = self.decisions.get(ref)
+        if judged != self.deployments.judged(ref) or decision is None or not holds_through_status(decision):
+            self.enqueue(ref)
+        # Else only its status changed (its rollout's progress, for the slots), which its decision does not read.
 
     def enqueue(self, ref: DeploymentRef) -> None:
         self.queue.put(ref)
@@ -203,6 +211,10 @@ class Fleet:
         await self.access.publish()
         await self.status.publish()
 
+    async def tell_pending(self) -> None:
+        """Post the policies' Events still gathering their burst (the operator is stopping)."""
+        await self.reconciler.events.policies.post_all()
+
     def in_flight(self, policy: PolicyRef) -> int:
         return self.slots.in_flight(policy)
 
@@ -216,6 +228,11 @@ class Fleet:
     def governing_policy(self, ref: DeploymentRef) -> PolicyRef | None:
         decision = self.decisions.get(ref)
         return decision.verdict.policy if decision is not None else None
+
+    def policy_uid(self, ref: PolicyRef) -> str | None:
+        state = self.policies.get(ref)
+        uid = (state.body.get("metadata") or {}).get("uid") if state is not None else None
+        return str(uid) if uid else None
 
     def policy_spec(self, ref: PolicyRef) -> PolicySpec | None:
         state = self.policies.get(ref)
@@ -238,11 +255,32 @@ class Reconciler:
         self.metrics = metrics
         self.monotonic = monotonic
         self.writes = DeploymentWrites(api)
-        self.events = DeploymentEvents(api, metrics)
+        policy_events = PolicyEvents(api, metrics, monotonic, fleet.call_later, fleet.policy_uid)
+        self.events = DeploymentEvents(api, metrics, policy_events)
+        # Per Deployment being reconciled, the latest watch event of it meanwhile (body, deleted).
+        self.meanwhile: dict[DeploymentRef, tuple[Mapping[str, Any], bool] | None] = {}
+
+    def held_back(self, ref: DeploymentRef, body: Mapping[str, Any], deleted: bool) -> bool:
+        """Whether the watch's event waits for ref's reconcile to end: the first event of a write
+        mostly comes before its answer and is the write itself, which the answer, stored and
+        judged, already is. The latest is kept and seen once the reconcile has ended."""
+        if ref not in self.meanwhile:
+            return False
+        self.meanwhile[ref] = (body, deleted)
+        return True
 
     async def reconcile(self, ref: DeploymentRef) -> Decision | None:
         """Decide about ref and act; the decision taken, intent included (the one kept for
         status is without it), or None for a Deployment no longer known."""
+        self.meanwhile[ref] = None
+        try:
+            return await self._reconcile(ref)
+        finally:
+            seen = self.meanwhile.pop(ref, None)
+            if seen is not None:
+                self.fleet.deployment_seen(*seen)
+
+    async def _reconcile(self, ref: DeploymentRef) -> Decision | None:
         fleet = self.fleet
         body: Mapping[str, Any] | None = fleet.deployments.get(ref)
         if body is None:
@@ -270,11 +308,19 @@ class Reconciler:
             except Exception as err:
                 self._failed(ref, decision, previous, body, err)
                 return decision
-        self._record(ref, decision, previous, body)
+        self._record(ref, decision if stored is None else self._written(ref, decision, body), previous, body)
         self.metrics.reconciles.labels(result=result).inc()
         self.metrics.reconcile_seconds.observe(self.monotonic() - started)
         await self.events.tell(ref, decision, body)
         return decision
+
+    def _written(self, ref: DeploymentRef, decision: Decision, body: Mapping[str, Any]) -> Decision:
+        """The decision about the Deployment as its write stored it (body), judged without deciding
+        again; when body does not carry what was written, it is decided again from the start."""
+        written = after_write(decision, body)
+        if written is None:
+            self.fleet.enqueue(ref)
+        return written or decision
 
     def _failed(
         self, ref: DeploymentRef, decision: Decision, previous: Decision | None, body: Mapping[str, Any], err: Exception

@@ -180,6 +180,16 @@ class PolicyRef:
     def annotation_value(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}" if self.namespace else f"{self.kind}/{self.name}"
 
+    @classmethod
+    def from_annotation(cls, value: object) -> PolicyRef | None:
+        """The policy an annotation_value names; None for anything else."""
+        parts = value.split("/") if isinstance(value, str) else []
+        if len(parts) == 3 and parts[0] == KIND_NAMESPACED and all(parts[1:]):
+            return cls(parts[0], parts[2], parts[1])
+        if len(parts) == 2 and parts[0] == KIND_CLUSTER and parts[1]:
+            return cls(parts[0], parts[1])
+        return None
+
 
 @dataclass(frozen=True)
 class LameDuck:

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.event_batches import PolicyEvent
 from lameduck_operator.logic.readiness import PodView
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.model import PolicyRef
@@ -31,6 +32,10 @@ class FleetApi(Protocol):
     async def set_policy_finalizer(self, ref: PolicyRef, present: bool) -> None: ...
 
     async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None: ...
+
+    async def post_policy_event(self, event: PolicyEvent, uid: str | None) -> None:
+        """An Event on event.policy (uid: the policy's, None when not known)."""
+        ...
 
     async def apply_sidecar_rbac(self, namespace: str, service_accounts: list[str]) -> None: ...
 

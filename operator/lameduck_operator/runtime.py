@@ -34,6 +34,7 @@ from lameduck_operator.shutdown_observer import ShutdownObserver
 
 log = logging.getLogger("lameduck.operator")
 GATE_AND_STATUS_THREADS = 12
+STOP_EVENTS_SECONDS = 5.0
 
 
 def kube_api_client(connections: int) -> client.ApiClient:
@@ -201,6 +202,12 @@ class Runtime:
         for task in [*self.tasks, *self.background]:
             task.cancel()
         await asyncio.gather(*self.tasks, *self.background, return_exceptions=True)
+        if self.fleet is not None and self.leading:
+            # What the last burst did, told now rather than lost with the process.
+            try:
+                await asyncio.wait_for(self.fleet.tell_pending(), STOP_EVENTS_SECONDS)
+            except Exception as err:  # best effort, as every Event
+                log.info("could not post the policies' last Events: %s", err)
         if self.admission is not None:
             await asyncio.to_thread(self.admission.stop)
         if self.http is not None:

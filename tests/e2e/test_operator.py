@@ -47,6 +47,17 @@ def events(kube: Kube, ns: str, reason: str) -> list[dict[str, Any]]:
     return [e for e in kube.items("events", ns) if e.get("reason") == reason]
 
 
+def told(kube: Kube, ns: str, reason: str, policy_name: str) -> list[str]:
+    """The Deployments the namespace's policy named its Events of that reason list, as often as
+    listed (one Event per burst: "<what was done> 2 Deployments: a, b", with "and N more" past 20)."""
+    return [
+        name
+        for e in events(kube, ns, reason)
+        if e["involvedObject"]["kind"] == "GracefulPolicy" and e["involvedObject"]["name"] == policy_name
+        for name in e["message"].rsplit(": ", 1)[1].split(" and ", 1)[0].split(", ")
+    ]
+
+
 def replica_sets(kube: Kube, ns: str, name: str) -> int:
     return len(kube.items("replicasets", ns, f"app={name}"))
 
@@ -69,8 +80,10 @@ def test_policy_injects_into_matching_deployments_only(kube: Kube, operator: Ope
     )
     assert (found["matched"], found["budgetSeconds"]) == (1, 65)
     assert condition(found, "Ready")["status"] == "True"
-    assert [e["message"] for e in events(kube, namespace, "Injected")] == [
-        f"GracefulPolicy {namespace}/web: preStop hold on app, termination budget 65s"
+    # Told on the policy, once the burst is over (logic/event_batches.QUIET_SECONDS), not on web.
+    injected = wait_until(lambda: events(kube, namespace, "Injected"), 30, "the policy's Injected Event")
+    assert [(e["involvedObject"]["kind"], e["involvedObject"]["name"], e["message"]) for e in injected] == [
+        ("GracefulPolicy", "web", "injected the preStop hold, termination budget 65s, into 1 Deployment: web")
     ]
 
 
@@ -111,7 +124,7 @@ def test_deleting_the_policy_removes_only_lameducks_fields(kube: Kube, operator:
     managers = {e["manager"] for e in reverted["metadata"]["managedFields"]}
     assert "lameduck" not in managers
     assert "kubectl-client-side-apply" in managers
-    assert events(kube, namespace, "Reverted")
+    wait_until(lambda: told(kube, namespace, "Reverted", "web") == ["web"], 30, "the policy's Reverted Event")
 
 
 def test_opt_out_annotation_reverts(kube: Kube, operator: Operator, namespace: str) -> None:

@@ -7,6 +7,7 @@ stored object is their merge, with managedFields trees so ownership logic sees r
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 import jsonpatch
 
 from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.event_batches import PolicyEvent
 from lameduck_operator.logic.merge import merge
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.model import PolicyRef
@@ -87,8 +89,11 @@ class StoredDeployment:
             )
         obj["metadata"]["managedFields"] = entries
         obj["metadata"]["generation"] = self.generation
-        obj["metadata"]["resourceVersion"] = f"{self.generation}.{self.writes}"
         obj["status"] = copy.deepcopy(self.status)
+        # Changes with whatever changed in it (the API server's does at every stored change; the
+        # tests change the fake's fields directly too).
+        digest = hashlib.sha256(json.dumps([obj, self.writes], sort_keys=True).encode()).hexdigest()[:12]
+        obj["metadata"]["resourceVersion"] = digest
         return obj
 
 
@@ -98,6 +103,7 @@ class FakeApi:
         self.statuses: dict[PolicyRef, dict[str, Any]] = {}
         self.finalizers: dict[PolicyRef, bool] = {}
         self.events: list[tuple[str, DeploymentEvent]] = []
+        self.policy_events: list[tuple[PolicyEvent, str | None]] = []
         self.calls: list[str] = []
         self.sidecar_access: dict[str, list[str]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -210,6 +216,10 @@ class FakeApi:
 
     async def post_event(self, deployment: Mapping[str, Any], event: DeploymentEvent) -> None:
         self.events.append((deployment["metadata"]["name"], event))
+
+    async def post_policy_event(self, event: PolicyEvent, uid: str | None) -> None:
+        self._maybe_fail(f"event {event.policy}")
+        self.policy_events.append((event, uid))
 
     async def apply_sidecar_rbac(self, namespace: str, service_accounts: list[str]) -> None:
         self._maybe_fail(f"rbac {namespace}")

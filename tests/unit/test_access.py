@@ -24,6 +24,7 @@ from lameduck_operator.handlers import build_registry
 from lameduck_operator.k8s.api import KubeApi
 from lameduck_operator.k8s.leadership import lease_lock
 from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.event_batches import PolicyEvent
 from lameduck_operator.logic.rbac import sidecar_role
 from lameduck_operator.logic.readiness import PodView
 from lameduck_operator.logic.selection import DeploymentRef
@@ -174,6 +175,8 @@ async def drive_the_operator() -> tuple[list[Sent], set[tuple[str, str]]]:
     api.list_sidecar_access()
     api.list_outdated_sidecar_roles()
     await api.post_event(WEB, DeploymentEvent("Applied", "lameduck applied web-tier"))
+    for ref in (PolicyRef(KIND_NAMESPACED, "web-tier", "shop"), PolicyRef(KIND_CLUSTER, "everywhere")):
+        await api.post_policy_event(PolicyEvent(ref, "Injected", "injected into 1 Deployment: web"), "uid-1")
     await api.patch_pod_condition(POD, {"type": READINESS_CONDITION, "status": "True"}, True)
     api.list_services()
     api.list_endpoint_slices()

@@ -12,8 +12,11 @@ from lameduck_operator.logic.decision import (
     Action,
     Decision,
     DeploymentEvent,
+    JudgedPart,
     Moment,
+    after_write,
     decide,
+    holds_through_status,
     intent_digest,
     revert_intent,
     rollout_in_progress,
@@ -258,13 +261,25 @@ def test_an_opted_out_deployment_keeps_the_losses_of_its_policies() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mark", "why"),
+    ("mark", "event"),
     [
-        pytest.param("annotation", "no policy selects it", id="the policy annotation alone marks it as ours"),
-        pytest.param("managedFields", "no policy selects it", id="lameduck's managedFields entry alone marks it"),
+        pytest.param(
+            "annotation",
+            DeploymentEvent(
+                "Reverted",
+                "removed lameduck's fields (no policy selects it) from",
+                policy=PolicyRef("GracefulPolicy", "gone", "shop"),
+            ),
+            id="the policy annotation alone marks it as ours, and names the policy told",
+        ),
+        pytest.param(
+            "managedFields",
+            DeploymentEvent("Reverted", "lameduck removed its fields: no policy selects it"),
+            id="lameduck's managedFields entry alone marks it; no policy to tell, so the Deployment is told",
+        ),
     ],
 )
-def test_a_deployment_lameduck_changed_but_no_policy_governs_is_reverted(mark: str, why: str) -> None:
+def test_a_deployment_lameduck_changed_but_no_policy_governs_is_reverted(mark: str, event: DeploymentEvent) -> None:
     if mark == "annotation":
         d = deployment(annotations={"lameduck.dev/policy": "GracefulPolicy/shop/gone"})
     else:
@@ -272,9 +287,9 @@ def test_a_deployment_lameduck_changed_but_no_policy_governs_is_reverted(mark: s
     decision = run(d, [])
     assert decision.action is Action.REVERT
     assert decision.deployment == WEB
-    assert decision.verdict == Verdict(WEB, None, State.UNMANAGED, Reason.NO_POLICY, why)
+    assert decision.verdict == Verdict(WEB, None, State.UNMANAGED, Reason.NO_POLICY, "no policy selects it")
     assert decision.starts_rollout is True
-    assert decision.event == DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
+    assert decision.event == event
 
 
 def test_an_opted_out_deployment_lameduck_changed_is_reverted_and_keeps_its_losses() -> None:
@@ -284,7 +299,7 @@ def test_an_opted_out_deployment_lameduck_changed_is_reverted_and_keeps_its_loss
     assert decision.action is Action.REVERT
     assert decision.losses == (Loss(loser.ref, winner.ref, 'equal priority; "a" sorts before "b"'),)
     assert decision.event == DeploymentEvent(
-        "Reverted", 'lameduck removed its fields: opted out with lameduck.dev/skip: "true"'
+        "Reverted", """removed lameduck's fields (opted out with lameduck.dev/skip: "true") from""", policy=winner.ref
     )
 
 
@@ -314,7 +329,7 @@ def test_audit_reports_with_the_intent_and_budget_but_changes_nothing() -> None:
     assert decision.event is None
 
 
-def test_a_first_apply_injects_and_tells_which_containers_hold() -> None:
+def test_a_first_apply_injects_and_is_told_on_its_policy() -> None:
     d = deployment(containers=[container("app", 8080), container("worker")])
     p = policy(spec=IMMEDIATE)
     decision = run(d, [p])
@@ -326,7 +341,7 @@ def test_a_first_apply_injects_and_tells_which_containers_hold() -> None:
     assert decision.starts_rollout is True
     assert decision.replace_prestop == ()
     assert decision.event == DeploymentEvent(
-        "Injected", "GracefulPolicy shop/p: preStop hold on app, worker, termination budget 65s"
+        "Injected", "injected the preStop hold, termination budget 65s, into", policy=p.ref
     )
 
 
@@ -335,7 +350,7 @@ def test_a_changed_policy_updates_the_intent_it_applied_before() -> None:
     before = applied(deployment(), policy(spec={**IMMEDIATE, "hold": {"quietPeriod": "5s"}}))
     decision = run(before, [p])
     assert decision.action is Action.APPLY
-    assert decision.event == DeploymentEvent("Updated", "GracefulPolicy shop/p: intent updated")
+    assert decision.event == DeploymentEvent("Updated", "updated lameduck's fields on", policy=p.ref)
     assert decision.event.warning is False
 
 
@@ -591,3 +606,81 @@ def test_a_decision_reads_managed_fields_once() -> None:
     assert decision.event is not None
     assert decision.event.reason == "DriftRestored", "the path that asks all four questions"
     assert CountingMetadata.reads == 1
+
+
+# --- after a write: the verdict without deciding again ------------------------------------------
+
+
+def test_an_apply_stored_as_written_is_compliant_without_deciding_again() -> None:
+    p = policy(spec=IMMEDIATE)
+    decision = run(deployment(), [p])
+    assert decision.action is Action.APPLY
+    stored = applied(deployment(), p)
+    written = after_write(decision, stored)
+    assert written is not None
+    assert (written.action, written.verdict.state, written.event) == (Action.NONE, State.COMPLIANT, None)
+    assert written.verdict == run(stored, [p]).verdict, "what deciding again would say"
+    assert holds_through_status(written)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        pytest.param(lambda p: deployment(), id="the write did not land"),
+        pytest.param(lambda p: applied(deployment(), p, digest=False), id="without the intent's digest"),
+        pytest.param(lambda p: app_prestop(applied(deployment(), p), FOREIGN_EXEC), id="changed by another writer"),
+    ],
+)
+def test_a_stored_deployment_that_does_not_carry_the_write_is_decided_again(stored: Any) -> None:
+    p = policy(spec=IMMEDIATE)
+    assert after_write(run(deployment(), [p]), stored(p)) is None
+
+
+def test_a_reverts_decision_stands_as_it_was_taken() -> None:
+    d = deployment(annotations={"lameduck.dev/policy": "GracefulPolicy/shop/gone"})
+    decision = run(d, [])
+    assert after_write(decision, deployment()) is decision
+
+
+@pytest.mark.parametrize(
+    ("decision", "holds"),
+    [
+        pytest.param(lambda p: run(applied(deployment(), p), [p]), True, id="compliant"),
+        pytest.param(lambda p: run(app_prestop(deployment(), FOREIGN_EXEC), [p]), True, id="a conflict"),
+        pytest.param(lambda p: run(deployment(), [p]), False, id="an apply: it reads whether a rollout runs"),
+        pytest.param(
+            lambda p: run(deployment(), [p], in_flight=all_slots_taken), False, id="waiting for a rollout slot"
+        ),
+    ],
+)
+def test_which_decisions_hold_while_only_the_status_changes(decision: Any, holds: bool) -> None:
+    assert holds_through_status(decision(policy(spec=IMMEDIATE))) is holds
+
+
+def _status_update(d: dict[str, Any]) -> None:
+    d["status"] = {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1}
+    d["metadata"]["resourceVersion"] = "99"
+    d["metadata"]["managedFields"].append(
+        {"manager": "kube-controller-manager", "operation": "Update", "time": T2, "subresource": "status"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        pytest.param(_status_update, True, id="the controller's status update"),
+        pytest.param(lambda d: d["metadata"].update(generation=3), False, id="a new spec"),
+        pytest.param(lambda d: d["metadata"]["labels"].update(tier="db"), False, id="a label"),
+        pytest.param(
+            lambda d: d["metadata"]["annotations"].update({"lameduck.dev/skip": "true"}), False, id="opting out"
+        ),
+        pytest.param(lambda d: d["metadata"].update(uid="another"), False, id="another object of that name"),
+        pytest.param(lambda d: d["metadata"]["managedFields"][0].update(time=T2), False, id="another writer"),
+    ],
+)
+def test_what_a_decision_reads_besides_the_status(change: Any, same: bool) -> None:
+    before = applied(deployment(labels={"tier": "web"}), policy(spec=IMMEDIATE))
+    before["metadata"] |= {"uid": "u-1", "generation": 2}
+    after = copy.deepcopy(before)
+    change(after)
+    assert (JudgedPart.of(after) == JudgedPart.of(before)) is same

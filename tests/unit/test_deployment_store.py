@@ -87,3 +87,20 @@ def test_an_earlier_generation_of_the_same_object_is_older_and_a_new_object_of_t
     assert not store.is_older(at("u1", 4))
     assert not store.is_older(at("u2", 1)), "deleted and created again under the same name"
     assert not store.is_older(deployment("other"))
+
+
+def test_the_very_deployment_stored_is_recognised_by_its_uid_and_resource_version() -> None:
+    store = DeploymentStore("lameduck.dev/")
+    body = deployment("web")
+    body["metadata"] |= {"uid": "u-1", "resourceVersion": "7"}
+    store.put(body)
+    assert store.is_stored(body)
+    newer = deployment("web")
+    newer["metadata"] |= {"uid": "u-1", "resourceVersion": "8"}
+    assert not store.is_stored(newer)
+    recreated = deployment("web")
+    recreated["metadata"] |= {"uid": "u-2", "resourceVersion": "7"}
+    assert not store.is_stored(recreated)
+    unversioned = deployment("api")
+    store.put(unversioned)
+    assert not store.is_stored(unversioned), "without a resourceVersion nothing is known to be the same"

@@ -15,7 +15,9 @@ from lameduck_operator.fleet import Fleet
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Moment, decide
+from lameduck_operator.logic.event_batches import QUIET_SECONDS
 from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.logic.status import MAX_LISTED
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef
 from lameduck_operator.settings import Settings
@@ -54,6 +56,7 @@ class Harness:
             self.api,
             OperatorMetrics(),
             clock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+            monotonic=lambda: self.timers.now,
             call_later=self.timers.call_later,
         )
         self.fleet.synced.set()
@@ -88,6 +91,17 @@ class Harness:
         await self.fleet.drain()
         await self.fleet.publish()
 
+    async def told(self) -> list[tuple[str, str]]:
+        """The Events on policies so far, once the last burst's window has passed: (reason, message)."""
+        self.timers.advance(QUIET_SECONDS)
+        await self.fleet.reconciler.events.policies.idle()
+        return [(e.reason, e.message) for e, _ in self.api.policy_events]
+
+    def access_timers(self) -> int:
+        """Timers pending but those of the policies' Events."""
+        wake = self.fleet.reconciler.events.policies._wake
+        return sum(1 for _, callback in self.timers.pending if callback != wake)
+
     def pod_listings(self) -> int:
         return sum(1 for c in self.api.calls if c.startswith("pods "))
 
@@ -105,7 +119,8 @@ async def test_immediate_policy_applies_once_and_reports_compliant(h: Harness) -
     assert h.pod("api")["initContainers"][0]["name"] == "lameduck"
     assert h.pod("api")["terminationGracePeriodSeconds"] == 65
     assert "initContainers" not in h.pod("db"), "unselected Deployments are untouched"
-    assert [(n, e.reason) for n, e in h.api.events] == [("api", "Injected")]
+    assert h.api.events == [], "nothing on the Deployment: its policy is told"
+    assert await h.told() == [("Injected", "injected the preStop hold, termination budget 65s, into 1 Deployment: api")]
     h.api.complete_rollout("shop", "api")
     h.observe("api")
     calls_before = list(h.api.calls)
@@ -198,7 +213,7 @@ async def test_deleting_the_policy_reverts_then_releases_the_finalizer(h: Harnes
     assert "lifecycle" not in h.pod("api")["containers"][0]
     assert h.pod("api")["containers"][0]["image"] == "example.com/app:1", "other managers' fields stay"
     assert h.api.finalizers[WEB] is False
-    assert ("api", "Reverted") in [(n, e.reason) for n, e in h.api.events]
+    assert ("Reverted", "removed lameduck's fields (no policy selects it) from 1 Deployment: api") in await h.told()
 
 
 async def test_opt_out_reverts(h: Harness) -> None:
@@ -251,6 +266,113 @@ async def test_foreign_prestop_is_a_conflict_and_one_bad_deployment_blocks_nothi
     assert status["nonCompliant"][0]["name"] == "legacy"
     conflict = next(c for c in status["conditions"] if c["type"] == "Conflict")
     assert (conflict["status"], conflict["reason"]) == ("True", "DeploymentConflicts")
+
+
+@pytest.mark.parametrize(
+    ("applies", "listed"),
+    [
+        pytest.param(3, "app-00, app-01, app-02", id="a few, all listed"),
+        pytest.param(
+            MAX_LISTED + 7, ", ".join(f"app-{i:02d}" for i in range(MAX_LISTED)) + " and 7 more", id="bounded"
+        ),
+    ],
+)
+async def test_a_burst_of_applies_is_told_in_one_event_on_the_policy_and_a_conflict_on_its_deployment(
+    h: Harness, applies: int, listed: str
+) -> None:
+    for i in range(applies):
+        h.add(f"app-{i:02d}")
+    h.add("legacy", containers=[container("app", lifecycle={"preStop": {"exec": {"command": ["sleep", "9"]}}})])
+    h.fleet.policy_seen(policy_body("web", "shop", {"apply": "Immediate", "maxConcurrentRollouts": 100}, uid="uid-web"))
+    await h.settle()
+    assert len(writes(h)) == applies
+    assert [(n, e.reason, e.warning) for n, e in h.api.events] == [("legacy", "Conflict", True)], (
+        "a Deployment's own problem is told on it"
+    )
+    assert h.api.policy_events == [], "not before the burst is over"
+    told = await h.told()
+    injected = "injected the preStop hold, termination budget 65s, into"
+    assert told == [("Injected", f"{injected} {applies} Deployments: {listed}")]
+    assert [uid for _, uid in h.api.policy_events] == ["uid-web"], "with the policy's uid, for kubectl describe"
+    await h.settle()
+    assert await h.told() == told, "nothing more: every Deployment is compliant"
+
+
+async def test_an_apply_is_judged_once_and_its_rollouts_progress_is_stored_without_judging_it_again(
+    h: Harness,
+) -> None:
+    api = DeploymentRef("shop", "api")
+    h.add("api")
+    h.policy(apply="Immediate")
+    await h.fleet.drain()
+    assert writes(h) == ["apply shop/api"]
+    assert h.state("api") is State.COMPLIANT, "judged as written, without deciding again"
+    assert h.fleet.slots.rolling == {api: WEB}
+    h.observe("api")  # the watch's event of lameduck's own write: the very object stored
+    assert not h.fleet.queued
+    h.api.complete_rollout("shop", "api")
+    h.observe("api")  # only its status changed: the rollout is over
+    assert not h.fleet.queued
+    assert h.fleet.slots.rolling == {}, "its slot is free"
+    h.api.edit_base("shop", "api", lambda b: b["metadata"]["labels"].update(team="a"))
+    h.observe("api")
+    assert h.fleet.queued == {api}, "a change its decision reads is judged"
+
+
+async def test_the_watch_event_of_a_write_that_comes_before_its_answer_is_not_judged_again(h: Harness) -> None:
+    h.add("api")
+    h.policy(apply="Immediate")
+    apply, reconciles = h.api.apply_deployment, 0
+
+    async def echoed_first(intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
+        answer = await apply(intent, force)
+        h.observe("api")  # the watch delivers the write before its answer reaches the reconcile
+        return answer
+
+    async def counted(ref: DeploymentRef) -> object:
+        nonlocal reconciles
+        reconciles += 1
+        return await h.fleet.reconcile(ref)
+
+    h.api.apply_deployment = echoed_first  # type: ignore[method-assign]
+    h.fleet.queue.reconcile = counted
+    await h.fleet.drain()
+    assert writes(h) == ["apply shop/api"]
+    assert reconciles == 1, "the write's own event waited for its answer, and was that answer"
+    assert h.state("api") is State.COMPLIANT
+    h.api.complete_rollout("shop", "api")
+    h.observe("api")
+    assert not h.fleet.queued
+
+
+async def test_a_deployment_waiting_for_a_slot_is_judged_again_when_its_status_changes(h: Harness) -> None:
+    h.add("a", replicas=2)
+    h.add("b", replicas=2)
+    h.policy(apply="Immediate", maxConcurrentRollouts=1)
+    await h.fleet.drain()
+    (waiting,) = h.fleet.slots.waiting[WEB]
+    h.api.deployments[("shop", waiting.name)].status["availableReplicas"] = 1
+    h.observe(waiting.name)
+    assert h.fleet.queued == {waiting}
+
+
+async def test_policy_status_is_written_at_most_once_per_publish_through_a_burst(h: Harness) -> None:
+    for i in range(30):
+        h.add(f"app-{i:02d}")
+    h.policy(apply="Immediate", maxConcurrentRollouts=100)
+    status_writes = 0
+    for _ in range(10):
+        for _ in range(3):
+            ref = h.fleet.queue._queue.get_nowait()
+            h.fleet.queue._queued.discard(ref)
+            await h.fleet.reconcile(ref)
+        before = len([c for c in h.api.calls if c.startswith("status ")])
+        await h.fleet.publish()
+        status_writes = len([c for c in h.api.calls if c.startswith("status ")]) - before
+        assert status_writes <= 1, "one write per policy per interval, however many Deployments changed"
+    assert len(writes(h)) == 30
+    await h.fleet.publish()
+    assert len([c for c in h.api.calls if c.startswith("status ")]) <= 11
 
 
 async def test_take_over_replaces_a_foreign_prestop(h: Harness) -> None:
@@ -451,7 +573,7 @@ async def test_a_namespace_waits_on_one_recheck_however_often_it_is_looked_at(h:
     for _ in range(3):
         h.fleet.recheck_access(["shop"])
         await h.settle()
-    assert len(h.timers.pending) == 1
+    assert h.access_timers() == 1
     assert h.api.sidecar_access == {"shop": ["default"]}
 
 
@@ -590,7 +712,7 @@ async def test_deleting_the_policy_reverts_an_admitted_deployment_to_exactly_wha
     assert stored["spec"] == written["spec"]
     assert stored["metadata"].get("annotations") == written["metadata"].get("annotations")
     assert stored["metadata"]["labels"] == written["metadata"]["labels"]
-    assert ("api", "Reverted") in [(n, e.reason) for n, e in h.api.events]
+    assert ("Reverted", "removed lameduck's fields (no policy selects it) from 1 Deployment: api") in await h.told()
     assert h.api.finalizers[WEB] is False, "nothing carries the policy any more"
 
 
@@ -624,7 +746,7 @@ async def test_a_hold_method_changed_to_sleep_is_reinjected_by_json_patch_withou
     assert "initContainers" not in pod
     assert [c["name"] for c in pod["containers"]] == ["app"]
     assert pod["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 30}}
-    assert [(n, e.reason) for n, e in h.api.events] == [("api", "Updated")]
+    assert await h.told() == [("Updated", "updated lameduck's fields on 1 Deployment: api")]
     h.api.complete_rollout("shop", "api")
     h.observe("api")
     await h.settle()

@@ -10,11 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from lameduck_operator.k8s.events import EventPoster
 from lameduck_operator.k8s.learned import LearnedConfigMaps
 from lameduck_operator.k8s.pod_conditions import invalid_fields
 from lameduck_operator.k8s.sidecar_rbac import SidecarRbac
+from lameduck_operator.logic.event_batches import MAX_MESSAGE, PolicyEvent
 from lameduck_operator.logic.rbac import sidecar_role
-from lameduck_operator.names import MANAGED_LABELS
+from lameduck_operator.model import PolicyRef
+from lameduck_operator.names import API_VERSION, KIND_CLUSTER, KIND_NAMESPACED, MANAGED_LABELS
 from tests.unit.api_requests import recording_client
 
 UID_IMMUTABLE = {
@@ -103,3 +106,39 @@ def test_the_sidecars_access_is_listed_at_start_by_its_name_and_labels() -> None
         query = parse_qs(urlsplit(sent.url).query)
         assert query["fieldSelector"] == ["metadata.name=lameduck-sidecar"]
         assert query["labelSelector"] == [",".join(f"{k}={v}" for k, v in MANAGED_LABELS.items())]
+
+
+@pytest.mark.parametrize(
+    ("policy", "path", "involved"),
+    [
+        pytest.param(
+            PolicyRef(KIND_NAMESPACED, "web", "shop"),
+            "/api/v1/namespaces/shop/events",
+            {"apiVersion": API_VERSION, "kind": KIND_NAMESPACED, "name": "web", "namespace": "shop", "uid": "u-1"},
+            id="a GracefulPolicy's in its namespace",
+        ),
+        pytest.param(
+            PolicyRef(KIND_CLUSTER, "fleet"),
+            "/api/v1/namespaces/default/events",
+            {"apiVersion": API_VERSION, "kind": KIND_CLUSTER, "name": "fleet", "uid": "u-1"},
+            id="a ClusterGracefulPolicy's in default, the only namespace the API server allows",
+        ),
+    ],
+)
+async def test_an_event_on_a_policy_names_it_as_kubectl_describe_finds_it(
+    policy: PolicyRef, path: str, involved: dict[str, Any]
+) -> None:
+    posted: list[tuple[str, Any]] = []
+
+    def answer(method: str, url: str, body: Any) -> Any:
+        posted.append((urlsplit(url).path, body))
+        return body
+
+    api_client, _ = recording_client(answer)
+    message = "injected the preStop hold, termination budget 65s, into 1 Deployment: " + "x" * 2000
+    await EventPoster(api_client).post_policy_event(PolicyEvent(policy, "Injected", message), "u-1")
+    ((where, body),) = posted
+    assert where == path
+    assert body["involvedObject"] == involved
+    assert (body["reason"], body["type"], len(body["message"])) == ("Injected", "Normal", MAX_MESSAGE)
+    assert body["metadata"]["generateName"] == f"{policy.name}."

@@ -145,3 +145,21 @@ def test_policy_refs_describe_scope() -> None:
     assert str(namespaced.ref) == "GracefulPolicy n/a"
     assert cluster.ref.is_cluster
     assert cluster.ref.annotation_value == "ClusterGracefulPolicy/b"
+
+
+@pytest.mark.parametrize(
+    ("value", "ref"),
+    [
+        pytest.param("GracefulPolicy/shop/web", PolicyRef("GracefulPolicy", "web", "shop"), id="namespaced"),
+        pytest.param("ClusterGracefulPolicy/fleet", PolicyRef("ClusterGracefulPolicy", "fleet"), id="cluster"),
+        pytest.param("GracefulPolicy/web", None, id="a namespaced policy without its namespace"),
+        pytest.param("ClusterGracefulPolicy/a/b", None, id="a cluster policy with one"),
+        pytest.param("Deployment/shop/web", None, id="another kind"),
+        pytest.param("GracefulPolicy//web", None, id="an empty part"),
+        pytest.param(None, None, id="none"),
+    ],
+)
+def test_the_policy_annotation_names_its_policy_back(value: object, ref: PolicyRef | None) -> None:
+    assert PolicyRef.from_annotation(value) == ref
+    if ref is not None:
+        assert PolicyRef.from_annotation(ref.annotation_value) == ref

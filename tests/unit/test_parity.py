@@ -28,7 +28,7 @@ from lameduck_operator.cli import EXIT_BAD_INPUT, EXIT_NOT_COMPLIANT, load_input
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.logic.admission import review
 from lameduck_operator.logic.compliance import Reason, State
-from lameduck_operator.logic.decision import Action, Decision, Moment, decide
+from lameduck_operator.logic.decision import Action, Decision, Moment, after_write, decide
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import Mode, Policy, PolicyRef, parse_policy
@@ -189,7 +189,9 @@ async def reconcile_once(o: Outcome, ref: DeploymentRef) -> Reconciled:
     decision = await fleet.reconcile(ref)
     assert decision is not None
     assert set(fleet.decisions) == {ref}, "exactly one reconcile"
-    assert fleet.decisions[ref].verdict == decision.verdict
+    # Kept as the write left it: an apply judged on the stored Deployment, anything else as decided.
+    written = after_write(decision, api.view(ref.namespace, ref.name))
+    assert fleet.decisions[ref].verdict == (written or decision).verdict
     return Reconciled(decision, api, fleet)
 
 

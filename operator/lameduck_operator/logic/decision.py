@@ -18,10 +18,10 @@ from typing import Any
 from lameduck_operator.logic.admitted import admitted, restore
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
 from lameduck_operator.logic.intent import Plan, plan_deployment, pod_spec
-from lameduck_operator.logic.ownership import Ownership
+from lameduck_operator.logic.ownership import Ownership, write_times
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
 from lameduck_operator.model import ApplyStrategy, Mode, Policy, PolicyRef
-from lameduck_operator.names import INTENT_ANNOTATION, POLICY_ANNOTATION, SKIP_ANNOTATION
+from lameduck_operator.names import GROUP, INTENT_ANNOTATION, POLICY_ANNOTATION, SKIP_ANNOTATION
 from lameduck_operator.settings import Settings
 
 # The most containers and init containers a pod template may have for lameduck to judge it.
@@ -29,6 +29,8 @@ from lameduck_operator.settings import Settings
 # the operator's one loop, where every other review and reconcile waits for it: the bound
 # keeps one Deployment's decision to tens of milliseconds (measured: docs/admission.md).
 MAX_TEMPLATE_CONTAINERS = 250
+# lameduck's annotations, which a decision reads (skip, policy, intent, admitted).
+ANNOTATION_PREFIX = f"{GROUP}/"
 
 
 class Action(StrEnum):
@@ -46,9 +48,17 @@ class Moment(StrEnum):
 
 @dataclass(frozen=True)
 class DeploymentEvent:
+    """What to tell about a Deployment. With `policy`, what the policy did alike to many of its
+    Deployments (injected, updated, reverted): told in one Event on that policy per burst, which
+    lists them (logic/event_batches), and `message` is what was done, the words before the count
+    ("injected the preStop hold, ..., into"). Without, a problem of this Deployment's own
+    (a conflict, drift, a template too large) or a revert no policy claims: an Event on the
+    Deployment, and `message` is the whole of it."""
+
     reason: str
     message: str
     warning: bool = False
+    policy: PolicyRef | None = None
 
 
 @dataclass(frozen=True)
@@ -127,8 +137,11 @@ def too_large(deployment: Mapping[str, Any], max_containers: int | None = MAX_TE
 def lameduck_view(deployment: Mapping[str, Any], ownership: Ownership) -> dict[str, Any]:
     """The Deployment as the other managers set it: lameduck's own fields left out, both those it
     applied (managedFields, as `ownership` read them) and those it recorded as admitted
-    (replaced values put back)."""
-    return restore(ownership.foreign_view(deployment), admitted(deployment))
+    (replaced values put back). Read only: without an admitted record it shares values with
+    `deployment` (copying it whole again took a quarter of a decision's time in bench.apply_path)."""
+    recorded = admitted(deployment)
+    view = ownership.foreign_view(deployment)
+    return restore(view, recorded) if recorded else view
 
 
 def decide(
@@ -163,7 +176,7 @@ def decide(
         if not ours or moment is Moment.ADMISSION:
             # Reverting is the reconciler's: at admission the write goes through as it is.
             return Decision(ref, Action.NONE, verdict, selection.losses)
-        event = DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
+        event = reverted_event(deployment, winner.ref if winner else None, why)
         return Decision(ref, Action.REVERT, verdict, selection.losses, starts_rollout=True, event=event)
 
     if too_large(deployment, max_containers):
@@ -220,13 +233,72 @@ def decide(
             "DriftRestored", f"{who} changed lameduck's fields ({'; '.join(verdict.missing)}); restored", warning=True
         )
     elif ours:
-        event = DeploymentEvent("Updated", f"{winner.ref}: intent updated")
+        event = DeploymentEvent("Updated", "updated lameduck's fields on", policy=winner.ref)
     else:
-        holds = ", ".join(plan.app_containers)
-        event = DeploymentEvent(
-            "Injected", f"{winner.ref}: preStop hold on {holds}, termination budget {plan.budget_seconds}s"
-        )
+        done = f"injected the preStop hold, termination budget {plan.budget_seconds}s, into"
+        event = DeploymentEvent("Injected", done, policy=winner.ref)
     return replace(base, action=Action.APPLY, starts_rollout=starts_rollout, event=event)
+
+
+def reverted_event(deployment: Mapping[str, Any], selecting: PolicyRef | None, why: str) -> DeploymentEvent:
+    """The revert told on the policy whose fields are removed (its annotation on the Deployment,
+    else the policy it opted out of); on the Deployment when neither is known."""
+    annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    policy = PolicyRef.from_annotation(annotations.get(POLICY_ANNOTATION)) or selecting
+    if policy is None:
+        return DeploymentEvent("Reverted", f"lameduck removed its fields: {why}")
+    return DeploymentEvent("Reverted", f"removed lameduck's fields ({why}) from", policy=policy)
+
+
+def after_write(decision: Decision, stored: Mapping[str, Any]) -> Decision | None:
+    """The decision about the Deployment its write stored, without deciding again: an apply's
+    verdict judged on the stored Deployment against the same plan (the write changed only
+    lameduck's fields, which the plan leaves out), and nothing more to do. A revert's verdict
+    stands as it is. None when the stored Deployment does not carry the intent (the API server or
+    another writer changed what was written): then decide again."""
+    if decision.action is not Action.APPLY:
+        return decision
+    if decision.plan is None or decision.intent is None:
+        return None
+    verdict = check(stored, decision.plan)
+    annotations = (stored.get("metadata") or {}).get("annotations") or {}
+    digest = decision.intent["metadata"]["annotations"][INTENT_ANNOTATION]
+    if verdict.state is not State.COMPLIANT or annotations.get(INTENT_ANNOTATION) != digest:
+        return None
+    return replace(decision, action=Action.NONE, verdict=verdict, starts_rollout=False, event=None)
+
+
+def holds_through_status(decision: Decision) -> bool:
+    """Whether the decision stays what it is while only the Deployment's status changes (see
+    JudgedPart): any that writes nothing, but one waiting for a rollout slot (whether the
+    Deployment's own rollout is in progress decides whether it waits)."""
+    return decision.action is Action.NONE and decision.verdict.reason is not Reason.WAITING_TURN
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedPart:
+    """What a decision reads of a Deployment besides its status: which object at which spec
+    (every change of the spec raises the generation), its labels and lameduck's annotations, and
+    when each other manager last wrote its main resource (a write of the same values can still
+    change who owns them). The deployment controller's status updates leave it as it was."""
+
+    uid: str
+    generation: int
+    labels: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...]
+    writes: tuple[tuple[str, str, str], ...]
+
+    @classmethod
+    def of(cls, deployment: Mapping[str, Any]) -> JudgedPart:
+        meta = deployment.get("metadata") or {}
+        lameducks = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(ANNOTATION_PREFIX)}
+        return cls(
+            str(meta.get("uid") or ""),
+            int(meta.get("generation") or 0),
+            tuple(sorted((meta.get("labels") or {}).items())),
+            tuple(sorted(lameducks.items())),
+            tuple(sorted((name, operation, when) for (name, operation), when in write_times(deployment).items())),
+        )
 
 
 def revert_intent(deployment: Mapping[str, Any]) -> dict[str, Any]:
