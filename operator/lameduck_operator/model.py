@@ -118,14 +118,24 @@ def _known_duration(text: str) -> float:
     return seconds
 
 
+class NotADuration(ValueError):
+    """A number of seconds no duration stands for: negative, infinite or NaN."""
+
+
 def format_seconds(seconds: float) -> str:
-    """A short human duration: 2s, 1m30s, 500ms."""
-    if seconds < 1 and seconds != 0:
-        return f"{round(seconds * 1000)}ms"
-    whole = int(seconds)
-    minutes, secs = divmod(whole, 60)
-    frac = seconds - whole
-    sec_text = f"{secs + frac:g}s" if (secs or frac or not minutes) else ""
+    """A short duration to the millisecond that parse_duration reads back: 2s, 1m30s, 500ms.
+
+    Never in exponent notation (60.00001 s is 1m, not 1m1e-05s, which no duration parser
+    reads: not the sidecar's, which would refuse to start). Raises NotADuration for a negative
+    or non-finite number of seconds."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise NotADuration(f"not a duration: {seconds!r} seconds")
+    millis = round(seconds * 1000)
+    if seconds and millis < 1000:
+        return f"{millis}ms"
+    minutes, rest = divmod(millis, 60_000)
+    whole, frac = divmod(rest, 1000)
+    sec_text = f"{whole}{f'.{frac:03d}'.rstrip('0') if frac else ''}s" if rest or not minutes else ""
     return f"{minutes}m{sec_text}" if minutes else sec_text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from lameduck_operator.model import (
     ConflictStrategy,
     HoldMethod,
     Mode,
+    NotADuration,
     PolicyInvalid,
     PolicyRef,
     SelectorOperator,
@@ -20,6 +22,7 @@ from lameduck_operator.model import (
     parse_policy,
     parse_spec,
 )
+from lameduck_sidecar.config import seconds as seconds_of_the_sidecar
 from tests.unit.repo_data import INVALID_SPECS, InvalidExample, invalid_examples, load_yaml, valid_policy_files
 
 
@@ -53,6 +56,31 @@ def test_parse_duration(text: str, seconds: float | None) -> None:
 def test_format_seconds_round_trips(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (60.00001, "1m"),  # was "1m1e-05s": no duration parser reads it, the sidecar would not start
+        (120.0000001, "2m"),
+        (61.0004, "1m1s"),
+        (1.0000001, "1s"),
+        (0.0004, "0ms"),
+        (0.9999, "1s"),
+        (1234.5678, "20m34.568s"),
+        (3600.001, "60m0.001s"),
+    ],
+)
+def test_format_seconds_is_to_the_millisecond_and_never_in_exponent_notation(seconds: float, text: str) -> None:
+    assert format_seconds(seconds) == text
+    assert parse_duration(text) == pytest.approx(round(seconds * 1000) / 1000)
+    assert seconds_of_the_sidecar("LAMEDUCK_MAX_HOLD", text) == pytest.approx(round(seconds * 1000) / 1000)
+
+
+@pytest.mark.parametrize("seconds", [-1.0, math.nan, math.inf])
+def test_format_seconds_refuses_what_is_no_duration(seconds: float) -> None:
+    with pytest.raises(NotADuration):
+        format_seconds(seconds)
 
 
 def test_empty_spec_gets_documented_defaults() -> None:
