@@ -14,6 +14,7 @@ from typing import Any
 
 import celpy
 from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
@@ -44,6 +45,12 @@ def _type_ok(kind: str, value: Any) -> bool:
     return isinstance(value, _TYPES[kind])
 
 
+def _go_pattern(pattern: str) -> str:
+    """The API server matches patterns with Go's regexp, where a final $ is the end of the text;
+    Python's $ also matches before a final newline."""
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
+
+
 def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[str]) -> None:
     kind = schema.get("type")
     if kind and not _type_ok(kind, value):
@@ -58,7 +65,7 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[str
         errors.append(f"{path}: {path} in body should be less than or equal to {schema['maximum']}")
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         errors.append(f"{path}: may not be longer than {schema['maxLength']}")
-    if "pattern" in schema and not re.search(schema["pattern"], value):
+    if "pattern" in schema and not re.search(_go_pattern(schema["pattern"]), value):
         errors.append(f"{path}: {path} in body should match '{schema['pattern']}'")
     if kind == "array":
         if "maxItems" in schema and len(value) > schema["maxItems"]:
@@ -70,6 +77,8 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[str
         for index, item in enumerate(value):
             _validate(schema["items"], item, f"{path}[{index}]", errors)
     if kind == "object":
+        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+            errors.append(f"{path}: Too many: {len(value)}: must have at most {schema['maxProperties']} items")
         props = schema.get("properties")
         for name in schema.get("required", []):
             if name not in value:
@@ -84,18 +93,25 @@ def _validate(schema: Mapping[str, Any], value: Any, path: str, errors: list[str
     if errors:
         return  # CEL rules are judged only on values that pass the schema checks
     for rule in schema.get("x-kubernetes-validations", []):
-        if not _cel_true(rule["rule"], value):
-            errors.append(f"{path}{rule.get('fieldPath', '')}: {rule['message']}")
+        verdict = _cel_verdict(rule["rule"], value)
+        if verdict is not True:
+            message = rule["message"] if verdict is False else f"Invalid value: {verdict}"
+            errors.append(f"{path}{rule.get('fieldPath', '')}: {message}")
 
 
 _ENV = celpy.Environment()
 
 
-def _cel_true(rule: str, value: Any) -> bool:
+def _cel_verdict(rule: str, value: Any) -> bool | str:
+    """True or False; a rule that fails to evaluate on this value (duration('99999999h')
+    overflows Go's durations) rejects it, as the API server does: the error, as text."""
     program = _ENV.program(_ENV.compile(rule))
-    result = program.evaluate({"self": json_to_cel(value)})
+    try:
+        result = program.evaluate({"self": json_to_cel(value)})
+    except CELEvalError as err:
+        return f"evaluation error: {err.args[0] if err.args else err}"
     if isinstance(result, Exception):
-        raise RuntimeError(f"CEL rule {rule!r} failed to evaluate: {result}")
+        return f"evaluation error: {result}"
     return bool(result)
 
 

@@ -11,6 +11,7 @@ import pytest
 from lameduck_operator.model import (
     ApplyStrategy,
     ConflictStrategy,
+    ErrorType,
     HoldMethod,
     Mode,
     NotADuration,
@@ -173,3 +174,52 @@ def test_policy_refs_describe_scope() -> None:
     assert str(namespaced.ref) == "GracefulPolicy n/a"
     assert cluster.ref.is_cluster
     assert cluster.ref.annotation_value == "ClusterGracefulPolicy/b"
+
+
+def test_a_list_over_its_bound_is_one_error_not_one_per_item() -> None:
+    for spec, path in [
+        ({"containers": ["app"] * 10_000}, "spec.containers"),
+        ({"selector": {"matchExpressions": [{"key": "a"}] * 10_000}}, "spec.selector.matchExpressions"),
+        ({"selector": {"matchLabels": {str(i): 1 for i in range(10_000)}}}, "spec.selector.matchLabels"),
+    ]:
+        with pytest.raises(PolicyInvalid) as caught:
+            parse_spec(spec, cluster=False)
+        assert [(e.path, e.type) for e in caught.value.errors] == [(path, ErrorType.TOO_MANY)]
+
+
+@pytest.mark.parametrize(
+    ("meta", "path", "kind"),
+    [
+        ({"name": "p", "generation": "1"}, "metadata.generation", ErrorType.TYPE_INVALID),
+        ({"name": "p", "generation": -1}, "metadata.generation", ErrorType.TYPE_INVALID),
+        ({"name": "p", "generation": math.inf}, "metadata.generation", ErrorType.TYPE_INVALID),
+        ({"name": "p", "namespace": 5}, "metadata.namespace", ErrorType.TYPE_INVALID),
+        ({"name": "p", "namespace": "Shop"}, "metadata.namespace", ErrorType.INVALID),
+        ({"name": "web\ntier"}, "metadata.name", ErrorType.INVALID),
+        ({"name": "p" * 254}, "metadata.name", ErrorType.TOO_LONG),
+        ({"name": ["p"]}, "metadata.name", ErrorType.TYPE_INVALID),
+        ({}, "metadata.name", ErrorType.REQUIRED),
+    ],
+)
+def test_metadata_the_api_server_would_refuse_is_a_typed_error(
+    meta: dict[str, Any], path: str, kind: ErrorType
+) -> None:
+    with pytest.raises(PolicyInvalid) as caught:
+        parse_policy({"apiVersion": "lameduck.dev/v1alpha1", "kind": "GracefulPolicy", "metadata": meta})
+    assert [(e.path, e.type) for e in caught.value.errors] == [(path, kind)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [
+        ({"x\ny": 1}, 'spec."x\\ny"'),
+        ({"k" * 100: 1}, 'spec."' + "k" * 64 + '..."'),
+        ({1: 1}, "spec.1"),
+        ({"selector": {"matchLabels": {"a b": 1}}}, 'spec.selector.matchLabels."a b"'),
+    ],
+)
+def test_a_field_name_in_an_error_path_is_quoted_when_it_is_no_plain_one(spec: dict[Any, Any], path: str) -> None:
+    with pytest.raises(PolicyInvalid) as caught:
+        parse_spec(spec, cluster=False)
+    assert [e.path for e in caught.value.errors] == [path]
+    assert "\n" not in str(caught.value)
