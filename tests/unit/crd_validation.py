@@ -26,10 +26,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 
 def apply_defaults(schema: Mapping[str, Any], value: Any) -> Any:
-    """Structural defaulting: a missing property with a default gets it, recursively."""
+    """Structural defaulting: a null property that is not nullable is pruned first (as the API
+    server does), then a missing property with a default gets it, recursively."""
     if isinstance(value, dict):
         props = schema.get("properties", {})
         for name, sub in props.items():
+            if name in value and value[name] is None and not sub.get("nullable"):
+                del value[name]
             if value.get(name) is None and "default" in sub:
                 value[name] = copy.deepcopy(sub["default"])
             if name in value:
