@@ -146,7 +146,7 @@ def format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         raise NotADuration(f"not a duration: {seconds!r} seconds")
     millis = round(seconds * 1000)
-    if seconds and millis < 1000:
+    if 0 < millis < 1000:
         return f"{millis}ms"
     minutes, rest = divmod(millis, 60_000)
     whole, frac = divmod(rest, 1000)
@@ -404,9 +404,10 @@ class _Reader:
         labels: list[tuple[str, str]] = []
         for key, val in value.items():
             name = str(key)
+            text = self.string(val, field_path(path, name), LABEL_VALUE_MAX_LENGTH)
             if len(name) > LABEL_KEY_MAX_LENGTH:
                 self.error(path, MSG_LABEL_KEY_TOO_LONG, ErrorType.TOO_LONG)
-            elif (text := self.string(val, field_path(path, name), LABEL_VALUE_MAX_LENGTH)) is not None:
+            elif text is not None:
                 labels.append((name, text))
         return labels
 
