@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from lameduck_operator.model import (
+    CONDITION_MESSAGE_MAX_LENGTH,
     CONTAINER_NAME_MAX_LENGTH,
     CONTAINER_NAME_PATTERN,
     DRAIN_TIMEOUT,
@@ -353,7 +354,11 @@ def _status() -> dict[str, Any]:
                             "enum": ["True", "False", "Unknown"],
                         },
                         "reason": {"type": "string", "description": "A CamelCase reason.", "maxLength": 1024},
-                        "message": {"type": "string", "description": "A human message.", "maxLength": 32768},
+                        "message": {
+                            "type": "string",
+                            "description": "A human message.",
+                            "maxLength": CONDITION_MESSAGE_MAX_LENGTH,
+                        },
                         "lastTransitionTime": {
                             "type": "string",
                             "format": "date-time",

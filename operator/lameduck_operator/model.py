@@ -117,6 +117,8 @@ MSG_QUIET_OVER_MAX_HOLD = "must not be longer than maxHold"
 MSG_GRACE_UNDER_BUDGET = "must be at least maxHold + drainTimeout"
 MSG_SELECTOR_VALUES = "values must be non-empty for operators In and NotIn, and empty for Exists and DoesNotExist"
 MSG_LABEL_KEY_TOO_LONG = f"keys may not be longer than {LABEL_KEY_MAX_LENGTH}"
+# The longest message of a condition in a policy's status the CRD (as metav1.Condition) stores.
+CONDITION_MESSAGE_MAX_LENGTH = 32768
 
 
 def parse_duration(text: str) -> float | None:
