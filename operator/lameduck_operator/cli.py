@@ -2,6 +2,15 @@
 
 lameduck render -f policy.yaml -f deployment.yaml [--diff]
 lameduck check  -f policies/ -f deployments/ [-o json]
+
+Exit codes (docs: README.md, "Try a policy on your manifests, offline"): 0 done (`check`: every
+Deployment compliant, skipped or unmanaged); 1 `check` found Deployments pending or conflicting;
+2 the command could not run: a usage error, input that cannot be read as manifests (missing,
+unreadable, too large, not YAML, too deep, aliases expanding too far, a key given twice, a
+document that is no object), or its output closed early; 3 invalid objects: a policy the API
+server would reject, or a Deployment or Namespace whose fields lameduck reads have the wrong
+types or names; 4 an internal error, a bug in lameduck (--traceback shows where). Each failure
+is one line on stderr, starting "lameduck", one per invalid field.
 """
 
 from __future__ import annotations
@@ -9,11 +18,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import yaml
 
@@ -21,16 +30,31 @@ from lameduck_operator import __version__
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Decision, decide
-from lameduck_operator.model import Policy, PolicyInvalid, PolicyRef, parse_policy
-from lameduck_operator.names import POLICY_KINDS
+from lameduck_operator.logic.shapes import deployment_errors, namespace_errors
+from lameduck_operator.manifest_input import InputError, objects
+from lameduck_operator.model import (
+    NAMESPACE_MAX_LENGTH,
+    NAMESPACE_PATTERN,
+    FieldError,
+    Policy,
+    PolicyInvalid,
+    PolicyRef,
+    field_path,
+    name_error,
+    parse_policy,
+)
+from lameduck_operator.names import KIND_NAMESPACED, POLICY_KINDS
 from lameduck_operator.settings import DEFAULT_SIDECAR_IMAGE, Settings, SidecarSettings
 
-EXIT_OK, EXIT_NOT_COMPLIANT, EXIT_BAD_INPUT = 0, 1, 2
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+EXIT_OK, EXIT_NOT_COMPLIANT, EXIT_BAD_INPUT, EXIT_INVALID_OBJECTS, EXIT_INTERNAL_ERROR = 0, 1, 2, 3, 4
 
 
-class InputError(Exception):
-    """Input the CLI cannot use; printed as is, exit code 2."""
+class InvalidObjects(Exception):
+    """Objects the API server would reject: one line each, exit code 3."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = tuple(lines)
 
 
 @dataclass
@@ -40,54 +64,46 @@ class Inputs:
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def _paths(arg: str) -> list[Path]:
-    path = Path(arg)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in MANIFEST_SUFFIXES)
-    if not path.exists():
-        raise InputError(f"{arg}: no such file or directory")
-    return [path]
-
-
-def _documents(args: Sequence[str], stdin: TextIO) -> Iterator[tuple[str, dict[str, Any]]]:
-    for arg in args:
-        sources = [("-", stdin.read())] if arg == "-" else [(str(p), p.read_text()) for p in _paths(arg)]
-        for name, text in sources:
-            try:
-                docs = list(yaml.safe_load_all(text))
-            except yaml.YAMLError as err:
-                raise InputError(f"{name}: not valid YAML: {err}") from err
-            for doc in docs:
-                if doc is None:
-                    continue
-                if not isinstance(doc, dict):
-                    raise InputError(f"{name}: every document must be a Kubernetes object")
-                items = doc.get("items") if str(doc.get("kind", "")).endswith("List") else [doc]
-                for item in items or []:
-                    yield name, item
+def _label(kind: str, obj: Mapping[str, Any]) -> str:
+    """ "Kind name" for an error line, the name quoted if it is no plain one."""
+    meta = obj.get("metadata")
+    name = meta.get("name", "?") if isinstance(meta, Mapping) else "?"
+    return field_path(kind, name).replace(".", " ", 1)
 
 
 def load_inputs(args: Sequence[str], default_namespace: str, stdin: TextIO) -> Inputs:
+    """The policies, Deployments and Namespaces of the arguments; raises InputError for input that
+    cannot be read, InvalidObjects for objects the API server would reject."""
     inputs = Inputs()
-    errors: list[str] = []
-    for source, obj in _documents(args, stdin):
+    invalid: list[str] = []
+
+    def reject(source: str, kind: str, obj: Mapping[str, Any], errors: Sequence[FieldError]) -> None:
+        invalid.extend(f"{source}: {_label(kind, obj)}: {e}" for e in errors)
+
+    for source, obj in objects(args, stdin):
         kind = obj.get("kind")
-        meta = obj.setdefault("metadata", {})
         if kind in POLICY_KINDS:
-            if kind == POLICY_KINDS[0]:
+            meta = obj.get("metadata")
+            if kind == KIND_NAMESPACED and isinstance(meta, dict):
                 meta.setdefault("namespace", default_namespace)
             try:
                 inputs.policies.append(parse_policy(obj))
             except PolicyInvalid as err:
-                label = f"{kind} {meta.get('name', '?')}"
-                errors.extend(f"{source}: {label}: {e}" for e in err.errors)
+                reject(source, str(kind), obj, err.errors)
         elif kind == "Deployment":
-            meta.setdefault("namespace", default_namespace)
+            if errors := deployment_errors(obj):
+                reject(source, kind, obj, errors)
+                continue
+            obj["metadata"].setdefault("namespace", default_namespace)
             inputs.deployments.append(obj)
         elif kind == "Namespace":
-            inputs.namespace_labels[meta.get("name", "")] = dict(meta.get("labels") or {})
-    if errors:
-        raise InputError("invalid policies:\n  " + "\n  ".join(errors))
+            if errors := namespace_errors(obj):
+                reject(source, kind, obj, errors)
+                continue
+            meta = obj["metadata"]
+            inputs.namespace_labels[meta["name"]] = dict(meta.get("labels") or {})
+    if invalid:
+        raise InvalidObjects(invalid)
     return inputs
 
 
@@ -184,11 +200,29 @@ def cmd_check(inputs: Inputs, settings: Settings, output: str, out: TextIO) -> i
     return EXIT_NOT_COMPLIANT if not_compliant else EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A usage error in one line, exit code 2 (argparse prints the whole usage first)."""
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _namespace(text: str) -> str:
+    if name_error(text, "-n", NAMESPACE_PATTERN, NAMESPACE_MAX_LENGTH) is not None:
+        raise argparse.ArgumentTypeError(f"not a namespace name: {json.dumps(text[:64])}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lameduck", description="Try lameduck policies on manifests, offline.")
+    parser = _Parser(
+        prog="lameduck",
+        description="Try lameduck policies on manifests, offline.",
+        epilog="exit codes: 0 done; 1 check found Deployments pending or conflicting; 2 usage error, input that "
+        "cannot be read, or output closed; 3 invalid policies, Deployments or Namespaces; 4 internal error",
+    )
     parser.add_argument("--version", action="version", version=f"lameduck {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="on an internal error, print the traceback")
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-f",
         "--filename",
@@ -197,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="policy, Deployment or Namespace manifests: a file, a directory, or - for stdin",
     )
-    common.add_argument("-n", "--namespace", default="default", help="namespace of objects that name none")
+    common.add_argument(
+        "-n", "--namespace", default="default", type=_namespace, help="namespace of objects that name none"
+    )
     common.add_argument("--sidecar-image", default=DEFAULT_SIDECAR_IMAGE, help="the sidecar image to inject")
     common.add_argument(
         "--classic-sidecar",
@@ -213,17 +249,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
-    args = build_parser().parse_args(argv)
+def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     settings = Settings(sidecar=SidecarSettings(image=args.sidecar_image, native=not args.classic_sidecar))
-    try:
-        inputs = load_inputs(args.filename, args.namespace, stdin)
-    except InputError as err:
-        print(f"lameduck: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    inputs = load_inputs(args.filename, args.namespace, stdin)
     if args.command == "render":
         return cmd_render(inputs, settings, args.diff, out)
     return cmd_check(inputs, settings, args.output, out)
+
+
+def _fail(message: str) -> None:
+    print(f"lameduck: {' '.join(message.split())}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    """The exit code: see the module's docstring."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error already printed
+        return done.code if isinstance(done.code, int) else EXIT_BAD_INPUT
+    try:
+        return _run(args, stdin, out)
+    except InputError as err:
+        _fail(str(err))
+        return EXIT_BAD_INPUT
+    except InvalidObjects as err:
+        for line in err.lines:
+            _fail(line)
+        return EXIT_INVALID_OBJECTS
+    except BrokenPipeError:
+        if out is sys.stdout:  # nothing more reaches it, nor the interpreter's flush at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _fail("the output was closed before all of it was written")
+        return EXIT_BAD_INPUT
+    except Exception as err:
+        if args.traceback:
+            raise
+        _fail(f"internal error, a bug in lameduck {__version__} (--traceback shows where): {type(err).__name__}: {err}")
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -12,20 +12,26 @@ from typing import Any
 import yaml
 
 from lameduck_operator.model import (
+    CONDITION_MESSAGE_MAX_LENGTH,
     CONTAINER_NAME_MAX_LENGTH,
     CONTAINER_NAME_PATTERN,
     DRAIN_TIMEOUT,
     DURATION_MAX_LENGTH,
     DURATION_PATTERN,
+    LABEL_KEY_MAX_LENGTH,
+    LABEL_VALUE_MAX_LENGTH,
+    LAME_DUCK_PATH_MAX_LENGTH,
     LAME_DUCK_PATH_PATTERN,
     LAME_DUCK_PORT,
     MAX_CONCURRENT_ROLLOUTS,
     MAX_CONTAINERS,
     MAX_HOLD,
     MAX_SELECTOR_EXPRESSIONS,
+    MAX_SELECTOR_LABELS,
     MAX_SELECTOR_VALUES,
     MIN_READY_SECONDS,
     MSG_GRACE_UNDER_BUDGET,
+    MSG_LABEL_KEY_TOO_LONG,
     MSG_PROPAGATION_OVER_MAX_HOLD,
     MSG_QUIET_OVER_MAX_HOLD,
     MSG_SELECTOR_VALUES,
@@ -105,8 +111,11 @@ def _selector(description: str) -> dict[str, Any]:
             "matchLabels": {
                 "type": "object",
                 "description": "Labels that must all be present with exactly these values.",
-                "additionalProperties": {"type": "string", "maxLength": 63},
-                "maxProperties": 64,
+                "additionalProperties": {"type": "string", "maxLength": LABEL_VALUE_MAX_LENGTH},
+                "maxProperties": MAX_SELECTOR_LABELS,
+                "x-kubernetes-validations": [
+                    {"rule": f"self.all(k, size(k) <= {LABEL_KEY_MAX_LENGTH})", "message": MSG_LABEL_KEY_TOO_LONG}
+                ],
             },
             "matchExpressions": {
                 "type": "array",
@@ -127,7 +136,7 @@ def _selector(description: str) -> dict[str, Any]:
                     "description": "One label requirement.",
                     "required": ["key", "operator"],
                     "properties": {
-                        "key": {"type": "string", "description": "The label key.", "maxLength": 317},
+                        "key": {"type": "string", "description": "The label key.", "maxLength": LABEL_KEY_MAX_LENGTH},
                         "operator": {
                             "type": "string",
                             "description": "How the key relates to the values.",
@@ -138,7 +147,7 @@ def _selector(description: str) -> dict[str, Any]:
                             "description": "Values: non-empty for In and NotIn, empty for Exists and DoesNotExist.",
                             "maxItems": MAX_SELECTOR_VALUES,
                             "x-kubernetes-list-type": "atomic",
-                            "items": {"type": "string", "maxLength": 63},
+                            "items": {"type": "string", "maxLength": LABEL_VALUE_MAX_LENGTH},
                         },
                     },
                 },
@@ -190,7 +199,7 @@ def _hold() -> dict[str, Any]:
                     "path": {
                         "type": "string",
                         "description": "The HTTP path that turns the app's lame-duck mode on.",
-                        "maxLength": 256,
+                        "maxLength": LAME_DUCK_PATH_MAX_LENGTH,
                         "pattern": LAME_DUCK_PATH_PATTERN,
                     },
                 },
@@ -345,7 +354,11 @@ def _status() -> dict[str, Any]:
                             "enum": ["True", "False", "Unknown"],
                         },
                         "reason": {"type": "string", "description": "A CamelCase reason.", "maxLength": 1024},
-                        "message": {"type": "string", "description": "A human message.", "maxLength": 32768},
+                        "message": {
+                            "type": "string",
+                            "description": "A human message.",
+                            "maxLength": CONDITION_MESSAGE_MAX_LENGTH,
+                        },
                         "lastTransitionTime": {
                             "type": "string",
                             "format": "date-time",

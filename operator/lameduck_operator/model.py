@@ -7,6 +7,7 @@ with the same field paths and messages.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -56,7 +57,19 @@ CONTAINER_NAME_MAX_LENGTH = 63
 MAX_CONTAINERS = 64
 MAX_SELECTOR_EXPRESSIONS = 32
 MAX_SELECTOR_VALUES = 64
+MAX_SELECTOR_LABELS = 64
+# A label key is an optional DNS subdomain prefix (253), a slash and a name (63); a value at most 63.
+LABEL_KEY_MAX_LENGTH = 317
+LABEL_VALUE_MAX_LENGTH = 63
 BUDGET_MARGIN_SECONDS = 5
+# metadata.name of a policy is a DNS-1123 subdomain, metadata.namespace a DNS-1123 label, as the
+# API server requires of every custom resource; the CLI meets names no API server has checked.
+NAME_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+NAME_MAX_LENGTH = 253
+NAMESPACE_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+NAMESPACE_MAX_LENGTH = 63
+# A field name shown in an error path as it is: visible ASCII, not too long. Any other is quoted.
+_PLAIN_FIELD = re.compile(r"[!-~]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ MIN_READY_SECONDS = IntRule(minimum=0, maximum=3600)
 LAME_DUCK_PORT = IntRule(minimum=1, maximum=65535)
 # An absolute HTTP path of visible ASCII, short: it goes into the sidecar's environment and request line.
 LAME_DUCK_PATH_PATTERN = r"^/[!-~]{0,255}$"
+LAME_DUCK_PATH_MAX_LENGTH = 256
 MSG_LAME_DUCK_PATH = "must be an absolute HTTP path of visible ASCII characters, at most 256 long"
 
 # Messages of the cross-field rules; the CRD's CEL rules carry the same text.
@@ -102,6 +116,9 @@ MSG_PROPAGATION_OVER_MAX_HOLD = "must not be longer than maxHold"
 MSG_QUIET_OVER_MAX_HOLD = "must not be longer than maxHold"
 MSG_GRACE_UNDER_BUDGET = "must be at least maxHold + drainTimeout"
 MSG_SELECTOR_VALUES = "values must be non-empty for operators In and NotIn, and empty for Exists and DoesNotExist"
+MSG_LABEL_KEY_TOO_LONG = f"keys may not be longer than {LABEL_KEY_MAX_LENGTH}"
+# The longest message of a condition in a policy's status the CRD (as metav1.Condition) stores.
+CONDITION_MESSAGE_MAX_LENGTH = 32768
 
 
 def parse_duration(text: str) -> float | None:
@@ -118,21 +135,46 @@ def _known_duration(text: str) -> float:
     return seconds
 
 
+class NotADuration(ValueError):
+    """A number of seconds no duration stands for: negative, infinite or NaN."""
+
+
 def format_seconds(seconds: float) -> str:
-    """A short human duration: 2s, 1m30s, 500ms."""
-    if seconds < 1 and seconds != 0:
-        return f"{round(seconds * 1000)}ms"
-    whole = int(seconds)
-    minutes, secs = divmod(whole, 60)
-    frac = seconds - whole
-    sec_text = f"{secs + frac:g}s" if (secs or frac or not minutes) else ""
+    """A short duration to the millisecond that parse_duration reads back: 2s, 1m30s, 500ms.
+
+    Never in exponent notation (60.00001 s is 1m, not 1m1e-05s, which no duration parser
+    reads: not the sidecar's, which would refuse to start). Raises NotADuration for a negative
+    or non-finite number of seconds."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise NotADuration(f"not a duration: {seconds!r} seconds")
+    millis = round(seconds * 1000)
+    if 0 < millis < 1000:
+        return f"{millis}ms"
+    minutes, rest = divmod(millis, 60_000)
+    whole, frac = divmod(rest, 1000)
+    sec_text = f"{whole}{f'.{frac:03d}'.rstrip('0') if frac else ''}s" if rest or not minutes else ""
     return f"{minutes}m{sec_text}" if minutes else sec_text
+
+
+class ErrorType(StrEnum):
+    """What is wrong with a field, named as Kubernetes names a field error's type."""
+
+    REQUIRED = "FieldValueRequired"
+    TYPE_INVALID = "FieldValueTypeInvalid"
+    NOT_SUPPORTED = "FieldValueNotSupported"
+    INVALID = "FieldValueInvalid"
+    TOO_LONG = "FieldValueTooLong"
+    TOO_MANY = "FieldValueTooMany"
+    DUPLICATE = "FieldValueDuplicate"
+    OUT_OF_RANGE = "FieldValueOutOfRange"
+    UNKNOWN_FIELD = "FieldValueUnknown"
 
 
 @dataclass(frozen=True)
 class FieldError:
     path: str
     message: str
+    type: ErrorType = ErrorType.INVALID
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -233,29 +275,49 @@ class Policy:
     generation: int = 0
 
 
+def field_path(path: str, name: Any) -> str:
+    """path.name, with a name that is not plain visible ASCII (a newline, a space, a megabyte)
+    quoted and cut, so that an error stays one short line whatever the body holds."""
+    text = name if isinstance(name, str) else str(name)
+    if _PLAIN_FIELD.fullmatch(text):
+        return f"{path}.{text}"
+    cut = text[:_PLAIN_FIELD_SHOWN] + ("..." if len(text) > _PLAIN_FIELD_SHOWN else "")
+    return f"{path}.{json.dumps(cut)}"
+
+
+_PLAIN_FIELD_SHOWN = 64
+
+
 class _Reader:
     """Walks an untrusted body, collecting errors with their field paths."""
 
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
 
-    def error(self, path: str, message: str) -> None:
-        self.errors.append(FieldError(path, message))
+    def error(self, path: str, message: str, kind: ErrorType) -> None:
+        self.errors.append(FieldError(path, message, kind))
+
+    def type_error(self, path: str, expected: str) -> None:
+        self.error(path, f"must be of type {expected}", ErrorType.TYPE_INVALID)
 
     def obj(self, value: Any, path: str, known: Sequence[str]) -> Mapping[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            self.error(path, "must be of type object")
+            self.type_error(path, "object")
             return {}
         for key in value:
             if key not in known:
-                self.error(f"{path}.{key}", f'unknown field "{path}.{key}"')
+                unknown = field_path(path, key)
+                self.error(unknown, f'unknown field "{unknown}"', ErrorType.UNKNOWN_FIELD)
         return value
 
-    def string(self, value: Any, path: str) -> str | None:
+    def string(self, value: Any, path: str, max_length: int | None = None) -> str | None:
         if not isinstance(value, str):
-            self.error(path, "must be of type string")
+            self.type_error(path, "string")
+            return None
+        if max_length is not None and len(value) > max_length:
+            self.error(path, f"may not be longer than {max_length}", ErrorType.TOO_LONG)
             return None
         return value
 
@@ -263,7 +325,7 @@ class _Reader:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.error(path, "must be of type boolean")
+            self.type_error(path, "boolean")
             return default
         return value
 
@@ -271,12 +333,12 @@ class _Reader:
         if value is None:
             return rule.default
         if isinstance(value, bool) or not isinstance(value, int):
-            self.error(path, "must be of type integer")
+            self.type_error(path, "integer")
             return rule.default
         if value < rule.minimum:
-            self.error(path, f"should be greater than or equal to {rule.minimum}")
+            self.error(path, f"should be greater than or equal to {rule.minimum}", ErrorType.OUT_OF_RANGE)
         elif value > rule.maximum:
-            self.error(path, f"should be less than or equal to {rule.maximum}")
+            self.error(path, f"should be less than or equal to {rule.maximum}", ErrorType.OUT_OF_RANGE)
         return value
 
     def defaulted_integer(self, value: Any, path: str, rule: IntRule) -> int:
@@ -294,104 +356,103 @@ class _Reader:
             return enum(text)
         except ValueError:
             supported = ", ".join(f'"{m.value}"' for m in enum)
-            self.error(path, f'Unsupported value: "{text}": supported values: {supported}')
+            shown = json.dumps(text[:_PLAIN_FIELD_SHOWN])[1:-1]
+            self.error(path, f'Unsupported value: "{shown}": supported values: {supported}', ErrorType.NOT_SUPPORTED)
             return default
 
     def duration(self, value: Any, path: str, rule: DurationRule) -> float:
         default, lower, upper = rule.seconds
         if value is None:
             return default
-        text = self.string(value, path)
+        text = self.string(value, path, DURATION_MAX_LENGTH)
         if text is None:
-            return default
-        if len(text) > DURATION_MAX_LENGTH:
-            self.error(path, f"may not be longer than {DURATION_MAX_LENGTH}")
             return default
         seconds = parse_duration(text)
         if seconds is None or not lower <= seconds <= upper:
-            self.error(path, rule.message)
+            self.error(path, rule.message, ErrorType.INVALID)
             return default
         return seconds
 
+    def array(self, value: Any, path: str, limit: int) -> list[Any]:
+        """The items of a list of at most `limit`; none when it is longer (one error, not one per item)."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.type_error(path, "array")
+            return []
+        if len(value) > limit:
+            self.error(path, f"Too many: {len(value)}: must have at most {limit} items", ErrorType.TOO_MANY)
+            return []
+        return value
+
     def selector(self, value: Any, path: str) -> LabelSelector:
         body = self.obj(value, path, ("matchLabels", "matchExpressions"))
-        labels: list[tuple[str, str]] = []
-        raw_labels = body.get("matchLabels")
-        if raw_labels is not None:
-            if not isinstance(raw_labels, Mapping):
-                self.error(f"{path}.matchLabels", "must be of type object")
-            else:
-                for key, val in raw_labels.items():
-                    if self.string(val, f"{path}.matchLabels.{key}") is not None:
-                        labels.append((str(key), val))
+        labels = self.match_labels(body.get("matchLabels"), f"{path}.matchLabels")
         requirements: list[Requirement] = []
-        raw_exprs = body.get("matchExpressions")
-        if raw_exprs is not None:
-            exprs_path = f"{path}.matchExpressions"
-            if not isinstance(raw_exprs, list):
-                self.error(exprs_path, "must be of type array")
-                raw_exprs = []
-            self.max_items(raw_exprs, exprs_path, MAX_SELECTOR_EXPRESSIONS)
-            values_ok = True
-            for index, raw in enumerate(raw_exprs):
-                req = self.requirement(raw, f"{exprs_path}[{index}]")
-                if req is None:
-                    continue
-                needs_values = req.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
-                values_ok = values_ok and (bool(req.values) == needs_values)
-                requirements.append(req)
-            if not values_ok:
-                self.error(exprs_path, MSG_SELECTOR_VALUES)
+        exprs_path = f"{path}.matchExpressions"
+        values_ok = True
+        for index, raw in enumerate(self.array(body.get("matchExpressions"), exprs_path, MAX_SELECTOR_EXPRESSIONS)):
+            req = self.requirement(raw, f"{exprs_path}[{index}]")
+            if req is None:
+                continue
+            needs_values = req.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+            values_ok = values_ok and (bool(req.values) == needs_values)
+            requirements.append(req)
+        if not values_ok:
+            self.error(exprs_path, MSG_SELECTOR_VALUES, ErrorType.INVALID)
         return LabelSelector(tuple(sorted(labels)), tuple(requirements))
+
+    def match_labels(self, value: Any, path: str) -> list[tuple[str, str]]:
+        if value is None:
+            return []
+        if not isinstance(value, Mapping):
+            self.type_error(path, "object")
+            return []
+        if len(value) > MAX_SELECTOR_LABELS:
+            self.error(
+                path, f"Too many: {len(value)}: must have at most {MAX_SELECTOR_LABELS} items", ErrorType.TOO_MANY
+            )
+            return []
+        labels: list[tuple[str, str]] = []
+        for key, val in value.items():
+            name = str(key)
+            text = self.string(val, field_path(path, name), LABEL_VALUE_MAX_LENGTH)
+            if len(name) > LABEL_KEY_MAX_LENGTH:
+                self.error(path, MSG_LABEL_KEY_TOO_LONG, ErrorType.TOO_LONG)
+            elif text is not None:
+                labels.append((name, text))
+        return labels
 
     def requirement(self, value: Any, path: str) -> Requirement | None:
         body = self.obj(value, path, ("key", "operator", "values"))
         if "key" not in body:
-            self.error(f"{path}.key", "Required value")
+            self.error(f"{path}.key", "Required value", ErrorType.REQUIRED)
         if "operator" not in body:
-            self.error(f"{path}.operator", "Required value")
+            self.error(f"{path}.operator", "Required value", ErrorType.REQUIRED)
         if "key" not in body or "operator" not in body:
             return None
-        key = self.string(body["key"], f"{path}.key")
+        key = self.string(body["key"], f"{path}.key", LABEL_KEY_MAX_LENGTH)
         operator = self.enum(body["operator"], f"{path}.operator", SelectorOperator, SelectorOperator.IN)
         values: list[str] = []
-        raw_values = body.get("values")
-        if raw_values is not None:
-            if not isinstance(raw_values, list):
-                self.error(f"{path}.values", "must be of type array")
-            else:
-                self.max_items(raw_values, f"{path}.values", MAX_SELECTOR_VALUES)
-                for index, item in enumerate(raw_values):
-                    text = self.string(item, f"{path}.values[{index}]")
-                    if text is not None:
-                        values.append(text)
+        for index, item in enumerate(self.array(body.get("values"), f"{path}.values", MAX_SELECTOR_VALUES)):
+            text = self.string(item, f"{path}.values[{index}]", LABEL_VALUE_MAX_LENGTH)
+            if text is not None:
+                values.append(text)
         if key is None:
             return None
         return Requirement(key, operator, tuple(values))
 
-    def max_items(self, items: list[Any], path: str, limit: int) -> None:
-        if len(items) > limit:
-            self.error(path, f"Too many: {len(items)}: must have at most {limit} items")
-
     def container_names(self, value: Any, path: str) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            self.error(path, "must be of type array")
-            return ()
-        self.max_items(value, path, MAX_CONTAINERS)
         names: list[str] = []
-        for index, item in enumerate(value):
+        for index, item in enumerate(self.array(value, path, MAX_CONTAINERS)):
             item_path = f"{path}[{index}]"
-            name = self.string(item, item_path)
+            name = self.string(item, item_path, CONTAINER_NAME_MAX_LENGTH)
             if name is None:
                 continue
-            if len(name) > CONTAINER_NAME_MAX_LENGTH:
-                self.error(item_path, f"may not be longer than {CONTAINER_NAME_MAX_LENGTH}")
-            elif not re.fullmatch(CONTAINER_NAME_PATTERN, name):
-                self.error(item_path, f"should match '{CONTAINER_NAME_PATTERN}'")
+            if not re.fullmatch(CONTAINER_NAME_PATTERN, name):
+                self.error(item_path, f"should match '{CONTAINER_NAME_PATTERN}'", ErrorType.INVALID)
             elif name in names:
-                self.error(item_path, f'Duplicate value: "{name}"')
+                self.error(item_path, f'Duplicate value: "{name}"', ErrorType.DUPLICATE)
             else:
                 names.append(name)
         return tuple(names)
@@ -420,17 +481,47 @@ def parse_policy(body: Mapping[str, Any]) -> Policy:
     """Parse a GracefulPolicy or ClusterGracefulPolicy object; raise PolicyInvalid."""
     kind = body.get("kind")
     if kind not in POLICY_KINDS:
-        raise PolicyInvalid([FieldError("kind", f"must be one of {', '.join(POLICY_KINDS)}")])
+        raise PolicyInvalid([FieldError("kind", f"must be one of {', '.join(POLICY_KINDS)}", ErrorType.NOT_SUPPORTED)])
     if body.get("apiVersion") != API_VERSION:
-        raise PolicyInvalid([FieldError("apiVersion", f'must be "{API_VERSION}"')])
+        raise PolicyInvalid([FieldError("apiVersion", f'must be "{API_VERSION}"', ErrorType.NOT_SUPPORTED)])
     meta = body.get("metadata") or {}
-    name = meta.get("name") if isinstance(meta, Mapping) else None
-    if not isinstance(name, str) or not name:
-        raise PolicyInvalid([FieldError("metadata.name", "Required value")])
+    if not isinstance(meta, Mapping):
+        raise PolicyInvalid([FieldError("metadata", "must be of type object", ErrorType.TYPE_INVALID)])
+    name = _valid_name(meta.get("name"), "metadata.name", NAME_PATTERN, NAME_MAX_LENGTH)
     namespace = meta.get("namespace") if kind == KIND_NAMESPACED else None
+    if namespace is not None and namespace != "":
+        namespace = _valid_name(namespace, "metadata.namespace", NAMESPACE_PATTERN, NAMESPACE_MAX_LENGTH)
+    generation = meta.get("generation")
+    if generation is None:
+        generation = 0
+    elif isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+        message = "must be a non-negative integer"
+        raise PolicyInvalid([FieldError("metadata.generation", message, ErrorType.TYPE_INVALID)])
     ref = PolicyRef(kind=str(kind), name=name, namespace=namespace or None)
-    generation = meta.get("generation") or 0
-    return Policy(ref=ref, spec=parse_spec(body.get("spec"), cluster=ref.is_cluster), generation=int(generation))
+    return Policy(ref=ref, spec=parse_spec(body.get("spec"), cluster=ref.is_cluster), generation=generation)
+
+
+def name_error(
+    value: Any, path: str, pattern: str = NAME_PATTERN, max_length: int = NAME_MAX_LENGTH
+) -> FieldError | None:
+    """Why value is no object name (NAME_PATTERN) or namespace name (NAMESPACE_PATTERN), if it is not."""
+    if value is None or value == "":
+        return FieldError(path, "Required value", ErrorType.REQUIRED)
+    if not isinstance(value, str):
+        return FieldError(path, "must be of type string", ErrorType.TYPE_INVALID)
+    if len(value) > max_length:
+        return FieldError(path, f"may not be longer than {max_length}", ErrorType.TOO_LONG)
+    if not re.fullmatch(pattern, value):
+        message = "must consist of lower case alphanumeric characters, '-' or '.', and start and end with one"
+        return FieldError(path, message, ErrorType.INVALID)
+    return None
+
+
+def _valid_name(value: Any, path: str, pattern: str, max_length: int) -> str:
+    error = name_error(value, path, pattern, max_length)
+    if error is not None:
+        raise PolicyInvalid([error])
+    return str(value)
 
 
 def parse_spec(raw: Any, *, cluster: bool) -> PolicySpec:
@@ -481,13 +572,13 @@ def _lame_duck(r: _Reader, raw: Any, path: str) -> LameDuck | None:
     if not isinstance(raw, Mapping):
         return None
     if body.get("port") is None:
-        r.error(f"{path}.port", "Required value")
+        r.error(f"{path}.port", "Required value", ErrorType.REQUIRED)
     if body.get("path") is None:
-        r.error(f"{path}.path", "Required value")
+        r.error(f"{path}.path", "Required value", ErrorType.REQUIRED)
     port = r.integer(body.get("port"), f"{path}.port", LAME_DUCK_PORT)
-    text = None if body.get("path") is None else r.string(body.get("path"), f"{path}.path")
+    text = None if body.get("path") is None else r.string(body.get("path"), f"{path}.path", LAME_DUCK_PATH_MAX_LENGTH)
     if text is not None and not re.fullmatch(LAME_DUCK_PATH_PATTERN, text):
-        r.error(f"{path}.path", MSG_LAME_DUCK_PATH)
+        r.error(f"{path}.path", MSG_LAME_DUCK_PATH, ErrorType.INVALID)
         text = None
     if port is None or text is None:
         return None
@@ -497,12 +588,12 @@ def _lame_duck(r: _Reader, raw: Any, path: str) -> LameDuck | None:
 def _check_cross_field(r: _Reader, spec: PolicySpec) -> None:
     """Rules spanning fields; the CRD states each as a CEL rule with the same message."""
     if spec.hold.propagation_delay > spec.hold.max_hold:
-        r.error("spec.hold.propagationDelay", MSG_PROPAGATION_OVER_MAX_HOLD)
+        r.error("spec.hold.propagationDelay", MSG_PROPAGATION_OVER_MAX_HOLD, ErrorType.INVALID)
     if spec.hold.quiet_period > spec.hold.max_hold:
-        r.error("spec.hold.quietPeriod", MSG_QUIET_OVER_MAX_HOLD)
+        r.error("spec.hold.quietPeriod", MSG_QUIET_OVER_MAX_HOLD, ErrorType.INVALID)
     grace = spec.termination_grace_period_seconds
     if grace is not None and grace < spec.hold.max_hold + spec.drain_timeout:
-        r.error("spec.terminationGracePeriodSeconds", MSG_GRACE_UNDER_BUDGET)
+        r.error("spec.terminationGracePeriodSeconds", MSG_GRACE_UNDER_BUDGET, ErrorType.INVALID)
 
 
 def whole_seconds(seconds: float) -> int:

@@ -74,6 +74,23 @@ INVALID_SPECS: list[tuple[dict[str, Any], str, str]] = [
         "spec.selector.matchExpressions",
         "non-empty for operators In and NotIn",
     ),
+    ({"selector": {"matchLabels": {f"k{i}": "v" for i in range(65)}}}, "spec.selector.matchLabels", "at most 64"),
+    ({"selector": {"matchLabels": {"tier": "x" * 64}}}, "spec.selector.matchLabels.tier", "longer than 63"),
+    ({"selector": {"matchLabels": {"k" * 318: "web"}}}, "spec.selector.matchLabels", "longer than 317"),
+    (
+        {"selector": {"matchExpressions": [{"key": "k" * 318, "operator": "Exists"}]}},
+        "spec.selector.matchExpressions[0].key",
+        "longer than 317",
+    ),
+    (
+        {"selector": {"matchExpressions": [{"key": "a", "operator": "In", "values": ["x" * 64]}]}},
+        "spec.selector.matchExpressions[0].values[0]",
+        "longer than 63",
+    ),
+    ({"hold": {"lameDuck": {"port": 8080, "path": "/" + "x" * 256}}}, "spec.hold.lameDuck.path", "longer than 256"),
+    ({"hold": {"lameDuck": {"port": 8080, "path": "/x\n"}}}, "spec.hold.lameDuck.path", "visible ASCII"),
+    ({"containers": ["app\n"]}, "spec.containers[0]", "should match"),
+    ({"hold": {"maxHold": "99999999h"}}, "spec.hold.maxHold", ""),
     ({"selector": {"matchLabel": {}}}, "spec.selector.matchLabel", "unknown field"),
     ({"hold": {"maxhold": "3s"}}, "spec.hold.maxhold", "unknown field"),
     (

@@ -584,3 +584,19 @@ def test_a_guarded_patch_fails_on_a_deployment_changed_since_it_was_read() -> No
     ops = json_patch(before, injected(before, intent_for(before, policy())), guard=True)
     with pytest.raises(jsonpatch.JsonPatchTestFailed):
         jsonpatch.apply_patch(versioned(deployment(), "43"), ops)
+
+
+@pytest.mark.parametrize("record", ["[" * 100_000, "[" * 900 + "]" * 900, "null", "7"])
+def test_a_record_nested_too_deep_or_of_another_shape_counts_as_none(record: str) -> None:
+    assert admitted(with_record(deployment(), record)) == []
+
+
+def test_a_container_without_a_name_gets_no_record_entry() -> None:
+    """The API server decodes a write before the webhook sees it, but rejects a nameless container
+    only after admission: the webhook must answer such a write, and record nothing it cannot find."""
+    nameless = deployment(initContainers=[{"image": "example.com/init:1"}])
+    decision = decide(nameless, [policy()], Settings(), None, lambda _: 0, moment=Moment.ADMISSION)
+    assert decision.intent is not None
+    after = injected(nameless, decision.intent)
+    assert all(None not in c.path and "None" not in str(c.path) for c in admitted(after))
+    assert after["spec"]["template"]["spec"]["initContainers"][0] == {"image": "example.com/init:1"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lameduck_operator.cli import EXIT_BAD_INPUT, EXIT_NOT_COMPLIANT, EXIT_OK, main
+from lameduck_operator.cli import EXIT_BAD_INPUT, EXIT_INVALID_OBJECTS, EXIT_NOT_COMPLIANT, EXIT_OK, main
 from tests.unit.repo_data import EXAMPLES
 
 
@@ -114,7 +114,7 @@ def test_list_documents_are_flattened(tmp_path: Path) -> None:
 
 def test_invalid_policy_is_reported_with_file_and_field(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = run("check", "-f", str(EXAMPLES / "invalid" / "unknown-mode.yaml"))
-    assert code == EXIT_BAD_INPUT
+    assert code == EXIT_INVALID_OBJECTS
     err = capsys.readouterr().err
     assert "unknown-mode.yaml: GracefulPolicy unknown-mode: spec.mode: Unsupported value" in err
 

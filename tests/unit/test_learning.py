@@ -1,13 +1,14 @@
 """The learned pooled delay: a table of cases, each naming the term of the rule it exercises, and
-properties over seeded random reports (hypothesis is not among the test dependencies)."""
+properties over generated reports."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lameduck_operator.logic.learning import (
     LOSS_FACTOR,
@@ -169,35 +170,25 @@ def test_anything_else_read_back_is_no_history(value: object) -> None:
     assert parse_learned(value) is None
 
 
-# ---- properties, over seeded random reports ------------------------------------------------
+# ---- properties, over generated reports (Hypothesis; the "ci" profile in conftest.py) ----------
 
-SEEDS = range(500)
-
-
-def random_report(rng: random.Random) -> HoldReport:
-    stage1 = rng.choice([None, rng.uniform(0, 5)])
-    return report(
-        pooled=rng.choice([None, rng.uniform(0, 60)]),
-        lost=rng.choice([None, 0, rng.randint(1, 100)]),
-        learned=rng.choice([None, 0.0, rng.uniform(0, 40)]),
-        stage2=rng.choice([None, rng.uniform(0, 40)]),
-        hold=rng.uniform(0, 60),
-        stage1=stage1,
-    )
-
-
-def random_case(seed: int) -> tuple[random.Random, list[HoldReport], float]:
-    rng = random.Random(seed)
-    return rng, [random_report(rng) for _ in range(rng.randint(1, 20))], rng.choice([0.0, 1.0, 30.0, 600.0])
+SECONDS = st.floats(0, 60)
+REPORTS = st.builds(
+    report,
+    pooled=st.none() | SECONDS,
+    lost=st.none() | st.just(0) | st.integers(1, 100),
+    learned=st.none() | st.just(0.0) | st.floats(0, 40),
+    stage2=st.none() | st.floats(0, 40),
+    hold=SECONDS,
+    stage1=st.none() | st.floats(0, 5),
+    last_loss=st.none() | st.floats(0, 30),
+)
+RECENT = st.lists(REPORTS, min_size=1, max_size=20)
+MAX_HOLDS = st.sampled_from([0.0, 1.0, 30.0, 600.0]) | st.floats(0, 600)
 
 
-def test_never_negative_never_above_max_hold_and_counts_its_reports() -> None:
-    for seed in SEEDS:
-        _bounded_and_counted(seed)
-
-
-def _bounded_and_counted(seed: int) -> None:
-    _, reports, max_hold = random_case(seed)
+@given(RECENT, MAX_HOLDS)
+def test_never_negative_never_above_max_hold_and_counts_its_reports(reports: list[HoldReport], max_hold: float) -> None:
     learned = learn(reports, max_hold)
     assert learned is not None
     assert 0.0 <= learned.pooled_delay_seconds <= max_hold
@@ -205,42 +196,41 @@ def _bounded_and_counted(seed: int) -> None:
     assert parse_learned(learned_value(learned)) == learned
 
 
-def test_a_longer_quiet_never_lowers_it() -> None:
-    for seed in SEEDS:
-        _longer_quiet_lowers_nothing(seed)
-
-
-def _longer_quiet_lowers_nothing(seed: int) -> None:
-    rng, reports, max_hold = random_case(seed)
-    index = rng.randrange(len(reports))
+@given(RECENT, MAX_HOLDS, st.data())
+def test_a_longer_quiet_never_lowers_it(reports: list[HoldReport], max_hold: float, data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(reports) - 1))
     before = reports[index].pooled_quiet_seconds or 0.0
-    longer = dataclasses.replace(reports[index], pooled_quiet_seconds=before + rng.uniform(0, 30))
+    longer = dataclasses.replace(reports[index], pooled_quiet_seconds=before + data.draw(st.floats(0, 30)))
     raised = [*reports[:index], longer, *reports[index + 1 :]]
-    assert learn(raised, max_hold).pooled_delay_seconds >= learn(reports, max_hold).pooled_delay_seconds  # type: ignore[union-attr]
+    assert delay(raised, max_hold) >= delay(reports, max_hold)
 
 
-def test_a_loss_never_lowers_it() -> None:
-    for seed in SEEDS:
-        _loss_lowers_nothing(seed)
-
-
-def _loss_lowers_nothing(seed: int) -> None:
-    rng, reports, max_hold = random_case(seed)
-    index = rng.randrange(len(reports))
-    lossy = dataclasses.replace(reports[index], lost_after_release=rng.randint(1, 1000))
+@given(RECENT, MAX_HOLDS, st.data())
+def test_a_loss_never_lowers_it(reports: list[HoldReport], max_hold: float, data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(reports) - 1))
+    lossy = dataclasses.replace(reports[index], lost_after_release=data.draw(st.integers(1, 1000)))
     with_loss = [*reports[:index], lossy, *reports[index + 1 :]]
-    assert learn(with_loss, max_hold).pooled_delay_seconds >= learn(reports, max_hold).pooled_delay_seconds  # type: ignore[union-attr]
+    assert delay(with_loss, max_hold) >= delay(reports, max_hold)
 
 
-def test_a_loss_raises_it_above_what_the_hold_used_until_the_cap() -> None:
-    for seed in SEEDS:
-        _loss_raises_above_what_was_used(seed)
+@given(RECENT, MAX_HOLDS, st.data())
+def test_a_later_loss_never_lowers_it(reports: list[HoldReport], max_hold: float, data: st.DataObject) -> None:
+    index = data.draw(st.integers(0, len(reports) - 1))
+    before = reports[index].last_loss_seconds or 0.0
+    later = dataclasses.replace(reports[index], last_loss_seconds=before + data.draw(st.floats(0, 30)))
+    assert delay([*reports[:index], later, *reports[index + 1 :]], max_hold) >= delay(reports, max_hold)
 
 
-def _loss_raises_above_what_was_used(seed: int) -> None:
-    rng, reports, max_hold = random_case(seed)
-    used = rng.uniform(0, 40)
-    lossy = report(learned=used, lost=rng.randint(1, 50))
-    learned = learn([*reports, lossy], max_hold)
+@given(RECENT, MAX_HOLDS, st.floats(0, 40), st.integers(1, 50))
+def test_a_loss_raises_it_above_what_the_hold_used_until_the_cap(
+    reports: list[HoldReport], max_hold: float, used: float, lost: int
+) -> None:
+    learned = learn([*reports, report(learned=used, lost=lost)], max_hold)
     assert learned is not None
     assert learned.pooled_delay_seconds >= min(max_hold, used + LOSS_STEP_SECONDS) - 1e-9
+
+
+def delay(reports: list[HoldReport], max_hold: float) -> float:
+    learned = learn(reports, max_hold)
+    assert learned is not None
+    return learned.pooled_delay_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ import pytest
 from lameduck_operator.model import (
     ApplyStrategy,
     ConflictStrategy,
+    ErrorType,
     HoldMethod,
     Mode,
+    NotADuration,
     PolicyInvalid,
     PolicyRef,
     SelectorOperator,
@@ -20,6 +23,7 @@ from lameduck_operator.model import (
     parse_policy,
     parse_spec,
 )
+from lameduck_sidecar.config import seconds as seconds_of_the_sidecar
 from tests.unit.repo_data import INVALID_SPECS, InvalidExample, invalid_examples, load_yaml, valid_policy_files
 
 
@@ -53,6 +57,31 @@ def test_parse_duration(text: str, seconds: float | None) -> None:
 def test_format_seconds_round_trips(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (60.00001, "1m"),  # was "1m1e-05s": no duration parser reads it, the sidecar would not start
+        (120.0000001, "2m"),
+        (61.0004, "1m1s"),
+        (1.0000001, "1s"),
+        (0.0004, "0s"),
+        (0.9999, "1s"),
+        (1234.5678, "20m34.568s"),
+        (3600.001, "60m0.001s"),
+    ],
+)
+def test_format_seconds_is_to_the_millisecond_and_never_in_exponent_notation(seconds: float, text: str) -> None:
+    assert format_seconds(seconds) == text
+    assert parse_duration(text) == pytest.approx(round(seconds * 1000) / 1000)
+    assert seconds_of_the_sidecar("LAMEDUCK_MAX_HOLD", text) == pytest.approx(round(seconds * 1000) / 1000)
+
+
+@pytest.mark.parametrize("seconds", [-1.0, math.nan, math.inf])
+def test_format_seconds_refuses_what_is_no_duration(seconds: float) -> None:
+    with pytest.raises(NotADuration):
+        format_seconds(seconds)
 
 
 def test_empty_spec_gets_documented_defaults() -> None:
@@ -163,3 +192,52 @@ def test_the_policy_annotation_names_its_policy_back(value: object, ref: PolicyR
     assert PolicyRef.from_annotation(value) == ref
     if ref is not None:
         assert PolicyRef.from_annotation(ref.annotation_value) == ref
+
+
+def test_a_list_over_its_bound_is_one_error_not_one_per_item() -> None:
+    for spec, path in [
+        ({"containers": ["app"] * 10_000}, "spec.containers"),
+        ({"selector": {"matchExpressions": [{"key": "a"}] * 10_000}}, "spec.selector.matchExpressions"),
+        ({"selector": {"matchLabels": {str(i): 1 for i in range(10_000)}}}, "spec.selector.matchLabels"),
+    ]:
+        with pytest.raises(PolicyInvalid) as caught:
+            parse_spec(spec, cluster=False)
+        assert [(e.path, e.type) for e in caught.value.errors] == [(path, ErrorType.TOO_MANY)]
+
+
+@pytest.mark.parametrize(
+    ("meta", "path", "kind"),
+    [
+        ({"name": "p", "generation": "1"}, "metadata.generation", ErrorType.TYPE_INVALID),
+        ({"name": "p", "generation": -1}, "metadata.generation", ErrorType.TYPE_INVALID),
+        ({"name": "p", "generation": math.inf}, "metadata.generation", ErrorType.TYPE_INVALID),
+        ({"name": "p", "namespace": 5}, "metadata.namespace", ErrorType.TYPE_INVALID),
+        ({"name": "p", "namespace": "Shop"}, "metadata.namespace", ErrorType.INVALID),
+        ({"name": "web\ntier"}, "metadata.name", ErrorType.INVALID),
+        ({"name": "p" * 254}, "metadata.name", ErrorType.TOO_LONG),
+        ({"name": ["p"]}, "metadata.name", ErrorType.TYPE_INVALID),
+        ({}, "metadata.name", ErrorType.REQUIRED),
+    ],
+)
+def test_metadata_the_api_server_would_refuse_is_a_typed_error(
+    meta: dict[str, Any], path: str, kind: ErrorType
+) -> None:
+    with pytest.raises(PolicyInvalid) as caught:
+        parse_policy({"apiVersion": "lameduck.dev/v1alpha1", "kind": "GracefulPolicy", "metadata": meta})
+    assert [(e.path, e.type) for e in caught.value.errors] == [(path, kind)]
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [
+        ({"x\ny": 1}, 'spec."x\\ny"'),
+        ({"k" * 100: 1}, 'spec."' + "k" * 64 + '..."'),
+        ({1: 1}, "spec.1"),
+        ({"selector": {"matchLabels": {"a b": 1}}}, 'spec.selector.matchLabels."a b"'),
+    ],
+)
+def test_a_field_name_in_an_error_path_is_quoted_when_it_is_no_plain_one(spec: dict[Any, Any], path: str) -> None:
+    with pytest.raises(PolicyInvalid) as caught:
+        parse_spec(spec, cluster=False)
+    assert [e.path for e in caught.value.errors] == [path]
+    assert "\n" not in str(caught.value)

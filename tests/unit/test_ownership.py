@@ -95,6 +95,23 @@ def test_foreign_view_keeps_only_what_others_own() -> None:
     assert "status" not in view
 
 
+@pytest.mark.parametrize(
+    "selector", ["k:[1]", "k:" + "[" * 100_000, "v:" + "[" * 100_000, "k:" + "[" * 900 + "]" * 900]
+)
+def test_a_selector_that_is_no_json_object_or_too_deep_matches_nothing(selector: str) -> None:
+    """managedFields come from the API server; the CLI reads them from any file."""
+    stored = {
+        **STORED,
+        "metadata": {
+            **STORED["metadata"],
+            "managedFields": [
+                entry("kubectl", {"f:spec": {"f:template": {"f:spec": {"f:containers": {selector: {"f:image": {}}}}}}})
+            ],
+        },
+    }
+    assert foreign_view(stored)["spec"] == {"template": {"spec": {"containers": []}}}
+
+
 def test_objects_without_managed_fields_are_taken_whole() -> None:
     bare = {"metadata": {"name": "web"}, "spec": {"replicas": 2}}
     assert foreign_view(bare) == bare

@@ -24,7 +24,7 @@ import jsonpatch
 import pytest
 import yaml
 
-from lameduck_operator.cli import EXIT_BAD_INPUT, EXIT_NOT_COMPLIANT, load_inputs, main, rendered
+from lameduck_operator.cli import EXIT_INVALID_OBJECTS, EXIT_NOT_COMPLIANT, load_inputs, main, rendered
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.logic.admission import review
 from lameduck_operator.logic.compliance import Reason, State
@@ -323,7 +323,7 @@ async def test_an_invalid_example_is_rejected_by_the_cli_and_reported_invalid_by
 ) -> None:
     file = EXAMPLES / "invalid" / f"{example.name}.yaml"
     code, out = cli("check", "-f", str(file), "-f", str(DEPLOYMENTS))
-    assert (code, out) == (EXIT_BAD_INPUT, "")
+    assert (code, out) == (EXIT_INVALID_OBJECTS, "")
     err = capsys.readouterr().err
     assert f"{file}: {example.body['kind']} {example.body['metadata']['name']}: {example.path}: " in err
     assert example.message in err

@@ -132,8 +132,20 @@ def test_a_bad_value_measured_after_release_makes_the_report_malformed(fields: d
         (report_event(stage1Seconds=True), MalformedReason.BAD_VALUE),
         (report_event(holdSeconds=...), MalformedReason.MISSING_FIELD),
         ({**report_event(), "involvedObject": {"kind": "Deployment", "name": "web"}}, MalformedReason.MISSING_FIELD),
+        # Any pod can post an Event: JSON nested past the decoder's recursion limit is no report either.
+        ({**report_event(), "message": "[" * 100_000}, MalformedReason.NOT_JSON),
     ],
-    ids=["not-json", "newer-version", "unknown-outcome", "negative", "late-missing", "bool", "absent", "not-a-pod"],
+    ids=[
+        "not-json",
+        "newer-version",
+        "unknown-outcome",
+        "negative",
+        "late-missing",
+        "bool",
+        "absent",
+        "not-a-pod",
+        "nested-too-deep",
+    ],
 )
 def test_a_malformed_report_names_why(event: dict[str, Any], reason: MalformedReason) -> None:
     with pytest.raises(ReportMalformed) as raised:

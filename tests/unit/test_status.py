@@ -11,7 +11,7 @@ import pytest
 from lameduck_operator.logic.compliance import Reason, State, Verdict
 from lameduck_operator.logic.selection import DeploymentRef, Loss
 from lameduck_operator.logic.status import PolicySummary, invalid_status, policy_status, summarize
-from lameduck_operator.model import FieldError, Policy, PolicyInvalid, PolicyRef
+from lameduck_operator.model import CONDITION_MESSAGE_MAX_LENGTH, FieldError, Policy, PolicyInvalid, PolicyRef
 from tests.unit.builders import policy
 
 OURS = PolicyRef("GracefulPolicy", "p", "shop")
@@ -221,6 +221,15 @@ def test_the_previous_conditions_keep_their_transition_times_while_unchanged() -
 # --- invalid_status ---------------------------------------------------------------------------------
 
 INVALID = PolicyInvalid([FieldError("spec.hold.maxHold", "must be positive")])
+
+
+def test_a_message_longer_than_the_crd_stores_is_cut_to_fit() -> None:
+    """A policy stored before a stricter CRD can have more errors than a condition's message holds."""
+    many = PolicyInvalid([FieldError(f"spec.containers[{i}]", "x" * 100) for i in range(1000)])
+    status = invalid_status(many, 1, None, NOW)
+    assert {len(c["message"]) for c in status["conditions"] if c["reason"] == "InvalidSpec"} == {
+        CONDITION_MESSAGE_MAX_LENGTH
+    }
 
 
 def test_an_invalid_policys_status_in_full() -> None:

@@ -89,7 +89,7 @@ def admitted(obj: Mapping[str, Any]) -> list[Change]:
         return []
     try:
         decoded = json.loads(raw)
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):  # not JSON, not text, or nested too deep to decode
         return []
     found: list[Change] = []
     for entry in decoded if isinstance(decoded, list) else []:
@@ -196,7 +196,12 @@ def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]
     in_before, in_after = KeyedItems(), KeyedItems()
     for path in added_paths(before, after):
         was = _at(before, path, in_before)
-        value = copy.deepcopy(_at(after, path, in_after))
+        value = _at(after, path, in_after)
+        if value is _ABSENT:
+            # An item of a keyed list without a name (the API server rejects it, but only after
+            # admission): no leaf lameduck set, and no path it could find again.
+            continue
+        value = copy.deepcopy(value)
         replaced = was is not _ABSENT and was is not None
         found.append(Change(path, copy.deepcopy(was), value) if replaced else Change(path, set=value))
     return found

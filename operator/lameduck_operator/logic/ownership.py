@@ -45,10 +45,14 @@ def _item_matches(selector: str, item: Any) -> bool:
     kind, _, raw = selector.partition(":")
     try:
         wanted = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to decode: matches nothing
         return False
     if kind == "k":
-        return isinstance(item, Mapping) and all(item.get(k) == v for k, v in wanted.items())
+        return (
+            isinstance(item, Mapping)
+            and isinstance(wanted, Mapping)
+            and all(item.get(k) == v for k, v in wanted.items())
+        )
     return bool(kind == "v" and item == wanted)
 
 
@@ -85,7 +89,7 @@ class Selectors:
                 continue
             try:
                 wanted = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to decode: matches nothing
                 continue
             try:
                 if kind == "k" and isinstance(wanted, Mapping):
@@ -98,6 +102,8 @@ class Selectors:
                     self._unindexed.append((position, selector))
             except TypeError:
                 self._unindexed.append((position, selector))
+            except RecursionError:  # too deep to index, so too deep to compare: matches nothing
+                continue
 
     def match(self, item: Any) -> Any:
         """The subtree of the first selector that item matches, or None."""

@@ -195,7 +195,7 @@ def parse_hold_report(event: Mapping[str, Any]) -> HoldReport:
     """The hold report an Event carries; ReportMalformed names what is wrong with it."""
     try:
         report = json.loads(event.get("message") or "")
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested too deep to decode
         raise ReportMalformed(MalformedReason.NOT_JSON, str(err)) from err
     if not isinstance(report, dict):
         raise ReportMalformed(MalformedReason.NOT_JSON, "not an object")

@@ -9,7 +9,7 @@ from typing import Any
 
 from lameduck_operator.logic.compliance import State, Verdict
 from lameduck_operator.logic.selection import DeploymentRef, Loss
-from lameduck_operator.model import Mode, Policy, PolicyInvalid, PolicyRef
+from lameduck_operator.model import CONDITION_MESSAGE_MAX_LENGTH, Mode, Policy, PolicyInvalid, PolicyRef
 
 MAX_LISTED = 20
 
@@ -69,6 +69,8 @@ def summarize(
 
 
 def _condition(kind: str, true: bool, reason: str, message: str) -> dict[str, Any]:
+    if len(message) > CONDITION_MESSAGE_MAX_LENGTH:  # the API server would refuse the whole status
+        message = message[: CONDITION_MESSAGE_MAX_LENGTH - 3] + "..."
     return {"type": kind, "status": "True" if true else "False", "reason": reason, "message": message}
 
 
