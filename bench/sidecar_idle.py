@@ -247,13 +247,16 @@ TRACED_ENTRY = textwrap.dedent(
     def _dump(*_):
         snapshot = tracemalloc.take_snapshot()
         by_file = {}
-        for stat in snapshot.statistics("traceback"):
-            frames = [f.filename for f in reversed(stat.traceback) if not f.filename.startswith("<frozen")]
-            where = frames[0] if frames else stat.traceback[0].filename
-            by_file[where] = by_file.get(where, 0) + stat.size
+        for trace in snapshot.traces:  # a traceback runs from the oldest frame to the newest
+            frames = reversed(trace.traceback)
+            where = next((f.filename for f in frames if not f.filename.startswith("<frozen")), None)
+            where = where or trace.traceback[-1].filename
+            by_file[where] = by_file.get(where, 0) + trace.size
         _dump.n += 1
-        with open(f"{os.environ['BENCH_TRACE_OUT']}.{_dump.n}", "w") as out:
+        path = f"{os.environ['BENCH_TRACE_OUT']}.{_dump.n}"
+        with open(path + ".tmp", "w") as out:
             json.dump({"traced": tracemalloc.get_traced_memory()[0], "by_file": by_file}, out)
+        os.rename(path + ".tmp", path)
 
     _dump.n = 0
     signal.signal(signal.SIGUSR1, _dump)
@@ -404,11 +407,9 @@ async def traced(variant: Variant, api: FakeApi, api_url: str, files: Path) -> d
                         await response.read()
                 process.send_signal(signal.SIGUSR1)
                 dump = Path(f"{out}.{n}")
-                for _ in range(500):
-                    if dump.exists() and dump.stat().st_size:
-                        await asyncio.sleep(0.05)
-                        break
-                    await asyncio.sleep(0.02)
+                deadline = time.monotonic() + 120
+                while not dump.exists() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
                 data = json.loads(dump.read_text())
                 by_package: dict[str, int] = {}
                 for filename, size in data["by_file"].items():
