@@ -304,7 +304,7 @@ async def run_once(
     env = sidecar_env(variant, port, api_url, files)
     began = time.monotonic()
     process = subprocess.Popen(
-        [variant.python, "-c", ENTRY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd="/"
+        [variant.python, "-c", ENTRY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/"
     )
     result: dict[str, Any] = {"variant": variant.label}
     try:
@@ -342,7 +342,22 @@ async def run_once(
         stderr = process.stderr.read().decode() if process.stderr else ""
         if process.returncode not in (0, None) or "Traceback" in stderr:
             result["stderr"] = stderr[-2000:]
+        loaded = logged(process.stdout.read().decode() if process.stdout else "", "holds_served", "loaded_seconds")
+        if loaded is not None:  # the sidecar's own time from the hold call read to its machinery serving
+            result["loaded_ms"] = round(loaded * 1000, 1)
     return result
+
+
+def logged(stdout: str, event: str, key: str) -> Any:
+    """A field of the sidecar's first JSON log line of that event; None without one."""
+    for line in stdout.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == event:
+            return record.get(key)
+    return None
 
 
 def first_arrivals(arrivals: list[tuple[str, float]]) -> dict[str, float]:

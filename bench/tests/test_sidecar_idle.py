@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.sidecar_idle import REPO, Variant, first_arrivals, import_times, package_of, status_kib
+from bench.sidecar_idle import REPO, Variant, first_arrivals, import_times, logged, package_of, status_kib
 
 STATUS = """Name:\tpython3
 VmPeak:\t  123456 kB
@@ -56,3 +56,9 @@ def test_a_request_is_timed_by_its_first_arrival() -> None:
 def test_a_variant_names_its_python_and_checkout() -> None:
     assert Variant.parse("before=/tmp/v/bin/python,/tmp/c") == Variant("before", "/tmp/v/bin/python", Path("/tmp/c"))
     assert Variant.parse("now=/usr/bin/python3").checkout == REPO
+
+
+def test_a_field_is_read_from_the_sidecars_log() -> None:
+    stdout = 'not json\n{"event": "start", "pod": "web-1"}\n{"event": "holds_served", "loaded_seconds": 0.046}\n'
+    assert logged(stdout, "holds_served", "loaded_seconds") == 0.046
+    assert logged(stdout, "hold", "seconds") is None
