@@ -13,13 +13,12 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lameduck_sidecar.calls import READ_INTERVAL, Answer, valid_container
 from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
 from lameduck_sidecar.holder import Holder
 from lameduck_sidecar.k8s import NamespaceApi
-from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.metrics import CONTENT_TYPE, SidecarMetrics
 from lameduck_sidecar.names import HOLD_ROUTE
 from lameduck_sidecar.sockdiag import Address
 from lameduck_sidecar.tcp import KernelView, node_addresses
@@ -98,8 +97,7 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    payload = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def traffic_for(config: SidecarConfig, node: Collection[Address]) -> Callable[[], TrafficCounter]:
