@@ -13,14 +13,16 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from lameduck_sidecar.app import HOLDER, OwnConnections, before_exit, build_app, holder_for, listening_sockets
+from lameduck_sidecar.app import listening_sockets
 from lameduck_sidecar.calls import READ_INTERVAL
 from lameduck_sidecar.config import SidecarConfig, host_port, load_config
+from lameduck_sidecar.endpoint import OwnConnections
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
 from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.serving import HoldServer, before_exit, holder_for
 from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TcpSocket
 from lameduck_sidecar.traffic import Snapshot, TrafficCounter, Work
 
@@ -193,32 +195,60 @@ def config_for(api_url: str | None, tmp_path: Path) -> SidecarConfig:
 Start = Callable[..., Any]
 
 
+class Client:
+    """The sidecar's port on 127.0.0.1, served by its HoldServer, and a client session to it."""
+
+    def __init__(self, server: HoldServer, session: ClientSession) -> None:
+        self.server = server
+        self.holder = server.holder
+        self.session = session
+
+    def get(self, path: str) -> Any:
+        return self.session.get(path)
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.server.close()
+
+
+async def serve_port(holder: Holder, metrics: SidecarMetrics, own: OwnConnections | None = None) -> Client:
+    server = HoldServer(holder, metrics, own or OwnConnections())
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    await server.listen([listener])
+    port = listener.getsockname()[1]
+    return Client(server, ClientSession(base_url=f"http://127.0.0.1:{port}"))
+
+
 @pytest.fixture
 async def sidecar(tmp_path: Path) -> AsyncIterator[Start]:
-    clients: list[TestClient[web.Request, web.Application]] = []
+    clients: list[Client] = []
+    servers: list[TestServer] = []
 
     async def start(
         api: FakeApiServer | None,
         api_url: str | None = None,
         hold: HoldSettings = FAST,
         read_interval: float = READ_INTERVAL,
-    ) -> tuple[TestClient[web.Request, web.Application], FakeTraffic, SidecarMetrics]:
+    ) -> tuple[Client, FakeTraffic, SidecarMetrics]:
         if api is not None:
             server = TestServer(api.app())
             await server.start_server()
+            servers.append(server)
             api_url = str(server.make_url("")).rstrip("/")
         config = replace(config_for(api_url, tmp_path), hold=hold)
         metrics = SidecarMetrics()
         traffic = FakeTraffic()
         holder = holder_for(config, metrics, lambda: NO_SOCKETS, lambda: traffic, read_interval=read_interval)
-        client = TestClient(TestServer(build_app(holder, metrics)))
-        await client.start_server()
+        client = await serve_port(holder, metrics)
         clients.append(client)
         return client, traffic, metrics
 
     yield start
     for client in clients:
         await client.close()
+    for server in servers:
+        await server.close()
 
 
 async def test_hold_waits_for_the_slices_then_the_propagation_delay(sidecar: Start) -> None:
@@ -533,10 +563,9 @@ async def test_own_sigterm_during_a_hold(tmp_path: Path, native: bool, waits: bo
     await server.close()
 
 
-async def terminate(client: TestClient[web.Request, web.Application]) -> None:
+async def terminate(client: Client) -> None:
     """The native sidecar's own SIGTERM, which kubelet sends once the app containers exited."""
-    assert isinstance(client.server, TestServer)
-    await before_exit(client.server.app[HOLDER], native=True)
+    await before_exit(client.holder, native=True)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
@@ -550,14 +579,11 @@ async def test_the_sidecar_listens_on_both_families_and_counts_its_own_connectio
     own = OwnConnections()
     metrics = SidecarMetrics()
     holder = holder_for(config_for(None, tmp_path), metrics, lambda: NO_SOCKETS, FakeTraffic)
-    runner = web.AppRunner(build_app(holder, metrics))
-    await runner.setup()
-    assert runner.server is not None
     sockets = listening_sockets(0)
     families = {s.family for s in sockets}
     assert families == {socket.AF_INET, socket.AF_INET6}
-    loop = asyncio.get_running_loop()
-    servers = [await loop.create_server(own.counting(runner.server), sock=s) for s in sockets]
+    server = HoldServer(holder, metrics, own)
+    await server.listen(sockets)
     try:
         for sock in sockets:
             host = "::1" if sock.family == socket.AF_INET6 else "127.0.0.1"
@@ -568,9 +594,9 @@ async def test_the_sidecar_listens_on_both_families_and_counts_its_own_connectio
                         assert response.status == 200
         assert own() == 2, "connections, not requests"
     finally:
-        for server in servers:
-            server.close()
-        await runner.cleanup()
+        await server.close()
+        for sock in sockets:
+            sock.close()
 
 
 async def test_the_hold_is_logged_as_one_record_with_what_happened(
