@@ -58,16 +58,20 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "sidecar_idle.json"
 NAMESPACE, POD = "shop", "web-1"
 STATUS_FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
-# What each import costs alone, in a fresh interpreter (a module a variant lacks is "absent").
-IMPORTS = (
-    "asyncio",
-    "ssl",
-    "h11",
-    "prometheus_client",
-    "aiohttp",
-    "aiohttp.web",
-    "lameduck_sidecar.app",
-    "lameduck_sidecar.holder",
+# What each import costs in a fresh interpreter, alone or after another (a module a variant lacks
+# is "absent").
+MARK = "-- measured from here --"
+IMPORTS: tuple[tuple[str, str | None], ...] = (
+    ("asyncio", None),
+    ("ssl", None),
+    ("h11", None),
+    ("prometheus_client", None),
+    ("aiohttp", None),
+    ("aiohttp.web", None),
+    ("lameduck_sidecar.app", None),
+    ("lameduck_sidecar.holder", None),
+    # what the first call to the hold loads, where the sidecar defers it (absent before it did)
+    ("lameduck_sidecar.serving", "lameduck_sidecar.app"),
 )
 # The hold's settings: short, so a run ends within a second of the call.
 HOLD_ENV = {
@@ -371,31 +375,34 @@ def first_arrivals(arrivals: list[tuple[str, float]]) -> dict[str, float]:
 
 
 def import_costs(variant: Variant) -> dict[str, Any]:
-    """Each of IMPORTS alone in a fresh interpreter: VmRSS over the bare interpreter's, and the
-    import's cumulative time (-X importtime), median of three."""
+    """Each of IMPORTS in a fresh interpreter, after what it names (if any): VmRSS it adds, and its
+    own cumulative time (-X importtime); median of three."""
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(variant.checkout / "sidecar")}
-    reading = "import sys; print(open('/proc/self/status').read(), file=sys.stdout)"
+    rss = "int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
 
-    def once(module: str | None) -> tuple[int, float] | None:
-        code = (f"import {module}\n" if module else "") + reading
+    def once(module: str, after: str | None) -> tuple[int, float] | None:
+        code = (
+            f"import sys\n{f'import {after}' if after else ''}\nbase = {rss}\nsys.stderr.write('{MARK}\\n')\n"
+            f"import {module}\nprint(base, {rss})\n"
+        )
         done = subprocess.run(
             [variant.python, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
             return None
-        took = import_times(done.stderr).get(module, 0.0) if module else 0.0
-        return status_kib(done.stdout)["VmRSS"], took
+        base, then = (int(n) for n in done.stdout.split())
+        # every top-level import the statement made (a package's parent and itself, say)
+        return then - base, round(sum(import_times(done.stderr.partition(MARK)[2]).values()), 1)
 
-    bare = statistics.median(r[0] for r in (once(None) for _ in range(3)) if r is not None)
-    found: dict[str, Any] = {"interpreter_rss_kib": bare}
-    for module in IMPORTS:
-        runs = [once(module) for _ in range(3)]
-        measured = [r for r in runs if r is not None]
+    found: dict[str, Any] = {}
+    for module, after in IMPORTS:
+        measured = [r for r in (once(module, after) for _ in range(3)) if r is not None]
+        label = f"{module} after {after}" if after else module
         if not measured:
-            found[module] = "absent"
+            found[label] = "absent"
             continue
-        found[module] = {
-            "rss_kib": int(statistics.median(r[0] for r in measured) - bare),
+        found[label] = {
+            "rss_kib": int(statistics.median(r[0] for r in measured)),
             "import_ms": round(statistics.median(r[1] for r in measured), 1),
         }
     return found
@@ -578,7 +585,7 @@ def main() -> int:
     result = asyncio.run(bench(args))
     print(result["table"])
     for label, found in result["breakdown"].items():
-        print(f"\n{label}: imports alone (RSS KiB over the bare interpreter's, ms)")
+        print(f"\n{label}: imports (RSS KiB each adds, its import ms)")
         for module, cost in found["imports"].items():
             print(f"  {module:<26} {cost}")
         for moment, snapshot in found["tracemalloc"].items():
