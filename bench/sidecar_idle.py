@@ -463,9 +463,11 @@ def describe(variant: Variant) -> dict[str, Any]:
         [
             variant.python,
             "-c",
-            "import importlib.metadata as m, platform; "
-            "print(platform.python_version()); print(*sorted(f'{d.name}=={d.version}' for d in m.distributions()))",
+            "import importlib.metadata as m, platform, lameduck_sidecar; "
+            "print(platform.python_version()); print(lameduck_sidecar.__file__); "
+            "print(*sorted({f'{d.name}=={d.version}' for d in m.distributions()}))",
         ],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(variant.checkout / "sidecar")},
         capture_output=True,
         text=True,
         check=True,
@@ -476,7 +478,8 @@ def describe(variant: Variant) -> dict[str, Any]:
         "checkout": str(variant.checkout),
         "commit": git("rev-parse", "HEAD"),
         "sidecar_changed_files": git("status", "--porcelain", "sidecar"),
-        "distributions": listing[1].split() if len(listing) > 1 else [],
+        "sidecar_imported_from": listing[1],  # the checkout's, ahead of any installed copy
+        "distributions": listing[2].split() if len(listing) > 2 else [],
     }
 
 
