@@ -24,7 +24,10 @@ tracing slows it and costs memory of its own).
     python -m bench.sidecar_idle [--variant before=/tmp/venv-before/bin/python,/tmp/checkout-before] \
         [--variant after=/tmp/venv-after/bin/python,.] [--runs 5] [--probes 50] [--scrapes 50]
 
-Prints the tables and writes bench/results/sidecar_idle.json. No cluster, no privileges.
+Runs in a network namespace of its own (unshare --net; root or user namespaces, and ip(8)), as
+a pod has, so that the hold counts only the run's own connections as new work; --host-netns runs
+in this machine's, where any other connection lengthens the hold by a quiet period. Prints the
+tables and writes bench/results/sidecar_idle.json. No cluster.
 """
 
 from __future__ import annotations
@@ -498,6 +501,7 @@ def table(runs: list[dict[str, Any]], labels: list[str]) -> str:
         ("to pod ms", lambda r: r["hold"]["to_pod_ms"]),
         ("to list ms", lambda r: r["hold"]["to_list_ms"]),
         ("to watch ms", lambda r: r["hold"]["to_watch_ms"]),
+        ("answered ms", lambda r: r["hold"]["answered_ms"]),
         ("hold MiB", lambda r: r["after_hold"]["VmRSS"] / 1024),
     )
     lines = [f"{'variant':<10}" + "".join(f" {name:>17}" for name, _ in columns)]
@@ -555,7 +559,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "command": " ".join(["python -m bench.sidecar_idle", *args.argv]),
         "settings": {"runs": args.runs, "probes": args.probes, "scrapes": args.scrapes, "seed": args.seed}
-        | {"hold_env": HOLD_ENV},
+        | {"hold_env": HOLD_ENV, "network_namespace": "host" if args.host_netns else "private"},
         "variants": {v.label: describe(v) for v in variants},
         "orders": orders,
         "summary": {
@@ -583,8 +587,21 @@ def main() -> int:
     parser.add_argument("--scrapes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--host-netns",
+        action="store_true",
+        help="run in this machine's network namespace, whose other connections count as new work and lengthen holds",
+    )
+    parser.add_argument("--role", choices=("outer", "inner"), default="outer", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.argv = sys.argv[1:]
+    args.argv = [a for a in sys.argv[1:] if a not in ("--role", "inner")]
+    if args.role == "outer" and not args.host_netns:
+        # A network namespace of its own, as a pod has: the hold sees only the run's connections.
+        unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--net", "--map-root-user"]
+        inner = [sys.executable, "-m", "bench.sidecar_idle", *sys.argv[1:], "--role", "inner"]
+        return subprocess.run([*unshare, "--", *inner], cwd=REPO, check=False).returncode
+    if args.role == "inner":
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     result = asyncio.run(bench(args))
     print(result["table"])
     for label, found in result["breakdown"].items():
