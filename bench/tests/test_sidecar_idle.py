@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.image_venv import moved, stage_lines
 from bench.sidecar_idle import REPO, Variant, first_arrivals, import_times, logged, package_of, status_kib
 
 STATUS = """Name:\tpython3
@@ -62,3 +63,33 @@ def test_a_field_is_read_from_the_sidecars_log() -> None:
     stdout = 'not json\n{"event": "start", "pod": "web-1"}\n{"event": "holds_served", "loaded_seconds": 0.046}\n'
     assert logged(stdout, "holds_served", "loaded_seconds") == 0.046
     assert logged(stdout, "hold", "seconds") is None
+
+
+DOCKERFILE = """FROM ${BASE} AS build
+RUN python3 -m venv /opt/lameduck
+
+# a comment
+FROM build AS sidecar-build
+ARG PIP_CERT
+COPY sidecar /src/sidecar
+RUN /opt/lameduck/bin/pip install --no-deps /src \\
+ && /opt/lameduck/bin/python -c "open('/tmp/x.txt', 'w')"
+
+FROM ${BASE} AS runtime
+"""
+
+
+def test_a_stages_instructions_are_read_with_continuations_joined() -> None:
+    assert stage_lines(DOCKERFILE, "sidecar-build") == [
+        "ARG PIP_CERT",
+        "COPY sidecar /src/sidecar",
+        "RUN /opt/lameduck/bin/pip install --no-deps /src "
+        """ && /opt/lameduck/bin/python -c "open('/tmp/x.txt', 'w')\"""",
+    ]
+
+
+def test_the_images_paths_move_under_the_folder_even_one_under_tmp() -> None:
+    command = "/opt/lameduck/bin/pip install /src && cat /tmp/x.txt /srcx"
+    assert moved(command, Path("/tmp/img")) == (
+        "/tmp/img/opt/lameduck/bin/pip install /tmp/img/src && cat /tmp/img/tmp/x.txt /srcx"
+    )
