@@ -18,17 +18,21 @@ COPY sidecar /src/sidecar
 RUN /opt/lameduck/bin/pip install --no-cache-dir --disable-pip-version-check /src \
  && /opt/lameduck/bin/pip uninstall --yes pip
 
-# The sidecar runs in every pod: only its package and its own dependencies (aiohttp,
-# prometheus-client). operator/ is not in this stage, so the wheel holds lameduck_sidecar
-# alone; the distribution's other two launchers (lameduck, lameduck-operator) would name a
-# package that is not there, and are removed.
+# The sidecar runs in every pod: only its package and the `sidecar` extra of pyproject.toml (h11),
+# read from that file, so the image has what the sidecar imports and no more. operator/ is not in
+# this stage, so the wheel holds lameduck_sidecar alone; the distribution's other two launchers
+# (lameduck, lameduck-operator) would name a package that is not there, and are removed; so is the
+# venv's setuptools (9 MiB, and a .pth of it that Python imports at every start).
 FROM build AS sidecar-build
 ARG PIP_CERT
 COPY sidecar /src/sidecar
 RUN /opt/lameduck/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /src \
- && /opt/lameduck/bin/pip install --no-cache-dir --disable-pip-version-check "aiohttp>=3.9" "prometheus-client>=0.20" \
- && rm /opt/lameduck/bin/lameduck /opt/lameduck/bin/lameduck-operator \
- && /opt/lameduck/bin/pip uninstall --yes pip
+ && /opt/lameduck/bin/python -c "import tomllib; \
+extra = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['optional-dependencies']['sidecar']; \
+open('/tmp/sidecar-requirements.txt', 'w').write(chr(10).join(extra) + chr(10))" \
+ && /opt/lameduck/bin/pip install --no-cache-dir --disable-pip-version-check -r /tmp/sidecar-requirements.txt \
+ && rm /tmp/sidecar-requirements.txt /opt/lameduck/bin/lameduck /opt/lameduck/bin/lameduck-operator \
+ && /opt/lameduck/bin/pip uninstall --yes setuptools pip
 
 FROM ${BASE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

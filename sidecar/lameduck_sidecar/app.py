@@ -1,52 +1,24 @@
-"""`lameduck-sidecar`: the HTTP endpoint the app containers' preStop calls."""
+"""`lameduck-sidecar`: the HTTP endpoint the app containers' preStop calls; probes and metrics.
+
+Idle until the first call to the hold: idle.py serves the port with what that needs and no more
+(no asyncio, no ssl, no API client). That call loads the hold's machinery (serving.py), which
+serves the port from then on; an idle pod that is never deleted never loads it.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-import signal
 import socket
 import sys
-from collections.abc import Callable, Collection
 from pathlib import Path
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from lameduck_sidecar.calls import READ_INTERVAL, Answer, valid_container
 from lameduck_sidecar.config import ConfigError, SidecarConfig, load_config
-from lameduck_sidecar.holder import Holder
-from lameduck_sidecar.k8s import NamespaceApi
+from lameduck_sidecar.endpoint import OwnConnections
+from lameduck_sidecar.idle import IdleServer, Signals
 from lameduck_sidecar.metrics import SidecarMetrics
-from lameduck_sidecar.names import HOLD_ROUTE
-from lameduck_sidecar.sockdiag import Address
-from lameduck_sidecar.tcp import KernelView, node_addresses
-from lameduck_sidecar.traffic import Snapshot, Traffic, TrafficCounter
-
-HOLDER = web.AppKey("holder", Holder)
-# Beyond the report's own api_timeout: the watch after release notices the signal at its next poll.
-REPORT_WAIT_MARGIN = 0.5
-METRICS = web.AppKey("metrics", SidecarMetrics)
-
-
-class OwnConnections:
-    """Connections the sidecar's own server accepted: the pod's connections that are not
-    the app's traffic (kubelet's preStop calls and probes of the sidecar, scrapes)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self) -> int:
-        return self.count
-
-    def counting(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.BaseProtocol]:
-        def protocol() -> asyncio.BaseProtocol:
-            self.count += 1
-            return factory()
-
-        return protocol
+from lameduck_sidecar.tcp import node_addresses
 
 
 def listening_sockets(port: int) -> list[socket.socket]:
@@ -78,109 +50,13 @@ def listening_sockets(port: int) -> list[socket.socket]:
     return found
 
 
-async def hold(request: web.Request) -> web.Response:
-    container = request.match_info["container"]
-    if not valid_container(container):  # no container has that name: refused before the API is asked
-        request.app[METRICS].calls.labels(answer=Answer.INVALID_CONTAINER.value).inc()
-        return web.json_response({"error": Answer.INVALID_CONTAINER.value}, status=web.HTTPBadRequest.status_code)
-    result = await request.app[HOLDER].hold(container)
-    body = {
-        "outcome": result.outcome.value,
-        "seconds": round(result.total, 3),
-        "stage1": result.stage1,
-        "stage2": result.stage2,
-    }
-    return web.json_response(body)
-
-
-async def healthz(_: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
-
-
-async def metrics(request: web.Request) -> web.Response:
-    payload = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def traffic_for(config: SidecarConfig, node: Collection[Address]) -> Callable[[], TrafficCounter]:
-    return lambda: TrafficCounter(
-        config.app_ports, config.port, config.probes, frozenset(node), config.hold.quiet_period
-    )
-
-
-def holder_for(
-    config: SidecarConfig,
-    sidecar_metrics: SidecarMetrics,
-    snapshot: Callable[[], Snapshot],
-    traffic: Callable[[], Traffic],
-    *,
-    read_interval: float = READ_INTERVAL,
-) -> Holder:
-    """The pod's hold runner, asking the API (when it has an address) only when a call comes."""
-    api = (
-        NamespaceApi(
-            config.api_url,
-            config.namespace,
-            config.pod_name,
-            config.token_file,
-            config.ca_file,
-            on_request=sidecar_metrics.api_requests.inc,
-        )
-        if config.api_url
-        else None
-    )
-    return Holder(
-        config,
-        sidecar_metrics,
-        snapshot,
-        traffic,
-        None if api is None else api.slices,
-        own_pod=None if api is None else api.own_pod,
-        post_event=None if api is None else api.post_event,
-        learned=None if api is None else api.learned,
-        read_interval=read_interval,
-    )
-
-
-def build_app(holder: Holder, sidecar_metrics: SidecarMetrics) -> web.Application:
-    app = web.Application()
-    app[HOLDER] = holder
-    app[METRICS] = sidecar_metrics
-    app.router.add_get(HOLD_ROUTE, hold)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", healthz)
-    app.router.add_get("/metrics", metrics)
-    return app
-
-
-async def before_exit(holder: Holder, *, native: bool) -> None:
-    """On the sidecar's own SIGTERM. A native sidecar gets it only once the app containers
-    have exited: its watch after release ends at once and it posts the hold report. A classic
-    sidecar gets it together with the app: it first finishes the holds the app may still be
-    waiting on, then watches until the app no longer listens (at most drainTimeout) and posts."""
-    holder.terminate()
-    settings = holder.config.hold
-    waited_on = holder.waited_on()  # the hold, or fallback holds
-    if not native and waited_on:
-        await asyncio.wait(waited_on, timeout=settings.max_hold)
-    if holder.report_task is not None:  # the hold report is posted before the sidecar exits
-        watching = 0.0 if native else settings.drain_timeout
-        await asyncio.wait({holder.report_task}, timeout=watching + settings.api_timeout + REPORT_WAIT_MARGIN)
-
-
-async def serve(config: SidecarConfig) -> None:
-    sidecar_metrics = SidecarMetrics()
+def run(config: SidecarConfig) -> None:
+    """Serve the port idle; from the first call to the hold on, with the hold's machinery."""
+    metrics = SidecarMetrics()
     own = OwnConnections()
-    proc = Path(config.proc_net)
-    node = node_addresses(config.host_ip, proc)
-    view = KernelView(config.port, own, node, proc)
-    holder = holder_for(config, sidecar_metrics, view.snapshot, traffic_for(config, node))
-    runner = web.AppRunner(build_app(holder, sidecar_metrics), access_log=None)
-    await runner.setup()
-    assert runner.server is not None, "set up above"
-    loop = asyncio.get_running_loop()
+    node = node_addresses(config.host_ip, Path(config.proc_net))
     sockets = listening_sockets(config.port)
-    servers = [await loop.create_server(own.counting(runner.server), sock=sock) for sock in sockets]
+    signals = Signals().install()
     logging.getLogger("lameduck.sidecar").info(
         json.dumps(
             {
@@ -194,14 +70,14 @@ async def serve(config: SidecarConfig) -> None:
             }
         )
     )
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await before_exit(holder, native=config.native)
-    for server in servers:
-        server.close()
-    await runner.cleanup()
+    handover = IdleServer(sockets, metrics, own, signals).run()
+    if handover is not None:
+        # The hold's machinery, loaded by the first call that may need it.
+        from lameduck_sidecar import serving  # noqa: PLC0415
+
+        serving.run(config, handover, node)
+    for sock in sockets:
+        sock.close()
 
 
 def main() -> int:
@@ -211,7 +87,7 @@ def main() -> int:
     except ConfigError as err:
         print(f"lameduck-sidecar: {err}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config))
+    run(config)
     return 0
 
 

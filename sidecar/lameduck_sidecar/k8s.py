@@ -2,7 +2,7 @@
 Pod (pod_reads.py bounds how often); while its pod is being deleted, list and watch the
 EndpointSlices of its namespace, get the ConfigMap of what the operator learned
 (LEARNED_CONFIGMAP) and post one Event (the hold report); with the pod's service-account token,
-over the aiohttp client it already carries."""
+over HTTP/1.1 (http_client.py), loaded with the hold."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from lameduck_sidecar.http_client import HttpError, Session
 from lameduck_sidecar.names import LEARNED_CONFIGMAP
 
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
@@ -45,56 +44,45 @@ class NamespaceApi:
         read_seconds: float = 10.0,
         watch_seconds: int = 60,
     ) -> None:
-        self.url = api_url.rstrip("/") + SLICES.format(namespace=namespace)
-        self.pod_url = api_url.rstrip("/") + POD.format(namespace=namespace, name=pod_name)
-        self.events_url = api_url.rstrip("/") + EVENTS.format(namespace=namespace)
-        self.learned_url = api_url.rstrip("/") + CONFIGMAP.format(namespace=namespace, name=LEARNED_CONFIGMAP)
+        self.api_url = api_url.rstrip("/")
+        self.slices_path = SLICES.format(namespace=namespace)
+        self.pod_path = POD.format(namespace=namespace, name=pod_name)
+        self.events_path = EVENTS.format(namespace=namespace)
+        self.learned_path = CONFIGMAP.format(namespace=namespace, name=LEARNED_CONFIGMAP)
         self.on_request = on_request
         self.read_seconds = read_seconds
         self.watch_seconds = watch_seconds
         self.token_file = token_file
         self.ca_file = ca_file
 
-    def _session(self) -> aiohttp.ClientSession:
+    def _session(self) -> Session:
         try:
             token = Path(self.token_file).read_text().strip()
         except OSError as err:
             raise ApiError(f"no service-account token: {err}") from err
-        context: ssl.SSLContext | bool = True
-        if self.url.startswith("https") and Path(self.ca_file).exists():
+        context = None
+        if self.api_url.startswith("https"):
+            cafile = self.ca_file if Path(self.ca_file).exists() else None  # else the system's
             try:
-                context = ssl.create_default_context(cafile=self.ca_file)
+                context = ssl.create_default_context(cafile=cafile)
             except OSError as err:  # ssl.SSLError included
                 raise ApiError(f"unusable CA file: {err}") from err
-        return aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            connector=aiohttp.TCPConnector(ssl=context),
-        )
+        return Session(self.api_url, {"authorization": f"Bearer {token}", "accept": "application/json"}, context)
 
     async def own_pod(self) -> dict[str, Any]:
         """The sidecar's Pod as etcd has it now (a consistent read): the API server's cache may lag
         behind the deletion kubelet acted on."""
         async with self._session() as session:
-            found = await self._get(session, self.pod_url, {}, "the pod")
+            found = await self._get(session, self.pod_path, {}, "the pod")
         if not isinstance(found, dict):
             raise ApiError("getting the pod: not an object")
         return found
 
     async def learned(self) -> dict[str, Any] | None:
         """The namespace's LEARNED_CONFIGMAP from the API server's cache; None when there is none."""
-        self.on_request()
         async with self._session() as session:
-            try:
-                timeout = aiohttp.ClientTimeout(total=self.read_seconds)
-                async with session.get(self.learned_url, params=FROM_CACHE, timeout=timeout) as got:
-                    if got.status == NOT_FOUND:
-                        return None
-                    if got.status != 200:
-                        raise ApiError(f"getting {LEARNED_CONFIGMAP}: HTTP {got.status}")
-                    found = await got.json()
-            except (aiohttp.ClientError, ValueError, TimeoutError) as err:
-                raise ApiError(f"getting {LEARNED_CONFIGMAP}: {type(err).__name__} {err}") from err
-        if not isinstance(found, dict):
+            found = await self._get(session, self.learned_path, FROM_CACHE, LEARNED_CONFIGMAP, missing_ok=True)
+        if found is not None and not isinstance(found, dict):
             raise ApiError(f"getting {LEARNED_CONFIGMAP}: not an object")
         return found
 
@@ -103,21 +91,29 @@ class NamespaceApi:
         self.on_request()
         async with self._session() as session:
             try:
-                timeout = aiohttp.ClientTimeout(total=self.read_seconds)
-                async with session.post(self.events_url, json=event, timeout=timeout) as posted:
-                    if posted.status != 201:
-                        raise ApiError(f"posting the hold report: HTTP {posted.status}")
-            except (aiohttp.ClientError, TimeoutError) as err:
-                raise ApiError(f"posting the hold report: {type(err).__name__} {err}") from err
+                body = json.dumps(event).encode()
+                posted = await session.request("POST", self.events_path, body=body, timeout=self.read_seconds)
+            except HttpError as err:
+                raise ApiError(f"posting the hold report: {err}") from err
+        if posted.status != 201:
+            raise ApiError(f"posting the hold report: HTTP {posted.status}")
 
-    async def _get(self, session: aiohttp.ClientSession, url: str, params: dict[str, str], what: str) -> Any:
+    async def _get(
+        self, session: Session, path: str, params: dict[str, str], what: str, *, missing_ok: bool = False
+    ) -> Any:
+        """The answer's JSON; None for 404 when missing_ok."""
         self.on_request()
         try:
-            async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=self.read_seconds)) as got:
-                if got.status != 200:
-                    raise ApiError(f"getting {what}: HTTP {got.status}")
-                return await got.json()
-        except (aiohttp.ClientError, ValueError, TimeoutError) as err:
+            got = await session.request("GET", path, params=params, timeout=self.read_seconds)
+        except HttpError as err:
+            raise ApiError(f"getting {what}: {err}") from err
+        if missing_ok and got.status == NOT_FOUND:
+            return None
+        if got.status != 200:
+            raise ApiError(f"getting {what}: HTTP {got.status}")
+        try:
+            return json.loads(got.body)
+        except ValueError as err:
             raise ApiError(f"getting {what}: {type(err).__name__} {err}") from err
 
     async def slices(self) -> AsyncGenerator[list[dict[str, Any]], None]:
@@ -126,7 +122,7 @@ class NamespaceApi:
         version seen; when that version is gone (410), the slices are listed again."""
         async with self._session() as session:
             while True:
-                listed = await self._get(session, self.url, FROM_CACHE, "EndpointSlices")
+                listed = await self._get(session, self.slices_path, FROM_CACHE, "EndpointSlices")
                 try:
                     slices = {item["metadata"]["name"]: item for item in listed.get("items") or []}
                     version: str | None = listed["metadata"]["resourceVersion"]
@@ -141,7 +137,7 @@ class NamespaceApi:
                                 yield list(slices.values())
 
     async def _watch(
-        self, session: aiohttp.ClientSession, version: str, slices: dict[str, dict[str, Any]]
+        self, session: Session, version: str, slices: dict[str, dict[str, Any]]
     ) -> AsyncGenerator[tuple[str | None, bool], None]:
         """One watch from version, applying its events to slices: yields (the version to go
         on from, whether slices changed); None when the version is gone."""
@@ -151,17 +147,18 @@ class NamespaceApi:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(self.watch_seconds),
         }
-        # A healthy watch is silent at most until the server ends it: longer is a stall.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.read_seconds, sock_read=self.watch_seconds + 10)
         self.on_request()
         try:
-            async with session.get(self.url, params=params, timeout=timeout) as watch:
+            # A healthy watch is silent at most until the server ends it: longer is a stall.
+            async with session.stream(
+                self.slices_path, params=params, connect_timeout=self.read_seconds, read_timeout=self.watch_seconds + 10
+            ) as watch:
                 if watch.status == GONE:
                     yield None, False
                     return
                 if watch.status != 200:
                     raise ApiError(f"watching EndpointSlices: HTTP {watch.status}")
-                async for line in watch.content:
+                async for line in watch.lines():
                     kind, obj = _event(line)
                     if kind == "ERROR":
                         if obj.get("code") == GONE:
@@ -177,8 +174,8 @@ class NamespaceApi:
                     except (KeyError, TypeError) as err:
                         raise ApiError(f"watching EndpointSlices: malformed event ({err!r})") from err
                     yield version, kind != "BOOKMARK"
-        except (aiohttp.ClientError, TimeoutError) as err:
-            raise ApiError(f"watching EndpointSlices: {type(err).__name__} {err}") from err
+        except HttpError as err:
+            raise ApiError(f"watching EndpointSlices: {err}") from err
         yield version, False  # ended by the server: watch again from here
 
 

@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
-from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import generate_latest
+from aiohttp.test_utils import TestServer
 
-from lameduck_sidecar.app import HOLDER, OwnConnections, before_exit, build_app, holder_for, listening_sockets
+from lameduck_sidecar.app import listening_sockets
 from lameduck_sidecar.calls import READ_INTERVAL
 from lameduck_sidecar.config import SidecarConfig, host_port, load_config
+from lameduck_sidecar.endpoint import OwnConnections
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
 from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.serving import HoldServer, before_exit, holder_for
 from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TcpSocket
 from lameduck_sidecar.traffic import Snapshot, TrafficCounter, Work
 
@@ -194,32 +195,60 @@ def config_for(api_url: str | None, tmp_path: Path) -> SidecarConfig:
 Start = Callable[..., Any]
 
 
+class Client:
+    """The sidecar's port on 127.0.0.1, served by its HoldServer, and a client session to it."""
+
+    def __init__(self, server: HoldServer, session: ClientSession) -> None:
+        self.server = server
+        self.holder = server.holder
+        self.session = session
+
+    def get(self, path: str) -> Any:
+        return self.session.get(path)
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.server.close()
+
+
+async def serve_port(holder: Holder, metrics: SidecarMetrics, own: OwnConnections | None = None) -> Client:
+    server = HoldServer(holder, metrics, own or OwnConnections())
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    await server.listen([listener])
+    port = listener.getsockname()[1]
+    return Client(server, ClientSession(base_url=f"http://127.0.0.1:{port}"))
+
+
 @pytest.fixture
 async def sidecar(tmp_path: Path) -> AsyncIterator[Start]:
-    clients: list[TestClient[web.Request, web.Application]] = []
+    clients: list[Client] = []
+    servers: list[TestServer] = []
 
     async def start(
         api: FakeApiServer | None,
         api_url: str | None = None,
         hold: HoldSettings = FAST,
         read_interval: float = READ_INTERVAL,
-    ) -> tuple[TestClient[web.Request, web.Application], FakeTraffic, SidecarMetrics]:
+    ) -> tuple[Client, FakeTraffic, SidecarMetrics]:
         if api is not None:
             server = TestServer(api.app())
             await server.start_server()
+            servers.append(server)
             api_url = str(server.make_url("")).rstrip("/")
         config = replace(config_for(api_url, tmp_path), hold=hold)
         metrics = SidecarMetrics()
         traffic = FakeTraffic()
         holder = holder_for(config, metrics, lambda: NO_SOCKETS, lambda: traffic, read_interval=read_interval)
-        client = TestClient(TestServer(build_app(holder, metrics)))
-        await client.start_server()
+        client = await serve_port(holder, metrics)
         clients.append(client)
         return client, traffic, metrics
 
     yield start
     for client in clients:
         await client.close()
+    for server in servers:
+        await server.close()
 
 
 async def test_hold_waits_for_the_slices_then_the_propagation_delay(sidecar: Start) -> None:
@@ -307,7 +336,7 @@ async def test_a_call_while_the_pod_is_not_being_deleted_is_answered_at_once_and
         body = await (await client.get(f"/hold/{caller}")).json()
         assert (body["outcome"], body["seconds"]) == ("not_deleting", 0.0)
     assert api.requests == ["pod consistent"] * 2, "one read each, from etcd: no slice watch, nothing learned"
-    exported = generate_latest(metrics.registry).decode()
+    exported = metrics.exposition().decode()
     assert 'lameduck_sidecar_holds_total{outcome="not_deleting"} 2.0' in exported
     assert "lameduck_sidecar_connections_after_stage1_total 0.0" in exported
     assert "lameduck_sidecar_hold_seconds_count 0.0" in exported, "no hold to time"
@@ -325,10 +354,7 @@ async def test_a_call_naming_no_possible_container_is_refused_without_asking_the
     assert response.status == 400
     assert await response.json() == {"error": "invalid_container"}
     assert api.requests == []
-    assert (
-        'lameduck_sidecar_hold_calls_total{answer="invalid_container"} 1.0'
-        in generate_latest(metrics.registry).decode()
-    )
+    assert 'lameduck_sidecar_hold_calls_total{answer="invalid_container"} 1.0' in metrics.exposition().decode()
 
 
 async def test_200_concurrent_calls_on_a_pod_not_being_deleted_cost_at_most_two_reads(sidecar: Start) -> None:
@@ -340,7 +366,7 @@ async def test_200_concurrent_calls_on_a_pod_not_being_deleted_cost_at_most_two_
     assert {(await r.json())["outcome"] for r in responses} == {"not_deleting"}
     assert 1 <= len(api.requests) <= 2
     assert set(api.requests) == {"pod consistent"}
-    exported = generate_latest(metrics.registry).decode()
+    exported = metrics.exposition().decode()
     assert 'lameduck_sidecar_hold_calls_total{answer="not_deleting"} 200.0' in exported
     assert f"lameduck_sidecar_api_requests_total {float(len(api.requests))}" in exported
 
@@ -362,7 +388,7 @@ async def test_a_call_while_the_pod_is_forbidden_uses_up_no_hold(sidecar: Start)
     (event,) = api.events
     report = json.loads(event["message"])
     assert (report["outcome"], report["containers"]) == ("quiet", ["app"]), "only the deletion is reported"
-    assert 'lameduck_sidecar_fallbacks_total{reason="api"} 1.0' in generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_fallbacks_total{reason="api"} 1.0' in metrics.exposition().decode()
 
 
 async def test_a_classic_sidecar_finishes_a_fallback_hold_before_it_exits(tmp_path: Path) -> None:
@@ -411,7 +437,7 @@ async def test_a_hold_ends_with_one_report_event_on_the_pod(sidecar: Start) -> N
     )
     assert report["learnedDelaySeconds"] is None, "no ConfigMap: a learning hold"
     assert report["appExitSeconds"] >= 0.3, "the sidecar's SIGTERM came after 0.3 s"
-    assert 'lameduck_sidecar_hold_reports_total{result="posted"} 1.0' in generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_hold_reports_total{result="posted"} 1.0' in metrics.exposition().decode()
 
 
 async def test_a_timed_out_hold_is_reported_as_a_warning(sidecar: Start) -> None:
@@ -436,7 +462,7 @@ async def test_a_refused_report_is_counted_and_the_hold_is_answered_as_usual(sid
     client, _, metrics = await sidecar(api)
     assert (await (await client.get("/hold/app")).json())["outcome"] == "quiet"
     await terminate(client)
-    assert 'result="failed"} 1.0' in generate_latest(metrics.registry).decode()
+    assert 'result="failed"} 1.0' in metrics.exposition().decode()
     assert api.events == []
 
 
@@ -463,7 +489,7 @@ async def test_a_garbled_watch_falls_back_with_its_reason(sidecar: Start, caplog
     client, _, metrics = await sidecar(FakeApiServer(watch="garbage"))
     body = await (await client.get("/hold/app")).json()
     assert body["outcome"] == "fallback"
-    assert 'lameduck_sidecar_fallbacks_total{reason="api"} 1.0' in generate_latest(metrics.registry).decode()
+    assert 'lameduck_sidecar_fallbacks_total{reason="api"} 1.0' in metrics.exposition().decode()
     (record,) = [json.loads(r.getMessage()) for r in caplog.records if '"event": "fallback"' in r.getMessage()]
     assert (record["pod"], record["reason"]) == ("web-1", "api")
     assert record["detail"].startswith("ApiError: watching EndpointSlices: malformed event")
@@ -478,7 +504,7 @@ async def test_a_bug_in_stage_1_falls_back_loudly(tmp_path: Path, caplog: pytest
     holder = Holder(config_for(None, tmp_path), metrics, lambda: NO_SOCKETS, FakeTraffic, broken, own_pod=deleted_pod)
     result = await holder.hold("app")
     assert result.outcome.value == "fallback"
-    exported = generate_latest(metrics.registry).decode()
+    exported = metrics.exposition().decode()
     assert 'lameduck_sidecar_fallbacks_total{reason="internal_error"} 1.0' in exported
     (logged,) = [r for r in caplog.records if r.exc_info]
     assert (logged.getMessage(), str(logged.exc_info[1] if logged.exc_info else "")) == ("stage 1 failed", "a bug")
@@ -537,10 +563,9 @@ async def test_own_sigterm_during_a_hold(tmp_path: Path, native: bool, waits: bo
     await server.close()
 
 
-async def terminate(client: TestClient[web.Request, web.Application]) -> None:
+async def terminate(client: Client) -> None:
     """The native sidecar's own SIGTERM, which kubelet sends once the app containers exited."""
-    assert isinstance(client.server, TestServer)
-    await before_exit(client.server.app[HOLDER], native=True)
+    await before_exit(client.holder, native=True)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
@@ -554,14 +579,11 @@ async def test_the_sidecar_listens_on_both_families_and_counts_its_own_connectio
     own = OwnConnections()
     metrics = SidecarMetrics()
     holder = holder_for(config_for(None, tmp_path), metrics, lambda: NO_SOCKETS, FakeTraffic)
-    runner = web.AppRunner(build_app(holder, metrics))
-    await runner.setup()
-    assert runner.server is not None
     sockets = listening_sockets(0)
     families = {s.family for s in sockets}
     assert families == {socket.AF_INET, socket.AF_INET6}
-    loop = asyncio.get_running_loop()
-    servers = [await loop.create_server(own.counting(runner.server), sock=s) for s in sockets]
+    server = HoldServer(holder, metrics, own)
+    await server.listen(sockets)
     try:
         for sock in sockets:
             host = "::1" if sock.family == socket.AF_INET6 else "127.0.0.1"
@@ -572,9 +594,9 @@ async def test_the_sidecar_listens_on_both_families_and_counts_its_own_connectio
                         assert response.status == 200
         assert own() == 2, "connections, not requests"
     finally:
-        for server in servers:
-            server.close()
-        await runner.cleanup()
+        await server.close()
+        for sock in sockets:
+            sock.close()
 
 
 async def test_the_hold_is_logged_as_one_record_with_what_happened(
@@ -633,7 +655,7 @@ async def test_slices_that_show_the_pod_not_ready_at_once_end_stage_1_without_a_
     client, _, metrics = await sidecar(api)
     body = await (await client.get("/hold/app")).json()
     assert body["outcome"] == "quiet"
-    assert "lameduck_sidecar_fallbacks_total{" not in generate_latest(metrics.registry).decode()
+    assert "lameduck_sidecar_fallbacks_total{" not in metrics.exposition().decode()
 
 
 async def test_slices_of_another_pod_do_not_end_stage_1(tmp_path: Path) -> None:
@@ -711,7 +733,7 @@ async def test_what_was_learned_is_read_with_the_pod_and_used_by_the_hold(sideca
     await terminate(client)
     (event,) = api.events
     assert json.loads(event["message"])["learnedDelaySeconds"] == 0.6, "the Deployment web's entry"
-    exported = generate_latest(metrics.registry).decode()
+    exported = metrics.exposition().decode()
     assert 'lameduck_sidecar_learned_holds_total{state="learned"} 1.0' in exported
 
 
@@ -720,7 +742,7 @@ async def test_a_config_map_that_cannot_be_read_in_time_is_no_history(sidecar: S
     api.learned = {"web": "not json"}
     client, _, metrics = await sidecar(api)
     assert (await (await client.get("/hold/app")).json())["outcome"] == "quiet"
-    exported = generate_latest(metrics.registry).decode()
+    exported = metrics.exposition().decode()
     assert 'lameduck_sidecar_learned_holds_total{state="learning"} 1.0' in exported
 
 

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
 
 from lameduck_sidecar.after_release import AfterRelease
 from lameduck_sidecar.calls import MAX_CONTAINERS, bounded_names, next_read_at, valid_container
@@ -95,7 +94,7 @@ def holder(api: PodApi, read_interval: float = 0.2, **kwargs: Any) -> Holder:
 
 
 def exported(h: Holder) -> str:
-    return generate_latest(h.metrics.registry).decode()
+    return h.metrics.exposition().decode()
 
 
 # Pure: names and spacing.
