@@ -60,23 +60,41 @@ class ConditionRecorder:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._observe, daemon=True)
+        self.failure: BaseException | None = None
 
     def _observe(self) -> None:
-        while not self.stop.is_set():
-            stream = watch.Watch()
-            for event in stream.stream(self.core.list_namespaced_pod, self.namespace, timeout_seconds=5):
-                pod = event["raw_object"]
-                meta = pod["metadata"]
-                entry = (
-                    meta["uid"],
-                    meta["name"],
-                    bool(meta.get("deletionTimestamp")),
-                    gate_condition(pod).get("status"),
-                )
-                with self.lock:
-                    self.seen.append(entry)
-                if self.stop.is_set():
-                    stream.stop()
+        """Watches on from the last version seen, so no version of a pod is missed between two
+        watches. The API server's watch cache may still be behind that version (504 "Too large
+        resource version"): asked again. Any other failure is kept and raised by __exit__, so a
+        recorder that stopped seeing makes the test fail rather than pass on what it missed."""
+        version: str | None = None
+        try:
+            while not self.stop.is_set():
+                stream = watch.Watch()
+                kwargs: dict[str, Any] = {"timeout_seconds": 5}
+                if version is not None:
+                    kwargs["resource_version"] = version
+                try:
+                    for event in stream.stream(self.core.list_namespaced_pod, self.namespace, **kwargs):
+                        pod = event["raw_object"]
+                        meta = pod["metadata"]
+                        version = meta.get("resourceVersion") or version
+                        entry = (
+                            meta["uid"],
+                            meta["name"],
+                            bool(meta.get("deletionTimestamp")),
+                            gate_condition(pod).get("status"),
+                        )
+                        with self.lock:
+                            self.seen.append(entry)
+                        if self.stop.is_set():
+                            stream.stop()
+                except client.ApiException as err:
+                    if err.status != 504:
+                        raise
+                    self.stop.wait(0.2)  # the watch cache catches up within moments
+        except BaseException as err:
+            self.failure = err
 
     def __enter__(self) -> ConditionRecorder:
         self.thread.start()
@@ -85,6 +103,8 @@ class ConditionRecorder:
     def __exit__(self, *_: object) -> None:
         self.stop.set()
         self.thread.join(timeout=15)
+        if self.failure is not None:
+            raise AssertionError(f"the pod watch stopped: {self.failure!r}") from self.failure
 
     def entries(self) -> list[tuple[str, str, bool, str | None]]:
         with self.lock:
