@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 300)
@@ -66,7 +67,7 @@ class CounterChild(Child):
         self.value += amount
 
 
-class Metric:
+class Metric(ABC):
     """A metric family: its series by label values, each made on first use as prometheus-client
     does (a family without labels has its one series from the start)."""
 
@@ -97,8 +98,9 @@ class Metric:
             raise ValueError(f"{self.name} has labels: use .labels()")
         return self.children[()]
 
+    @abstractmethod
     def samples(self, labels: Labels, child: Child) -> Iterator[str]:
-        raise NotImplementedError
+        """The sample lines of one series, as prometheus-client writes them for this kind."""
 
     def exposition(self) -> str:
         """The family, then its `_created` series as a gauge family, as prometheus-client writes them."""
