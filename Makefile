@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv helm prometheus lint types contracts unit test-unit e2e test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
+.PHONY: help venv helm prometheus lint types contracts unit test-unit e2e e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
 	@echo "make test-unit   lint, types, contracts, unit tests: no cluster, seconds (builds helm 4 and 3 once if missing)"
 	@echo "make e2e         the e2e suite on \$$KUBECONFIG, or on the local cluster (brought up when unset)"
+	@echo "make e2e-matrix  the e2e suite on the oldest supported and the newest Kubernetes, one after the other"
 	@echo "make demo        lameduck vs fixed sleeps vs nothing, rolling out under load on a real cluster"
 	@echo "make cluster-up  start the local cluster (hack/cluster.sh) and print how to use it"
 	@echo "make crds        regenerate crds/ and charts/lameduck/crds/ from operator/lameduck_operator/crdgen.py"
@@ -70,6 +71,11 @@ test: test-unit
 		status=0; $(MAKE) --no-print-directory e2e || status=$$?; \
 		bash hack/cluster.sh down; exit $$status; \
 	fi
+
+# The e2e suite on the oldest supported and the newest Kubernetes (hack/versions.env), one local
+# cluster after the other; writes bench/results/e2e-matrix.json. Leaves no cluster running.
+e2e-matrix: $(STAMP) helm
+	$(BIN)/python -m bench.e2e_matrix
 
 # Fleet scale on kwok's fake nodes (local cluster only): 1,000 and 5,000 Deployments under one
 # ClusterGracefulPolicy; convergence, memory, API requests, webhook latency (docs/benchmarks.md).

@@ -527,6 +527,8 @@ tlsCertFile: $PKI/kubelet-serving.crt
 tlsPrivateKeyFile: $PKI/kubelet-serving.key
 cgroupDriver: cgroupfs
 cgroupRoot: /$CGROUP_ROOT
+# this host runs cgroup v1, which kubelet refuses from 1.35 on unless told (KEP-5573)
+failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://$CTRD_SOCK
 resolvConf: $CONF/resolv.conf
@@ -654,6 +656,13 @@ cmd_up() {
   gen_pki
   write_configs
   local pause; pause="$(pause_archive)"
+  # MutatingAdmissionPolicy (docs/mutating-admission-policy.md): beta and off by default before
+  # 1.36, GA (on, v1) from 1.36, where naming its gate or the beta version is not needed
+  local minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
+  local MAP_FLAGS=()
+  if ((minor < 36)); then
+    MAP_FLAGS=(--feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true)
+  fi
 
   start_comp etcd etcd --name lameduck --data-dir "$RUN/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -681,8 +690,7 @@ cmd_up() {
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --audit-policy-file="$CONF/audit-policy.yaml" --audit-log-path="$LOGS/audit.log" \
     --audit-log-maxsize=100 --audit-log-maxbackup=1 \
-    --feature-gates=MutatingAdmissionPolicy=true --runtime-config=admissionregistration.k8s.io/v1beta1=true \
-    --profiling=false --v=1
+    "${MAP_FLAGS[@]}" --profiling=false --v=1
 
   wait_until "containerd socket" 30 ctr --address "$CTRD_SOCK" version
   ctr_ images import "$pause" >>"$LOGS/containerd-import.log" 2>&1 ||
