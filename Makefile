@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv helm prometheus lint types contracts unit test-unit e2e e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
+.PHONY: help venv helm prometheus dashboard-schema lint types contracts unit test-unit e2e e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
@@ -49,7 +49,13 @@ helm:
 prometheus:
 	@if [ -z "$$LAMEDUCK_PROMTOOL" ] && ! command -v promtool >/dev/null 2>&1; then bash hack/prometheus.sh >/dev/null; fi
 
-unit: $(STAMP) helm prometheus
+# The dashboard's type check runs tsc against Grafana's published types: $LAMEDUCK_DASHBOARD_SCHEMA
+# (a directory holding their node_modules), or the ones hack/dashboard-schema.sh installs with
+# npm ci from tests/dashboard_schema/package-lock.json (once; cached by the lock's hash afterwards).
+dashboard-schema:
+	@if [ -z "$$LAMEDUCK_DASHBOARD_SCHEMA" ]; then bash hack/dashboard-schema.sh >/dev/null; fi
+
+unit: $(STAMP) helm prometheus dashboard-schema
 	$(BIN)/pytest tests/unit bench/tests -q $(PYTEST_ARGS)
 
 test-unit: lint types contracts unit

@@ -1,11 +1,14 @@
 """Where the tests and benchmarks find the binaries they run (helm 4 and helm 3, promtool,
-prometheus): the path an environment variable names, else the one the harness puts in its cache
-(hack/build-k8s.sh, hack/prometheus.sh) at the version hack/versions.env pins; promtool and
-prometheus may also come from the PATH, helm never does (a `helm` on the PATH is of either major,
-and `hack/cluster.sh env` of an older checkout put an unapproved helm there)."""
+prometheus, and the dashboard type check's node_modules): the path an environment variable
+names, else the one the harness puts in its cache (hack/build-k8s.sh, hack/prometheus.sh,
+hack/dashboard-schema.sh) at the version hack/versions.env pins (the node_modules: at the hash
+of their lock file); promtool and prometheus may also come from the PATH, helm never does (a
+`helm` on the PATH is of either major, and `hack/cluster.sh env` of an older checkout put an
+unapproved helm there)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -64,6 +67,20 @@ def harness_prometheus_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "lameduck"
     )
     return Path(cache) / "prometheus" / pinned("PROMETHEUS_DEB_VERSION")
+
+
+# The npm packages of the dashboard's type check (tests/unit/test_dashboard_schema.py).
+DASHBOARD_SCHEMA = REPO / "tests" / "dashboard_schema"
+
+
+def harness_dashboard_schema_dir() -> Path:
+    """Where hack/dashboard-schema.sh installs the dashboard type check's node_modules: keyed by
+    the hash of its package-lock.json, so a changed lock installs afresh."""
+    cache = os.environ.get("LAMEDUCK_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "lameduck"
+    )
+    lock = hashlib.sha256((DASHBOARD_SCHEMA / "package-lock.json").read_bytes()).hexdigest()
+    return Path(cache) / "dashboard-schema" / lock[:16]
 
 
 def find_tool(name: str, env_var: str, cached: Path, *, on_path: bool = True) -> str | None:

@@ -9,6 +9,7 @@ JSON differs from what this module generates.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -253,6 +254,9 @@ def late_traffic_panels() -> list[Panel]:
         .datasource(DATASOURCE)
         .span(24)
         .height(9)
+        # The two options Grafana's table requires; without them the SDK writes `"options": null`.
+        .show_header(True)
+        .frame_index(0)
         .targets(list(targets))
         .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(model.DataTransformerConfig(id_val="organize", options=organize)),
@@ -453,10 +457,13 @@ def build() -> dict[str, Any]:
     )
     for variable in _variables():
         dash = dash.with_variable(variable)
+    # Grafana's schema wants each panel's id, rows' too, unique within the dashboard; the SDK
+    # leaves a panel's unset and writes 0 for every row.
+    ids = itertools.count(1)
     for title, panels in ROWS:
-        dash = dash.with_row(builder.Row(title))
+        dash = dash.with_row(builder.Row(title).id(next(ids)))
         for panel in panels():
-            dash = dash.with_panel(panel)
+            dash = dash.with_panel(panel.id(next(ids)))
     encoded: dict[str, Any] = json.loads(json.dumps(dash.build(), cls=JSONEncoder))
     return encoded
 
