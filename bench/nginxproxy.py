@@ -112,7 +112,7 @@ http {{
 
     # Each failed upstream attempt (refused, reset, timed out) is in the error log, on stderr
     # as nginx writes it (-e stderr); an access log would have to open /dev/stdout, which a
-    # non-root process may not reopen.
+    # non-root process may not be allowed to reopen.
     access_log off;
     keepalive_timeout 75s;
 
