@@ -1,6 +1,6 @@
 """What the data plane has programmed, sampled over time: the endpoints kube-proxy has written
-into this node's iptables for a Service, the servers HAProxy has in rotation, and, to compare
-them with, the EndpointSlices' ready endpoints.
+into this node's iptables for a Service, the servers HAProxy has in rotation, the servers nginx
+was last reloaded with, and, to compare them with, the EndpointSlices' ready endpoints.
 
 Each sampler runs in a thread and records a time series of Sample(t, count, addresses):
 
@@ -13,13 +13,14 @@ Each sampler runs in a thread and records a time series of Sample(t, count, addr
     haproxy.counts()   # [(time.time(), servers up with an address), ...]
     haproxy.changes()  # only the samples whose set of addresses differs from the one before
 
-Each of KubeProxySampler, ProxySampler and SliceSampler has view() (the addresses) and a
-method giving only the number, for a sampler of numbers: endpoints(), servers_up(),
-ready_endpoints(). KubeProxySampler is not `available` (and gives None) where it cannot see
-kube-proxy's rules: not root, no iptables-save, or no KUBE-SERVICES chain on this machine
-(another cluster's nodes).
-The parsers (kube_proxy_endpoints, haproxy_servers, slice_endpoints, fallback_to_terminating)
-do no I/O; bench/tests/test_dataplane.py runs them on captured text.
+Each of KubeProxySampler, ProxySampler, NginxSampler and SliceSampler has view() (the
+addresses) and a method giving only the number, for a sampler of numbers: endpoints(),
+servers_up() (both proxies), ready_endpoints(). KubeProxySampler is not `available` (and
+gives None) where it cannot see kube-proxy's rules: not root, no iptables-save, or no
+KUBE-SERVICES chain on this machine (another cluster's nodes).
+The parsers (kube_proxy_endpoints, haproxy_servers, nginx_upstreams, nginx_stub_status,
+slice_endpoints, fallback_to_terminating) do no I/O; bench/tests/test_dataplane.py runs them
+on captured text.
 """
 
 from __future__ import annotations
@@ -253,6 +254,75 @@ class ProxySampler:
     def servers_up(self) -> int:
         """How many servers HAProxy has in rotation (UP or unchecked, with an address)."""
         return len(self.view().addresses)
+
+
+# -- nginx (bench/nginxproxy.py) -----------------------------------------------------------
+
+
+def nginx_upstreams(status_json: str) -> tuple[str, ...]:
+    """The servers nginx was last loaded with, from its controller's /upstreams (sorted
+    host:port, IPv6 in brackets; the placeholder that stands in for none is not listed)."""
+    return tuple(sorted(json.loads(status_json)["servers"]))
+
+
+_STUB_ACTIVE = re.compile(r"Active connections:\s*(\d+)")
+_STUB_TOTALS = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s*$", re.MULTILINE)
+_STUB_STATES = re.compile(r"Reading:\s*(\d+)\s+Writing:\s*(\d+)\s+Waiting:\s*(\d+)")
+
+
+def nginx_stub_status(text: str) -> dict[str, int]:
+    """nginx's stub_status page as numbers: active, accepts, handled, requests, reading,
+    writing, waiting (client connections; an old worker's still count until it exits)."""
+    active, totals, states = _STUB_ACTIVE.search(text), _STUB_TOTALS.search(text), _STUB_STATES.search(text)
+    if not (active and totals and states):
+        raise ValueError(f"not a stub_status page: {text[:80]!r}")
+    names = ("accepts", "handled", "requests", "reading", "writing", "waiting")
+    values = [int(v) for v in totals.groups() + states.groups()]
+    return {"active": int(active.group(1)), **dict(zip(names, values, strict=True))}
+
+
+class NginxSampler:
+    """The servers nginx runs with, from the controller's /upstreams on the pod labelled
+    app=<name> (bench/nginxproxy.py), reached at its pod IP (from the node, on the local
+    cluster); and nginx's stub_status on the same pod."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        *,
+        controller_port: int = 8405,
+        status_port: int = 8404,
+        timeout: float = 1.0,
+    ) -> None:
+        self.kube, self.namespace, self.name = kube, namespace, name
+        self.controller_port, self.status_port, self.timeout = controller_port, status_port, timeout
+        self.pod_ip: str | None = None
+
+    def _get(self, port: int, path: str) -> str:
+        if self.pod_ip is None:
+            pods = self.kube.items("pods", self.namespace, f"app={self.name}")
+            running = [p for p in pods if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")]
+            if not running:
+                raise LookupError(f"no running pod app={self.name} in {self.namespace}")
+            self.pod_ip = running[0]["status"]["podIP"]
+        try:
+            with urllib.request.urlopen(f"http://{self.pod_ip}:{port}{path}", timeout=self.timeout) as response:
+                return str(response.read().decode())
+        except OSError:
+            self.pod_ip = None  # the pod may have been replaced: look it up again next time
+            raise
+
+    def view(self) -> View:
+        return View(nginx_upstreams(self._get(self.controller_port, "/upstreams")))
+
+    def servers_up(self) -> int:
+        """How many servers the upstream has (the last reload's list)."""
+        return len(self.view().addresses)
+
+    def stub_status(self) -> dict[str, int]:
+        return nginx_stub_status(self._get(self.status_port, "/stub_status"))
 
 
 # -- EndpointSlices -----------------------------------------------------------------------

@@ -2,14 +2,15 @@
 
 Every variant (bench/rollout_objects.py) has its own Deployment and Service. Under each
 condition (kube-proxy at its default sync period; kube-proxy lagging, syncing at most every
-10 s as on a large cluster; an HAProxy in the cluster in front, learning endpoints by DNS),
+10 s as on a large cluster; an HAProxy in the cluster in front, learning endpoints by DNS;
+nginx in front, its upstream rewritten and reloaded when the EndpointSlices change),
 each round runs every selected way of stopping pods against every variant, in an order
 shuffled anew each round (the seed is in the results), while a load generator on this
 machine sends constant load. Each run records errors by kind, each old pod's termination,
 the disruption's duration, the timings of the new pods' start-up phases, and how many
 endpoints the data plane actually had programmed. Results are written after every run.
 
-    python -m bench.rollout --kubeconfig K [--runs 3] [--conditions normal,slow,l7]
+    python -m bench.rollout --kubeconfig K [--runs 3] [--conditions normal,slow,l7,nginx]
         [--stops restart,scale-down,drain,keepalive,sigterm-ignored] [--variants none,sleep5,sleep20,lameduck,gate]
 
 Needs the local cluster (hack/cluster.sh) with the images built; on another cluster pass
@@ -27,17 +28,22 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 
-from bench import l7proxy
-from bench.dataplane import KubeProxySampler, ProxySampler, Sampler, SliceSampler
+from bench import l7proxy, nginxproxy
+from bench.dataplane import KubeProxySampler, NginxSampler, ProxySampler, Sampler, SliceSampler, View
 from bench.rollout_objects import (
     CONDITIONS,
+    DEFAULT_CONDITIONS,
     DEFAULT_VARIANTS,
+    HAPROXY,
     NAMESPACE,
+    NGINX,
     RESTART_AT_SECOND,
     STOPS,
     VARIANTS,
@@ -62,6 +68,22 @@ from lameduck_operator.logic.decision import rollout_in_progress
 
 RESULTS = REPO / "bench" / "results"
 SAMPLE_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Front:
+    """An L7 proxy in front of an app Service: its objects (namespace, app label), its name
+    (the Deployment, Service and pod label app=...), and a reader of what it has in rotation."""
+
+    objects: Callable[[str, str], list[dict[str, Any]]]
+    proxy_name: Callable[[str], str]
+    view: Callable[[Kube, str, str], Callable[[], View]]
+
+
+FRONTS = {
+    HAPROXY: Front(l7proxy.objects, l7proxy.proxy_name, lambda kube, ns, name: ProxySampler(kube, ns, name).view),
+    NGINX: Front(nginxproxy.objects, nginxproxy.proxy_name, lambda kube, ns, name: NginxSampler(kube, ns, name).view),
+}
 
 
 def steady(kube: Kube, app: str, replicas: int) -> bool:
@@ -119,6 +141,7 @@ class Bench:
         self.variants = [VARIANTS[name] for name in args.variants]
         self.stops = [STOPS[name] for name in args.stops]
         self.conditions = [CONDITIONS[name] for name in args.conditions]
+        self.fronts = [FRONTS[proxy] for proxy in dict.fromkeys(c.proxy for c in self.conditions) if proxy]
         self.apps = sorted({stop.app for stop in self.stops})
         self.node = kube.run("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}").stdout.strip()
         self.report: dict[str, Any] = {
@@ -143,16 +166,16 @@ class Bench:
                 )
             if variant.lameduck:
                 kube.apply(policy(variant))
-            if any(c.l7 for c in self.conditions):
-                kube.apply(*l7proxy.objects(NAMESPACE, app_label("demo", variant)), namespace=NAMESPACE)
+            for front in self.fronts:
+                kube.apply(*front.objects(NAMESPACE, app_label("demo", variant)), namespace=NAMESPACE)
         for variant in self.variants:
             if variant.lameduck:
                 self.wait_compliant(policy(variant)["metadata"]["name"], len(self.apps))
             for app in self.apps:
                 self.wait_steady(app_label(app, variant), 3)
-        if any(c.l7 for c in self.conditions):
+        for front in self.fronts:
             for variant in self.variants:
-                name = l7proxy.proxy_name(app_label("demo", variant))
+                name = front.proxy_name(app_label("demo", variant))
                 kube.run("rollout", "status", f"deployment/{name}", "-n", NAMESPACE, "--timeout=180s")
         for variant in self.variants:
             if variant.lameduck:
@@ -170,7 +193,7 @@ class Bench:
     # -- one run --------------------------------------------------------------------------
 
     def url(self, condition: Condition, label: str) -> str:
-        name = l7proxy.proxy_name(label) if condition.l7 else label
+        name = FRONTS[condition.proxy].proxy_name(label) if condition.proxy else label
         return f"http://{self.kube.get('service', name, NAMESPACE)['spec']['clusterIP']}/"
 
     def samplers(self, condition: Condition, label: str) -> list[Sampler]:
@@ -178,8 +201,9 @@ class Bench:
         ip = self.kube.get("service", label, NAMESPACE)["spec"]["clusterIP"]
         slices = Sampler("slices_ready", SliceSampler(self.api, NAMESPACE, label).view, SAMPLE_SECONDS)
         found = [slices]
-        if condition.l7:
-            found.append(Sampler("programmed", ProxySampler(self.kube, NAMESPACE, l7proxy.proxy_name(label)).view))
+        if condition.proxy:
+            front = FRONTS[condition.proxy]
+            found.append(Sampler("programmed", front.view(self.kube, NAMESPACE, front.proxy_name(label))))
         elif not self.args.no_slow:
             found.append(Sampler("programmed", KubeProxySampler(ip, 80, slices.latest_view).view, SAMPLE_SECONDS))
         return found
@@ -319,7 +343,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=float, default=200)
-    parser.add_argument("--conditions", type=lambda s: s.split(","), default=list(CONDITIONS))
+    parser.add_argument("--conditions", type=lambda s: s.split(","), default=list(DEFAULT_CONDITIONS))
     parser.add_argument("--stops", type=lambda s: s.split(","), default=list(STOPS))
     parser.add_argument("--variants", type=lambda s: s.split(","), default=list(DEFAULT_VARIANTS))
     parser.add_argument("--seed", type=int, default=None, help="of the run order (default: chosen and recorded)")

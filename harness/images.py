@@ -1,5 +1,6 @@
 """The images the harness runs: lameduck's operator and sidecar, the demo app and the L7
-proxy, built into the local cluster (hack/build-images.sh); the names a test cluster knows them by."""
+proxies (HAProxy, nginx), built into the local cluster (hack/build-images.sh); the names a
+test cluster knows them by."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ IMAGE_SOURCES = {
     "lameduck/operator:dev": ImageSource(REPO, "Dockerfile", ("pyproject.toml", "operator", "sidecar"), "operator"),
     "lameduck/demo-app:dev": ImageSource(REPO / "examples" / "demo-app", "Dockerfile", (".",)),
     "lameduck/l7proxy:dev": ImageSource(REPO / "bench" / "l7proxy", "Dockerfile", (".",)),
+    "lameduck/nginxproxy:dev": ImageSource(REPO / "bench" / "nginxproxy", "Dockerfile", (".",)),
 }
 
 
@@ -53,7 +55,7 @@ def _inputs_digest(context: Path, dockerfile: str, paths: tuple[str, ...]) -> st
 
 
 def build_images() -> None:
-    """Build the sidecar, operator and demo images into the local cluster; an image whose
+    """Build the sidecar, operator, demo and L7 proxy images into the local cluster; an image whose
     inputs are unchanged since its last build is only imported again."""
     script = str(REPO / "hack" / "build-images.sh")
     stamps = Path(os.environ.get("LAMEDUCK_CACHE", Path.home() / ".cache" / "lameduck")) / "images"
