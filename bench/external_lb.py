@@ -35,8 +35,9 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from bench.dataplane import slice_endpoints
+from bench.dataplane import View, slice_endpoints
 from bench.lb_targets import LbCounters, LbSettings, Phase, Target, TargetTable, connect_failure
+from harness.kube import wait_until
 
 LOOPBACK = "127.0.0.1"
 READ_SIZE = 65536
@@ -127,6 +128,10 @@ class ExternalLb:
     def rotation(self) -> tuple[Target, ...]:
         with self._lock:
             return self.table.rotation(self.clock())
+
+    def view(self) -> View:
+        """The targets in rotation, for a bench.dataplane.Sampler (addresses as the slices' view writes them)."""
+        return View(tuple(t.address for t in self.rotation()))
 
     def phases(self) -> dict[Target, Phase]:
         with self._lock:
@@ -284,6 +289,21 @@ class LbHost:
 
     def lb(self, service: str) -> ExternalLb:
         return self._lbs[service]
+
+    def wait_settled(self, service: str) -> None:
+        """Until the LB of `service` has deregistered the pods that left and registered the
+        new ones (a benchmark run must not start with connections to pods already gone)."""
+        limit = self.settings.registration_delay + self.settings.deregistration_delay + 120
+        wait_until(self.lb(service).settled, limit, f"the external LB of {service} sends only to ready pods", 0.5)
+
+    def record(self) -> dict[str, Any]:
+        """Its settings, for a result file."""
+        return {
+            "registration_delay": self.settings.registration_delay,
+            "deregistration_delay": self.settings.deregistration_delay,
+            "connect_timeout": self.connect_timeout,
+            "listen": LOOPBACK,
+        }
 
     def stop(self) -> None:
         for slices in self._watches:

@@ -8,11 +8,13 @@ import asyncio
 import contextlib
 import socket
 import struct
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+from bench import external_lb
 from bench.external_lb import LOOPBACK, ExternalLb, ready_targets
 from bench.lb_targets import ConnectFailure, LbSettings, Target
 
@@ -229,3 +231,42 @@ def test_ready_targets_from_endpoint_slices() -> None:
         Target("10.0.0.3", 8080),
         Target("fd00::5", 8080),
     }
+
+
+class PublishOnce:
+    """Stands in for SliceWatch: publishes one fixed set of ready targets when started."""
+
+    targets: ClassVar[set[Target]] = set()
+
+    def __init__(self, *args: Any) -> None:
+        self.publish: Callable[[set[Target]], None] = args[3]  # SliceWatch(api, namespace, service, publish, ...)
+
+    def start(self) -> None:
+        self.publish(self.targets)
+
+    def stop(self) -> None:
+        pass
+
+
+def test_the_host_serves_each_service_on_its_own_loop_and_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        PublishOnce.targets = {Target.of(LOOPBACK, listener.getsockname()[1])}
+        monkeypatch.setattr(external_lb, "SliceWatch", PublishOnce)
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"hi")
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        host = external_lb.LbHost(object(), "ns", LbSettings(registration_delay=0.0)).start()  # type: ignore[arg-type]
+        try:
+            port = host.add("demo")
+            assert host.lb("demo").view().addresses == (f"{LOOPBACK}:{listener.getsockname()[1]}",)
+            with socket.create_connection((LOOPBACK, port), timeout=DEADLINE) as sock:
+                assert sock.recv(16) == b"hi"
+            server.join(DEADLINE)
+            assert host.lb("demo").take_counters().accepted == 1
+        finally:
+            host.stop()
