@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import resource
 import socket
 import struct
 import threading
@@ -41,6 +42,9 @@ from harness.kube import wait_until
 
 LOOPBACK = "127.0.0.1"
 READ_SIZE = 65536
+# Each relayed connection takes two descriptors in the benchmark's process, beside the load
+# generator's own; while a gone pod's connects time out they pile up for the timeout.
+WANTED_OPEN_FILES = 16384
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -274,6 +278,10 @@ class LbHost:
         self._watches: list[SliceWatch] = []
 
     def start(self) -> LbHost:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < WANTED_OPEN_FILES:
+            raised = WANTED_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, WANTED_OPEN_FILES)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, raised), hard))
         self._thread.start()
         return self
 
