@@ -334,6 +334,8 @@ class SliceEndpoint:
     ready: bool
     serving: bool
     terminating: bool
+    ip: str = ""
+    port: int | None = None  # None: the slice has no such port
 
 
 def slice_endpoints(slices: list[dict[str, Any]], port_name: str | None = None) -> list[SliceEndpoint]:
@@ -344,14 +346,15 @@ def slice_endpoints(slices: list[dict[str, Any]], port_name: str | None = None) 
     for item in slices:
         ports = item.get("ports") or []
         chosen = next((p for p in ports if port_name is None or p.get("name") == port_name), None)
-        suffix = f":{chosen['port']}" if chosen and chosen.get("port") is not None else ""
+        port = chosen.get("port") if chosen else None
+        suffix = f":{port}" if port is not None else ""
         for endpoint in item.get("endpoints") or []:
             conditions = endpoint.get("conditions") or {}
             ready = conditions.get("ready") is not False
             serving = conditions.get("serving", ready) is not False
             terminating = conditions.get("terminating") is True
             for ip in endpoint.get("addresses") or []:
-                out.append(SliceEndpoint(f"{ip}{suffix}", ready, serving, terminating))
+                out.append(SliceEndpoint(f"{ip}{suffix}", ready, serving, terminating, ip, port))
     return out
 
 

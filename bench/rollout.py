@@ -3,19 +3,22 @@
 Every variant (bench/rollout_objects.py) has its own Deployment and Service. Under each
 condition (kube-proxy at its default sync period; kube-proxy lagging, syncing at most every
 10 s as on a large cluster; an HAProxy in the cluster in front, learning endpoints by DNS;
-nginx in front, its upstream rewritten and reloaded when the EndpointSlices change),
+nginx in front, its upstream rewritten and reloaded when the EndpointSlices change; a
+simulated cloud load balancer on this machine, bench/external_lb.py, sending to pod IPs and
+deregistering a pod only `--deregistration-delay` seconds after its endpoint turned not ready),
 each round runs every selected way of stopping pods against every variant, in an order
 shuffled anew each round (the seed is in the results), while a load generator on this
 machine sends constant load. Each run records errors by kind, each old pod's termination,
 the disruption's duration, the timings of the new pods' start-up phases, and how many
 endpoints the data plane actually had programmed. Results are written after every run.
 
-    python -m bench.rollout --kubeconfig K [--runs 3] [--conditions normal,slow,l7,nginx]
+    python -m bench.rollout --kubeconfig K [--runs 3] [--conditions normal,slow,l7,nginx,external-lb]
         [--stops restart,scale-down,drain,keepalive,sigterm-ignored] [--variants none,sleep5,sleep20,lameduck,gate]
+        [--deregistration-delay 45 --registration-delay 2]   # external-lb only
 
 Needs the local cluster (hack/cluster.sh) with the images built; on another cluster pass
 --no-slow (kube-proxy is left alone: no slow condition, no sampling of its rules) and make
-sure ClusterIPs are reachable from here.
+sure ClusterIPs (and, for external-lb, pod IPs) are reachable from here.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from kubernetes import client, config
 
 from bench import l7proxy, nginxproxy
 from bench.dataplane import KubeProxySampler, NginxSampler, ProxySampler, Sampler, SliceSampler, View
+from bench.external_lb import LbHost
+from bench.lb_targets import LbSettings
 from bench.rollout_objects import (
     CONDITIONS,
     DEFAULT_CONDITIONS,
@@ -150,6 +155,11 @@ class Bench:
             "runs": [],
             "sidecar_rss_mib": {},
         }
+        self.lbs: LbHost | None = None
+        if any(c.external_lb for c in self.conditions):
+            settings = LbSettings(args.registration_delay, args.deregistration_delay)
+            self.lbs = LbHost(self.api.api_client, NAMESPACE, settings, args.lb_connect_timeout)
+            self.report["environment"]["external_lb"] = self.lbs.record()
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -180,6 +190,12 @@ class Bench:
         for variant in self.variants:
             if variant.lameduck:
                 self.report["sidecar_rss_mib"][variant.name] = sidecar_rss_mib()
+        if self.lbs is not None:
+            # one listener per Service, up for the whole benchmark, as a cloud LB outlives rollouts
+            self.lbs.start()
+            for variant in self.variants:
+                for app in self.apps:
+                    self.lbs.add(app_label(app, variant))
 
     def wait_compliant(self, name: str, wanted: int) -> None:
         def compliant() -> bool:
@@ -193,6 +209,9 @@ class Bench:
     # -- one run --------------------------------------------------------------------------
 
     def url(self, condition: Condition, label: str) -> str:
+        if condition.external_lb:
+            assert self.lbs is not None
+            return f"http://127.0.0.1:{self.lbs.lb(label).port}/"
         name = FRONTS[condition.proxy].proxy_name(label) if condition.proxy else label
         return f"http://{self.kube.get('service', name, NAMESPACE)['spec']['clusterIP']}/"
 
@@ -204,6 +223,9 @@ class Bench:
         if condition.proxy:
             front = FRONTS[condition.proxy]
             found.append(Sampler("programmed", front.view(self.kube, NAMESPACE, front.proxy_name(label))))
+        elif condition.external_lb:
+            assert self.lbs is not None
+            found.append(Sampler("programmed", self.lbs.lb(label).view, SAMPLE_SECONDS))
         elif not self.args.no_slow:
             found.append(Sampler("programmed", KubeProxySampler(ip, 80, slices.latest_view).view, SAMPLE_SECONDS))
         return found
@@ -265,6 +287,9 @@ class Bench:
         for each in samplers:
             each.start()
         generator = LoadGenerator(self.url(condition, label), self.args.rate, clients=stop.clients)
+        if condition.external_lb:
+            assert self.lbs is not None
+            self.lbs.lb(label).take_counters()  # count this run's connections only
         load_started = time.time()
         disrupted = load_started + RESTART_AT_SECOND
 
@@ -281,7 +306,7 @@ class Bench:
             pods.stop()
         ended = max(pods.gone[name] for name in old if name in pods.gone)
         stopped = [n for n in old if n in pods.deleting]
-        return {
+        record = {
             **result.as_dict(),
             "disrupted_at": round(disrupted - load_started, 3),
             "duration_seconds": round(ended - disrupted, 2),
@@ -292,10 +317,15 @@ class Bench:
             "endpoints": {each.name: series(each, load_started) for each in samplers},
             "endpoints_target": endpoints_target(stop),
         }
+        if condition.external_lb and self.lbs is not None:
+            record["external_lb"] = self.lbs.lb(label).take_counters().as_dict()
+        return record
 
     def run_one(self, condition: Condition, stop: Stop, variant: Variant, round_number: int) -> dict[str, Any]:
         label = app_label(stop.app, variant)
         self.prepare_stop(stop, label)
+        if condition.external_lb and self.lbs is not None:
+            self.lbs.wait_settled(label)
         data_plane_settled(self.url(condition, label))
         run = asyncio.run(self.measure(condition, stop, label))
         if stop.replicas_after != 3:
@@ -321,14 +351,23 @@ class Bench:
                     run = self.run_one(condition, stop, variant, round_number)
                     self.report["runs"].append(run)
                     out.write_text(json.dumps(self.report, indent=2) + "\n")
+                    lb = run.get("external_lb")
+                    lb_text = (
+                        f", LB: {sum(lb['connections_while_draining'].values())} connections to draining pods, "
+                        f"{lb['connect_failures_total']} connect failures"
+                        if lb
+                        else ""
+                    )
                     print(
                         f"{condition.name:<6} {stop.name:<15} {variant.title:<30} round {round_number}: "
                         f"{run['requests']} requests, {sum(run['errors'].values())} errors {run['errors'] or ''}, "
-                        f"{run['duration_seconds']}s (run took {time.monotonic() - started:.0f}s)",
+                        f"{run['duration_seconds']}s (run took {time.monotonic() - started:.0f}s){lb_text}",
                         flush=True,
                     )
 
     def tear_down(self) -> None:
+        if self.lbs is not None:
+            self.lbs.stop()
         if not self.args.no_slow:
             set_proxy_sync(CONDITIONS["normal"].proxy_min_sync)
         self.kube.run("uncordon", self.node, check=False)
@@ -347,6 +386,20 @@ def main() -> int:
     parser.add_argument("--stops", type=lambda s: s.split(","), default=list(STOPS))
     parser.add_argument("--variants", type=lambda s: s.split(","), default=list(DEFAULT_VARIANTS))
     parser.add_argument("--seed", type=int, default=None, help="of the run order (default: chosen and recorded)")
+    defaults = LbSettings()
+    parser.add_argument(
+        "--deregistration-delay",
+        type=float,
+        default=defaults.deregistration_delay,
+        help="external-lb: seconds the LB keeps sending new connections to a pod after its endpoint turns not ready",
+    )
+    parser.add_argument(
+        "--registration-delay",
+        type=float,
+        default=defaults.registration_delay,
+        help="external-lb: seconds from a pod's endpoint turning ready to the LB sending to it (its health checks)",
+    )
+    parser.add_argument("--lb-connect-timeout", type=float, default=2.0, help="external-lb: to a pod, then reset")
     parser.add_argument(
         "--no-slow", action="store_true", help="do not touch kube-proxy (clusters other than the local one)"
     )

@@ -2,8 +2,8 @@
 
 Variants are ways of shutting a pod down (nothing, fixed preStop sleeps, lameduck with and
 without its readiness gate); conditions are data planes (kube-proxy at its default sync
-period, kube-proxy lagging, an L7 proxy in front: HAProxy or nginx); stops are ways a pod is
-made to stop.
+period, kube-proxy lagging, an L7 proxy in front: HAProxy or nginx, a simulated cloud load
+balancer on the host); stops are ways a pod is made to stop.
 Every variant gets its own Deployment and Service, created once, so a run of one variant
 never waits for another's objects to be torn down and the order of runs can change freely.
 """
@@ -28,6 +28,8 @@ class Variant:
     readiness_gate: bool = False
     propagation_delay: str | None = None  # the policy's hold.propagationDelay; None: its default
     lame_duck: bool = False  # the policy asks the demo app's lame-duck mode (spec.hold.lameDuck)
+    slow_lb: bool = False  # the policy's hold carries SLOW_LB_HOLD (below)
+    grace_period: int | None = None  # the pod's terminationGracePeriodSeconds; None: Kubernetes' 30 s
 
 
 VARIANTS = {
@@ -41,6 +43,11 @@ VARIANTS = {
     "tuned": Variant("tuned", "(f) lameduck, propagationDelay 6s", lameduck=True, propagation_delay="6s"),
     # The app offers a lame-duck mode (the demo app does, on /lameduck) and the policy names it.
     "lameduck-app": Variant("lameduck-app", "(g) lameduck, app lame-duck mode", lameduck=True, lame_duck=True),
+    # For the external-lb condition (45 s deregistration by default): a sleep sized for that LB,
+    # with the grace period a user must raise with it (or the kubelet cuts the sleep at 30 s),
+    # and lameduck with the cap a user would raise (SLOW_LB_HOLD).
+    "sleep50": Variant("sleep50", "(h) preStop sleep 50s", prestop_sleep=50, grace_period=80),
+    "lameduck-lb": Variant("lameduck-lb", "(i) lameduck, cap raised for a slow LB", lameduck=True, slow_lb=True),
 }
 DEFAULT_VARIANTS = ("none", "sleep5", "sleep20", "lameduck")
 
@@ -49,6 +56,15 @@ DEFAULT_VARIANTS = ("none", "sleep5", "sleep20", "lameduck")
 HAPROXY = "haproxy"  # bench/l7proxy.py: DNS re-resolved every 5 s
 NGINX = "nginx"  # bench/nginxproxy.py: upstream rewritten and reloaded on EndpointSlice changes
 
+# -- the policy behind a slow external load balancer ---------------------------------------
+# What a user whose cloud LB keeps sending new connections for ~45 s after deregistration
+# (the external-lb condition) writes: the hold's cap raised above that delay, so the hold can
+# outlast it. The grace period follows (maxHold + drainTimeout + 5 s: 95 s). For now a static
+# maxHold; when the learned per-Deployment budget lands (issue #22, working name
+# spec.hold.learnedBudget.maxHoldCap), this is the one place to change, e.g. to
+# {"learnedBudget": {"maxHoldCap": "60s"}}. 60 s fits deregistration delays up to about 55 s.
+SLOW_LB_HOLD: dict[str, Any] = {"maxHold": "60s"}
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -56,6 +72,7 @@ class Condition:
     title: str
     proxy_min_sync: str  # kube-proxy's iptables minSyncPeriod
     proxy: str | None = None  # load through this in-cluster L7 proxy instead of the ClusterIP
+    external_lb: bool = False  # load through the simulated cloud LB on this machine (bench/external_lb.py)
 
 
 CONDITIONS = {
@@ -63,8 +80,11 @@ CONDITIONS = {
     "slow": Condition("slow", "kube-proxy lagging (10 s sync)", "10s"),
     "l7": Condition("l7", "HAProxy in front (DNS every 5 s)", "1s", proxy=HAPROXY),
     "nginx": Condition("nginx", "nginx in front (reloaded on EndpointSlice changes)", "1s", proxy=NGINX),
+    "external-lb": Condition("external-lb", "cloud LB on the host (slow deregistration)", "1s", external_lb=True),
 }
-# nginx is not yet measured: the default run (make bench-rollout) keeps to the measured three
+# nginx is not yet measured: the default run (make bench-rollout) keeps to the measured three;
+# external-lb only when asked for: its rollouts take minutes (every old pod is held for the
+# LB's deregistration delay, or its requests fail for that long)
 DEFAULT_CONDITIONS = ("normal", "slow", "l7")
 
 
@@ -106,7 +126,11 @@ def demo_deployment(image: str, app: str, variant: Variant, replicas: int = 3) -
     if variant.prestop_sleep:
         container["lifecycle"] = {"preStop": {"sleep": {"seconds": variant.prestop_sleep}}}
     name = app_label(app, variant)
-    return manifests.deployment(name, [container], labels={"app": name, "variant": variant.name}, replicas=replicas)
+    pod: dict[str, Any] = {}
+    if variant.grace_period is not None:
+        pod["terminationGracePeriodSeconds"] = variant.grace_period
+    labels = {"app": name, "variant": variant.name}
+    return manifests.deployment(name, [container], labels=labels, replicas=replicas, **pod)
 
 
 def service(app: str, variant: Variant) -> dict[str, Any]:
@@ -133,6 +157,8 @@ def policy(variant: Variant) -> dict[str, Any]:
         hold["propagationDelay"] = variant.propagation_delay
     if variant.lame_duck:
         hold["lameDuck"] = {"port": 8080, "path": "/lameduck"}
+    if variant.slow_lb:
+        hold.update(SLOW_LB_HOLD)
     if hold:
         spec["hold"] = hold
     return {

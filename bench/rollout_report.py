@@ -160,7 +160,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for key, value in pod.items():
                 if key != "created_at" and value is not None:
                     phases.setdefault(key, []).append(value)
-    return {
+    summary = {
         "condition": first["condition"],
         "stop": first["stop"],
         "variant": first["variant"],
@@ -179,6 +179,25 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "endpoints_target": first["endpoints_target"],
         "programmed_min_per_run": [m for m, _ in programmed],
         "seconds_below_target_per_run": [s for m, s in programmed if m is not None],
+    }
+    lb_runs = [run["external_lb"] for run in runs if "external_lb" in run]
+    if lb_runs:
+        summary["external_lb"] = external_lb_summary(lb_runs)
+    return summary
+
+
+def external_lb_summary(lb_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The simulated cloud LB's counters per run (bench/lb_targets.py LbCounters.as_dict)."""
+    kinds: Counter[str] = Counter()
+    for lb in lb_runs:
+        for by_kind in lb["connect_failures"].values():
+            kinds.update(by_kind)
+    return {
+        "connections_while_draining_per_run": [sum(lb["connections_while_draining"].values()) for lb in lb_runs],
+        "connect_failures_per_run": [lb["connect_failures_total"] for lb in lb_runs],
+        "connect_failure_kinds": dict(sorted(kinds.items())),
+        "no_target_per_run": [lb["no_target"] for lb in lb_runs],
+        "resets_per_run": [lb["resets"] for lb in lb_runs],
     }
 
 
@@ -210,6 +229,16 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |")
         for row in members:
             print(_row(row))
+        lb_rows = [row for row in members if "external_lb" in row]
+        if lb_rows:
+            print("\nThe external LB's counters, per run:\n")
+            print(
+                "| variant | new connections sent to draining pods | connect failures (kinds) "
+                "| closed for want of a target | relayed connections reset |"
+            )
+            print("| --- | --- | --- | --- | --- |")
+            for row in lb_rows:
+                print(_lb_row(row))
 
 
 def _row(row: dict[str, Any]) -> str:
@@ -225,6 +254,20 @@ def _row(row: dict[str, Any]) -> str:
         f"| **{row['errors_from_disruption']}** ({per_run}) | {kinds} | {_spread_text(row['duration_seconds'])} "
         f"| {_spread_text(row['termination_seconds'])} | {'' if ready is None else ready} "
         f"| {programmed_text} | {below} |"
+    )
+
+
+def _lb_row(row: dict[str, Any]) -> str:
+    lb = row["external_lb"]
+
+    def runs(key: str) -> str:
+        return ", ".join(str(n) for n in lb[key])
+
+    kinds = ", ".join(f"{k} {v}" for k, v in lb["connect_failure_kinds"].items())
+    return (
+        f"| {row['title']} | {runs('connections_while_draining_per_run')} "
+        f"| {runs('connect_failures_per_run')}{f' ({kinds})' if kinds else ''} "
+        f"| {runs('no_target_per_run')} | {runs('resets_per_run')} |"
     )
 
 

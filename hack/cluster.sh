@@ -11,6 +11,7 @@
 #   hack/cluster.sh kubeconfig   print the admin kubeconfig path
 #   hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` lines
 #   hack/cluster.sh proxy-sync 10s   restart kube-proxy with that iptables minSyncPeriod
+#   hack/cluster.sh apiserver-outage 30   stop kube-apiserver for 30 s, then start it again
 #
 # Env (defaults): LAMEDUCK_RUN_DIR (/var/lib/lameduck-cluster), LAMEDUCK_CACHE
 # (~/.cache/lameduck), LAMEDUCK_NODE_IP (10.213.0.1, put on the port-less bridge lameduck0),
@@ -762,6 +763,21 @@ cmd_proxy_sync() {  # period: restart kube-proxy with this iptables minSyncPerio
   log "kube-proxy now syncs iptables at most every $period"
 }
 
+cmd_apiserver_outage() {  # seconds: stop kube-apiserver, wait, start it again with the same flags
+  need_root
+  local seconds="${1:-}" pid
+  [[ "$seconds" =~ ^[0-9]+$ ]] || die "usage: $0 apiserver-outage SECONDS (e.g. 30)"
+  exec 9>"$RUN/.lock"; flock -w 300 9 || die "another hack/cluster.sh holds $RUN/.lock"
+  pid="$(comp_pid kube-apiserver)" || die "kube-apiserver is not running; run $0 up first"
+  local argv=()
+  mapfile -d '' argv <"/proc/$pid/cmdline"
+  stop_comps kube-apiserver
+  log "kube-apiserver stopped; starting it again in ${seconds}s"
+  sleep "$seconds"
+  start_comp kube-apiserver "${argv[@]}"
+  wait_until kube-apiserver 60 api_ready || die "kube-apiserver not ready; see $LOGS/kube-apiserver.log"
+}
+
 cmd_status() {
   local c pid rc=0
   for c in "${COMPONENTS[@]}"; do
@@ -789,7 +805,8 @@ case "${1:-}" in
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_ADMIN" ;;
   proxy-sync) cmd_proxy_sync "${2:-}" ;;
+  apiserver-outage) cmd_apiserver_outage "${2:-}" ;;
   # helm 4 first: an older checkout built helm 3 into $BIN
   env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN"; echo "export PATH=$HELM_BIN:$BIN:\$PATH" ;;
-  *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD|apiserver-outage SECONDS" >&2; exit 2 ;;
 esac

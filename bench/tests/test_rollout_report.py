@@ -106,3 +106,32 @@ def test_a_summary_keeps_every_run_s_errors_and_the_spread_of_durations() -> Non
     assert summary["errors_per_run"] == [2, 0, 0]
     assert summary["duration_seconds"] == {"median": 11.0, "min": 10.0, "max": 12.0}
     assert summary["rounds"] == [1, 2, 3]
+
+
+def test_a_summary_of_external_lb_runs_carries_the_lb_s_counters_per_run() -> None:
+    def lb(draining: int, refused: int, unreachable: int) -> dict[str, Any]:
+        failures = {A: {"refused": refused}, B: {"unreachable": unreachable}}
+        return {
+            "accepted": 100,
+            "no_target": 0,
+            "connections": {A: 50, B: 50},
+            "connections_while_draining": {A: draining, B: 1},
+            "connect_failures": failures,
+            "connect_failures_total": refused + unreachable,
+            "resets": 2,
+        }
+
+    summary = summarize(
+        [
+            run(condition="external-lb", external_lb=lb(draining=10, refused=3, unreachable=1)),
+            run(condition="external-lb", external_lb=lb(draining=20, refused=0, unreachable=4), round=2),
+        ]
+    )
+    assert summary["external_lb"] == {
+        "connections_while_draining_per_run": [11, 21],
+        "connect_failures_per_run": [4, 4],
+        "connect_failure_kinds": {"refused": 3, "unreachable": 5},
+        "no_target_per_run": [0, 0],
+        "resets_per_run": [2, 2],
+    }
+    assert "external_lb" not in summarize([run()])

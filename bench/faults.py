@@ -1,0 +1,374 @@
+"""Faults on the local cluster: the leader SIGKILLed halfway through applying a policy, and
+again every 20 s through a second change; kube-apiserver stopped for 30 s during a third.
+
+    python -m bench.faults [--deployments 200] [--limit 5] [--out bench/results/faults.json]
+
+On the local cluster (hack/cluster.sh) with kwok's fake nodes (hack/kwok.sh), lameduck
+installed with its chart (two replicas). N Deployments of one pod each run on the fake nodes;
+an `Immediate` GracefulPolicy with `maxConcurrentRollouts` governs them. Each phase changes the
+policy so that every Deployment's template must change once, injures the operator or the API
+server while the change is applied, and waits until every Deployment carries it. Then, object
+by object:
+
+- exactly one new ReplicaSet per Deployment per phase (a write applied twice, or a half-applied
+  template rolled out and then completed, makes two);
+- every Deployment's pod template is the same (names aside) and carries the sidecar exactly
+  once, with its preStop on the app container: nothing half-applied, nothing duplicated;
+- a watch of its own, started before the first phase and independent of the operator, counts
+  the Deployments rolling out at once: never more than the limit, across failovers;
+- the operator's containers were restarted only by the faults this benchmark caused.
+
+The leader is SIGKILLed from the host (its container's processes, found by the container ID in
+/proc/*/cgroup): no SIGTERM, no Lease released, as a crash or an OOM kill would leave it. The API
+server outage is `hack/cluster.sh apiserver-outage 30`. Prints a table; writes the result file
+even when a check fails, and exits 1 then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from bench.fleet import KWOK_TOLERATION, local_cluster_with_fake_nodes
+from bench.provenance import write_result
+from harness import REPO, manifests
+from harness.images import PAUSE_IMAGE
+from harness.install import OPERATOR_NAMESPACE, Operator, install_lameduck
+from harness.kube import Kube, wait_until
+
+NAMESPACE = "faults"
+POLICY = "faults"
+LABEL = {"faults": "yes"}
+RESULT = REPO / "bench" / "results" / "faults.json"
+SIDECAR = "lameduck"
+PROPAGATION_ENV = "LAMEDUCK_PROPAGATION_DELAY"  # docs/sidecar.md's settings, as the benchmark reads them
+
+
+def deployment(i: int) -> dict[str, Any]:
+    container = manifests.container("app", PAUSE_IMAGE, 8080, imagePullPolicy="Never")
+    return manifests.deployment(
+        f"app-{i:04d}",
+        [container],
+        labels=LABEL,
+        replicas=1,
+        nodeSelector={"type": "kwok"},
+        tolerations=[KWOK_TOLERATION],
+    )
+
+
+def policy(limit: int, propagation_delay: str) -> dict[str, Any]:
+    """Each phase sets another propagationDelay: the sidecar's settings change, so must every template."""
+    return {
+        "apiVersion": "lameduck.dev/v1alpha1",
+        "kind": "GracefulPolicy",
+        "metadata": {"name": POLICY, "namespace": NAMESPACE},
+        "spec": {
+            "apply": "Immediate",
+            "maxConcurrentRollouts": limit,
+            "selector": {"matchLabels": dict(LABEL)},
+            "hold": {"propagationDelay": propagation_delay, "maxHold": "20s"},
+        },
+    }
+
+
+def rolling_out(body: dict[str, Any]) -> bool:
+    """A rollout is under way, read from the Deployment's status as kubectl rollout status reads
+    it (written here, not imported from the operator, which is what is checked)."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    want = spec.get("replicas", 1)
+    if (body["metadata"].get("generation") or 0) > (status.get("observedGeneration") or 0):
+        return True
+    return bool(
+        (status.get("updatedReplicas") or 0) < want
+        or (status.get("replicas") or 0) > (status.get("updatedReplicas") or 0)
+        or (status.get("availableReplicas") or 0) < (status.get("updatedReplicas") or 0)
+    )
+
+
+class RolloutCounter:
+    """The most Deployments of the namespace rolling out at once, by a watch of its own."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.apps = client.AppsV1Api(config.new_client_from_config(config_file=kubeconfig))
+        self.rolling: dict[str, bool] = {}
+        self.most = 0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.problem = ""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        version = ""
+        while not self.stopped.is_set():
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    self.apps.list_namespaced_deployment, NAMESPACE, resource_version=version, timeout_seconds=60
+                ):
+                    body = event["raw_object"]
+                    version = body["metadata"]["resourceVersion"]
+                    with self.lock:
+                        if event["type"] == "DELETED":
+                            self.rolling.pop(body["metadata"]["name"], None)
+                        else:
+                            self.rolling[body["metadata"]["name"]] = rolling_out(body)
+                        self.most = max(self.most, sum(self.rolling.values()))
+                    if self.stopped.is_set():
+                        return
+            except Exception as error:  # the API server's outage ends watches: start again
+                self.problem = f"{type(error).__name__}: {error}"[:300]
+                version = ""  # a list again: the version may be gone after the outage
+                time.sleep(1)
+
+    def take_most(self) -> int:
+        with self.lock:
+            most, self.most = self.most, sum(self.rolling.values())
+            return most
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+@dataclass
+class Phase:
+    name: str
+    fault: str
+    faults_injected: int = 0
+    seconds_to_converge: float = 0.0
+    most_rolling_at_once: int = 0
+    limit: int = 0
+    replica_sets_per_deployment: dict[str, int] = field(default_factory=dict)
+    distinct_templates: int = 0
+    sidecars_per_template: list[int] = field(default_factory=list)
+    operator_restarts: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def sidecar_pids(container_id: str) -> list[int]:
+    """The host processes of one container: those whose cgroup path names its ID."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if container_id in (entry / "cgroup").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_leader(operator: Operator) -> str:
+    """SIGKILL every process of the leading replica's operator container; returns the pod's name."""
+    leader = wait_until(operator.leader, 120, "a replica leads")
+    pod = operator.kube.get("pod", leader, OPERATOR_NAMESPACE)
+    status = next(s for s in pod["status"]["containerStatuses"] if s["name"] == "operator")
+    container_id = status["containerID"].split("://", 1)[1]
+    pids = sidecar_pids(container_id)
+    assert pids, f"no host process of container {container_id[:12]} ({leader})"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return leader
+
+
+def restarts(operator: Operator) -> int:
+    return sum(s.get("restartCount", 0) for p in operator.pods() for s in p["status"].get("containerStatuses", []))
+
+
+def normalized_template(body: dict[str, Any]) -> str:
+    template = json.loads(json.dumps(body["spec"]["template"]))
+    template.get("metadata", {}).get("labels", {}).pop("app", None)
+    template.get("metadata", {}).pop("annotations", None)  # restartedAt-style stamps differ per write
+    return json.dumps(template, sort_keys=True)
+
+
+def propagation_delay(body: dict[str, Any]) -> str | None:
+    """The propagationDelay the sidecar of this template is given, if it has a sidecar."""
+    spec = body["spec"]["template"]["spec"]
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
+        if container["name"] == SIDECAR:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            return env.get(PROPAGATION_ENV)
+    return None
+
+
+def converged(kube: Kube, n: int, delay: str) -> bool:
+    items = kube.items("deployments", NAMESPACE)
+    return len(items) == n and all(not rolling_out(d) and propagation_delay(d) == delay for d in items)
+
+
+def check(kube: Kube, phase: Phase, n: int, expected_sets: int) -> None:
+    deployments = kube.items("deployments", NAMESPACE)
+    sets: dict[str, int] = {}
+    for rs in kube.items("replicasets", NAMESPACE):
+        owner = next((o["name"] for o in rs["metadata"].get("ownerReferences", [])), "")
+        sets[owner] = sets.get(owner, 0) + 1
+    counts: dict[str, int] = {}
+    for d in deployments:
+        count = sets.get(d["metadata"]["name"], 0)
+        counts[str(count)] = counts.get(str(count), 0) + 1
+        if count != expected_sets:
+            phase.problems.append(f"{d['metadata']['name']}: {count} ReplicaSets, expected {expected_sets}")
+    phase.replica_sets_per_deployment = counts
+    templates = {normalized_template(d) for d in deployments}
+    phase.distinct_templates = len(templates)
+    if len(templates) != 1:
+        phase.problems.append(f"{len(templates)} distinct pod templates among {n} identical Deployments")
+    for template in templates:
+        spec = json.loads(template)["spec"]
+        names = [c["name"] for c in [*spec.get("initContainers", []), *spec["containers"]]]
+        phase.sidecars_per_template.append(names.count(SIDECAR))
+        if names.count(SIDECAR) != 1 or len(set(names)) != len(names):
+            phase.problems.append(f"containers {names}")
+        app = next(c for c in spec["containers"] if c["name"] == "app")
+        if "preStop" not in (app.get("lifecycle") or {}):
+            phase.problems.append("the app container has no preStop")
+    if phase.most_rolling_at_once > phase.limit:
+        phase.problems.append(f"{phase.most_rolling_at_once} rolled out at once; the limit is {phase.limit}")
+
+
+def run_phase(
+    kube: Kube,
+    operator: Operator,
+    counter: RolloutCounter,
+    phase: Phase,
+    *,
+    n: int,
+    delay: str,
+    expected_sets: int,
+    injure: Callable[[float], int],
+) -> Phase:
+    before = restarts(operator)
+    counter.take_most()
+    started = time.monotonic()
+    kube.apply(policy(phase.limit, delay))
+    phase.faults_injected = injure(started)
+    wait_until(lambda: converged(kube, n, delay), 900, f"{phase.name}: every Deployment carries {delay}", 2)
+    phase.seconds_to_converge = round(time.monotonic() - started, 1)
+    phase.most_rolling_at_once = counter.take_most()
+    phase.operator_restarts = restarts(operator) - before
+    if phase.operator_restarts > phase.faults_injected and phase.fault != "apiserver-outage":
+        phase.problems.append(f"{phase.operator_restarts} operator restarts for {phase.faults_injected} kills")
+    if phase.fault == "apiserver-outage" and phase.operator_restarts:
+        phase.problems.append(f"the operator restarted {phase.operator_restarts} times during the outage")
+    check(kube, phase, n, expected_sets)
+    return phase
+
+
+def carrying(kube: Kube, delay: str) -> int:
+    return sum(1 for d in kube.items("deployments", NAMESPACE) if propagation_delay(d) == delay)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--deployments", type=int, default=200)
+    parser.add_argument("--limit", type=int, default=5)
+    parser.add_argument("--nodes", type=int, default=20)
+    parser.add_argument("--kill-every", type=float, default=20.0)
+    parser.add_argument("--outage", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=RESULT)
+    args = parser.parse_args(argv)
+    n, limit = args.deployments, args.limit
+
+    kube = local_cluster_with_fake_nodes(args.nodes)
+    operator = install_lameduck(kube)
+    kube.run("create", "namespace", NAMESPACE, check=False)
+    items = [deployment(i) for i in range(n)]
+    kube.run(
+        "apply",
+        "--server-side",
+        "-n",
+        NAMESPACE,
+        "-f",
+        "-",
+        input=json.dumps({"kind": "List", "apiVersion": "v1", "items": items}),
+    )
+    wait_until(lambda: all(not rolling_out(d) for d in kube.items("deployments", NAMESPACE)), 600, "the fleet is up", 3)
+    counter = RolloutCounter(kube.kubeconfig)
+    phases: list[Phase] = []
+
+    def kill_halfway(_: float) -> int:
+        wait_until(
+            lambda: carrying(kube, "1500ms") >= n // 3, 600, f"a third of the {n} Deployments carry the change", 0.5
+        )
+        kill_leader(operator)
+        return 1
+
+    def kill_every(started: float) -> int:
+        kills = 0
+        while not converged(kube, n, "2500ms") and time.monotonic() - started < 900:
+            next_kill = started + (kills + 1) * args.kill_every
+            while time.monotonic() < next_kill and not converged(kube, n, "2500ms"):
+                time.sleep(1)
+            if not converged(kube, n, "2500ms"):
+                kill_leader(operator)
+                kills += 1
+        return kills
+
+    def outage(_: float) -> int:
+        wait_until(lambda: carrying(kube, "3500ms") >= limit, 300, "the burst has begun", 0.5)
+        subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "apiserver-outage", str(args.outage)], check=True)
+        return 1
+
+    try:
+        plan = [
+            (Phase("leader killed halfway", "sigkill-leader", limit=limit), "1500ms", 2, kill_halfway),
+            (
+                Phase(f"leader killed every {args.kill_every:.0f} s", "sigkill-leader-loop", limit=limit),
+                "2500ms",
+                3,
+                kill_every,
+            ),
+            (Phase(f"API server down {args.outage} s", "apiserver-outage", limit=limit), "3500ms", 4, outage),
+        ]
+        for phase, delay, sets, injure in plan:
+            phases.append(
+                run_phase(kube, operator, counter, phase, n=n, delay=delay, expected_sets=sets, injure=injure)
+            )
+            print(table(phases), flush=True)
+    finally:
+        counter.stop()
+        write_result(
+            args.out,
+            {
+                "benchmark": "faults",
+                "deployments": n,
+                "limit": limit,
+                "watch_problem_seen": counter.problem,
+                "phases": [asdict(p) for p in phases],
+            },
+        )
+        kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    print(f"wrote {args.out}")
+    return 0 if len(phases) == 3 and not any(p.problems for p in phases) else 1
+
+
+def table(phases: list[Phase]) -> str:
+    lines = [
+        "| fault | injected | converged after | most rolling at once (limit) "
+        "| ReplicaSets per Deployment | templates | problems |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in phases:
+        lines.append(
+            f"| {p.name} | {p.faults_injected} | {p.seconds_to_converge:.0f} s | {p.most_rolling_at_once} ({p.limit}) "
+            f"| {p.replica_sets_per_deployment} | {p.distinct_templates} "
+            f"| {len(p.problems)}: {'; '.join(p.problems[:3])} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
