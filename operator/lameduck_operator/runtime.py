@@ -83,8 +83,9 @@ class Runtime:
         fleet = Fleet(self.config.settings, api, self.metrics, workers=self.config.reconcile_workers)
         self.fleet = fleet
         self.learned = learned = LearnedDelays(
-            api, self.metrics, known=fleet.deployments.__contains__, max_hold_of=fleet.max_hold_of
+            api, self.metrics, known=fleet.deployments.__contains__, hold_of=fleet.hold_of
         )
+        fleet.learned_max_hold = learned.learned_max_hold
         shutdown = ShutdownObserver(
             self.metrics,
             fleet.governing_policy,
@@ -232,7 +233,7 @@ class Runtime:
     def judge(self, deployment: Any) -> Decision:
         """The decision for a Deployment being written, from what this replica has observed.
         Called on the webhook's own thread: it reads only the fleet's policies and namespace
-        labels, which the operator's loop changes by single dict operations."""
+        labels and the learned values, which the operator's loop changes by single dict operations."""
         fleet = self.fleet
         assert fleet is not None
         namespace = str((deployment.get("metadata") or {}).get("namespace"))
@@ -243,6 +244,7 @@ class Runtime:
             fleet.namespaces.get(namespace),
             fleet.in_flight,
             moment=Moment.ADMISSION,
+            learned_max_hold=fleet.learned_max_hold(deployment_ref(deployment)),
         )
 
     async def _serve_webhook(self) -> None:
