@@ -84,8 +84,7 @@ class Fleet:
             rolling_counts=self.slots.rolling_counts,
         )
         self.access = SidecarAccess(settings.sidecar, api, metrics, self.deployments, self.call_later)
-        # The maxHold learned for a Deployment (learned_delays.py), an observation its decisions take
-        # in; set by the runtime once the learned values exist. None: nothing learned.
+        # The maxHold learned for a Deployment (learned_delays.py; set by the runtime): a decision's input.
         self.learned_max_hold: Callable[[DeploymentRef], float | None] = lambda _: None
         self.reconciler = Reconciler(self, api, metrics, monotonic)
 

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from lameduck_operator.logic.budget import max_hold_in_force
 from lameduck_operator.logic.learning import Learned, bounded, learn, learned_data, parse_learned
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import HoldReport
@@ -61,6 +62,15 @@ class LearnedDelays:
         webhook's thread too: two dict reads of values the loop replaces whole."""
         learned = self.learned(ref)
         return None if learned is None else learned.max_hold_seconds
+
+    def in_force(self, ref: DeploymentRef) -> float | None:
+        """The maxHold the Deployment's next rollout gets from what was learned, as its decision
+        bounds it by its policy now (budget.max_hold_in_force); None when nothing was learned or
+        its policy does not learn budgets. What status and metrics show."""
+        learned, hold = self.learned_max_hold(ref), self.hold_of(ref)
+        if learned is None or hold is None or hold.learned_budget is None:
+            return None
+        return max_hold_in_force(hold, learned)
 
     def reports_changed(self, ref: DeploymentRef, reports: Sequence[HoldReport], hold: HoldSpec) -> None:
         """The Deployment's recent trusted reports (oldest first) and its policy's hold."""

@@ -27,7 +27,6 @@ from typing import Any
 
 from lameduck_operator.deletions_seen import DeletionsSeen
 from lameduck_operator.learned_delays import LearnedDelays
-from lameduck_operator.logic.budget import max_hold_in_force
 from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.report_trust import ObservedPod, Trusted, Untrusted, judge_report, observed_pod
 from lameduck_operator.logic.selection import DeploymentRef
@@ -336,20 +335,13 @@ class ShutdownObserver:
         return None if learned is None else learned.pooled_delay_seconds
 
     def learned_max_hold(self, ref: DeploymentRef) -> float | None:
-        """The maxHold the Deployment's next rollout gets from what was learned, as its decision
-        bounds it by the policy now (budget.max_hold_in_force); None when nothing was learned or
-        its policy does not learn budgets."""
-        learned = self.learned.learned_max_hold(ref) if self.learned is not None else None
-        recent = self.deployments.get(ref)
-        spec = self.spec_of(recent.policy) if recent is not None else None
-        if learned is None or spec is None or spec.hold.learned_budget is None:
-            return None
-        return max_hold_in_force(spec.hold, learned)
+        return self.learned.in_force(ref) if self.learned is not None else None
 
     def _samples(self) -> Iterator[DeploymentShutdownSample]:
-        if not self.recording:
-            return iter(())
-        return deployment_samples(self.deployments, self._learned_delay, self.learned_max_hold)
+        recording = self.recording
+        return (
+            deployment_samples(self.deployments, self._learned_delay, self.learned_max_hold) if recording else iter(())
+        )
 
 
 def policy_shutdown_status(
