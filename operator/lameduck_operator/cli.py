@@ -3,6 +3,10 @@
 lameduck render -f policy.yaml -f deployment.yaml [--diff]
 lameduck check  -f policies/ -f deployments/ [-o json]
 
+The ConfigMap lameduck-learned of a namespace (`kubectl get configmap lameduck-learned -o yaml`)
+given with them is what the operator learned there: with a policy's hold.learnedBudget, its
+Deployments are decided with their learned maxHold, as the webhook and the reconciler decide.
+
 Exit codes (docs: README.md, "Try a policy on your manifests, offline"): 0 done (`check`: every
 Deployment compliant, skipped or unmanaged); 1 `check` found Deployments pending or conflicting;
 2 the command could not run: a usage error, input that cannot be read as manifests (missing,
@@ -29,7 +33,9 @@ import yaml
 from lameduck_operator import __version__
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import State
-from lameduck_operator.logic.decision import Decision, decide
+from lameduck_operator.logic.decision import Decision, Moment, decide
+from lameduck_operator.logic.learning import parse_learned
+from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
 from lameduck_operator.logic.shapes import deployment_errors, namespace_errors
 from lameduck_operator.manifest_input import InputError, objects
 from lameduck_operator.model import (
@@ -43,7 +49,7 @@ from lameduck_operator.model import (
     name_error,
     parse_policy,
 )
-from lameduck_operator.names import KIND_NAMESPACED, POLICY_KINDS
+from lameduck_operator.names import KIND_NAMESPACED, LEARNED_CONFIGMAP, POLICY_KINDS
 from lameduck_operator.settings import DEFAULT_SIDECAR_IMAGE, Settings, SidecarSettings
 
 EXIT_OK, EXIT_NOT_COMPLIANT, EXIT_BAD_INPUT, EXIT_INVALID_OBJECTS, EXIT_INTERNAL_ERROR = 0, 1, 2, 3, 4
@@ -62,6 +68,9 @@ class Inputs:
     policies: list[Policy] = field(default_factory=list)
     deployments: list[dict[str, Any]] = field(default_factory=list)
     namespace_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The maxHold learned per Deployment, from lameduck-learned ConfigMaps given (as the operator
+    # keeps it: a value it cannot read is no history).
+    learned_max_hold: dict[DeploymentRef, float] = field(default_factory=dict)
 
 
 def _label(kind: str, obj: Mapping[str, Any]) -> str:
@@ -96,6 +105,8 @@ def load_inputs(args: Sequence[str], default_namespace: str, stdin: TextIO) -> I
                 continue
             obj["metadata"].setdefault("namespace", default_namespace)
             inputs.deployments.append(obj)
+        elif kind == "ConfigMap":
+            inputs.learned_max_hold.update(_learned_max_holds(obj, default_namespace))
         elif kind == "Namespace":
             if errors := namespace_errors(obj):
                 reject(source, kind, obj, errors)
@@ -107,19 +118,40 @@ def load_inputs(args: Sequence[str], default_namespace: str, stdin: TextIO) -> I
     return inputs
 
 
+def _learned_max_holds(config_map: Mapping[str, Any], default_namespace: str) -> dict[DeploymentRef, float]:
+    """The learned maxHold of each Deployment in a lameduck-learned ConfigMap; nothing from any
+    other ConfigMap."""
+    meta, data = config_map.get("metadata"), config_map.get("data")
+    if not isinstance(meta, Mapping) or meta.get("name") != LEARNED_CONFIGMAP or not isinstance(data, Mapping):
+        return {}
+    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else default_namespace
+    found = {}
+    for name, value in data.items():
+        learned = parse_learned(value)
+        if isinstance(name, str) and learned is not None and learned.max_hold_seconds is not None:
+            found[DeploymentRef(str(namespace), name)] = learned.max_hold_seconds
+    return found
+
+
 def no_rollouts(_: PolicyRef) -> int:
     """Offline, no rollout is in progress."""
     return 0
 
 
-def decide_offline(deployment: Mapping[str, Any], inputs: Inputs, settings: Settings) -> Decision:
-    """The operator's decision for a manifest, as the reconciler would take it."""
+def decide_offline(
+    deployment: Mapping[str, Any], inputs: Inputs, settings: Settings, moment: Moment = Moment.RECONCILE
+) -> Decision:
+    """The operator's decision for a manifest, as the reconciler (or, at Moment.ADMISSION, the
+    webhook at the Deployment's next rollout) would take it."""
     labels = inputs.namespace_labels.get(deployment["metadata"]["namespace"])
-    return decide(deployment, inputs.policies, settings, labels, no_rollouts)
+    learned = inputs.learned_max_hold.get(deployment_ref(deployment))
+    return decide(deployment, inputs.policies, settings, labels, no_rollouts, moment=moment, learned_max_hold=learned)
 
 
-def _decide_all(inputs: Inputs, settings: Settings) -> list[tuple[dict[str, Any], Decision]]:
-    return [(d, decide_offline(d, inputs, settings)) for d in inputs.deployments]
+def _decide_all(
+    inputs: Inputs, settings: Settings, moment: Moment = Moment.RECONCILE
+) -> list[tuple[dict[str, Any], Decision]]:
+    return [(d, decide_offline(d, inputs, settings, moment)) for d in inputs.deployments]
 
 
 def rendered(deployment: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
@@ -152,7 +184,8 @@ def _dump(obj: Mapping[str, Any]) -> str:
 
 
 def cmd_render(inputs: Inputs, settings: Settings, diff: bool, out: TextIO) -> int:
-    for deployment, decision in _decide_all(inputs, settings):
+    # As the webhook makes it: a learned maxHold is applied at a rollout, whatever the Deployment carries.
+    for deployment, decision in _decide_all(inputs, settings, Moment.ADMISSION):
         after = rendered(deployment, decision)
         out.write("".join(f"# {line}\n" for line in _summary(decision)))
         if diff:

@@ -26,12 +26,15 @@ from lameduck_operator.model import (
     MAX_CONCURRENT_ROLLOUTS,
     MAX_CONTAINERS,
     MAX_HOLD,
+    MAX_HOLD_CAP,
     MAX_SELECTOR_EXPRESSIONS,
     MAX_SELECTOR_LABELS,
     MAX_SELECTOR_VALUES,
     MIN_READY_SECONDS,
+    MSG_CAP_UNDER_MAX_HOLD,
     MSG_GRACE_UNDER_BUDGET,
     MSG_LABEL_KEY_TOO_LONG,
+    MSG_LEARNED_BUDGET_SLEEP,
     MSG_PROPAGATION_OVER_MAX_HOLD,
     MSG_QUIET_OVER_MAX_HOLD,
     MSG_SELECTOR_VALUES,
@@ -156,6 +159,26 @@ def _selector(description: str) -> dict[str, Any]:
     }
 
 
+def _learned_budget() -> dict[str, Any]:
+    cap = _duration(
+        MAX_HOLD_CAP,
+        "The longest maxHold lameduck may learn for a Deployment; at least maxHold.",
+    )
+    # Required: the rule's default is none a user chose.
+    del cap["default"]
+    cap["description"] = cap["description"].replace(f" Default: {MAX_HOLD_CAP.default}.", "")
+    return {
+        "type": "object",
+        "description": "Optional: size each Deployment's maxHold, and with it its grace period, from what its "
+        "own trusted hold reports observed: when holds ended at maxHold with late traffic still arriving, or "
+        "lost requests after they released, the next rollout of that Deployment gets a longer maxHold "
+        "(at admission, so no extra restart), never below maxHold nor above maxHoldCap; it comes back down "
+        "only when its recent holds all ended quiet well before it. Needs method Sidecar.",
+        "required": ["maxHoldCap"],
+        "properties": {"maxHoldCap": cap},
+    }
+
+
 def _hold() -> dict[str, Any]:
     max_hold_ok = _is_duration("self.maxHold")
     return {
@@ -204,8 +227,21 @@ def _hold() -> dict[str, Any]:
                     },
                 },
             },
+            "learnedBudget": _learned_budget(),
         },
         "x-kubernetes-validations": [
+            {
+                "rule": f"!has(self.learnedBudget) || !has(self.learnedBudget.maxHoldCap) || !has(self.maxHold) || "
+                f"!{_is_duration('self.learnedBudget.maxHoldCap')} || !{max_hold_ok} || "
+                "duration(self.learnedBudget.maxHoldCap) >= duration(self.maxHold)",
+                "message": MSG_CAP_UNDER_MAX_HOLD,
+                "fieldPath": ".learnedBudget.maxHoldCap",
+            },
+            {
+                "rule": f"!has(self.learnedBudget) || !has(self.method) || self.method == '{HoldMethod.SIDECAR.value}'",
+                "message": MSG_LEARNED_BUDGET_SLEEP,
+                "fieldPath": ".learnedBudget",
+            },
             {
                 "rule": f"!has(self.propagationDelay) || !has(self.maxHold) || "
                 f"!{_is_duration('self.propagationDelay')} || !{max_hold_ok} || "
@@ -259,7 +295,8 @@ def _spec(cluster: bool) -> dict[str, Any]:
         "terminationGracePeriodSeconds": _integer(
             TERMINATION_GRACE_PERIOD,
             "The pod grace period to set. Unset: maxHold + drainTimeout + 5s, rounded up. "
-            "lameduck never lowers a larger grace period already set.",
+            "lameduck never lowers a larger grace period already set. With hold.learnedBudget, a learned "
+            "maxHold it does not cover with drainTimeout gets learned maxHold + drainTimeout + 5s instead.",
         ),
         "readinessGate": {
             "type": "object",
@@ -434,6 +471,13 @@ def _status() -> dict[str, Any]:
                             "Connection attempts refused and connections reset on the pods after their holds "
                             "released, over the recent holds: the requests the holds could not save."
                         ),
+                        "learnedMaxHold": {
+                            "type": "string",
+                            "description": "With hold.learnedBudget: the maxHold this Deployment's next rollout "
+                            "gets (learned from its recent holds, between maxHold and maxHoldCap), and with it a "
+                            "grace period of learnedMaxHold + drainTimeout + 5s. maxHold above is what its pods "
+                            "were held with.",
+                        },
                         "learnedDelay": {
                             "type": "string",
                             "description": "How long after stage 1 the next holds wait for busy reused connections "

@@ -217,6 +217,7 @@ LATE_TRAFFIC_COLUMNS = {
     "Value #E": "recommended maxHold (s)",
     "Value #F": "lost after release",
     "Value #G": "learned delay (s)",
+    "Value #H": "learned maxHold (s)",
 }
 
 
@@ -236,6 +237,7 @@ def late_traffic_panels() -> list[Panel]:
         _table_query(f"{by} (lameduck_deployment_recommended_max_hold_seconds{{{SHUTDOWN}}})", "E"),
         _table_query(f"{by} (lameduck_deployment_requests_lost_after_release{{{SHUTDOWN}}})", "F"),
         _table_query(f"{by} (lameduck_deployment_learned_delay_seconds{{{SHUTDOWN}}})", "G"),
+        _table_query(f"{by} (lameduck_deployment_learned_max_hold_seconds{{{SHUTDOWN}}})", "H"),
     ]
     order = ["namespace", "deployment", "policy", *LATE_TRAFFIC_COLUMNS.values()]
     organize = {

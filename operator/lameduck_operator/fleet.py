@@ -26,7 +26,7 @@ from lameduck_operator.logic.decision import Decision, after_write, decide, hold
 from lameduck_operator.logic.ownership import managers_since
 from lameduck_operator.logic.selection import DeploymentRef, carries_or_selected_by, deployment_ref
 from lameduck_operator.metrics import OperatorMetrics
-from lameduck_operator.model import Policy, PolicyRef, PolicySpec
+from lameduck_operator.model import HoldSpec, Policy, PolicyRef, PolicySpec
 from lameduck_operator.names import GROUP, KIND_NAMESPACED
 from lameduck_operator.policy_events import PolicyEvents
 from lameduck_operator.policy_status import PolicyState, StatusPublisher
@@ -84,6 +84,8 @@ class Fleet:
             rolling_counts=self.slots.rolling_counts,
         )
         self.access = SidecarAccess(settings.sidecar, api, metrics, self.deployments, self.call_later)
+        # The maxHold learned for a Deployment (learned_delays.py; set by the runtime): a decision's input.
+        self.learned_max_hold: Callable[[DeploymentRef], float | None] = lambda _: None
         self.reconciler = Reconciler(self, api, metrics, monotonic)
 
     # ---- what the handlers observe ------------------------------------------------
@@ -238,11 +240,11 @@ class Fleet:
         state = self.policies.get(ref)
         return state.policy.spec if state is not None and state.policy is not None else None
 
-    def max_hold_of(self, ref: DeploymentRef) -> float | None:
-        """The maxHold of the policy that governs the Deployment now; None: none does."""
+    def hold_of(self, ref: DeploymentRef) -> HoldSpec | None:
+        """The hold of the policy that governs the Deployment now; None: none does."""
         policy = self.governing_policy(ref)
         spec = self.policy_spec(policy) if policy is not None else None
-        return None if spec is None else spec.hold.max_hold
+        return None if spec is None else spec.hold
 
 
 class Reconciler:
@@ -295,6 +297,7 @@ class Reconciler:
             namespace_labels,
             fleet.in_flight,
             recent_writers=recent_writers,
+            learned_max_hold=fleet.learned_max_hold(ref),
         )
         previous = fleet.decisions.get(ref)
         # The slot is released before the decision is recorded, unless the write failed.

@@ -1,6 +1,8 @@
 """The learned delays: per Deployment, what its recent trusted hold reports teach its next holds
 (logic/learning.py), published per namespace in the ConfigMap lameduck-learned that the sidecar
-reads when a hold starts, so that the next pods of a rollout already hold with it.
+reads when a hold starts, so that the next pods of a rollout already hold with it. With the
+policy's hold.learnedBudget, also its learned maxHold, which the sidecar does not read: the
+webhook passes it to the decision at the Deployment's next rollout (learned_max_hold).
 
 Every replica keeps the values (a new leader publishes at once); only the leader writes, batched
 on the status interval, and only a namespace whose content changed. Values exist only for
@@ -16,16 +18,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from lameduck_operator.logic.learning import Learned, learn, learned_data, parse_learned
+from lameduck_operator.logic.budget import max_hold_in_force
+from lameduck_operator.logic.learning import Learned, bounded, learn, learned_data, parse_learned
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import HoldReport
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.model import HoldSpec
 from lameduck_operator.namespace_writes import NamespaceWrites
 from lameduck_operator.ports import CallLater, LearnedApi, call_later_on_running_loop
 
 log = logging.getLogger("lameduck.operator")
 
-MaxHoldOf = Callable[[DeploymentRef], float | None]
+HoldOf = Callable[[DeploymentRef], HoldSpec | None]
 
 
 class LearnedDelays:
@@ -35,14 +39,14 @@ class LearnedDelays:
         metrics: OperatorMetrics,
         *,
         known: Callable[[DeploymentRef], bool],
-        max_hold_of: MaxHoldOf,
+        hold_of: HoldOf,
         call_later: CallLater = call_later_on_running_loop,
     ) -> None:
         self.api = api
         self.metrics = metrics
         self.known = known
-        # The maxHold of the policy that governs a Deployment now; None: none governs it.
-        self.max_hold_of = max_hold_of
+        # The hold of the policy that governs a Deployment now; None: none governs it.
+        self.hold_of = hold_of
         self.call_later = call_later
         # Per namespace, per Deployment name: what the next holds are to use.
         self.values: dict[str, dict[str, Learned]] = {}
@@ -53,9 +57,24 @@ class LearnedDelays:
     def learned(self, ref: DeploymentRef) -> Learned | None:
         return self.values.get(ref.namespace, {}).get(ref.name)
 
-    def reports_changed(self, ref: DeploymentRef, reports: Sequence[HoldReport], max_hold: float) -> None:
-        """The Deployment's recent trusted reports (oldest first) and its policy's maxHold."""
-        learned = learn(reports, max_hold)
+    def learned_max_hold(self, ref: DeploymentRef) -> float | None:
+        """The maxHold learned for the Deployment, for its decisions; None: none. Called on the
+        webhook's thread too: two dict reads of values the loop replaces whole."""
+        learned = self.learned(ref)
+        return None if learned is None else learned.max_hold_seconds
+
+    def in_force(self, ref: DeploymentRef) -> float | None:
+        """The maxHold the Deployment's next rollout gets from what was learned, as its decision
+        bounds it by its policy now (budget.max_hold_in_force); None when nothing was learned or
+        its policy does not learn budgets. What status and metrics show."""
+        learned, hold = self.learned_max_hold(ref), self.hold_of(ref)
+        if learned is None or hold is None or hold.learned_budget is None:
+            return None
+        return max_hold_in_force(hold, learned)
+
+    def reports_changed(self, ref: DeploymentRef, reports: Sequence[HoldReport], hold: HoldSpec) -> None:
+        """The Deployment's recent trusted reports (oldest first) and its policy's hold."""
+        learned = learn(reports, hold)
         if learned is None:
             self.forget(ref)
         elif self.learned(ref) != learned:
@@ -93,11 +112,11 @@ class LearnedDelays:
 
     def _adopt(self, namespace: str, data: dict[str, str]) -> None:
         """What an earlier leader learned, for Deployments known and governed now and not
-        reported since this replica started; capped by today's maxHold."""
+        reported since this replica started; bounded by today's policy (its maxHold, or the
+        learned one within its learnedBudget; none learned when it no longer learns budgets)."""
         for name, value in data.items():
             ref = DeploymentRef(namespace, name)
-            learned, max_hold = parse_learned(value), self.max_hold_of(ref)
-            if learned is None or max_hold is None or not self.known(ref) or self.learned(ref) is not None:
+            learned, hold = parse_learned(value), self.hold_of(ref)
+            if learned is None or hold is None or not self.known(ref) or self.learned(ref) is not None:
                 continue
-            capped = Learned(min(learned.pooled_delay_seconds, max(0.0, max_hold)), learned.reports)
-            self.values.setdefault(namespace, {})[name] = capped
+            self.values.setdefault(namespace, {})[name] = bounded(learned, hold)

@@ -33,6 +33,7 @@ class DeploymentShutdownSample:
     recommended_max_hold: float
     lost_after_release: int = 0  # over its recent holds
     learned_delay: float | None = None
+    learned_max_hold: float | None = None  # with hold.learnedBudget: the maxHold its next rollout gets
 
 
 class DeploymentShutdownCollector(Collector):
@@ -70,6 +71,12 @@ class DeploymentShutdownCollector(Collector):
             "learned from its recent holds (0: they are taken as pinned after propagationDelay).",
             labels=DEPLOYMENT_LABELS,
         )
+        learned_max_hold = GaugeMetricFamily(
+            "lameduck_deployment_learned_max_hold_seconds",
+            "With the policy's hold.learnedBudget: the maxHold a Deployment's next rollout gets, learned from "
+            "its recent holds, between the policy's maxHold and its maxHoldCap.",
+            labels=DEPLOYMENT_LABELS,
+        )
         for sample in self.source():
             labels = [sample.namespace, sample.deployment, sample.policy]
             for quantile, value in (("0.5", sample.p50), ("0.99", sample.p99), ("1", sample.max)):
@@ -80,11 +87,14 @@ class DeploymentShutdownCollector(Collector):
             lost.add_metric(labels, sample.lost_after_release)
             if sample.learned_delay is not None:
                 learned.add_metric(labels, sample.learned_delay)
+            if sample.learned_max_hold is not None:
+                learned_max_hold.add_metric(labels, sample.learned_max_hold)
         yield late
         yield max_hold
         yield recommended
         yield lost
         yield learned
+        yield learned_max_hold
 
 
 class OperatorMetrics:

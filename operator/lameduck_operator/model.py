@@ -110,11 +110,16 @@ LAME_DUCK_PORT = IntRule(minimum=1, maximum=65535)
 LAME_DUCK_PATH_PATTERN = r"^/[!-~]{0,255}$"
 LAME_DUCK_PATH_MAX_LENGTH = 256
 MSG_LAME_DUCK_PATH = "must be an absolute HTTP path of visible ASCII characters, at most 256 long"
+# spec.hold.learnedBudget.maxHoldCap: bounded as maxHold is, and required (no default could suit
+# every maxHold it must not be below), so the rule's default is never used.
+MAX_HOLD_CAP = DurationRule(default=MAX_HOLD.maximum, minimum=MAX_HOLD.minimum, maximum=MAX_HOLD.maximum)
 
 # Messages of the cross-field rules; the CRD's CEL rules carry the same text.
 MSG_PROPAGATION_OVER_MAX_HOLD = "must not be longer than maxHold"
 MSG_QUIET_OVER_MAX_HOLD = "must not be longer than maxHold"
 MSG_GRACE_UNDER_BUDGET = "must be at least maxHold + drainTimeout"
+MSG_CAP_UNDER_MAX_HOLD = "must not be shorter than maxHold"
+MSG_LEARNED_BUDGET_SLEEP = "needs method Sidecar: a Sleep hold sends no report to learn from"
 MSG_SELECTOR_VALUES = "values must be non-empty for operators In and NotIn, and empty for Exists and DoesNotExist"
 MSG_LABEL_KEY_TOO_LONG = f"keys may not be longer than {LABEL_KEY_MAX_LENGTH}"
 # The longest message of a condition in a policy's status the CRD (as metav1.Condition) stores.
@@ -243,12 +248,22 @@ class LameDuck:
 
 
 @dataclass(frozen=True)
+class LearnedBudget:
+    """spec.hold.learnedBudget: size each Deployment's maxHold, and so its grace period, from
+    what its trusted hold reports observed, between the policy's maxHold and this cap; applied
+    at the Deployment's next rollout (docs/policy.md)."""
+
+    max_hold_cap: float
+
+
+@dataclass(frozen=True)
 class HoldSpec:
     method: HoldMethod
     propagation_delay: float
     quiet_period: float
     max_hold: float
     lame_duck: LameDuck | None = None
+    learned_budget: LearnedBudget | None = None
 
 
 @dataclass(frozen=True)
@@ -473,8 +488,9 @@ SPEC_FIELDS = (
     "onConflict",
 )
 CLUSTER_SPEC_FIELDS = (*SPEC_FIELDS, "namespaceSelector")
-HOLD_FIELDS = ("method", "propagationDelay", "quietPeriod", "maxHold", "lameDuck")
+HOLD_FIELDS = ("method", "propagationDelay", "quietPeriod", "maxHold", "lameDuck", "learnedBudget")
 LAME_DUCK_FIELDS = ("port", "path")
+LEARNED_BUDGET_FIELDS = ("maxHoldCap",)
 
 
 def parse_policy(body: Mapping[str, Any]) -> Policy:
@@ -537,6 +553,7 @@ def parse_spec(raw: Any, *, cluster: bool) -> PolicySpec:
         quiet_period=r.duration(hold_body.get("quietPeriod"), "spec.hold.quietPeriod", QUIET_PERIOD),
         max_hold=r.duration(hold_body.get("maxHold"), "spec.hold.maxHold", MAX_HOLD),
         lame_duck=_lame_duck(r, hold_body.get("lameDuck"), "spec.hold.lameDuck"),
+        learned_budget=_learned_budget(r, hold_body.get("learnedBudget"), "spec.hold.learnedBudget"),
     )
     gate_body = r.obj(spec.get("readinessGate"), "spec.readinessGate", ("enabled",))
     parsed = PolicySpec(
@@ -585,8 +602,27 @@ def _lame_duck(r: _Reader, raw: Any, path: str) -> LameDuck | None:
     return LameDuck(port=port, path=text)
 
 
+def _learned_budget(r: _Reader, raw: Any, path: str) -> LearnedBudget | None:
+    if raw is None:
+        return None
+    body = r.obj(raw, path, LEARNED_BUDGET_FIELDS)
+    if not isinstance(raw, Mapping):
+        return None
+    if body.get("maxHoldCap") is None:
+        r.error(f"{path}.maxHoldCap", "Required value", ErrorType.REQUIRED)
+        return None
+    errors = len(r.errors)
+    cap = r.duration(body.get("maxHoldCap"), f"{path}.maxHoldCap", MAX_HOLD_CAP)
+    return None if len(r.errors) > errors else LearnedBudget(max_hold_cap=cap)
+
+
 def _check_cross_field(r: _Reader, spec: PolicySpec) -> None:
     """Rules spanning fields; the CRD states each as a CEL rule with the same message."""
+    learned = spec.hold.learned_budget
+    if learned is not None and learned.max_hold_cap < spec.hold.max_hold:
+        r.error("spec.hold.learnedBudget.maxHoldCap", MSG_CAP_UNDER_MAX_HOLD, ErrorType.INVALID)
+    if learned is not None and spec.hold.method is not HoldMethod.SIDECAR:
+        r.error("spec.hold.learnedBudget", MSG_LEARNED_BUDGET_SLEEP, ErrorType.INVALID)
     if spec.hold.propagation_delay > spec.hold.max_hold:
         r.error("spec.hold.propagationDelay", MSG_PROPAGATION_OVER_MAX_HOLD, ErrorType.INVALID)
     if spec.hold.quiet_period > spec.hold.max_hold:

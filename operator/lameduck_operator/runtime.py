@@ -82,14 +82,14 @@ class Runtime:
         api = KubeApi(api_client)
         fleet = Fleet(self.config.settings, api, self.metrics, workers=self.config.reconcile_workers)
         self.fleet = fleet
-        self.learned = learned = LearnedDelays(
-            api, self.metrics, known=fleet.deployments.__contains__, max_hold_of=fleet.max_hold_of
-        )
+        known = fleet.deployments.__contains__
+        self.learned = learned = LearnedDelays(api, self.metrics, known=known, hold_of=fleet.hold_of)
+        fleet.learned_max_hold = learned.learned_max_hold
         shutdown = ShutdownObserver(
             self.metrics,
             fleet.governing_policy,
             fleet.policy_spec,
-            known=fleet.deployments.__contains__,
+            known=known,
             changed=fleet.status_changed,
             post_event=api.post_event,
             learned=learned,
@@ -230,9 +230,8 @@ class Runtime:
         return bool(self.tasks) and not any(t.done() for t in self.tasks)
 
     def judge(self, deployment: Any) -> Decision:
-        """The decision for a Deployment being written, from what this replica has observed.
-        Called on the webhook's own thread: it reads only the fleet's policies and namespace
-        labels, which the operator's loop changes by single dict operations."""
+        """The decision for a Deployment being written, from what this replica observed. On the webhook's
+        thread: it reads what the loop changes by single dict operations (policies, labels, learned)."""
         fleet = self.fleet
         assert fleet is not None
         namespace = str((deployment.get("metadata") or {}).get("namespace"))
@@ -243,6 +242,7 @@ class Runtime:
             fleet.namespaces.get(namespace),
             fleet.in_flight,
             moment=Moment.ADMISSION,
+            learned_max_hold=fleet.learned_max_hold(deployment_ref(deployment)),
         )
 
     async def _serve_webhook(self) -> None:

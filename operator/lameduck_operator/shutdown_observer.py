@@ -240,7 +240,7 @@ class ShutdownObserver:
             recent.reports, spec.hold.quiet_period if spec else 0.0, spec.drain_timeout if spec else 0.0
         )
         if self.learned is not None and spec is not None:
-            self.learned.reports_changed(ref, recent.reports, spec.hold.max_hold)
+            self.learned.reports_changed(ref, recent.reports, spec.hold)
         self.changed(policy)
 
     def _count(self, report: HoldReport, policy: PolicyRef) -> None:
@@ -328,20 +328,27 @@ class ShutdownObserver:
 
     def status_of(self, policy: PolicyRef) -> dict[str, Any]:
         """The policy status's lateTraffic and overBudget."""
-        return policy_shutdown_status(self.deployments, policy, self._learned_delay)
+        return policy_shutdown_status(self.deployments, policy, self._learned_delay, self.learned_max_hold)
 
     def _learned_delay(self, ref: DeploymentRef) -> float | None:
         learned = self.learned.learned(ref) if self.learned is not None else None
         return None if learned is None else learned.pooled_delay_seconds
 
+    def learned_max_hold(self, ref: DeploymentRef) -> float | None:
+        return self.learned.in_force(ref) if self.learned is not None else None
+
     def _samples(self) -> Iterator[DeploymentShutdownSample]:
-        return deployment_samples(self.deployments, self._learned_delay) if self.recording else iter(())
+        recording = self.recording
+        return (
+            deployment_samples(self.deployments, self._learned_delay, self.learned_max_hold) if recording else iter(())
+        )
 
 
 def policy_shutdown_status(
     deployments: Mapping[DeploymentRef, Recent],
     policy: PolicyRef,
     learned_delay: Callable[[DeploymentRef], float | None],
+    learned_max_hold: Callable[[DeploymentRef], float | None] = lambda _: None,
 ) -> dict[str, Any]:
     """The lateTraffic and overBudget of a policy's status, from its Deployments' recent shutdowns."""
     return shutdown_status(
@@ -353,6 +360,7 @@ def policy_shutdown_status(
                 terminations=len(recent.ends),
                 killed=sum(1 for outcome in recent.ends if outcome is TerminationOutcome.KILLED),
                 learned_delay=learned_delay(ref),
+                learned_max_hold=learned_max_hold(ref),
             )
             for ref, recent in sorted(deployments.items(), key=lambda item: str(item[0]))
             if recent.policy == policy
@@ -363,6 +371,7 @@ def policy_shutdown_status(
 def deployment_samples(
     deployments: Mapping[DeploymentRef, Recent],
     learned_delay: Callable[[DeploymentRef], float | None] = lambda _: None,
+    learned_max_hold: Callable[[DeploymentRef], float | None] = lambda _: None,
 ) -> Iterator[DeploymentShutdownSample]:
     """The per-Deployment series (the leader's), for MAX_DEPLOYMENT_SERIES at most."""
     exported = 0
@@ -384,4 +393,5 @@ def deployment_samples(
             late.recommended_max_hold,
             late.lost_after_release,
             learned_delay(ref),
+            learned_max_hold(ref),
         )

@@ -26,6 +26,8 @@ class LearnedField:
     VERSION: Final = "version"
     POOLED_DELAY_SECONDS: Final = "pooledDelaySeconds"
     REPORTS: Final = "reports"
+    # The learned maxHold, which the operator applies at admission: not read here.
+    LEARNED_MAX_HOLD_SECONDS: Final = "learnedMaxHoldSeconds"
 
 
 class ReportField:

@@ -93,6 +93,8 @@ INVALID_SPECS: list[tuple[dict[str, Any], str, str]] = [
     ({"hold": {"maxHold": "99999999h"}}, "spec.hold.maxHold", ""),
     ({"selector": {"matchLabel": {}}}, "spec.selector.matchLabel", "unknown field"),
     ({"hold": {"maxhold": "3s"}}, "spec.hold.maxhold", "unknown field"),
+    ({"hold": {"learnedBudget": {"maxHoldCap": "20s"}}}, "spec.hold.learnedBudget.maxHoldCap", "shorter than maxHold"),
+    ({"hold": {"learnedBudget": {}}}, "spec.hold.learnedBudget.maxHoldCap", "Required"),
     (
         {"hold": {"maxHold": "10s"}, "drainTimeout": "1m", "terminationGracePeriodSeconds": 69},
         "spec.terminationGracePeriodSeconds",

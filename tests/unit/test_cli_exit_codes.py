@@ -269,7 +269,7 @@ def test_every_example_deployment_has_the_shape_the_api_server_guarantees() -> N
 def test_an_internal_error_exits_4_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(*_: Any) -> Any:
+    def broken(*_: Any, **__: Any) -> Any:
         raise RuntimeError("a bug\nover two lines")
 
     monkeypatch.setattr(cli, "decide", broken)

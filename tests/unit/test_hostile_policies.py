@@ -178,6 +178,10 @@ def hold(field: str) -> Callable[[Any], dict[str, Any]]:
     return lambda value: gp({"hold": {field: value}})
 
 
+def learned_cap(value: Any) -> dict[str, Any]:
+    return gp({"hold": {"learnedBudget": {"maxHoldCap": value}}})
+
+
 def spec_field(field: str) -> Callable[[Any], dict[str, Any]]:
     return lambda value: gp({field: value})
 
@@ -242,6 +246,28 @@ CASES: list[Hostile] = [
     *duration_cases("spec.hold.quietPeriod", hold("quietPeriod")),
     *duration_cases("spec.hold.maxHold", hold("maxHold")),
     *duration_cases("spec.drainTimeout", spec_field("drainTimeout")),
+    *duration_cases("spec.hold.learnedBudget.maxHoldCap", learned_cap),
+    Hostile("learned-budget-cap-at-its-bound", learned_cap("10m")),
+    Hostile(
+        "learned-budget-cap-below-max-hold",
+        learned_cap("29s"),
+        (("spec.hold.learnedBudget.maxHoldCap", ErrorType.INVALID),),
+    ),
+    Hostile(
+        "learned-budget-without-cap",
+        gp({"hold": {"learnedBudget": {}}}),
+        (("spec.hold.learnedBudget.maxHoldCap", ErrorType.REQUIRED),),
+    ),
+    Hostile(
+        "learned-budget-as-text",
+        gp({"hold": {"learnedBudget": "2m"}}),
+        (("spec.hold.learnedBudget", ErrorType.TYPE_INVALID),),
+    ),
+    Hostile(
+        "learned-budget-with-sleep",
+        gp({"hold": {"method": "Sleep", "learnedBudget": {"maxHoldCap": "2m"}}}),
+        (("spec.hold.learnedBudget", ErrorType.INVALID),),
+    ),
     Hostile(
         "10k-containers",
         gp({"containers": [f"c{i}" for i in range(10_000)]}),

@@ -12,8 +12,9 @@ from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.learning import Learned, learned_value
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.model import HoldSpec
 from tests.unit.fake_api import FakeApi
-from tests.unit.test_learning import report
+from tests.unit.test_learning import hold, report
 from tests.unit.test_shutdown import pod, report_event
 from tests.unit.test_shutdown_observer import WEB, Harness, sample
 
@@ -26,13 +27,13 @@ class Loop:
         self.api = FakeApi()
         self.metrics = OperatorMetrics()
         self.known = {WEB, API, ELSEWHERE} if known is None else known
-        self.max_hold: dict[DeploymentRef, float] = dict.fromkeys(self.known, 30.0)
+        self.hold: dict[DeploymentRef, HoldSpec] = dict.fromkeys(self.known, hold(30.0))
         self.timers: list[tuple[float, Callable[[], None]]] = []
         self.learned = LearnedDelays(
             self.api,
             self.metrics,
             known=self.known.__contains__,
-            max_hold_of=self.max_hold.get,
+            hold_of=self.hold.get,
             call_later=lambda delay, callback: self.timers.append((delay, callback)),
         )
 
@@ -48,8 +49,8 @@ def loop() -> Loop:
 
 
 async def test_what_is_learned_is_published_per_namespace_at_the_next_publish(loop: Loop) -> None:
-    loop.learned.reports_changed(WEB, [report(pooled=4.0)], 30.0)
-    loop.learned.reports_changed(ELSEWHERE, [report(), report()], 30.0)
+    loop.learned.reports_changed(WEB, [report(pooled=4.0)], hold(30.0))
+    loop.learned.reports_changed(ELSEWHERE, [report(), report()], hold(30.0))
     assert loop.api.learned == {}, "batched: nothing is written until the publish"
     await loop.learned.publish()
     assert loop.value("shop", "web") == {"version": 1, "pooledDelaySeconds": 5.0, "reports": 1}
@@ -58,21 +59,21 @@ async def test_what_is_learned_is_published_per_namespace_at_the_next_publish(lo
 
 
 async def test_only_a_namespace_whose_content_changed_is_written_again(loop: Loop) -> None:
-    loop.learned.reports_changed(WEB, [report(pooled=4.0)], 30.0)
+    loop.learned.reports_changed(WEB, [report(pooled=4.0)], hold(30.0))
     await loop.learned.publish()
     loop.api.calls.clear()
-    loop.learned.reports_changed(WEB, [report(pooled=4.0)], 30.0)  # the same value
+    loop.learned.reports_changed(WEB, [report(pooled=4.0)], hold(30.0))  # the same value
     await loop.learned.publish()
     assert loop.api.calls == []
-    loop.learned.reports_changed(WEB, [report(pooled=4.0), report(pooled=8.0)], 30.0)
+    loop.learned.reports_changed(WEB, [report(pooled=4.0), report(pooled=8.0)], hold(30.0))
     await loop.learned.publish()
     assert loop.api.calls == ["learned shop"], "read back once per namespace, then only written"
     assert loop.value("shop", "web")["pooledDelaySeconds"] == 10.0
 
 
 async def test_a_gone_deployments_key_is_removed(loop: Loop) -> None:
-    loop.learned.reports_changed(WEB, [report(pooled=4.0)], 30.0)
-    loop.learned.reports_changed(API, [report()], 30.0)
+    loop.learned.reports_changed(WEB, [report(pooled=4.0)], hold(30.0))
+    loop.learned.reports_changed(API, [report()], hold(30.0))
     await loop.learned.publish()
     loop.learned.forget(WEB)
     assert loop.learned.learned(WEB) is None
@@ -86,14 +87,14 @@ async def test_a_gone_deployments_key_is_removed(loop: Loop) -> None:
 
 async def test_after_a_restart_what_was_published_is_kept_for_known_deployments_only() -> None:
     loop = Loop(known={WEB, API})
-    loop.max_hold[API] = 2.0  # its policy's maxHold was lowered meanwhile
+    loop.hold[API] = hold(2.0)  # its policy's maxHold was lowered meanwhile
     loop.api.learned["shop"] = {
         "web": learned_value(Learned(5.0, 4)),
         "api": learned_value(Learned(6.0, 2)),
         "gone": learned_value(Learned(7.0, 1)),
         "garbage": "not json",
     }
-    loop.learned.reports_changed(WEB, [report(pooled=1.0)], 30.0)  # reported since: this wins
+    loop.learned.reports_changed(WEB, [report(pooled=1.0)], hold(30.0))  # reported since: this wins
     await loop.learned.publish()
     assert loop.value("shop", "web") == {"version": 1, "pooledDelaySeconds": 1.25, "reports": 1}
     assert loop.value("shop", "api") == {"version": 1, "pooledDelaySeconds": 2.0, "reports": 2}
@@ -101,7 +102,7 @@ async def test_after_a_restart_what_was_published_is_kept_for_known_deployments_
 
 
 async def test_a_failed_write_is_counted_and_retried_with_a_backoff(loop: Loop) -> None:
-    loop.learned.reports_changed(WEB, [report(pooled=4.0)], 30.0)
+    loop.learned.reports_changed(WEB, [report(pooled=4.0)], hold(30.0))
     loop.api.fail_next["learned shop"] = RuntimeError("503 unavailable")
     await loop.learned.publish()
     text = generate_latest(loop.metrics.registry).decode()

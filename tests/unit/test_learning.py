@@ -20,8 +20,15 @@ from lameduck_operator.logic.learning import (
     parse_learned,
 )
 from lameduck_operator.logic.shutdown import RECOMMENDATION_HEADROOM, HoldOutcome, HoldReport
+from lameduck_operator.model import HoldMethod, HoldSpec, LearnedBudget
 
 MAX_HOLD = 30.0
+
+
+def hold(max_hold: float, cap: float | None = None, quiet: float = 1.0) -> HoldSpec:
+    """A policy's hold with this maxHold; with a cap, one that learns budgets up to it."""
+    budget = None if cap is None else LearnedBudget(max_hold_cap=cap)
+    return HoldSpec(HoldMethod.SIDECAR, 0.0, quiet, max_hold, learned_budget=budget)
 
 
 def report(
@@ -134,12 +141,12 @@ def report(
     ],
 )
 def test_the_learned_delay(reports: list[HoldReport], max_hold: float, delay: float) -> None:
-    learned = learn(reports, max_hold)
+    learned = learn(reports, hold(max_hold))
     assert learned == Learned(pytest.approx(delay), len(reports))  # type: ignore[arg-type]
 
 
 def test_nothing_is_learned_from_no_report() -> None:
-    assert learn([], MAX_HOLD) is None
+    assert learn([], hold(MAX_HOLD)) is None
 
 
 def test_the_value_is_what_the_sidecar_reads_and_is_read_back() -> None:
@@ -189,7 +196,7 @@ MAX_HOLDS = st.sampled_from([0.0, 1.0, 30.0, 600.0]) | st.floats(0, 600)
 
 @given(RECENT, MAX_HOLDS)
 def test_never_negative_never_above_max_hold_and_counts_its_reports(reports: list[HoldReport], max_hold: float) -> None:
-    learned = learn(reports, max_hold)
+    learned = learn(reports, hold(max_hold))
     assert learned is not None
     assert 0.0 <= learned.pooled_delay_seconds <= max_hold
     assert learned.reports == len(reports)
@@ -225,12 +232,12 @@ def test_a_later_loss_never_lowers_it(reports: list[HoldReport], max_hold: float
 def test_a_loss_raises_it_above_what_the_hold_used_until_the_cap(
     reports: list[HoldReport], max_hold: float, used: float, lost: int
 ) -> None:
-    learned = learn([*reports, report(learned=used, lost=lost)], max_hold)
+    learned = learn([*reports, report(learned=used, lost=lost)], hold(max_hold))
     assert learned is not None
     assert learned.pooled_delay_seconds >= min(max_hold, used + LOSS_STEP_SECONDS) - 1e-9
 
 
 def delay(reports: list[HoldReport], max_hold: float) -> float:
-    learned = learn(reports, max_hold)
+    learned = learn(reports, hold(max_hold))
     assert learned is not None
     return learned.pooled_delay_seconds

@@ -108,6 +108,9 @@ VALID_SPECS = st.fixed_dictionaries(
                 "lameDuck": st.fixed_dictionaries(
                     {"port": st.integers(0, 65536), "path": st.sampled_from(["/x", "x", "/a b", "/" + "a" * 256])}
                 ),
+                "learnedBudget": st.fixed_dictionaries(
+                    {}, optional={"maxHoldCap": st.sampled_from(["1s", "29s", "30s", "2m", "10m", "10m1ms", "2"])}
+                ),
             },
         ),
         "selector": st.fixed_dictionaries(

@@ -39,7 +39,7 @@ async def test_only_the_leader_publishes_the_learned_delays() -> None:
     api = FakeApi()
     runtime.fleet = fleet = Fleet(Settings(), api, OperatorMetrics())
     runtime.gate = ReadinessGate(api, runtime.metrics)  # type: ignore[arg-type]
-    runtime.learned = LearnedDelays(api, runtime.metrics, known=lambda _: True, max_hold_of=fleet.max_hold_of)
+    runtime.learned = LearnedDelays(api, runtime.metrics, known=lambda _: True, hold_of=fleet.hold_of)
     assert not any(t.get_name() == "lameduck-learned-delays" for t in runtime.tasks), "a follower writes nothing"
     runtime._lead()
     try:

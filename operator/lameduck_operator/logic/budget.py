@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from lameduck_operator.model import BUDGET_MARGIN_SECONDS, PolicySpec, whole_seconds
+from lameduck_operator.model import BUDGET_MARGIN_SECONDS, HoldSpec, PolicySpec, whole_seconds
 
 
-def budget_seconds(spec: PolicySpec) -> int:
-    """maxHold + drainTimeout + margin, unless the policy states the grace period itself."""
-    if spec.termination_grace_period_seconds is not None:
-        return spec.termination_grace_period_seconds
-    return whole_seconds(spec.hold.max_hold + spec.drain_timeout) + BUDGET_MARGIN_SECONDS
+def max_hold_in_force(hold: HoldSpec, learned: float | None) -> float:
+    """The maxHold a Deployment's pods get: the policy's, or, when the policy learns budgets
+    (hold.learnedBudget), what was learned for the Deployment, bounded by the policy as it is now
+    (never below its maxHold, never above its cap: a policy changed since the value was learned
+    bounds it too). `learned` is an observation the caller passes in; None: nothing learned."""
+    budget = hold.learned_budget
+    if budget is None or learned is None:
+        return hold.max_hold
+    return min(max(learned, hold.max_hold), max(budget.max_hold_cap, hold.max_hold))
+
+
+def budget_seconds(spec: PolicySpec, max_hold: float | None = None) -> int:
+    """maxHold + drainTimeout + margin, unless the policy states the grace period itself and it
+    covers the hold and drainTimeout. max_hold: the one in force (max_hold_in_force); None: the
+    policy's, which a stated grace period always covers (the model's rule)."""
+    hold = spec.hold.max_hold if max_hold is None else max_hold
+    stated = spec.termination_grace_period_seconds
+    if stated is not None and stated >= hold + spec.drain_timeout:
+        return stated
+    return whole_seconds(hold + spec.drain_timeout) + BUDGET_MARGIN_SECONDS
 
 
 def sleep_seconds(spec: PolicySpec) -> int:
-    """The fixed hold of the Sleep method: the whole of maxHold."""
+    """The fixed hold of the Sleep method: the whole of maxHold (a Sleep hold learns nothing)."""
     return whole_seconds(spec.hold.max_hold)
 
 

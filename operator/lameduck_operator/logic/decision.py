@@ -16,8 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 from lameduck_operator.logic.admitted import admitted, restore
+from lameduck_operator.logic.budget import max_hold_in_force
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
-from lameduck_operator.logic.intent import Plan, plan_deployment, pod_spec
+from lameduck_operator.logic.intent import OwnersOf, Plan, carried_max_hold, plan_deployment, pod_spec
 from lameduck_operator.logic.ownership import Ownership, write_times
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
 from lameduck_operator.model import ApplyStrategy, Mode, Policy, PolicyRef
@@ -154,10 +155,15 @@ def decide(
     moment: Moment = Moment.RECONCILE,
     recent_writers: Sequence[str] = (),
     max_containers: int | None = MAX_TEMPLATE_CONTAINERS,
+    learned_max_hold: float | None = None,
 ) -> Decision:
     """Select, plan, judge, and choose the one action for this Deployment now.
 
     recent_writers: the managers seen changing the Deployment since it was last judged.
+    learned_max_hold: the maxHold learned for this Deployment (logic/learning), as the caller
+    observed it; used only when the governing policy learns budgets, within its bounds. A
+    Deployment that carries the rest of its intent with an earlier budget the policy allows keeps
+    it until its next rollout (see _kept_budget): a learned value never starts a rollout.
     max_containers: a selected Deployment with more is skipped (Reason.TEMPLATE_TOO_LARGE)
     without planning; None lifts the bound (benchmarks).
     """
@@ -187,9 +193,14 @@ def decide(
         )
 
     spec = winner.spec
-    plan = plan_deployment(lameduck_view(deployment, ownership), winner, settings, ownership.owners())
+    view, owners = lameduck_view(deployment, ownership), ownership.owners()
+    plan = plan_deployment(view, winner, settings, owners, max_hold=max_hold_in_force(spec.hold, learned_max_hold))
     verdict = check(deployment, plan)
     intent = with_digest(plan.intent)
+    if moment is Moment.RECONCILE and spec.hold.learned_budget is not None:
+        plan, verdict, intent = _kept_budget(
+            deployment, view, winner, settings, owners=owners, learned=(plan, verdict, intent), applied=applied_digest
+        )
     base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan)
     if spec.mode is Mode.AUDIT:
         return base
@@ -238,6 +249,41 @@ def decide(
         done = f"injected the preStop hold, termination budget {plan.budget_seconds}s, into"
         event = DeploymentEvent("Injected", done, policy=winner.ref)
     return replace(base, action=Action.APPLY, starts_rollout=starts_rollout, event=event)
+
+
+Planned = tuple[Plan, Verdict, dict[str, Any]]
+
+
+def _judged(deployment: Mapping[str, Any], plan: Plan) -> Planned:
+    return plan, check(deployment, plan), with_digest(plan.intent)
+
+
+def _carries(planned: Planned, applied_digest: str | None) -> bool:
+    _, verdict, intent = planned
+    return verdict.state is State.COMPLIANT and intent["metadata"]["annotations"][INTENT_ANNOTATION] == applied_digest
+
+
+def _kept_budget(
+    deployment: Mapping[str, Any],
+    view: Mapping[str, Any],
+    policy: Policy,
+    settings: Settings,
+    *,
+    owners: OwnersOf,
+    learned: Planned,
+    applied: str | None,
+) -> Planned:
+    """Between rollouts, the budget the Deployment carries stands: when its template holds with
+    another maxHold the policy allows (from an earlier learned value) and carries every other
+    field of its intent, as lameduck wrote it, it is judged by the intent with that maxHold, so a
+    new learned value makes it neither Outdated nor rolled out; its next rollout's admission
+    applies the new one. Otherwise (anything else to write, which rolls it out anyway) the
+    learned intent stands."""
+    carried = carried_max_hold(deployment)
+    if _carries(learned, applied) or carried is None or max_hold_in_force(policy.spec.hold, carried) != carried:
+        return learned
+    kept = _judged(deployment, plan_deployment(view, policy, settings, owners, max_hold=carried))
+    return kept if _carries(kept, applied) else learned
 
 
 def reverted_event(deployment: Mapping[str, Any], selecting: PolicyRef | None, why: str) -> DeploymentEvent:

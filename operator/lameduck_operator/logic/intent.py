@@ -14,7 +14,15 @@ from typing import Any
 
 from lameduck_operator.logic import budget
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
-from lameduck_operator.model import ConflictStrategy, HoldMethod, Policy, PolicyRef, PolicySpec, format_seconds
+from lameduck_operator.model import (
+    ConflictStrategy,
+    HoldMethod,
+    Policy,
+    PolicyRef,
+    PolicySpec,
+    format_seconds,
+    parse_duration,
+)
 from lameduck_operator.names import HOLD_PATH_PREFIX, POLICY_ANNOTATION, READINESS_CONDITION, SIDECAR_NAME, SidecarEnv
 from lameduck_operator.settings import Settings, SidecarSettings, image_repository
 
@@ -113,9 +121,16 @@ def probe_ports_and_periods(pod: Mapping[str, Any]) -> list[tuple[int, int]]:
 
 
 def sidecar_container(
-    spec: PolicySpec, sidecar: SidecarSettings, policy: PolicyRef, ports: list[int], probes: list[tuple[int, int]]
+    spec: PolicySpec,
+    sidecar: SidecarSettings,
+    policy: PolicyRef,
+    ports: list[int],
+    probes: list[tuple[int, int]],
+    *,
+    max_hold: float | None = None,
 ) -> dict[str, Any]:
-    """The sidecar as lameduck injects it: settings from the policy, identity from the downward API."""
+    """The sidecar as lameduck injects it: settings from the policy (max_hold: the maxHold in
+    force, budget.max_hold_in_force; None: the policy's), identity from the downward API."""
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
         "image": sidecar.image,
@@ -130,7 +145,10 @@ def sidecar_container(
             {"name": SidecarEnv.APP_PORTS, "value": ",".join(str(p) for p in ports)},
             {"name": SidecarEnv.PROPAGATION_DELAY, "value": format_seconds(spec.hold.propagation_delay)},
             {"name": SidecarEnv.QUIET_PERIOD, "value": format_seconds(spec.hold.quiet_period)},
-            {"name": SidecarEnv.MAX_HOLD, "value": format_seconds(spec.hold.max_hold)},
+            {
+                "name": SidecarEnv.MAX_HOLD,
+                "value": format_seconds(spec.hold.max_hold if max_hold is None else max_hold),
+            },
             {"name": SidecarEnv.DRAIN_TIMEOUT, "value": format_seconds(spec.drain_timeout)},
             {"name": SidecarEnv.POLICY, "value": policy.annotation_value},
             {"name": SidecarEnv.NATIVE, "value": "true" if sidecar.native else "false"},
@@ -207,11 +225,18 @@ def _handler_kind(handler: Mapping[str, Any]) -> str:
 
 
 def plan_deployment(
-    deployment: Mapping[str, Any], policy: Policy, settings: Settings, owners_of: OwnersOf = _nobody
+    deployment: Mapping[str, Any],
+    policy: Policy,
+    settings: Settings,
+    owners_of: OwnersOf = _nobody,
+    *,
+    max_hold: float | None = None,
 ) -> Plan:
     """What lameduck must own in this Deployment under this policy, and what stands in the way.
 
-    owners_of names who set a field, so conflicts say it.
+    owners_of names who set a field, so conflicts say it. max_hold: the maxHold in force for this
+    Deployment (budget.max_hold_in_force: the policy's, or the one learned for it); None: the
+    policy's.
     """
     spec = policy.spec
     sidecar = settings.sidecar
@@ -269,12 +294,14 @@ def plan_deployment(
     pod_intent["containers"] = app_entries
 
     if uses_sidecar:
-        injected = sidecar_container(spec, sidecar, policy.ref, app_ports(apps), probe_ports_and_periods(pod))
+        injected = sidecar_container(
+            spec, sidecar, policy.ref, app_ports(apps), probe_ports_and_periods(pod), max_hold=max_hold
+        )
         pod_intent["initContainers" if sidecar.native else "containers"] = (
             [injected] if sidecar.native else [*app_entries, injected]
         )
 
-    total = budget.budget_seconds(spec)
+    total = budget.budget_seconds(spec, max_hold)
     current_grace = pod.get("terminationGracePeriodSeconds")
     grace = budget.grace_period_to_apply(total, current_grace)
     if grace is not None:
@@ -326,6 +353,20 @@ def plan_deployment(
         taken_over=tuple(findings.taken_over),
         replaced_prestops=tuple(replaced_prestops) if findings.take_over else (),
     )
+
+
+def carried_max_hold(deployment: Mapping[str, Any]) -> float | None:
+    """The maxHold the Deployment's template gives lameduck's sidecar now (what its pods hold
+    with); None when it has no such sidecar or no readable value."""
+    pod = pod_spec(deployment)
+    for container in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+        if container.get("name") != SIDECAR_NAME:
+            continue
+        for env in container.get("env") or []:
+            value = env.get("value") if isinstance(env, Mapping) else None
+            if env.get("name") == SidecarEnv.MAX_HOLD and isinstance(value, str):
+                return parse_duration(value)
+    return None
 
 
 def runs_sidecar(pod: Mapping[str, Any], sidecar: SidecarSettings) -> bool:

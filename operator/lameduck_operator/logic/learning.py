@@ -27,10 +27,25 @@ The rule:
   rather than dropped to 0 (a first learned rollout behind HAProxy lost 103 requests that way,
   bench/results/rollout-l7-lameduck.json). The app's lame-duck mode removes the doubt, and the
   cost;
-- never above the policy's maxHold, never below 0: 0 when the recent holds saw only pinned
-  clients or no late traffic (the fast path).
+- never above the maxHold the next holds may have (the policy's, or the learned one below),
+  never below 0: 0 when the recent holds saw only pinned clients or no late traffic (the fast
+  path).
 Each term only raises the value, so a longer quiet or a loss never lowers it. A loss stops
 counting when its report leaves the recent ones.
+
+With the policy's hold.learnedBudget, also the Deployment's maxHold (and so, at admission, its
+grace period: logic/budget.py), from the same reports (max_hold_needed):
+- every hold needs its late traffic with headroom and a quiet period after it, as the status's
+  recommendedMaxHold says (shutdown.recommended_max_hold): traffic that came close to maxHold
+  raises it before any hold is cut off;
+- a hold cut off at its maxHold while work still came (outcome timeout, and late traffic within
+  its quiet period + CUT_OFF_SLACK_SECONDS of its end, or requests lost after release) says that
+  more was needed but not how much: CUT_OFF_FACTOR times what it held, and at least the time
+  from its start (the deletion) to its last loss with headroom;
+- the largest of the recent reports', rounded up to whole seconds (the grace period is whole
+  seconds), never below the policy's maxHold, never above its maxHoldCap. It comes back down
+  only with evidence: when the reports that raised it have left the recent ones and every
+  recent hold ended with late traffic that needs less.
 """
 
 from __future__ import annotations
@@ -41,7 +56,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lameduck_operator.logic.shutdown import RECOMMENDATION_HEADROOM, HoldReport
+from lameduck_operator.logic.budget import max_hold_in_force
+from lameduck_operator.logic.shutdown import RECOMMENDATION_HEADROOM, HoldOutcome, HoldReport, recommended_max_hold
+from lameduck_operator.model import HoldSpec, whole_seconds
 from lameduck_operator.names import LEARNED_CONFIGMAP, LEARNED_VERSION, MANAGED_LABELS, LearnedField
 
 # A hold that lost requests with some delay needs more: this many times as much, and at least
@@ -52,14 +69,22 @@ LOSS_STEP_SECONDS = 1.0
 PER_SECOND = 1000
 # A value longer than this is none lameduck wrote (the sidecar reads at most 256 characters).
 MAX_VALUE_LENGTH = 256
+# A hold cut off at maxHold needs more, by how much it cannot tell: twice what it held covers a
+# data plane up to twice as slow from the next rollout on; a slower one doubles again per rollout.
+CUT_OFF_FACTOR = 2.0
+# Late traffic this much past (quietPeriod before the hold's end) still counts as arriving at the
+# end: the sidecar polls the kernel's counters about once a second.
+CUT_OFF_SLACK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Learned:
-    """A Deployment's learned pooled delay and how many trusted reports it rests on."""
+    """A Deployment's learned pooled delay and how many trusted reports it rests on; with
+    hold.learnedBudget, its learned maxHold (whole seconds, within the policy's bounds)."""
 
     pooled_delay_seconds: float
     reports: int
+    max_hold_seconds: float | None = None
 
 
 def _up_to_resolution(seconds: float) -> float:
@@ -94,25 +119,70 @@ def needed_after(report: HoldReport) -> float:
     return needed
 
 
-def learn(reports: Sequence[HoldReport], max_hold: float) -> Learned | None:
-    """From a Deployment's recent trusted reports and its policy's maxHold; None without any."""
+def cut_off(report: HoldReport, quiet_period: float) -> bool:
+    """Whether the hold ended at its maxHold (or its grace period) while work still came: late
+    traffic within its last quietPeriod (and the poll's slack), or requests lost after it."""
+    if report.outcome is not HoldOutcome.TIMEOUT:
+        return False
+    arriving = report.late_traffic_seconds > 0 and (
+        report.hold_seconds - report.late_traffic_seconds <= quiet_period + CUT_OFF_SLACK_SECONDS
+    )
+    return arriving or bool(report.lost_after_release)
+
+
+def max_hold_needed(report: HoldReport, quiet_period: float) -> float:
+    """The maxHold one report says the Deployment's holds need, counted from the hold's start
+    (kubelet runs the preStop when the deletion reaches it)."""
+    needed = float(recommended_max_hold(report.late_traffic_seconds, quiet_period))
+    if cut_off(report, quiet_period):
+        needed = max(needed, report.hold_seconds * CUT_OFF_FACTOR)
+        if report.last_loss_seconds is not None:
+            to_last_loss = report.hold_seconds + report.last_loss_seconds
+            needed = max(needed, to_last_loss * RECOMMENDATION_HEADROOM + quiet_period)
+    return needed
+
+
+def learn_max_hold(reports: Sequence[HoldReport], hold: HoldSpec) -> float | None:
+    """The Deployment's learned maxHold; None when its policy does not learn budgets."""
+    budget = hold.learned_budget
+    if budget is None or not reports:
+        return None
+    wanted = whole_seconds(max(max_hold_needed(report, hold.quiet_period) for report in reports))
+    return max_hold_in_force(hold, float(wanted))
+
+
+def learn(reports: Sequence[HoldReport], hold: HoldSpec) -> Learned | None:
+    """From a Deployment's recent trusted reports and its policy's hold; None without any."""
     if not reports:
         return None
+    max_hold = learn_max_hold(reports, hold)
     wanted = max(needed_after(report) for report in reports)
-    cap = max(0.0, max_hold)
-    return Learned(min(cap, _up_to_resolution(wanted)), len(reports))
+    # What the sidecar waits is bounded by its own maxHold anyway: the learned one when there is.
+    cap = max(0.0, hold.max_hold if max_hold is None else max_hold)
+    return Learned(min(cap, _up_to_resolution(wanted)), len(reports), max_hold)
+
+
+def bounded(learned: Learned, hold: HoldSpec) -> Learned:
+    """A value learned under an earlier policy (read back after a restart), bounded by the
+    policy's hold as it is now."""
+    max_hold = None
+    if hold.learned_budget is not None and learned.max_hold_seconds is not None:
+        max_hold = max_hold_in_force(hold, learned.max_hold_seconds)
+    cap = max(0.0, hold.max_hold if max_hold is None else max_hold)
+    return Learned(min(learned.pooled_delay_seconds, cap), learned.reports, max_hold)
 
 
 def learned_value(learned: Learned) -> str:
-    """One Deployment's value in the lameduck-learned ConfigMap, as the sidecar reads it."""
-    return json.dumps(
-        {
-            LearnedField.VERSION: LEARNED_VERSION,
-            LearnedField.POOLED_DELAY_SECONDS: learned.pooled_delay_seconds,
-            LearnedField.REPORTS: learned.reports,
-        },
-        separators=(",", ":"),
-    )
+    """One Deployment's value in the lameduck-learned ConfigMap, as the sidecar reads it (and
+    the learned maxHold, which only the operator reads back)."""
+    value: dict[str, float | int] = {
+        LearnedField.VERSION: LEARNED_VERSION,
+        LearnedField.POOLED_DELAY_SECONDS: learned.pooled_delay_seconds,
+        LearnedField.REPORTS: learned.reports,
+    }
+    if learned.max_hold_seconds is not None:
+        value[LearnedField.LEARNED_MAX_HOLD_SECONDS] = learned.max_hold_seconds
+    return json.dumps(value, separators=(",", ":"))
 
 
 def learned_data(values: Mapping[str, Learned]) -> dict[str, str]:
@@ -145,4 +215,12 @@ def parse_learned(value: object) -> Learned | None:
         return None
     if isinstance(reports, bool) or not isinstance(reports, int) or reports < 1:
         return None
-    return Learned(float(delay), reports)
+    max_hold = parsed.get(LearnedField.LEARNED_MAX_HOLD_SECONDS)
+    if max_hold is not None and (
+        isinstance(max_hold, bool)
+        or not isinstance(max_hold, int | float)
+        or not math.isfinite(max_hold)
+        or max_hold < 0
+    ):
+        return None
+    return Learned(float(delay), reports, None if max_hold is None else float(max_hold))

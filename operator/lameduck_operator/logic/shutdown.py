@@ -399,6 +399,8 @@ class DeploymentShutdown:
     terminations: int
     killed: int
     learned_delay: float | None = None  # the pooled delay its next holds use; None: none learned
+    # The maxHold its next rollout gets (hold.learnedBudget); None: none learned, or not asked for.
+    learned_max_hold: float | None = None
 
 
 def _late_entry(shutdown: DeploymentShutdown, late: LateTraffic) -> dict[str, Any]:
@@ -411,6 +413,7 @@ def _late_entry(shutdown: DeploymentShutdown, late: LateTraffic) -> dict[str, An
         "maxSeconds": round(late.max, 3),
         "timeouts": late.timeouts,
         "recommendedMaxHold": format_seconds(late.recommended_max_hold),
+        **({"learnedMaxHold": format_seconds(shutdown.learned_max_hold)} if shutdown.learned_max_hold else {}),
         "recommendedBudgetSeconds": late.recommended_budget,
         ReportField.LOST_AFTER_RELEASE: late.lost_after_release,
     }
