@@ -29,6 +29,7 @@ class Variant:
     propagation_delay: str | None = None  # the policy's hold.propagationDelay; None: its default
     lame_duck: bool = False  # the policy asks the demo app's lame-duck mode (spec.hold.lameDuck)
     slow_lb: bool = False  # the policy's hold carries SLOW_LB_HOLD (below)
+    learned_budget: bool = False  # the policy's hold carries LEARNED_BUDGET_HOLD (below)
     grace_period: int | None = None  # the pod's terminationGracePeriodSeconds; None: Kubernetes' 30 s
 
 
@@ -47,7 +48,12 @@ VARIANTS = {
     # with the grace period a user must raise with it (or the kubelet cuts the sleep at 30 s),
     # and lameduck with the cap a user would raise (SLOW_LB_HOLD).
     "sleep50": Variant("sleep50", "(h) preStop sleep 50s", prestop_sleep=50, grace_period=80),
-    "lameduck-lb": Variant("lameduck-lb", "(i) lameduck, cap raised for a slow LB", lameduck=True, slow_lb=True),
+    "lameduck-lb": Variant("lameduck-lb", "(i) lameduck, maxHold raised for a slow LB", lameduck=True, slow_lb=True),
+    # lameduck's defaults with a learned budget: maxHold 30 s until a hold is cut off while work
+    # still arrives, then sized per Deployment from its trusted reports, within the cap
+    "lameduck-learned": Variant(
+        "lameduck-learned", "(j) lameduck, learned budget (cap 2m)", lameduck=True, learned_budget=True
+    ),
 }
 DEFAULT_VARIANTS = ("none", "sleep5", "sleep20", "lameduck")
 
@@ -56,14 +62,14 @@ DEFAULT_VARIANTS = ("none", "sleep5", "sleep20", "lameduck")
 HAPROXY = "haproxy"  # bench/l7proxy.py: DNS re-resolved every 5 s
 NGINX = "nginx"  # bench/nginxproxy.py: upstream rewritten and reloaded on EndpointSlice changes
 
-# -- the policy behind a slow external load balancer ---------------------------------------
+# -- the policies behind a slow external load balancer --------------------------------------
 # What a user whose cloud LB keeps sending new connections for ~45 s after deregistration
-# (the external-lb condition) writes: the hold's cap raised above that delay, so the hold can
-# outlast it. The grace period follows (maxHold + drainTimeout + 5 s: 95 s). For now a static
-# maxHold; when the learned per-Deployment budget lands (issue #22, working name
-# spec.hold.learnedBudget.maxHoldCap), this is the one place to change, e.g. to
-# {"learnedBudget": {"maxHoldCap": "60s"}}. 60 s fits deregistration delays up to about 55 s.
+# (the external-lb condition) writes, two ways: a static maxHold raised above that delay (the
+# grace period follows: maxHold + drainTimeout + 5 s, 95 s; it fits delays up to about 55 s),
+# or the learned budget (docs/policy.md), which starts at the default maxHold and is sized
+# from what the Deployment's holds observed, up to the cap.
 SLOW_LB_HOLD: dict[str, Any] = {"maxHold": "60s"}
+LEARNED_BUDGET_HOLD: dict[str, Any] = {"learnedBudget": {"maxHoldCap": "2m"}}
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,8 @@ def policy(variant: Variant) -> dict[str, Any]:
         hold["lameDuck"] = {"port": 8080, "path": "/lameduck"}
     if variant.slow_lb:
         hold.update(SLOW_LB_HOLD)
+    if variant.learned_budget:
+        hold.update(LEARNED_BUDGET_HOLD)
     if hold:
         spec["hold"] = hold
     return {

@@ -29,3 +29,11 @@ def test_the_sleep_sized_for_the_lb_outlasts_it_within_its_grace_period() -> Non
 def test_the_external_lb_condition_runs_only_when_asked_for() -> None:
     assert CONDITIONS["external-lb"].external_lb
     assert "external-lb" not in DEFAULT_CONDITIONS
+
+
+def test_the_learned_budget_variant_starts_at_the_default_and_may_learn_past_the_lb() -> None:
+    spec = parse_policy(policy(VARIANTS["lameduck-learned"])).spec
+    default = parse_policy(policy(VARIANTS["lameduck"])).spec
+    assert spec.hold.max_hold == default.hold.max_hold
+    assert spec.hold.learned_budget is not None
+    assert spec.hold.learned_budget.max_hold_cap > DEFAULT_DEREGISTRATION_DELAY
