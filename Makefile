@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv helm prometheus dashboard-schema lint types contracts unit test-unit e2e e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
+.PHONY: help venv helm prometheus nginx dashboard-schema lint types contracts unit test-unit e2e e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
@@ -55,7 +55,12 @@ prometheus:
 dashboard-schema:
 	@if [ -z "$$LAMEDUCK_DASHBOARD_SCHEMA" ]; then bash hack/dashboard-schema.sh >/dev/null; fi
 
-unit: $(STAMP) helm prometheus dashboard-schema
+# The nginx data plane's configuration test runs `nginx -t`: $LAMEDUCK_NGINX, or the binary
+# hack/nginx.sh unpacks from Debian's nginx package (once; cached by version afterwards).
+nginx:
+	@if [ -z "$$LAMEDUCK_NGINX" ]; then bash hack/nginx.sh >/dev/null; fi
+
+unit: $(STAMP) helm prometheus nginx dashboard-schema
 	$(BIN)/pytest tests/unit bench/tests -q $(PYTEST_ARGS)
 
 test-unit: lint types contracts unit

@@ -69,6 +69,14 @@ def harness_prometheus_dir() -> Path:
     return Path(cache) / "prometheus" / pinned("PROMETHEUS_DEB_VERSION")
 
 
+def harness_nginx() -> Path:
+    """Where hack/nginx.sh unpacks Debian's nginx binary."""
+    cache = os.environ.get("LAMEDUCK_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "lameduck"
+    )
+    return Path(cache) / "nginx" / pinned("NGINX_DEB_VERSION") / "nginx"
+
+
 # The npm packages of the dashboard's type check (tests/unit/test_dashboard_schema.py).
 DASHBOARD_SCHEMA = REPO / "tests" / "dashboard_schema"
 
