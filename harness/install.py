@@ -19,6 +19,18 @@ OPERATOR_NAMESPACE = "lameduck-system"
 CHART = REPO / "charts" / "lameduck"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=lameduck"
 LEASE = "lameduck-operator"
+# The Pod Security Standard the operator's namespace enforces wherever the harness installs it
+# (the e2e suite, the benchmarks): the chart's pods must be admitted under it.
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+
+def enforce_restricted(kube: Kube, namespace: str) -> None:
+    """The namespace (created if missing) admits only pods of the `restricted` standard."""
+    kube.run("create", "namespace", namespace, check=False)
+    kube.run("label", "namespace", namespace, "--overwrite", *(f"{k}={v}" for k, v in RESTRICTED.items()))
 
 
 def helm_binary() -> str:
@@ -73,6 +85,7 @@ class Operator:
             "statusIntervalMs=300",
             *values,
         ]
+        enforce_restricted(self.kube, OPERATOR_NAMESPACE)
         self.helm(*upgrade_args(str(CHART / "ci" / "local-values.yaml"), sets))
         wait_until(self.leader, 60, "a replica holds the leader Lease")
 
