@@ -78,12 +78,15 @@ binary_of() {  # component -> executable path
 
 # pid of a component if its pidfile names a live process running that component's binary
 comp_pid() {
-  local f="$PIDS/$1.pid" pid exe
+  local f="$PIDS/$1.pid" pid exe started
   [[ -f "$f" ]] || return 1
   pid="$(<"$f")"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
-  [[ "${exe% (deleted)}" == "$(binary_of "$1")" ]] || return 1
+  # the binary it was started from (start_comp records it): a cluster brought up at another
+  # K8S_VERSION is still recognised, and so stopped, by a `down` run with this one
+  started="$(cat "$PIDS/$1.exe" 2>/dev/null || binary_of "$1")"
+  [[ "${exe% (deleted)}" == "$started" ]] || return 1
   echo "$pid"
 }
 
@@ -94,6 +97,7 @@ start_comp() {
   # (fd 9 is our lock: the daemon must not inherit it)
   setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 9>&- &
   echo $! >"$PIDS/$name.pid"
+  readlink -f "$(command -v "$1")" >"$PIDS/$name.exe"
 }
 
 # alive and not a zombie (an exited child of ours may wait a moment for init to reap it)
@@ -284,7 +288,7 @@ stop_comps() {  # SIGTERM a set of components at once, wait for all, SIGKILL str
       kill -TERM "$pid" 2>/dev/null || true
       pids+=("$pid"); names+=("$c")
     fi
-    rm -f "$PIDS/$c.pid"
+    rm -f "$PIDS/$c.pid" "$PIDS/$c.exe"
   done
   for ((i = 0; i < 200; i++)); do
     local alive=0
