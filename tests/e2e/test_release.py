@@ -55,6 +55,7 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def serve_registry(storage: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """crane's registry on 127.0.0.1 at a port the kernel picks (read back from its log)."""
     crane = harness_crane()
+    storage.mkdir(parents=True, exist_ok=True)  # its disk store writes there and never creates it
     if not crane.exists():
         subprocess.run(["bash", str(REPO / "hack" / "build-k8s.sh"), "crane"], check=True, timeout=1800)
     with log.open("wb") as out:
