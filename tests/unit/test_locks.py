@@ -12,6 +12,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from harness.images import IMAGE_SOURCES
 from tests.unit.repo_data import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -122,3 +123,12 @@ def test_each_build_stage_installs_its_lock_by_hash_and_then_the_project_without
     assert {"--no-deps", "--no-build-isolation"} <= set(project)
     assert project[-1] == "/src"
     assert "--require-hashes" not in project, "the project is a local directory: it has no hash"
+
+
+@pytest.mark.parametrize("image", ["operator", "sidecar"])
+def test_the_harness_builds_an_image_again_when_anything_its_build_stage_copies_changes(image: str) -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stage = dockerfile.split(f"FROM build AS {image}-build", 1)[1].split("\nFROM ", 1)[0]
+    copied = {line.split()[1] for line in stage.splitlines() if line.startswith("COPY ")}
+    assert "requirements" in copied
+    assert copied <= set(IMAGE_SOURCES[f"lameduck/{image}:dev"].inputs)
