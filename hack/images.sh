@@ -30,30 +30,30 @@ mkdir -p "$DIST"
 T0=$SECONDS
 timings="$DIST/.timings"
 : >"$timings"
-step() { echo "$1 $(($2))" >>"$timings"; }
+step() { echo "$1 $((SECONDS - $2))" >>"$timings"; }  # NAME START: seconds since START
 
 t=$SECONDS
 bash "$HACK/build-k8s.sh" crane syft helm >&2
-step tools "SECONDS - t"
+step tools "$t"
 
 for image in operator sidecar; do
   t=$SECONDS
   (cd "$REPO_ROOT" && bash "$HACK/build-images.sh" --no-import --target "$image" "lameduck/$image:$VERSION=Dockerfile")
   cp "$IMAGES/lameduck_${image}_$VERSION.oci.tar" "$DIST/$image.oci.tar"
-  step "build_$image" "SECONDS - t"
+  step "build_$image" "$t"
   t=$SECONDS
   log "$image: SBOM (syft, SPDX JSON)"
   # no update check: syft would otherwise ask its vendor's server for a newer release
   SYFT_CHECK_FOR_APP_UPDATE=false "$SYFT_BIN/syft" scan --quiet "oci-archive:$DIST/$image.oci.tar" \
     --source-name "lameduck/$image" --source-version "$VERSION" -o "spdx-json=$DIST/$image.spdx.json"
-  step "sbom_$image" "SECONDS - t"
+  step "sbom_$image" "$t"
 done
 
 t=$SECONDS
 rm -f "$DIST"/lameduck-*.tgz
 "$HELM_BIN/helm" package "$REPO_ROOT/charts/lameduck" -d "$DIST" >&2
-step chart "SECONDS - t"
-step total "SECONDS - T0"
+step chart "$t"
+step total "$T0"
 
 python3 - "$DIST" "$VERSION" <<'PY'
 import hashlib, json, sys, tarfile
