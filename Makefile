@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv helm prometheus nginx dashboard-schema lint types contracts unit test-unit e2e e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
+.PHONY: help venv locks images helm prometheus nginx dashboard-schema lint types contracts unit test-unit e2e e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
@@ -16,6 +16,8 @@ help:
 	@echo "make cluster-up  start the local cluster (hack/cluster.sh) and print how to use it"
 	@echo "make crds        regenerate crds/ and charts/lameduck/crds/ from operator/lameduck_operator/crdgen.py"
 	@echo "make dashboards  regenerate charts/lameduck/dashboards/lameduck.json from operator/lameduck_operator/dashboard.py"
+	@echo "make locks       rewrite the images' hashed lock files in requirements/ from pyproject.toml"
+	@echo "make images      both images as OCI archives with digests and SBOMs, and the packaged chart (docs/release.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -144,6 +146,17 @@ crds: $(STAMP)
 # when the committed JSON differs from what the generator produces).
 dashboards: $(STAMP)
 	$(BIN)/python -m lameduck_operator.dashboard --out charts/lameduck/dashboards/lameduck.json
+
+# The images install their packages from these hashed locks (Dockerfile); a unit test fails when
+# pyproject.toml and a lock disagree. UPGRADE=1 moves every pin to the newest allowed version.
+locks:
+	bash hack/lock.sh
+
+# The release artifacts, in ~/.cache/lameduck/dist/v<version> (LAMEDUCK_DIST): the two images as
+# OCI archives, images.json with their digests, an SBOM of each, the packaged chart. Root (buildah).
+# hack/release.sh REGISTRY pushes them (docs/release.md).
+images:
+	bash hack/images.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

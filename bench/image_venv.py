@@ -49,7 +49,11 @@ def make(checkout: Path, root: Path, stage: str, python: str) -> None:
     for line in instructions:
         keyword, _, rest = line.partition(" ")
         if keyword == "COPY" and len(rest.split()) == 2 and rest.split()[1] == f"/src/{rest.split()[0]}":
-            shutil.copytree(checkout / rest.split()[0], root / "src" / rest.split()[0])
+            source = checkout / rest.split()[0]
+            if source.is_dir():
+                shutil.copytree(source, root / "src" / rest.split()[0])
+            else:
+                shutil.copy(source, root / "src" / rest.split()[0])
         elif keyword == "RUN":
             subprocess.run(["sh", "-c", moved(rest, root)], check=True)
         elif keyword != "ARG":

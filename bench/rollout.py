@@ -62,8 +62,9 @@ from bench.rollout_objects import (
     policy,
     service,
 )
-from bench.rollout_report import chart, environment, print_table, sidecar_rss_mib, summarize_all
-from bench.rollout_watch import PodWatch, unanswered_syns
+from bench.rollout_phases import run_phases
+from bench.rollout_report import chart, environment, print_breakdown, print_table, sidecar_rss_mib, summarize_all
+from bench.rollout_watch import PodWatch, hold_report_events, unanswered_syns
 from harness import REPO
 from harness.images import image_values
 from harness.install import Operator, install_lameduck
@@ -308,6 +309,7 @@ class Bench:
         stopped = [n for n in old if n in pods.deleting]
         record = {
             **result.as_dict(),
+            "started_at": round(load_started, 3),  # epoch seconds: what every *_at below counts from
             "disrupted_at": round(disrupted - load_started, 3),
             "duration_seconds": round(ended - disrupted, 2),
             "termination_seconds": [round(pods.gone[n] - pods.deleting[n], 2) for n in stopped if n in pods.gone],
@@ -328,6 +330,9 @@ class Bench:
             self.lbs.wait_settled(label)
         data_plane_settled(self.url(condition, label))
         run = asyncio.run(self.measure(condition, stop, label))
+        deleted = {name for name, pod in run["old_pods"].items() if pod["deleted_at"] is not None}
+        events = hold_report_events(self.kube, NAMESPACE, deleted) if variant.lameduck else []
+        run["phases"] = run_phases({n: run["old_pods"][n] for n in deleted}, events, run["started_at"])
         if stop.replicas_after != 3:
             self.kube.run("scale", f"deployment/{label}", "--replicas=3", "-n", NAMESPACE)
         self.wait_steady(label, 3)
@@ -430,6 +435,7 @@ def main() -> int:
         report = json.loads(Path(args.report).read_text())
         report["summary"] = summarize_all(report)
         print_table(report["summary"])
+        print_breakdown(report)
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
         chart(report, Path(args.chart))
         return 0
@@ -462,6 +468,7 @@ def main() -> int:
             kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
     print()
     print_table(bench.report["summary"])
+    print_breakdown(bench.report)
     chart(bench.report, Path(args.chart))
     print(f"\nwrote {args.out} and {args.chart}")
     return 0

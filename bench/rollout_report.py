@@ -18,6 +18,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from bench.rollout_objects import CONDITIONS, STOPS, VARIANTS, policy
+from bench.rollout_phases import medians
 from harness import REPO
 from harness.kube import Kube
 
@@ -269,6 +270,49 @@ def _lb_row(row: dict[str, Any]) -> str:
         f"| {runs('connect_failures_per_run')}{f' ({kinds})' if kinds else ''} "
         f"| {runs('no_target_per_run')} | {runs('resets_per_run')} |"
     )
+
+
+BREAKDOWN_COLUMNS = (
+    # (key in rollout_phases.medians, heading)
+    ("deletion_to_prestop", "deletion -> preStop call"),
+    ("stage1", "stage 1 (slices let go)"),
+    ("stage2", "stage 2 (delay + quiet)"),
+    ("release_to_exit", "release -> app exit"),
+    ("exit_to_gone", "app exit -> pod gone"),
+    ("deletion_to_gone", "deletion -> gone"),
+    ("lameduck_running", "new pod: sidecar running"),
+    ("app_running", "new pod: app running"),
+    ("ready", "new pod: ready"),
+)
+
+
+def breakdown_rows(report: dict[str, Any]) -> list[str]:
+    """Where a rollout spends its time: per condition, way of stopping and variant, the median
+    seconds per pod of each phase of an old pod's termination (bench/rollout_phases.py) and of
+    a new pod's start (from its creation); blank where the variant has no such phase."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for run in report["runs"]:
+        groups.setdefault((run["condition"], run["stop"], run["variant"]), []).append(run)
+    order = {name: i for i, name in enumerate([*CONDITIONS, *STOPS, *VARIANTS])}
+    headings = " | ".join(heading for _, heading in BREAKDOWN_COLUMNS)
+    rows = [
+        f"| condition | stop | variant | old pods (hold reports) | {headings} |",
+        "| --- | --- | --- | ---: |" + " ---: |" * len(BREAKDOWN_COLUMNS),
+    ]
+    for key in sorted(groups, key=lambda k: (order[k[0]], order[k[1]], order[k[2]])):
+        found = medians(groups[key])
+        cells = " | ".join("" if found.get(name) is None else f"{found[name]:.2f}" for name, _ in BREAKDOWN_COLUMNS)
+        condition, stop, variant = key
+        rows.append(
+            f"| {condition} | {stop} | {VARIANTS[variant].title} | {found['old_pods']} ({found['hold_reports']}) "
+            f"| {cells} |"
+        )
+    return rows
+
+
+def print_breakdown(report: dict[str, Any]) -> None:
+    print("\nWhere a rollout spends its time (median seconds per pod):\n")
+    print("\n".join(breakdown_rows(report)))
 
 
 def chart(report: dict[str, Any], path: Path) -> None:

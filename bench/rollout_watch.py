@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client, watch
 
 from harness.kube import Kube
+from lameduck_operator.names import REPORT_SELECTOR
 
 
 @dataclass
@@ -29,6 +30,7 @@ class PodLife:
     gone: float | None = None
     # the app container's end: exit code and reason, as kubelet reported it
     exit: dict[str, Any] | None = None
+    exited: float | None = None  # when its terminated state was first seen
 
 
 class PodWatch:
@@ -85,6 +87,8 @@ class PodWatch:
                 ended = (each.get("state") or {}).get("terminated") or (each.get("lastState") or {}).get("terminated")
                 if ended:
                     life.exit = {"exit_code": ended.get("exitCode"), "reason": ended.get("reason")}
+                if (each.get("state") or {}).get("terminated") and life.exited is None:
+                    life.exited = now
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
         if ready and life.ready is None:
             life.ready = now
@@ -116,6 +120,7 @@ class PodWatch:
                 "deleted_at": since(self.pods[n].deleting),
                 "gone_at": since(self.pods[n].gone),
                 "exit": self.pods[n].exit,
+                "exited_at": since(self.pods[n].exited),
             }
             for n in sorted(old)
             if n in self.pods
@@ -148,6 +153,19 @@ class PodWatch:
             label = f"{who} (old pod)" if who in old else f"{who} (new pod)" if who in self.pods else who
             found[label] = found.get(label, 0) + 1
         return found
+
+
+def hold_report_events(kube: Kube, namespace: str, pods: set[str], timeout: float = 15.0) -> list[dict[str, Any]]:
+    """The sidecars' hold report Events in the namespace, polled until each of `pods` has one
+    or the deadline passes (a sidecar posts its report after the app's exit, at times just
+    after the pod is gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = kube.items("events", namespace, REPORT_SELECTOR)
+        reported = {(e.get("involvedObject") or {}).get("name") for e in events}
+        if pods <= reported or time.monotonic() >= deadline:
+            return events
+        time.sleep(0.5)  # the poll interval, bounded by the deadline above
 
 
 def unanswered_syns(service_ip: str) -> set[tuple[str, str]] | None:

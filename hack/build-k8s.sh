@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Build the Kubernetes control-plane/node binaries (plus kwok, and helm 4 and helm 3) from their
-# upstream Go modules into version-keyed caches:
+# Build the Kubernetes control-plane/node binaries (plus kwok, helm 4 and helm 3, and the release
+# tools crane and syft) from their upstream Go modules into version-keyed caches:
 #   ${LAMEDUCK_CACHE:-~/.cache/lameduck}/k8s/v$K8S_VERSION/bin    k8s binaries, kwok
 #   ${LAMEDUCK_CACHE:-~/.cache/lameduck}/helm/v$HELM_VERSION/bin/helm    (target helm)
 #   ${LAMEDUCK_CACHE:-~/.cache/lameduck}/helm/v$HELM3_VERSION/bin/helm   (target helm3)
+#   ${LAMEDUCK_CACHE:-~/.cache/lameduck}/crane/v$CRANE_VERSION/bin/crane  (target crane)
+#   ${LAMEDUCK_CACHE:-~/.cache/lameduck}/syft/v$SYFT_VERSION/bin/syft     (target syft)
 # A second run with the same versions builds nothing.
 #
-# Usage: hack/build-k8s.sh [k8s] [helm] [helm3] [kwok]     (default: all four)
-# Env:   K8S_VERSION HELM_VERSION HELM3_VERSION KWOK_VERSION (defaults in hack/versions.env)
+# Usage: hack/build-k8s.sh [k8s] [helm] [helm3] [kwok] [crane] [syft]
+#        (default: k8s helm helm3 kwok; crane and syft are for `make images` and hack/release.sh)
+# Env:   K8S_VERSION HELM_VERSION HELM3_VERSION KWOK_VERSION CRANE_VERSION SYFT_VERSION
+#        (defaults in hack/versions.env)
 #        GOTOOLCHAIN     default local: build with the machine's Go, never download another
 #        LAMEDUCK_CACHE  cache root (default ~/.cache/lameduck)
 #        BUILD_JOBS      go build -p (default 2)   BUILD_NICE  nice level (default 10)
@@ -191,6 +195,35 @@ build_kwok() {
   log "kwok v$KWOK_VERSION: built in $((SECONDS - t0)) s"
 }
 
+# go_tool NAME VERSION BINDIR PACKAGE LDFLAGS: `go install PACKAGE@vVERSION` into BINDIR (neither
+# module has replace directives, so go install builds it exactly as its go.sum pins it).
+go_tool() {
+  local name="$1" version="$2" bin="$3" pkg="$4" ldf="$5"
+  local stamp="$name-$version" logf="${3%/bin}/build.log" t0=$SECONDS
+  if [[ -z "${FORCE:-}" && -f "$bin/.stamp-$stamp" && -x "$bin/$name" ]]; then
+    log "$name v$version: cached in $bin"
+    return
+  fi
+  mkdir -p "$bin"
+  : >"$logf"
+  log "$name v$version: go install $pkg@v$version (log: $logf)"
+  run_logged "$logf" env GOBIN="$bin" go install -trimpath -ldflags "$ldf" "$pkg@v$version"
+  printf 'built %s from %s@v%s with %s in %s s\n' "$(date -u +%FT%TZ)" "$pkg" "$version" "$(go version)" \
+    "$((SECONDS - t0))" >"$bin/.stamp-$stamp"
+  log "$name v$version: built in $((SECONDS - t0)) s into $bin"
+}
+
+build_crane() {
+  local m=github.com/google/go-containerregistry
+  go_tool crane "$CRANE_VERSION" "$CRANE_BIN" "$m/cmd/crane" "-s -w -X $m/cmd/crane/cmd.Version=v$CRANE_VERSION"
+  "$CRANE_BIN/crane" version | grep -qx "v$CRANE_VERSION" || die "$CRANE_BIN/crane is not v$CRANE_VERSION"
+}
+
+build_syft() {
+  go_tool syft "$SYFT_VERSION" "$SYFT_BIN" github.com/anchore/syft/cmd/syft "-s -w -X main.version=$SYFT_VERSION"
+  "$SYFT_BIN/syft" version 2>/dev/null | grep -q "$SYFT_VERSION" || die "$SYFT_BIN/syft is not v$SYFT_VERSION"
+}
+
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=(k8s helm helm3 kwok)
 T0=$SECONDS
@@ -200,7 +233,9 @@ for t in "${targets[@]}"; do
     helm) build_helm "$HELM_VERSION" "$HELM_BIN" ;;
     helm3) build_helm "$HELM3_VERSION" "$HELM3_BIN" ;;
     kwok) build_kwok ;;
-    *) die "unknown target $t (want k8s, helm, helm3, kwok)" ;;
+    crane) build_crane ;;
+    syft) build_syft ;;
+    *) die "unknown target $t (want k8s, helm, helm3, kwok, crane, syft)" ;;
   esac
 done
 log "done in $((SECONDS - T0)) s; binaries in $BIN (helm: $HELM_BIN, $HELM3_BIN)"

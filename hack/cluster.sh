@@ -12,6 +12,8 @@
 #   hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` lines
 #   hack/cluster.sh proxy-sync 10s   restart kube-proxy with that iptables minSyncPeriod
 #   hack/cluster.sh apiserver-outage 30   stop kube-apiserver for 30 s, then start it again
+#   hack/cluster.sh registry-trust 127.0.0.1:PORT     let containerd pull from the plain-HTTP OCI
+#                    registry there (the release e2e test's); registry-untrust 127.0.0.1:PORT undoes it
 #
 # Env (defaults): LAMEDUCK_RUN_DIR (/var/lib/lameduck-cluster), LAMEDUCK_CACHE
 # (~/.cache/lameduck), LAMEDUCK_NODE_IP (10.213.0.1, put on the port-less bridge lameduck0),
@@ -803,8 +805,28 @@ cmd_status() {
   return $rc
 }
 
+# A plain-HTTP registry on this host's loopback, for containerd: one hosts.toml in its config_path
+# (certs.d/HOST:PORT/), which containerd reads at every pull, so no restart. Loopback only: the node
+# is this host, and nothing else should be trusted without TLS.
+cmd_registry() {  # trust|untrust HOST:PORT
+  local addr="${2:-}"
+  [[ "$addr" =~ ^(127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|localhost):[0-9]{1,5}$ ]] ||
+    die "registry-$1 takes a loopback HOST:PORT (127.x.x.x:PORT or localhost:PORT), not '$addr'"
+  local dir="$CTRD_DIR/certs.d/$addr"
+  if [[ "$1" == trust ]]; then
+    mkdir -p "$dir"
+    printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$addr" "$addr" \
+      >"$dir/hosts.toml"
+    log "containerd pulls from http://$addr ($dir/hosts.toml)"
+  else
+    rm -rf "$dir"
+  fi
+}
+
 case "${1:-}" in
   up) cmd_up ;;
+  registry-trust) cmd_registry trust "${2:-}" ;;
+  registry-untrust) cmd_registry untrust "${2:-}" ;;
   down) cmd_down "${2:-}" ;;
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_ADMIN" ;;
@@ -812,5 +834,5 @@ case "${1:-}" in
   apiserver-outage) cmd_apiserver_outage "${2:-}" ;;
   # helm 4 first: an older checkout built helm 3 into $BIN
   env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN"; echo "export PATH=$HELM_BIN:$BIN:\$PATH" ;;
-  *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD|apiserver-outage SECONDS" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD|apiserver-outage SECONDS|registry-trust ADDR|registry-untrust ADDR" >&2; exit 2 ;;
 esac

@@ -13,3 +13,6 @@ K8S_BIN="$K8S_DIR/bin"
 # bin dir (the harness's `helm`), HELM3_BIN HELM3_VERSION's
 HELM_BIN="$CACHE_ROOT/helm/v$HELM_VERSION/bin"
 HELM3_BIN="$CACHE_ROOT/helm/v$HELM3_VERSION/bin"
+# release tools (hack/build-k8s.sh crane / syft), one directory per version
+CRANE_BIN="$CACHE_ROOT/crane/v$CRANE_VERSION/bin"
+SYFT_BIN="$CACHE_ROOT/syft/v$SYFT_VERSION/bin"

@@ -33,8 +33,11 @@ class ImageSource:
 
 
 IMAGE_SOURCES = {
-    "lameduck/sidecar:dev": ImageSource(REPO, "Dockerfile", ("pyproject.toml", "sidecar"), "sidecar"),
-    "lameduck/operator:dev": ImageSource(REPO, "Dockerfile", ("pyproject.toml", "operator", "sidecar"), "operator"),
+    # requirements/: the hashed locks the Dockerfile installs from
+    "lameduck/sidecar:dev": ImageSource(REPO, "Dockerfile", ("pyproject.toml", "requirements", "sidecar"), "sidecar"),
+    "lameduck/operator:dev": ImageSource(
+        REPO, "Dockerfile", ("pyproject.toml", "requirements", "operator", "sidecar"), "operator"
+    ),
     "lameduck/demo-app:dev": ImageSource(REPO / "examples" / "demo-app", "Dockerfile", (".",)),
     "lameduck/l7proxy:dev": ImageSource(REPO / "bench" / "l7proxy", "Dockerfile", (".",)),
     "lameduck/nginxproxy:dev": ImageSource(REPO / "bench" / "nginxproxy", "Dockerfile", (".",)),

@@ -45,6 +45,12 @@ def harness_helm(major: int = 4) -> Path:
     return cache / "helm" / f"v{pinned(HELMS[major][0])}" / "bin" / "helm"
 
 
+def harness_crane() -> Path:
+    """Where hack/build-k8s.sh installs crane (CRANE_BIN of hack/common.sh)."""
+    cache = Path(os.environ.get("LAMEDUCK_CACHE") or Path.home() / ".cache" / "lameduck")
+    return cache / "crane" / f"v{pinned('CRANE_VERSION')}" / "bin" / "crane"
+
+
 def find_helm(major: int = 4) -> str | None:
     """$LAMEDUCK_HELM (helm 4) or $LAMEDUCK_HELM3 (helm 3), which must then be executable, else the
     harness's build of the pinned version; None if neither."""

@@ -515,6 +515,34 @@ def test_the_operator_image_defaults_to_the_app_version() -> None:
     assert container["imagePullPolicy"] == "IfNotPresent"
 
 
+DIGEST = "sha256:" + "ab" * 32
+SIDECAR_DIGEST = "sha256:" + "cd" * 32
+
+
+@runs_helm
+def test_with_digests_both_images_are_referenced_by_digest_and_not_by_tag() -> None:
+    docs = render(
+        sets=(
+            "image.repository=127.0.0.1:5000/lameduck/operator",
+            "image.tag=0.1.0",
+            f"image.digest={DIGEST}",
+            "sidecar.image.repository=127.0.0.1:5000/lameduck/sidecar",
+            f"sidecar.image.digest={SIDECAR_DIGEST}",
+        )
+    )
+    assert operator_container(docs)["image"] == f"127.0.0.1:5000/lameduck/operator@{DIGEST}"
+    assert env_of(docs)["LAMEDUCK_SIDECAR_IMAGE"] == f"127.0.0.1:5000/lameduck/sidecar@{SIDECAR_DIGEST}"
+
+
+@runs_helm
+@pytest.mark.parametrize("key", ["image.digest", "sidecar.image.digest"])
+@pytest.mark.parametrize("digest", ["sha256:abc", "latest", "sha512:" + "ab" * 64, "SHA256:" + "ab" * 32])
+def test_a_digest_that_is_not_a_sha256_is_rejected_naming_it(key: str, digest: str) -> None:
+    result = helm("template", RELEASE, str(CHART), "--set", f"{key}={digest}")
+    assert result.returncode != 0, f"--set {key}={digest} was accepted"
+    assert "/" + key.replace(".", "/") in result.stderr, result.stderr
+
+
 @runs_helm
 def test_the_operator_runs_two_spread_replicas_that_roll_one_at_a_time() -> None:
     deployment = only(render(ci("defaults")), "Deployment", "lameduck-operator")

@@ -43,11 +43,16 @@ def test_the_distribution_depends_on_the_sidecar_extra() -> None:
     assert set(EXTRA) <= set(PROJECT["dependencies"]), "a development install has what the sidecar imports"
 
 
-def test_the_sidecar_stage_installs_the_package_alone_and_the_extra() -> None:
+def test_the_sidecar_stage_installs_the_package_alone_and_the_lock_of_the_extra() -> None:
+    """The lock of the extra is checked against the extra by tests/unit/test_locks.py."""
     dockerfile = (REPO / "Dockerfile").read_text().replace("\\\n", "")
     stage = dockerfile.split("FROM build AS sidecar-build", 1)[1].split("\nFROM ", 1)[0]
+    copies = [line.split()[1] for line in stage.splitlines() if line.startswith("COPY ")]
+    assert copies == ["requirements", "sidecar"], "operator/ stays out of the sidecar's wheel"
     runs = [line for line in stage.splitlines() if line.startswith("RUN ")]
-    assert len(runs) == 1
-    assert "pip install --no-cache-dir --disable-pip-version-check --no-deps /src" in runs[0]
-    assert "['optional-dependencies']['sidecar']" in runs[0], "the extra, read from pyproject.toml"
-    assert re.findall(r"pip install [^&]*", runs[0])[1].split()[-2:] == ["-r", "/tmp/sidecar-requirements.txt"]
+    installs = [i.split() for run in runs for i in re.findall(r"pip install [^&]*", run)]
+    assert [i[i.index("-r") + 1 :: 2] for i in installs[:1]] == [
+        ["/src/requirements/build.txt", "/src/requirements/sidecar.txt"]
+    ]
+    assert "--no-deps" in installs[1]
+    assert installs[1][-1] == "/src"

@@ -55,3 +55,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: lameduck
 {{- end -}}
 
+
+{{/*
+An image reference from {repository, tag, digest}: by digest when one is given (the tag is then
+left out: the digest alone names what runs), else repository:tag, the tag defaulting to the
+chart's appVersion. Call with (list .Values.image .Chart.AppVersion).
+*/}}
+{{- define "lameduck.image" -}}
+{{- $image := index . 0 -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository ($image.tag | default (index . 1)) -}}
+{{- end -}}
+{{- end -}}
