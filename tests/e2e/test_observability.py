@@ -62,9 +62,7 @@ def test_every_dashboard_query_returns_data_and_a_sigkilled_pod_fires_the_alert(
     # A policy over the demo app (with the readiness gate, whose writes a panel shows), two
     # rollouts under load: holds, terminations, late traffic.
     # learnedBudget: the learned maxHold's panel has data only under a policy that asks for it
-    start_guarded_demo(
-        kube, namespace, readinessGate={"enabled": True}, hold={"learnedBudget": {"maxHoldCap": "1m"}}
-    )
+    start_guarded_demo(kube, namespace, readinessGate={"enabled": True}, hold={"learnedBudget": {"maxHoldCap": "1m"}})
     for _ in range(2):
         old = {p["metadata"]["name"] for p in kube.items("pods", namespace, "app=demo")}
 
