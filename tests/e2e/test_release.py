@@ -174,7 +174,7 @@ def test_the_released_chart_installs_from_the_oci_registry_with_both_images_by_d
         assert template["initContainers"][0]["image"] == sidecar_image
 
         def sidecar_runs() -> bool:
-            for pod in kube.items("pods", namespace, "tier=web"):
+            for pod in kube.items("pods", namespace, "app=web"):  # the Deployment's pods: app=<name>
                 statuses = pod["status"].get("initContainerStatuses") or []
                 if any(s["name"] == "lameduck" and s.get("started") for s in statuses):
                     image, image_id = image_of(pod, "lameduck")
