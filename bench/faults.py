@@ -274,7 +274,7 @@ def carrying(kube: Kube, delay: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deployments", type=int, default=200)
-    parser.add_argument("--limit", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--kill-every", type=float, default=20.0)
     parser.add_argument("--outage", type=int, default=30)
