@@ -789,6 +789,8 @@ case "${1:-}" in
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_ADMIN" ;;
   proxy-sync) cmd_proxy_sync "${2:-}" ;;
+  # the pause image's docker-archive (built once), for kind's node image (hack/kind.sh)
+  pause-archive) pause_archive ;;
   # helm 4 first: an older checkout built helm 3 into $BIN
   env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN"; echo "export PATH=$HELM_BIN:$BIN:\$PATH" ;;
   *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD" >&2; exit 2 ;;
