@@ -15,6 +15,7 @@
 #      LAMEDUCK_CACHE, FORCE=1 (rebuild images), KIND_DOCKER_STORAGE (overlay2, else vfs).
 # Docker is never allowed to touch iptables (the harness's pod network shares this host).
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) fails the script too
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$HACK")"
@@ -78,7 +79,7 @@ start_dockerd() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io >>"$LOGS/apt.log" 2>&1 ||
       die "apt-get install docker.io failed (log: $LOGS/apt.log)"
   }
-  local driver="${KIND_DOCKER_STORAGE:-overlay2}" i
+  local driver="${KIND_DOCKER_STORAGE:-overlay2}"
   mkdir -p "$KIND_DIR/docker" /run/lameduck-kind-docker
   for driver in "$driver" vfs; do
     log "dockerd: starting (storage $driver, no iptables/ip6tables/ip-forward; log: $LOGS/dockerd.log)"
@@ -88,7 +89,7 @@ start_dockerd() {
       --data-root "$KIND_DIR/docker" --exec-root /run/lameduck-kind-docker \
       --pidfile "$DOCKER_PIDFILE" -H "$DOCKER_HOST" --storage-driver "$driver" \
       >>"$LOGS/dockerd.log" 2>&1 </dev/null &
-    for i in $(seq 1 60); do
+    for _ in $(seq 1 60); do
       dockerd_up && { log "dockerd: up, pid $(cat "$DOCKER_PIDFILE")"; return 0; }
       kill -0 $! 2>/dev/null || break
       sleep 0.5
@@ -198,7 +199,8 @@ base_image() {
   # kind's interface to the node: its entrypoint (cgroup and mount fix-ups), its scripts, the
   # kubelet unit and kubeadm drop-ins, sysctls and crictl config, used as kind ships them
   install -m 0755 "$kindsrc/usr/local/bin/entrypoint" "$stage/usr/local/bin/entrypoint"
-  mkdir -p "$stage/kind/bin" "$stage/etc/systemd/system/kubelet.service.d" "$stage/etc/kubernetes/manifests"
+  mkdir -p "$stage/kind/bin" "$stage/etc/systemd/system/kubelet.service.d" "$stage/etc/kubernetes/manifests" \
+    "$stage/etc/cni/net.d"
   install -m 0755 "$kindsrc/kind/bin/"*.sh "$stage/kind/bin/"
   install -m 0644 "$kindsrc/etc/systemd/system/kubelet.service" "$kindsrc/etc/systemd/system/kubelet.slice" \
     "$kindsrc/etc/systemd/system/undo-mount-hacks.service" "$stage/etc/systemd/system/"
