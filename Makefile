@@ -73,12 +73,13 @@ test: test-unit
 		bash hack/cluster.sh down; exit $$status; \
 	fi
 
-# The e2e suite on kind (hack/kind.sh e2e): starts its own dockerd (no iptables) unless one runs on
-# its socket, builds kind, the base and node images (first time: see docs/cluster.md), creates the
-# cluster from tests/e2e/kind.yaml, loads the images, runs the suite, deletes the cluster, and stops
-# the dockerd it started. Leaves the caches (~/.cache/lameduck/kind).
+# The e2e suite on kind (bench/e2e_kind.py, steps in hack/kind.sh): starts its own dockerd (no
+# iptables) unless one runs on its socket, builds kind and the node image (first time: see
+# docs/cluster.md), creates the cluster from tests/e2e/kind.yaml, loads the images, runs the suite,
+# deletes the cluster, stops the dockerd it started; writes bench/results/e2e-kind.json. Leaves
+# the caches (~/.cache/lameduck/kind).
 e2e-kind: $(STAMP) helm
-	bash hack/kind.sh e2e $(PYTEST_ARGS)
+	$(BIN)/python -m bench.e2e_kind $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 # The e2e suite on the oldest supported and the newest Kubernetes (hack/versions.env), one local
 # cluster after the other; writes bench/results/e2e-matrix.json. Leaves no cluster running.

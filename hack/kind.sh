@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# kind on this machine, with no registry (docs/cluster.md, "On kind"):
-#   hack/kind.sh dockerd       start our own dockerd (no iptables, own socket/data root) unless it runs
+# kind on this machine, with no registry (docs/cluster.md, "On kind"); `make e2e-kind`
+# (bench/e2e_kind.py) runs these steps in order and the e2e suite between `up` and `down`:
+#   hack/kind.sh dockerd       start our own dockerd (no iptables, own socket and data root) unless
+#                              one answers on its socket; prints "started" or "running"
 #   hack/kind.sh build         kind, crictl, etcd, kubeadm from their Go modules; the base image
 #                              (debootstrap); a release tarball of the harness's own binaries; then
-#                              `kind build node-image --type file` on that base
+#                              `kind build node-image --type file` on that base (all cached)
+#   hack/kind.sh test-images   the harness's image builds (buildah) as archives, never imported
 #   hack/kind.sh up            create the cluster from tests/e2e/kind.yaml, load the test images,
-#                              route the pod and service CIDRs to the node container
-#   hack/kind.sh kubeconfig    print the kubeconfig path        hack/kind.sh env   export lines
+#                              route the pod and service subnets to the node container
+#   hack/kind.sh env           export lines: KUBECONFIG, LAMEDUCK_AUDIT_LOG, DOCKER_HOST, PATH
 #   hack/kind.sh down          delete the cluster and the routes
-#   hack/kind.sh dockerd-stop  stop the dockerd this script started (by its pidfile)
-#   hack/kind.sh e2e [ARGS]    dockerd, build, up, the e2e suite (pytest ARGS), down; and stops the
-#                              dockerd if it started it (`make e2e-kind`)
-# Env: KIND_VERSION KIND_CRICTL_VERSION KIND_ETCD_VERSION K8S_VERSION (hack/versions.env),
-#      LAMEDUCK_CACHE, FORCE=1 (rebuild images), KIND_DOCKER_STORAGE (overlay2, else vfs).
+#   hack/kind.sh dockerd-stop  stop the dockerd of our pidfile
+# Env: KIND_VERSION KIND_CRICTL_VERSION KIND_ETCD_VERSION KIND_ETCD_TAG K8S_VERSION (versions.env),
+#      LAMEDUCK_CACHE, FORCE=1 (rebuild the images), KIND_DOCKER_STORAGE (overlay2, else vfs).
 # Docker is never allowed to touch iptables (the harness's pod network shares this host).
 set -euo pipefail
 shopt -s inherit_errexit  # a failure inside $(...) fails the script too
@@ -73,7 +74,7 @@ moddir() { (cd /tmp && go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir"
 dockerd_up() { docker version >/dev/null 2>&1; }
 
 start_dockerd() {
-  if dockerd_up; then log "dockerd: running ($DOCKER_SOCK)"; return 1; fi
+  if dockerd_up; then log "dockerd: running ($DOCKER_SOCK)"; echo running; return; fi
   command -v dockerd >/dev/null || {
     log "installing Debian's docker.io (its service is not started: policy-rc.d)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io >>"$LOGS/apt.log" 2>&1 ||
@@ -90,7 +91,7 @@ start_dockerd() {
       --pidfile "$DOCKER_PIDFILE" -H "$DOCKER_HOST" --storage-driver "$driver" \
       >>"$LOGS/dockerd.log" 2>&1 </dev/null &
     for _ in $(seq 1 60); do
-      dockerd_up && { log "dockerd: up, pid $(cat "$DOCKER_PIDFILE")"; return 0; }
+      dockerd_up && { log "dockerd: up, pid $(cat "$DOCKER_PIDFILE")"; echo started; return; }
       kill -0 $! 2>/dev/null || break
       sleep 0.5
     done
@@ -353,25 +354,9 @@ down() {
   rm -f "$KUBECONFIG_OUT"
 }
 
-e2e() {
-  local started=0 status=0 t0=$SECONDS
-  start_dockerd && started=1
-  # shellcheck disable=SC2317  # runs from the trap
-  cleanup() { down || true; if [[ $started == 1 ]]; then stop_dockerd; fi; }
-  trap cleanup EXIT
-  build
-  build_test_images
-  up
-  log "the e2e suite on kind (nice -n 10)"
-  KUBECONFIG="$KUBECONFIG_OUT" LAMEDUCK_AUDIT_LOG="$AUDIT_DIR/audit.log" PATH="$HELM_BIN:$PATH" \
-    nice -n 10 "$REPO/.venv/bin/pytest" "$REPO/tests/e2e" -m e2e -q "$@" || status=$?
-  log "e2e on kind: exit $status, $((SECONDS - t0)) s in all"
-  return $status
-}
-
 cmd="${1:-}"; shift || true
 case "$cmd" in
-  dockerd) start_dockerd || true ;;
+  dockerd) start_dockerd ;;
   dockerd-stop) stop_dockerd ;;
   tools) build_tools ;;
   build) dockerd_up || die "no dockerd on $DOCKER_SOCK: hack/kind.sh dockerd"; build ;;
@@ -379,6 +364,6 @@ case "$cmd" in
   down) down ;;
   kubeconfig) echo "$KUBECONFIG_OUT" ;;
   env) echo "export DOCKER_HOST=$DOCKER_HOST KUBECONFIG=$KUBECONFIG_OUT LAMEDUCK_AUDIT_LOG=$AUDIT_DIR/audit.log PATH=$PATHDIR:$(dirname "$KIND"):$K8S_BIN:\$PATH" ;;
-  e2e) e2e "$@" ;;
-  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  test-images) build_test_images ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac
