@@ -13,7 +13,8 @@
 #   hack/kind.sh down          delete the cluster and the routes
 #   hack/kind.sh dockerd-stop  stop the dockerd of our pidfile
 # Env: KIND_VERSION KIND_CRICTL_VERSION KIND_ETCD_VERSION KIND_ETCD_TAG K8S_VERSION (versions.env),
-#      LAMEDUCK_CACHE, FORCE=1 (rebuild the images), KIND_DOCKER_STORAGE (overlay2, else vfs).
+#      LAMEDUCK_CACHE, LAMEDUCK_KIND_CACHE ($LAMEDUCK_CACHE/kind), FORCE=1 (rebuild the images),
+#      KIND_DOCKER_STORAGE (overlay2, else vfs).
 # Docker is never allowed to touch iptables (the harness's pod network shares this host).
 set -euo pipefail
 shopt -s inherit_errexit  # a failure inside $(...) fails the script too
@@ -23,7 +24,10 @@ REPO="$(dirname "$HACK")"
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$HACK/common.sh"
 
-KIND_DIR="$CACHE_ROOT/kind"
+# everything built for kind (LAMEDUCK_KIND_CACHE: elsewhere, e.g. to time a first build);
+# dockerd's data root stays in DOCKER_ROOT
+KIND_DIR="${LAMEDUCK_KIND_CACHE:-$CACHE_ROOT/kind}"
+DOCKER_ROOT="$CACHE_ROOT/kind/docker"
 KIND="$KIND_DIR/v$KIND_VERSION/bin/kind"
 TOOLS="$KIND_DIR/tools"
 CRICTL="$TOOLS/crictl-v$KIND_CRICTL_VERSION/crictl"
@@ -81,13 +85,13 @@ start_dockerd() {
       die "apt-get install docker.io failed (log: $LOGS/apt.log)"
   }
   local driver="${KIND_DOCKER_STORAGE:-overlay2}"
-  mkdir -p "$KIND_DIR/docker" /run/lameduck-kind-docker
+  mkdir -p "$DOCKER_ROOT" /run/lameduck-kind-docker
   for driver in "$driver" vfs; do
     log "dockerd: starting (storage $driver, no iptables/ip6tables/ip-forward; log: $LOGS/dockerd.log)"
     # runc-bounded: a --privileged container gets only the capabilities root holds here
     setsid dockerd --iptables=false --ip6tables=false --ip-forward=false \
       --add-runtime "lameduck-runc=$HACK/kind-base/runc-bounded" --default-runtime lameduck-runc \
-      --data-root "$KIND_DIR/docker" --exec-root /run/lameduck-kind-docker \
+      --data-root "$DOCKER_ROOT" --exec-root /run/lameduck-kind-docker \
       --pidfile "$DOCKER_PIDFILE" -H "$DOCKER_HOST" --storage-driver "$driver" \
       >>"$LOGS/dockerd.log" 2>&1 </dev/null &
     for _ in $(seq 1 60); do
