@@ -45,6 +45,8 @@ class KindRun:
     node_os: str = ""
     node_container_runtime: str = ""
     step_seconds: dict[str, float] = field(default_factory=dict)
+    # where the build step found or put its caches (a first build: empty ones)
+    caches: dict[str, str] = field(default_factory=dict)
 
 
 def step(run: KindRun, name: str, *args: str) -> str:
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     versions = versions_file()
     run = KindRun(kind_version=versions["KIND_VERSION"], suite=SuiteRun(requested_version=versions["K8S_VERSION"]))
+    run.caches = {
+        name: os.environ.get(name, "(default)")
+        for name in ("LAMEDUCK_CACHE", "LAMEDUCK_KIND_CACHE", "GOCACHE", "GOMODCACHE")
+    }
     try:
         run.started_dockerd = step(run, "dockerd", "dockerd") == "started"
         env = environment()
