@@ -301,6 +301,10 @@ build() {
   run_logged "$LOGS/node-image.log" docker build -q -t "$NODE_IMAGE" "$ctx"
   rm -rf "$ctx"
   docker rmi "$NODE_IMAGE.tmp" >/dev/null
+  # older bases, and the untagged images earlier builds left (a node image is 1.2 GB)
+  docker images --format '{{.Repository}}:{{.Tag}}' lameduck/kind-base | grep -vxF "$base" |
+    xargs -r docker rmi >/dev/null || true
+  docker image prune -f >/dev/null
   log "node image $NODE_IMAGE built in $((SECONDS - t0)) s"
 }
 
