@@ -77,13 +77,22 @@ moddir() { (cd /tmp && go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir"
 # --- dockerd -------------------------------------------------------------------------------------
 dockerd_up() { docker version >/dev/null 2>&1; }
 
+# Debian's docker.io, whose own dockerd must never run: it would write iptables rules (FORWARD
+# policy DROP) under the harness's pod network. A policy-rc.d that refuses every start covers the
+# install; with systemd, its units are disabled afterwards (socket activation included).
+install_docker() {
+  local policy=/usr/sbin/policy-rc.d ours=0
+  if [[ ! -e "$policy" ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; ours=1; fi
+  log "installing Debian's docker.io (its service is not started)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io >>"$LOGS/apt.log" 2>&1 ||
+    { [[ $ours == 0 ]] || rm -f "$policy"; die "apt-get install docker.io failed (log: $LOGS/apt.log)"; }
+  [[ $ours == 0 ]] || rm -f "$policy"
+  if [[ -d /run/systemd/system ]]; then systemctl disable --now docker.socket docker.service >>"$LOGS/apt.log" 2>&1 || true; fi
+}
+
 start_dockerd() {
   if dockerd_up; then log "dockerd: running ($DOCKER_SOCK)"; echo running; return; fi
-  command -v dockerd >/dev/null || {
-    log "installing Debian's docker.io (its service is not started: policy-rc.d)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker.io >>"$LOGS/apt.log" 2>&1 ||
-      die "apt-get install docker.io failed (log: $LOGS/apt.log)"
-  }
+  command -v dockerd >/dev/null || install_docker
   local driver="${KIND_DOCKER_STORAGE:-overlay2}"
   mkdir -p "$DOCKER_ROOT" /run/lameduck-kind-docker
   for driver in "$driver" vfs; do
@@ -186,6 +195,11 @@ base_image() {
   kindsrc="$(moddir "sigs.k8s.io/kind@v$KIND_VERSION")/images/base/files"
   [[ -d "$kindsrc" ]] || die "kind's base image files not found in the kind module"
   if [[ ! -f "$ROOTFS/.done" ]]; then
+    command -v debootstrap >/dev/null || {
+      log "installing Debian's debootstrap"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends debootstrap >>"$LOGS/apt.log" 2>&1 ||
+        die "apt-get install debootstrap failed (log: $LOGS/apt.log)"
+    }
     log "debootstrap $BASE_SUITE with systemd, containerd, runc, CNI plugins (log: $LOGS/debootstrap.log)"
     rm -rf "$ROOTFS"; mkdir -p "$ROOTFS"
     run_logged "$LOGS/debootstrap.log" debootstrap --variant=minbase \
