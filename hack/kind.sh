@@ -121,10 +121,19 @@ stop_dockerd() {
   if ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$DOCKER_SOCK"; then
     log "dockerd: pid $pid is not ours any more"; rm -f "$DOCKER_PIDFILE"; return
   fi
+  # the bridges of its networks (docker0, br-<id> of kind's) stay on the host when dockerd stops:
+  # remove them after it (it makes them again at its next start)
+  local bridges
+  bridges="$(docker network ls -q --filter driver=bridge 2>/dev/null | sed 's/^/br-/' | cut -c1-15)"
   log "dockerd: stopping pid $pid"
   kill "$pid"
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || { log "dockerd: stopped"; return; }; sleep 0.5; done
-  log "dockerd: pid $pid still running after 30 s, SIGKILL"; kill -9 "$pid" || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$pid" 2>/dev/null; then log "dockerd: pid $pid still running after 30 s, SIGKILL"; kill -9 "$pid" || true; sleep 1; fi
+  local b
+  for b in docker0 $bridges; do
+    if ip link show "$b" >/dev/null 2>&1; then ip link del "$b" && log "removed bridge $b"; fi
+  done
+  log "dockerd: stopped"
 }
 
 # --- Go tools ------------------------------------------------------------------------------------
