@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     args = parser.parse_args(argv)
     versions = versions_file()
-    run = KindRun(kind_version=versions["KIND_VERSION"], suite=SuiteRun(requested_version=versions["K8S_VERSION"]))
+    run = KindRun(kind_version=versions["KIND_VERSION"], suite=SuiteRun(requested_version=versions["KIND_K8S_VERSION"]))
     run.caches = {
         name: os.environ.get(name, "(default)")
         for name in ("LAMEDUCK_CACHE", "LAMEDUCK_KIND_CACHE", "GOCACHE", "GOMODCACHE")

@@ -12,7 +12,7 @@
 #   hack/kind.sh env           export lines: KUBECONFIG, LAMEDUCK_AUDIT_LOG, DOCKER_HOST, PATH
 #   hack/kind.sh down          delete the cluster and the routes
 #   hack/kind.sh dockerd-stop  stop the dockerd of our pidfile
-# Env: KIND_VERSION KIND_CRICTL_VERSION KIND_ETCD_VERSION KIND_ETCD_TAG K8S_VERSION (versions.env),
+# Env: KIND_VERSION KIND_K8S_VERSION KIND_CRICTL_VERSION KIND_ETCD_VERSION KIND_ETCD_TAG (versions.env),
 #      LAMEDUCK_CACHE, LAMEDUCK_KIND_CACHE ($LAMEDUCK_CACHE/kind), FORCE=1 (rebuild the images),
 #      KIND_DOCKER_STORAGE (overlay2, else vfs).
 # Docker is never allowed to touch iptables (the harness's pod network shares this host).
@@ -23,6 +23,11 @@ HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$HACK")"
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$HACK/common.sh"
+# kind's node runs KIND_K8S_VERSION (versions.env), whatever the harness's K8S_VERSION is; the
+# scripts this one calls (build-k8s.sh, cluster.sh pause-archive) get it too
+export K8S_VERSION="$KIND_K8S_VERSION"
+K8S_DIR="$CACHE_ROOT/k8s/v$K8S_VERSION"
+K8S_BIN="$K8S_DIR/bin"
 
 # everything built for kind (LAMEDUCK_KIND_CACHE: elsewhere, e.g. to time a first build);
 # dockerd's data root stays in DOCKER_ROOT
