@@ -3,6 +3,7 @@
 
     python -m bench.e2e_kind                 # the whole suite
     python -m bench.e2e_kind -- -k sidecar   # pytest arguments after --
+    KIND_K8S_VERSION=1.37.2 python -m bench.e2e_kind --out bench/results/e2e-kind-1.37.2.json
 
 hack/kind.sh does each step: our own dockerd (started unless one answers on its socket), kind and
 the node image (built once, cached by version), the test images (the harness's buildah builds,
@@ -112,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest after --")
     args = parser.parse_args(argv)
     versions = versions_file()
-    run = KindRun(kind_version=versions["KIND_VERSION"], suite=SuiteRun(requested_version=versions["KIND_K8S_VERSION"]))
+    run = KindRun(
+        kind_version=versions["KIND_VERSION"],
+        suite=SuiteRun(requested_version=os.environ.get("KIND_K8S_VERSION") or versions["KIND_K8S_VERSION"]),
+    )
     run.caches = {
         name: os.environ.get(name, "(default)")
         for name in ("LAMEDUCK_CACHE", "LAMEDUCK_KIND_CACHE", "GOCACHE", "GOMODCACHE")
