@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv locks images helm prometheus nginx dashboard-schema lint types contracts unit test-unit e2e e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
+.PHONY: help venv locks images helm prometheus nginx dashboard-schema lint types contracts unit test-unit e2e e2e-kind e2e-matrix test bench-operator bench-fleet bench-rollout bench-webhook demo crds dashboards cluster-up cluster-down cluster-status clean
 
 help:
 	@echo "make test        lint, types, import contracts, unit and e2e tests (what CI runs); leaves nothing running"
 	@echo "make test-unit   lint, types, contracts, unit tests: no cluster, seconds (builds helm 4 and 3 once if missing)"
 	@echo "make e2e         the e2e suite on \$$KUBECONFIG, or on the local cluster (brought up when unset)"
+	@echo "make e2e-kind    the e2e suite on a kind cluster of its own (Docker, kind, a node image: built here)"
 	@echo "make e2e-matrix  the e2e suite on the oldest supported and the newest Kubernetes, one after the other"
 	@echo "make demo        lameduck vs fixed sleeps vs nothing, rolling out under load on a real cluster"
 	@echo "make cluster-up  start the local cluster (hack/cluster.sh) and print how to use it"
@@ -84,6 +85,14 @@ test: test-unit
 		status=0; $(MAKE) --no-print-directory e2e || status=$$?; \
 		bash hack/cluster.sh down; exit $$status; \
 	fi
+
+# The e2e suite on kind (bench/e2e_kind.py, steps in hack/kind.sh): starts its own dockerd (no
+# iptables) unless one runs on its socket, builds kind and the node image (first time: see
+# docs/cluster.md), creates the cluster from tests/e2e/kind.yaml, loads the images, runs the suite,
+# deletes the cluster, stops the dockerd it started; writes bench/results/e2e-kind.json. Leaves
+# the caches (~/.cache/lameduck/kind).
+e2e-kind: $(STAMP) helm
+	$(BIN)/python -m bench.e2e_kind $(if $(PYTEST_ARGS),-- $(PYTEST_ARGS))
 
 # The e2e suite on the oldest supported and the newest Kubernetes (hack/versions.env), one local
 # cluster after the other; writes bench/results/e2e-matrix.json. Leaves no cluster running.

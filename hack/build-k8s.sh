@@ -8,8 +8,9 @@
 #   ${LAMEDUCK_CACHE:-~/.cache/lameduck}/syft/v$SYFT_VERSION/bin/syft     (target syft)
 # A second run with the same versions builds nothing.
 #
-# Usage: hack/build-k8s.sh [k8s] [helm] [helm3] [kwok] [crane] [syft]
-#        (default: k8s helm helm3 kwok; crane and syft are for `make images` and hack/release.sh)
+# Usage: hack/build-k8s.sh [k8s] [helm] [helm3] [kwok] [crane] [syft] [kubeadm]
+#        (default: k8s helm helm3 kwok; crane and syft are for `make images` and hack/release.sh,
+#        kubeadm for kind's node image, hack/kind.sh)
 # Env:   K8S_VERSION HELM_VERSION HELM3_VERSION KWOK_VERSION CRANE_VERSION SYFT_VERSION
 #        (defaults in hack/versions.env)
 #        GOTOOLCHAIN     default local: build with the machine's Go, never download another
@@ -58,6 +59,35 @@ run_logged() {
 stamp_ok() { [[ -z "${FORCE:-}" && -f "$BIN/.stamp-$1" ]]; }
 stamp_set() { date -u +%FT%TZ >"$BIN/.stamp-$1"; }
 
+# the version ldflags every k8s binary gets (`kubectl version` says v$K8S_VERSION)
+k8s_ldflags() {
+  local commit="$1" ldf="-s -w" p bdate
+  bdate="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=$K8S_MAJOR -X $p.gitMinor=$K8S_MINOR"
+    ldf+=" -X $p.gitTreeState=clean -X $p.buildDate=$bdate"
+    [[ -n "$commit" ]] && ldf+=" -X $p.gitCommit=$commit"
+  done
+  echo "$ldf"
+}
+
+# kubeadm, for kind's node image only (hack/kind.sh; the harness runs without it): built from
+# build_k8s's generated module (-mod=mod adds what kubeadm needs beyond the six binaries).
+build_kubeadm() {
+  local stamp="kubeadm-$K8S_VERSION"
+  if stamp_ok "$stamp" && [[ -x "$BIN/kubeadm" ]]; then log "kubeadm v$K8S_VERSION: cached"; return; fi
+  build_k8s
+  local src="$K8S_DIR/src" logf="$LOGS/kubeadm-build.log" t0=$SECONDS commit
+  : >"$logf"
+  commit="$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/^[[:space:]]*"Hash": "\(.*\)",*$/\1/p' | head -n1)"
+  log "kubeadm v$K8S_VERSION: go build (log: $logf)"
+  (cd "$src" && run_logged "$logf" go build -mod=mod -trimpath -tags selinux,notest \
+    -ldflags "$(k8s_ldflags "$commit")" -o "$BIN/kubeadm" k8s.io/kubernetes/cmd/kubeadm)
+  "$BIN/kubeadm" version -o short | grep -qx "v$K8S_VERSION" || die "kubeadm reports the wrong version"
+  stamp_set "$stamp"
+  log "kubeadm v$K8S_VERSION: built in $((SECONDS - t0)) s"
+}
+
 build_k8s() {
   local stamp="k8s-$K8S_VERSION" c missing=0
   for c in "${K8S_CMDS[@]}"; do [[ -x "$BIN/$c" ]] || missing=1; done
@@ -102,14 +132,8 @@ build_k8s() {
   log "kubernetes v$K8S_VERSION: go mod tidy (downloads dependencies)"
   (cd "$src" && run_logged "$logf" go mod tidy)
 
-  local ldf="-s -w" p bdate
-  bdate="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldf+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=$K8S_MAJOR -X $p.gitMinor=$K8S_MINOR"
-    ldf+=" -X $p.gitTreeState=clean -X $p.buildDate=$bdate"
-    [[ -n "$commit" ]] && ldf+=" -X $p.gitCommit=$commit"
-  done
-  local pkgs=()
+  local ldf pkgs=()
+  ldf="$(k8s_ldflags "$commit")"
   for c in "${K8S_CMDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
   log "kubernetes v$K8S_VERSION: go build ${K8S_CMDS[*]} (cold: about 5 min on 2 cores)"
   (cd "$src" && run_logged "$logf" go build -trimpath -tags selinux,notest -ldflags "$ldf" -o "$BIN/" "${pkgs[@]}")
@@ -235,7 +259,8 @@ for t in "${targets[@]}"; do
     kwok) build_kwok ;;
     crane) build_crane ;;
     syft) build_syft ;;
-    *) die "unknown target $t (want k8s, helm, helm3, kwok, crane, syft)" ;;
+    kubeadm) build_kubeadm ;;
+    *) die "unknown target $t (want k8s, helm, helm3, kwok, crane, syft, kubeadm)" ;;
   esac
 done
 log "done in $((SECONDS - T0)) s; binaries in $BIN (helm: $HELM_BIN, $HELM3_BIN)"

@@ -832,6 +832,8 @@ case "${1:-}" in
   kubeconfig) echo "$KUBECONFIG_ADMIN" ;;
   proxy-sync) cmd_proxy_sync "${2:-}" ;;
   apiserver-outage) cmd_apiserver_outage "${2:-}" ;;
+  # the pause image's docker-archive (built once), for kind's node image (hack/kind.sh)
+  pause-archive) pause_archive ;;
   # helm 4 first: an older checkout built helm 3 into $BIN
   env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN"; echo "export PATH=$HELM_BIN:$BIN:\$PATH" ;;
   *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD|apiserver-outage SECONDS|registry-trust ADDR|registry-untrust ADDR" >&2; exit 2 ;;
