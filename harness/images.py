@@ -64,15 +64,18 @@ def build_images() -> None:
     stamps = Path(os.environ.get("LAMEDUCK_CACHE", Path.home() / ".cache" / "lameduck")) / "images"
     stamps.mkdir(parents=True, exist_ok=True)
     for ref, source in IMAGE_SOURCES.items():
-        stamp = stamps / (ref.replace("/", "_").replace(":", "_") + ".inputs")
+        name = ref.replace("/", "_").replace(":", "_")
+        stamp, archive_id = stamps / f"{name}.inputs", stamps / f"{name}.oci.tar.id"
         digest = _inputs_digest(source.context, source.dockerfile, source.inputs)
         spec = f"{ref}={source.context}"
-        if stamp.exists() and stamp.read_text() == digest:
+        # The stamp names the archive it was written for: an archive another checkout built
+        # into the same cache since (same name, other inputs) is built again, not imported.
+        if stamp.exists() and archive_id.exists() and stamp.read_text() == f"{digest} {archive_id.read_text().strip()}":
             subprocess.run(["bash", script, "--import-only", spec], check=True, timeout=600)
             continue
         target = ["--target", source.target] if source.target else []
         subprocess.run(["bash", script, "--dockerfile", source.dockerfile, *target, spec], check=True, timeout=1800)
-        stamp.write_text(digest)
+        stamp.write_text(f"{digest} {archive_id.read_text().strip()}" if archive_id.exists() else digest)
 
 
 def image_values(image: str) -> tuple[str, str]:
