@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from harness import REPO
+from harness.images import build_images
 from harness.install import OPERATOR_NAMESPACE, RELEASE, Operator, helm_binary
 from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
 from harness.manifests import pause_deployment as workload
@@ -186,4 +187,9 @@ def test_the_released_chart_installs_from_the_oci_registry_with_both_images_by_d
         kube.run("delete", "gracefulpolicies", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
     finally:
         operator.uninstall()
+        if os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG):
+            # The session's :dev images were seen gone from the local cluster's containerd after
+            # this test (cause not found yet): import them again before the session's operator
+            # comes back, or every later test finds no operator.
+            build_images()
         operator.install()
