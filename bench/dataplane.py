@@ -217,6 +217,15 @@ def haproxy_in_rotation(stats_csv: str, backend: str = "app") -> tuple[str, ...]
     return tuple(sorted(s.address for s in haproxy_servers(stats_csv, backend) if s.in_rotation))
 
 
+def running_pod_ip(kube: Kube, namespace: str, name: str) -> str:
+    """The IP of a running (not deleting) pod labelled app=<name>: a proxy's, read once."""
+    pods = kube.items("pods", namespace, f"app={name}")
+    running = [p for p in pods if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")]
+    if not running:
+        raise LookupError(f"no running pod app={name} in {namespace}")
+    return str(running[0]["status"]["podIP"])
+
+
 class ProxySampler:
     """HAProxy's servers in rotation, from the stats page of the pod labelled app=<name>
     (bench/l7proxy.py), reached at its pod IP (from the node, on the local cluster)."""
@@ -230,11 +239,7 @@ class ProxySampler:
 
     def url(self) -> str:
         if self.pod_ip is None:
-            pods = self.kube.items("pods", self.namespace, f"app={self.name}")
-            running = [p for p in pods if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")]
-            if not running:
-                raise LookupError(f"no running pod app={self.name} in {self.namespace}")
-            self.pod_ip = running[0]["status"]["podIP"]
+            self.pod_ip = running_pod_ip(self.kube, self.namespace, self.name)
         return f"http://{self.pod_ip}:{self.port}/stats;csv"
 
     def stats_csv(self) -> str:
@@ -302,11 +307,7 @@ class NginxSampler:
 
     def _get(self, port: int, path: str) -> str:
         if self.pod_ip is None:
-            pods = self.kube.items("pods", self.namespace, f"app={self.name}")
-            running = [p for p in pods if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")]
-            if not running:
-                raise LookupError(f"no running pod app={self.name} in {self.namespace}")
-            self.pod_ip = running[0]["status"]["podIP"]
+            self.pod_ip = running_pod_ip(self.kube, self.namespace, self.name)
         try:
             with urllib.request.urlopen(f"http://{self.pod_ip}:{port}{path}", timeout=self.timeout) as response:
                 return str(response.read().decode())

@@ -10,14 +10,13 @@ added to the chart or the sidecar's Role without the docs, or the other way roun
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
 from harness import REPO
 from harness.install import OPERATOR_NAMESPACE, Operator
 from harness.kube import Kube, wait_until
-from harness.manifests import demo_app
+from harness.manifests import demo_app, guarded
 
 pytestmark = pytest.mark.e2e
 
@@ -75,21 +74,12 @@ def reads_secrets(kube: Kube, account: str) -> list[str]:
     return [verb for verb, answer in answers.items() if answer != "no"]
 
 
-def policy(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "lameduck.dev/v1alpha1",
-        "kind": "GracefulPolicy",
-        "metadata": {"name": "guard", "namespace": namespace},
-        "spec": {"apply": "Immediate", "selector": {"matchLabels": {"lameduck": "yes"}}},
-    }
-
-
 def test_the_operator_and_the_sidecar_may_do_exactly_what_docs_security_lists(
     kube: Kube, operator: Operator, namespace: str
 ) -> None:
     kube.run("create", "serviceaccount", "nobody", "-n", namespace)
     nobody = f"{namespace}:nobody"
-    kube.apply(policy(namespace), namespace=namespace)
+    kube.apply(guarded(namespace), namespace=namespace)
     kube.apply(*demo_app("demo", replicas=1), namespace=namespace)
     wait_until(
         lambda: bool(kube.items("rolebindings", namespace, "app.kubernetes.io/managed-by=lameduck")),

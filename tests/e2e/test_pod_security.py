@@ -8,22 +8,13 @@ from typing import Any
 
 from harness.install import OPERATOR_NAMESPACE, RESTRICTED, Operator, enforce_restricted
 from harness.kube import Kube, wait_until
-from harness.manifests import demo_app
+from harness.manifests import demo_app, guarded
 
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
 RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def policy(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "lameduck.dev/v1alpha1",
-        "kind": "GracefulPolicy",
-        "metadata": {"name": "guard", "namespace": namespace},
-        "spec": {"apply": "Immediate", "selector": {"matchLabels": {"lameduck": "yes"}}},
-    }
 
 
 def ready_with_sidecar(pod: dict[str, Any]) -> bool:
@@ -58,7 +49,7 @@ def test_restricted_admits_the_demo_app_with_the_sidecar_and_refuses_a_privilege
     )
     assert refused.returncode != 0
     assert "violates PodSecurity" in refused.stderr
-    kube.apply(policy(namespace), namespace=namespace)
+    kube.apply(guarded(namespace), namespace=namespace)
     deployment, service = demo_app("demo", replicas=2)
     pod_spec = deployment["spec"]["template"]["spec"]
     pod_spec["securityContext"] = RESTRICTED_POD
