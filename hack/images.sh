@@ -36,10 +36,18 @@ t=$SECONDS
 bash "$HACK/build-k8s.sh" crane syft helm >&2
 step tools "$t"
 
+# Each release image is labelled with its version and commit (hack/oci_labels.py says why not in
+# the build). The labels also give it an image ID of its own: kubelet >= 1.35
+# (KubeletEnsureSecretPulledImages) treats an image ID it has pulled under one name as not
+# preloaded under any other, so a release image identical to a local :dev build would stop the
+# pods that run the :dev one with pull policy Never (docs/release.md).
+REVISION="$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 for image in operator sidecar; do
   t=$SECONDS
   (cd "$REPO_ROOT" && bash "$HACK/build-images.sh" --no-import --target "$image" "lameduck/$image:$VERSION=Dockerfile")
   cp "$IMAGES/lameduck_${image}_$VERSION.oci.tar" "$DIST/$image.oci.tar"
+  python3 "$HACK/oci_labels.py" "$DIST/$image.oci.tar" "org.opencontainers.image.title=lameduck-$image" \
+    "org.opencontainers.image.version=$VERSION" "org.opencontainers.image.revision=$REVISION" >/dev/null
   step "build_$image" "$t"
   t=$SECONDS
   log "$image: SBOM (syft, SPDX JSON)"
