@@ -7,7 +7,7 @@ The ConfigMap lameduck-learned of a namespace (`kubectl get configmap lameduck-l
 given with them is what the operator learned there: with a policy's hold.learnedBudget, its
 Deployments are decided with their learned maxHold, as the webhook and the reconciler decide.
 
-Exit codes (docs: README.md, "Try a policy on your manifests, offline"): 0 done (`check`: every
+Exit codes (docs: docs/policy.md, "Trying a policy offline"): 0 done (`check`: every
 Deployment compliant, skipped or unmanaged); 1 `check` found Deployments pending or conflicting;
 2 the command could not run: a usage error, input that cannot be read as manifests (missing,
 unreadable, too large, not YAML, too deep, aliases expanding too far, a key given twice, a

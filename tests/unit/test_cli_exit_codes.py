@@ -1,5 +1,5 @@
 """The CLI on input that is hostile, careless or broken: each failure one line on stderr, starting
-"lameduck", with the exit code README.md documents, and never a traceback. Each refusal of input
+"lameduck", with the exit code docs/policy.md documents, and never a traceback. Each refusal of input
 is also checked by its typed problem, where manifest_input reads it."""
 
 from __future__ import annotations
