@@ -186,24 +186,11 @@ def config_map(namespace: str, name: str, headless: str, settings: ProxySettings
 
 def rbac(namespace: str) -> list[dict[str, Any]]:
     """The in-pod DNS server's right to watch the namespace's EndpointSlices."""
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": ACCOUNT, "namespace": namespace}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": ACCOUNT, "namespace": namespace},
-            "rules": [
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": ACCOUNT, "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ACCOUNT},
-            "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}],
-        },
-    ]
+    return manifests.service_account_with_role(
+        namespace,
+        ACCOUNT,
+        [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}],
+    )
 
 
 def proxy_deployment(

@@ -159,22 +159,11 @@ def config_map(namespace: str, name: str, settings: NginxSettings = NginxSetting
 
 def rbac(namespace: str) -> list[dict[str, Any]]:
     """The controller's right to list and watch the namespace's EndpointSlices."""
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": ACCOUNT, "namespace": namespace}},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": ACCOUNT, "namespace": namespace},
-            "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": ACCOUNT, "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ACCOUNT},
-            "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}],
-        },
-    ]
+    return manifests.service_account_with_role(
+        namespace,
+        ACCOUNT,
+        [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}],
+    )
 
 
 def controller_command(service: str, settings: NginxSettings = NginxSettings()) -> list[str]:

@@ -22,9 +22,9 @@ REPO_ROOT="$(cd "$HACK/.." && pwd)"
 log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO_ROOT/charts/lameduck/Chart.yaml")"
+# shellcheck source-path=SCRIPTDIR source=release-dist.sh
+. "$HACK/release-dist.sh"
 [[ -n "$VERSION" ]] || die "no appVersion in charts/lameduck/Chart.yaml"
-DIST="${LAMEDUCK_DIST:-$CACHE_ROOT/dist/v$VERSION}"
 IMAGES="$CACHE_ROOT/images"
 mkdir -p "$DIST"
 T0=$SECONDS

@@ -17,7 +17,6 @@
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$HACK/.." && pwd)"
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$HACK/common.sh"
 
@@ -38,8 +37,8 @@ done
 [[ -n "$registry" ]] || die "usage: hack/release.sh [--dry-run] [--plain-http] REGISTRY"
 [[ "$registry" != *://* ]] || die "REGISTRY is host[:port][/path], without a scheme: $registry"
 
-VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$REPO_ROOT/charts/lameduck/Chart.yaml")"
-DIST="${LAMEDUCK_DIST:-$CACHE_ROOT/dist/v$VERSION}"
+# shellcheck source-path=SCRIPTDIR source=release-dist.sh
+. "$HACK/release-dist.sh"
 [[ -f "$DIST/images.json" ]] || die "no $DIST/images.json: run make images first"
 
 # name repository tag digest archive, one image a line; the chart's file name last

@@ -91,6 +91,27 @@ def demo_app(name: str = "demo", replicas: int = 3) -> list[dict[str, Any]]:
     ]
 
 
+def service_account_with_role(namespace: str, name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ServiceAccount, a Role with `rules` and the RoleBinding granting it to the account, all
+    named `name` in `namespace`, in apply order: a pod's rights in its own namespace only."""
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
+
+
 def guarded(namespace: str, **spec: Any) -> dict[str, Any]:
     """A GracefulPolicy `guard` (the defaults, `apply: Immediate`) over Deployments labelled
     `lameduck: yes`; spec: more of its fields (hold, drainTimeout, ...)."""

@@ -168,6 +168,18 @@ def test_sampler_thread_stops() -> None:
 # -- the L7 proxy's objects ---------------------------------------------------------------
 
 
+def test_l7proxy_rbac_is_get_list_and_watch_of_endpointslices_in_its_namespace() -> None:
+    account, role, binding = l7proxy.rbac("bench")
+    assert role["kind"] == "Role"  # not a ClusterRole: its own namespace only
+    assert role["metadata"]["namespace"] == "bench"
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "bench"}
+    ]
+
+
 def test_l7proxy_objects() -> None:
     objects = l7proxy.objects("bench", "demo-none")
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]

@@ -12,6 +12,7 @@ from harness.install import OPERATOR_NAMESPACE, Operator, carries_lameduck, ever
 from harness.kube import Kube, wait_until
 from harness.manifests import pause_deployment as workload
 from lameduck_operator.logic.event_batches import QUIET_SECONDS
+from lameduck_operator.names import FIELD_MANAGER, TAKEOVER_MANAGER
 from tests.e2e.test_operator import events, policy, status, told
 
 # The chart's default webhook timeout.
@@ -85,8 +86,13 @@ def test_a_deployment_created_under_the_policy_gets_the_hold_from_its_first_repl
     assert len(sets) == 1
     assert carries_lameduck(sets[0])
     wait_until(lambda: status(kube, namespace, "web").get("compliant") == 1, 30, "web is reported compliant")
-    time.sleep(QUIET_SECONDS + 1)  # what the reconciler injected would be told by now
-    assert not events(kube, namespace, "Injected"), "injected at admission, not by the reconciler"
+    # The status counts web compliant only once the reconciler has judged it, and the reconciler
+    # writes before it records a judgement: had it injected, web would carry its write now. (The
+    # policy's Event would follow only QUIET_SECONDS later, and its absence has no sign to wait for.)
+    stored = kube.get("deployment", "web", namespace)
+    managers = {e["manager"] for e in stored["metadata"]["managedFields"]}
+    assert not managers & {FIELD_MANAGER, TAKEOVER_MANAGER}, "injected at admission, not by the reconciler"
+    assert stored["metadata"]["generation"] == 1, "one template, the one admitted"
 
 
 def test_a_conflict_is_admitted_unchanged_with_a_warning_to_the_writer(
@@ -177,8 +183,19 @@ def test_a_killed_leader_is_replaced_within_15s_and_a_policy_applied_meanwhile_c
     print(f"leader {leader} killed; {successor} leads after {took_over:.1f}s")
     assert took_over <= 15, f"the new leader took {took_over:.1f}s"
     wait_until(lambda: status(kube, namespace, "web").get("compliant") == 3, 60, "all three are compliant")
-    time.sleep(QUIET_SECONDS + 1)  # the burst's Event on the policy is posted by now
-    listed = told(kube, namespace, "Injected", "web")
+    # The burst's Event on the policy: the new leader tells what it injected in one Event (reporting
+    # instance: its pod), QUIET_SECONDS after its last injection. It posts none when the killed
+    # leader had injected all three; so the Events are final once the new leader's is there, or,
+    # without one, that long after all three were compliant.
+    final_by = time.monotonic() + QUIET_SECONDS + 1
+
+    def final_listing() -> tuple[list[str]] | None:
+        injected = events(kube, namespace, "Injected")
+        if any(e.get("reportingInstance") == successor for e in injected) or time.monotonic() >= final_by:
+            return (told(kube, namespace, "Injected", "web"),)
+        return None
+
+    (listed,) = wait_until(final_listing, QUIET_SECONDS + 30, "the policy's Injected Events are final")
     for name in names:
         deployment = kube.get("deployment", name, namespace)
         assert deployment["metadata"]["generation"] == 2, f"{name}: one template change, not two"
