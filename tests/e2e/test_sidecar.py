@@ -208,7 +208,7 @@ def test_requests_on_an_open_keep_alive_connection_keep_the_pod_from_quiet(
 ) -> None:
     """A pool that picks up a connection it opened before the deletion: after a pause longer
     than quietPeriod (1 s), a run of requests over it, and no new connection, is new work
-    until it stops (within propagationDelay, 6 s here, of its start: see the README)."""
+    until it stops (within propagationDelay, 6 s here, of its start: see docs/policy.md)."""
     start_guarded_demo(kube, namespace, hold={"propagationDelay": "6s"})
     pod = first_pod(kube, namespace)
     connection = http.client.HTTPConnection(pod_ip(kube, namespace, pod), 8080, timeout=2)
