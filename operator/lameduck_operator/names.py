@@ -109,3 +109,4 @@ class SidecarEnv:
     PROBES: Final = "LAMEDUCK_PROBES"
     # The app's lame-duck mode as <port><path> (8080/lameduck); unset when the policy names none.
     LAME_DUCK: Final = "LAMEDUCK_LAME_DUCK"
+    MAX_HOLD_CAP: Final = "LAMEDUCK_MAX_HOLD_CAP"

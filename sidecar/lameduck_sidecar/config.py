@@ -76,6 +76,7 @@ def load_config(env: Mapping[str, str]) -> SidecarConfig:
         api_timeout=duration(Env.API_TIMEOUT, "3s"),
         fallback_delay=duration(Env.FALLBACK_DELAY, "10s"),
         drain_timeout=duration(Env.DRAIN_TIMEOUT, "0s"),
+        max_hold_cap=seconds(Env.MAX_HOLD_CAP, env[Env.MAX_HOLD_CAP]) if env.get(Env.MAX_HOLD_CAP) else None,
     )
     lame_duck_text = env.get(Env.LAME_DUCK, "")
     lame_duck = parse_target(lame_duck_text) if lame_duck_text else None

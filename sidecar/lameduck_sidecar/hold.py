@@ -56,6 +56,9 @@ class HoldSettings:
     # What the app needs after SIGTERM: a deletion with a shorter grace period than the
     # template's shortens the hold so that this much is still left.
     drain_timeout: float = 0.0
+    # With the policy's learned budget: how far a learned maxHold read when the hold starts may
+    # take max_hold (the pod's grace period leaves room for it); None: max_hold is final.
+    max_hold_cap: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class HoldResult:
     lame_duck: LameDuckState = LameDuckState.OFF
     # A headless Service's slice listed the pod: clients may reach it by its own IP (slices.py).
     headless: bool = False
+    # The maxHold this hold was bounded by (a learned one when it raised it); None: no hold ran.
+    max_hold: float | None = None
 
 
 def should_hold(pod: Mapping[str, Any] | None) -> bool:
@@ -217,6 +222,7 @@ class Hold:
             self.learned_delay,
             self.lame_duck,
             self.headless,
+            self.settings.max_hold,
         )
 
     def wake_at(self) -> float:

@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from lameduck_sidecar.after_release import (
@@ -20,6 +21,7 @@ from lameduck_sidecar.hold import (
     FallbackReason,
     Hold,
     HoldResult,
+    HoldSettings,
     answered_at_once,
     deletion_grace_period,
 )
@@ -32,7 +34,7 @@ from lameduck_sidecar.lame_duck import (
     judge,
     request,
 )
-from lameduck_sidecar.learned import deployment_name, learned_delay
+from lameduck_sidecar.learned import deployment_name, learned_delay, learned_max_hold, max_hold_in_force
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.pod_reads import Look, PodLookup, PodReads
 from lameduck_sidecar.reporter import POLL_SECONDS, AfterReleaseReporter, EventPoster, record_hold
@@ -127,8 +129,12 @@ class Holder:
         self.pod = look.pod
         self.grace_period = deletion_grace_period(look.pod)
         config_map = None if self.learned is None else await self._read_learned()
-        delay = learned_delay(config_map, deployment_name(look.pod))
-        return await self._run(look.first_call, look.first_call_at, delay)
+        deployment = deployment_name(look.pod)
+        delay = learned_delay(config_map, deployment)
+        settings = self.config.hold
+        # A rollout's later pods were made before what its first pods taught: take it now.
+        max_hold = max_hold_in_force(settings.max_hold, settings.max_hold_cap, learned_max_hold(config_map, deployment))
+        return await self._run(look.first_call, look.first_call_at, delay, replace(settings, max_hold=max_hold))
 
     async def _read_learned(self) -> dict[str, Any] | None:
         assert self.learned is not None
@@ -138,13 +144,15 @@ class Holder:
             log.warning(json.dumps({"event": "learned_unreadable", "pod": self.config.pod_name, "reason": str(err)}))
             return None
 
-    async def _run(self, started: float, started_at: float, learned: float | None) -> HoldResult:
+    async def _run(
+        self, started: float, started_at: float, learned: float | None, settings: HoldSettings | None = None
+    ) -> HoldResult:
         self.metrics.in_flight.inc()
         self.metrics.holds_by_history.labels(state="learning" if learned is None else "learned").inc()
         self.started_at = started_at
         # Before the first observation: the sidecar's own connection to the app is then no new work.
         lame_duck = await ask_lame_duck(self.config.lame_duck, self.config.pod_name)
-        hold = Hold(self.config.hold, started, learned, lame_duck)
+        hold = Hold(settings or self.config.hold, started, learned, lame_duck)
         if self.grace_period is not None:
             hold.grace_period(self.grace_period)
         traffic = self.traffic()

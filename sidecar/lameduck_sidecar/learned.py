@@ -1,9 +1,10 @@
 """What the operator learned about the pod's Deployment, read when a hold starts. Pure.
 
 The operator keeps, per namespace, the ConfigMap LEARNED_CONFIGMAP: one data key per Deployment
-name, its value JSON {"version": 1, "pooledDelaySeconds": <float>, "reports": <int>}: how long
-after stage 1 the Deployment's L7 data planes have kept pooled connections busy, from the hold
-reports of its earlier pods. Anything else (no ConfigMap, no key, a value this sidecar cannot
+name, its value JSON {"version": 1, "pooledDelaySeconds": <float>, "reports": <int>} (and
+"learnedMaxHoldSeconds" under a learned budget): how long after stage 1 the Deployment's L7 data
+planes have kept pooled connections busy, from the hold reports of its earlier pods, and the
+maxHold its holds need. Anything else (no ConfigMap, no key, a value this sidecar cannot
 read) is no history, and the hold learns (see hold.py).
 """
 
@@ -35,8 +36,9 @@ def deployment_name(pod: Mapping[str, Any] | None) -> str | None:
     return replica_set[: -len(suffix)]
 
 
-def learned_delay(config_map: Mapping[str, Any] | None, deployment: str | None) -> float | None:
-    """The Deployment's learned pooled delay in seconds, or None for no history."""
+def _record(config_map: Mapping[str, Any] | None, deployment: str | None) -> dict[str, Any] | None:
+    """The Deployment's value as the operator writes it, made from at least one report; None for
+    anything else."""
     if config_map is None or deployment is None:
         return None
     data = config_map.get("data")
@@ -49,10 +51,35 @@ def learned_delay(config_map: Mapping[str, Any] | None, deployment: str | None) 
         return None
     if not isinstance(learned, dict) or learned.get(LearnedField.VERSION) != LEARNED_VERSION:
         return None
-    delay, reports = learned.get(LearnedField.POOLED_DELAY_SECONDS), learned.get(LearnedField.REPORTS)
-    if not isinstance(delay, int | float) or isinstance(delay, bool) or not math.isfinite(delay) or delay < 0:
-        return None
     # A record made from no report is no history.
+    reports = learned.get(LearnedField.REPORTS)
     if not isinstance(reports, int) or isinstance(reports, bool) or reports < 1:
         return None
-    return float(delay)
+    return learned
+
+
+def _seconds(value: object) -> float | None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def learned_delay(config_map: Mapping[str, Any] | None, deployment: str | None) -> float | None:
+    """The Deployment's learned pooled delay in seconds, or None for no history."""
+    learned = _record(config_map, deployment)
+    return None if learned is None else _seconds(learned.get(LearnedField.POOLED_DELAY_SECONDS))
+
+
+def learned_max_hold(config_map: Mapping[str, Any] | None, deployment: str | None) -> float | None:
+    """The Deployment's learned maxHold in seconds (its policy learns budgets), or None."""
+    learned = _record(config_map, deployment)
+    return None if learned is None else _seconds(learned.get(LearnedField.LEARNED_MAX_HOLD_SECONDS))
+
+
+def max_hold_in_force(max_hold: float, cap: float | None, learned: float | None) -> float:
+    """The maxHold a hold starting now keeps: the pod's own, raised to the learned one up to the
+    cap its grace period was sized for. Never lowered: the template's value was the in-force one
+    when the pod was made, and the operator's learned value never goes below the policy's."""
+    if cap is None or learned is None:
+        return max_hold
+    return max(max_hold, min(learned, cap))

@@ -26,7 +26,8 @@ class LearnedField:
     VERSION: Final = "version"
     POOLED_DELAY_SECONDS: Final = "pooledDelaySeconds"
     REPORTS: Final = "reports"
-    # The learned maxHold, which the operator applies at admission: not read here.
+    # The learned maxHold: the operator applies it at admission, and a hold started before then
+    # takes it up to LAMEDUCK_MAX_HOLD_CAP (learned.learned_max_hold).
     LEARNED_MAX_HOLD_SECONDS: Final = "learnedMaxHoldSeconds"
 
 
@@ -65,6 +66,7 @@ class Env:
     NATIVE: Final = "LAMEDUCK_NATIVE"
     PROBES: Final = "LAMEDUCK_PROBES"
     LAME_DUCK: Final = "LAMEDUCK_LAME_DUCK"
+    MAX_HOLD_CAP: Final = "LAMEDUCK_MAX_HOLD_CAP"
     # Never set by the operator: kubelet's own, and test or tuning knobs.
     API_URL: Final = "LAMEDUCK_API_URL"
     API_TOKEN_FILE: Final = "LAMEDUCK_API_TOKEN_FILE"

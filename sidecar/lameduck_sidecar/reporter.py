@@ -130,7 +130,7 @@ class AfterReleaseReporter:
         message = report_message(
             result,
             policy=self.config.policy,
-            max_hold=self.config.hold.max_hold,
+            max_hold=self.config.hold.max_hold if result.max_hold is None else result.max_hold,
             grace_period=grace_period,
             pod=pod,
             containers=callers,

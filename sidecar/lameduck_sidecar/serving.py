@@ -94,7 +94,8 @@ async def before_exit(holder: Holder, *, native: bool) -> None:
     settings = holder.config.hold
     waited_on = holder.waited_on()  # the hold, or fallback holds
     if not native and waited_on:
-        await asyncio.wait(waited_on, timeout=settings.max_hold)
+        # a hold may have taken a learned maxHold up to the cap (learned.max_hold_in_force)
+        await asyncio.wait(waited_on, timeout=max(settings.max_hold, settings.max_hold_cap or 0.0))
     if holder.report_task is not None:  # the hold report is posted before the sidecar exits
         watching = 0.0 if native else settings.drain_timeout
         await asyncio.wait({holder.report_task}, timeout=watching + settings.api_timeout + REPORT_WAIT_MARGIN)

@@ -255,7 +255,9 @@ def reconciled(body: dict[str, Any], p: Policy, learned: float | None) -> Decisi
 
 @pytest.mark.parametrize(
     ("learned", "expected"),
-    [(None, (30.0, 45)), (60.0, (60.0, 75)), (600.0, (120.0, 135)), (5.0, (30.0, 45))],
+    # The grace period leaves room for the cap whatever was learned: a hold started before the
+    # template carries a new value reads it live (LAMEDUCK_MAX_HOLD_CAP), up to the cap.
+    [(None, (30.0, 135)), (60.0, (60.0, 135)), (600.0, (120.0, 135)), (5.0, (30.0, 135))],
     ids=["nothing-learned", "learned", "capped", "never-below-max-hold"],
 )
 def test_admission_applies_the_learned_max_hold_and_its_grace_period(
@@ -297,7 +299,7 @@ def test_the_next_rollout_applies_the_new_value() -> None:
     changed["spec"]["template"]["spec"]["containers"][0]["image"] = "example.com/app:2"
     decision = decide(changed, [p], SETTINGS, {}, lambda _: 0, moment=Moment.ADMISSION, learned_max_hold=90.0)
     assert decision.action is Action.APPLY
-    assert max_hold_of(decision) == (90.0, 105)
+    assert max_hold_of(decision) == (90.0, 135)
 
 
 def test_a_rollout_the_reconciler_starts_anyway_takes_the_learned_value() -> None:
@@ -307,7 +309,7 @@ def test_a_rollout_the_reconciler_starts_anyway_takes_the_learned_value() -> Non
     changed = learning_policy(apply="Immediate", hold={**LEARNING["hold"], "propagationDelay": "3s"})
     decision = reconciled(body, changed, 90.0)
     assert (decision.action, decision.starts_rollout) == (Action.APPLY, True)
-    assert max_hold_of(decision) == (90.0, 105)
+    assert max_hold_of(decision) == (90.0, 135)
 
 
 def test_a_carried_budget_the_policy_no_longer_allows_is_not_kept() -> None:
@@ -361,4 +363,13 @@ def test_the_sidecar_env_carries_the_value_the_webhook_chose() -> None:
     pod_spec = body["spec"]["template"]["spec"]
     (sidecar,) = [c for c in pod_spec["initContainers"] if c["name"] == SIDECAR_NAME]
     assert {"name": SidecarEnv.MAX_HOLD, "value": "1m15s"} in sidecar["env"]
-    assert pod_spec["terminationGracePeriodSeconds"] == 90
+    assert {"name": SidecarEnv.MAX_HOLD_CAP, "value": "2m"} in sidecar["env"]
+    assert pod_spec["terminationGracePeriodSeconds"] == 135, "room for the cap"
+
+
+def test_a_policy_without_a_learned_budget_gives_no_cap_and_a_grace_period_for_its_max_hold() -> None:
+    body = admitted_with(None, policy("web", "shop", {"hold": {"maxHold": "30s"}, "drainTimeout": "10s"}))
+    pod_spec = body["spec"]["template"]["spec"]
+    (sidecar,) = [c for c in pod_spec["initContainers"] if c["name"] == SIDECAR_NAME]
+    assert SidecarEnv.MAX_HOLD_CAP not in {e["name"] for e in sidecar["env"]}
+    assert pod_spec["terminationGracePeriodSeconds"] == 45

@@ -21,6 +21,7 @@ from lameduck_sidecar.config import SidecarConfig, host_port, load_config
 from lameduck_sidecar.endpoint import OwnConnections
 from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
+from lameduck_sidecar.learned import learned_max_hold, max_hold_in_force
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.serving import HoldServer, before_exit, holder_for
 from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TcpSocket
@@ -789,3 +790,59 @@ async def test_a_classic_sidecar_reports_what_was_lost_once_the_app_stops_listen
     assert (report["lostAfterRelease"], report["pinnedUntilClosed"], report["pooledQuietSeconds"]) == (3, 1, None)
     assert 0.5 <= report["appExitSeconds"] < 1.5
     await server.close()
+
+
+@pytest.mark.parametrize(
+    ("cap", "outcome", "max_hold"),
+    [(2.0, "quiet", 1.5), (None, "timeout", 0.5)],
+    ids=["raised-live-up-to-the-cap", "no-cap-no-raise"],
+)
+async def test_a_learned_max_hold_read_at_the_holds_start_lengthens_a_pod_made_before_it(
+    sidecar: Start, cap: float | None, outcome: str, max_hold: float
+) -> None:
+    """The pod's template said maxHold 0.5 s, and its slices let go only after 0.7 s; what its
+    Deployment's first pods taught since (a maxHold of 1.5 s) is read when the hold starts and
+    taken, up to the cap the pod's grace period was sized for: the hold sees stage 1 end and
+    releases. Without a cap the pod's own maxHold stands and cuts the hold off."""
+    api = FakeApiServer(flip_after=0.7)
+    learned = {"version": 1, "pooledDelaySeconds": 1.0, "reports": 3, "learnedMaxHoldSeconds": 1.5}
+    api.learned = {"web": json.dumps(learned)}
+    client, _, _ = await sidecar(api, hold=replace(FAST, max_hold=0.5, max_hold_cap=cap))
+    body = await (await client.get("/hold/app")).json()
+    assert body["outcome"] == outcome
+    await terminate(client)
+    (event,) = api.events
+    assert json.loads(event["message"])["maxHoldSeconds"] == max_hold
+
+
+@pytest.mark.parametrize(
+    ("own", "cap", "learned", "expected"),
+    [
+        (30.0, None, 90.0, 30.0),  # no learned budget: the template's value is final
+        (30.0, 120.0, None, 30.0),  # nothing learned yet
+        (30.0, 120.0, 60.0, 60.0),
+        (30.0, 120.0, 600.0, 120.0),  # never past the cap the grace period has room for
+        (60.0, 120.0, 45.0, 60.0),  # never below the template's (learned when the pod was made)
+    ],
+)
+def test_the_max_hold_in_force_at_a_holds_start(
+    own: float, cap: float | None, learned: float | None, expected: float
+) -> None:
+    assert max_hold_in_force(own, cap, learned) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 1, "learnedMaxHoldSeconds": 61.0}, 61.0),
+        ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 1}, None),
+        ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 0, "learnedMaxHoldSeconds": 61.0}, None),
+        ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 1, "learnedMaxHoldSeconds": -1}, None),
+        ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 1, "learnedMaxHoldSeconds": True}, None),
+        ({"version": 2, "pooledDelaySeconds": 2.0, "reports": 1, "learnedMaxHoldSeconds": 61.0}, None),
+    ],
+)
+def test_the_learned_max_hold_is_read_only_from_a_record_the_operator_wrote(
+    value: dict[str, Any], expected: float | None
+) -> None:
+    assert learned_max_hold({"data": {"web": json.dumps(value)}}, "web") == expected

@@ -93,6 +93,7 @@ def test_the_sidecar_reads_every_setting_the_operator_injects_as_meant(native: b
                 "quietPeriod": "3s",
                 "maxHold": "1m30s",
                 "lameDuck": {"port": 8080, "path": "/lame-duck?now=1"},
+                "learnedBudget": {"maxHoldCap": "4m"},
             },
             "drainTimeout": "45s",
         }
@@ -117,6 +118,7 @@ def test_the_sidecar_reads_every_setting_the_operator_injects_as_meant(native: b
     )
     hold = config.hold
     assert (hold.propagation_delay, hold.quiet_period, hold.max_hold, hold.drain_timeout) == (1.5, 3.0, 90.0, 45.0)
+    assert hold.max_hold_cap == 240.0
     assert config.lame_duck == LameDuckTarget(8080, "/lame-duck?now=1")
     assert config.probes == (Probe(8080, 2.0), Probe(8443, 10.0))
     assert config.app_ports == frozenset({8080, 8443})

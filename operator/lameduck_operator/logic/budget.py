@@ -16,6 +16,17 @@ def max_hold_in_force(hold: HoldSpec, learned: float | None) -> float:
     return min(max(learned, hold.max_hold), max(budget.max_hold_cap, hold.max_hold))
 
 
+def max_hold_room(hold: HoldSpec, in_force: float | None) -> float:
+    """The longest hold a pod's grace period must leave room for: with hold.learnedBudget the cap,
+    since a hold started before a new learned value reached the template reads it live (the
+    sidecar's LAMEDUCK_MAX_HOLD_CAP), else the maxHold in force. Sized once for the cap, the grace
+    period also stays put while learning moves, so learning never changes it."""
+    held = hold.max_hold if in_force is None else in_force
+    if hold.learned_budget is None:
+        return held
+    return max(held, hold.learned_budget.max_hold_cap)
+
+
 def budget_seconds(spec: PolicySpec, max_hold: float | None = None) -> int:
     """maxHold + drainTimeout + margin, unless the policy states the grace period itself and it
     covers the hold and drainTimeout. max_hold: the one in force (max_hold_in_force); None: the

@@ -160,6 +160,12 @@ def sidecar_container(
                 if spec.hold.lame_duck is not None
                 else []
             ),
+            # Only with a learned budget: how far a hold may take a learned maxHold it reads live.
+            *(
+                [{"name": SidecarEnv.MAX_HOLD_CAP, "value": format_seconds(budget.max_hold_room(spec.hold, max_hold))}]
+                if spec.hold.learned_budget is not None
+                else []
+            ),
         ],
         "resources": {
             "requests": {"cpu": sidecar.cpu_request, "memory": sidecar.memory_request},
@@ -301,7 +307,7 @@ def plan_deployment(
             [injected] if sidecar.native else [*app_entries, injected]
         )
 
-    total = budget.budget_seconds(spec, max_hold)
+    total = budget.budget_seconds(spec, budget.max_hold_room(spec.hold, max_hold))
     current_grace = pod.get("terminationGracePeriodSeconds")
     grace = budget.grace_period_to_apply(total, current_grace)
     if grace is not None:
