@@ -129,12 +129,13 @@ def start_guarded_demo(
     app_env: Mapping[str, str] | None = None,
     grace_period: int | None = None,
     learned: float | None = 0.0,
+    readiness_probe: bool = True,
     **spec: Any,
 ) -> None:
     """The demo app (`replicas`, its container's env plus app_env, the template's
     terminationGracePeriodSeconds if given: lameduck never lowers the API server's default of
-    30 s) behind a ClusterIP Service, under guarded(namespace, **spec); returns once compliant
-    and steady with its sidecars.
+    30 s; readiness_probe=False: none, see demo_app) behind a ClusterIP Service, under
+    guarded(namespace, **spec); returns once compliant and steady with its sidecars.
 
     `learned`: the demo's history, as if earlier rollouts had taught it (0: its late traffic
     was only pinned clients, so a busy keep-alive connection is waited for propagationDelay, as
@@ -142,7 +143,7 @@ def start_guarded_demo(
     hold learns and waits for busy connections until they go quiet, up to maxHold."""
     if learned is not None:
         kube.apply(learned_config_map({"demo": learned}), namespace=namespace)
-    deployment, service = demo_app(replicas=replicas)
+    deployment, service = demo_app(replicas=replicas, readiness_probe=readiness_probe)
     if app_env:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         container["env"] = [{"name": k, "value": v} for k, v in app_env.items()]

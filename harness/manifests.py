@@ -76,14 +76,16 @@ def pause_deployment(
     return deployment(name, [app], labels=labels, annotations=annotations, replicas=replicas, **pod)
 
 
-def demo_app(name: str = "demo", replicas: int = 3) -> list[dict[str, Any]]:
-    """The demo app behind a ClusterIP Service; labelled `lameduck: yes` for policies to select."""
+def demo_app(name: str = "demo", replicas: int = 3, *, readiness_probe: bool = True) -> list[dict[str, Any]]:
+    """The demo app behind a ClusterIP Service; labelled `lameduck: yes` for policies to select.
+    readiness_probe=False: no probe at all, so kubelet never connects to the app's port."""
+    probe = {"readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}}
     app = container(
         "app",
         DEMO_IMAGE,
         imagePullPolicy="IfNotPresent",
         ports=[{"name": "http", "containerPort": 8080}],
-        readinessProbe={"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+        **(probe if readiness_probe else {}),
     )
     return [
         deployment(name, [app], labels={"lameduck": "yes"}, replicas=replicas),
