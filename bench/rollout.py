@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -66,9 +67,9 @@ from bench.rollout_phases import run_phases
 from bench.rollout_report import chart, environment, print_breakdown, print_table, sidecar_rss_mib, summarize_all
 from bench.rollout_watch import PodWatch, hold_report_events, unanswered_syns
 from harness import REPO
-from harness.images import image_values
+from harness.images import build_images, image_values
 from harness.install import Operator, install_lameduck
-from harness.kube import Kube, wait_until
+from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
 from harness.loadgen import LoadGenerator, under_load
 from lameduck_operator.logic.decision import rollout_in_progress
 
@@ -447,6 +448,10 @@ def main() -> int:
         args.seed = random.SystemRandom().randrange(1 << 30)
     args.command = " ".join(["python -m bench.rollout", *sys.argv[1:]])
     kube = Kube(args.kubeconfig)
+    if os.path.realpath(args.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG):
+        # The images this checkout builds, not whatever an earlier build left in the cluster: a
+        # result file names the commit it ran, so the images must be that commit's.
+        build_images()
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
     operator: Operator | None = None
     if args.operator == "helm":
