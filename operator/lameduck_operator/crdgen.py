@@ -169,11 +169,12 @@ def _learned_budget() -> dict[str, Any]:
     cap["description"] = cap["description"].replace(f" Default: {MAX_HOLD_CAP.default}.", "")
     return {
         "type": "object",
-        "description": "Optional: size each Deployment's maxHold, and with it its grace period, from what its "
-        "own trusted hold reports observed: when holds ended at maxHold with late traffic still arriving, or "
-        "lost requests after they released, the next rollout of that Deployment gets a longer maxHold "
-        "(at admission, so no extra restart), never below maxHold nor above maxHoldCap; it comes back down "
-        "only when its recent holds all ended quiet well before it. Needs method Sidecar.",
+        "description": "Optional: size each Deployment's maxHold from what its own trusted hold reports "
+        "observed: when holds ended at maxHold with late traffic still arriving, or lost requests after they "
+        "released, that Deployment's later holds get a longer maxHold (read by each hold as it starts, and "
+        "carried by the template from its next rollout, so no extra restart), never below maxHold nor above "
+        "maxHoldCap; it comes back down only when its recent holds all ended quiet well before it. Where "
+        "lameduck sets the grace period it leaves room for maxHoldCap. Needs method Sidecar.",
         "required": ["maxHoldCap"],
         "properties": {"maxHoldCap": cap},
     }
@@ -295,8 +296,8 @@ def _spec(cluster: bool) -> dict[str, Any]:
         "terminationGracePeriodSeconds": _integer(
             TERMINATION_GRACE_PERIOD,
             "The pod grace period to set. Unset: maxHold + drainTimeout + 5s, rounded up. "
-            "lameduck never lowers a larger grace period already set. With hold.learnedBudget, a learned "
-            "maxHold it does not cover with drainTimeout gets learned maxHold + drainTimeout + 5s instead.",
+            "lameduck never lowers a larger grace period already set. With hold.learnedBudget and neither this "
+            "nor a grace period set by another manager: maxHoldCap + drainTimeout + 5s, room for any learned hold.",
         ),
         "readinessGate": {
             "type": "object",
@@ -473,10 +474,10 @@ def _status() -> dict[str, Any]:
                         ),
                         "learnedMaxHold": {
                             "type": "string",
-                            "description": "With hold.learnedBudget: the maxHold this Deployment's next rollout "
-                            "gets (learned from its recent holds, between maxHold and maxHoldCap), and with it a "
-                            "grace period of learnedMaxHold + drainTimeout + 5s. maxHold above is what its pods "
-                            "were held with.",
+                            "description": "With hold.learnedBudget: the maxHold this Deployment's next holds "
+                            "take as they start, and its next rollout's template carries (learned from its recent "
+                            "holds, between maxHold and maxHoldCap). maxHold above is what its pods were held "
+                            "with.",
                         },
                         "learnedDelay": {
                             "type": "string",

@@ -1,8 +1,8 @@
 """The learned delays: per Deployment, what its recent trusted hold reports teach its next holds
 (logic/learning.py), published per namespace in the ConfigMap lameduck-learned that the sidecar
 reads when a hold starts, so that the next pods of a rollout already hold with it. With the
-policy's hold.learnedBudget, also its learned maxHold, which the sidecar does not read: the
-webhook passes it to the decision at the Deployment's next rollout (learned_max_hold).
+policy's hold.learnedBudget, also its learned maxHold, which a hold takes as it starts (up to the
+cap) and the webhook passes to the decision at the Deployment's next rollout (learned_max_hold).
 
 Every replica keeps the values (a new leader publishes at once); only the leader writes, batched
 on the status interval, and only a namespace whose content changed. Values exist only for

@@ -249,9 +249,10 @@ class LameDuck:
 
 @dataclass(frozen=True)
 class LearnedBudget:
-    """spec.hold.learnedBudget: size each Deployment's maxHold, and so its grace period, from
-    what its trusted hold reports observed, between the policy's maxHold and this cap; applied
-    at the Deployment's next rollout (docs/policy.md)."""
+    """spec.hold.learnedBudget: size each Deployment's maxHold from what its trusted hold reports
+    observed, between the policy's maxHold and this cap; read live by each hold as it starts
+    (the grace period lameduck sets leaves room for the cap) and carried by the template from
+    the Deployment's next rollout (docs/policy.md)."""
 
     max_hold_cap: float
 

@@ -52,7 +52,8 @@ REPORT_VERSION = 1
 # Per namespace, kept by the operator, read by the sidecar when a hold starts: one data key per
 # Deployment name, its value JSON {"version": LEARNED_VERSION, "pooledDelaySeconds": <float>,
 # "reports": <int>}, and "learnedMaxHoldSeconds": <int> when the Deployment's policy learns its budget
-# (spec.hold.learnedBudget; the sidecar ignores it: the webhook applies it) (the sidecar's Role
+# (spec.hold.learnedBudget; a hold takes it live up to LAMEDUCK_MAX_HOLD_CAP, the webhook puts it
+# in the template at the next rollout) (the sidecar's Role
 # may get only this name).
 LEARNED_CONFIGMAP = "lameduck-learned"
 LEARNED_VERSION = 1
@@ -64,8 +65,8 @@ class LearnedField:
     VERSION: Final = "version"
     POOLED_DELAY_SECONDS: Final = "pooledDelaySeconds"
     REPORTS: Final = "reports"
-    # The learned maxHold (whole seconds), applied by admission at the next rollout; absent when
-    # the policy does not learn budgets. The sidecar does not read it.
+    # The learned maxHold (whole seconds): a hold reads it as it starts (up to the cap), admission
+    # puts it in the template at the next rollout; absent when the policy does not learn budgets.
     LEARNED_MAX_HOLD_SECONDS: Final = "learnedMaxHoldSeconds"
 
 

@@ -191,6 +191,7 @@ def record_hold(
                 "pinned_after_stage1": result.pinned_after_stage1,
                 "late_traffic": round(result.late_traffic, 3),
                 "learned_delay": result.learned_delay,
+                "max_hold": result.max_hold,  # the learned one when a hold took it live
                 "lame_duck": result.lame_duck.value,
                 "grace_period": grace_period,
             }

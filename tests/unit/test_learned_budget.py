@@ -373,3 +373,32 @@ def test_a_policy_without_a_learned_budget_gives_no_cap_and_a_grace_period_for_i
     (sidecar,) = [c for c in pod_spec["initContainers"] if c["name"] == SIDECAR_NAME]
     assert SidecarEnv.MAX_HOLD_CAP not in {e["name"] for e in sidecar["env"]}
     assert pod_spec["terminationGracePeriodSeconds"] == 45
+
+
+@pytest.mark.parametrize(
+    ("grace_in_template", "stated_by_policy", "expected_grace", "conflicts"),
+    [
+        (None, None, 135, 0),  # lameduck sets it: room for the cap
+        (30, None, 135, 0),  # Kubernetes' default counts as unset
+        (100, None, 100, 0),  # another manager's covers the hold in force (30 s + 10 s): it stands
+        (40, None, 45, 1),  # below the hold in force: a conflict, as without a learned budget
+        (None, 100, 100, 0),  # the policy states one that covers the hold in force
+    ],
+)
+def test_room_for_the_cap_only_where_lameduck_sets_the_grace_period(
+    grace_in_template: int | None, stated_by_policy: int | None, expected_grace: int, conflicts: int
+) -> None:
+    body = deployment()
+    if grace_in_template is not None:
+        body["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = grace_in_template
+    extra = {} if stated_by_policy is None else {"terminationGracePeriodSeconds": stated_by_policy}
+    decision = decide(
+        body, [learning_policy(**extra)], SETTINGS, {}, lambda _: 0, moment=Moment.ADMISSION, learned_max_hold=None
+    )
+    if conflicts:
+        assert decision.action is not Action.APPLY
+        return
+    assert decision.action is Action.APPLY
+    assert decision.intent is not None
+    written = injected(body, decision.intent)
+    assert written["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == expected_grace

@@ -794,8 +794,8 @@ async def test_a_classic_sidecar_reports_what_was_lost_once_the_app_stops_listen
 
 @pytest.mark.parametrize(
     ("cap", "outcome", "max_hold"),
-    [(2.0, "quiet", 1.5), (None, "timeout", 0.5)],
-    ids=["raised-live-up-to-the-cap", "no-cap-no-raise"],
+    [(2.0, "quiet", 1.5), (1.0, "timeout", 1.0), (None, "timeout", 0.5)],
+    ids=["raised-live", "raised-only-up-to-the-cap", "no-cap-no-raise"],
 )
 async def test_a_learned_max_hold_read_at_the_holds_start_lengthens_a_pod_made_before_it(
     sidecar: Start, cap: float | None, outcome: str, max_hold: float

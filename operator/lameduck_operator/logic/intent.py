@@ -307,11 +307,17 @@ def plan_deployment(
             [injected] if sidecar.native else [*app_entries, injected]
         )
 
-    total = budget.budget_seconds(spec, budget.max_hold_room(spec.hold, max_hold))
+    # What the hold in force needs: a grace period someone else set, or the policy states, that
+    # covers it stands (a hold raised live is bounded by the deletion's grace period anyway).
+    # Only where lameduck sets the field does it leave room for the cap.
+    total = budget.budget_seconds(spec, max_hold)
     current_grace = pod.get("terminationGracePeriodSeconds")
+    set_by_others = current_grace not in (None, DEFAULT_GRACE_SECONDS)
+    if not set_by_others and spec.termination_grace_period_seconds is None:
+        total = max(total, budget.budget_seconds(spec, budget.max_hold_room(spec.hold, max_hold)))
     grace = budget.grace_period_to_apply(total, current_grace)
     if grace is not None:
-        if current_grace not in (None, DEFAULT_GRACE_SECONDS):
+        if set_by_others:
             findings.replaceable(
                 f"terminationGracePeriodSeconds is {current_grace}, below the budget of {total}s",
                 (*POD_PATH, "terminationGracePeriodSeconds"),

@@ -173,8 +173,8 @@ def bounded(learned: Learned, hold: HoldSpec) -> Learned:
 
 
 def learned_value(learned: Learned) -> str:
-    """One Deployment's value in the lameduck-learned ConfigMap, as the sidecar reads it (and
-    the learned maxHold, which only the operator reads back)."""
+    """One Deployment's value in the lameduck-learned ConfigMap, as the sidecar reads it (the
+    learned delay and, under a learned budget, the learned maxHold) and the operator reads back."""
     value: dict[str, float | int] = {
         LearnedField.VERSION: LEARNED_VERSION,
         LearnedField.POOLED_DELAY_SECONDS: learned.pooled_delay_seconds,
