@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -204,9 +205,22 @@ def propagation_delay(body: dict[str, Any]) -> str | None:
     return None
 
 
+def seconds(duration: str | None) -> float | None:
+    """A duration as the CRD takes it (sums of <number><ms|s|m|h>), in seconds; None if unreadable.
+    The operator writes the policy's value in its own spelling (1500ms as 1.5s): compare values."""
+    if duration is None or not re.fullmatch(r"(\d+(\.\d+)?(ms|s|m|h))+", duration):
+        return None
+    unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * unit[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)(ms|s|m|h)", duration))
+
+
+def carries(body: dict[str, Any], delay: str) -> bool:
+    return seconds(propagation_delay(body)) == seconds(delay)
+
+
 def converged(kube: Kube, n: int, delay: str) -> bool:
     items = kube.items("deployments", NAMESPACE)
-    return len(items) == n and all(not rolling_out(d) and propagation_delay(d) == delay for d in items)
+    return len(items) == n and all(not rolling_out(d) and carries(d, delay) for d in items)
 
 
 def check(kube: Kube, phase: Phase, n: int, expected_sets: int) -> None:
@@ -268,7 +282,7 @@ def run_phase(
 
 
 def carrying(kube: Kube, delay: str) -> int:
-    return sum(1 for d in kube.items("deployments", NAMESPACE) if propagation_delay(d) == delay)
+    return sum(1 for d in kube.items("deployments", NAMESPACE) if carries(d, delay))
 
 
 def main(argv: list[str] | None = None) -> int:
