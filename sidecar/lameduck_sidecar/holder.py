@@ -145,14 +145,14 @@ class Holder:
             return None
 
     async def _run(
-        self, started: float, started_at: float, learned: float | None, settings: HoldSettings | None = None
+        self, started: float, started_at: float, learned: float | None, settings: HoldSettings
     ) -> HoldResult:
         self.metrics.in_flight.inc()
         self.metrics.holds_by_history.labels(state="learning" if learned is None else "learned").inc()
         self.started_at = started_at
         # Before the first observation: the sidecar's own connection to the app is then no new work.
         lame_duck = await ask_lame_duck(self.config.lame_duck, self.config.pod_name)
-        hold = Hold(settings or self.config.hold, started, learned, lame_duck)
+        hold = Hold(settings, started, learned, lame_duck)
         if self.grace_period is not None:
             hold.grace_period(self.grace_period)
         traffic = self.traffic()
