@@ -24,7 +24,7 @@ from harness import REPO
 from harness.dashboard_image import collect, draw
 from harness.images import build_images
 from harness.install import Operator, install_lameduck
-from harness.kube import LOCAL_KUBECONFIG, Kube
+from harness.kube import LOCAL_KUBECONFIG, Kube, is_local
 from harness.prometheus import running_prometheus
 
 RESULTS = REPO / "bench" / "results"
@@ -39,7 +39,7 @@ def main() -> int:
     kube = Kube(os.environ.get("KUBECONFIG") or LOCAL_KUBECONFIG)
     operator: Operator | None = None
     try:
-        local = os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG)
+        local = is_local(kube.kubeconfig)
         if local:
             print("== building and loading the images", flush=True)
             build_images()

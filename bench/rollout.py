@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import subprocess
 import sys
@@ -69,7 +68,7 @@ from bench.rollout_watch import PodWatch, hold_report_events, unanswered_syns
 from harness import REPO
 from harness.images import build_images, image_values
 from harness.install import Operator, install_lameduck
-from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
+from harness.kube import Kube, is_local, wait_until
 from harness.loadgen import LoadGenerator, under_load
 from lameduck_operator.logic.decision import rollout_in_progress
 
@@ -448,7 +447,7 @@ def main() -> int:
         args.seed = random.SystemRandom().randrange(1 << 30)
     args.command = " ".join(["python -m bench.rollout", *sys.argv[1:]])
     kube = Kube(args.kubeconfig)
-    if os.path.realpath(args.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG):
+    if is_local(args.kubeconfig):
         # The images this checkout builds, not whatever an earlier build left in the cluster: a
         # result file names the commit it ran, so the images must be that commit's.
         build_images()

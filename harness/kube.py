@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -15,6 +16,13 @@ import yaml
 T = TypeVar("T")
 # The local cluster of hack/cluster.sh.
 LOCAL_KUBECONFIG = "/var/lib/lameduck-cluster/admin.kubeconfig"
+
+
+def is_local(kubeconfig: str) -> bool:
+    """Whether the kubeconfig is the local harness's (hack/cluster.sh), whose node is this host."""
+    return os.path.realpath(kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG)
+
+
 LOCAL_AUDIT_LOG = Path("/var/lib/lameduck-cluster/logs/audit.log")
 
 

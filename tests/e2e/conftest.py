@@ -15,7 +15,7 @@ import pytest
 from harness import REPO
 from harness.images import build_images
 from harness.install import Operator, install_lameduck
-from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
+from harness.kube import Kube, is_local, wait_until
 from lameduck_operator.names import GROUP, PLURALS
 
 
@@ -56,7 +56,7 @@ def kube(kubeconfig: str) -> Kube:
 @pytest.fixture(scope="session")
 def images(kube: Kube) -> None:
     """On the local cluster, build our images; elsewhere they must already be loaded."""
-    if os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG):
+    if is_local(kube.kubeconfig):
         build_images()
 
 

@@ -31,7 +31,7 @@ import pytest
 
 from harness import REPO
 from harness.install import OPERATOR_NAMESPACE, RELEASE, Operator, helm_binary
-from harness.kube import LOCAL_KUBECONFIG, Kube, wait_until
+from harness.kube import Kube, is_local, wait_until
 from harness.manifests import pause_deployment as workload
 from harness.tools import harness_crane
 from tests.e2e.test_operator import policy, status
@@ -41,7 +41,7 @@ PLAIN_HTTP_ENV = "LAMEDUCK_E2E_RELEASE_PLAIN_HTTP"
 
 
 def on_local_harness(kube: Kube) -> bool:
-    return os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG)
+    return is_local(kube.kubeconfig)
 
 
 @pytest.fixture(scope="module")

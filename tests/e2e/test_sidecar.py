@@ -22,7 +22,7 @@ from kubernetes import client, config, watch
 
 from harness.demo import SidecarLog, start_guarded_demo, steady
 from harness.install import Operator
-from harness.kube import LOCAL_AUDIT_LOG, LOCAL_KUBECONFIG, Kube, wait_until
+from harness.kube import LOCAL_AUDIT_LOG, Kube, is_local, wait_until
 from harness.loadgen import LoadGenerator, under_load
 from harness.manifests import demo_app, guarded
 
@@ -355,7 +355,7 @@ def audit_log(kube: Kube) -> Path | None:
     configured = os.environ.get("LAMEDUCK_AUDIT_LOG")
     if configured:
         return Path(configured)
-    if os.path.realpath(kube.kubeconfig) == os.path.realpath(LOCAL_KUBECONFIG) and LOCAL_AUDIT_LOG.exists():
+    if is_local(kube.kubeconfig) and LOCAL_AUDIT_LOG.exists():
         return LOCAL_AUDIT_LOG
     return None
 
