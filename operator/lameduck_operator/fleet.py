@@ -4,8 +4,9 @@ Handlers feed observed objects into Fleet, which keeps them and queues the Deplo
 affect (reconcile_queue). Workers reconcile each by a Reconciler: decide (pure logic), hold a
 rollout slot while writing (rollout_slots), carry the decision out (deployment_writes), record it
 for the slots, the policies' status (policy_status) and the sidecar's access (sidecar_access),
-then tell the Deployment's owners (deployment_events): each part once, in that order. A second
-loop publishes the sidecar's access and the policies' status. Nothing here imports kopf or the
+then tell the Deployment's owners (deployment_events): each part once, in that order. The workers
+start once every Deployment is listed and those rolling out hold their slots. A second loop
+publishes the sidecar's access and the policies' status. Nothing here imports kopf or the
 API client, so tests drive it with a fake API.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 from lameduck_operator.deployment_events import DeploymentEvents
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.deployment_writes import DeploymentWrites
-from lameduck_operator.logic.decision import Decision, after_write, decide, holds_through_status
+from lameduck_operator.logic.decision import Decision, after_write, decide, holds_through_status, rollout_in_progress
 from lameduck_operator.logic.ownership import managers_since
 from lameduck_operator.logic.selection import DeploymentRef, carries_or_selected_by, deployment_ref
 from lameduck_operator.metrics import OperatorMetrics
@@ -73,6 +74,7 @@ class Fleet:
         self.workers = workers
         self.queue = ReconcileQueue(self.reconcile, metrics, self.call_later)
         self.slots = RolloutSlots(self.policy_spec, self.queue.put)
+        self.in_flight = self.slots.in_flight  # a policy's rollouts in progress or being applied
         self.status = StatusPublisher(
             api,
             metrics,
@@ -182,6 +184,7 @@ class Fleet:
 
     async def run(self) -> None:
         await self.synced.wait()
+        await self.reconciler.count_rollouts_in_progress()
         await self.queue.run(self.workers)
 
     async def drain(self) -> None:
@@ -216,9 +219,6 @@ class Fleet:
     async def tell_pending(self) -> None:
         """Post the policies' Events still gathering their burst (the operator is stopping)."""
         await self.reconciler.events.policies.post_all()
-
-    def in_flight(self, policy: PolicyRef) -> int:
-        return self.slots.in_flight(policy)
 
     def status_changed(self, ref: PolicyRef) -> None:
         """Something a policy's status shows changed outside the reconcile loop."""
@@ -270,6 +270,28 @@ class Reconciler:
             return False
         self.meanwhile[ref] = (body, deleted)
         return True
+
+    async def count_rollouts_in_progress(self) -> None:
+        """Judge, without writing, every Deployment rolling out that has no decision yet, so that its
+        rollout holds its policy's slot before any apply can start another. A standby keeps no
+        decisions and so holds no slots: a new leader that went straight to its queue counted the
+        rollouts its predecessor left in progress only as it came to them, and started others
+        before (21 at once against a limit of 20 in bench.faults). Each is reconciled in its turn."""
+        fleet = self.fleet
+        for ref in fleet.deployments.refs():
+            body = None if ref in fleet.decisions else fleet.deployments.get(ref)
+            if body is not None and rollout_in_progress(body):
+                decision = decide(
+                    body,
+                    fleet.active_policies(),
+                    fleet.settings,
+                    fleet.namespaces.get(ref.namespace),
+                    fleet.in_flight,
+                    learned_max_hold=fleet.learned_max_hold(ref),
+                )
+                self._record(ref, decision, None, body)
+                fleet.enqueue(ref)
+            await asyncio.sleep(0)  # a body parsed each: the watches run between
 
     async def reconcile(self, ref: DeploymentRef) -> Decision | None:
         """Decide about ref and act; the decision taken, intent included (the one kept for

@@ -3,6 +3,8 @@
 A Deployment holds a slot of its governing policy while its rollout is in progress, and while
 an apply that starts one is on its way to the API server. One whose turn has not come waits in
 its policy's line; a rollout's end lets as many go as there are free slots, longest waiting first.
+A slot is held by a Deployment's decision, which only the leader takes: a new leader judges the
+rollouts in progress before its first apply (Reconciler.count_rollouts_in_progress in fleet.py).
 """
 
 from __future__ import annotations

@@ -52,6 +52,13 @@ def kube_api_client(connections: int) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+async def fleet_synced_when_listed(fleet: Fleet, deployments: Informer) -> None:
+    """The fleet judges nothing before every Deployment is listed (the list comes in pages): a
+    leader that began with some would count only their rollouts in progress against the limit."""
+    await deployments.synced.wait()
+    fleet.synced.set()
+
+
 @dataclass
 class Runtime:
     config: OperatorConfig
@@ -114,7 +121,6 @@ class Runtime:
         for endpoint_slice in await asyncio.to_thread(api.list_endpoint_slices):
             gate.slice_seen(endpoint_slice)
         self.gate = gate
-        fleet.synced.set()
         # Deployments and Pods, thousands at fleet scale, by lameduck's own lean watches (kopf
         # watches the rest): every replica keeps them, the webhook judges with them.
         endpoint = ApiEndpoint.of(api_client.configuration)
@@ -125,6 +131,7 @@ class Runtime:
         self.background += [
             *(asyncio.create_task(i.run(), name=f"lameduck-watch-{i.kind.lower()}s") for i in informers),
             asyncio.create_task(self._freeze_when_listed(informers), name="lameduck-gc-freeze"),
+            asyncio.create_task(fleet_synced_when_listed(fleet, informers[0]), name="lameduck-fleet-synced"),
         ]
         await self._serve_webhook()
         if self.config.leader_election:

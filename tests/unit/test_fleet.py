@@ -48,8 +48,8 @@ class Timers:
 
 
 class Harness:
-    def __init__(self) -> None:
-        self.api = FakeApi()
+    def __init__(self, api: FakeApi | None = None) -> None:
+        self.api = api or FakeApi()
         self.timers = Timers()
         self.fleet = Fleet(
             Settings(),
@@ -905,3 +905,39 @@ async def test_a_watch_event_from_before_an_apply_does_not_free_the_slot_the_app
     await h.fleet.drain()
     assert [n for n in ("a", "b") if "initContainers" in h.pod(n)] == applied, "still one rollout at a time"
     assert h.fleet.in_flight(PolicyRef("GracefulPolicy", "web", "shop")) == 1
+
+
+def rolling(h: Harness, names: list[str]) -> list[str]:
+    return [n for n in names if h.api.deployments[("shop", n)].status["updatedReplicas"] == 0]
+
+
+@pytest.mark.parametrize(("listed", "workers"), [("in name order", 1), ("in reverse", 1), ("in reverse", 8)])
+async def test_a_new_leader_counts_the_rollouts_its_predecessor_left_in_progress_before_it_starts_one(
+    h: Harness, listed: str, workers: int
+) -> None:
+    """A standby keeps no decisions, so it held no slots for the rollouts the leader started: the
+    successor must count them before its first apply, whichever Deployment it comes to first."""
+    names = [f"app-{i}" for i in range(6)]
+    for name in names:
+        h.add(name, replicas=2)
+    h.policy(apply="Immediate", maxConcurrentRollouts=2)
+    await h.settle()
+    started = rolling(h, names)
+    assert len(started) == 2
+    # The leader dies; a standby that watched the same objects takes over.
+    successor = Harness(h.api)
+    successor.fleet.workers = workers
+    successor.policy(apply="Immediate", maxConcurrentRollouts=2)
+    for name in names if listed == "in name order" else names[::-1]:
+        successor.observe(name)
+    assert successor.fleet.in_flight(WEB) == 0, "a standby holds no slots"
+    leading = asyncio.create_task(successor.fleet.run())
+    try:
+        await asyncio.sleep(0.05)
+    finally:
+        leading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await leading
+    assert rolling(h, names) == started, "no rollout started while the limit's two were under way"
+    assert successor.fleet.in_flight(WEB) == 2
+    assert len(successor.fleet.slots.waiting[WEB]) == 4

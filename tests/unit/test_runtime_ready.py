@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from kubernetes import client
 
 from lameduck_operator.config import OperatorConfig
@@ -10,7 +12,7 @@ from lameduck_operator.k8s.informer import ApiEndpoint, Informer
 from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.readiness_gate import ReadinessGate
-from lameduck_operator.runtime import Runtime
+from lameduck_operator.runtime import Runtime, fleet_synced_when_listed
 from lameduck_operator.settings import Settings
 from tests.unit.fake_api import FakeApi
 
@@ -47,3 +49,17 @@ async def test_only_the_leader_publishes_the_learned_delays() -> None:
     finally:
         runtime._lose()
         await runtime.stop()
+
+
+async def test_the_fleet_judges_nothing_until_every_deployment_is_listed() -> None:
+    """Its reconcile loop waits for `synced`: a leader that began before the last page of
+    Deployments would count only the rollouts in progress it had seen against the limit."""
+    fleet = Fleet(Settings(), FakeApi(), OperatorMetrics())
+    endpoint = ApiEndpoint("https://api.invalid", False, client.Configuration())
+    deployments = Informer(endpoint, "/apis/apps/v1/deployments", "Deployment", lambda obj, deleted: None)
+    waiting = asyncio.create_task(fleet_synced_when_listed(fleet, deployments))
+    await asyncio.sleep(0)
+    assert not fleet.synced.is_set()
+    deployments.synced.set()
+    await waiting
+    assert fleet.synced.is_set()
