@@ -3,11 +3,12 @@ by value, since the operator writes the policy's duration in its own spelling.""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
 
-from bench.faults import carries, seconds
+from bench.faults import carries, restart_problems, seconds
 
 
 @pytest.mark.parametrize(
@@ -28,3 +29,16 @@ def test_a_template_carries_the_change_when_the_values_match_whatever_the_spelli
     assert carries(template("1.5s"), "1500ms")
     assert not carries(template("2.5s"), "1500ms")
     assert not carries(template(None), "1500ms")
+
+
+def test_restart_problems_outage_allows_one_restart_of_the_leader_only() -> None:
+    assert restart_problems("apiserver-outage", Counter(), "op-a", 0) == []
+    assert restart_problems("apiserver-outage", Counter({"op-a": 1}), "op-a", 0) == []
+    assert restart_problems("apiserver-outage", Counter({"op-a": 2}), "op-a", 0) != []
+    assert restart_problems("apiserver-outage", Counter({"op-b": 1}), "op-a", 0) != []
+    assert restart_problems("apiserver-outage", Counter({"op-a": 1, "op-b": 1}), "op-a", 0) != []
+
+
+def test_restart_problems_kills_allow_one_restart_per_kill() -> None:
+    assert restart_problems("leader-kill", Counter({"op-a": 1, "op-b": 1}), "op-a", 2) == []
+    assert restart_problems("leader-kill", Counter({"op-a": 2, "op-b": 1}), "op-a", 2) != []
