@@ -11,6 +11,11 @@
   requests) the client opens a new one: counted in `reconnects`, not an error. A request that
   fails on the connection is an error; nothing is retried.
 
+No client sends a request twice. aiohttp's client, which `mixed` and `new-connections` use, by
+itself sends a GET once more on another connection when its connection is reset or closed before
+the answer, new connections as well as reused ones (`_send_once`): here that request fails and
+counts as an error, as it would for a client that does not resend.
+
     python -m harness.loadgen http://10.0.0.10/ --rate 200 --seconds 10 --clients one-keepalive
 """
 
@@ -116,6 +121,29 @@ def _phase_tracer() -> aiohttp.TraceConfig:
     return tracer
 
 
+def _send_once() -> aiohttp.ClientMiddlewareType:
+    """A middleware for one request: after the request failed on its connection, it fails.
+
+    aiohttp (3.14: ClientSession._request in client.py) sends a GET, HEAD, OPTIONS, TRACE, PUT or
+    DELETE a second time, on another connection, when sending it or waiting for the answer's
+    head raised ClientOSError or ServerDisconnectedError, whether the connection was new or
+    reused; no parameter turns that off. The second attempt passes through the middlewares
+    again (3.12 on): this one raises the first attempt's error instead of sending."""
+    failed: BaseException | None = None
+
+    async def middleware(request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        nonlocal failed
+        if failed is not None:
+            raise failed
+        try:
+            return await handler(request)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as err:
+            failed = err
+            raise
+
+    return middleware
+
+
 class LoadGenerator:
     def __init__(
         self,
@@ -141,7 +169,7 @@ class LoadGenerator:
         self.result.requests += 1
         trace: dict[str, str] = {"phase": "started"}
         try:
-            async with session.get(self.url, trace_request_ctx=trace) as response:
+            async with session.get(self.url, trace_request_ctx=trace, middlewares=(_send_once(),)) as response:
                 await response.read()
                 if response.status >= 500:
                     raise aiohttp.ClientResponseError(response.request_info, (), status=response.status)
@@ -256,8 +284,8 @@ def stream_error_kind(err: BaseException, phase: str) -> str:
 
 class OneConnectionClient:
     """clients="one-keepalive": one HTTP/1.1 connection for the whole run, one request at a time
-    on it, none retried. A plain asyncio stream rather than aiohttp, whose client quietly sends
-    a request again on a new connection when a reused one fails: here that failure counts."""
+    on it, none retried. A plain asyncio stream rather than aiohttp's pool, so that this client
+    knows which connection each request goes on and why it opened a new one (`reconnects`)."""
 
     MODE = "one_keepalive"
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 from aiohttp import web
@@ -148,6 +150,17 @@ async def test_one_keepalive_counts_each_failed_request_as_an_error() -> None:
     assert served.connections == 2
 
 
+OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
+
+
+def drop(writer: asyncio.StreamWriter, reset: bool) -> None:
+    """Close (reset: reset) a connection whose request is unanswered."""
+    if reset:
+        sock: socket.socket = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+
+
 @asynccontextmanager
 async def dropping_server(answered: int, reset: bool) -> AsyncIterator[str]:
     """A bare HTTP/1.1 server: on each connection, answers `answered` requests with keep-alive,
@@ -156,13 +169,10 @@ async def dropping_server(answered: int, reset: bool) -> AsyncIterator[str]:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(answered):
             await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            writer.write(OK_RESPONSE)
             await writer.drain()
         await reader.readuntil(b"\r\n\r\n")
-        if reset:
-            sock: socket.socket = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.close()
+        drop(writer, reset)
 
     listening = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
@@ -182,6 +192,76 @@ async def test_one_keepalive_counts_a_request_the_server_drops_as_an_error(reset
     assert result.ok == result.requests - result.requests // 5
     assert {f["phase"] for f in result.failures} == {"sent"}
     assert result.reconnects == {}
+
+
+@dataclass
+class FirstDropped:
+    url: str = ""
+    # requests read, in all: a request the client sent twice is read twice
+    read: int = 0
+    dropped: int = 0
+    # set once `enough` requests have been read
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@asynccontextmanager
+async def server_dropping_the_first(
+    dropped: int, on: Literal["new", "reused"], reset: bool, enough: int
+) -> AsyncIterator[FirstDropped]:
+    """A bare HTTP/1.1 server, keep-alive: the first `dropped` requests that come on a new
+    connection (on="new") or on one that carried a request before (on="reused") it reads and
+    then closes (reset: resets) their connection without an answer; every other request it
+    answers."""
+    served = FirstDropped()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for on_this_connection in itertools.count(1):
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()  # the client closed it
+                return
+            served.read += 1
+            if served.read >= enough:
+                served.done.set()
+            reused = on_this_connection > 1
+            if served.dropped < dropped and reused == (on == "reused"):
+                served.dropped += 1
+                drop(writer, reset)
+                return
+            writer.write(OK_RESPONSE)
+            await writer.drain()
+
+    listening = await asyncio.start_server(serve, "127.0.0.1", 0)
+    served.url = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/"
+    try:
+        yield served
+    finally:
+        listening.close()
+
+
+@pytest.mark.parametrize(
+    ("clients", "on", "mode"),
+    [("new-connections", "new", "new_connection"), ("mixed", "reused", "keepalive")],
+)
+@pytest.mark.parametrize(("reset", "kind"), [(False, "server_disconnected"), (True, "connection_reset")])
+async def test_a_request_that_fails_on_its_connection_is_an_error_and_never_sent_again(
+    clients: str, on: Literal["new", "reused"], mode: str, reset: bool, kind: str
+) -> None:
+    # aiohttp's client on its own sends such a GET again on a new connection, where this
+    # server answers it: it would count as ok, and the server would read it twice.
+    async with server_dropping_the_first(3, on, reset, enough=40) as served:
+        generator = LoadGenerator(served.url, rate=100, clients=clients)
+        running = asyncio.create_task(generator.run())
+        await asyncio.wait_for(served.done.wait(), 10)
+        generator.stop()
+        result = await asyncio.wait_for(running, 10)
+    assert served.dropped == 3
+    assert served.read == result.requests
+    assert result.errors == {kind: 3}, result.as_dict()
+    assert result.by_mode[mode][kind] == 3
+    assert result.ok == result.requests - 3
+    assert [f["phase"] for f in result.failures] == ["sent"] * 3
 
 
 def test_an_unknown_kind_of_client_is_refused() -> None:
