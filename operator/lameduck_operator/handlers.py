@@ -10,11 +10,15 @@ from typing import Any
 import kopf
 
 from lameduck_operator.names import GROUP, PLURAL_CLUSTER, PLURAL_NAMESPACED, REPORT_SELECTOR, VERSION
+from lameduck_operator.ports import one_line
 from lameduck_operator.runtime import Runtime
 
 EVENTS = ("", "v1", "events")
 LIST_PAGE_SIZE = 100
 WORKER_IDLE_SECONDS = 0.5
+# A start that failed (the API server unreachable, mostly) is tried again this soon, not after
+# kopf's default minute: a replica restarted during an outage is ready soon after it ends.
+START_RETRY_SECONDS = 5
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -77,7 +81,10 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
         settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.client_timeout = 300
-        await runtime.start()
+        try:
+            await runtime.start()
+        except Exception as err:
+            raise kopf.TemporaryError(f"could not start: {one_line(err)}", delay=START_RETRY_SECONDS) from err
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

@@ -79,6 +79,28 @@ class Runtime:
     informers: list[Informer] = field(default_factory=list)
 
     async def start(self) -> None:
+        """Start everything, or, when a step fails (the API server unreachable, mostly), stop
+        what had started and raise: kopf runs the startup again, which must find the HTTP port
+        free and no watch of the failed attempt running (it once found 8080 still bound, and
+        the replica stayed unready until it was deleted)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._undo_start()
+            raise
+
+    async def _undo_start(self) -> None:
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        if self.admission is not None:
+            await asyncio.to_thread(self.admission.stop)
+        if self.http is not None:
+            await self.http.cleanup()
+        self.background, self.informers, self.admission, self.http = [], [], None, None
+        self.fleet = self.gate = self.shutdown = self.learned = None
+
+    async def _start(self) -> None:
         collect_less_often()
         self.background.append(asyncio.create_task(watch_loop_lag(self.metrics), name="lameduck-loop-lag"))
         # The API client blocks: every reconcile worker, the gate's writes and the status

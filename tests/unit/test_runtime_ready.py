@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
+import pytest
 from kubernetes import client
 
+from lameduck_operator import runtime as runtime_module
 from lameduck_operator.config import OperatorConfig
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.k8s.informer import ApiEndpoint, Informer
@@ -63,3 +66,43 @@ async def test_the_fleet_judges_nothing_until_every_deployment_is_listed() -> No
     deployments.synced.set()
     await waiting
     assert fleet.synced.is_set()
+
+
+class _UnreachableApi:
+    """A KubeApi whose API server refuses connections: every list fails."""
+
+    def __init__(self, _: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        def refused(*_: object, **__: object) -> object:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        return refused
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_a_start_that_fails_leaves_its_port_free_and_nothing_running_so_it_can_start_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica restarted while the API server was down failed its start after serving its HTTP
+    port; kopf's next try then failed on the bound port, every minute, and it never became ready."""
+    monkeypatch.setattr(runtime_module, "kube_api_client", lambda _: client.ApiClient(client.Configuration()))
+    monkeypatch.setattr(runtime_module, "KubeApi", _UnreachableApi)
+    port = _free_port()
+    runtime = Runtime(OperatorConfig(Settings(), "lameduck-system", port, 1.0, "INFO", leader_election=False))
+    for attempt in range(2):
+        with pytest.raises(ConnectionRefusedError):
+            await runtime.start()
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("0.0.0.0", port))  # raises when the failed start still holds it
+        assert runtime.http is None, f"attempt {attempt}: the HTTP server left running"
+        assert runtime.background == [], f"attempt {attempt}: background tasks left running"
+        assert runtime.fleet is None, "a half-built fleet would let /healthz and the webhook read it"
