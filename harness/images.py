@@ -57,11 +57,22 @@ def _inputs_digest(context: Path, dockerfile: str, paths: tuple[str, ...]) -> st
     return digest.hexdigest()
 
 
+def _stamps() -> Path:
+    return Path(os.environ.get("LAMEDUCK_CACHE", Path.home() / ".cache" / "lameduck")) / "images"
+
+
+def built_image_id(ref: str) -> str | None:
+    """The ID of the archive build_images last built for ref (docker.io/ or not), if it built one here."""
+    name = ref.removeprefix("docker.io/").replace("/", "_").replace(":", "_")
+    archive_id = _stamps() / f"{name}.oci.tar.id"
+    return archive_id.read_text().strip() if archive_id.exists() else None
+
+
 def build_images() -> None:
     """Build the sidecar, operator, demo and L7 proxy images into the local cluster; an image whose
     inputs are unchanged since its last build is only imported again."""
     script = str(REPO / "hack" / "build-images.sh")
-    stamps = Path(os.environ.get("LAMEDUCK_CACHE", Path.home() / ".cache" / "lameduck")) / "images"
+    stamps = _stamps()
     stamps.mkdir(parents=True, exist_ok=True)
     for ref, source in IMAGE_SOURCES.items():
         name = ref.replace("/", "_").replace(":", "_")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import REPO
-from harness.images import OPERATOR_IMAGE, SIDECAR_IMAGE, image_values
+from harness.images import OPERATOR_IMAGE, SIDECAR_IMAGE, built_image_id, image_values
 from harness.kube import Kube, wait_until
 from harness.tools import find_helm, harness_helm
 
@@ -85,6 +85,10 @@ class Operator:
             "statusIntervalMs=300",
             *values,
         ]
+        # The same tag over a rebuilt image changes no value, so helm would leave the running
+        # pods on the old build: the build's ID in their template rolls them.
+        if image_id := built_image_id(OPERATOR_IMAGE):
+            sets.append(f"podAnnotations.lameduck\\.dev/operator-build=id-{image_id}")
         enforce_restricted(self.kube, OPERATOR_NAMESPACE)
         self.helm(*upgrade_args(str(CHART / "ci" / "local-values.yaml"), sets))
         wait_until(self.leader, 60, "a replica holds the leader Lease")
