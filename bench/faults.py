@@ -349,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kube = local_cluster_with_fake_nodes(args.nodes)
     operator = install_lameduck(kube)
-    kube.run("create", "namespace", NAMESPACE, check=False)
+    # A run stopped before its clean-up leaves its Deployments carrying its last change.
+    kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
+    kube.run("create", "namespace", NAMESPACE)
     items = [deployment(i) for i in range(n)]
     kube.run(
         "apply",

@@ -80,9 +80,12 @@ class Runtime:
 
     async def start(self) -> None:
         """Start everything, or, when a step fails (the API server unreachable, mostly), stop
-        what had started and raise: kopf runs the startup again, which must find the HTTP port
-        free and no watch of the failed attempt running (it once found 8080 still bound, and
-        the replica stayed unready until it was deleted)."""
+        what had started and raise: kopf runs the startup again, which must find no watch of
+        the failed attempt running. The HTTP server is started once and kept, so kubelet's
+        probes see a replica that is starting (live, not ready) all along; a second bind of
+        its port once failed every retry, and the replica stayed unready until deleted."""
+        if self.http is None:
+            self.http = await serve_http(self.metrics, self.config.http_port, healthy=self.live, ready=self.ready)
         try:
             await self._start()
         except BaseException:
@@ -95,9 +98,7 @@ class Runtime:
         await asyncio.gather(*self.background, return_exceptions=True)
         if self.admission is not None:
             await asyncio.to_thread(self.admission.stop)
-        if self.http is not None:
-            await self.http.cleanup()
-        self.background, self.informers, self.admission, self.http = [], [], None, None
+        self.background, self.informers, self.admission = [], [], None
         self.fleet = self.gate = self.shutdown = self.learned = None
 
     async def _start(self) -> None:
@@ -125,7 +126,6 @@ class Runtime:
         )
         fleet.status.shutdown_status = shutdown.status_of
         self.shutdown = shutdown
-        self.http = await serve_http(self.metrics, self.config.http_port, healthy=self.live, ready=self.ready)
         # Policies and namespaces are known before any Deployment is judged, so a
         # Deployment is never reverted for want of a policy that simply was not listed yet.
         for policy in await asyncio.to_thread(api.list_policies):
@@ -249,8 +249,9 @@ class Runtime:
         return self.fleet is not None and self.fleet.synced.is_set() and listed
 
     def live(self) -> bool:
-        """What /healthz answers: healthy, or still listing what it starts from."""
-        return self.fleet is not None and (not self.fleet.synced.is_set() or self.healthy())
+        """What /healthz answers: healthy, or still starting (kopf tries a failed start again
+        every few seconds: a restart by kubelet would only start it over)."""
+        return self.fleet is None or not self.fleet.synced.is_set() or self.healthy()
 
     def healthy(self) -> bool:
         """A follower is healthy while it serves; a leader while its loops run."""
