@@ -59,6 +59,31 @@ async def fleet_synced_when_listed(fleet: Fleet, deployments: Informer) -> None:
     fleet.synced.set()
 
 
+async def list_what_judging_starts_from(api: KubeApi, fleet: Fleet, gate: ReadinessGate) -> ReadinessGate:
+    """Policies, namespaces and the sidecars' access into the fleet, Services and slices into the
+    gate; the gate. Policies and namespaces are known before any Deployment is judged, so a
+    Deployment is never reverted for want of a policy that simply was not listed yet; Services
+    and slices before any pod, so a pod is never let through as selected by no Service for want
+    of a Service not listed yet."""
+    for policy in await asyncio.to_thread(api.list_policies):
+        fleet.policy_seen(policy)
+    for namespace in await asyncio.to_thread(api.list_namespaces):
+        fleet.namespace_seen(namespace)
+    fleet.access.granted = await asyncio.to_thread(api.list_sidecar_access)
+    fleet.access.outdated = await asyncio.to_thread(api.list_outdated_sidecar_roles)
+    fleet.recheck_access(fleet.access.granted)
+    for service in await asyncio.to_thread(api.list_services):
+        gate.service_seen(service)
+    for endpoint_slice in await asyncio.to_thread(api.list_endpoint_slices):
+        gate.slice_seen(endpoint_slice)
+    return gate
+
+
+async def freeze_when_listed(informers: list[Informer]) -> None:
+    await asyncio.gather(*(i.synced.wait() for i in informers))
+    freeze_what_is_alive()
+
+
 @dataclass
 class Runtime:
     config: OperatorConfig
@@ -79,11 +104,8 @@ class Runtime:
     informers: list[Informer] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Start everything, or, when a step fails (the API server unreachable, mostly), stop
-        what had started and raise: kopf runs the startup again, which must find no watch of
-        the failed attempt running. The HTTP server is started once and kept, so kubelet's
-        probes see a replica that is starting (live, not ready) all along; a second bind of
-        its port once failed every retry, and the replica stayed unready until deleted."""
+        """Start, or stop what had started and raise (kopf tries again). The HTTP server starts
+        once: probes see a starting replica, live and not ready, and no retry binds it twice."""
         if self.http is None:
             self.http = await serve_http(self.metrics, self.config.http_port, healthy=self.live, ready=self.ready)
         try:
@@ -126,22 +148,7 @@ class Runtime:
         )
         fleet.status.shutdown_status = shutdown.status_of
         self.shutdown = shutdown
-        # Policies and namespaces are known before any Deployment is judged, so a
-        # Deployment is never reverted for want of a policy that simply was not listed yet.
-        for policy in await asyncio.to_thread(api.list_policies):
-            fleet.policy_seen(policy)
-        for namespace in await asyncio.to_thread(api.list_namespaces):
-            fleet.namespace_seen(namespace)
-        fleet.access.granted = await asyncio.to_thread(api.list_sidecar_access)
-        fleet.access.outdated = await asyncio.to_thread(api.list_outdated_sidecar_roles)
-        fleet.recheck_access(fleet.access.granted)
-        # Services and their slices are known before any pod is judged, so a pod is never
-        # let through as selected by no Service for want of a Service not listed yet.
-        gate = ReadinessGate(api, self.metrics)
-        for service in await asyncio.to_thread(api.list_services):
-            gate.service_seen(service)
-        for endpoint_slice in await asyncio.to_thread(api.list_endpoint_slices):
-            gate.slice_seen(endpoint_slice)
+        gate = await list_what_judging_starts_from(api, fleet, ReadinessGate(api, self.metrics))
         self.gate = gate
         # Deployments and Pods, thousands at fleet scale, by lameduck's own lean watches (kopf
         # watches the rest): every replica keeps them, the webhook judges with them.
@@ -152,7 +159,7 @@ class Runtime:
         ]
         self.background += [
             *(asyncio.create_task(i.run(), name=f"lameduck-watch-{i.kind.lower()}s") for i in informers),
-            asyncio.create_task(self._freeze_when_listed(informers), name="lameduck-gc-freeze"),
+            asyncio.create_task(freeze_when_listed(informers), name="lameduck-gc-freeze"),
             asyncio.create_task(fleet_synced_when_listed(fleet, informers[0]), name="lameduck-fleet-synced"),
         ]
         await self._serve_webhook()
@@ -175,11 +182,6 @@ class Runtime:
             "native" if self.config.settings.sidecar.native else "classic",
             ",".join(sorted(self.config.settings.excluded_namespaces)),
         )
-
-    @staticmethod
-    async def _freeze_when_listed(informers: list[Informer]) -> None:
-        await asyncio.gather(*(i.synced.wait() for i in informers))
-        freeze_what_is_alive()
 
     def _deployment_seen(self, body: Mapping[str, Any], deleted: bool) -> None:
         # Both are set before the watches start.
