@@ -19,6 +19,9 @@ PAUSE_IMAGE = os.environ.get("LAMEDUCK_E2E_PAUSE_IMAGE", "registry.k8s.io/pause:
 SIDECAR_IMAGE = os.environ.get("LAMEDUCK_E2E_SIDECAR_IMAGE", "docker.io/lameduck/sidecar:dev")
 DEMO_IMAGE = os.environ.get("LAMEDUCK_E2E_DEMO_IMAGE", "docker.io/lameduck/demo-app:dev")
 OPERATOR_IMAGE = os.environ.get("LAMEDUCK_E2E_OPERATOR_IMAGE", "docker.io/lameduck/operator:dev")
+# The demo image's interpreter (the venv of examples/demo-app/Dockerfile): tests run scripts of
+# their own in pods of that image.
+DEMO_PYTHON = "/opt/demo/bin/python3"
 
 
 @dataclass(frozen=True)
