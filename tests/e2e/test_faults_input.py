@@ -32,6 +32,7 @@ from lameduck_operator.names import (
     PLURAL_NAMESPACED,
     POLICY_ANNOTATION,
     SIDECAR_NAME,
+    TAKEN_OVER_ANNOTATION,
     TAKEOVER_MANAGER,
     VERSION,
     SidecarEnv,
@@ -52,7 +53,9 @@ TOO_LONG = "metadata.annotations: Too long"
 TEAM = "team-x"
 TEAMS_HOOK = {"exec": {"command": ["/bin/sh", "-c", "sleep 5"]}}
 TEAMS_START = {"exec": {"command": ["/bin/sh", "-c", "echo started"]}}
-# Where the app container's preStop hook is in a managedFields entry's fieldsV1.
+# Where the app container's preStop hook is: in the Deployment (as lameduck's records spell it),
+# and in a managedFields entry's fieldsV1.
+PRESTOP_PATH = ["spec", "template", "spec", "containers", ["name", "app"], "lifecycle", "preStop"]
 PRESTOP_FIELDS = ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"app"}', "f:lifecycle", "f:preStop")
 # How long the policies' status and the Deployments must stay as they are to count as settled.
 SETTLED_SECONDS = 3.0
@@ -145,6 +148,12 @@ def fields_of(deployment: Mapping[str, Any], manager: str) -> list[dict[str, Any
     ]
 
 
+def node(fields: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for step in path:
+        fields = fields[step]
+    return fields
+
+
 def owns(fields: Mapping[str, Any], path: tuple[str, ...]) -> bool:
     node: Any = fields
     for step in path:
@@ -228,6 +237,15 @@ def test_take_over_by_the_reconciler_moves_only_the_prestop_to_lameduck_and_reve
     kinds = [(e["manager"], e["operation"], e.get("subresource")) for e in entries(taken)]
     assert len(kinds) == len(set(kinds)), f"an entry appears twice: {kinds}"
     assert all(e.get("fieldsV1") for e in entries(taken)), f"an entry owns nothing: {kinds}"
+    # What revert gives back: the hook, and team-x's managedFields there.
+    record = json.loads(taken["metadata"]["annotations"][TAKEN_OVER_ANNOTATION])
+    owned = {"manager": TEAM, "operation": "Apply", "fieldsV1": node(teams_fields, PRESTOP_FIELDS)}
+    assert record == [{"path": PRESTOP_PATH, "set": hold("app"), "was": TEAMS_HOOK, "owners": [owned]}]
+    # One template change: the take-over's patch writes the whole intent, lameduck's apply then
+    # changes no value; and judged again (its own write's event), web is written no more.
+    sets = settled(lambda: len(replica_sets(kube, namespace, "web")), lambda n: n >= 2, 60, "web's ReplicaSets")
+    assert sets == 2, "one new ReplicaSet for the take-over"
+    assert kube.get("deployment", "web", namespace)["metadata"]["generation"] == taken["metadata"]["generation"]
 
     kube.run("delete", "gracefulpolicy", "web", "-n", namespace, "--timeout=60s")
     wait_until(
@@ -246,6 +264,9 @@ def test_take_over_by_the_reconciler_moves_only_the_prestop_to_lameduck_and_reve
         "web is as team-x wrote it",
     )
     assert reverted == writers_view(written), "the revert gives back the Deployment team-x wrote, its hook included"
+    # One template change, to the first template again: its ReplicaSet is taken up, none made.
+    sets = settled(lambda: len(replica_sets(kube, namespace, "web")), lambda n: n >= 2, 30, "web's ReplicaSets")
+    assert sets == 2, "no ReplicaSet for a template half reverted"
 
 
 def test_take_over_at_admission_records_the_replaced_prestop_and_revert_puts_it_back(
@@ -267,9 +288,8 @@ def test_take_over_at_admission_records_the_replaced_prestop_and_revert_puts_it_
     assert app["lifecycle"] == {"preStop": hold("app"), "postStart": TEAMS_START}
     assert carries_lameduck(taken)
     record = json.loads(taken["metadata"]["annotations"][ADMITTED_ANNOTATION])
-    prestop_path = ["spec", "template", "spec", "containers", ["name", "app"], "lifecycle", "preStop"]
-    assert [e for e in record if e["path"] == prestop_path] == [
-        {"path": prestop_path, "set": hold("app"), "was": TEAMS_HOOK}
+    assert [e for e in record if e["path"] == PRESTOP_PATH] == [
+        {"path": PRESTOP_PATH, "set": hold("app"), "was": TEAMS_HOOK}
     ], "the replaced hook is recorded with what it was"
     assert not {e["manager"] for e in entries(taken)} & {FIELD_MANAGER, TAKEOVER_MANAGER}, "injected at admission"
     wait_until(lambda: status(kube, namespace, "web").get("compliant") == 1, 30, "the policy reports web compliant")
