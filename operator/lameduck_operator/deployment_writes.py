@@ -1,23 +1,29 @@
 """The writes that carry out a decision about one Deployment, each returning the Deployment as the
 API server stored it.
 
-Applying the intent takes one of three paths: a JSON patch of the fields recorded at admission
-(the webhook injected them, so lameduck keeps to those), a take-over of other managers' preStop
-hooks, or a server-side apply. Reverting removes lameduck's fields the same way they came, and
-after a JSON patch restores the other writers' ownership as it was.
+Applying the intent takes one of two paths: a JSON patch of the fields recorded at admission
+(the webhook injected them, so lameduck keeps to those), or a server-side apply, which takes
+over other managers' values where the policy says TakeOver, records them, and puts back those it
+stops setting (logic/takeover.py). Reverting removes lameduck's fields the same way they came:
+after a JSON patch it restores the other writers' ownership as it was, and its apply puts back
+the values it had taken over and then gives them back to their owners. Either apply first makes
+lameduck's what a take-over whose apply failed left to lameduck-takeover.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lameduck_operator.logic.admitted import admitted_paths, injected, json_patch, reverted
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Decision, revert_intent
+from lameduck_operator.logic.intent import FieldPath
 from lameduck_operator.logic.ownership import managed_by, ownership_restore_patch
 from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.logic.takeover import ServerSideWrite, adoption_patch, hand_back_patch, server_side_write
+from lameduck_operator.names import TAKEOVER_MANAGER
 from lameduck_operator.ports import FleetApi
 
 log = logging.getLogger("lameduck.fleet")
@@ -33,7 +39,7 @@ class DeploymentWrites:
         """Write what the decision calls for on body, the Deployment as last read: the Deployment
         as stored (None when nothing was written) and the reconcile's result, as counted."""
         if decision.action is Action.APPLY and decision.intent is not None:
-            return await self.apply(ref, body, decision.intent, decision.replace_prestop), "applied"
+            return await self.apply(ref, body, decision.intent, decision.replaced), "applied"
         if decision.action is Action.REVERT:
             return await self.revert(ref, body), "reverted"
         if decision.verdict.state is State.CONFLICT:
@@ -46,20 +52,18 @@ class DeploymentWrites:
         return None, "unchanged"
 
     async def apply(
-        self, ref: DeploymentRef, body: Mapping[str, Any], intent: Mapping[str, Any], replace_prestop: tuple[str, ...]
+        self, ref: DeploymentRef, body: Mapping[str, Any], intent: Mapping[str, Any], replaced: tuple[FieldPath, ...]
     ) -> dict[str, Any]:
-        """Write the intent on body (the Deployment as last read), taking over the preStop hooks
-        of the containers named in replace_prestop."""
+        """Write the intent on body (the Deployment as last read), taking over the other managers'
+        values at the paths in replaced."""
         if admitted_paths(body):
             # Injected at admission: lameduck keeps to its recorded fields, by JSON patch.
             return await self.api.patch_deployment(ref, json_patch(body, injected(body, intent), guard=True))
-        if replace_prestop:
-            return await self.api.take_over_prestops(body, replace_prestop, intent)
         # Forced: the plan has checked every field the intent sets against the other managers'
         # values and found none in the way (or TakeOver allows it). What others still own there
         # are API defaults their create or update recorded, such as the grace period of 30s,
         # which lameduck raises.
-        return await self.api.apply_deployment(intent, True)
+        return await self._server_side(ref, body, lambda stored: server_side_write(stored, intent, replaced))
 
     async def revert(self, ref: DeploymentRef, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """Remove lameduck's fields from body; body itself when it carries none."""
@@ -70,6 +74,33 @@ class DeploymentWrites:
             ownership = ownership_restore_patch(body, stored)
             if ownership:
                 stored = await self.api.patch_deployment(ref, ownership)
-        if managed_by(stored, operation="Apply"):
-            stored = await self.api.apply_deployment(revert_intent(stored), False)
+        if managed_by(stored, operation="Apply") or managed_by(stored, TAKEOVER_MANAGER):
+            # An apply of nothing but the values lameduck took over, as they were.
+            stored = await self._server_side(
+                ref, stored, lambda now: server_side_write(now, revert_intent(now), ()), leaving=True
+            )
+        return stored
+
+    async def _server_side(
+        self,
+        ref: DeploymentRef,
+        body: Mapping[str, Any],
+        write_on: Callable[[Mapping[str, Any]], ServerSideWrite],
+        *,
+        leaving: bool = False,
+    ) -> dict[str, Any]:
+        """Carry out the server-side write write_on decides for body, once a take-over whose apply
+        did not go through has had its fields made lameduck's."""
+        adoption = adoption_patch(body)
+        if adoption:
+            body = await self.api.patch_deployment(ref, adoption)
+        write = write_on(body)
+        if write.take_over:
+            stored = await self.api.take_over(ref, write.take_over, write.intent)
+        else:
+            stored = await self.api.apply_deployment(write.intent, True)
+        # The values put back go to their owners: a second write, changing no value.
+        ownership = hand_back_patch(stored, write.handed_back, leaving=leaving)
+        if ownership:
+            stored = await self.api.patch_deployment(ref, ownership)
         return stored

@@ -34,6 +34,7 @@ SKIP_ANNOTATION = f"{GROUP}/skip"
 POLICY_ANNOTATION = f"{GROUP}/policy"
 INTENT_ANNOTATION = f"{GROUP}/intent"
 ADMITTED_ANNOTATION = f"{GROUP}/admitted"
+TAKEN_OVER_ANNOTATION = f"{GROUP}/taken-over"
 READINESS_CONDITION = f"{GROUP}/endpoints-ready"
 
 # The sidecar's container, its Role and RoleBinding, and the labels on what lameduck creates.

@@ -23,9 +23,12 @@ class FleetApi(Protocol):
         """A JSON patch (RFC 6902) as lameduck; the stored Deployment."""
         ...
 
-    async def take_over_prestops(
-        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
-    ) -> dict[str, Any]: ...
+    async def take_over(
+        self, ref: DeploymentRef, patch: list[dict[str, Any]], intent: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The JSON patch as lameduck-takeover, the intent applied as lameduck (forced), then
+        lameduck-takeover's managedFields entry removed; the stored Deployment."""
+        ...
 
     async def apply_policy_status(self, ref: PolicyRef, status: Mapping[str, Any]) -> None: ...
 

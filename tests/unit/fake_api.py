@@ -18,6 +18,7 @@ import jsonpatch
 from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.event_batches import PolicyEvent
 from lameduck_operator.logic.merge import merge
+from lameduck_operator.logic.ownership import merge_trees, restrict
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.model import PolicyRef
 from lameduck_operator.names import FINALIZER
@@ -52,6 +53,15 @@ def _take(base: Any, applied: Any, key: str | None = None) -> None:
                 _take(by_key.get(item.get(KEYED[name])), item)
         elif base[name] != value:
             del base[name]
+
+
+def stored_values(view: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored Deployment's values: without managedFields, generation, resourceVersion and status."""
+    out = copy.deepcopy(dict(view))
+    for key in ("managedFields", "generation", "resourceVersion"):
+        out["metadata"].pop(key, None)
+    out.pop("status", None)
+    return out
 
 
 def _owned(intent: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,28 +192,40 @@ class FakeApi:
 
     async def patch_deployment(self, ref: DeploymentRef, patch: list[dict[str, Any]]) -> dict[str, Any]:
         """As the API server does: the test ops guard, the result becomes the stored object (whose
-        fields the fake attributes to the other manager, as admission-injected fields are)."""
+        fields the fake attributes to the other manager, as admission-injected fields are). A patch
+        of managedFields alone that leaves lameduck an apply entry moves values between the two as
+        the entries now say."""
         self._maybe_fail(f"patch {ref}")
         stored = self.deployments[(ref.namespace, ref.name)]
         before = stored.view()
-        after = jsonpatch.apply_patch(before, patch)
-        for key in ("managedFields", "generation", "resourceVersion"):
-            after["metadata"].pop(key, None)
-        after.pop("status", None)
-        stored.base, stored.applied = after, {}
+        patched = jsonpatch.apply_patch(before, patch)
+        entries = patched["metadata"].get("managedFields") or []
+        after = stored_values(patched)
+        ours = [e["fieldsV1"] for e in entries if (e["manager"], e["operation"]) == ("lameduck", "Apply")]
+        if ours and after == stored_values(before):
+            theirs = merge_trees([e["fieldsV1"] for e in entries if e["manager"] != "lameduck"])
+            stored.base, stored.applied = restrict(after, theirs), _owned(restrict(after, merge_trees(ours)))
+        else:
+            stored.base, stored.applied = after, {}
         stored.writes += 1
         if after["spec"]["template"] != before["spec"]["template"]:
             return self._bump(stored)
         return stored.view()
 
-    async def take_over_prestops(
-        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
+    async def take_over(
+        self, ref: DeploymentRef, patch: list[dict[str, Any]], intent: Mapping[str, Any]
     ) -> dict[str, Any]:
-        meta = deployment["metadata"]
-        stored = self.deployments[(meta["namespace"], meta["name"])]
+        """The patch's tests guard; the preStop hooks it replaces leave the other manager (the API
+        server gives them to lameduck-takeover, whose entry goes once the apply owns them); then
+        the apply."""
+        self._maybe_fail(f"take over {ref}")
+        stored = self.deployments[(ref.namespace, ref.name)]
+        after = jsonpatch.apply_patch(stored.view(), patch)
+        containers = after["spec"]["template"]["spec"]["containers"]
+        hooks = {c["name"]: c.get("lifecycle", {}).get("preStop") for c in containers}
         for c in stored.base["spec"]["template"]["spec"]["containers"]:
-            if c["name"] in containers:
-                c.get("lifecycle", {}).pop("preStop", None)
+            if c.get("lifecycle", {}).get("preStop") not in (None, hooks.get(c["name"])):
+                del c["lifecycle"]["preStop"]
         return await self.apply_deployment(intent, True)
 
     async def apply_policy_status(self, ref: PolicyRef, status: Mapping[str, Any]) -> None:

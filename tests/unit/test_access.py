@@ -161,7 +161,9 @@ async def drive_the_operator() -> tuple[list[Sent], set[tuple[str, str]]]:
     for name in CLIENTS:
         setattr(api, name, Using(getattr(api, name), name, used))
     await api.apply_deployment(INTENT, force=False)
-    await api.take_over_prestops(WEB, ("app",), INTENT)
+    await api.take_over(
+        DeploymentRef("shop", "web"), [{"op": "test", "path": "/metadata/uid", "value": "uid-web"}], INTENT
+    )
     await api.patch_deployment(DeploymentRef("shop", "web"), [{"op": "remove", "path": "/metadata/annotations/x"}])
     for ref in (PolicyRef(KIND_NAMESPACED, "web-tier", "shop"), PolicyRef(KIND_CLUSTER, "everywhere")):
         await api.apply_policy_status(ref, {"observedGeneration": 1})

@@ -16,14 +16,19 @@ from lameduck_operator.logic.admitted import (
     admitted,
     admitted_paths,
     changes,
+    encode,
     injected,
     json_patch,
+    recorded,
     restore,
     reverted,
     strip,
+    value_at,
+    with_values,
 )
 from lameduck_operator.logic.decision import Moment, decide
 from lameduck_operator.logic.intent import FieldPath
+from lameduck_operator.logic.ownership import FieldOwner
 from lameduck_operator.model import Policy, PolicyRef
 from lameduck_operator.names import ADMITTED_ANNOTATION
 from lameduck_operator.settings import Settings, SidecarSettings
@@ -202,6 +207,40 @@ def test_readable_entries_of_a_record_are_kept_beside_unreadable_ones() -> None:
     )
     d = with_record(deployment(), record)
     assert admitted_paths(d) == [("spec", "minReadySeconds"), ("spec", ("name", "app"), "x")]
+
+
+def test_the_owners_of_a_replaced_value_are_read_back_as_written_and_unreadable_ones_left_out() -> None:
+    owner = FieldOwner("team-x", "Apply", {"f:exec": {"f:command": {}}})
+    change = Change(APP, was={"exec": {}}, set={"sleep": {}}, owners=(owner,))
+    encoded = json.loads(encode([change]))
+    assert encoded == [
+        {
+            "path": ["spec", "template", "spec", "containers", ["name", "app"]],
+            "set": {"sleep": {}},
+            "was": {"exec": {}},
+            "owners": [{"manager": "team-x", "operation": "Apply", "fieldsV1": {"f:exec": {"f:command": {}}}}],
+        }
+    ]
+    assert recorded(with_record(deployment(), encode([change])), ADMITTED_ANNOTATION) == [change]
+    encoded[0]["owners"] += [{"manager": 7, "operation": "Apply", "fieldsV1": {}}, "team-y", {"manager": "z"}]
+    assert recorded(with_record(deployment(), json.dumps(encoded)), ADMITTED_ANNOTATION) == [change]
+    encoded[0]["owners"] = {"team-x": {}}
+    assert recorded(with_record(deployment(), json.dumps(encoded)), ADMITTED_ANNOTATION)[0].owners == ()
+
+
+def test_values_are_put_at_their_paths_making_maps_and_named_items_on_the_way() -> None:
+    d = deployment(containers=[container("app", 8080)])
+    out = with_values(
+        d, [((*APP, "lifecycle", "preStop"), {"sleep": {}}), ((*POD, "containers", ("name", "w"), "image"), "w:1")]
+    )
+    assert pod(out)["containers"][0]["lifecycle"] == {"preStop": {"sleep": {}}}
+    assert pod(out)["containers"][1] == {"name": "w", "image": "w:1"}
+    assert pod(d)["containers"][0].get("lifecycle") is None, "a copy"
+    assert with_values({}, [(("metadata", "annotations", "a"), "x")]) == {"metadata": {"annotations": {"a": "x"}}}
+    assert value_at(out, (*POD, "containers", ("name", "w"), "image")) == "w:1"
+    assert value_at(out, (*POD, "containers", ("name", "x"), "image")) is None
+    kept = with_values(d, [((*POD, "containers", ("name", "w"), "image"), "w:1")], make_items=False)
+    assert kept == d, "no item made: the value left out"
 
 
 def test_a_replaced_value_is_read_with_what_it_was_and_what_was_set() -> None:

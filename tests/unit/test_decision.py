@@ -22,7 +22,7 @@ from lameduck_operator.logic.decision import (
     rollout_in_progress,
     with_digest,
 )
-from lameduck_operator.logic.intent import plan_deployment
+from lameduck_operator.logic.intent import POD_PATH, FieldPath, plan_deployment
 from lameduck_operator.logic.merge import merge
 from lameduck_operator.logic.selection import DeploymentRef, Loss
 from lameduck_operator.model import Policy, PolicyRef
@@ -65,6 +65,10 @@ def applied(d: dict[str, Any], p: Policy, *, digest: bool = True) -> dict[str, A
     intent = plan_deployment(d, p, SETTINGS).intent
     marked = with_digest(intent) if digest else intent
     return managed(merge(d, marked), ("kubectl", T0, owned(d)), ("lameduck", T1, owned(marked)))
+
+
+def prestop_path(container_name: str) -> FieldPath:
+    return (*POD_PATH, "containers", ("name", container_name), "lifecycle", "preStop")
 
 
 def app_prestop(d: dict[str, Any], handler: dict[str, Any] | None, name: str = "app") -> dict[str, Any]:
@@ -339,7 +343,7 @@ def test_a_first_apply_injects_and_is_told_on_its_policy() -> None:
     assert decision.intent == with_digest(plan_deployment(d, p, SETTINGS).intent)
     assert decision.budget_seconds == 65
     assert decision.starts_rollout is True
-    assert decision.replace_prestop == ()
+    assert decision.replaced == ()
     assert decision.event == DeploymentEvent(
         "Injected", "injected the preStop hold, termination budget 65s, into", policy=p.ref
     )
@@ -498,7 +502,7 @@ def test_take_over_names_the_app_containers_whose_foreign_prestop_must_go(
         d = app_prestop(d, handler, name)
     decision = run(d, [policy(spec={**IMMEDIATE, "onConflict": "TakeOver"})])
     assert decision.action is Action.APPLY
-    assert decision.replace_prestop == replaced
+    assert decision.replaced == tuple(prestop_path(name) for name in replaced)
 
 
 def test_another_managers_prestop_equal_to_lameducks_is_shared_not_removed_under_either_strategy() -> None:
@@ -507,14 +511,14 @@ def test_another_managers_prestop_equal_to_lameducks_is_shared_not_removed_under
     for strategy in ("Report", "TakeOver"):
         decision = run(d, [policy(spec={**IMMEDIATE, **sleep, "onConflict": strategy})])
         assert decision.action is Action.APPLY
-        assert decision.replace_prestop == ()
+        assert decision.replaced == ()
         assert decision.verdict.state is State.PENDING
 
 
 def test_take_over_replaces_a_foreign_prestop_of_an_unknown_handler_kind() -> None:
     d = app_prestop(deployment(), {"grpc": {"port": 1}})
     decision = run(d, [policy(spec={**IMMEDIATE, "onConflict": "TakeOver"})])
-    assert decision.replace_prestop == ("app",)
+    assert decision.replaced == (prestop_path("app"),)
     assert decision.plan is not None
     assert decision.plan.taken_over == ('container "app" already has a preStop hook (unknown)',)
 

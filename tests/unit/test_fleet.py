@@ -384,6 +384,90 @@ async def test_take_over_replaces_a_foreign_prestop(h: Harness) -> None:
     }
 
 
+TEAMS_HOOK = {"exec": {"command": ["sleep", "9"]}}
+TAKE_OVER: dict[str, Any] = {"apply": "Immediate", "onConflict": "TakeOver"}
+
+
+def managers(h: Harness, name: str) -> list[tuple[str, str]]:
+    return [(e["manager"], e["operation"]) for e in h.api.view("shop", name)["metadata"]["managedFields"]]
+
+
+async def test_take_over_by_the_reconciler_is_given_back_exactly_on_revert(h: Harness) -> None:
+    team = container("app", 8080, lifecycle={"preStop": TEAMS_HOOK, "postStart": {"sleep": {"seconds": 1}}})
+    h.add("legacy", containers=[team], terminationGracePeriodSeconds=10, annotations={"team": "x"})
+    written = h.api.view("shop", "legacy")
+    h.policy(**TAKE_OVER)
+    await h.settle()
+    pod = h.pod("legacy")
+    assert pod["containers"][0]["lifecycle"]["preStop"] == {
+        "httpGet": {"path": "/hold/app", "port": 9901, "scheme": "HTTP"}
+    }
+    assert pod["terminationGracePeriodSeconds"] == 65
+    generation = h.api.deployments[("shop", "legacy")].generation
+    h.fleet.policy_seen(policy_body("web", "shop", TAKE_OVER, deletionTimestamp=DELETING))
+    await h.settle()
+    stored = h.api.view("shop", "legacy")
+    assert stored["spec"] == written["spec"], "the team's hook and grace period are back, and nothing of lameduck's"
+    assert stored["metadata"]["annotations"] == {"team": "x"}
+    assert managers(h, "legacy") == [("kubectl", "Update")], "lameduck owns nothing: its entry went"
+    assert h.api.deployments[("shop", "legacy")].generation == generation + 1, "the revert is one template change"
+    assert h.api.finalizers[WEB] is False
+
+
+async def test_a_taken_over_deployment_is_compliant_and_the_same_policy_writes_nothing_more(h: Harness) -> None:
+    h.add("legacy", containers=[container("app", 8080, lifecycle={"preStop": TEAMS_HOOK})])
+    h.policy(**TAKE_OVER)
+    await h.settle()
+    taken = ["take over shop/legacy", "apply shop/legacy"]  # the fake's take-over ends in lameduck's apply
+    assert writes(h) == taken
+    h.fleet.policy_seen(policy_body("web", "shop", TAKE_OVER, generation=2))
+    await h.settle()
+    await h.settle()
+    assert h.state("legacy") is State.COMPLIANT
+    assert writes(h) == taken, "no write again: no new ReplicaSet"
+    decision = h.fleet.decisions[DeploymentRef("shop", "legacy")]
+    assert decision.plan is not None
+    assert decision.plan.taken_over == ('container "app" already has a preStop hook (exec)',), "judged as written"
+
+
+async def test_a_hook_its_team_sets_again_is_taken_over_again_and_that_one_given_back(h: Harness) -> None:
+    h.add("legacy", containers=[container("app", 8080, lifecycle={"preStop": TEAMS_HOOK})])
+    h.policy(**TAKE_OVER)
+    await h.settle()
+    newer = {"exec": {"command": ["sleep", "3"]}}
+    stored = h.api.deployments[("shop", "legacy")]
+    # An update of the team's own: its hook replaces lameduck's, whose apply entry loses it.
+    del stored.applied["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
+    h.api.edit_base(
+        "shop", "legacy", lambda b: b["spec"]["template"]["spec"]["containers"][0].update(lifecycle={"preStop": newer})
+    )
+    h.observe("legacy")
+    await h.settle()
+    assert h.pod("legacy")["containers"][0]["lifecycle"]["preStop"]["httpGet"]["path"] == "/hold/app"
+    h.fleet.policy_seen(policy_body("web", "shop", TAKE_OVER, deletionTimestamp=DELETING))
+    await h.settle()
+    assert h.pod("legacy")["containers"][0]["lifecycle"] == {"preStop": newer}
+
+
+async def test_values_taken_over_that_the_policy_no_longer_sets_go_back_to_their_team(h: Harness) -> None:
+    teams = [{"conditionType": "example.com/warm"}]
+    h.add("legacy", readinessGates=teams)
+    with_gate = {**TAKE_OVER, "readinessGate": {"enabled": True}}
+    h.policy(**with_gate)
+    await h.settle()
+    assert h.pod("legacy")["readinessGates"] == [*teams, {"conditionType": "lameduck.dev/endpoints-ready"}]
+    h.fleet.policy_seen(policy_body("web", "shop", TAKE_OVER, generation=2))
+    await h.settle()
+    assert h.pod("legacy")["readinessGates"] == teams, "the team's gates, not none"
+    stored = h.api.deployments[("shop", "legacy")]
+    assert stored.base["spec"]["template"]["spec"]["readinessGates"] == teams, "and the team owns them again"
+    assert "readinessGates" not in stored.applied["spec"]["template"]["spec"]
+    done = writes(h)
+    await h.settle()
+    assert h.state("legacy") is State.COMPLIANT
+    assert writes(h) == done
+
+
 async def test_conflicts_name_the_manager_that_set_the_value(h: Harness) -> None:
     h.add(
         "legacy",
@@ -667,7 +751,7 @@ def admitted_at_creation(h: Harness, name: str, written: dict[str, Any] | None =
 
 
 def writes(h: Harness) -> list[str]:
-    return [c for c in h.api.calls if c.startswith(("apply", "patch"))]
+    return [c for c in h.api.calls if c.startswith(("apply", "patch", "take over"))]
 
 
 FOREIGN_PRESTOP = {"exec": {"command": ["sleep", "9"]}}

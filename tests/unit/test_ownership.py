@@ -8,14 +8,20 @@ import jsonpatch
 import pytest
 
 from lameduck_operator.logic.ownership import (
+    FieldOwner,
+    Ownership,
     changed_managers,
+    entries_removal_patch,
     foreign_view,
+    grafted,
     latest_other_manager,
     managed_by,
     merge_trees,
     owners,
     ownership_restore_patch,
+    pruned,
     restrict,
+    subtree,
 )
 
 
@@ -304,3 +310,57 @@ def test_nothing_to_give_back_is_no_patch_and_lameducks_apply_entry_stays() -> N
         ownership_restore_patch({"metadata": {"managedFields": entries}}, {"metadata": {"managedFields": entries}})
         == []
     )
+
+
+PRESTOP_PATH = ("spec", "template", "spec", "containers", ("name", "app"), "lifecycle", "preStop")
+CONTAINERS_FIELDS: dict[str, Any] = {
+    "f:spec": {"f:template": {"f:spec": {"f:containers": {APP: {".": {}, "f:name": {}, "f:lifecycle": {}}}}}}
+}
+
+
+def test_the_node_at_a_path_is_found_through_keyed_items_whatever_their_keys_spacing() -> None:
+    spaced: dict[str, Any] = {"f:containers": {'k:{"name": "app"}': {"f:lifecycle": {"f:preStop": {"f:exec": {}}}}}}
+    assert subtree(spaced, ("containers", ("name", "app"), "lifecycle", "preStop")) == {"f:exec": {}}
+    assert subtree(spaced, ("containers", ("name", "web"), "lifecycle")) is None
+    assert subtree(spaced, ("initContainers",)) is None
+
+
+def test_grafting_merges_into_the_node_there_or_makes_the_nodes_on_the_way() -> None:
+    hook: dict[str, Any] = {"f:exec": {"f:command": {}}}
+    into = grafted(CONTAINERS_FIELDS, PRESTOP_PATH, hook)
+    assert into["f:spec"]["f:template"]["f:spec"]["f:containers"] == {
+        APP: {".": {}, "f:name": {}, "f:lifecycle": {"f:preStop": hook}}
+    }
+    made = grafted({}, PRESTOP_PATH, hook)
+    assert subtree(made, PRESTOP_PATH) == hook
+    assert 'k:{"name":"app"}' in made["f:spec"]["f:template"]["f:spec"]["f:containers"], "the API server's spelling"
+    assert CONTAINERS_FIELDS["f:spec"]["f:template"]["f:spec"]["f:containers"][APP]["f:lifecycle"] == {}, "a copy"
+
+
+def test_pruning_removes_the_node_and_the_nodes_it_leaves_empty_only() -> None:
+    hook = grafted(CONTAINERS_FIELDS, PRESTOP_PATH, {"f:exec": {"f:command": {}}})
+    assert pruned(hook, PRESTOP_PATH) == {
+        "f:spec": {"f:template": {"f:spec": {"f:containers": {APP: {".": {}, "f:name": {}}}}}}
+    }, "the lifecycle node it left empty went too, the item's own node stayed"
+    alone = grafted({}, PRESTOP_PATH, {"f:exec": {}})
+    assert pruned(alone, PRESTOP_PATH) == {}
+    assert pruned(hook, ("spec", "replicas")) == hook, "nothing there: unchanged"
+
+
+def test_owners_at_a_path_are_the_other_managers_with_their_fields_there() -> None:
+    found = Ownership.of(STORED).owners_at(("spec", "template", "spec", "containers", ("name", "app")))
+    assert found == (FieldOwner("kubectl", "Update", {".": {}, "f:name": {}, "f:image": {}}),)
+    assert Ownership.of(STORED).owners_at(PRESTOP_PATH) == ()
+    assert Ownership.of(STORED).ours_at(PRESTOP_PATH)
+    assert not Ownership.of(STORED).ours_at(("spec", "template", "spec", "terminationGracePeriodSeconds"))
+    kubectl = ("spec", "template", "spec", "terminationGracePeriodSeconds")
+    assert Ownership.of(STORED).owners_at(kubectl, excluded=("kubectl",)) == ()
+
+
+def test_every_entry_of_a_manager_is_removed_last_first_each_after_a_test_of_who_it_is() -> None:
+    entries = [{"manager": "a"}, {"manager": "lameduck-takeover"}, {"manager": "b"}, {"manager": "lameduck-takeover"}]
+    patch = entries_removal_patch({"metadata": {"managedFields": entries}}, "lameduck-takeover")
+    left = jsonpatch.apply_patch({"metadata": {"managedFields": entries}}, patch)
+    assert left["metadata"]["managedFields"] == [{"manager": "a"}, {"manager": "b"}]
+    assert patch[0] == {"op": "test", "path": "/metadata/managedFields/3/manager", "value": "lameduck-takeover"}
+    assert entries_removal_patch({"metadata": {}}, "lameduck-takeover") == []

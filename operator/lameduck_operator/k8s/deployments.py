@@ -1,5 +1,5 @@
 """Writes to Deployments as lameduck: server-side apply, JSON patch, and the take-over of other
-managers' preStop hooks."""
+managers' preStop hooks (what each writes is decided in logic/takeover.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lameduck_operator.k8s.clients import APPLY, JSON_PATCH, ApiClients, json_body
+from lameduck_operator.logic.ownership import entries_removal_patch
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.names import FIELD_MANAGER, TAKEOVER_MANAGER
 
@@ -30,42 +31,27 @@ class DeploymentWriter(ApiClients):
     async def apply_deployment(self, intent: Mapping[str, Any], force: bool) -> dict[str, Any]:
         return await asyncio.to_thread(self._apply, intent, force)
 
-    def _take_over(
-        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        meta = deployment["metadata"]
-        wanted = {c["name"]: c["lifecycle"]["preStop"] for c in intent["spec"]["template"]["spec"]["containers"]}
-        ops: list[dict[str, Any]] = []
-        for index, container in enumerate(deployment["spec"]["template"]["spec"]["containers"]):
-            if container["name"] in containers:
-                path = f"/spec/template/spec/containers/{index}"
-                ops.append({"op": "test", "path": f"{path}/name", "value": container["name"]})
-                ops.append({"op": "replace", "path": f"{path}/lifecycle/preStop", "value": wanted[container["name"]]})
-        # One template change replaces the other handler kind with ours (apply alone would
-        # leave both, which the API rejects); the apply then owns the result.
+    def _take_over(self, ref: DeploymentRef, patch: list[dict[str, Any]], intent: Mapping[str, Any]) -> dict[str, Any]:
+        # One template change replaces the other handler kind (an apply alone would leave both,
+        # which the API server rejects), as a manager of its own: the forced apply then owns what
+        # it wrote, and that manager's entry goes.
         self.apps.patch_namespaced_deployment(
-            meta["name"], meta["namespace"], ops, field_manager=TAKEOVER_MANAGER, _content_type=JSON_PATCH
+            ref.name, ref.namespace, patch, field_manager=TAKEOVER_MANAGER, _content_type=JSON_PATCH
         )
         stored = self._apply(intent, True)
-        entries = stored["metadata"].get("managedFields") or []
-        cleanup: list[dict[str, Any]] = []
-        for index in reversed(range(len(entries))):
-            if entries[index].get("manager") == TAKEOVER_MANAGER:
-                path = f"/metadata/managedFields/{index}"
-                cleanup.append({"op": "test", "path": f"{path}/manager", "value": TAKEOVER_MANAGER})
-                cleanup.append({"op": "remove", "path": path})
+        cleanup = entries_removal_patch(stored, TAKEOVER_MANAGER)
         if not cleanup:
             return stored
         return json_body(
             self.apps.patch_namespaced_deployment(
-                meta["name"], meta["namespace"], cleanup, _content_type=JSON_PATCH, _preload_content=False
+                ref.name, ref.namespace, cleanup, _content_type=JSON_PATCH, _preload_content=False
             )
         )
 
-    async def take_over_prestops(
-        self, deployment: Mapping[str, Any], containers: tuple[str, ...], intent: Mapping[str, Any]
+    async def take_over(
+        self, ref: DeploymentRef, patch: list[dict[str, Any]], intent: Mapping[str, Any]
     ) -> dict[str, Any]:
-        return await asyncio.to_thread(self._take_over, deployment, containers, intent)
+        return await asyncio.to_thread(self._take_over, ref, patch, intent)
 
     def _patch(self, ref: DeploymentRef, patch: list[dict[str, Any]]) -> dict[str, Any]:
         return json_body(

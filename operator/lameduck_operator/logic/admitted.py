@@ -15,6 +15,10 @@ revert puts it back. Each entry also carries the value lameduck set: a value the
 there later is the writer's, never taken for lameduck's (the API server's defaults added
 inside lameduck's value, such as a container's terminationMessagePath, do not count).
 Entry: {"path": [...], "set": value} or {"path": [...], "set": value, "was": value}.
+
+The record of the values lameduck's server-side apply took from other managers
+(`lameduck.dev/taken-over`, logic/takeover.py) has the same entries, each with the managedFields
+the replaced value had: {..., "owners": [{"manager": m, "operation": o, "fieldsV1": {...}}]}.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import jsonpatch
 
 from lameduck_operator.logic.intent import FieldPath
 from lameduck_operator.logic.merge import REPLACED_WHOLE, is_subset, merge
+from lameduck_operator.logic.ownership import FieldOwner
 from lameduck_operator.names import ADMITTED_ANNOTATION
 
 NAME_KEYED = frozenset({"containers", "initContainers"})
@@ -46,6 +51,8 @@ class Change:
     was: Any = _ABSENT
     # The value lameduck set; absent for the record's own annotation.
     set: Any = _ABSENT
+    # Who owned the replaced value, in managedFields (a take-over's record only).
+    owners: tuple[FieldOwner, ...] = ()
 
     def still_ours(self, obj: Mapping[str, Any], items: KeyedItems | None = None) -> bool:
         """Whether obj still holds the value lameduck set here (server defaults added inside it aside).
@@ -82,9 +89,27 @@ def _path(raw: Any) -> FieldPath | None:
     return tuple(steps)
 
 
+def _owners(raw: Any) -> tuple[FieldOwner, ...]:
+    """The readable owners of an entry; others are left out (an owner is only ever given fields back)."""
+    found = []
+    for owner in raw if isinstance(raw, list) else []:
+        if not isinstance(owner, Mapping):
+            continue
+        manager, operation, fields = owner.get("manager"), owner.get("operation"), owner.get("fieldsV1")
+        if isinstance(manager, str) and isinstance(operation, str) and isinstance(fields, Mapping):
+            found.append(FieldOwner(manager, operation, fields))
+    return tuple(found)
+
+
 def admitted(obj: Mapping[str, Any]) -> list[Change]:
-    """The recorded changes; an unreadable record counts as none (nothing is removed on a guess)."""
-    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ADMITTED_ANNOTATION)
+    """The changes recorded at admission (or by a JSON patch of the reconciler's)."""
+    return recorded(obj, ADMITTED_ANNOTATION)
+
+
+def recorded(obj: Mapping[str, Any], annotation: str) -> list[Change]:
+    """The changes recorded in annotation; an unreadable record counts as none (nothing is
+    removed on a guess)."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(annotation)
     if not raw:
         return []
     try:
@@ -97,7 +122,9 @@ def admitted(obj: Mapping[str, Any]) -> list[Change]:
             continue
         path = _path(entry.get("path"))
         if path is not None:
-            found.append(Change(path, entry.get("was", _ABSENT), entry.get("set", _ABSENT)))
+            found.append(
+                Change(path, entry.get("was", _ABSENT), entry.get("set", _ABSENT), _owners(entry.get("owners")))
+            )
     return found
 
 
@@ -109,7 +136,8 @@ def _steps(path: FieldPath) -> list[Any]:
     return [s if isinstance(s, str) else list(s) for s in path]
 
 
-def _encode(changes: Sequence[Change]) -> str:
+def encode(changes: Sequence[Change]) -> str:
+    """A record's annotation value."""
     entries = []
     for change in changes:
         entry: dict[str, Any] = {"path": _steps(change.path)}
@@ -117,6 +145,10 @@ def _encode(changes: Sequence[Change]) -> str:
             entry["set"] = change.set
         if change.replaced:
             entry["was"] = change.was
+        if change.owners:
+            entry["owners"] = [
+                {"manager": o.manager, "operation": o.operation, "fieldsV1": o.fields} for o in change.owners
+            ]
         entries.append(entry)
     return json.dumps(entries, separators=(",", ":"))
 
@@ -188,6 +220,49 @@ def _at(node: Any, path: FieldPath, items: KeyedItems | None = None) -> Any:
         if node is _ABSENT:
             return _ABSENT
     return node
+
+
+def value_at(obj: Mapping[str, Any], path: FieldPath) -> Any:
+    """The value at path; None when there is none."""
+    found = _at(obj, path)
+    return None if found is _ABSENT else found
+
+
+def with_values(
+    obj: Mapping[str, Any], values: Sequence[tuple[FieldPath, Any]], *, make_items: bool = True
+) -> dict[str, Any]:
+    """A copy of obj with each value put at its path, the maps on the way made where missing, and
+    the named list items too unless make_items is False (then a value whose item is missing is
+    left out)."""
+    out: dict[str, Any] = copy.deepcopy(dict(obj))
+    for path, value in values:
+        _put(out, path, value, make_items)
+    return out
+
+
+def _put(node: Any, path: FieldPath, value: Any, make_items: bool) -> None:
+    for position, step in enumerate(path[:-1]):
+        if isinstance(step, tuple):
+            if not isinstance(node, list):
+                return
+            key, name = step
+            # A scan: a few values each time, and an item appended must be found by the next one.
+            found = next((item for item in node if isinstance(item, dict) and item.get(key) == name), None)
+            if found is None and not make_items:
+                return
+            if found is None:
+                found = {key: name}
+                node.append(found)
+            node = found
+        elif isinstance(node, dict):
+            if not isinstance(node.get(step), dict | list):
+                node[step] = [] if isinstance(path[position + 1], tuple) else {}
+            node = node[step]
+        else:
+            return
+    last = path[-1]
+    if isinstance(last, str) and isinstance(node, dict):
+        node[last] = copy.deepcopy(value)
 
 
 def changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Change]:
@@ -328,7 +403,7 @@ def injected(obj: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any
         return merged
     record = [*found, Change(("metadata", "annotations", ADMITTED_ANNOTATION))]
     annotations = merged.setdefault("metadata", {}).setdefault("annotations", {})
-    annotations[ADMITTED_ANNOTATION] = _encode(record)
+    annotations[ADMITTED_ANNOTATION] = encode(record)
     return merged
 
 

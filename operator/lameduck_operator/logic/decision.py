@@ -18,9 +18,10 @@ from typing import Any
 from lameduck_operator.logic.admitted import admitted, restore
 from lameduck_operator.logic.budget import max_hold_in_force
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
-from lameduck_operator.logic.intent import OwnersOf, Plan, carried_max_hold, plan_deployment, pod_spec
+from lameduck_operator.logic.intent import FieldPath, OwnersOf, Plan, carried_max_hold, plan_deployment, pod_spec
 from lameduck_operator.logic.ownership import Ownership, write_times
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
+from lameduck_operator.logic.takeover import as_written
 from lameduck_operator.model import ApplyStrategy, Mode, Policy, PolicyRef
 from lameduck_operator.names import GROUP, INTENT_ANNOTATION, POLICY_ANNOTATION, SKIP_ANNOTATION
 from lameduck_operator.settings import Settings
@@ -74,9 +75,9 @@ class Decision:
     event: DeploymentEvent | None = None
 
     @property
-    def replace_prestop(self) -> tuple[str, ...]:
-        """App containers whose own preStop handler must go before lameduck's can be applied."""
-        return self.plan.replaced_prestops if self.plan is not None and self.action is Action.APPLY else ()
+    def replaced(self) -> tuple[FieldPath, ...]:
+        """The paths of other managers' values the apply takes over (logic/takeover.py)."""
+        return self.plan.replaced if self.plan is not None and self.action is Action.APPLY else ()
 
     @property
     def budget_seconds(self) -> int | None:
@@ -135,14 +136,15 @@ def too_large(deployment: Mapping[str, Any], max_containers: int | None = MAX_TE
     return max_containers is not None and container_count(deployment) > max_containers
 
 
-def lameduck_view(deployment: Mapping[str, Any], ownership: Ownership) -> dict[str, Any]:
+def lameduck_view(deployment: Mapping[str, Any], ownership: Ownership) -> Mapping[str, Any]:
     """The Deployment as the other managers set it: lameduck's own fields left out, both those it
-    applied (managedFields, as `ownership` read them) and those it recorded as admitted
-    (replaced values put back). Read only: without an admitted record it shares values with
-    `deployment` (copying it whole again took a quarter of a decision's time in bench.apply_path)."""
+    applied (managedFields, as `ownership` read them) and those it recorded as admitted, and the
+    values it replaced (recorded as admitted or taken over) put back. Read only: without a record
+    it shares values with `deployment` (copying it whole again took a quarter of a decision's time
+    in bench.apply_path)."""
     recorded = admitted(deployment)
     view = ownership.foreign_view(deployment)
-    return restore(view, recorded) if recorded else view
+    return as_written(restore(view, recorded) if recorded else view, deployment, ownership)
 
 
 def decide(

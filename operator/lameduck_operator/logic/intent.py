@@ -51,9 +51,9 @@ class Plan:
     conflicts: tuple[str, ...] = ()
     # Other managers' values the intent replaces because the policy says TakeOver.
     taken_over: tuple[str, ...] = ()
-    # App containers whose own preStop handler the intent replaces (TakeOver only): it must
-    # go before lameduck's can be applied.
-    replaced_prestops: tuple[str, ...] = ()
+    # Their paths (TakeOver only): recorded with what they were, so that they go back
+    # (logic/takeover.py).
+    replaced: tuple[FieldPath, ...] = ()
 
 
 def pod_spec(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -215,12 +215,15 @@ class _Findings:
         self.owners_of = owners_of
         self.conflicts: list[str] = []
         self.taken_over: list[str] = []
+        self.replaced: list[FieldPath] = []
 
     def replaceable(self, what: str, path: FieldPath) -> None:
         """Another manager's value the intent would replace: allowed only with TakeOver."""
         who = self.owners_of(path)
         named = f"{what}, set by {', '.join(who)}" if who else what
         (self.taken_over if self.take_over else self.conflicts).append(named)
+        if self.take_over:
+            self.replaced.append(path)
 
     def blocking(self, what: str) -> None:
         self.conflicts.append(what)
@@ -251,7 +254,6 @@ def plan_deployment(
     containers: list[Mapping[str, Any]] = list(pod.get("containers") or [])
     init_containers: list[Mapping[str, Any]] = list(pod.get("initContainers") or [])
     findings = _Findings(spec.on_conflict is ConflictStrategy.TAKE_OVER, owners_of)
-    replaced_prestops = []
 
     candidates = [c for c in containers if c.get("name") != SIDECAR_NAME]
     if spec.containers:
@@ -295,7 +297,6 @@ def plan_deployment(
                 f'container "{name}" already has a preStop hook ({_handler_kind(current)})',
                 (*POD_PATH, "containers", ("name", name), "lifecycle", "preStop"),
             )
-            replaced_prestops.append(name)
         app_entries.append({"name": name, "lifecycle": {"preStop": wanted}})
     pod_intent["containers"] = app_entries
 
@@ -363,7 +364,7 @@ def plan_deployment(
         intent=intent,
         conflicts=tuple(findings.conflicts),
         taken_over=tuple(findings.taken_over),
-        replaced_prestops=tuple(replaced_prestops) if findings.take_over else (),
+        replaced=tuple(findings.replaced),
     )
 
 

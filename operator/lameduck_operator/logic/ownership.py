@@ -7,6 +7,7 @@ lameduck's own earlier values never look like someone else's.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -153,6 +154,79 @@ def restrict(value: Any, tree: FieldsTree) -> Any:
     return value
 
 
+def _new_key(step: str | tuple[str, str]) -> str:
+    """The FieldsV1 key the API server writes for a step: f:name, or k:{"name":"app"} for a keyed item."""
+    if isinstance(step, str):
+        return f"f:{step}"
+    key, value = step
+    return "k:" + json.dumps({key: value}, separators=(",", ":"))
+
+
+def _child_key(tree: FieldsTree, step: str | tuple[str, str]) -> str | None:
+    """The key of tree's child at step, if it has one."""
+    if isinstance(step, str):
+        key = f"f:{step}"
+        return key if isinstance(tree.get(key), Mapping) else None
+    item = {step[0]: step[1]}
+    return next(
+        (k for k, sub in tree.items() if k.startswith("k:") and isinstance(sub, Mapping) and _item_matches(k, item)),
+        None,
+    )
+
+
+def subtree(tree: FieldsTree, path: FieldPath) -> FieldsTree | None:
+    """The node of tree at path (a field's path in the object), or None when tree names nothing there."""
+    node = tree
+    for step in path:
+        key = _child_key(node, step)
+        if key is None:
+            return None
+        node = node[key]
+    return node
+
+
+def grafted(tree: FieldsTree, path: FieldPath, sub: FieldsTree) -> dict[str, Any]:
+    """A copy of tree with sub merged in at path (the nodes on the way made where missing)."""
+    out: dict[str, Any] = copy.deepcopy(dict(tree))
+    node = out
+    for step in path:
+        key = _child_key(node, step) or _new_key(step)
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    _merge_tree_into(node, sub)
+    return out
+
+
+def pruned(tree: FieldsTree, path: FieldPath) -> dict[str, Any]:
+    """A copy of tree without its node at path, nor the nodes that leaves empty."""
+    out: dict[str, Any] = copy.deepcopy(dict(tree))
+    trail: list[tuple[dict[str, Any], str]] = []
+    node = out
+    for step in path:
+        key = _child_key(node, step)
+        if key is None:
+            return out
+        trail.append((node, key))
+        node = node[key]
+    # The node goes, then each node above that it leaves empty (the tree itself stays).
+    for parent, key in reversed(trail):
+        del parent[key]
+        if parent:
+            break
+    return out
+
+
+@dataclass(frozen=True)
+class FieldOwner:
+    """One managedFields entry's part of a field: its FieldsV1 node at the field's path, as it stood."""
+
+    manager: str
+    operation: str
+    fields: FieldsTree
+
+
 @dataclass(frozen=True)
 class Ownership:
     """One object's main-resource managedFields, read once: lameduck's entries and the others'.
@@ -189,6 +263,22 @@ class Ownership:
         view.setdefault("apiVersion", obj.get("apiVersion"))
         view.setdefault("kind", obj.get("kind"))
         return dict(view)
+
+    def owners_at(self, path: FieldPath, excluded: tuple[str, ...] = ()) -> tuple[FieldOwner, ...]:
+        """What each other manager (those in excluded aside) owns of the field at path."""
+        found = []
+        for entry in self.others:
+            manager = str(entry.get("manager"))
+            node = None if manager in excluded else subtree(entry.get("fieldsV1") or {}, path)
+            if node is not None:
+                found.append(FieldOwner(manager, str(entry.get("operation")), copy.deepcopy(dict(node))))
+        return tuple(found)
+
+    def ours_at(self, path: FieldPath, operation: str = "Apply") -> bool:
+        """Whether lameduck's entry of that operation owns the field at path, or anything below it."""
+        return any(
+            e.get("operation") == operation and subtree(e.get("fieldsV1") or {}, path) is not None for e in self.ours
+        )
 
     def latest_other(self) -> str | None:
         """The other manager that wrote after lameduck last did: the likeliest author of a change.
@@ -310,3 +400,16 @@ def ownership_restore_patch(
             tests.append({"op": "test", "path": f"{path}/manager", "value": entry.get("manager")})
             replaces.append({"op": "replace", "path": f"{path}/fieldsV1", "value": wanted[key]})
     return [*tests, *replaces, *removals] if removals or replaces else []
+
+
+def entries_removal_patch(obj: Mapping[str, Any], manager: str) -> list[dict[str, Any]]:
+    """JSON patch operations that remove every managedFields entry of manager, each guarded by a
+    test of who it is (the last first, so that the positions of the others hold)."""
+    entries = (obj.get("metadata") or {}).get("managedFields") or []
+    ops: list[dict[str, Any]] = []
+    for index in reversed(range(len(entries))):
+        if entries[index].get("manager") == manager:
+            path = f"/metadata/managedFields/{index}"
+            ops.append({"op": "test", "path": f"{path}/manager", "value": manager})
+            ops.append({"op": "remove", "path": path})
+    return ops
