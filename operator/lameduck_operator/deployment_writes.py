@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from lameduck_operator.logic.admitted import admitted_paths, injected, json_patch, reverted
+from lameduck_operator.logic.admitted import admitted_paths, json_patch, reverted
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Decision, revert_intent
 from lameduck_operator.logic.ownership import managed_by, ownership_restore_patch
@@ -33,7 +33,7 @@ class DeploymentWrites:
         """Write what the decision calls for on body, the Deployment as last read: the Deployment
         as stored (None when nothing was written) and the reconcile's result, as counted."""
         if decision.action is Action.APPLY and decision.intent is not None:
-            return await self.apply(ref, body, decision.intent, decision.replace_prestop), "applied"
+            return await self.apply(ref, body, decision.intent, decision), "applied"
         if decision.action is Action.REVERT:
             return await self.revert(ref, body), "reverted"
         if decision.verdict.state is State.CONFLICT:
@@ -43,18 +43,22 @@ class DeploymentWrites:
         if decision.verdict.reason is Reason.TEMPLATE_TOO_LARGE:
             log.warning("not judging %s: %s", ref, decision.verdict.message)
             return None, "too_large"
+        if decision.verdict.reason is Reason.NO_ROOM_FOR_ANNOTATIONS:
+            log.warning("not writing %s: %s", ref, decision.verdict.message)
+            return None, "no_room"
         return None, "unchanged"
 
     async def apply(
-        self, ref: DeploymentRef, body: Mapping[str, Any], intent: Mapping[str, Any], replace_prestop: tuple[str, ...]
+        self, ref: DeploymentRef, body: Mapping[str, Any], intent: Mapping[str, Any], decision: Decision
     ) -> dict[str, Any]:
-        """Write the intent on body (the Deployment as last read), taking over the preStop hooks
-        of the containers named in replace_prestop."""
-        if admitted_paths(body):
-            # Injected at admission: lameduck keeps to its recorded fields, by JSON patch.
-            return await self.api.patch_deployment(ref, json_patch(body, injected(body, intent), guard=True))
-        if replace_prestop:
-            return await self.api.take_over_prestops(body, replace_prestop, intent)
+        """Write the decision's intent on body (the Deployment as last read and decided on),
+        taking over the preStop hooks the decision names."""
+        if decision.patched is not None:
+            # Injected at admission: lameduck keeps to its recorded fields, by JSON patch (the
+            # decision made the patched Deployment when it measured its annotations).
+            return await self.api.patch_deployment(ref, json_patch(body, decision.patched, guard=True))
+        if decision.replace_prestop:
+            return await self.api.take_over_prestops(body, decision.replace_prestop, intent)
         # Forced: the plan has checked every field the intent sets against the other managers'
         # values and found none in the way (or TakeOver allows it). What others still own there
         # are API defaults their create or update recorded, such as the grace period of 30s,
