@@ -31,7 +31,7 @@ from lameduck_operator.logic.admission import (
     refusal_answer,
     review,
 )
-from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.webhook_certificate import ServingCertificate
@@ -244,4 +244,6 @@ def _result(admitted: Admitted) -> str:
         return "too_large"
     if admitted.decision is None:
         return "skipped"
+    if admitted.decision.verdict.reason is Reason.NO_ROOM_FOR_ANNOTATIONS:
+        return "no_room"
     return "conflict" if admitted.decision.verdict.state is State.CONFLICT else "unchanged"

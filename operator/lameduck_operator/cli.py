@@ -8,7 +8,8 @@ given with them is what the operator learned there: with a policy's hold.learned
 Deployments are decided with their learned maxHold, as the webhook and the reconciler decide.
 
 Exit codes (docs: docs/policy.md, "Trying a policy offline"): 0 done (`check`: every
-Deployment compliant, skipped or unmanaged); 1 `check` found Deployments pending or conflicting;
+Deployment compliant, skipped or unmanaged; skipped includes left alone: a template too large,
+no room for lameduck's annotations); 1 `check` found Deployments pending or conflicting;
 2 the command could not run: a usage error, input that cannot be read as manifests (missing,
 unreadable, too large, not YAML, too deep, aliases expanding too far, a key given twice, a
 document that is no object), or its output closed early; 3 invalid objects: a policy the API
@@ -156,12 +157,13 @@ def _decide_all(
 
 def rendered(deployment: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
     """The Deployment as lameduck's admission webhook would make it at its next rollout;
-    unchanged when nothing may be applied.
+    unchanged when nothing may be applied (a conflict, or skipped: no room for lameduck's
+    annotations).
 
     lameduck's fields are recorded in the lameduck.dev/admitted annotation, as the webhook
     records them, so `check` of the output tells them from the manifest's own.
     """
-    if decision.intent is None or decision.verdict.state is State.CONFLICT:
+    if decision.intent is None or decision.verdict.state in (State.CONFLICT, State.SKIPPED):
         return dict(deployment)
     return injected(deployment, decision.intent)
 

@@ -410,13 +410,17 @@ def _status() -> dict[str, Any]:
                     },
                 },
             },
-            "matched": _count("Deployments this policy governs (selected, not opted out, not lost to another policy)."),
+            "matched": _count("Deployments this policy governs (selected, not lost to another policy, not skipped)."),
             "compliant": _count("Matched Deployments that carry the policy's intent."),
             "pending": _count("Matched Deployments that will get the intent (next rollout, or waiting their turn)."),
             "conflicting": _count(
                 "Matched Deployments lameduck leaves alone because another manager's value is in the way."
             ),
-            "skipped": _count(f'Selected Deployments opted out with {SKIP_ANNOTATION}: "true".'),
+            "skipped": _count(
+                f'Selected Deployments lameduck leaves alone: opted out with {SKIP_ANNOTATION}: "true", a pod '
+                "template of more containers than lameduck judges, or no room for lameduck's annotations under "
+                "the API server's limit."
+            ),
             "budgetSeconds": _count("The termination budget this policy gives each pod, in seconds."),
             "nonCompliant": {
                 "type": "array",

@@ -16,10 +16,9 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lameduck_operator.logic.admitted import admitted_paths, injected, json_patch, reverted
+from lameduck_operator.logic.admitted import admitted_paths, json_patch, reverted
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Decision, revert_intent
-from lameduck_operator.logic.intent import FieldPath
 from lameduck_operator.logic.ownership import managed_by, ownership_restore_patch
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.takeover import ServerSideWrite, adoption_patch, hand_back_patch, server_side_write
@@ -39,7 +38,7 @@ class DeploymentWrites:
         """Write what the decision calls for on body, the Deployment as last read: the Deployment
         as stored (None when nothing was written) and the reconcile's result, as counted."""
         if decision.action is Action.APPLY and decision.intent is not None:
-            return await self.apply(ref, body, decision.intent, decision.replaced), "applied"
+            return await self.apply(ref, body, decision.intent, decision), "applied"
         if decision.action is Action.REVERT:
             return await self.revert(ref, body), "reverted"
         if decision.verdict.state is State.CONFLICT:
@@ -49,16 +48,21 @@ class DeploymentWrites:
         if decision.verdict.reason is Reason.TEMPLATE_TOO_LARGE:
             log.warning("not judging %s: %s", ref, decision.verdict.message)
             return None, "too_large"
+        if decision.verdict.reason is Reason.NO_ROOM_FOR_ANNOTATIONS:
+            log.warning("not writing %s: %s", ref, decision.verdict.message)
+            return None, "no_room"
         return None, "unchanged"
 
     async def apply(
-        self, ref: DeploymentRef, body: Mapping[str, Any], intent: Mapping[str, Any], replaced: tuple[FieldPath, ...]
+        self, ref: DeploymentRef, body: Mapping[str, Any], intent: Mapping[str, Any], decision: Decision
     ) -> dict[str, Any]:
-        """Write the intent on body (the Deployment as last read), taking over the other managers'
-        values at the paths in replaced."""
-        if admitted_paths(body):
-            # Injected at admission: lameduck keeps to its recorded fields, by JSON patch.
-            return await self.api.patch_deployment(ref, json_patch(body, injected(body, intent), guard=True))
+        """Write the decision's intent on body (the Deployment as last read and decided on),
+        taking over the other managers' values at the paths the decision replaces."""
+        if decision.patched is not None:
+            # Injected at admission: lameduck keeps to its recorded fields, by JSON patch (the
+            # decision made the patched Deployment when it measured its annotations).
+            return await self.api.patch_deployment(ref, json_patch(body, decision.patched, guard=True))
+        replaced = decision.replaced
         # Forced: the plan has checked every field the intent sets against the other managers'
         # values and found none in the way (or TakeOver allows it). What others still own there
         # are API defaults their create or update recorded, such as the grace period of 30s,

@@ -362,11 +362,12 @@ class Reconciler:
     ) -> None:
         """Keep the decision; body is the Deployment as last read or written by this reconcile
         (a newer one from the watch enqueues another reconcile), not parsed again."""
-        # Kept for status, slots and policy changes: not the intent (a whole Deployment body each:
-        # at fleet scale, most of the operator's memory), which the next reconcile plans anew.
+        # Kept for status, slots and policy changes: not the intent nor the patched Deployment (a
+        # whole Deployment body each: at fleet scale, most of the operator's memory), which the
+        # next reconcile plans anew.
         plan = replace(decision.plan, intent={}) if decision.plan is not None else None
         fleet = self.fleet
-        fleet.decisions[ref] = replace(decision, intent=None, plan=plan)
+        fleet.decisions[ref] = replace(decision, intent=None, plan=plan, patched=None)
         fleet.access.recheck([ref.namespace])
         fleet.slots.judged(ref, decision, body if ref in fleet.deployments else None)
         fleet.status.judged(decision, previous)

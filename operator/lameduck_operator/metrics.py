@@ -104,7 +104,8 @@ class OperatorMetrics:
         ProcessCollector(registry=self.registry)
         self.reconciles = Counter(
             "lameduck_reconciles_total",
-            "Deployment reconciles by result (applied, reverted, unchanged, waiting, conflict, too_large, error).",
+            "Deployment reconciles by result (applied, reverted, unchanged, waiting, conflict, too_large, no_room, "
+            "error).",
             ["result"],
             registry=self.registry,
         )
@@ -142,8 +143,8 @@ class OperatorMetrics:
         )
         self.webhook_requests = Counter(
             "lameduck_webhook_requests_total",
-            "Admission reviews by result (patched, unchanged, conflict, skipped, too_large, body_too_large, timeout, "
-            "invalid, error).",
+            "Admission reviews by result (patched, unchanged, conflict, no_room, skipped, too_large, body_too_large, "
+            "timeout, invalid, error).",
             ["result"],
             registry=self.registry,
         )

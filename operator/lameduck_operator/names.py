@@ -36,6 +36,9 @@ INTENT_ANNOTATION = f"{GROUP}/intent"
 ADMITTED_ANNOTATION = f"{GROUP}/admitted"
 TAKEN_OVER_ANNOTATION = f"{GROUP}/taken-over"
 READINESS_CONDITION = f"{GROUP}/endpoints-ready"
+# The API server's bound on one object's annotations: the UTF-8 bytes of every key and value
+# together (apimachinery's TotalAnnotationSizeLimitB); a write past it is refused with a 422.
+ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 # The sidecar's container, its Role and RoleBinding, and the labels on what lameduck creates.
 SIDECAR_NAME = "lameduck"

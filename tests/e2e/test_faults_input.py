@@ -25,6 +25,7 @@ from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS
 from lameduck_operator.logic.selection import NAMESPACE_NAME_LABEL
 from lameduck_operator.names import (
     ADMITTED_ANNOTATION,
+    ANNOTATIONS_MAX_BYTES,
     FIELD_MANAGER,
     GROUP,
     HOLD_PATH_PREFIX,
@@ -45,9 +46,7 @@ T = TypeVar("T")
 
 # The port the chart's sidecar listens on and the app containers' preStop hooks call.
 SIDECAR_PORT = SidecarSettings().port
-# The API server's bound on one object's annotations, keys and values together
-# (TotalAnnotationSizeLimitB); it refuses a write past it with a 422 naming metadata.annotations.
-ANNOTATIONS_LIMIT = 256 * 1024
+# How the API server refuses a write whose annotations are over ANNOTATIONS_MAX_BYTES (a 422).
 TOO_LONG = "metadata.annotations: Too long"
 # Another team's field manager, applying server-side as GitOps tools and CI pipelines do.
 TEAM = "team-x"
@@ -319,7 +318,9 @@ class Outcome(StrEnum):
 
     INJECTED = "injected"  # handled: every app container gets its hold, the sidecar is there
     CONFLICT = "conflict"  # left alone, and reported: status, an Event on it, kubectl's warning
-    APPLY_ERROR = "apply error"  # the API server refuses lameduck's write: the policy is Degraded
+    # lameduck's annotations would take it over the API server's limit: left alone (no write the
+    # API server refuses, the writer's own neither), skipped, with an Event and kubectl's warning
+    NO_ROOM = "no room"
     TOO_LARGE = "too large"  # more containers than lameduck judges: skipped, with an Event
     REFUSED = "refused"  # the API server refuses the writer's own write: nothing for lameduck to do
 
@@ -373,18 +374,20 @@ ODDS = [
     Odd(odd("no-ports", [pause("app")]), Outcome.INJECTED),
     Odd(
         odd(
-            "near-the-limit", [pause("app", 8080)], annotations=annotations_of(ANNOTATIONS_LIMIT - NEAR_THE_LIMIT_ROOM)
+            "near-the-limit",
+            [pause("app", 8080)],
+            annotations=annotations_of(ANNOTATIONS_MAX_BYTES - NEAR_THE_LIMIT_ROOM),
         ),
         Outcome.INJECTED,
         app_ports="8080",
     ),
     Odd(
-        odd("no-room-for-lameduck", [pause("app", 8080)], annotations=annotations_of(ANNOTATIONS_LIMIT - NO_ROOM)),
-        Outcome.APPLY_ERROR,
-        TOO_LONG,
+        odd("no-room-for-lameduck", [pause("app", 8080)], annotations=annotations_of(ANNOTATIONS_MAX_BYTES - NO_ROOM)),
+        Outcome.NO_ROOM,
+        "no room for lameduck's annotations (",
     ),
     Odd(
-        odd("over-the-limit", [pause("app", 8080)], annotations=annotations_of(ANNOTATIONS_LIMIT + 1)),
+        odd("over-the-limit", [pause("app", 8080)], annotations=annotations_of(ANNOTATIONS_MAX_BYTES + 1)),
         Outcome.REFUSED,
         TOO_LONG,
     ),
@@ -481,14 +484,21 @@ def reported_conflict(case: Odd, stored: dict[str, Any], seen: Seen) -> list[str
     return found
 
 
-def reported_apply_error(case: Odd, stored: dict[str, Any], seen: Seen) -> list[str]:
+def reported_no_room(case: Odd, stored: dict[str, Any], seen: Seen) -> list[str]:
+    found = []
+    told = seen.told(case.name, "NoRoomForAnnotations")
+    if len(told) != 1 or told[0][0] != "Warning" or not told[0][1].startswith(case.says):
+        found.append(f"not told once in a NoRoomForAnnotations Event saying {case.says!r}: {told}")
+    if seen.listed(case.name):
+        found.append(f"listed as not compliant: {seen.listed(case.name)}")
     degraded = condition(seen.status, "Degraded")
-    message = str(degraded.get("message", ""))
-    if (degraded.get("status"), degraded.get("reason")) != ("True", "ApplyErrors"):
-        return [f"the policy is not Degraded with ApplyErrors: {degraded}"]
-    if f"{seen.namespace}/{case.name}: " not in message or case.says not in message:
-        return [f"Degraded does not name it with {case.says!r}: {message[:300]!r}"]
-    return []
+    if f"{seen.namespace}/{case.name}: " in str(degraded.get("message", "")):
+        found.append(f"a write of it was refused: {degraded}")
+    _, stderr = seen.created[case.name]
+    ref = f"GracefulPolicy {seen.namespace}/{ODD_POLICY}"
+    if seen.admitted and f"lameduck: {ref} not applied: {case.says}" not in stderr:
+        found.append(f"kubectl showed no warning saying {case.says!r}: {stderr.strip()[:300]!r}")
+    return found
 
 
 def reported_too_large(case: Odd, stored: dict[str, Any], seen: Seen) -> list[str]:
@@ -501,7 +511,7 @@ def reported_too_large(case: Odd, stored: dict[str, Any], seen: Seen) -> list[st
 JUDGES: dict[Outcome, Callable[[Odd, dict[str, Any], Seen], list[str]]] = {
     Outcome.INJECTED: injected_properly,
     Outcome.CONFLICT: reported_conflict,
-    Outcome.APPLY_ERROR: reported_apply_error,
+    Outcome.NO_ROOM: reported_no_room,
     Outcome.TOO_LARGE: reported_too_large,
 }
 
@@ -524,15 +534,16 @@ def problems_of(case: Odd, seen: Seen) -> list[str]:
 
 
 def counts_expected() -> dict[str, int]:
-    """The policy's counts the table implies: injected ones compliant, a refused apply pending,
-    conflicts conflicting, too large skipped (not matched); refused ones were never stored."""
+    """The policy's counts the table implies: injected ones compliant, conflicts conflicting, too
+    large and no room skipped (not matched), none pending (no write is left to retry); refused
+    ones were never stored."""
     outcomes = [case.outcome for case in ODDS]
     return {
-        "matched": sum(o in (Outcome.INJECTED, Outcome.CONFLICT, Outcome.APPLY_ERROR) for o in outcomes),
+        "matched": sum(o in (Outcome.INJECTED, Outcome.CONFLICT) for o in outcomes),
         "compliant": outcomes.count(Outcome.INJECTED),
-        "pending": outcomes.count(Outcome.APPLY_ERROR),
+        "pending": 0,
         "conflicting": outcomes.count(Outcome.CONFLICT),
-        "skipped": outcomes.count(Outcome.TOO_LARGE),
+        "skipped": sum(o in (Outcome.TOO_LARGE, Outcome.NO_ROOM) for o in outcomes),
     }
 
 

@@ -34,6 +34,7 @@ from lameduck_operator.http_bounds import ReadBounds
 from lameduck_operator.logic.admission import Refusal
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS, Decision
 from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.names import ANNOTATIONS_MAX_BYTES
 from tests.unit.builders import container, deployment
 from tests.unit.test_admission import ENFORCE, judge_for, request
 
@@ -368,3 +369,14 @@ def test_a_review_over_the_container_bound_is_admitted_unchanged_and_counted(
     assert status == 200
     assert "patch" not in answer["response"]
     assert count(metrics, "too_large") == 1
+
+
+def test_a_review_without_room_for_lameducks_annotations_is_admitted_unchanged_and_counted(
+    server: AdmissionServer, certificate: tuple[Path, Path], metrics: OperatorMetrics
+) -> None:
+    written = deployment(annotations={"example.com/filler": "x" * ANNOTATIONS_MAX_BYTES})
+    status, answer = post(server, certificate[0], json.dumps(request("CREATE", written)).encode())
+    assert status == 200
+    assert "patch" not in answer["response"]
+    assert answer["response"]["warnings"][0].startswith("lameduck: GracefulPolicy shop/p not applied: no room")
+    assert (count(metrics, "no_room"), count(metrics, "unchanged")) == (1, 0)

@@ -1,5 +1,5 @@
 """One large Deployment must not stall lameduck: linear lookups that agree with their
-straightforward definitions, correct results at thousands of containers, and the bound past
+straightforward definitions, correct results at over a thousand containers, and the bound past
 which a Deployment is not judged at all. (Speed itself is bench.admission_scale's.)"""
 
 from __future__ import annotations
@@ -181,9 +181,12 @@ def test_merging_trees_in_place_agrees_with_merging_copies(seed: int) -> None:
         assert trees == before, "the inputs are left as they were"
 
 
-# ---- correctness at thousands of containers (the bound lifted) -------------------------
+# ---- correctness at over a thousand containers (the bound lifted) ------------------------
 
-LARGE = 2000
+# The record of what lameduck added takes about 170 bytes a container of this shape, and the API
+# server allows 256 KiB of annotations: past about 1,500 such containers lameduck's annotations
+# would not fit, and the decision skips the Deployment.
+LARGE = 1200
 
 
 def judge_unbounded(obj: Mapping[str, Any]) -> Decision:
@@ -231,7 +234,7 @@ def test_the_foreign_view_of_a_large_deployment_keeps_every_keyed_item_its_write
     assert restrict({"spec": written["spec"]}, tree) == {"spec": written["spec"]}
 
 
-def test_the_owner_of_each_containers_field_is_found_among_thousands() -> None:
+def test_the_owner_of_each_containers_field_is_found_among_a_thousand() -> None:
     written = large_deployment(LARGE)
     on_disk = stored(written, [])
     pod = ("spec", "template", "spec", "containers")

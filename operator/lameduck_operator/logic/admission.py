@@ -3,7 +3,9 @@
 A Deployment write that starts a rollout (a create, or an update that changes the pod
 template) gets the intent `decide` chooses for it, as a JSON patch; any other write, a
 Deployment no policy governs, or one already carrying its intent, passes unchanged. A
-conflict is admitted unchanged too, with a warning the writer sees (kubectl prints it).
+conflict is admitted unchanged too, with a warning the writer sees (kubectl prints it), and so
+is a Deployment whose annotations lameduck's would take over the API server's limit: the patch
+would have the writer's own valid write refused.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from lameduck_operator.logic.admitted import injected, json_patch
-from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.admitted import json_patch
+from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS, Action, Decision, too_large
 
 REVIEW_API_VERSION = "admission.k8s.io/v1"
@@ -149,16 +151,15 @@ def review(body: Any, judge: Judge, *, max_containers: int | None = MAX_TEMPLATE
     meta.setdefault("namespace", request.get("namespace"))
     written["metadata"] = meta
     decision = judge(written)
-    if decision.verdict.state is State.CONFLICT and decision.verdict.policy is not None:
-        warning = f"lameduck: {decision.verdict.policy} not applied: {decision.verdict.message}"
+    verdict = decision.verdict
+    if verdict.policy is not None and (
+        verdict.state is State.CONFLICT or verdict.reason is Reason.NO_ROOM_FOR_ANNOTATIONS
+    ):
+        warning = f"lameduck: {verdict.policy} not applied: {verdict.message}"
         return Admitted(_answer(uid, warnings=[warning[:1000]]), decision)
-    if decision.action is not Action.APPLY or decision.intent is None:
+    if decision.action is not Action.APPLY or decision.patched is None:
         return Admitted(_answer(uid), decision)
-    # The writer's object may carry no name yet (generateName) and its namespace comes from
-    # the request: the patch never touches either.
-    intent = dict(decision.intent)
-    intent["metadata"] = {k: v for k, v in intent["metadata"].items() if k not in ("name", "namespace")}
-    patch = json_patch(written, injected(written, intent))
+    patch = json_patch(written, decision.patched)
     return Admitted(_answer(uid, patch=patch), decision, tuple(patch))
 
 

@@ -28,6 +28,7 @@ import json
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import jsonpatch
@@ -390,6 +391,73 @@ def reverted(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# What one entry of the record adds to its path and values: {"path":,"set":,"was":} and a comma.
+_ENTRY_OVERHEAD = len('{"path":,"set":,"was":},')
+# What a step into a list item by name adds to a path, around the name: ["name",] and a comma.
+_ITEM_STEP = len('["name",],')
+_RECORD_PATH: FieldPath = ("metadata", "annotations", ADMITTED_ANNOTATION)
+# One encoder for every value measured: json.dumps with separators builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _length(value: Any) -> int:
+    """The length of value as _encode writes it inside the record."""
+    if isinstance(value, str):
+        return len(encode_basestring_ascii(value))
+    return len(_ENCODER.encode(value))
+
+
+def record_bound(base: Mapping[str, Any], intent: Mapping[str, Any]) -> int:
+    """At least the length of the record `injected` writes when it merges intent into base (a
+    Deployment without lameduck's admitted fields: `reverted`), found without copying either.
+
+    The record lists the leaves added_paths finds where the merge differs from base. Each lies on
+    a leaf of the intent walked alongside base by the same rules (a container base has no item
+    of, a preStop handler, a value that is no map to go into); where base already holds the
+    intent's value there is none. What an entry sets is at most the intent's value there and
+    base's together (a keyed list merged), and what it replaced is base's: the leaves of either
+    are disjoint parts of it, so all of them together are no longer than the whole intent, or
+    than a list of base's values at those leaves, as JSON (each encoded once: a value at a time
+    took as long as the rest of the decision).
+    """
+    paths: list[int] = []  # the length of each leaf's path
+    befores: list[Any] = []  # base's value at each leaf that has one
+
+    def walk(value: Any, before: Any, path_length: int, key: str | None) -> None:
+        if before is not _ABSENT and before == value:
+            return  # the merge leaves it as it was: no entry
+        if isinstance(value, list) and key in NAME_KEYED:
+            by_name = (
+                {str(item.get("name")): item for item in before if isinstance(item, Mapping)}
+                if isinstance(before, list)
+                else {}
+            )
+            for item in value:
+                name = str(item.get("name")) if isinstance(item, Mapping) else str(None)
+                inside = by_name.get(name, _ABSENT)
+                step = path_length + _ITEM_STEP + _length(name)
+                if inside is _ABSENT:
+                    paths.append(step)  # an item base lacks is one leaf, whole
+                else:
+                    walk(item, inside, step, None)
+            return
+        # type() first: a parsed Deployment's maps are dicts, and the ABC's check is slow.
+        if not (type(value) is dict or isinstance(value, Mapping)) or not value or key in REPLACED_WHOLE:
+            paths.append(path_length)
+            if before is not _ABSENT:
+                befores.append(before)
+            return
+        old = before if type(before) is dict or isinstance(before, Mapping) else {}
+        for k, v in value.items():
+            walk(v, old.get(k, _ABSENT), path_length + _length(k) + 1, k)
+
+    walk(intent, base, 2, None)
+    # The brackets around the entries; the record's own entry.
+    own = _ENTRY_OVERHEAD + _length(_steps(_RECORD_PATH))
+    entries = sum(_ENTRY_OVERHEAD + path for path in paths)
+    return 2 + own + entries + _length(intent) + 2 * _length(befores)
+
+
 def injected(obj: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any]:
     """obj with the intent merged in place of what lameduck admitted earlier, and the new record.
 
@@ -401,7 +469,7 @@ def injected(obj: Mapping[str, Any], intent: Mapping[str, Any]) -> dict[str, Any
     found = changes(base, merged)
     if not found:
         return merged
-    record = [*found, Change(("metadata", "annotations", ADMITTED_ANNOTATION))]
+    record = [*found, Change(_RECORD_PATH)]
     annotations = merged.setdefault("metadata", {}).setdefault("annotations", {})
     annotations[ADMITTED_ANNOTATION] = encode(record)
     return merged

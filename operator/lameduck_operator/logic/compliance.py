@@ -39,6 +39,8 @@ class Reason(StrEnum):
     WAITING_TURN = "WaitingTurn"  # Immediate: maxConcurrentRollouts reached
     CONFLICTING_FIELDS = "ConflictingFields"  # other managers' values, or the pod's shape, stand in the way
     TEMPLATE_TOO_LARGE = "TemplateTooLarge"  # skipped: more containers than one decision may take (docs/admission.md)
+    # Skipped: with lameduck's annotations the Deployment's would be over the API server's limit.
+    NO_ROOM_FOR_ANNOTATIONS = "NoRoomForAnnotations"
 
 
 @dataclass(frozen=True)

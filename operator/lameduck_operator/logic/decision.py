@@ -3,7 +3,8 @@
 The reconciler, the admission webhook and the offline CLI all call `decide`; they differ
 only in the moment they ask at (a reconcile, or an admitted write that is a rollout).
 Each step computes once and hands its result on: select a policy, take the foreign view,
-plan the intent (with conflicts named after their owners), judge it, then choose.
+plan the intent (with conflicts named after their owners), judge it, then choose (a write
+only when the annotations it leaves are within the API server's limit: logic/annotation_room).
 """
 
 from __future__ import annotations
@@ -16,6 +17,14 @@ from enum import StrEnum
 from typing import Any
 
 from lameduck_operator.logic.admitted import admitted, restore
+from lameduck_operator.logic.annotation_room import (
+    Room,
+    after_apply,
+    after_patch,
+    annotations_of,
+    annotations_size,
+    patch_size_bound,
+)
 from lameduck_operator.logic.budget import max_hold_in_force
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
 from lameduck_operator.logic.intent import FieldPath, OwnersOf, Plan, carried_max_hold, plan_deployment, pod_spec
@@ -23,7 +32,13 @@ from lameduck_operator.logic.ownership import Ownership, write_times
 from lameduck_operator.logic.selection import DeploymentRef, Loss, deployment_ref, select_policy
 from lameduck_operator.logic.takeover import as_written
 from lameduck_operator.model import ApplyStrategy, Mode, Policy, PolicyRef
-from lameduck_operator.names import GROUP, INTENT_ANNOTATION, POLICY_ANNOTATION, SKIP_ANNOTATION
+from lameduck_operator.names import (
+    ANNOTATIONS_MAX_BYTES,
+    GROUP,
+    INTENT_ANNOTATION,
+    POLICY_ANNOTATION,
+    SKIP_ANNOTATION,
+)
 from lameduck_operator.settings import Settings
 
 # The most containers and init containers a pod template may have for lameduck to judge it.
@@ -54,8 +69,8 @@ class DeploymentEvent:
     Deployments (injected, updated, reverted): told in one Event on that policy per burst, which
     lists them (logic/event_batches), and `message` is what was done, the words before the count
     ("injected the preStop hold, ..., into"). Without, a problem of this Deployment's own
-    (a conflict, drift, a template too large) or a revert no policy claims: an Event on the
-    Deployment, and `message` is the whole of it."""
+    (a conflict, drift, a template too large, no room for lameduck's annotations) or a revert no
+    policy claims: an Event on the Deployment, and `message` is the whole of it."""
 
     reason: str
     message: str
@@ -73,6 +88,10 @@ class Decision:
     plan: Plan | None = None
     starts_rollout: bool = False
     event: DeploymentEvent | None = None
+    # With APPLY by a JSON patch (at admission, or of a Deployment whose fields were admitted):
+    # the Deployment as the patch leaves it, which the patch is made from. Measured for room
+    # before the write is chosen, so computed once.
+    patched: dict[str, Any] | None = None
 
     @property
     def replaced(self) -> tuple[FieldPath, ...]:
@@ -212,10 +231,21 @@ def decide(
     digest = intent["metadata"]["annotations"][INTENT_ANNOTATION]
     if verdict.state is State.COMPLIANT and applied_digest == digest:
         return base
+    # From here lameduck has fields to write, now or at the next rollout: only if they fit.
     if moment is Moment.ADMISSION:
+        # The writer's object may carry no name yet (generateName) and its namespace comes from
+        # the request: the patch never touches either.
+        meta = {k: v for k, v in intent["metadata"].items() if k not in ("name", "namespace")}
+        room, admitted_write = after_patch(deployment, {**intent, "metadata": meta})
+        if not room.fits:
+            return _no_room(base, room)
         # The write itself is the rollout: the intent rides along, for either apply strategy.
-        return replace(base, action=Action.APPLY)
+        return replace(base, action=Action.APPLY, patched=admitted_write)
     if spec.apply is ApplyStrategy.ON_NEXT_ROLLOUT:
+        # Written at the next rollout's admission, by a JSON patch.
+        room_then = _room_unless_it_fits(deployment, intent, by_patch=True)
+        if room_then is not None:
+            return _no_room(base, room_then)
         pending = Verdict(
             ref,
             winner.ref,
@@ -226,10 +256,15 @@ def decide(
         )
         return replace(base, verdict=pending)
 
+    # How the reconciler writes it (deployment_writes): by JSON patch when fields were admitted.
+    by_patch = bool(admitted(deployment))
     starts_rollout = verdict.state is not State.COMPLIANT
     if starts_rollout and not rollout_in_progress(deployment):
         in_flight = rollouts_in_flight(winner.ref)
         if in_flight >= spec.max_concurrent_rollouts:
+            room_then = _room_unless_it_fits(deployment, intent, by_patch=by_patch)
+            if room_then is not None:
+                return _no_room(base, room_then)
             waiting = Verdict(
                 ref,
                 winner.ref,
@@ -239,6 +274,13 @@ def decide(
                 verdict.missing,
             )
             return replace(base, verdict=waiting)
+    after: dict[str, Any] | None = None
+    if by_patch:
+        room, after = after_patch(deployment, intent)
+    else:
+        room = after_apply(deployment, intent)
+    if not room.fits:
+        return _no_room(base, room)
 
     if ours and applied_digest == digest:
         who = ", ".join(recent_writers) or ownership.latest_other() or "a client that left no managedFields entry"
@@ -250,7 +292,34 @@ def decide(
     else:
         done = f"injected the preStop hold, termination budget {plan.budget_seconds}s, into"
         event = DeploymentEvent("Injected", done, policy=winner.ref)
-    return replace(base, action=Action.APPLY, starts_rollout=starts_rollout, event=event)
+    return replace(base, action=Action.APPLY, starts_rollout=starts_rollout, event=event, patched=after)
+
+
+def _room_unless_it_fits(deployment: Mapping[str, Any], intent: Mapping[str, Any], *, by_patch: bool) -> Room | None:
+    """The annotations as lameduck's write would leave them, when over the limit; None when they
+    fit. A write not chosen yet is measured exactly only when a cheap bound does not settle it."""
+    if not by_patch:
+        room = after_apply(deployment, intent)
+    elif patch_size_bound(deployment, intent) <= ANNOTATIONS_MAX_BYTES:
+        return None
+    else:
+        room, _ = after_patch(deployment, intent)
+    return None if room.fits else room
+
+
+def _no_room(base: Decision, room: Room) -> Decision:
+    """Skipped: lameduck's write would take the annotations over the API server's limit, so the
+    API server would refuse it (at admission, the writer's own write with it)."""
+    verdict = base.verdict
+    told = (
+        f"no room for lameduck's annotations ({room.lameducks} bytes) within the {ANNOTATIONS_MAX_BYTES} bytes "
+        "the API server allows a Deployment's annotations, keys and values together"
+    )
+    # The total stays out of the Event, which is told once per distinct message: the deployment
+    # controller's revision annotation changes it at every rollout.
+    why = f"{told}: they would be {room.total} bytes"
+    skipped = Verdict(verdict.deployment, verdict.policy, State.SKIPPED, Reason.NO_ROOM_FOR_ANNOTATIONS, why)
+    return replace(base, verdict=skipped, event=DeploymentEvent("NoRoomForAnnotations", told, warning=True))
 
 
 Planned = tuple[Plan, Verdict, dict[str, Any]]
@@ -313,7 +382,7 @@ def after_write(decision: Decision, stored: Mapping[str, Any]) -> Decision | Non
     digest = decision.intent["metadata"]["annotations"][INTENT_ANNOTATION]
     if verdict.state is not State.COMPLIANT or annotations.get(INTENT_ANNOTATION) != digest:
         return None
-    return replace(decision, action=Action.NONE, verdict=verdict, starts_rollout=False, event=None)
+    return replace(decision, action=Action.NONE, verdict=verdict, starts_rollout=False, event=None, patched=None)
 
 
 def holds_through_status(decision: Decision) -> bool:
@@ -326,25 +395,29 @@ def holds_through_status(decision: Decision) -> bool:
 @dataclass(frozen=True, slots=True)
 class JudgedPart:
     """What a decision reads of a Deployment besides its status: which object at which spec
-    (every change of the spec raises the generation), its labels and lameduck's annotations, and
-    when each other manager last wrote its main resource (a write of the same values can still
-    change who owns them). The deployment controller's status updates leave it as it was."""
+    (every change of the spec raises the generation), its labels, lameduck's annotations and the
+    size of them all (whether lameduck's fit), and when each other manager last wrote its main
+    resource (a write of the same values can still change who owns them). The deployment
+    controller's status updates leave it as it was."""
 
     uid: str
     generation: int
     labels: tuple[tuple[str, str], ...]
     annotations: tuple[tuple[str, str], ...]
+    annotations_size: int
     writes: tuple[tuple[str, str, str], ...]
 
     @classmethod
     def of(cls, deployment: Mapping[str, Any]) -> JudgedPart:
         meta = deployment.get("metadata") or {}
-        lameducks = {k: v for k, v in (meta.get("annotations") or {}).items() if k.startswith(ANNOTATION_PREFIX)}
+        annotations = annotations_of(deployment)
+        lameducks = {k: v for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX)}
         return cls(
             str(meta.get("uid") or ""),
             int(meta.get("generation") or 0),
             tuple(sorted((meta.get("labels") or {}).items())),
             tuple(sorted(lameducks.items())),
+            annotations_size(annotations),
             tuple(sorted((name, operation, when) for (name, operation), when in write_times(deployment).items())),
         )
 
