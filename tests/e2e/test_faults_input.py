@@ -198,6 +198,17 @@ def teams_values(deployment: Mapping[str, Any]) -> dict[str, Any]:
     return {"labels": meta.get("labels"), "annotations": annotations, "spec": spec}
 
 
+def delete_the_policy_until_web_is_reverted(kube: Kube, namespace: str) -> None:
+    kube.run("delete", "gracefulpolicy", "web", "-n", namespace, "--timeout=60s")
+    wait_until(
+        lambda: (
+            POLICY_ANNOTATION not in (kube.get("deployment", "web", namespace)["metadata"].get("annotations") or {})
+        ),
+        30,
+        "web is reverted",
+    )
+
+
 def test_take_over_by_the_reconciler_moves_only_the_prestop_to_lameduck_and_revert_gives_the_deployment_back(
     kube: Kube, operator: Operator, namespace: str
 ) -> None:
@@ -246,14 +257,7 @@ def test_take_over_by_the_reconciler_moves_only_the_prestop_to_lameduck_and_reve
     assert sets == 2, "one new ReplicaSet for the take-over"
     assert kube.get("deployment", "web", namespace)["metadata"]["generation"] == taken["metadata"]["generation"]
 
-    kube.run("delete", "gracefulpolicy", "web", "-n", namespace, "--timeout=60s")
-    wait_until(
-        lambda: (
-            POLICY_ANNOTATION not in (kube.get("deployment", "web", namespace)["metadata"].get("annotations") or {})
-        ),
-        30,
-        "web is reverted",
-    )
+    delete_the_policy_until_web_is_reverted(kube, namespace)
     # A revert may take several writes (fields recorded at admission, the writers' ownership,
     # fields applied: docs/admission.md): give the last its moment before comparing.
     reverted = final(
@@ -293,14 +297,7 @@ def test_take_over_at_admission_records_the_replaced_prestop_and_revert_puts_it_
     assert not {e["manager"] for e in entries(taken)} & {FIELD_MANAGER, TAKEOVER_MANAGER}, "injected at admission"
     wait_until(lambda: status(kube, namespace, "web").get("compliant") == 1, 30, "the policy reports web compliant")
 
-    kube.run("delete", "gracefulpolicy", "web", "-n", namespace, "--timeout=60s")
-    wait_until(
-        lambda: (
-            POLICY_ANNOTATION not in (kube.get("deployment", "web", namespace)["metadata"].get("annotations") or {})
-        ),
-        30,
-        "web is reverted",
-    )
+    delete_the_policy_until_web_is_reverted(kube, namespace)
     reverted = final(
         lambda: writers_view(kube.get("deployment", "web", namespace)),
         lambda view: view == written,
