@@ -17,12 +17,11 @@ from prometheus_client import generate_latest
 from lameduck_operator.cli import main
 from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.admitted import injected
-from lameduck_operator.logic.budget import budget_seconds, max_hold_in_force
+from lameduck_operator.logic.budget import CUT_OFF_FACTOR, budget_seconds, max_hold_in_force
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Action, Decision, Moment, decide
 from lameduck_operator.logic.intent import carried_max_hold
 from lameduck_operator.logic.learning import (
-    CUT_OFF_FACTOR,
     Learned,
     cut_off,
     learn,

@@ -56,7 +56,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lameduck_operator.logic.budget import max_hold_in_force
+from lameduck_operator.logic.budget import CUT_OFF_FACTOR, max_hold_in_force
 from lameduck_operator.logic.shutdown import RECOMMENDATION_HEADROOM, HoldOutcome, HoldReport, recommended_max_hold
 from lameduck_operator.model import HoldSpec, whole_seconds
 from lameduck_operator.names import LEARNED_CONFIGMAP, LEARNED_VERSION, MANAGED_LABELS, LearnedField
@@ -69,9 +69,6 @@ LOSS_STEP_SECONDS = 1.0
 PER_SECOND = 1000
 # A value longer than this is none lameduck wrote (the sidecar reads at most 256 characters).
 MAX_VALUE_LENGTH = 256
-# A hold cut off at maxHold needs more, by how much it cannot tell: twice what it held covers a
-# data plane up to twice as slow from the next rollout on; a slower one doubles again per rollout.
-CUT_OFF_FACTOR = 2.0
 # Late traffic this much past (quietPeriod before the hold's end) still counts as arriving at the
 # end: the sidecar polls the kernel's counters about once a second.
 CUT_OFF_SLACK_SECONDS = 1.0

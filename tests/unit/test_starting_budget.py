@@ -1,0 +1,155 @@
+"""How a Deployment with no history starts under a policy with hold.learnedBudget: at the starting
+budget when an L7 hop sends to it, else at maxHold; once reports exist, they decide alone. An input
+of the one decision (l7_backend), applied at a rollout and never causing one."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lameduck_operator.logic.admitted import injected
+from lameduck_operator.logic.budget import CUT_OFF_FACTOR, BudgetSource, MaxHold, max_hold_for, starting_max_hold
+from lameduck_operator.logic.compliance import State
+from lameduck_operator.logic.decision import Action, Decision, Moment, decide
+from lameduck_operator.model import HoldSpec, Policy
+from tests.unit.builders import deployment, policy
+from tests.unit.test_learned_budget import LEARNING, SETTINGS, SPECS, learning_policy, max_hold_of
+from tests.unit.test_learning import hold
+
+
+@pytest.mark.parametrize(
+    ("spec", "learned", "l7", "expected"),
+    [
+        (hold(30.0), None, True, MaxHold(30.0)),
+        (hold(30.0), 90.0, True, MaxHold(30.0)),
+        (hold(30.0, cap=120.0), None, False, MaxHold(30.0, BudgetSource.DEFAULT)),
+        (hold(30.0, cap=120.0), None, True, MaxHold(60.0, BudgetSource.L7_BACKEND)),
+        (hold(30.0, cap=45.0), None, True, MaxHold(45.0, BudgetSource.L7_BACKEND)),
+        (hold(30.0, cap=30.0), None, True, MaxHold(30.0, BudgetSource.L7_BACKEND)),
+        (hold(30.0, cap=120.0), 30.0, True, MaxHold(30.0, BudgetSource.REPORTS)),
+        (hold(30.0, cap=120.0), 90.0, False, MaxHold(90.0, BudgetSource.REPORTS)),
+        (hold(30.0, cap=120.0), 600.0, True, MaxHold(120.0, BudgetSource.REPORTS)),
+    ],
+    ids=[
+        "policy-does-not-learn",
+        "policy-does-not-learn-ignores-what-was-learned",
+        "no-history-no-l7-hop-maxhold",
+        "no-history-l7-hop-twice-maxhold",
+        "starting-budget-within-the-cap",
+        "cap-equal-to-maxhold",
+        "reports-decide-once-there-are-any-even-below-the-start",
+        "reports-without-l7-hop",
+        "reports-within-the-cap",
+    ],
+)
+def test_the_max_hold_and_where_it_comes_from(
+    spec: HoldSpec, learned: float | None, l7: bool, expected: MaxHold
+) -> None:
+    assert max_hold_for(spec, learned, l7) == expected
+
+
+@given(SPECS)
+def test_the_starting_budget_is_one_doubling_within_the_policys_bounds(spec: HoldSpec) -> None:
+    assert spec.learned_budget is not None
+    start = starting_max_hold(spec)
+    assert spec.max_hold <= start <= spec.learned_budget.max_hold_cap
+    assert start == min(spec.learned_budget.max_hold_cap, spec.max_hold * CUT_OFF_FACTOR)
+    assert starting_max_hold(dataclasses.replace(spec, learned_budget=None)) == spec.max_hold
+
+
+@given(SPECS, st.floats(0, 2000), st.booleans())
+def test_once_anything_is_learned_the_l7_hop_changes_nothing(spec: HoldSpec, learned: float, l7: bool) -> None:
+    assert max_hold_for(spec, learned, l7) == max_hold_for(spec, learned, not l7)
+    assert max_hold_for(spec, learned, l7).source is BudgetSource.REPORTS
+
+
+# ---- the one decision -------------------------------------------------------------------------
+
+
+def admitted(p: Policy, *, l7: bool, learned: float | None = None, body: dict[str, Any] | None = None) -> Decision:
+    return decide(
+        body or deployment(),
+        [p],
+        SETTINGS,
+        {},
+        lambda _: 0,
+        moment=Moment.ADMISSION,
+        learned_max_hold=learned,
+        l7_backend=l7,
+    )
+
+
+def written(decision: Decision, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    assert decision.action is Action.APPLY
+    assert decision.intent is not None
+    return injected(body or deployment(), decision.intent)
+
+
+@pytest.mark.parametrize(
+    ("l7", "learned", "expected", "source"),
+    [
+        # The grace period leaves room for the cap whatever the maxHold (2m + 10s + 5s).
+        (True, None, (60.0, 135), BudgetSource.L7_BACKEND),
+        (False, None, (30.0, 135), BudgetSource.DEFAULT),
+        (True, 45.0, (45.0, 135), BudgetSource.REPORTS),
+        (True, 30.0, (30.0, 135), BudgetSource.REPORTS),
+    ],
+    ids=["l7-backend-no-history", "no-l7-hop", "history-decides", "history-below-the-start-decides"],
+)
+def test_admission_starts_an_l7_backend_with_no_history_at_the_starting_budget(
+    l7: bool, learned: float | None, expected: tuple[float, int], source: BudgetSource
+) -> None:
+    decision = admitted(learning_policy(), l7=l7, learned=learned)
+    assert max_hold_of(decision) == expected
+    assert decision.budget_seconds == expected[1]
+    assert decision.budget_source is source
+
+
+def test_a_policy_that_does_not_learn_budgets_ignores_the_l7_hop() -> None:
+    plain = policy("web", "shop", {"drainTimeout": "10s"})
+    with_hop, without = admitted(plain, l7=True), admitted(plain, l7=False)
+    assert with_hop.intent == without.intent
+    assert with_hop.budget_source is None
+
+
+def test_no_policy_no_source() -> None:
+    other = policy("web", "shop", {**LEARNING, "selector": {"matchLabels": {"tier": "gold"}}})
+    decision = admitted(other, l7=True)
+    assert (decision.action, decision.verdict.state, decision.budget_source) == (Action.NONE, State.UNMANAGED, None)
+
+
+@pytest.mark.parametrize("apply", ["Immediate", "OnNextRollout"])
+@pytest.mark.parametrize("l7_at_creation", [True, False], ids=["hop-seen-at-creation", "hop-seen-later"])
+def test_the_l7_hop_seen_or_gone_between_rollouts_makes_no_deployment_outdated_nor_rolls_it_out(
+    apply: str, l7_at_creation: bool
+) -> None:
+    p = learning_policy(apply=apply)
+    body = written(admitted(p, l7=l7_at_creation))
+    for l7 in (True, False):
+        decision = decide(body, [p], SETTINGS, {}, lambda _: 0, l7_backend=l7)
+        assert (decision.action, decision.verdict.state) == (Action.NONE, State.COMPLIANT), l7
+        assert not decision.starts_rollout
+        assert decision.budget_source is (BudgetSource.L7_BACKEND if l7 else BudgetSource.DEFAULT)
+
+
+def test_the_next_rollout_of_a_deployment_created_before_its_route_starts_at_the_starting_budget() -> None:
+    p = learning_policy()
+    body = written(admitted(p, l7=False))
+    assert max_hold_of(admitted(p, l7=False)) == (30.0, 135)
+    changed = copy.deepcopy(body)
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "example.com/app:2"
+    assert max_hold_of(admitted(p, l7=True, body=changed)) == (60.0, 135)
+
+
+def test_a_rollout_the_reconciler_starts_anyway_takes_the_starting_budget() -> None:
+    """Immediate, a Deployment it never injected: the apply rolls it out, with the starting budget."""
+    p = learning_policy(apply="Immediate")
+    decision = decide(deployment(), [p], SETTINGS, {}, lambda _: 0, l7_backend=True)
+    assert (decision.action, decision.starts_rollout) == (Action.APPLY, True)
+    assert max_hold_of(decision) == (60.0, 135)
+    assert decision.budget_source is BudgetSource.L7_BACKEND
