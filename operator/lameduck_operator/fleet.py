@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from lameduck_operator.deployment_events import DeploymentEvents
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.deployment_writes import DeploymentWrites
+from lameduck_operator.l7_routes import L7Routes
+from lameduck_operator.logic.budget import BudgetSource
 from lameduck_operator.logic.decision import Decision, after_write, decide, holds_through_status, rollout_in_progress
 from lameduck_operator.logic.ownership import managers_since
 from lameduck_operator.logic.selection import DeploymentRef, carries_or_selected_by, deployment_ref
@@ -86,8 +89,9 @@ class Fleet:
             rolling_counts=self.slots.rolling_counts,
         )
         self.access = SidecarAccess(settings.sidecar, api, metrics, self.deployments, self.call_later)
-        # The maxHold learned for a Deployment (learned_delays.py; set by the runtime): a decision's input.
+        # Decision inputs: the maxHold learned (learned_delays.py; set by the runtime), the L7 routes seen.
         self.learned_max_hold: Callable[[DeploymentRef], float | None] = lambda _: None
+        self.l7 = L7Routes(changed=partial(judge_again_without_reports, self))
         self.reconciler = Reconciler(self, api, metrics, monotonic)
 
     # ---- what the handlers observe ------------------------------------------------
@@ -220,10 +224,6 @@ class Fleet:
         """Post the policies' Events still gathering their burst (the operator is stopping)."""
         await self.reconciler.events.policies.post_all()
 
-    def status_changed(self, ref: PolicyRef) -> None:
-        """Something a policy's status shows changed outside the reconcile loop."""
-        self.status.changed(ref)
-
     def recheck_access(self, namespaces: Iterable[str]) -> None:
         self.access.recheck(namespaces)
 
@@ -245,6 +245,14 @@ class Fleet:
         policy = self.governing_policy(ref)
         spec = self.policy_spec(policy) if policy is not None else None
         return None if spec is None else spec.hold
+
+
+def judge_again_without_reports(fleet: Fleet, namespace: str) -> None:
+    """What the namespace's L7 routes send to changed: judge again its Deployments whose next
+    maxHold does not come from reports (only the starting budget depends on routes)."""
+    for ref, decision in list(fleet.decisions.items()):
+        if ref.namespace == namespace and decision.budget_source in (BudgetSource.L7_BACKEND, BudgetSource.DEFAULT):
+            fleet.enqueue(ref)
 
 
 class Reconciler:
@@ -288,6 +296,7 @@ class Reconciler:
                     fleet.namespaces.get(ref.namespace),
                     fleet.in_flight,
                     learned_max_hold=fleet.learned_max_hold(ref),
+                    l7_backend=fleet.l7.backend(body),
                 )
                 self._record(ref, decision, None, body)
                 fleet.enqueue(ref)
@@ -320,6 +329,7 @@ class Reconciler:
             fleet.in_flight,
             recent_writers=recent_writers,
             learned_max_hold=fleet.learned_max_hold(ref),
+            l7_backend=fleet.l7.backend(body),
         )
         previous = fleet.decisions.get(ref)
         # The slot is released before the decision is recorded, unless the write failed.

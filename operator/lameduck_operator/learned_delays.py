@@ -41,12 +41,16 @@ class LearnedDelays:
         known: Callable[[DeploymentRef], bool],
         hold_of: HoldOf,
         call_later: CallLater = call_later_on_running_loop,
+        history_changed: Callable[[DeploymentRef], None] = lambda _: None,
     ) -> None:
         self.api = api
         self.metrics = metrics
         self.known = known
         # The hold of the policy that governs a Deployment now; None: none governs it.
         self.hold_of = hold_of
+        # Told when a Deployment gains its first learned maxHold or loses it: its next rollout's
+        # maxHold then comes from elsewhere (logic/budget.py, BudgetSource).
+        self.history_changed = history_changed
         self.call_later = call_later
         # Per namespace, per Deployment name: what the next holds are to use.
         self.values: dict[str, dict[str, Learned]] = {}
@@ -78,16 +82,24 @@ class LearnedDelays:
         if learned is None:
             self.forget(ref)
         elif self.learned(ref) != learned:
+            had = self.learned_max_hold(ref) is not None
             self.values.setdefault(ref.namespace, {})[ref.name] = learned
             self._dirty.add(ref.namespace)
+            self._told(ref, had)
 
     def forget(self, ref: DeploymentRef) -> None:
         """The Deployment is gone (or has nothing left to learn from): its key goes too."""
+        had = self.learned_max_hold(ref) is not None
         in_namespace = self.values.get(ref.namespace)
         if in_namespace is not None and in_namespace.pop(ref.name, None) is not None:
             self._dirty.add(ref.namespace)
             if not in_namespace:
                 del self.values[ref.namespace]
+            self._told(ref, had)
+
+    def _told(self, ref: DeploymentRef, had: bool) -> None:
+        if had != (self.learned_max_hold(ref) is not None):
+            self.history_changed(ref)
 
     async def publish_forever(self, interval: float) -> None:
         while True:
@@ -120,3 +132,4 @@ class LearnedDelays:
             if learned is None or hold is None or not self.known(ref) or self.learned(ref) is not None:
                 continue
             self.values.setdefault(namespace, {})[name] = bounded(learned, hold)
+            self._told(ref, False)

@@ -30,6 +30,9 @@ from lameduck_operator.logic.readiness import ServiceView
 
 INGRESS_GROUP = "networking.k8s.io"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+# The version the operator lists and watches HTTPRoutes and GRPCRoutes at (GRPCRoute is v1 from
+# Gateway API v1.1); the fields read are the same in v1beta1 and v1alpha2.
+GATEWAY_VERSION = "v1"
 # A backendRef without group or kind names a Service of the core group.
 CORE_GROUP = ""
 SERVICE_KIND = "Service"
