@@ -153,7 +153,7 @@ class Runtime:
 
     async def _start(self) -> None:
         collect_less_often()
-        self.background.append(asyncio.create_task(watch_loop_lag(self.metrics), name="lameduck-loop-lag"))
+        self.background.append(asyncio.create_task(watch_loop_lag(self.metrics.loop), name="lameduck-loop-lag"))
         # The API client blocks: every reconcile worker, the gate's writes and the status
         # publisher each need a thread and a pooled connection of their own.
         threads = self.config.reconcile_workers + GATE_AND_STATUS_THREADS
