@@ -157,6 +157,14 @@ class OperatorMetrics:
             ["policy", "state"],
             registry=self.registry,
         )
+        self.learned_budget_sources = Gauge(
+            "lameduck_learned_budget_deployments",
+            "Deployments governed by a policy with hold.learnedBudget, by where the maxHold of their next rollout "
+            "comes from (learned_from: Reports, learned from their hold reports; L7Backend, no history and an L7 "
+            "hop sends to them: the starting budget; Default, no history: the policy's maxHold).",
+            ["policy", "learned_from"],
+            registry=self.registry,
+        )
         self.rollouts_in_flight = Gauge(
             "lameduck_rollouts_in_flight",
             "Deployments of a policy currently rolling out.",

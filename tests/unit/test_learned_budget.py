@@ -202,6 +202,7 @@ def test_a_trusted_cut_off_hold_raises_the_budget_and_shows_in_status_and_metric
     assert learned.learned_max_hold(WEB) == 60.0
     (entry,) = h.observer.status_of(WEB_POLICY)["lateTraffic"]
     assert (entry["learnedMaxHold"], entry["maxHold"], entry["lostAfterRelease"]) == ("1m", "30s", 40)
+    assert entry["learnedFrom"] == "Reports"
     series = 'deployment="web",namespace="shop",policy="GracefulPolicy shop/web"'
     text = generate_latest(h.metrics.registry).decode()
     assert sample(text, f"lameduck_deployment_learned_max_hold_seconds{{{series}}}") == 60

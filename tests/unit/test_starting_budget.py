@@ -11,15 +11,23 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.budget import CUT_OFF_FACTOR, BudgetSource, MaxHold, max_hold_for, starting_max_hold
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Action, Decision, Moment, decide
-from lameduck_operator.model import HoldSpec, Policy
+from lameduck_operator.logic.l7_backends import RouteKind
+from lameduck_operator.logic.selection import DeploymentRef
+from lameduck_operator.logic.status import MAX_LISTED, starting_budgets
+from lameduck_operator.model import HoldSpec, Policy, PolicyRef
 from tests.unit.builders import deployment, policy
+from tests.unit.fake_api import policy_body
+from tests.unit.test_l7_backends import ingress
+from tests.unit.test_l7_routes import fleet_with_route
 from tests.unit.test_learned_budget import LEARNING, SETTINGS, SPECS, learning_policy, max_hold_of
 from tests.unit.test_learning import hold
+from tests.unit.test_shutdown_observer import sample
 
 
 @pytest.mark.parametrize(
@@ -153,3 +161,50 @@ def test_a_rollout_the_reconciler_starts_anyway_takes_the_starting_budget() -> N
     assert (decision.action, decision.starts_rollout) == (Action.APPLY, True)
     assert max_hold_of(decision) == (60.0, 135)
     assert decision.budget_source is BudgetSource.L7_BACKEND
+
+
+# ---- where it shows: status and metrics --------------------------------------------------------
+
+
+def test_status_lists_the_deployments_starting_at_the_starting_budget() -> None:
+    p = learning_policy()
+    sources = [
+        (DeploymentRef("shop", "web"), BudgetSource.L7_BACKEND),
+        (DeploymentRef("blog", "api"), BudgetSource.L7_BACKEND),
+        (DeploymentRef("shop", "admin"), BudgetSource.DEFAULT),
+        (DeploymentRef("shop", "search"), BudgetSource.REPORTS),
+    ]
+    assert starting_budgets(p, sources) == [
+        {"namespace": "blog", "name": "api", "learnedMaxHold": "1m", "learnedFrom": "L7Backend"},
+        {"namespace": "shop", "name": "web", "learnedMaxHold": "1m", "learnedFrom": "L7Backend"},
+    ]
+    many = [(DeploymentRef("shop", f"web-{i:02}"), BudgetSource.L7_BACKEND) for i in range(MAX_LISTED + 5)]
+    assert len(starting_budgets(p, many)) == MAX_LISTED
+
+
+async def test_a_policy_shows_its_starting_deployments_and_counts_each_source() -> None:
+    fleet, api = fleet_with_route(apply="OnNextRollout")
+    fleet.learned_max_hold = {DeploymentRef("shop", "admin"): 45.0}.get
+    fleet.l7.route_seen(ingress("web"), RouteKind.INGRESS)
+    for name in ("web", "admin", "search"):
+        fleet.deployment_seen(api.add(deployment(name)))
+    await fleet.drain()
+    await fleet.publish()
+    status = api.statuses[PolicyRef("GracefulPolicy", "web", "shop")]
+    assert status["startingBudgets"] == [
+        {"namespace": "shop", "name": "web", "learnedMaxHold": "1m", "learnedFrom": "L7Backend"}
+    ]
+    text = generate_latest(fleet.metrics.registry).decode()
+    series = 'lameduck_learned_budget_deployments{learned_from="%s",policy="GracefulPolicy shop/web"}'
+    assert [sample(text, series % source) for source in ("L7Backend", "Reports", "Default")] == [1, 1, 1]
+
+
+async def test_a_policy_that_does_not_learn_budgets_shows_no_starting_budgets() -> None:
+    fleet, api = fleet_with_route()
+    fleet.policy_seen(policy_body("web", "shop", {"drainTimeout": "10s"}))
+    fleet.l7.route_seen(ingress("web"), RouteKind.INGRESS)
+    fleet.deployment_seen(api.add(deployment()))
+    await fleet.drain()
+    await fleet.publish()
+    assert "startingBudgets" not in api.statuses[PolicyRef("GracefulPolicy", "web", "shop")]
+    assert "lameduck_learned_budget_deployments{" not in generate_latest(fleet.metrics.registry).decode()

@@ -7,9 +7,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lameduck_operator.logic.budget import BudgetSource, starting_max_hold
 from lameduck_operator.logic.compliance import State, Verdict
 from lameduck_operator.logic.selection import DeploymentRef, Loss
-from lameduck_operator.model import CONDITION_MESSAGE_MAX_LENGTH, Mode, Policy, PolicyInvalid, PolicyRef
+from lameduck_operator.model import (
+    CONDITION_MESSAGE_MAX_LENGTH,
+    Mode,
+    Policy,
+    PolicyInvalid,
+    PolicyRef,
+    format_seconds,
+)
 
 MAX_LISTED = 20
 
@@ -68,6 +76,25 @@ def summarize(
     return summary
 
 
+def starting_budgets(policy: Policy, sources: Iterable[tuple[DeploymentRef, BudgetSource]]) -> list[dict[str, str]]:
+    """status.startingBudgets: up to MAX_LISTED of the policy's Deployments whose next rollout
+    starts at the starting budget (no history, an L7 hop sends to them), by namespace and name.
+    sources: where the maxHold of each Deployment it governs comes from."""
+    max_hold = format_seconds(starting_max_hold(policy.spec.hold))
+    starting = sorted(
+        (ref for ref, source in sources if source is BudgetSource.L7_BACKEND), key=lambda r: (r.namespace, r.name)
+    )
+    return [
+        {
+            "namespace": ref.namespace,
+            "name": ref.name,
+            "learnedMaxHold": max_hold,
+            "learnedFrom": BudgetSource.L7_BACKEND.value,
+        }
+        for ref in starting[:MAX_LISTED]
+    ]
+
+
 def _condition(kind: str, true: bool, reason: str, message: str) -> dict[str, Any]:
     if len(message) > CONDITION_MESSAGE_MAX_LENGTH:  # the API server would refuse the whole status
         message = message[: CONDITION_MESSAGE_MAX_LENGTH - 3] + "..."
@@ -106,9 +133,11 @@ def policy_status(
     now: datetime,
     *,
     shutdown: Mapping[str, Any] | None = None,
+    starting: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The status subresource of a valid policy; shutdown: what its Deployments' recent holds
-    and terminations showed (lateTraffic, overBudget)."""
+    and terminations showed (lateTraffic, overBudget); starting: with hold.learnedBudget, its
+    Deployments starting at the starting budget (starting_budgets)."""
     mode = "audited" if policy.spec.mode is Mode.AUDIT else "enforced"
     ready = _condition(
         "Ready",
@@ -146,6 +175,7 @@ def policy_status(
         "budgetSeconds": budget_seconds,
         "nonCompliant": summary.non_compliant,
         **(shutdown or {}),
+        **({"startingBudgets": starting} if policy.spec.hold.learned_budget is not None else {}),
     }
 
 
