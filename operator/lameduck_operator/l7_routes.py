@@ -15,14 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lameduck_operator.logic.l7_backends import (
-    Route,
-    RouteKind,
-    gateway_route,
-    ingress_route,
-    l7_backend,
-    template_labels,
-)
+from lameduck_operator.logic.l7_backends import RouteKind, l7_backend, route, template_labels
 from lameduck_operator.logic.readiness import ServiceView
 
 RouteId = tuple[RouteKind, str, str]  # kind, namespace, name
@@ -45,11 +38,11 @@ class L7Routes:
         self.routed: dict[str, frozenset[str]] = {}
 
     def route_seen(self, body: Mapping[str, Any], kind: RouteKind, deleted: bool = False) -> None:
-        route: Route = ingress_route(body) if kind is RouteKind.INGRESS else gateway_route(body, kind)
-        key: RouteId = (kind, route.namespace, route.name)
+        seen = route(body, kind)
+        key: RouteId = (kind, seen.namespace, seen.name)
         names: dict[str, set[str]] = {}
         if not deleted:
-            for backend in route.backends:
+            for backend in seen.backends:
                 names.setdefault(backend.namespace, set()).add(backend.name)
         before = self._namespaces_of.pop(key, frozenset())
         if names:

@@ -6,24 +6,30 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
+from lameduck_operator.cli import EXIT_INVALID_OBJECTS, main
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.budget import CUT_OFF_FACTOR, BudgetSource, MaxHold, max_hold_for, starting_max_hold
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Action, Decision, Moment, decide
-from lameduck_operator.logic.l7_backends import RouteKind
+from lameduck_operator.logic.intent import carried_max_hold
+from lameduck_operator.logic.l7_backends import RouteKind, route_kind_of
+from lameduck_operator.logic.learning import Learned, learned_value
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.status import MAX_LISTED, starting_budgets
 from lameduck_operator.model import HoldSpec, Policy, PolicyRef
+from lameduck_operator.names import LEARNED_CONFIGMAP
 from tests.unit.builders import deployment, policy
 from tests.unit.fake_api import policy_body
-from tests.unit.test_l7_backends import ingress
+from tests.unit.test_l7_backends import http_route, ingress, service
 from tests.unit.test_l7_routes import fleet_with_route
 from tests.unit.test_learned_budget import LEARNING, SETTINGS, SPECS, learning_policy, max_hold_of
 from tests.unit.test_learning import hold
@@ -208,3 +214,96 @@ async def test_a_policy_that_does_not_learn_budgets_shows_no_starting_budgets() 
     await fleet.publish()
     assert "startingBudgets" not in api.statuses[PolicyRef("GracefulPolicy", "web", "shop")]
     assert "lameduck_learned_budget_deployments{" not in generate_latest(fleet.metrics.registry).decode()
+
+
+# ---- webhook, reconciler and CLI: the same decision given the same observations ----------------
+
+
+def cli(*docs: dict[str, Any], command: str = "render") -> tuple[int, str, list[dict[str, Any]]]:
+    out = io.StringIO()
+    code = main([command, "-f", "-"], stdin=io.StringIO(yaml.safe_dump_all(list(docs))), out=out)
+    return code, out.getvalue(), [d for d in yaml.safe_load_all(out.getvalue()) if d and command == "render"]
+
+
+def learning_policy_body(apply: str = "OnNextRollout") -> dict[str, Any]:
+    return {
+        "apiVersion": "lameduck.dev/v1alpha1",
+        "kind": "GracefulPolicy",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {**LEARNING, "apply": apply},
+    }
+
+
+@pytest.mark.parametrize(
+    ("routes", "expected"),
+    [
+        ([ingress("web")], 60.0),
+        ([http_route({"name": "web"})], 60.0),
+        ([http_route({"name": "web"}, kind="GRPCRoute")], 60.0),
+        ([], 30.0),
+        ([ingress("admin")], 30.0),
+    ],
+    ids=["ingress", "httproute", "grpcroute", "no-route", "route-to-another-service"],
+)
+async def test_the_webhook_the_reconciler_and_the_cli_start_a_deployment_alike(
+    routes: list[dict[str, Any]], expected: float
+) -> None:
+    p = learning_policy(apply="Immediate")
+    code, _, (rendered,) = cli(learning_policy_body("Immediate"), deployment(), service(), *routes)
+    assert code == 0
+    assert carried_max_hold(rendered) == expected
+    assert rendered["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 135, "room for the cap"
+
+    l7 = expected == 60.0
+    assert written(admitted(p, l7=l7)) == rendered, "the webhook, given the same observations"
+
+    fleet, api = fleet_with_route(apply="Immediate")
+    for body in routes:
+        fleet.l7.route_seen(body, route_kind_of(body) or RouteKind.INGRESS)
+    fleet.deployment_seen(api.add(deployment()))
+    decision = await fleet.reconcile(DeploymentRef("shop", "web"))
+    assert decision is not None
+    assert decision.intent is not None
+    assert injected(deployment(), decision.intent) == rendered, "the reconciler, given the same observations"
+
+
+def test_the_cli_decides_with_what_was_learned_first() -> None:
+    learned = {
+        "kind": "ConfigMap",
+        "metadata": {"name": LEARNED_CONFIGMAP, "namespace": "shop"},
+        "data": {"web": learned_value(Learned(0.0, 1, 45.0))},
+    }
+    _, _, (rendered,) = cli(learning_policy_body(), deployment(), service(), ingress("web"), learned)
+    assert carried_max_hold(rendered) == 45.0
+
+
+def test_the_cli_reads_only_core_services_and_the_route_groups_it_knows() -> None:
+    knative = {**service(), "apiVersion": "serving.knative.dev/v1"}
+    other_ingress = {**ingress("web"), "apiVersion": "example.com/v1"}
+    _, _, (rendered,) = cli(learning_policy_body(), deployment(), knative, ingress("web"))
+    assert carried_max_hold(rendered) == 30.0
+    _, _, (rendered,) = cli(learning_policy_body(), deployment(), service(), other_ingress)
+    assert carried_max_hold(rendered) == 30.0
+
+
+@pytest.mark.parametrize(
+    ("obj", "path"),
+    [
+        ({**service(), "spec": {"selector": ["app", "web"]}}, "spec.selector: must be of type object"),
+        (
+            {**ingress(), "spec": {"rules": [{"http": {"paths": [{"backend": {"service": {"name": 7}}}]}}]}},
+            "spec.rules[0].http.paths[0].backend.service.name: must be of type string",
+        ),
+        ({**http_route(), "spec": {"rules": [{"backendRefs": {"name": "web"}}]}}, "spec.rules[0].backendRefs: must"),
+        ({**service(), "metadata": {"name": "Not_A_Name"}}, "Service Not_A_Name: metadata.name: "),
+    ],
+    ids=["service-selector-not-a-map", "ingress-backend-name-not-a-string", "backendrefs-not-a-list", "bad-name"],
+)
+def test_a_service_or_route_the_api_server_would_refuse_is_an_invalid_object(
+    obj: dict[str, Any], path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(learning_policy_body(), deployment(), obj, command="check")
+    assert (code, out) == (EXIT_INVALID_OBJECTS, "")
+    err = capsys.readouterr().err
+    assert f"{obj['kind']} " in err
+    assert path in err

@@ -113,15 +113,28 @@ def gateway_route(body: Mapping[str, Any], kind: RouteKind) -> Route:
     return Route(kind, namespace, name, frozenset(found))
 
 
-def route_of(body: Mapping[str, Any]) -> Route | None:
-    """The route an object is, by its apiVersion's group and kind; None for any other object."""
+def route_kind_of(body: Mapping[str, Any]) -> RouteKind | None:
+    """Which route an object is, by its kind and its apiVersion's group; None for any other."""
     kind, api_version = body.get("kind"), body.get("apiVersion")
     if not isinstance(kind, str) or not isinstance(api_version, str) or kind not in ROUTE_KINDS:
         return None
     route_kind = RouteKind(kind)
-    if api_version.rpartition("/")[0] != ROUTE_GROUPS[route_kind]:
-        return None
-    return ingress_route(body) if route_kind is RouteKind.INGRESS else gateway_route(body, route_kind)
+    return route_kind if api_version.rpartition("/")[0] == ROUTE_GROUPS[route_kind] else None
+
+
+def route(body: Mapping[str, Any], kind: RouteKind) -> Route:
+    return ingress_route(body) if kind is RouteKind.INGRESS else gateway_route(body, kind)
+
+
+def route_of(body: Mapping[str, Any]) -> Route | None:
+    """The route an object is; None for any other object."""
+    kind = route_kind_of(body)
+    return None if kind is None else route(body, kind)
+
+
+def is_service(body: Mapping[str, Any]) -> bool:
+    """A core Service (not another group's kind of that name, such as Knative's)."""
+    return body.get("kind") == SERVICE_KIND and body.get("apiVersion") == "v1"
 
 
 def selects(service: ServiceView, namespace: str, pod_labels: Mapping[str, str]) -> bool:
