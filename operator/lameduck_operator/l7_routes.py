@@ -31,9 +31,10 @@ class L7Routes:
         self.services: Callable[[str], Mapping[str, ServiceView]] = _no_services
         self.changed = changed
         # Per Service namespace, per route: the names of that namespace's Services it sends to.
-        self._by_namespace: dict[str, dict[RouteId, frozenset[str]]] = {}
+        # Tuples, not sets: most routes name one or two (a quarter of the memory, measured).
+        self._by_namespace: dict[str, dict[RouteId, tuple[str, ...]]] = {}
         # Per route, the Service namespaces it sends to (where to look when it changes or goes).
-        self._namespaces_of: dict[RouteId, frozenset[str]] = {}
+        self._namespaces_of: dict[RouteId, tuple[str, ...]] = {}
         # Per namespace, every name some route sends to: replaced whole, never changed in place.
         self.routed: dict[str, frozenset[str]] = {}
 
@@ -44,13 +45,13 @@ class L7Routes:
         if not deleted:
             for backend in seen.backends:
                 names.setdefault(backend.namespace, set()).add(backend.name)
-        before = self._namespaces_of.pop(key, frozenset())
+        before = self._namespaces_of.pop(key, ())
         if names:
-            self._namespaces_of[key] = frozenset(names)
-        for namespace in sorted(before | set(names)):
+            self._namespaces_of[key] = tuple(sorted(names))
+        for namespace in sorted({*before, *names}):
             routes = self._by_namespace.setdefault(namespace, {})
             if namespace in names:
-                routes[key] = frozenset(names[namespace])
+                routes[key] = tuple(sorted(names[namespace]))
             else:
                 routes.pop(key, None)
             if not routes:
@@ -64,7 +65,7 @@ class L7Routes:
 
     def _refresh(self, namespace: str) -> None:
         routes = self._by_namespace.get(namespace, {})
-        now = frozenset().union(*routes.values())
+        now = frozenset(name for names in routes.values() for name in names)
         if now == self.routed.get(namespace, frozenset()):
             return
         if now:
