@@ -500,10 +500,10 @@ def _status() -> dict[str, Any]:
             },
             "startingBudgets": {
                 "type": "array",
-                "description": "With hold.learnedBudget: up to 20 Deployments with no learned maxHold whose next "
-                "rollout starts at the starting budget, min(maxHoldCap, 2 x maxHold), because an L7 hop sends to "
-                "them (an Ingress, HTTPRoute or GRPCRoute names a Service that selects their pods). Once their "
-                "holds report, lateTraffic shows what is learned instead.",
+                "description": "With hold.learnedBudget: up to 20 Deployments with no learned maxHold whose holds "
+                "start at the starting budget, min(maxHoldCap, 2 x maxHold), because an L7 hop sends to them (an "
+                "Ingress, HTTPRoute or GRPCRoute names a Service that selects their pods). Once their holds "
+                "report, lateTraffic shows what is learned instead.",
                 "maxItems": 20,
                 "x-kubernetes-list-type": "atomic",
                 "items": {
@@ -514,8 +514,8 @@ def _status() -> dict[str, Any]:
                         "name": {"type": "string", "description": "The Deployment's name."},
                         "learnedMaxHold": {
                             "type": "string",
-                            "description": "The maxHold its next rollout gets, and with it a grace period of "
-                            "learnedMaxHold + drainTimeout + 5s.",
+                            "description": "The starting budget: the maxHold its holds take as they start "
+                            "(from the ConfigMap lameduck-learned), and its next rollout's template carries.",
                         },
                         "learnedFrom": _learned_from(),
                     },

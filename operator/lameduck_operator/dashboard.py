@@ -125,7 +125,7 @@ def fleet_panels() -> list[Panel]:
         ),
         _graph(
             "Where the next maxHold comes from",
-            "Deployments of each policy with hold.learnedBudget, by where their next rollout's maxHold comes "
+            "Deployments of each policy with hold.learnedBudget, by where the maxHold their holds take comes "
             "from (lameduck_learned_budget_deployments): Reports (learned), L7Backend (no history behind an "
             "L7 hop: the starting budget), Default (no history: maxHold).",
             [

@@ -3,11 +3,12 @@
 Handlers feed observed objects into Fleet, which keeps them and queues the Deployments they
 affect (reconcile_queue). Workers reconcile each by a Reconciler: decide (pure logic), hold a
 rollout slot while writing (rollout_slots), carry the decision out (deployment_writes), record it
-for the slots, the policies' status (policy_status) and the sidecar's access (sidecar_access),
-then tell the Deployment's owners (deployment_events): each part once, in that order. The workers
-start once every Deployment is listed and those rolling out hold their slots. A second loop
-publishes the sidecar's access and the policies' status. Nothing here imports kopf or the
-API client, so tests drive it with a fake API.
+for the slots, the policies' status (policy_status), the sidecar's access (sidecar_access) and
+the holds' starting budget (learned_delays), then tell the Deployment's owners
+(deployment_events): each part once, in that order. The workers start once every Deployment is
+listed and those rolling out hold their slots. A second loop publishes the sidecar's access and
+the policies' status. Nothing here imports kopf or the API client, so tests drive it with a fake
+API.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class Fleet:
         self.access = SidecarAccess(settings.sidecar, api, metrics, self.deployments, self.call_later)
         # Decision inputs: the maxHold learned (learned_delays.py; set by the runtime), the L7 routes seen.
         self.learned_max_hold: Callable[[DeploymentRef], float | None] = lambda _: None
+        # Where each decision's starting budget is published for the holds (learned_delays.py; set
+        # by the runtime): told for every decision kept, and None when the Deployment goes.
+        self.starting_budget: Callable[[DeploymentRef, float | None], None] = lambda _, __: None
         self.l7 = L7Routes(changed=partial(judge_again_without_reports, self))
         self.reconciler = Reconciler(self, api, metrics, monotonic)
 
@@ -139,6 +143,7 @@ class Fleet:
             self.deployments.pop(ref)
             self.writers.pop(ref, None)
             gone = self.decisions.pop(ref, None)
+            self.starting_budget(ref, None)
             self.errors.pop(ref, None)
             self.slots.gone(ref)
             self.access.recheck([ref.namespace])
@@ -257,8 +262,9 @@ def judge_again_without_reports(fleet: Fleet, namespace: str) -> None:
 
 class Reconciler:
     """One Deployment's reconcile, read top to bottom: decide, hold a rollout slot while the
-    decision is written, write, record the decision for the slots, the policies' status and the
-    sidecar's access, then tell the Deployment's owners. Each part is called once, in that order."""
+    decision is written, write, record the decision for the slots, the policies' status, the
+    sidecar's access and the holds' starting budget, then tell the Deployment's owners. Each part
+    is called once, in that order."""
 
     def __init__(self, fleet: Fleet, api: FleetApi, metrics: OperatorMetrics, monotonic: Callable[[], float]) -> None:
         self.fleet = fleet
@@ -378,6 +384,7 @@ class Reconciler:
         plan = replace(decision.plan, intent={}) if decision.plan is not None else None
         fleet = self.fleet
         fleet.decisions[ref] = replace(decision, intent=None, plan=plan, patched=None)
+        fleet.starting_budget(ref, decision.starting_max_hold)
         fleet.access.recheck([ref.namespace])
         fleet.slots.judged(ref, decision, body if ref in fleet.deployments else None)
         fleet.status.judged(decision, previous)

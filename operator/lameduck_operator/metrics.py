@@ -159,7 +159,7 @@ class OperatorMetrics:
         )
         self.learned_budget_sources = Gauge(
             "lameduck_learned_budget_deployments",
-            "Deployments governed by a policy with hold.learnedBudget, by where the maxHold of their next rollout "
+            "Deployments governed by a policy with hold.learnedBudget, by where the maxHold their holds take "
             "comes from (learned_from: Reports, learned from their hold reports; L7Backend, no history and an L7 "
             "hop sends to them: the starting budget; Default, no history: the policy's maxHold).",
             ["policy", "learned_from"],

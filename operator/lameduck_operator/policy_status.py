@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from lameduck_operator.deployment_store import DeploymentStore
-from lameduck_operator.logic.budget import BudgetSource, budget_seconds
+from lameduck_operator.logic.budget import budget_seconds
 from lameduck_operator.logic.compliance import Verdict
 from lameduck_operator.logic.decision import Decision
 from lameduck_operator.logic.selection import DeploymentRef
@@ -142,7 +142,7 @@ class StatusPublisher:
         else:
             summary = summarize(state.ref, verdicts, losses, self.errors)
             shutdown = self.shutdown_status(state.ref) if self.shutdown_status else None
-            starting = starting_budgets(state.policy, self._sources(state.ref))
+            starting = starting_budgets(self._starting(state.ref))
             status = policy_status(
                 state.policy,
                 summary,
@@ -156,12 +156,12 @@ class StatusPublisher:
             await self.api.apply_policy_status(state.ref, status)
             state.published = status
 
-    def _sources(self, ref: PolicyRef) -> list[tuple[DeploymentRef, BudgetSource]]:
-        """Where the next maxHold of each Deployment the policy governs comes from."""
+    def _starting(self, ref: PolicyRef) -> list[tuple[DeploymentRef, float]]:
+        """The Deployments the policy governs that are at the starting budget, with it."""
         return [
-            (deployment, d.budget_source)
+            (deployment, d.starting_max_hold)
             for deployment, d in self.decisions.items()
-            if d.verdict.policy == ref and d.budget_source is not None
+            if d.verdict.policy == ref and d.starting_max_hold is not None
         ]
 
     def _carries(self, ref: PolicyRef) -> bool:

@@ -68,6 +68,7 @@ def learned_delays_and_shutdown_observer(
     known = fleet.deployments.__contains__
     learned = LearnedDelays(api, metrics, known=known, hold_of=fleet.hold_of, history_changed=fleet.enqueue)
     fleet.learned_max_hold = learned.learned_max_hold
+    fleet.starting_budget = learned.starting_budget
     shutdown = ShutdownObserver(
         metrics,
         fleet.governing_policy,

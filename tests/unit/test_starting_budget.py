@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from lameduck_operator.cli import EXIT_INVALID_OBJECTS, main
+from lameduck_operator.fleet import Fleet
+from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.budget import CUT_OFF_FACTOR, BudgetSource, MaxHold, max_hold_for, starting_max_hold
 from lameduck_operator.logic.compliance import State
@@ -27,12 +30,14 @@ from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.status import MAX_LISTED, starting_budgets
 from lameduck_operator.model import HoldSpec, Policy, PolicyRef
 from lameduck_operator.names import LEARNED_CONFIGMAP
+from lameduck_sidecar.learned import learned_delay, learned_max_hold
+from lameduck_sidecar.learned import max_hold_in_force as sidecar_max_hold
 from tests.unit.builders import deployment, policy
-from tests.unit.fake_api import policy_body
+from tests.unit.fake_api import FakeApi, policy_body
 from tests.unit.test_l7_backends import http_route, ingress, service
-from tests.unit.test_l7_routes import fleet_with_route
+from tests.unit.test_l7_routes import WEB, fleet_with_route
 from tests.unit.test_learned_budget import LEARNING, SETTINGS, SPECS, learning_policy, max_hold_of
-from tests.unit.test_learning import hold
+from tests.unit.test_learning import hold, report
 from tests.unit.test_shutdown_observer import sample
 
 
@@ -173,19 +178,26 @@ def test_a_rollout_the_reconciler_starts_anyway_takes_the_starting_budget() -> N
 
 
 def test_status_lists_the_deployments_starting_at_the_starting_budget() -> None:
-    p = learning_policy()
-    sources = [
-        (DeploymentRef("shop", "web"), BudgetSource.L7_BACKEND),
-        (DeploymentRef("blog", "api"), BudgetSource.L7_BACKEND),
-        (DeploymentRef("shop", "admin"), BudgetSource.DEFAULT),
-        (DeploymentRef("shop", "search"), BudgetSource.REPORTS),
-    ]
-    assert starting_budgets(p, sources) == [
-        {"namespace": "blog", "name": "api", "learnedMaxHold": "1m", "learnedFrom": "L7Backend"},
+    starting = [(DeploymentRef("shop", "web"), 60.0), (DeploymentRef("blog", "api"), 45.0)]
+    assert starting_budgets(starting) == [
+        {"namespace": "blog", "name": "api", "learnedMaxHold": "45s", "learnedFrom": "L7Backend"},
         {"namespace": "shop", "name": "web", "learnedMaxHold": "1m", "learnedFrom": "L7Backend"},
     ]
-    many = [(DeploymentRef("shop", f"web-{i:02}"), BudgetSource.L7_BACKEND) for i in range(MAX_LISTED + 5)]
-    assert len(starting_budgets(p, many)) == MAX_LISTED
+    many = [(DeploymentRef("shop", f"web-{i:02}"), 60.0) for i in range(MAX_LISTED + 5)]
+    assert len(starting_budgets(many)) == MAX_LISTED
+
+
+@pytest.mark.parametrize(
+    ("learned", "l7", "expected"),
+    [(None, True, 60.0), (None, False, None), (45.0, True, None)],
+    ids=["l7-backend-no-history", "no-l7-hop", "history"],
+)
+def test_a_decision_names_its_starting_budget_only_when_that_is_where_its_max_hold_comes_from(
+    learned: float | None, l7: bool, expected: float | None
+) -> None:
+    assert admitted(learning_policy(), l7=l7, learned=learned).starting_max_hold == expected
+    plain = policy("web", "shop", {"drainTimeout": "10s"})
+    assert admitted(plain, l7=l7, learned=learned).starting_max_hold is None
 
 
 async def test_a_policy_shows_its_starting_deployments_and_counts_each_source() -> None:
@@ -307,3 +319,84 @@ def test_a_service_or_route_the_api_server_would_refuse_is_an_invalid_object(
     err = capsys.readouterr().err
     assert f"{obj['kind']} " in err
     assert path in err
+
+
+# ---- how it reaches the holds: the template at admission, lameduck-learned as a hold starts -----
+
+
+def wired(fleet: Fleet, api: FakeApi) -> LearnedDelays:
+    """The learned delays as the runtime wires them to the fleet."""
+    delays = LearnedDelays(
+        api, fleet.metrics, known=fleet.deployments.__contains__, hold_of=fleet.hold_of, history_changed=fleet.enqueue
+    )
+    fleet.learned_max_hold = delays.learned_max_hold
+    fleet.starting_budget = delays.starting_budget
+    return delays
+
+
+def taken_by_a_hold(api: FakeApi, carried: float) -> tuple[float, float | None]:
+    """What a hold of web's pods, made with maxHold `carried` and the policy's cap as
+    LAMEDUCK_MAX_HOLD_CAP, takes from lameduck-learned as it starts: its maxHold and learned delay."""
+    config_map = {"data": api.learned.get("shop", {})}
+    return sidecar_max_hold(carried, 120.0, learned_max_hold(config_map, "web")), learned_delay(config_map, "web")
+
+
+async def test_the_pods_of_a_deployment_created_before_its_route_hold_with_the_starting_budget() -> None:
+    """Helm creates an Ingress after the Deployments it sends to, so their pods are made with
+    maxHold. Once the route is seen, the reconciler's decision publishes the starting budget,
+    which the holds of those very pods take as they start: their grace period has room for the
+    cap. The template keeps maxHold until the next rollout: nothing is rolled out for it."""
+    fleet, api = fleet_with_route(apply="Immediate")
+    delays = wired(fleet, api)
+    fleet.deployment_seen(api.add(deployment()))
+    await fleet.drain()
+    await delays.publish()
+    assert carried_max_hold(api.view("shop", "web")) == 30.0
+    assert api.view("shop", "web")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 135
+    assert taken_by_a_hold(api, 30.0) == (30.0, None)
+
+    fleet.l7.route_seen(ingress("web"), RouteKind.INGRESS)
+    await fleet.drain()
+    decision = fleet.decisions[WEB]
+    assert (decision.action, decision.verdict.state, decision.budget_source) == (
+        Action.NONE,
+        State.COMPLIANT,
+        BudgetSource.L7_BACKEND,
+    )
+    await delays.publish()
+    assert json.loads(api.learned["shop"]["web"]) == {"version": 1, "reports": 0, "learnedMaxHoldSeconds": 60.0}
+    assert taken_by_a_hold(api, 30.0) == (60.0, None), "the starting budget, and no learned delay"
+    assert carried_max_hold(api.view("shop", "web")) == 30.0, "no rollout for it"
+
+    fleet.l7.route_seen(ingress("web"), RouteKind.INGRESS, deleted=True)
+    await fleet.drain()
+    await delays.publish()
+    assert "web" not in api.learned["shop"], "no L7 hop: the holds keep their own maxHold"
+
+
+async def test_reports_replace_the_starting_budget_and_a_gone_deployment_takes_it_along() -> None:
+    fleet, api = fleet_with_route(apply="Immediate")
+    delays = wired(fleet, api)
+    fleet.l7.route_seen(ingress("web"), RouteKind.INGRESS)
+    fleet.deployment_seen(api.add(deployment()))
+    await fleet.drain()
+    assert carried_max_hold(api.view("shop", "web")) == 60.0, "the route was there: the template carries it too"
+    await delays.publish()
+    assert taken_by_a_hold(api, 60.0) == (60.0, None)
+
+    delays.reports_changed(WEB, [report()], hold(30.0, cap=120.0))
+    await fleet.drain()
+    assert fleet.decisions[WEB].budget_source is BudgetSource.REPORTS
+    await delays.publish()
+    assert json.loads(api.learned["shop"]["web"])["reports"] == 1
+    assert taken_by_a_hold(api, 60.0) == (60.0, 0.0), "a learned 30 s never lowers the pod's own 60 s"
+
+    delays.forget(WEB)
+    await fleet.drain()
+    await delays.publish()
+    assert taken_by_a_hold(api, 30.0) == (60.0, None), "no reports left: back at the starting budget"
+
+    body = api.view("shop", "web")
+    fleet.deployment_seen(body, deleted=True)
+    await delays.publish()
+    assert api.learned["shop"] == {}

@@ -15,8 +15,8 @@ CUT_OFF_FACTOR = 2.0
 
 
 class BudgetSource(StrEnum):
-    """Where the maxHold of a Deployment's next rollout comes from, under a policy with
-    hold.learnedBudget."""
+    """Where the maxHold in force for a Deployment comes from (what its holds take as they start,
+    and its next rollout's template carries), under a policy with hold.learnedBudget."""
 
     REPORTS = "Reports"  # learned from its trusted hold reports (logic/learning.py)
     L7_BACKEND = "L7Backend"  # no history, and an L7 hop sends to it: the starting budget
@@ -67,9 +67,11 @@ def starting_max_hold(hold: HoldSpec) -> float:
 
 
 def max_hold_for(hold: HoldSpec, learned: float | None, l7_backend: bool) -> MaxHold:
-    """The maxHold a Deployment's next pods get, and why. `learned`: the maxHold learned from its
-    reports (None: no history); `l7_backend`: whether the caller saw an L7 hop send to it
-    (logic/l7_backends.py). Once anything is learned, the reports decide alone."""
+    """The maxHold in force for a Deployment, and why: the one decision's (Decision.max_hold),
+    which the template carries from the next admission and lameduck-learned gives the holds as
+    they start (learned_delays.py). `learned`: the maxHold learned from its reports (None: no
+    history); `l7_backend`: whether the caller saw an L7 hop send to it (logic/l7_backends.py).
+    Once anything is learned, the reports decide alone."""
     if hold.learned_budget is None:
         return MaxHold(hold.max_hold)
     if learned is not None:

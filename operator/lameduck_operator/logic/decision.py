@@ -25,7 +25,7 @@ from lameduck_operator.logic.annotation_room import (
     annotations_size,
     patch_size_bound,
 )
-from lameduck_operator.logic.budget import BudgetSource, max_hold_for, max_hold_in_force
+from lameduck_operator.logic.budget import BudgetSource, MaxHold, max_hold_for, max_hold_in_force
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
 from lameduck_operator.logic.intent import FieldPath, OwnersOf, Plan, carried_max_hold, plan_deployment, pod_spec
 from lameduck_operator.logic.ownership import Ownership, write_times
@@ -92,8 +92,9 @@ class Decision:
     # the Deployment as the patch leaves it, which the patch is made from. Measured for room
     # before the write is chosen, so computed once.
     patched: dict[str, Any] | None = None
-    # Under a policy with hold.learnedBudget: where the maxHold of its next rollout comes from.
-    budget_source: BudgetSource | None = None
+    # The maxHold in force for the Deployment (budget.max_hold_for): what its holds take as they
+    # start and its next rollout's template carries; None: no policy governs it.
+    max_hold: MaxHold | None = None
 
     @property
     def replaced(self) -> tuple[FieldPath, ...]:
@@ -103,6 +104,18 @@ class Decision:
     @property
     def budget_seconds(self) -> int | None:
         return self.plan.budget_seconds if self.plan is not None else None
+
+    @property
+    def budget_source(self) -> BudgetSource | None:
+        """Under a policy with hold.learnedBudget: where that maxHold comes from."""
+        return self.max_hold.source if self.max_hold is not None else None
+
+    @property
+    def starting_max_hold(self) -> float | None:
+        """The starting budget, while it is where that maxHold comes from (no history, an L7 hop
+        sends to the Deployment): published in lameduck-learned for holds to take as they start."""
+        held = self.max_hold
+        return held.seconds if held is not None and held.source is BudgetSource.L7_BACKEND else None
 
 
 def intent_digest(intent: Mapping[str, Any]) -> str:
@@ -229,7 +242,7 @@ def decide(
         plan, verdict, intent = _kept_budget(
             deployment, view, winner, settings, owners=owners, learned=(plan, verdict, intent), applied=applied_digest
         )
-    base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan, budget_source=max_hold.source)
+    base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan, max_hold=max_hold)
     if spec.mode is Mode.AUDIT:
         return base
     if plan.conflicts:

@@ -182,9 +182,20 @@ def learned_value(learned: Learned) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def learned_data(values: Mapping[str, Learned]) -> dict[str, str]:
-    """The ConfigMap's data: one key per Deployment name."""
-    return {name: learned_value(values[name]) for name in sorted(values)}
+def starting_value(max_hold_seconds: float) -> str:
+    """The value of a Deployment at the starting budget (budget.starting_max_hold): no report, so
+    no learned delay; the sidecar's holds take its maxHold as they start, and the operator never
+    reads it back as learned (parse_learned: no reports)."""
+    value = {LearnedField.VERSION: LEARNED_VERSION, LearnedField.REPORTS: 0}
+    return json.dumps({**value, LearnedField.LEARNED_MAX_HOLD_SECONDS: max_hold_seconds}, separators=(",", ":"))
+
+
+def learned_data(values: Mapping[str, Learned], starting: Mapping[str, float] | None = None) -> dict[str, str]:
+    """The ConfigMap's data: one key per Deployment name, what was learned or else its starting
+    budget (starting: per Deployment name, the starting maxHold)."""
+    data = {name: starting_value(seconds) for name, seconds in (starting or {}).items() if name not in values}
+    data.update((name, learned_value(learned)) for name, learned in values.items())
+    return dict(sorted(data.items()))
 
 
 def learned_config_map(namespace: str, data: Mapping[str, str]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lameduck_operator.logic.budget import BudgetSource, starting_max_hold
+from lameduck_operator.logic.budget import BudgetSource
 from lameduck_operator.logic.compliance import State, Verdict
 from lameduck_operator.logic.selection import DeploymentRef, Loss
 from lameduck_operator.model import (
@@ -76,22 +76,18 @@ def summarize(
     return summary
 
 
-def starting_budgets(policy: Policy, sources: Iterable[tuple[DeploymentRef, BudgetSource]]) -> list[dict[str, str]]:
-    """status.startingBudgets: up to MAX_LISTED of the policy's Deployments whose next rollout
-    starts at the starting budget (no history, an L7 hop sends to them), by namespace and name.
-    sources: where the maxHold of each Deployment it governs comes from."""
-    max_hold = format_seconds(starting_max_hold(policy.spec.hold))
-    starting = sorted(
-        (ref for ref, source in sources if source is BudgetSource.L7_BACKEND), key=lambda r: (r.namespace, r.name)
-    )
+def starting_budgets(starting: Iterable[tuple[DeploymentRef, float]]) -> list[dict[str, str]]:
+    """status.startingBudgets: up to MAX_LISTED of a policy's Deployments at the starting budget
+    (no history, an L7 hop sends to them), by namespace and name. starting: each such Deployment
+    the policy governs, with the starting budget its decision gave it (Decision.starting_max_hold)."""
     return [
         {
             "namespace": ref.namespace,
             "name": ref.name,
-            "learnedMaxHold": max_hold,
+            "learnedMaxHold": format_seconds(seconds),
             "learnedFrom": BudgetSource.L7_BACKEND.value,
         }
-        for ref in starting[:MAX_LISTED]
+        for ref, seconds in sorted(starting, key=lambda each: (each[0].namespace, each[0].name))[:MAX_LISTED]
     ]
 
 
