@@ -20,6 +20,7 @@ from lameduck_operator.cli import EXIT_INVALID_OBJECTS, main
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.admitted import injected
+from lameduck_operator.logic.annotation_room import annotations_of
 from lameduck_operator.logic.budget import CUT_OFF_FACTOR, BudgetSource, MaxHold, max_hold_for, starting_max_hold
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Action, Decision, Moment, decide
@@ -29,11 +30,12 @@ from lameduck_operator.logic.learning import Learned, learned_value
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.status import MAX_LISTED, starting_budgets
 from lameduck_operator.model import HoldSpec, Policy, PolicyRef
-from lameduck_operator.names import LEARNED_CONFIGMAP
+from lameduck_operator.names import ANNOTATIONS_MAX_BYTES, LEARNED_CONFIGMAP
 from lameduck_sidecar.learned import learned_delay, learned_max_hold
 from lameduck_sidecar.learned import max_hold_in_force as sidecar_max_hold
 from tests.unit.builders import deployment, policy
 from tests.unit.fake_api import FakeApi, policy_body
+from tests.unit.test_annotation_room import BOUNDARY, assert_no_room, filled_to, lameducks, size
 from tests.unit.test_l7_backends import http_route, ingress, service
 from tests.unit.test_l7_routes import WEB, fleet_with_route
 from tests.unit.test_learned_budget import LEARNING, SETTINGS, SPECS, learning_policy, max_hold_of
@@ -172,6 +174,27 @@ def test_a_rollout_the_reconciler_starts_anyway_takes_the_starting_budget() -> N
     assert (decision.action, decision.starts_rollout) == (Action.APPLY, True)
     assert max_hold_of(decision) == (60.0, 135)
     assert decision.budget_source is BudgetSource.L7_BACKEND
+
+
+@pytest.mark.parametrize(("over", "writes"), BOUNDARY)
+def test_the_starting_budget_rides_in_the_write_measured_for_room_or_in_none(over: int, writes: bool) -> None:
+    """One decision: the webhook's write, measured against the annotations' limit, is the one that
+    carries the starting budget; without room nothing is written, and the decision still says
+    where the maxHold in force comes from (its holds take it live from lameduck-learned)."""
+    p = learning_policy()
+    measured = admitted(p, l7=True).patched
+    assert measured is not None
+    body = filled_to(deployment(), lameducks(measured), over)
+    decision = admitted(p, l7=True, body=body)
+    assert decision.max_hold == MaxHold(60.0, BudgetSource.L7_BACKEND)
+    if writes:
+        assert decision.action is Action.APPLY
+        assert decision.patched is not None
+        assert carried_max_hold(decision.patched) == 60.0
+        assert size(annotations_of(decision.patched)) == ANNOTATIONS_MAX_BYTES
+    else:
+        assert_no_room(decision)
+        assert decision.starting_max_hold == 60.0
 
 
 # ---- where it shows: status and metrics --------------------------------------------------------
