@@ -6,6 +6,9 @@ lameduck check  -f policies/ -f deployments/ [-o json]
 The ConfigMap lameduck-learned of a namespace (`kubectl get configmap lameduck-learned -o yaml`)
 given with them is what the operator learned there: with a policy's hold.learnedBudget, its
 Deployments are decided with their learned maxHold, as the webhook and the reconciler decide.
+Services, Ingresses, HTTPRoutes and GRPCRoutes given with them tell which Deployments an L7 hop
+sends to: one with no learned maxHold starts at the policy's starting budget (none given: no
+Deployment is an L7 backend).
 
 Exit codes (docs: docs/policy.md, "Trying a policy offline"): 0 done (`check`: every
 Deployment compliant, skipped or unmanaged; skipped includes left alone: a template too large,
@@ -35,9 +38,11 @@ from lameduck_operator import __version__
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Decision, Moment, decide
+from lameduck_operator.logic.l7_backends import Route, deployment_is_l7_backend, is_service, route, route_kind_of
 from lameduck_operator.logic.learning import parse_learned
+from lameduck_operator.logic.readiness import ServiceView, service_view
 from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
-from lameduck_operator.logic.shapes import deployment_errors, namespace_errors
+from lameduck_operator.logic.shapes import deployment_errors, l7_errors, namespace_errors
 from lameduck_operator.manifest_input import InputError, objects
 from lameduck_operator.model import (
     NAMESPACE_MAX_LENGTH,
@@ -72,6 +77,9 @@ class Inputs:
     # The maxHold learned per Deployment, from lameduck-learned ConfigMaps given (as the operator
     # keeps it: a value it cannot read is no history).
     learned_max_hold: dict[DeploymentRef, float] = field(default_factory=dict)
+    # The Services and L7 routes given: whether a Deployment is an L7 backend (none given: none is).
+    services: list[ServiceView] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)
 
 
 def _label(kind: str, obj: Mapping[str, Any]) -> str:
@@ -108,6 +116,16 @@ def load_inputs(args: Sequence[str], default_namespace: str, stdin: TextIO) -> I
             inputs.deployments.append(obj)
         elif kind == "ConfigMap":
             inputs.learned_max_hold.update(_learned_max_holds(obj, default_namespace))
+        elif is_service(obj) or route_kind_of(obj) is not None:
+            route_kind = route_kind_of(obj)
+            if errors := l7_errors(obj, route_kind):
+                reject(source, str(kind), obj, errors)
+                continue
+            obj["metadata"].setdefault("namespace", default_namespace)
+            if route_kind is None:
+                inputs.services.append(service_view(obj))
+            else:
+                inputs.routes.append(route(obj, route_kind))
         elif kind == "Namespace":
             if errors := namespace_errors(obj):
                 reject(source, kind, obj, errors)
@@ -144,9 +162,18 @@ def decide_offline(
 ) -> Decision:
     """The operator's decision for a manifest, as the reconciler (or, at Moment.ADMISSION, the
     webhook at the Deployment's next rollout) would take it."""
-    labels = inputs.namespace_labels.get(deployment["metadata"]["namespace"])
+    namespace = deployment["metadata"]["namespace"]
     learned = inputs.learned_max_hold.get(deployment_ref(deployment))
-    return decide(deployment, inputs.policies, settings, labels, no_rollouts, moment=moment, learned_max_hold=learned)
+    return decide(
+        deployment,
+        inputs.policies,
+        settings,
+        inputs.namespace_labels.get(namespace),
+        no_rollouts,
+        moment=moment,
+        learned_max_hold=learned,
+        l7_backend=deployment_is_l7_backend(deployment, namespace, inputs.services, inputs.routes),
+    )
 
 
 def _decide_all(
@@ -264,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="PATH",
-        help="policy, Deployment or Namespace manifests: a file, a directory, or - for stdin",
+        help="policy, Deployment, Namespace, Service and route (Ingress, HTTPRoute, GRPCRoute) manifests, and "
+        "lameduck-learned ConfigMaps: a file, a directory, or - for stdin",
     )
     common.add_argument(
         "-n", "--namespace", default="default", type=_namespace, help="namespace of objects that name none"

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from lameduck_operator.logic.budget import BudgetSource
 from lameduck_operator.model import (
     CONDITION_MESSAGE_MAX_LENGTH,
     CONTAINER_NAME_MAX_LENGTH,
@@ -483,6 +484,7 @@ def _status() -> dict[str, Any]:
                             "holds, between maxHold and maxHoldCap). maxHold above is what its pods were held "
                             "with.",
                         },
+                        "learnedFrom": _learned_from(),
                         "learnedDelay": {
                             "type": "string",
                             "description": "How long after stage 1 the next holds wait for busy reused connections "
@@ -493,6 +495,29 @@ def _status() -> dict[str, Any]:
                             "type": "string",
                             "description": "Set when maxHold is below the late traffic observed.",
                         },
+                    },
+                },
+            },
+            "startingBudgets": {
+                "type": "array",
+                "description": "With hold.learnedBudget: up to 20 Deployments with no learned maxHold whose holds "
+                "start at the starting budget, min(maxHoldCap, 2 x maxHold), because an L7 hop sends to them (an "
+                "Ingress, HTTPRoute or GRPCRoute names a Service that selects their pods). Once their holds "
+                "report, lateTraffic shows what is learned instead.",
+                "maxItems": 20,
+                "x-kubernetes-list-type": "atomic",
+                "items": {
+                    "type": "object",
+                    "description": "One Deployment starting at the starting budget.",
+                    "properties": {
+                        "namespace": {"type": "string", "description": "The Deployment's namespace."},
+                        "name": {"type": "string", "description": "The Deployment's name."},
+                        "learnedMaxHold": {
+                            "type": "string",
+                            "description": "The starting budget: the maxHold its holds take as they start "
+                            "(from the ConfigMap lameduck-learned), and its next rollout's template carries.",
+                        },
+                        "learnedFrom": _learned_from(),
                     },
                 },
             },
@@ -514,6 +539,15 @@ def _status() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _learned_from() -> dict[str, Any]:
+    return {
+        "type": "string",
+        "enum": [source.value for source in BudgetSource],
+        "description": "Where learnedMaxHold comes from: Reports (the Deployment's trusted hold reports), "
+        "L7Backend (no history, and an L7 hop sends to it: the starting budget) or Default (no history: maxHold).",
     }
 
 

@@ -123,6 +123,19 @@ def fleet_panels() -> list[Panel]:
             "Deployments of each policy currently rolling out (lameduck_rollouts_in_flight).",
             [_query(f"sum by (policy) (lameduck_rollouts_in_flight{{{POLICY}}})", "{{policy}}")],
         ),
+        _graph(
+            "Where the next maxHold comes from",
+            "Deployments of each policy with hold.learnedBudget, by where the maxHold their holds take comes "
+            "from (lameduck_learned_budget_deployments): Reports (learned), L7Backend (no history behind an "
+            "L7 hop: the starting budget), Default (no history: maxHold).",
+            [
+                _query(
+                    f"sum by (policy, learned_from) (lameduck_learned_budget_deployments{{{POLICY}}})",
+                    "{{policy}} {{learned_from}}",
+                )
+            ],
+            width=24,
+        ),
     ]
 
 

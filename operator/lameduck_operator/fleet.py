@@ -3,11 +3,12 @@
 Handlers feed observed objects into Fleet, which keeps them and queues the Deployments they
 affect (reconcile_queue). Workers reconcile each by a Reconciler: decide (pure logic), hold a
 rollout slot while writing (rollout_slots), carry the decision out (deployment_writes), record it
-for the slots, the policies' status (policy_status) and the sidecar's access (sidecar_access),
-then tell the Deployment's owners (deployment_events): each part once, in that order. The workers
-start once every Deployment is listed and those rolling out hold their slots. A second loop
-publishes the sidecar's access and the policies' status. Nothing here imports kopf or the
-API client, so tests drive it with a fake API.
+for the slots, the policies' status (policy_status), the sidecar's access (sidecar_access) and
+the holds' starting budget (learned_delays), then tell the Deployment's owners
+(deployment_events): each part once, in that order. The workers start once every Deployment is
+listed and those rolling out hold their slots. A second loop publishes the sidecar's access and
+the policies' status. Nothing here imports kopf or the API client, so tests drive it with a fake
+API.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from lameduck_operator.deployment_events import DeploymentEvents
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.deployment_writes import DeploymentWrites
+from lameduck_operator.l7_routes import L7Routes
+from lameduck_operator.logic.budget import BudgetSource
 from lameduck_operator.logic.decision import Decision, after_write, decide, holds_through_status, rollout_in_progress
 from lameduck_operator.logic.ownership import managers_since
 from lameduck_operator.logic.selection import DeploymentRef, carries_or_selected_by, deployment_ref
@@ -86,8 +90,12 @@ class Fleet:
             rolling_counts=self.slots.rolling_counts,
         )
         self.access = SidecarAccess(settings.sidecar, api, metrics, self.deployments, self.call_later)
-        # The maxHold learned for a Deployment (learned_delays.py; set by the runtime): a decision's input.
+        # Decision inputs: the maxHold learned (learned_delays.py; set by the runtime), the L7 routes seen.
         self.learned_max_hold: Callable[[DeploymentRef], float | None] = lambda _: None
+        # Where each decision's starting budget is published for the holds (learned_delays.py; set
+        # by the runtime): told for every decision kept, and None when the Deployment goes.
+        self.starting_budget: Callable[[DeploymentRef, float | None], None] = lambda _, __: None
+        self.l7 = L7Routes(changed=partial(judge_again_without_reports, self))
         self.reconciler = Reconciler(self, api, metrics, monotonic)
 
     # ---- what the handlers observe ------------------------------------------------
@@ -135,6 +143,7 @@ class Fleet:
             self.deployments.pop(ref)
             self.writers.pop(ref, None)
             gone = self.decisions.pop(ref, None)
+            self.starting_budget(ref, None)
             self.errors.pop(ref, None)
             self.slots.gone(ref)
             self.access.recheck([ref.namespace])
@@ -220,10 +229,6 @@ class Fleet:
         """Post the policies' Events still gathering their burst (the operator is stopping)."""
         await self.reconciler.events.policies.post_all()
 
-    def status_changed(self, ref: PolicyRef) -> None:
-        """Something a policy's status shows changed outside the reconcile loop."""
-        self.status.changed(ref)
-
     def recheck_access(self, namespaces: Iterable[str]) -> None:
         self.access.recheck(namespaces)
 
@@ -247,10 +252,19 @@ class Fleet:
         return None if spec is None else spec.hold
 
 
+def judge_again_without_reports(fleet: Fleet, namespace: str) -> None:
+    """What the namespace's L7 routes send to changed: judge again its Deployments whose next
+    maxHold does not come from reports (only the starting budget depends on routes)."""
+    for ref, decision in list(fleet.decisions.items()):
+        if ref.namespace == namespace and decision.budget_source in (BudgetSource.L7_BACKEND, BudgetSource.DEFAULT):
+            fleet.enqueue(ref)
+
+
 class Reconciler:
     """One Deployment's reconcile, read top to bottom: decide, hold a rollout slot while the
-    decision is written, write, record the decision for the slots, the policies' status and the
-    sidecar's access, then tell the Deployment's owners. Each part is called once, in that order."""
+    decision is written, write, record the decision for the slots, the policies' status, the
+    sidecar's access and the holds' starting budget, then tell the Deployment's owners. Each part
+    is called once, in that order."""
 
     def __init__(self, fleet: Fleet, api: FleetApi, metrics: OperatorMetrics, monotonic: Callable[[], float]) -> None:
         self.fleet = fleet
@@ -288,6 +302,7 @@ class Reconciler:
                     fleet.namespaces.get(ref.namespace),
                     fleet.in_flight,
                     learned_max_hold=fleet.learned_max_hold(ref),
+                    l7_backend=fleet.l7.backend(body),
                 )
                 self._record(ref, decision, None, body)
                 fleet.enqueue(ref)
@@ -320,6 +335,7 @@ class Reconciler:
             fleet.in_flight,
             recent_writers=recent_writers,
             learned_max_hold=fleet.learned_max_hold(ref),
+            l7_backend=fleet.l7.backend(body),
         )
         previous = fleet.decisions.get(ref)
         # The slot is released before the decision is recorded, unless the write failed.
@@ -368,6 +384,7 @@ class Reconciler:
         plan = replace(decision.plan, intent={}) if decision.plan is not None else None
         fleet = self.fleet
         fleet.decisions[ref] = replace(decision, intent=None, plan=plan, patched=None)
+        fleet.starting_budget(ref, decision.starting_max_hold)
         fleet.access.recheck([ref.namespace])
         fleet.slots.judged(ref, decision, body if ref in fleet.deployments else None)
         fleet.status.judged(decision, previous)

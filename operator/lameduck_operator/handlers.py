@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from lameduck_operator.logic.l7_backends import GATEWAY_GROUP, GATEWAY_VERSION, INGRESS_GROUP, RouteKind
 from lameduck_operator.names import GROUP, PLURAL_CLUSTER, PLURAL_NAMESPACED, REPORT_SELECTOR, VERSION
 from lameduck_operator.ports import one_line
 from lameduck_operator.runtime import Runtime
@@ -111,10 +112,32 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
 
     @kopf.on.event("", "v1", "services", registry=registry)
     async def service_event(event: kopf.RawEvent, **_: Any) -> None:
-        gate_of().service_seen(event["object"], deleted=event["type"] == "DELETED")
+        body = event["object"]
+        gate_of().service_seen(body, deleted=event["type"] == "DELETED")
+        # After the gate's index, which the L7 routes read the Services from.
+        meta = body.get("metadata") or {}
+        fleet_of().l7.service_seen(str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
     @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", registry=registry)
     async def endpoint_slice_event(event: kopf.RawEvent, **_: Any) -> None:
         gate_of().slice_seen(event["object"], deleted=event["type"] == "DELETED")
+
+    # The L7 routes, for the starting budget of a Deployment with no history (l7_routes.py). A
+    # resource the cluster does not serve (Gateway API's CRDs not installed) is not watched:
+    # kopf logs it once and starts its watch when the CRD appears.
+    def route_seen(event: kopf.RawEvent, kind: RouteKind) -> None:
+        fleet_of().l7.route_seen(event["object"], kind, deleted=event["type"] == "DELETED")
+
+    @kopf.on.event(INGRESS_GROUP, "v1", "ingresses", registry=registry)
+    async def ingress_event(event: kopf.RawEvent, **_: Any) -> None:
+        route_seen(event, RouteKind.INGRESS)
+
+    @kopf.on.event(GATEWAY_GROUP, GATEWAY_VERSION, "httproutes", registry=registry)
+    async def http_route_event(event: kopf.RawEvent, **_: Any) -> None:
+        route_seen(event, RouteKind.HTTP_ROUTE)
+
+    @kopf.on.event(GATEWAY_GROUP, GATEWAY_VERSION, "grpcroutes", registry=registry)
+    async def grpc_route_event(event: kopf.RawEvent, **_: Any) -> None:
+        route_seen(event, RouteKind.GRPC_ROUTE)
 
     return registry

@@ -2,14 +2,18 @@
 (logic/learning.py), published per namespace in the ConfigMap lameduck-learned that the sidecar
 reads when a hold starts, so that the next pods of a rollout already hold with it. With the
 policy's hold.learnedBudget, also its learned maxHold, which a hold takes as it starts (up to the
-cap) and the webhook passes to the decision at the Deployment's next rollout (learned_max_hold).
+cap) and the webhook passes to the decision at the Deployment's next rollout (learned_max_hold);
+and for a Deployment with no history that its decision starts at the starting budget (an L7 hop
+sends to it: Decision.starting_max_hold, told by the reconciler), that maxHold alone, so that the
+holds of pods made before its route was seen take it too.
 
 Every replica keeps the values (a new leader publishes at once); only the leader writes, batched
 on the status interval, and only a namespace whose content changed. Values exist only for
 Deployments the operator knows (they come from trusted reports, or from the ConfigMap read back
-for a known Deployment) and go with them. The first write in a namespace after a start reads
-the ConfigMap first and keeps what an earlier leader learned for Deployments not reported since,
-so that a restart does not send every Deployment back to a learning hold.
+for a known Deployment, or from its decisions) and go with them. The first write in a namespace
+after a start reads the ConfigMap first and keeps what an earlier leader learned for Deployments
+not reported since, so that a restart does not send every Deployment back to a learning hold;
+starting budgets are not read back: the leader's own decisions give them again.
 """
 
 from __future__ import annotations
@@ -41,15 +45,22 @@ class LearnedDelays:
         known: Callable[[DeploymentRef], bool],
         hold_of: HoldOf,
         call_later: CallLater = call_later_on_running_loop,
+        history_changed: Callable[[DeploymentRef], None] = lambda _: None,
     ) -> None:
         self.api = api
         self.metrics = metrics
         self.known = known
         # The hold of the policy that governs a Deployment now; None: none governs it.
         self.hold_of = hold_of
+        # Told when a Deployment gains its first learned maxHold or loses it: its maxHold in force
+        # then comes from elsewhere (logic/budget.py, BudgetSource), its starting budget with it.
+        self.history_changed = history_changed
         self.call_later = call_later
         # Per namespace, per Deployment name: what the next holds are to use.
         self.values: dict[str, dict[str, Learned]] = {}
+        # Per namespace, per Deployment name: the starting maxHold its latest decision gave it
+        # (published only while nothing is learned for it).
+        self.starting: dict[str, dict[str, float]] = {}
         # Per namespace, the data last written (or read back, before the first write).
         self.published: dict[str, dict[str, str]] = {}
         self._dirty = NamespaceWrites("the learned delays", "learned", metrics, self.call_later)
@@ -78,16 +89,38 @@ class LearnedDelays:
         if learned is None:
             self.forget(ref)
         elif self.learned(ref) != learned:
+            had = self.learned_max_hold(ref) is not None
             self.values.setdefault(ref.namespace, {})[ref.name] = learned
             self._dirty.add(ref.namespace)
+            self._told(ref, had)
 
     def forget(self, ref: DeploymentRef) -> None:
         """The Deployment is gone (or has nothing left to learn from): its key goes too."""
+        had = self.learned_max_hold(ref) is not None
         in_namespace = self.values.get(ref.namespace)
         if in_namespace is not None and in_namespace.pop(ref.name, None) is not None:
             self._dirty.add(ref.namespace)
             if not in_namespace:
                 del self.values[ref.namespace]
+            self._told(ref, had)
+
+    def starting_budget(self, ref: DeploymentRef, max_hold: float | None) -> None:
+        """The starting maxHold the Deployment's latest decision gave it; None: none (another
+        source, no policy, or the Deployment is gone)."""
+        in_namespace = self.starting.get(ref.namespace, {})
+        if in_namespace.get(ref.name) == max_hold:
+            return
+        if max_hold is None:
+            del in_namespace[ref.name]
+            if not in_namespace:
+                del self.starting[ref.namespace]
+        else:
+            self.starting.setdefault(ref.namespace, {})[ref.name] = max_hold
+        self._dirty.add(ref.namespace)
+
+    def _told(self, ref: DeploymentRef, had: bool) -> None:
+        if had != (self.learned_max_hold(ref) is not None):
+            self.history_changed(ref)
 
     async def publish_forever(self, interval: float) -> None:
         while True:
@@ -105,7 +138,7 @@ class LearnedDelays:
             existing = await self.api.read_learned(namespace)
             self._adopt(namespace, existing or {})
             self.published[namespace] = existing or {}
-        data = learned_data(self.values.get(namespace, {}))
+        data = learned_data(self.values.get(namespace, {}), self.starting.get(namespace))
         if data != self.published[namespace]:
             await self.api.apply_learned(namespace, data)
             self.published[namespace] = data
@@ -120,3 +153,4 @@ class LearnedDelays:
             if learned is None or hold is None or not self.known(ref) or self.learned(ref) is not None:
                 continue
             self.values.setdefault(namespace, {})[name] = bounded(learned, hold)
+            self._told(ref, False)

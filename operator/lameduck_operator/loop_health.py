@@ -18,7 +18,7 @@ import traceback
 from typing import Any
 
 from lameduck_operator.logic.stall import STALL_SECONDS, StallClocks, stall_cause
-from lameduck_operator.metrics import OperatorMetrics
+from lameduck_operator.metrics import LoopHealthMetrics
 
 log = logging.getLogger("lameduck.operator")
 LOOP_LAG_INTERVAL = 0.1
@@ -109,7 +109,7 @@ class StallWatchdog:
             log.warning("the event loop has not run for %.1f s; its thread is in:\n%s", stalled, stack)
 
 
-async def watch_loop_lag(metrics: OperatorMetrics, interval: float = LOOP_LAG_INTERVAL) -> None:
+async def watch_loop_lag(metrics: LoopHealthMetrics, interval: float = LOOP_LAG_INTERVAL) -> None:
     """Measures how late a timer fires: the time the loop was held by code that did not yield
     (a long decision, a large JSON parse), by the garbage collector, by other threads or by other
     processes; each delays every watch, webhook answer and probe."""
@@ -123,13 +123,13 @@ async def watch_loop_lag(metrics: OperatorMetrics, interval: float = LOOP_LAG_IN
             await asyncio.sleep(interval)
             watchdog.beat()
             lag = max(0.0, loop.time() - due)
-            metrics.loop_lag.observe(lag)
+            metrics.lag.observe(lag)
             metrics.gc_seconds.inc(gc_clock.total - gc_counted)
             gc_counted = gc_clock.total
             metrics.gc_pause_max.set(gc_clock.longest)
             if lag > longest:
                 longest = lag
-                metrics.loop_lag_max.set(lag)
+                metrics.lag_max.set(lag)
             if lag >= STALL_SECONDS:
                 clocks = StallClocks(
                     lag=lag,
@@ -138,7 +138,7 @@ async def watch_loop_lag(metrics: OperatorMetrics, interval: float = LOOP_LAG_IN
                     gc=gc_clock.total - gc_before,
                 )
                 cause = stall_cause(clocks)
-                metrics.loop_stalls.labels(cause=cause.value).inc()
+                metrics.stalls.labels(cause=cause.value).inc()
                 log.warning(
                     "the event loop stalled %.2f s (%s): loop thread CPU %.2f s, other threads %.2f s, "
                     "garbage collection %.2f s",

@@ -97,6 +97,42 @@ class DeploymentShutdownCollector(Collector):
         yield learned_max_hold
 
 
+class LoopHealthMetrics:
+    """How late the operator's event loop ran its timers, what stalled it, and what the garbage
+    collector took of it (loop_health.py)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = Histogram(
+            "lameduck_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 0.1 s: time the loop spent stalled by work "
+            "that did not yield.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.lag_max = Gauge(
+            "lameduck_event_loop_lag_max_seconds",
+            "The longest event loop stall since the operator started.",
+            registry=registry,
+        )
+        self.stalls = Counter(
+            "lameduck_event_loop_stalls_total",
+            "Event loop stalls of a second or more, by what held the loop: gc, loop_busy (code that "
+            "did not yield), other_threads, not_scheduled (no CPU for the process).",
+            ["cause"],
+            registry=registry,
+        )
+        self.gc_seconds = Counter(
+            "lameduck_gc_seconds_total",
+            "Time spent in Python's cyclic garbage collector, which holds every thread meanwhile.",
+            registry=registry,
+        )
+        self.gc_pause_max = Gauge(
+            "lameduck_gc_pause_max_seconds",
+            "The longest single garbage collection since the operator started.",
+            registry=registry,
+        )
+
+
 class OperatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -119,6 +155,14 @@ class OperatorMetrics:
             "lameduck_managed_deployments",
             "Deployments by governing policy and state.",
             ["policy", "state"],
+            registry=self.registry,
+        )
+        self.learned_budget_sources = Gauge(
+            "lameduck_learned_budget_deployments",
+            "Deployments governed by a policy with hold.learnedBudget, by where the maxHold their holds take "
+            "comes from (learned_from: Reports, learned from their hold reports; L7Backend, no history and an L7 "
+            "hop sends to them: the starting budget; Default, no history: the policy's maxHold).",
+            ["policy", "learned_from"],
             registry=self.registry,
         )
         self.rollouts_in_flight = Gauge(
@@ -258,35 +302,7 @@ class OperatorMetrics:
             buckets=BUDGET_RATIO_BUCKETS,
             registry=self.registry,
         )
-        self.loop_lag = Histogram(
-            "lameduck_event_loop_lag_seconds",
-            "How late the event loop ran a timer due every 0.1 s: time the loop spent stalled by work "
-            "that did not yield.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
-        )
-        self.loop_lag_max = Gauge(
-            "lameduck_event_loop_lag_max_seconds",
-            "The longest event loop stall since the operator started.",
-            registry=self.registry,
-        )
-        self.loop_stalls = Counter(
-            "lameduck_event_loop_stalls_total",
-            "Event loop stalls of a second or more, by what held the loop: gc, loop_busy (code that "
-            "did not yield), other_threads, not_scheduled (no CPU for the process).",
-            ["cause"],
-            registry=self.registry,
-        )
-        self.gc_seconds = Counter(
-            "lameduck_gc_seconds_total",
-            "Time spent in Python's cyclic garbage collector, which holds every thread meanwhile.",
-            registry=self.registry,
-        )
-        self.gc_pause_max = Gauge(
-            "lameduck_gc_pause_max_seconds",
-            "The longest single garbage collection since the operator started.",
-            registry=self.registry,
-        )
+        self.loop = LoopHealthMetrics(self.registry)
         # Per Deployment: computed at each scrape from the observer's state (no per-series objects).
         self.deployment_shutdown = DeploymentShutdownCollector()
         self.registry.register(self.deployment_shutdown)

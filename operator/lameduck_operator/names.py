@@ -57,7 +57,8 @@ REPORT_VERSION = 1
 # Deployment name, its value JSON {"version": LEARNED_VERSION, "pooledDelaySeconds": <float>,
 # "reports": <int>}, and "learnedMaxHoldSeconds": <int> when the Deployment's policy learns its budget
 # (spec.hold.learnedBudget; a hold takes it live up to LAMEDUCK_MAX_HOLD_CAP, the webhook puts it
-# in the template at the next rollout) (the sidecar's Role
+# in the template at the next rollout); a Deployment with no history at the starting budget has
+# {"version": LEARNED_VERSION, "reports": 0, "learnedMaxHoldSeconds": <float>} (the sidecar's Role
 # may get only this name).
 LEARNED_CONFIGMAP = "lameduck-learned"
 LEARNED_VERSION = 1
@@ -69,8 +70,9 @@ class LearnedField:
     VERSION: Final = "version"
     POOLED_DELAY_SECONDS: Final = "pooledDelaySeconds"
     REPORTS: Final = "reports"
-    # The learned maxHold (whole seconds): a hold reads it as it starts (up to the cap), admission
-    # puts it in the template at the next rollout; absent when the policy does not learn budgets.
+    # The learned maxHold (whole seconds), or with no report the starting budget: a hold reads it
+    # as it starts (up to the cap), admission puts it in the template at the next rollout; absent
+    # when the policy does not learn budgets.
     LEARNED_MAX_HOLD_SECONDS: Final = "learnedMaxHoldSeconds"
 
 

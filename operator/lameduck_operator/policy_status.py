@@ -19,7 +19,7 @@ from lameduck_operator.logic.budget import budget_seconds
 from lameduck_operator.logic.compliance import Verdict
 from lameduck_operator.logic.decision import Decision
 from lameduck_operator.logic.selection import DeploymentRef
-from lameduck_operator.logic.status import invalid_status, policy_status, summarize
+from lameduck_operator.logic.status import invalid_status, policy_status, starting_budgets, summarize
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import Policy, PolicyInvalid, PolicyRef, parse_policy
 from lameduck_operator.names import FINALIZER, POLICY_ANNOTATION
@@ -142,12 +142,27 @@ class StatusPublisher:
         else:
             summary = summarize(state.ref, verdicts, losses, self.errors)
             shutdown = self.shutdown_status(state.ref) if self.shutdown_status else None
+            starting = starting_budgets(self._starting(state.ref))
             status = policy_status(
-                state.policy, summary, budget_seconds(state.policy.spec), existing, self.clock(), shutdown=shutdown
+                state.policy,
+                summary,
+                budget_seconds(state.policy.spec),
+                existing,
+                self.clock(),
+                shutdown=shutdown,
+                starting=starting,
             )
         if status != state.published:
             await self.api.apply_policy_status(state.ref, status)
             state.published = status
+
+    def _starting(self, ref: PolicyRef) -> list[tuple[DeploymentRef, float]]:
+        """The Deployments the policy governs that are at the starting budget, with it."""
+        return [
+            (deployment, d.starting_max_hold)
+            for deployment, d in self.decisions.items()
+            if d.verdict.policy == ref and d.starting_max_hold is not None
+        ]
 
     def _carries(self, ref: PolicyRef) -> bool:
         """Whether any Deployment still carries lameduck fields applied for this policy."""
@@ -165,6 +180,14 @@ class StatusPublisher:
         self.metrics.managed.clear()
         for (policy, state), count in counts.items():
             self.metrics.managed.labels(policy=policy, state=state).set(count)
+        # Bounded: a series per policy learning budgets and source (three at most).
+        sources: dict[tuple[str, str], int] = defaultdict(int)
+        for decision in self.decisions.values():
+            if decision.verdict.policy is not None and decision.budget_source is not None:
+                sources[(str(decision.verdict.policy), decision.budget_source.value)] += 1
+        self.metrics.learned_budget_sources.clear()
+        for (policy, source), count in sources.items():
+            self.metrics.learned_budget_sources.labels(policy=policy, learned_from=source).set(count)
         # Every policy in force has a series, 0 when none of its Deployments is rolling out.
         in_force = [ref for ref, state in self.policies.items() if state.policy is not None]
         self.metrics.rollouts_in_flight.clear()

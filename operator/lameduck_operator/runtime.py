@@ -59,12 +59,35 @@ async def fleet_synced_when_listed(fleet: Fleet, deployments: Informer) -> None:
     fleet.synced.set()
 
 
+def learned_delays_and_shutdown_observer(
+    api: KubeApi, metrics: OperatorMetrics, fleet: Fleet
+) -> tuple[LearnedDelays, ShutdownObserver]:
+    """The learned delays and the shutdown observer, wired to the fleet both ways: its decisions
+    read the maxHold learned and its status the shutdowns observed; both ask it which Deployments
+    it knows and what governs them, and a Deployment's first history judges it again."""
+    known = fleet.deployments.__contains__
+    learned = LearnedDelays(api, metrics, known=known, hold_of=fleet.hold_of, history_changed=fleet.enqueue)
+    fleet.learned_max_hold = learned.learned_max_hold
+    fleet.starting_budget = learned.starting_budget
+    shutdown = ShutdownObserver(
+        metrics,
+        fleet.governing_policy,
+        fleet.policy_spec,
+        known=known,
+        changed=fleet.status.changed,
+        post_event=api.post_event,
+        learned=learned,
+    )
+    fleet.status.shutdown_status = shutdown.status_of
+    return learned, shutdown
+
+
 async def list_what_judging_starts_from(api: KubeApi, fleet: Fleet, gate: ReadinessGate) -> ReadinessGate:
-    """Policies, namespaces and the sidecars' access into the fleet, Services and slices into the
-    gate; the gate. Policies and namespaces are known before any Deployment is judged, so a
-    Deployment is never reverted for want of a policy that simply was not listed yet; Services
-    and slices before any pod, so a pod is never let through as selected by no Service for want
-    of a Service not listed yet."""
+    """Policies, namespaces, the sidecars' access and the L7 routes into the fleet, Services and
+    slices into the gate; the gate. Policies and namespaces are known before any Deployment is
+    judged, so a Deployment is never reverted for want of a policy that simply was not listed yet;
+    Services and slices before any pod, so a pod is never let through as selected by no Service
+    for want of a Service not listed yet."""
     for policy in await asyncio.to_thread(api.list_policies):
         fleet.policy_seen(policy)
     for namespace in await asyncio.to_thread(api.list_namespaces):
@@ -76,6 +99,12 @@ async def list_what_judging_starts_from(api: KubeApi, fleet: Fleet, gate: Readin
         gate.service_seen(service)
     for endpoint_slice in await asyncio.to_thread(api.list_endpoint_slices):
         gate.slice_seen(endpoint_slice)
+    # The L7 routes, with the gate's Services, before any Deployment is judged: one with no
+    # history behind a route starts at the starting budget (Gateway API's routes only where its
+    # CRDs are installed; kopf watches them from when they are).
+    fleet.l7.services = lambda namespace: gate.index.services.get(namespace, {})
+    for kind, route in await asyncio.to_thread(api.list_l7_routes):
+        fleet.l7.route_seen(route, kind)
     return gate
 
 
@@ -125,7 +154,7 @@ class Runtime:
 
     async def _start(self) -> None:
         collect_less_often()
-        self.background.append(asyncio.create_task(watch_loop_lag(self.metrics), name="lameduck-loop-lag"))
+        self.background.append(asyncio.create_task(watch_loop_lag(self.metrics.loop), name="lameduck-loop-lag"))
         # The API client blocks: every reconcile worker, the gate's writes and the status
         # publisher each need a thread and a pooled connection of their own.
         threads = self.config.reconcile_workers + GATE_AND_STATUS_THREADS
@@ -134,20 +163,7 @@ class Runtime:
         api = KubeApi(api_client)
         fleet = Fleet(self.config.settings, api, self.metrics, workers=self.config.reconcile_workers)
         self.fleet = fleet
-        known = fleet.deployments.__contains__
-        self.learned = learned = LearnedDelays(api, self.metrics, known=known, hold_of=fleet.hold_of)
-        fleet.learned_max_hold = learned.learned_max_hold
-        shutdown = ShutdownObserver(
-            self.metrics,
-            fleet.governing_policy,
-            fleet.policy_spec,
-            known=known,
-            changed=fleet.status_changed,
-            post_event=api.post_event,
-            learned=learned,
-        )
-        fleet.status.shutdown_status = shutdown.status_of
-        self.shutdown = shutdown
+        self.learned, self.shutdown = learned_delays_and_shutdown_observer(api, self.metrics, fleet)
         gate = await list_what_judging_starts_from(api, fleet, ReadinessGate(api, self.metrics))
         self.gate = gate
         # Deployments and Pods, thousands at fleet scale, by lameduck's own lean watches (kopf
@@ -275,6 +291,7 @@ class Runtime:
             fleet.in_flight,
             moment=Moment.ADMISSION,
             learned_max_hold=fleet.learned_max_hold(deployment_ref(deployment)),
+            l7_backend=fleet.l7.backend(deployment),
         )
 
     async def _serve_webhook(self) -> None:

@@ -5,7 +5,9 @@ name, its value JSON {"version": 1, "pooledDelaySeconds": <float>, "reports": <i
 "learnedMaxHoldSeconds" under a learned budget): how long after stage 1 the Deployment's L7 data
 planes have kept pooled connections busy, from the hold reports of its earlier pods, and the
 maxHold its holds need. Anything else (no ConfigMap, no key, a value this sidecar cannot
-read) is no history, and the hold learns (see hold.py).
+read) is no history, and the hold learns (see hold.py). A value of no report ("reports": 0, no
+pooledDelaySeconds) is no history either, but its "learnedMaxHoldSeconds" is the maxHold to hold
+with: the starting budget of a Deployment an L7 hop sends to.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ def deployment_name(pod: Mapping[str, Any] | None) -> str | None:
     return replica_set[: -len(suffix)]
 
 
-def _record(config_map: Mapping[str, Any] | None, deployment: str | None) -> dict[str, Any] | None:
-    """The Deployment's value as the operator writes it, made from at least one report; None for
-    anything else."""
+def _record(config_map: Mapping[str, Any] | None, deployment: str | None) -> tuple[dict[str, Any], int] | None:
+    """The Deployment's value as the operator writes it, and how many reports it was made from;
+    None for anything else."""
     if config_map is None or deployment is None:
         return None
     data = config_map.get("data")
@@ -51,11 +53,10 @@ def _record(config_map: Mapping[str, Any] | None, deployment: str | None) -> dic
         return None
     if not isinstance(learned, dict) or learned.get(LearnedField.VERSION) != LEARNED_VERSION:
         return None
-    # A record made from no report is no history.
     reports = learned.get(LearnedField.REPORTS)
-    if not isinstance(reports, int) or isinstance(reports, bool) or reports < 1:
+    if not isinstance(reports, int) or isinstance(reports, bool) or reports < 0:
         return None
-    return learned
+    return learned, reports
 
 
 def _seconds(value: object) -> float | None:
@@ -66,20 +67,24 @@ def _seconds(value: object) -> float | None:
 
 def learned_delay(config_map: Mapping[str, Any] | None, deployment: str | None) -> float | None:
     """The Deployment's learned pooled delay in seconds, or None for no history."""
-    learned = _record(config_map, deployment)
-    return None if learned is None else _seconds(learned.get(LearnedField.POOLED_DELAY_SECONDS))
+    record = _record(config_map, deployment)
+    # A record made from no report is no history.
+    if record is None or record[1] < 1:
+        return None
+    return _seconds(record[0].get(LearnedField.POOLED_DELAY_SECONDS))
 
 
 def learned_max_hold(config_map: Mapping[str, Any] | None, deployment: str | None) -> float | None:
-    """The Deployment's learned maxHold in seconds (its policy learns budgets), or None."""
-    learned = _record(config_map, deployment)
-    return None if learned is None else _seconds(learned.get(LearnedField.LEARNED_MAX_HOLD_SECONDS))
+    """The maxHold the operator gives the Deployment's holds in seconds (its policy learns
+    budgets): learned from its reports, or with none its starting budget; None: neither."""
+    record = _record(config_map, deployment)
+    return None if record is None else _seconds(record[0].get(LearnedField.LEARNED_MAX_HOLD_SECONDS))
 
 
 def max_hold_in_force(max_hold: float, cap: float | None, learned: float | None) -> float:
-    """The maxHold a hold starting now keeps: the pod's own, raised to the learned one up to the
-    cap its grace period was sized for. Never lowered: the template's value was the in-force one
-    when the pod was made, and the operator's learned value never goes below the policy's."""
+    """The maxHold a hold starting now keeps: the pod's own, raised to the learned (or starting)
+    one up to the cap its grace period was sized for. Never lowered: the template's value was the
+    in-force one when the pod was made, and the operator's value never goes below the policy's."""
     if cap is None or learned is None:
         return max_hold
     return max(max_hold, min(learned, cap))

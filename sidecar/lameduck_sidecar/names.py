@@ -26,8 +26,9 @@ class LearnedField:
     VERSION: Final = "version"
     POOLED_DELAY_SECONDS: Final = "pooledDelaySeconds"
     REPORTS: Final = "reports"
-    # The learned maxHold: the operator applies it at admission, and a hold started before then
-    # takes it up to LAMEDUCK_MAX_HOLD_CAP (learned.learned_max_hold).
+    # The learned maxHold (or, in a value of no report, the starting budget): the operator
+    # applies it at admission, and a hold started before then takes it up to
+    # LAMEDUCK_MAX_HOLD_CAP (learned.learned_max_hold).
     LEARNED_MAX_HOLD_SECONDS: Final = "learnedMaxHoldSeconds"
 
 

@@ -47,9 +47,16 @@ __all__ = ["each_helm"]  # the fixture @runs_helm uses
 
 OPERATOR = REPO / "operator" / "lameduck_operator"
 # The official client's API objects the adapters hold (k8s/clients.py ApiClients).
-CLIENTS = ("apps", "core", "custom", "rbac", "discovery")
+CLIENTS = ("apps", "core", "custom", "rbac", "discovery", "networking")
 # Every client API class the operator makes: those of ApiClients, and the Lease's.
-API_CLASSES = {"AppsV1Api", "CoreV1Api", "CustomObjectsApi", "RbacAuthorizationV1Api", "DiscoveryV1Api"}
+API_CLASSES = {
+    "AppsV1Api",
+    "CoreV1Api",
+    "CustomObjectsApi",
+    "RbacAuthorizationV1Api",
+    "DiscoveryV1Api",
+    "NetworkingV1Api",
+}
 LEASE_API_CLASS = "CoordinationV1Api"
 # The fixed names of the objects lameduck keeps; every other object's name varies.
 OWN_NAMES = (SIDECAR_RBAC_NAME, LEARNED_CONFIGMAP)
@@ -184,6 +191,7 @@ async def drive_the_operator() -> tuple[list[Sent], set[tuple[str, str]]]:
     api.list_endpoint_slices()
     await api.read_learned("shop")
     await api.apply_learned("shop", {"web": "{}"})
+    api.list_l7_routes()
     return recorder.sent, used
 
 

@@ -851,7 +851,7 @@ async def test_the_policy_status_carries_what_the_shutdown_observer_saw_and_foll
     await h.settle()
     assert (h.api.statuses[WEB]["lateTraffic"], h.api.statuses[WEB]["overBudget"]) == ([], [])
     seen = {"lateTraffic": [], "overBudget": [{"namespace": "shop", "name": "web", "terminations": 1, "killed": 1}]}
-    h.fleet.status_changed(WEB)
+    h.fleet.status.changed(WEB)
     await h.settle()
     assert h.api.statuses[WEB]["overBudget"] == seen["overBudget"]
     assert h.fleet.governing_policy(DeploymentRef("shop", "web")) == WEB

@@ -17,12 +17,11 @@ from prometheus_client import generate_latest
 from lameduck_operator.cli import main
 from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.admitted import injected
-from lameduck_operator.logic.budget import budget_seconds, max_hold_in_force
+from lameduck_operator.logic.budget import CUT_OFF_FACTOR, budget_seconds, max_hold_in_force
 from lameduck_operator.logic.compliance import State
 from lameduck_operator.logic.decision import Action, Decision, Moment, decide
 from lameduck_operator.logic.intent import carried_max_hold
 from lameduck_operator.logic.learning import (
-    CUT_OFF_FACTOR,
     Learned,
     cut_off,
     learn,
@@ -203,6 +202,7 @@ def test_a_trusted_cut_off_hold_raises_the_budget_and_shows_in_status_and_metric
     assert learned.learned_max_hold(WEB) == 60.0
     (entry,) = h.observer.status_of(WEB_POLICY)["lateTraffic"]
     assert (entry["learnedMaxHold"], entry["maxHold"], entry["lostAfterRelease"]) == ("1m", "30s", 40)
+    assert entry["learnedFrom"] == "Reports"
     series = 'deployment="web",namespace="shop",policy="GracefulPolicy shop/web"'
     text = generate_latest(h.metrics.registry).decode()
     assert sample(text, f"lameduck_deployment_learned_max_hold_seconds{{{series}}}") == 60

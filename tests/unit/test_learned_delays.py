@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from lameduck_operator.learned_delays import LearnedDelays
-from lameduck_operator.logic.learning import Learned, learned_value
+from lameduck_operator.logic.learning import Learned, learned_value, starting_value
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import HoldSpec
@@ -83,6 +83,35 @@ async def test_a_gone_deployments_key_is_removed(loop: Loop) -> None:
     await loop.learned.publish()
     assert loop.api.learned["shop"] == {}
     assert loop.learned.values == {}, "nothing kept for a namespace with nothing learned"
+
+
+async def test_a_starting_budget_is_written_when_it_changes_and_gives_way_to_what_is_learned(loop: Loop) -> None:
+    loop.learned.starting_budget(WEB, 60.0)
+    await loop.learned.publish()
+    assert loop.value("shop", "web") == {"version": 1, "reports": 0, "learnedMaxHoldSeconds": 60.0}
+    loop.api.calls.clear()
+    loop.learned.starting_budget(WEB, 60.0)  # judged again, the same
+    loop.learned.starting_budget(API, None)  # never had one
+    await loop.learned.publish()
+    assert loop.api.calls == []
+    loop.learned.reports_changed(WEB, [report(pooled=4.0)], hold(30.0))
+    await loop.learned.publish()
+    assert loop.value("shop", "web") == {"version": 1, "pooledDelaySeconds": 5.0, "reports": 1}
+    loop.learned.starting_budget(WEB, None)
+    loop.learned.forget(WEB)
+    await loop.learned.publish()
+    assert loop.api.learned["shop"] == {}
+    assert loop.learned.starting == {}, "nothing kept for a namespace with no starting budget"
+
+
+async def test_a_restart_adopts_no_starting_budget_as_learned() -> None:
+    loop = Loop(known={WEB, API})
+    loop.hold[WEB] = hold(30.0, cap=120.0)
+    loop.api.learned["shop"] = {"web": starting_value(60.0)}
+    loop.learned.reports_changed(API, [report()], hold(30.0))  # a write in shop: reads it back
+    await loop.learned.publish()
+    assert loop.learned.learned_max_hold(WEB) is None
+    assert set(loop.api.learned["shop"]) == {"api"}, "until this leader's decision gives it again"
 
 
 async def test_after_a_restart_what_was_published_is_kept_for_known_deployments_only() -> None:

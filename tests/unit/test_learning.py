@@ -18,6 +18,7 @@ from lameduck_operator.logic.learning import (
     learned_data,
     learned_value,
     parse_learned,
+    starting_value,
 )
 from lameduck_operator.logic.shutdown import RECOMMENDATION_HEADROOM, HoldOutcome, HoldReport
 from lameduck_operator.model import HoldMethod, HoldSpec, LearnedBudget
@@ -157,6 +158,15 @@ def test_the_value_is_what_the_sidecar_reads_and_is_read_back() -> None:
         "api": '{"version":1,"pooledDelaySeconds":0.0,"reports":1}',
         "web": '{"version":1,"pooledDelaySeconds":2.5,"reports":3}',
     }
+
+
+def test_a_starting_budget_is_published_only_where_nothing_was_learned_and_never_read_back() -> None:
+    data = learned_data({"web": Learned(2.5, 3, 45.0)}, {"web": 60.0, "api": 60.0})
+    assert data == {
+        "api": '{"version":1,"reports":0,"learnedMaxHoldSeconds":60.0}',
+        "web": '{"version":1,"pooledDelaySeconds":2.5,"reports":3,"learnedMaxHoldSeconds":45.0}',
+    }
+    assert parse_learned(starting_value(60.0)) is None, "no report: a restarted leader learns nothing from it"
 
 
 @pytest.mark.parametrize(

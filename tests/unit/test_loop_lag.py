@@ -23,7 +23,7 @@ from lameduck_operator.metrics import OperatorMetrics
 async def exported_around(work: Callable[[], None]) -> str:
     """The loop monitor's metrics after `work` ran on the loop thread while it watched."""
     metrics = OperatorMetrics()
-    monitor = asyncio.create_task(watch_loop_lag(metrics, interval=0.02))
+    monitor = asyncio.create_task(watch_loop_lag(metrics.loop, interval=0.02))
     await asyncio.sleep(0.05)
     work()
     await asyncio.sleep(0.05)

@@ -792,27 +792,45 @@ async def test_a_classic_sidecar_reports_what_was_lost_once_the_app_stops_listen
     await server.close()
 
 
+LEARNED = {"version": 1, "pooledDelaySeconds": 1.0, "reports": 3, "learnedMaxHoldSeconds": 1.5}
+STARTING = {"version": 1, "reports": 0, "learnedMaxHoldSeconds": 1.5}
+
+
 @pytest.mark.parametrize(
-    ("cap", "outcome", "max_hold"),
-    [(2.0, "quiet", 1.5), (1.0, "timeout", 1.0), (None, "timeout", 0.5)],
-    ids=["raised-live", "raised-only-up-to-the-cap", "no-cap-no-raise"],
+    ("value", "cap", "outcome", "max_hold"),
+    [
+        (LEARNED, 2.0, "quiet", 1.5),
+        (LEARNED, 1.0, "timeout", 1.0),
+        (LEARNED, None, "timeout", 0.5),
+        (STARTING, 2.0, "quiet", 1.5),
+        (STARTING, None, "timeout", 0.5),
+    ],
+    ids=[
+        "raised-live",
+        "raised-only-up-to-the-cap",
+        "no-cap-no-raise",
+        "starting-budget-raised-live",
+        "starting-budget-no-cap-no-raise",
+    ],
 )
-async def test_a_learned_max_hold_read_at_the_holds_start_lengthens_a_pod_made_before_it(
-    sidecar: Start, cap: float | None, outcome: str, max_hold: float
+async def test_a_max_hold_read_at_the_holds_start_lengthens_a_pod_made_before_it(
+    sidecar: Start, value: dict[str, Any], cap: float | None, outcome: str, max_hold: float
 ) -> None:
-    """The pod's template said maxHold 0.5 s, and its slices let go only after 0.7 s; what its
-    Deployment's first pods taught since (a maxHold of 1.5 s) is read when the hold starts and
-    taken, up to the cap the pod's grace period was sized for: the hold sees stage 1 end and
-    releases. Without a cap the pod's own maxHold stands and cuts the hold off."""
+    """The pod's template said maxHold 0.5 s, and its slices let go only after 0.7 s; the maxHold
+    published since for its Deployment (1.5 s: what its first pods taught, or with no report the
+    starting budget, once a route to it was seen) is read when the hold starts and taken, up to
+    the cap the pod's grace period was sized for: the hold sees stage 1 end and releases. Without
+    a cap the pod's own maxHold stands and cuts the hold off."""
     api = FakeApiServer(flip_after=0.7)
-    learned = {"version": 1, "pooledDelaySeconds": 1.0, "reports": 3, "learnedMaxHoldSeconds": 1.5}
-    api.learned = {"web": json.dumps(learned)}
+    api.learned = {"web": json.dumps(value)}
     client, _, _ = await sidecar(api, hold=replace(FAST, max_hold=0.5, max_hold_cap=cap))
     body = await (await client.get("/hold/app")).json()
     assert body["outcome"] == outcome
     await terminate(client)
     (event,) = api.events
-    assert json.loads(event["message"])["maxHoldSeconds"] == max_hold
+    report = json.loads(event["message"])
+    assert report["maxHoldSeconds"] == max_hold
+    assert report["learnedDelaySeconds"] == (1.0 if value is LEARNED else None), "a starting budget is no history"
 
 
 @pytest.mark.parametrize(
@@ -836,7 +854,10 @@ def test_the_max_hold_in_force_at_a_holds_start(
     [
         ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 1, "learnedMaxHoldSeconds": 61.0}, 61.0),
         ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 1}, None),
-        ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 0, "learnedMaxHoldSeconds": 61.0}, None),
+        ({"version": 1, "reports": 0, "learnedMaxHoldSeconds": 60.0}, 60.0),  # the starting budget
+        ({"version": 1, "reports": 0}, None),
+        ({"version": 1, "reports": -1, "learnedMaxHoldSeconds": 60.0}, None),
+        ({"version": 1, "learnedMaxHoldSeconds": 60.0}, None),
         ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 1, "learnedMaxHoldSeconds": -1}, None),
         ({"version": 1, "pooledDelaySeconds": 2.0, "reports": 1, "learnedMaxHoldSeconds": True}, None),
         ({"version": 2, "pooledDelaySeconds": 2.0, "reports": 1, "learnedMaxHoldSeconds": 61.0}, None),

@@ -16,6 +16,7 @@ import pytest
 
 from lameduck_operator import names as operator_names
 from lameduck_operator.logic.intent import plan_deployment
+from lameduck_operator.logic.learning import Learned, learned_data
 from lameduck_operator.logic.shutdown import HoldOutcome, parse_hold_report
 from lameduck_operator.model import PolicyRef
 from lameduck_operator.names import REPORT_SELECTOR, SIDECAR_NAME
@@ -25,7 +26,7 @@ from lameduck_sidecar.after_release import AfterRelease
 from lameduck_sidecar.config import load_config
 from lameduck_sidecar.hold import HoldResult, Outcome
 from lameduck_sidecar.lame_duck import LameDuckState, LameDuckTarget
-from lameduck_sidecar.learned import deployment_name, learned_delay
+from lameduck_sidecar.learned import deployment_name, learned_delay, learned_max_hold
 from lameduck_sidecar.report import hold_report_event, report_message
 from lameduck_sidecar.traffic import Probe
 from tests.unit.builders import container, deployment, policy
@@ -225,6 +226,16 @@ def test_the_sidecar_reads_a_learned_value_written_by_the_operators_names() -> N
         }
     }
     assert learned_delay(config_map, deployment_name(pod)) == 6.5
+
+
+def test_the_sidecar_reads_the_values_the_operator_publishes_as_meant() -> None:
+    """lameduck-learned's data as the operator writes it (logic/learning.learned_data): a learned
+    value and a starting budget, each read by the sidecar as the maxHold to take and, for the
+    learned one only, a delay."""
+    data = learned_data({"web": Learned(2.5, 3, 45.0)}, {"web": 90.0, "api": 60.0})
+    config_map = {"metadata": {"name": operator_names.LEARNED_CONFIGMAP}, "data": data}
+    assert (learned_max_hold(config_map, "web"), learned_delay(config_map, "web")) == (45.0, 2.5)
+    assert (learned_max_hold(config_map, "api"), learned_delay(config_map, "api")) == (60.0, None)
 
 
 def test_the_report_carries_every_field_measured_after_release() -> None:

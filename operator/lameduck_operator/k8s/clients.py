@@ -12,6 +12,8 @@ from kubernetes import client
 APPLY = "application/apply-patch+yaml"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+# Lists at start-up come in pages of this many objects.
+LIST_PAGE = 500
 
 
 def json_body(response: Any) -> dict[str, Any]:
@@ -29,4 +31,19 @@ class ApiClients:
         self.custom = client.CustomObjectsApi(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.discovery = client.DiscoveryV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
         self.instance = socket.gethostname()
+
+    def _list_all(self, lister: Any) -> list[dict[str, Any]]:
+        """Every item a list call returns, page by page."""
+        found: list[dict[str, Any]] = []
+        more: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
+            if more:
+                kwargs["_continue"] = more
+            listed = json_body(lister(**kwargs))
+            found.extend(listed.get("items", []))
+            more = (listed.get("metadata") or {}).get("continue")
+            if not more:
+                return found

@@ -10,12 +10,11 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from lameduck_operator.k8s.clients import STRATEGIC_MERGE, ApiClients, json_body
+from lameduck_operator.k8s.clients import STRATEGIC_MERGE, ApiClients
 from lameduck_operator.logic.readiness import PodView
 from lameduck_operator.names import FIELD_MANAGER
 from lameduck_operator.ports import WriteResult
 
-LIST_PAGE = 500
 # A condition write that takes longer than this is retried rather than waited on.
 CONDITION_TIMEOUT_SECONDS = 10
 
@@ -63,19 +62,6 @@ class PodConditions(ApiClients):
 
     async def patch_pod_condition(self, pod: PodView, condition: Mapping[str, Any], guard: bool) -> WriteResult:
         return await asyncio.to_thread(self._patch_pod_condition, pod, condition, guard)
-
-    def _list_all(self, lister: Any) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        more: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
-            if more:
-                kwargs["_continue"] = more
-            listed = json_body(lister(**kwargs))
-            found.extend(listed.get("items", []))
-            more = (listed.get("metadata") or {}).get("continue")
-            if not more:
-                return found
 
     def list_services(self) -> list[dict[str, Any]]:
         return self._list_all(self.core.list_service_for_all_namespaces)

@@ -4,7 +4,8 @@ takes the observed objects, settings and time as arguments and returns values.
 The policy decision (webhook, reconciler and CLI take the same one):
     selection (which policy governs a Deployment), intent (what it must carry), merge,
     ownership (who set what, from managedFields), admitted (fields written at admission),
-    compliance (does it carry it), budget (its termination budget), decision (the one action),
+    compliance (does it carry it), budget (its termination budget), l7_backends (whether an L7
+    hop sends to it), decision (the one action),
     admission (an AdmissionReview in, a response out), status (a policy's status), rbac (the
     sidecar's Role and RoleBinding in a namespace).
 The readiness gate:

@@ -25,7 +25,7 @@ from lameduck_operator.logic.annotation_room import (
     annotations_size,
     patch_size_bound,
 )
-from lameduck_operator.logic.budget import max_hold_in_force
+from lameduck_operator.logic.budget import BudgetSource, MaxHold, max_hold_for, max_hold_in_force
 from lameduck_operator.logic.compliance import Reason, State, Verdict, check
 from lameduck_operator.logic.intent import FieldPath, OwnersOf, Plan, carried_max_hold, plan_deployment, pod_spec
 from lameduck_operator.logic.ownership import Ownership, write_times
@@ -92,6 +92,9 @@ class Decision:
     # the Deployment as the patch leaves it, which the patch is made from. Measured for room
     # before the write is chosen, so computed once.
     patched: dict[str, Any] | None = None
+    # The maxHold in force for the Deployment (budget.max_hold_for): what its holds take as they
+    # start and its next rollout's template carries; None: no policy governs it.
+    max_hold: MaxHold | None = None
 
     @property
     def replaced(self) -> tuple[FieldPath, ...]:
@@ -101,6 +104,18 @@ class Decision:
     @property
     def budget_seconds(self) -> int | None:
         return self.plan.budget_seconds if self.plan is not None else None
+
+    @property
+    def budget_source(self) -> BudgetSource | None:
+        """Under a policy with hold.learnedBudget: where that maxHold comes from."""
+        return self.max_hold.source if self.max_hold is not None else None
+
+    @property
+    def starting_max_hold(self) -> float | None:
+        """The starting budget, while it is where that maxHold comes from (no history, an L7 hop
+        sends to the Deployment): published in lameduck-learned for holds to take as they start."""
+        held = self.max_hold
+        return held.seconds if held is not None and held.source is BudgetSource.L7_BACKEND else None
 
 
 def intent_digest(intent: Mapping[str, Any]) -> str:
@@ -177,6 +192,7 @@ def decide(
     recent_writers: Sequence[str] = (),
     max_containers: int | None = MAX_TEMPLATE_CONTAINERS,
     learned_max_hold: float | None = None,
+    l7_backend: bool = False,
 ) -> Decision:
     """Select, plan, judge, and choose the one action for this Deployment now.
 
@@ -185,6 +201,9 @@ def decide(
     observed it; used only when the governing policy learns budgets, within its bounds. A
     Deployment that carries the rest of its intent with an earlier budget the policy allows keeps
     it until its next rollout (see _kept_budget): a learned value never starts a rollout.
+    l7_backend: whether the caller saw an L7 hop send to the Deployment (logic/l7_backends);
+    with no learned value under a policy that learns budgets, it starts at the starting budget
+    (budget.max_hold_for), kept between rollouts as a learned value is.
     max_containers: a selected Deployment with more is skipped (Reason.TEMPLATE_TOO_LARGE)
     without planning; None lifts the bound (benchmarks).
     """
@@ -215,14 +234,15 @@ def decide(
 
     spec = winner.spec
     view, owners = lameduck_view(deployment, ownership), ownership.owners()
-    plan = plan_deployment(view, winner, settings, owners, max_hold=max_hold_in_force(spec.hold, learned_max_hold))
+    max_hold = max_hold_for(spec.hold, learned_max_hold, l7_backend)
+    plan = plan_deployment(view, winner, settings, owners, max_hold=max_hold.seconds)
     verdict = check(deployment, plan)
     intent = with_digest(plan.intent)
     if moment is Moment.RECONCILE and spec.hold.learned_budget is not None:
         plan, verdict, intent = _kept_budget(
             deployment, view, winner, settings, owners=owners, learned=(plan, verdict, intent), applied=applied_digest
         )
-    base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan)
+    base = Decision(ref, Action.NONE, verdict, selection.losses, intent, plan, max_hold=max_hold)
     if spec.mode is Mode.AUDIT:
         return base
     if plan.conflicts:
@@ -345,7 +365,7 @@ def _kept_budget(
     applied: str | None,
 ) -> Planned:
     """Between rollouts, the budget the Deployment carries stands: when its template holds with
-    another maxHold the policy allows (from an earlier learned value) and carries every other
+    another maxHold the policy allows (from an earlier learned or starting value) and carries every other
     field of its intent, as lameduck wrote it, it is judged by the intent with that maxHold, so a
     new learned value makes it neither Outdated nor rolled out; its next rollout's admission
     applies the new one. Otherwise (anything else to write, which rolls it out anyway) the

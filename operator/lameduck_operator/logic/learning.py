@@ -56,7 +56,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lameduck_operator.logic.budget import max_hold_in_force
+from lameduck_operator.logic.budget import CUT_OFF_FACTOR, max_hold_in_force
 from lameduck_operator.logic.shutdown import RECOMMENDATION_HEADROOM, HoldOutcome, HoldReport, recommended_max_hold
 from lameduck_operator.model import HoldSpec, whole_seconds
 from lameduck_operator.names import LEARNED_CONFIGMAP, LEARNED_VERSION, MANAGED_LABELS, LearnedField
@@ -69,9 +69,6 @@ LOSS_STEP_SECONDS = 1.0
 PER_SECOND = 1000
 # A value longer than this is none lameduck wrote (the sidecar reads at most 256 characters).
 MAX_VALUE_LENGTH = 256
-# A hold cut off at maxHold needs more, by how much it cannot tell: twice what it held covers a
-# data plane up to twice as slow from the next rollout on; a slower one doubles again per rollout.
-CUT_OFF_FACTOR = 2.0
 # Late traffic this much past (quietPeriod before the hold's end) still counts as arriving at the
 # end: the sidecar polls the kernel's counters about once a second.
 CUT_OFF_SLACK_SECONDS = 1.0
@@ -185,9 +182,20 @@ def learned_value(learned: Learned) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def learned_data(values: Mapping[str, Learned]) -> dict[str, str]:
-    """The ConfigMap's data: one key per Deployment name."""
-    return {name: learned_value(values[name]) for name in sorted(values)}
+def starting_value(max_hold_seconds: float) -> str:
+    """The value of a Deployment at the starting budget (budget.starting_max_hold): no report, so
+    no learned delay; the sidecar's holds take its maxHold as they start, and the operator never
+    reads it back as learned (parse_learned: no reports)."""
+    value = {LearnedField.VERSION: LEARNED_VERSION, LearnedField.REPORTS: 0}
+    return json.dumps({**value, LearnedField.LEARNED_MAX_HOLD_SECONDS: max_hold_seconds}, separators=(",", ":"))
+
+
+def learned_data(values: Mapping[str, Learned], starting: Mapping[str, float] | None = None) -> dict[str, str]:
+    """The ConfigMap's data: one key per Deployment name, what was learned or else its starting
+    budget (starting: per Deployment name, the starting maxHold)."""
+    data = {name: starting_value(seconds) for name, seconds in (starting or {}).items() if name not in values}
+    data.update((name, learned_value(learned)) for name, learned in values.items())
+    return dict(sorted(data.items()))
 
 
 def learned_config_map(namespace: str, data: Mapping[str, str]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The types of the fields lameduck reads from a Deployment or a Namespace, as the API server
+"""The types of the fields lameduck reads from a Deployment or a Namespace (and, for the starting
+budget, from a Service, an Ingress, an HTTPRoute or a GRPCRoute), as the API server
 guarantees them (it decodes every object into its Go types before anyone sees it), checked for
 input no API server has seen: the CLI's manifests. Pure.
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from lameduck_operator.logic.l7_backends import RouteKind
 from lameduck_operator.model import (
     NAMESPACE_MAX_LENGTH,
     NAMESPACE_PATTERN,
@@ -140,6 +142,46 @@ DEPLOYMENT = Obj(
     }
 )
 NAMESPACE = Obj({"metadata": Obj({"name": Kind.STRING, "labels": _LABELS})})
+# What logic/l7_backends.py reads of a Service and of the routes that may name it.
+_NAMED = Obj({"name": Kind.STRING, "namespace": Kind.STRING})
+SERVICE = Obj({"metadata": _NAMED, "spec": Obj({"type": Kind.STRING, "selector": _LABELS})})
+_INGRESS_BACKEND = Obj({"service": Obj({"name": Kind.STRING})})
+INGRESS = Obj(
+    {
+        "metadata": _NAMED,
+        "spec": Obj(
+            {
+                "defaultBackend": _INGRESS_BACKEND,
+                "rules": ListOf(Obj({"http": Obj({"paths": ListOf(Obj({"backend": _INGRESS_BACKEND}))})})),
+            }
+        ),
+    }
+)
+GATEWAY_ROUTE = Obj(
+    {
+        "metadata": _NAMED,
+        "spec": Obj(
+            {
+                "rules": ListOf(
+                    Obj(
+                        {
+                            "backendRefs": ListOf(
+                                Obj(
+                                    {
+                                        "group": Kind.STRING,
+                                        "kind": Kind.STRING,
+                                        "name": Kind.STRING,
+                                        "namespace": Kind.STRING,
+                                    }
+                                )
+                            )
+                        }
+                    )
+                )
+            }
+        ),
+    }
+)
 
 
 def _is(kind: Kind, value: Any) -> bool:
@@ -168,7 +210,18 @@ def _fields_ok(value: Any) -> bool:
 def deployment_errors(obj: Mapping[str, Any]) -> list[FieldError]:
     """Why a Deployment manifest is none the API server would store, as far as lameduck reads it:
     its fields' types, and its name and namespace (when it names one)."""
-    errors = shape_errors(obj, DEPLOYMENT)
+    return named_object_errors(obj, DEPLOYMENT)
+
+
+def l7_errors(obj: Mapping[str, Any], kind: RouteKind | None) -> list[FieldError]:
+    """The same of a Service (kind None) or of a route of that kind."""
+    shapes = {RouteKind.INGRESS: INGRESS, RouteKind.HTTP_ROUTE: GATEWAY_ROUTE, RouteKind.GRPC_ROUTE: GATEWAY_ROUTE}
+    return named_object_errors(obj, SERVICE if kind is None else shapes[kind])
+
+
+def named_object_errors(obj: Mapping[str, Any], shape: Shape) -> list[FieldError]:
+    """Its fields' types as the shape says, and its name and namespace (when it names one)."""
+    errors = shape_errors(obj, shape)
     meta = obj.get("metadata")
     if errors or not isinstance(meta, Mapping):
         return errors or [FieldError("metadata.name", "Required value", ErrorType.REQUIRED)]

@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from lameduck_operator.logic.budget import BudgetSource
 from lameduck_operator.logic.status import MAX_LISTED
 from lameduck_operator.model import BUDGET_MARGIN_SECONDS, MAX_HOLD, PolicyRef, format_seconds
 from lameduck_operator.names import (
@@ -413,7 +414,11 @@ def _late_entry(shutdown: DeploymentShutdown, late: LateTraffic) -> dict[str, An
         "maxSeconds": round(late.max, 3),
         "timeouts": late.timeouts,
         "recommendedMaxHold": format_seconds(late.recommended_max_hold),
-        **({"learnedMaxHold": format_seconds(shutdown.learned_max_hold)} if shutdown.learned_max_hold else {}),
+        **(
+            {"learnedMaxHold": format_seconds(shutdown.learned_max_hold), "learnedFrom": BudgetSource.REPORTS.value}
+            if shutdown.learned_max_hold
+            else {}
+        ),
         "recommendedBudgetSeconds": late.recommended_budget,
         ReportField.LOST_AFTER_RELEASE: late.lost_after_release,
     }

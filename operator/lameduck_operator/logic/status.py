@@ -7,9 +7,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lameduck_operator.logic.budget import BudgetSource
 from lameduck_operator.logic.compliance import State, Verdict
 from lameduck_operator.logic.selection import DeploymentRef, Loss
-from lameduck_operator.model import CONDITION_MESSAGE_MAX_LENGTH, Mode, Policy, PolicyInvalid, PolicyRef
+from lameduck_operator.model import (
+    CONDITION_MESSAGE_MAX_LENGTH,
+    Mode,
+    Policy,
+    PolicyInvalid,
+    PolicyRef,
+    format_seconds,
+)
 
 MAX_LISTED = 20
 
@@ -68,6 +76,21 @@ def summarize(
     return summary
 
 
+def starting_budgets(starting: Iterable[tuple[DeploymentRef, float]]) -> list[dict[str, str]]:
+    """status.startingBudgets: up to MAX_LISTED of a policy's Deployments at the starting budget
+    (no history, an L7 hop sends to them), by namespace and name. starting: each such Deployment
+    the policy governs, with the starting budget its decision gave it (Decision.starting_max_hold)."""
+    return [
+        {
+            "namespace": ref.namespace,
+            "name": ref.name,
+            "learnedMaxHold": format_seconds(seconds),
+            "learnedFrom": BudgetSource.L7_BACKEND.value,
+        }
+        for ref, seconds in sorted(starting, key=lambda each: (each[0].namespace, each[0].name))[:MAX_LISTED]
+    ]
+
+
 def _condition(kind: str, true: bool, reason: str, message: str) -> dict[str, Any]:
     if len(message) > CONDITION_MESSAGE_MAX_LENGTH:  # the API server would refuse the whole status
         message = message[: CONDITION_MESSAGE_MAX_LENGTH - 3] + "..."
@@ -106,9 +129,11 @@ def policy_status(
     now: datetime,
     *,
     shutdown: Mapping[str, Any] | None = None,
+    starting: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The status subresource of a valid policy; shutdown: what its Deployments' recent holds
-    and terminations showed (lateTraffic, overBudget)."""
+    and terminations showed (lateTraffic, overBudget); starting: with hold.learnedBudget, its
+    Deployments starting at the starting budget (starting_budgets)."""
     mode = "audited" if policy.spec.mode is Mode.AUDIT else "enforced"
     ready = _condition(
         "Ready",
@@ -146,6 +171,7 @@ def policy_status(
         "budgetSeconds": budget_seconds,
         "nonCompliant": summary.non_compliant,
         **(shutdown or {}),
+        **({"startingBudgets": starting} if policy.spec.hold.learned_budget is not None else {}),
     }
 
 
