@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +108,21 @@ async def list_what_judging_starts_from(api: KubeApi, fleet: Fleet, gate: Readin
     return gate
 
 
+def on_the_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
+    """callback, to be run on loop from another thread (the election's). Once the loop is closed
+    the process is stopping and there is nothing left to start or stop: the election's last call
+    (its renewal failing as the process ends) is dropped, not raised as an election failure."""
+
+    def call() -> None:
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:
+            if not loop.is_closed():
+                raise
+
+    return call
+
+
 async def freeze_when_listed(informers: list[Informer]) -> None:
     await asyncio.gather(*(i.synced.wait() for i in informers))
     freeze_what_is_alive()
@@ -186,8 +201,8 @@ class Runtime:
                 namespace=self.config.namespace,
                 name=self.config.lease_name,
                 identity=self.config.identity,
-                on_lead=lambda: loop.call_soon_threadsafe(self._lead),
-                on_lost=lambda: loop.call_soon_threadsafe(self._lose),
+                on_lead=on_the_loop(loop, self._lead),
+                on_lost=on_the_loop(loop, self._lose),
             )
         else:
             self._lead()
