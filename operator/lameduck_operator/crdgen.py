@@ -68,6 +68,15 @@ from lameduck_operator.names import (
 _CEL_DURATION = "'" + DURATION_PATTERN.replace("\\", "\\\\") + "'"
 
 
+def _deployment_named() -> dict[str, Any]:
+    """A Deployment named in a status list (nonCompliant, lateTraffic, startingBudgets, ...): new
+    dicts each time, which YAML writes out in full rather than as anchors."""
+    return {
+        "namespace": {"type": "string", "description": "The Deployment's namespace."},
+        "name": {"type": "string", "description": "The Deployment's name."},
+    }
+
+
 def _is_duration(expr: str) -> str:
     return f"{expr}.matches({_CEL_DURATION})"
 
@@ -432,8 +441,7 @@ def _status() -> dict[str, Any]:
                     "type": "object",
                     "description": "One non-compliant Deployment.",
                     "properties": {
-                        "namespace": {"type": "string", "description": "The Deployment's namespace."},
-                        "name": {"type": "string", "description": "The Deployment's name."},
+                        **_deployment_named(),
                         "state": {"type": "string", "description": "Pending or Conflict."},
                         "reason": {
                             "type": "string",
@@ -457,8 +465,7 @@ def _status() -> dict[str, Any]:
                     "type": "object",
                     "description": "One Deployment's recent holds.",
                     "properties": {
-                        "namespace": {"type": "string", "description": "The Deployment's namespace."},
-                        "name": {"type": "string", "description": "The Deployment's name."},
+                        **_deployment_named(),
                         "holds": _count("Recent holds reported (the latest 20 at most)."),
                         "p50Seconds": {"type": "number", "description": "Late traffic, median, in seconds."},
                         "p99Seconds": {"type": "number", "description": "Late traffic, 99th percentile, in seconds."},
@@ -510,8 +517,7 @@ def _status() -> dict[str, Any]:
                     "type": "object",
                     "description": "One Deployment starting at the starting budget.",
                     "properties": {
-                        "namespace": {"type": "string", "description": "The Deployment's namespace."},
-                        "name": {"type": "string", "description": "The Deployment's name."},
+                        **_deployment_named(),
                         "learnedMaxHold": {
                             "type": "string",
                             "description": "The starting budget: the maxHold its holds take as they start "
@@ -531,8 +537,7 @@ def _status() -> dict[str, Any]:
                     "type": "object",
                     "description": "One Deployment's recent terminations.",
                     "properties": {
-                        "namespace": {"type": "string", "description": "The Deployment's namespace."},
-                        "name": {"type": "string", "description": "The Deployment's name."},
+                        **_deployment_named(),
                         "terminations": _count("Recent terminations observed (the latest 20 at most)."),
                         "killed": _count("Of those, the ones SIGKILLed at the end of the grace period."),
                     },
