@@ -63,14 +63,14 @@ class Change:
         current = _at(obj, self.path, items)
         if current is _ABSENT:
             return False
-        return self.set is _ABSENT or is_subset(self.set, current, _key(self.path))
+        return self.set is _ABSENT or is_subset(self.set, current, field_key(self.path))
 
     @property
     def replaced(self) -> bool:
         return self.was is not _ABSENT
 
 
-def _key(path: FieldPath) -> str | None:
+def field_key(path: FieldPath) -> str | None:
     """The field name the value at path sits under, for the subset test's list and preStop rules."""
     last = path[-1] if path else None
     return last if isinstance(last, str) else None

@@ -369,6 +369,34 @@ def owners(obj: Mapping[str, Any], path: FieldPath, manager: str = FIELD_MANAGER
     return Ownership.of(obj, manager).owners()(path)
 
 
+# What entry_patch's wanted_of gives for an entry that is to go.
+REMOVE: Any = object()
+
+
+def entries_patch(stored: Mapping[str, Any], wanted_of: Callable[[Mapping[str, Any]], Any]) -> list[dict[str, Any]]:
+    """JSON patch operations that give each main-resource managedFields entry of stored the
+    fieldsV1 wanted_of(entry) names (REMOVE: the entry goes; its own fieldsV1: it stays as it is).
+    Each entry touched is guarded by a test of who it is, so a status write in between (the
+    controller's) does not get in the way; the removals come last, the last entry first, so that
+    the positions the other operations name hold."""
+    tests: list[dict[str, Any]] = []
+    replaces: list[dict[str, Any]] = []
+    removals: list[dict[str, Any]] = []
+    for index, entry in enumerate((stored.get("metadata") or {}).get("managedFields") or []):
+        if entry.get("subresource"):
+            continue
+        wanted = wanted_of(entry)
+        if wanted is not REMOVE and wanted == entry.get("fieldsV1"):
+            continue
+        path = f"/metadata/managedFields/{index}"
+        tests.append({"op": "test", "path": f"{path}/manager", "value": entry.get("manager")})
+        if wanted is REMOVE:
+            removals.insert(0, {"op": "remove", "path": path})
+        else:
+            replaces.append({"op": "replace", "path": f"{path}/fieldsV1", "value": wanted})
+    return [*tests, *replaces, *removals]
+
+
 def ownership_restore_patch(
     before: Mapping[str, Any], stored: Mapping[str, Any], manager: str = FIELD_MANAGER
 ) -> list[dict[str, Any]]:
@@ -377,29 +405,21 @@ def ownership_restore_patch(
 
     Admission changes are attributed to nobody, so the writers' entries before the revert are
     their entries as they wrote them; putting a replaced value back hands it to lameduck's
-    Update entry. Only main-resource entries are touched, each guarded by a test of who it is,
-    so a status write in between (the controller's) does not get in the way.
+    Update entry.
     """
     wanted = {
         (e.get("manager"), e.get("operation")): e.get("fieldsV1")
         for e in _entries(before)
         if e.get("manager") != manager
     }
-    tests: list[dict[str, Any]] = []
-    replaces: list[dict[str, Any]] = []
-    removals: list[dict[str, Any]] = []
-    for index, entry in enumerate((stored.get("metadata") or {}).get("managedFields") or []):
-        if entry.get("subresource"):
-            continue
+
+    def wanted_of(entry: Mapping[str, Any]) -> Any:
         key = (entry.get("manager"), entry.get("operation"))
-        path = f"/metadata/managedFields/{index}"
         if key == (manager, "Update"):
-            tests.append({"op": "test", "path": f"{path}/manager", "value": manager})
-            removals.insert(0, {"op": "remove", "path": path})
-        elif key in wanted and entry.get("fieldsV1") != wanted[key]:
-            tests.append({"op": "test", "path": f"{path}/manager", "value": entry.get("manager")})
-            replaces.append({"op": "replace", "path": f"{path}/fieldsV1", "value": wanted[key]})
-    return [*tests, *replaces, *removals] if removals or replaces else []
+            return REMOVE
+        return wanted.get(key, entry.get("fieldsV1"))
+
+    return entries_patch(stored, wanted_of)
 
 
 def entries_removal_patch(obj: Mapping[str, Any], manager: str) -> list[dict[str, Any]]:

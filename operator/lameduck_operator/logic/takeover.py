@@ -29,10 +29,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lameduck_operator.logic.admitted import Change, encode, json_patch, recorded, value_at, with_values
+from lameduck_operator.logic.admitted import Change, encode, field_key, json_patch, recorded, value_at, with_values
 from lameduck_operator.logic.intent import FieldPath
 from lameduck_operator.logic.merge import is_subset, merge
-from lameduck_operator.logic.ownership import Ownership, grafted, merge_trees, pruned
+from lameduck_operator.logic.ownership import REMOVE, Ownership, entries_patch, grafted, merge_trees, pruned
 from lameduck_operator.names import FIELD_MANAGER, TAKEN_OVER_ANNOTATION, TAKEOVER_MANAGER
 
 RECORD_PATH: FieldPath = ("metadata", "annotations", TAKEN_OVER_ANNOTATION)
@@ -44,11 +44,6 @@ def taken_over(obj: Mapping[str, Any]) -> list[Change]:
     return recorded(obj, TAKEN_OVER_ANNOTATION)
 
 
-def _key(path: FieldPath) -> str | None:
-    last = path[-1] if path else None
-    return last if isinstance(last, str) else None
-
-
 def _holds(change: Change, obj: Mapping[str, Any], ownership: Ownership) -> bool:
     if change.still_ours(obj):
         return True
@@ -57,7 +52,7 @@ def _holds(change: Change, obj: Mapping[str, Any], ownership: Ownership) -> bool
     return (
         change.replaced
         and current is not None
-        and is_subset(change.was, current, _key(change.path))
+        and is_subset(change.was, current, field_key(change.path))
         and ownership.ours_at(change.path)
     )
 
@@ -148,13 +143,8 @@ def hand_back_patch(stored: Mapping[str, Any], handed_back: Sequence[Change], *,
     are touched, each guarded by a test of who it is; none when nothing was handed back."""
     if not handed_back:
         return []
-    meta = stored.get("metadata") or {}
-    tests: list[dict[str, Any]] = []
-    replaces: list[dict[str, Any]] = []
-    removals: list[dict[str, Any]] = []
-    for index, entry in enumerate(meta.get("managedFields") or []):
-        if entry.get("subresource"):
-            continue
+
+    def wanted_of(entry: Mapping[str, Any]) -> Any:
         manager, operation = entry.get("manager"), entry.get("operation")
         fields: Mapping[str, Any] = entry.get("fieldsV1") or {}
         wanted: Mapping[str, Any] = fields
@@ -169,14 +159,11 @@ def hand_back_patch(stored: Mapping[str, Any], handed_back: Sequence[Change], *,
                     if (owner.manager, owner.operation) == (manager, operation):
                         wanted = grafted(wanted, change.path, owner.fields)
         if wanted == fields:
-            continue
-        path = f"/metadata/managedFields/{index}"
-        tests.append({"op": "test", "path": f"{path}/manager", "value": manager})
-        if wanted:
-            replaces.append({"op": "replace", "path": f"{path}/fieldsV1", "value": wanted})
-        else:
-            removals.insert(0, {"op": "remove", "path": path})
-    ops = [*tests, *replaces, *removals]
+            return entry.get("fieldsV1")
+        return wanted if wanted else REMOVE
+
+    ops = entries_patch(stored, wanted_of)
+    meta = stored.get("metadata") or {}
     if leaving and TAKEN_OVER_ANNOTATION in (meta.get("annotations") or {}):
         ops.append({"op": "remove", "path": _pointer("metadata", "annotations", TAKEN_OVER_ANNOTATION)})
     return ops
