@@ -19,6 +19,7 @@ from typing import Any
 from lameduck_operator.logic.admitted import admitted_paths, json_patch, reverted
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import Action, Decision, revert_intent
+from lameduck_operator.logic.intent import FieldPath
 from lameduck_operator.logic.ownership import managed_by, ownership_restore_patch
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.takeover import ServerSideWrite, adoption_patch, hand_back_patch, server_side_write
@@ -38,7 +39,7 @@ class DeploymentWrites:
         """Write what the decision calls for on body, the Deployment as last read: the Deployment
         as stored (None when nothing was written) and the reconcile's result, as counted."""
         if decision.action is Action.APPLY and decision.intent is not None:
-            return await self.apply(ref, body, decision.intent, decision), "applied"
+            return await self.apply(ref, body, decision.intent, decision.patched, decision.replaced), "applied"
         if decision.action is Action.REVERT:
             return await self.revert(ref, body), "reverted"
         if decision.verdict.state is State.CONFLICT:
@@ -54,15 +55,20 @@ class DeploymentWrites:
         return None, "unchanged"
 
     async def apply(
-        self, ref: DeploymentRef, body: Mapping[str, Any], intent: Mapping[str, Any], decision: Decision
+        self,
+        ref: DeploymentRef,
+        body: Mapping[str, Any],
+        intent: Mapping[str, Any],
+        patched: Mapping[str, Any] | None,
+        replaced: tuple[FieldPath, ...],
     ) -> dict[str, Any]:
-        """Write the decision's intent on body (the Deployment as last read and decided on),
-        taking over the other managers' values at the paths the decision replaces."""
-        if decision.patched is not None:
+        """Write intent on body (the Deployment as last read and decided on): patched, the
+        Deployment as the decision's JSON patch leaves it, when it chose one; else by apply,
+        taking over the other managers' values at the paths in replaced."""
+        if patched is not None:
             # Injected at admission: lameduck keeps to its recorded fields, by JSON patch (the
             # decision made the patched Deployment when it measured its annotations).
-            return await self.api.patch_deployment(ref, json_patch(body, decision.patched, guard=True))
-        replaced = decision.replaced
+            return await self.api.patch_deployment(ref, json_patch(body, patched, guard=True))
         # Forced: the plan has checked every field the intent sets against the other managers'
         # values and found none in the way (or TakeOver allows it). What others still own there
         # are API defaults their create or update recorded, such as the grace period of 30s,
