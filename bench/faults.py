@@ -1,8 +1,12 @@
 """Faults on the local cluster: the leader SIGKILLed halfway through applying a policy, and
-again every 20 s through a second change; kube-apiserver stopped for 30 s during a third.
+again every 20 s through a second change; kube-apiserver stopped for 30 s during a third; and,
+when asked for, kube-apiserver stopped during sidecar holds, and Deployment writes while the
+webhook has no endpoint.
 
     python -m bench.faults [--deployments 200] [--limit 20] [--out bench/results/faults.json]
-        [--faults sigkill-leader,sigkill-leader-loop,apiserver-outage]
+        [--faults sigkill-leader,sigkill-leader-loop,apiserver-outage]   # the default
+    python -m bench.faults --faults holds-outage [--holds-replicas 4] [--outage 30] [--missing-window 150]
+    python -m bench.faults --deployments 100 --faults webhook-outage [--webhook-writes 100] [--webhook-concurrency 4]
 
 On the local cluster (hack/cluster.sh) with kwok's fake nodes (hack/kwok.sh), lameduck
 installed with its chart (two replicas). N Deployments of one pod each run on the fake nodes;
@@ -23,8 +27,30 @@ by object:
 
 The leader is SIGKILLed from the host (its container's processes, found by the container ID in
 /proc/*/cgroup): no SIGTERM, no Lease released, as a crash or an OOM kill would leave it. The API
-server outage is `hack/cluster.sh apiserver-outage 30`. Prints a table; writes the result file
-even when a check fails, and exits 1 then.
+server outage is `hack/cluster.sh apiserver-outage 30`.
+
+Two more phases run only when --faults names them, after those above, each with a record of
+its own in the result file:
+
+- holds-outage (bench/fault_holds.py): the demo app on the real node, --holds-replicas pods with
+  the sidecar under a policy of their own (namespace faults-holds); every pod deleted, and the
+  API server stopped for --outage seconds as soon as each shows its deletionTimestamp. Each pod
+  must end within its grace period and not be SIGKILLed; its hold report, if posted, must have
+  an outcome the outage allows (fallback when stage 1 was still on); every report not posted
+  must be counted in the operator's lameduck_hold_reports_missing_total (summed over the
+  replicas, this namespace's samples) once --missing-window seconds (default 150: the
+  operator's wait for a report, and a margin) have passed since the API server came back and
+  the pods were gone: posted + counted missing == pods deleted ("metric absent" if no replica
+  has it). The ReplicaSet's new pods must come up with their sidecar, and the operator restart
+  only as in the outage phase. Needs root (the outage; containerd's task exits by `ctr events`).
+- webhook-outage (bench/fault_webhook.py): --webhook-writes (default --deployments) new kwok
+  Deployments under the benchmark's policy (the last phase's; without one, a policy is applied
+  and the fleet converged first) created --webhook-concurrency at a time, each timed on the
+  client: once with the operator up, then with its Deployment scaled to 0 and the webhook
+  Service's endpoints empty (every write must succeed, admitted unchanged); then the operator
+  back to exactly its replicas, and the time until the reconciler has injected all of them.
+
+Prints a table per phase; writes the result file even when a check fails, and exits 1 then.
 """
 
 from __future__ import annotations
@@ -45,6 +71,9 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from bench import fault_holds, fault_webhook
+from bench.fault_holds import HoldsOutage, run_holds_outage
+from bench.fault_webhook import WebhookOutage, run_webhook_outage
 from bench.fleet import KWOK_TOLERATION, local_cluster_with_fake_nodes
 from bench.provenance import write_result
 from harness import REPO, manifests
@@ -60,10 +89,10 @@ SIDECAR = "lameduck"
 PROPAGATION_ENV = "LAMEDUCK_PROPAGATION_DELAY"  # docs/sidecar.md's settings, as the benchmark reads them
 
 
-def deployment(i: int) -> dict[str, Any]:
+def deployment(i: int, prefix: str = "app") -> dict[str, Any]:
     container = manifests.container("app", PAUSE_IMAGE, 8080, imagePullPolicy="Never")
     return manifests.deployment(
-        f"app-{i:04d}",
+        f"{prefix}-{i:04d}",
         [container],
         labels=LABEL,
         replicas=1,
@@ -163,7 +192,11 @@ class Phase:
     problems: list[str] = field(default_factory=list)
 
 
-FAULTS = ("sigkill-leader", "sigkill-leader-loop", "apiserver-outage")
+FLEET_FAULTS = ("sigkill-leader", "sigkill-leader-loop", "apiserver-outage")
+# Run only when asked for, after the fleet's phases.
+FAULTS = (*FLEET_FAULTS, "holds-outage", "webhook-outage")
+# The policy's propagationDelay when webhook-outage runs without an earlier phase's policy.
+WEBHOOK_OUTAGE_DELAY = "4500ms"
 
 
 def sidecar_pids(container_id: str) -> list[int]:
@@ -338,9 +371,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--faults",
         type=lambda s: s.split(","),
-        default=list(FAULTS),
-        help=f"which phases, in this order: {','.join(FAULTS)}",
+        default=list(FLEET_FAULTS),
+        help=f"which phases, in this order: {','.join(FAULTS)} (default: {','.join(FLEET_FAULTS)})",
     )
+    parser.add_argument("--holds-replicas", type=int, default=4, help="holds-outage: pods of the demo app")
+    parser.add_argument(
+        "--missing-window",
+        type=float,
+        default=150.0,
+        help="holds-outage: seconds after the outage (and the pods' end) before the operator's count "
+        "of missing reports is read: its wait for a report, and a margin",
+    )
+    parser.add_argument("--webhook-writes", type=int, default=None, help="webhook-outage: creates per round")
+    parser.add_argument("--webhook-concurrency", type=int, default=4, help="webhook-outage: creates at a time")
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args(argv)
     if unknown := set(args.faults) - set(FAULTS):
@@ -352,19 +395,22 @@ def main(argv: list[str] | None = None) -> int:
     # A run stopped before its clean-up leaves its Deployments carrying its last change.
     kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
     kube.run("create", "namespace", NAMESPACE)
-    items = [deployment(i) for i in range(n)]
-    kube.run(
-        "apply",
-        "--server-side",
-        "-n",
-        NAMESPACE,
-        "-f",
-        "-",
-        input=json.dumps({"kind": "List", "apiVersion": "v1", "items": items}),
-    )
-    wait_until(lambda: all(not rolling_out(d) for d in kube.items("deployments", NAMESPACE)), 600, "the fleet is up", 3)
+    if set(args.faults) != {"holds-outage"}:  # that phase alone runs on the real node only
+        items = [deployment(i) for i in range(n)]
+        kube.run(
+            "apply",
+            "--server-side",
+            "-n",
+            NAMESPACE,
+            "-f",
+            "-",
+            input=json.dumps({"kind": "List", "apiVersion": "v1", "items": items}),
+        )
+        wait_until(
+            lambda: all(not rolling_out(d) for d in kube.items("deployments", NAMESPACE)), 600, "the fleet is up", 3
+        )
     counter = RolloutCounter(kube.kubeconfig)
-    phases: list[Phase] = []
+    phases: list[Phase | HoldsOutage | WebhookOutage] = []
 
     def kill_halfway(_: float) -> int:
         wait_until(
@@ -389,6 +435,45 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "apiserver-outage", str(args.outage)], check=True)
         return 1
 
+    def holds_outage() -> HoldsOutage:
+        """The phase, and the operator's restarts checked as in the API server outage phase."""
+        before = restarts_by_pod(operator)
+        leader_before = operator.leader()
+        phase = run_holds_outage(
+            kube, operator, replicas=args.holds_replicas, outage=args.outage, missing_window=args.missing_window
+        )
+        restarted = restarts_by_pod(operator) - before
+        phase.operator_restarts = sum(restarted.values())
+        phase.restarted_replicas = dict(restarted)
+        phase.problems.extend(restart_problems("apiserver-outage", restarted, leader_before, 1))
+        return phase
+
+    def webhook_outage() -> WebhookOutage:
+        delay = kube.run(
+            "get",
+            "gracefulpolicy",
+            POLICY,
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.spec.hold.propagationDelay}",
+            check=False,
+        ).stdout.strip()
+        if not delay:  # no earlier phase: the policy first, and the fleet carrying it
+            delay = WEBHOOK_OUTAGE_DELAY
+            kube.apply(policy(limit, delay))
+            wait_until(lambda: converged(kube, n, delay), 900, f"every Deployment carries {delay}", 2)
+        return run_webhook_outage(
+            kube,
+            operator,
+            namespace=NAMESPACE,
+            writes=args.webhook_writes or n,
+            concurrency=args.webhook_concurrency,
+            make=deployment,
+            carries=lambda body: carries(body, delay),
+            delay=delay,
+        )
+
     try:
         every = [
             (Phase("leader killed halfway", "sigkill-leader", limit=limit), "1500ms", 2, kill_halfway),
@@ -407,7 +492,15 @@ def main(argv: list[str] | None = None) -> int:
             phases.append(
                 run_phase(kube, operator, counter, phase, n=n, delay=delay, expected_sets=sets, injure=injure)
             )
-            print(table(phases), flush=True)
+            print(table([p for p in phases if isinstance(p, Phase)]), flush=True)
+        if "holds-outage" in args.faults:
+            holds = holds_outage()
+            phases.append(holds)
+            print(fault_holds.table(holds), flush=True)
+        if "webhook-outage" in args.faults:
+            writes = webhook_outage()
+            phases.append(writes)
+            print(fault_webhook.table(writes), flush=True)
     finally:
         counter.stop()
         write_result(
