@@ -14,6 +14,8 @@
 #   hack/cluster.sh apiserver-outage 30   stop kube-apiserver for 30 s, then start it again
 #   hack/cluster.sh registry-trust 127.0.0.1:PORT     let containerd pull from the plain-HTTP OCI
 #                    registry there (the release e2e test's); registry-untrust 127.0.0.1:PORT undoes it
+#   hack/cluster.sh netpol-start   enforce NetworkPolicy: kube-router's firewall (hack/netpol.sh),
+#                    with the pod guard below repeated in mangle; netpol-stop stops it (down does too)
 #
 # Env (defaults): LAMEDUCK_RUN_DIR (/var/lib/lameduck-cluster), LAMEDUCK_CACHE
 # (~/.cache/lameduck), LAMEDUCK_NODE_IP (10.213.0.1, put on the port-less bridge lameduck0),
@@ -144,6 +146,25 @@ fwd_rules() {  # print the rules of our FORWARD guard chain
   echo "-s $POD_CIDR -j DROP"
 }
 
+# our guard chain in a table (filter, or mangle too while kube-router runs), jumped to from its
+# FORWARD first
+add_guard() {  # table
+  local table="$1" r
+  iptables -t "$table" -N "$FWD_CHAIN" 2>/dev/null || iptables -t "$table" -F "$FWD_CHAIN"
+  while IFS= read -r r; do
+    # shellcheck disable=SC2086
+    iptables -t "$table" -A "$FWD_CHAIN" $r
+  done < <(fwd_rules)
+  iptables -t "$table" -C FORWARD -j "$FWD_CHAIN" 2>/dev/null || iptables -t "$table" -I FORWARD 1 -j "$FWD_CHAIN"
+}
+
+remove_guard() {  # table
+  local table="$1"
+  iptables -t "$table" -S "$FWD_CHAIN" >/dev/null 2>&1 || return 0
+  while iptables -t "$table" -D FORWARD -j "$FWD_CHAIN" 2>/dev/null; do :; done
+  iptables -t "$table" -F "$FWD_CHAIN"; iptables -t "$table" -X "$FWD_CHAIN"
+}
+
 setup_host_network() {
   touch "$HOST_MARK"
   save_sysctls
@@ -162,13 +183,7 @@ setup_host_network() {
   # the rest of the pod CIDR (other nodes' ranges, e.g. kwok's fake nodes) too; this
   # node's /24 is more specific and stays on the CNI bridge
   ip route replace "$POD_CIDR" dev "$IFACE"
-  iptables -N "$FWD_CHAIN" 2>/dev/null || iptables -F "$FWD_CHAIN"
-  local r
-  while IFS= read -r r; do
-    # shellcheck disable=SC2086
-    iptables -A "$FWD_CHAIN" $r
-  done < <(fwd_rules)
-  iptables -C FORWARD -j "$FWD_CHAIN" 2>/dev/null || iptables -I FORWARD 1 -j "$FWD_CHAIN"
+  add_guard filter
 }
 
 # remove chains matching a prefix from a table (flush all first, then delete), per family
@@ -206,10 +221,8 @@ teardown_host_network() {
       delete_chains iptables nat "^$t\$"
     fi
   done
-  if iptables -S "$FWD_CHAIN" >/dev/null 2>&1; then
-    while iptables -D FORWARD -j "$FWD_CHAIN" 2>/dev/null; do :; done
-    iptables -F "$FWD_CHAIN"; iptables -X "$FWD_CHAIN"
-  fi
+  remove_guard filter
+  remove_guard mangle
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE" || true
   ip route del "$SERVICE_CIDR" dev "$IFACE" 2>/dev/null || true
   ip route del "$KWOK_POD_CIDR" dev "$IFACE" 2>/dev/null || true
@@ -310,6 +323,7 @@ stop_comps() {  # SIGTERM a set of components at once, wait for all, SIGKILL str
 do_down() {
   local purge="${1:-}"
   mkdir -p "$PIDS" "$LOGS"
+  netpol stop || log "stopping kube-router (NetworkPolicy) failed; see $RUN/netpol/kube-router.log"
   # kubelet first, so that it restarts nothing; containers next, through containerd
   stop_comps kwok kube-proxy kubelet
   remove_all_containers
@@ -784,6 +798,33 @@ cmd_apiserver_outage() {  # seconds: stop kube-apiserver, wait, start it again w
   wait_until kube-apiserver 60 api_ready || die "kube-apiserver not ready; see $LOGS/kube-apiserver.log"
 }
 
+# hack/netpol.sh for this cluster: kube-router's firewall on this host, which is the node
+netpol() {  # build|start|stop|status
+  NETPOL_DIR="$RUN/netpol" NETPOL_KUBECONFIG="$KUBECONFIG_ADMIN" NETPOL_NODE="$NODE_NAME" \
+    NETPOL_SERVICE_CIDR="$SERVICE_CIDR" bash "$HACK/netpol.sh" "$@"
+}
+
+# On demand, not at `up`: kube-router v2.1.0 rewrites the whole filter table at each sync (from a
+# save taken just before, so a kube-proxy write in between is undone until kube-proxy's next sync)
+# and syncs at every pod change (CPU the fleet benchmarks would share). Its FORWARD chain, which it
+# keeps first, ACCEPTs what it lets through, so the pod guard also runs in mangle, ahead of it.
+cmd_netpol() {  # start|stop
+  need_root
+  if [[ ! -d "$RUN" ]]; then
+    [[ "$1" == stop ]] || die "no cluster here ($RUN does not exist): run $0 up first"
+    log "nothing to stop ($RUN does not exist)"; return 0
+  fi
+  exec 9>"$RUN/.lock"; flock -w 300 9 || die "another hack/cluster.sh holds $RUN/.lock"
+  if [[ "$1" == start ]]; then
+    healthy || die "the cluster is not up and healthy: run $0 up first"
+    add_guard mangle
+    netpol start
+  else
+    netpol stop
+    [[ ! -f "$HOST_MARK" ]] || remove_guard mangle
+  fi
+}
+
 cmd_status() {
   local c pid rc=0
   for c in "${COMPONENTS[@]}"; do
@@ -800,6 +841,7 @@ cmd_status() {
   else
     echo "apiserver: not reachable"; rc=1
   fi
+  netpol status || true
   echo "kubeconfig: $KUBECONFIG_ADMIN"
   echo "logs: $LOGS"
   return $rc
@@ -827,6 +869,8 @@ case "${1:-}" in
   up) cmd_up ;;
   registry-trust) cmd_registry trust "${2:-}" ;;
   registry-untrust) cmd_registry untrust "${2:-}" ;;
+  netpol-start) cmd_netpol start ;;
+  netpol-stop) cmd_netpol stop ;;
   down) cmd_down "${2:-}" ;;
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_ADMIN" ;;
@@ -836,5 +880,5 @@ case "${1:-}" in
   pause-archive) pause_archive ;;
   # helm 4 first: an older checkout built helm 3 into $BIN
   env) echo "export KUBECONFIG=$KUBECONFIG_ADMIN"; echo "export PATH=$HELM_BIN:$BIN:\$PATH" ;;
-  *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD|apiserver-outage SECONDS|registry-trust ADDR|registry-untrust ADDR" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down [--purge]|status|kubeconfig|env|proxy-sync PERIOD|apiserver-outage SECONDS|registry-trust ADDR|registry-untrust ADDR|netpol-start|netpol-stop" >&2; exit 2 ;;
 esac

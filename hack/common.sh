@@ -16,3 +16,5 @@ HELM3_BIN="$CACHE_ROOT/helm/v$HELM3_VERSION/bin"
 # release tools (hack/build-k8s.sh crane / syft), one directory per version
 CRANE_BIN="$CACHE_ROOT/crane/v$CRANE_VERSION/bin"
 SYFT_BIN="$CACHE_ROOT/syft/v$SYFT_VERSION/bin"
+# kube-router, the e2e suite's NetworkPolicy enforcer (hack/netpol.sh build)
+KUBE_ROUTER_BIN="$CACHE_ROOT/kube-router/v$KUBE_ROUTER_VERSION/bin"

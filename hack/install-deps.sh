@@ -7,7 +7,7 @@ PKGS=(
   etcd-server                   # etcd 3.4 for the API server
   containerd runc               # container runtime (CRI v1)
   containernetworking-plugins   # bridge, host-local, portmap, loopback CNI plugins (/usr/lib/cni)
-  iptables conntrack ipset      # kube-proxy iptables mode
+  iptables conntrack ipset      # kube-proxy iptables mode; ipset: kube-router (hack/netpol.sh)
   ethtool socat kmod            # kubelet / port-forward helpers
   iproute2 openssl curl ca-certificates util-linux mount
   buildah skopeo debootstrap    # offline image builds (hack/build-images.sh)

@@ -10,6 +10,9 @@
 #   hack/kind.sh up            create the cluster from tests/e2e/kind.yaml, load the test images,
 #                              route the pod and service subnets to the node container
 #   hack/kind.sh env           export lines: KUBECONFIG, LAMEDUCK_AUDIT_LOG, DOCKER_HOST, PATH
+#   hack/kind.sh netpol-start  enforce NetworkPolicy in the node: kube-router's firewall
+#                              (hack/netpol.sh), run from this host in the node's network namespace
+#   hack/kind.sh netpol-stop   stop it and remove its rules (down does too)
 #   hack/kind.sh down          delete the cluster and the routes
 #   hack/kind.sh dockerd-stop  stop the dockerd of our pidfile
 # Env: KIND_VERSION KIND_K8S_VERSION KIND_CRICTL_VERSION KIND_ETCD_VERSION KIND_ETCD_TAG (versions.env),
@@ -381,7 +384,33 @@ up() {
   log "cluster up: export KUBECONFIG=$KUBECONFIG_OUT LAMEDUCK_AUDIT_LOG=$AUDIT_DIR/audit.log"
 }
 
+# --- NetworkPolicy -------------------------------------------------------------------------------
+# hack/netpol.sh for the node: this host's kube-router binary, ipset and iptables (nft, as the
+# node's kube-proxy writes) in the node container's network namespace (nsenter), so the image
+# needs neither the binary nor ipset, and the process is this host's, stopped by its pid. The
+# kind kubeconfig's server is this host's published port; in the node's namespace the API server
+# is at the node's address.
+netpol() {  # start|stop|status
+  local node="$CLUSTER-control-plane" pid master=""
+  pid="$(docker inspect -f '{{.State.Pid}}' "$node" 2>/dev/null)" || pid=""
+  [[ "$pid" =~ ^[1-9][0-9]*$ ]] || pid=gone
+  if [[ "$1" == start ]]; then
+    [[ "$pid" != gone && -f "$KUBECONFIG_OUT" ]] || die "no kind cluster $CLUSTER running: hack/kind.sh up first"
+    master="https://$(node_ip):6443"
+    command -v ipset >/dev/null || {
+      log "installing Debian's ipset (kube-router keeps its pod sets in it)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ipset >>"$LOGS/apt.log" 2>&1 ||
+        die "apt-get install ipset failed (log: $LOGS/apt.log)"
+    }
+    # the bridge hands its frames to iptables in that namespace (the default there: said here)
+    nsenter --target "$pid" --net sysctl -q -w net.bridge.bridge-nf-call-iptables=1
+  fi
+  NETPOL_DIR="$KIND_DIR/netpol" NETPOL_NETNS_PID="$pid" NETPOL_KUBECONFIG="$KUBECONFIG_OUT" \
+    NETPOL_MASTER="$master" NETPOL_NODE="$node" NETPOL_SERVICE_CIDR="$SERVICE_CIDR" bash "$HACK/netpol.sh" "$1"
+}
+
 down() {
+  netpol stop || log "stopping kube-router (NetworkPolicy) failed; see $KIND_DIR/netpol/kube-router.log"
   routes del
   if [[ -x "$KIND" ]] && dockerd_up && "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     log "kind delete cluster --name $CLUSTER"
@@ -401,5 +430,7 @@ case "$cmd" in
   kubeconfig) echo "$KUBECONFIG_OUT" ;;
   env) echo "export DOCKER_HOST=$DOCKER_HOST KUBECONFIG=$KUBECONFIG_OUT LAMEDUCK_AUDIT_LOG=$AUDIT_DIR/audit.log PATH=$PATHDIR:$(dirname "$KIND"):$K8S_BIN:\$PATH" ;;
   test-images) build_test_images ;;
-  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+  netpol-start) netpol start ;;
+  netpol-stop) netpol stop ;;
+  *) sed -n '2,21p' "$0" >&2; exit 2 ;;
 esac

@@ -26,6 +26,19 @@ def is_local(kubeconfig: str) -> bool:
 LOCAL_AUDIT_LOG = Path("/var/lib/lameduck-cluster/logs/audit.log")
 
 
+def kind_kubeconfig() -> Path:
+    """The kubeconfig hack/kind.sh writes for its cluster (KUBECONFIG_OUT there: the kind cache's
+    directory, $LAMEDUCK_KIND_CACHE or $LAMEDUCK_CACHE/kind, and the cluster's name, $KIND_CLUSTER)."""
+    cache = Path(os.environ.get("LAMEDUCK_CACHE") or Path.home() / ".cache" / "lameduck")
+    kind_dir = Path(os.environ.get("LAMEDUCK_KIND_CACHE") or cache / "kind")
+    return kind_dir / f"{os.environ.get('KIND_CLUSTER') or 'lameduck'}.kubeconfig"
+
+
+def is_kind(kubeconfig: str) -> bool:
+    """Whether the kubeconfig is the kind cluster of hack/kind.sh, whose node runs on this host."""
+    return os.path.realpath(kubeconfig) == os.path.realpath(kind_kubeconfig())
+
+
 def wait_until(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
     """Poll until check returns something truthy; fail naming what never happened."""
     deadline = time.monotonic() + timeout

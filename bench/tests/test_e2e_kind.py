@@ -6,12 +6,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from pathlib import Path
 
+import pytest
 import yaml
 
 from bench.e2e_kind import KIND, parse_env
 from bench.e2e_matrix import versions_file
 from bench.provenance import REPO
+from harness.kube import LOCAL_KUBECONFIG, is_kind, is_local
 
 
 def test_export_words_become_variables_with_path_prepended_to_the_callers() -> None:
@@ -24,6 +27,23 @@ def test_the_script_names_the_kubeconfig_and_the_audit_log_the_suite_reads() -> 
     env = parse_env(out, "/usr/bin")
     assert {"KUBECONFIG", "LAMEDUCK_AUDIT_LOG", "DOCKER_HOST"} <= env.keys()
     assert env["PATH"].endswith(":/usr/bin")
+
+
+@pytest.mark.parametrize("names", [{}, {"LAMEDUCK_KIND_CACHE": "kind-cache", "KIND_CLUSTER": "other"}])
+def test_the_suite_knows_the_kubeconfig_the_script_writes_for_kind_and_not_for_the_harness(
+    names: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The NetworkPolicy test starts the enforcer through hack/kind.sh on the cluster whose
+    kubeconfig this is (harness.kube.is_kind), with the same variables as the script reads."""
+    for name in ("LAMEDUCK_KIND_CACHE", "KIND_CLUSTER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in names.items():
+        monkeypatch.setenv(name, str(tmp_path / value) if name == "LAMEDUCK_KIND_CACHE" else value)
+    out = subprocess.run([*KIND, "env"], check=True, capture_output=True, text=True).stdout
+    kubeconfig = parse_env(out, "/usr/bin")["KUBECONFIG"]
+    assert is_kind(kubeconfig)
+    assert not is_local(kubeconfig)
+    assert not is_kind(LOCAL_KUBECONFIG)
 
 
 def kind_sh_value(name: str) -> str:
