@@ -178,12 +178,18 @@ def hold_panels() -> list[Panel]:
             "Hold reports (Events the sidecars post at the end of a hold) the operator read, per second "
             "by result (lameduck_hold_reports_total): recorded, malformed, or untrusted (not consistent with "
             "what the operator observed: forged, or about a pod it did not see deleted), and the untrusted "
-            "by reason (lameduck_hold_reports_untrusted_total).",
+            "by reason (lameduck_hold_reports_untrusted_total); the reports that never came, by namespace "
+            "(lameduck_hold_reports_missing_total: a pod deleted with the Sidecar hold and gone for 2 minutes "
+            "without one), those that came after that (lameduck_hold_reports_late_total), and pods the "
+            "operator stopped waiting for to stay within its bound (lameduck_hold_reports_forgotten_total).",
             [
                 _query(_rate("lameduck_hold_reports_total", by="result"), "{{result}}"),
                 _query(_rate("lameduck_hold_reports_untrusted_total", by="reason"), "untrusted: {{reason}}", "B"),
+                _query(_rate("lameduck_hold_reports_missing_total", by="namespace"), "missing: {{namespace}}", "C"),
+                _query(_rate("lameduck_hold_reports_late_total", by="namespace"), "late: {{namespace}}", "D"),
+                _query(_rate("lameduck_hold_reports_forgotten_total"), "forgotten", "E"),
             ],
-            colors={"malformed": RED, "untrusted": ORANGE},
+            colors={"malformed": RED, "untrusted": ORANGE, "forgotten": ORANGE},
         ),
     ]
 

@@ -12,14 +12,15 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 
+from lameduck_operator.logic.report_ledger import REPORT_WINDOW_SECONDS
 from lameduck_operator.logic.report_trust import ObservedPod
 from lameduck_operator.logic.shutdown import HoldReport
 
 # Pods seen being deleted, whose reports may still come: at most this many, each kept this long
 # after its removal (a report is posted once the app has exited, before the sidecar stops, but
-# its watch may lag).
+# its watch may lag): as long as the report ledger waits for it before counting it missing.
 MAX_OBSERVED_PODS = 20000
-POD_KEPT_SECONDS = 120.0
+POD_KEPT_SECONDS = REPORT_WINDOW_SECONDS
 # Reports whose pod's deletion the pod watch has not shown yet: how many, and for how long.
 MAX_PENDING = 1000
 PENDING_SECONDS = 60.0

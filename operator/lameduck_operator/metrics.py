@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from lameduck_operator.logic.report_ledger import MAX_PODS, REPORT_WINDOW_SECONDS
 from lameduck_operator.logic.report_trust import Untrusted
 
 # Holds and terminations take from well under a second to the whole grace period.
@@ -226,6 +227,26 @@ class OperatorMetrics:
             "Hold reports not believed, by reason (UnknownPod, NamespaceMismatch, UnknownDeployment, "
             "NotSelected, OutOfBounds, Duplicate): forged, or about a pod this operator did not see deleted.",
             ["reason"],
+            registry=self.registry,
+        )
+        # From the operator's own pod watch (logic/report_ledger.py): namespaces of pods it saw deleted.
+        self.hold_reports_missing = Counter(
+            "lameduck_hold_reports_missing_total",
+            "Pods deleted with lameduck's sidecar hold whose hold report never came: none within "
+            f"{REPORT_WINDOW_SECONDS:g} s of the pod's removal (the sidecar gave up posting it, or could not post).",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self.hold_reports_late = Counter(
+            "lameduck_hold_reports_late_total",
+            "Hold reports that came after their pod had been counted missing (it stays counted missing).",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self.hold_reports_forgotten = Counter(
+            "lameduck_hold_reports_forgotten_total",
+            f"Pods awaiting their hold report that the operator stopped waiting for, to keep at most {MAX_PODS:,} "
+            "(the first seen deleted first): counted neither received nor missing.",
             registry=self.registry,
         )
         # Every series from the start: what a report can add is counts, never series.

@@ -190,6 +190,7 @@ class Runtime:
         ]
         self.background += [
             *(asyncio.create_task(i.run(), name=f"lameduck-watch-{i.kind.lower()}s") for i in informers),
+            asyncio.create_task(self.shutdown.missing.expire_forever(), name="lameduck-missing-reports"),
             asyncio.create_task(freeze_when_listed(informers), name="lameduck-gc-freeze"),
             asyncio.create_task(fleet_synced_when_listed(fleet, informers[0]), name="lameduck-fleet-synced"),
         ]

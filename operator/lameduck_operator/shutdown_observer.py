@@ -13,6 +13,9 @@ watches are not ordered, so a report whose pod's deletion has not been seen yet 
 for a minute at most) and is judged when it is; the pods are kept a little after their removal
 for reports that come late. Every structure here is bounded whatever reports arrive, and
 per-Deployment state exists only for Deployments the operator knows.
+
+The reports that never came are counted too (MissingReports, logic/report_ledger.py): every
+replica keeps the ledger from the same two watches, and only the leader counts, as above.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from lameduck_operator.deletions_seen import DeletionsSeen
 from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.decision import DeploymentEvent
+from lameduck_operator.logic.report_ledger import Counted, PodRef, ReportLedger, Settled, report_expected
 from lameduck_operator.logic.report_trust import ObservedPod, Trusted, Untrusted, judge_report, observed_pod
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import (
@@ -56,6 +60,8 @@ MAX_DEPLOYMENT_SERIES = 1000
 MAX_REMEMBERED = 20000
 # At most one PodsKilled Event per Deployment in this many seconds.
 KILLED_EVENT_SECONDS = 60.0
+# How often the pods whose report never came are looked for, besides at each pod event.
+MISSING_CHECK_SECONDS = 5.0
 
 PolicyOf = Callable[[DeploymentRef], PolicyRef | None]
 Knows = Callable[[DeploymentRef], bool]
@@ -142,6 +148,47 @@ class KilledPodsNotice:
             log.warning("could not post %s on %s: %s", event.reason, body["metadata"]["name"], err)
 
 
+class MissingReports:
+    """The hold reports that never came (logic/report_ledger.py), from the observer's two watches:
+    kept on every replica, counted only while `recording` says this one leads."""
+
+    def __init__(self, metrics: OperatorMetrics, monotonic: Callable[[], float], recording: Callable[[], bool]) -> None:
+        self.metrics = metrics
+        self.monotonic = monotonic
+        self.recording = recording
+        self.ledger = ReportLedger()
+
+    def pod_seen(self, pod: Mapping[str, Any], deleted: bool) -> None:
+        expected = report_expected(pod)
+        counted = [] if expected is None else self.ledger.deleting(expected)
+        if deleted:
+            self.ledger.gone(str((pod.get("metadata") or {}).get("uid") or ""), self.monotonic())
+        self._count([*counted, *self.ledger.expire(self.monotonic())])
+
+    def report_seen(self, report: HoldReport) -> None:
+        """A report as its Event names its pod: an Event about a pod elsewhere names none."""
+        if report.pod_uid and report.involved_namespace == report.namespace:
+            pod = PodRef(report.pod_uid, report.namespace, report.pod)
+            self._count(self.ledger.reported(pod, self.monotonic()))
+
+    async def expire_forever(self, interval: float = MISSING_CHECK_SECONDS) -> None:
+        """Windows end while no pod or report comes too: each is counted within `interval` of its end."""
+        while True:
+            await asyncio.sleep(interval)
+            self._count(self.ledger.expire(self.monotonic()))
+
+    def _count(self, counted: list[Counted]) -> None:
+        if not self.recording():
+            return
+        for each in counted:
+            if each.settled is Settled.MISSING:
+                self.metrics.hold_reports_missing.labels(namespace=each.pod.namespace).inc()
+            elif each.settled is Settled.LATE:
+                self.metrics.hold_reports_late.labels(namespace=each.pod.namespace).inc()
+            elif each.settled is Settled.FORGOTTEN:
+                self.metrics.hold_reports_forgotten.inc()
+
+
 class ShutdownObserver:
     def __init__(
         self,
@@ -173,6 +220,7 @@ class ShutdownObserver:
         # reports waiting for theirs; the pods whose hold was reported.
         self.deletions = DeletionsSeen(monotonic, clock)
         self._reported = Remembered(MAX_REMEMBERED)
+        self.missing = MissingReports(metrics, monotonic, lambda: self.recording)
         self.killed = KilledPodsNotice(metrics, post_event, monotonic)
         metrics.deployment_shutdown.source = self._samples
 
@@ -199,6 +247,7 @@ class ShutdownObserver:
                 self.metrics.hold_reports.labels(result="malformed").inc()
             log.warning("ignoring a malformed hold report %s: %s", uid, err)
             return
+        self.missing.report_seen(report)
         self._forget_expired()
         pod = self.deletions.pod(report.pod_uid)
         if pod is None and report.pod_uid and report.involved_namespace == report.namespace:
@@ -232,7 +281,7 @@ class ShutdownObserver:
         """A believed report, under the Deployment and policy the operator resolved for its pod."""
         report, ref, policy = trusted.report, trusted.deployment, trusted.policy
         if self.recording:
-            self._count(report, policy)
+            count_report(self.metrics, report, policy)
         recent = self._recent(ref, policy)
         _keep_recent(recent.reports, report)
         spec = self.spec_of(policy)
@@ -242,18 +291,6 @@ class ShutdownObserver:
         if self.learned is not None and spec is not None:
             self.learned.reports_changed(ref, recent.reports, spec.hold)
         self.changed(policy)
-
-    def _count(self, report: HoldReport, policy: PolicyRef) -> None:
-        labels = {"namespace": report.namespace, "policy": str(policy)}
-        self.metrics.hold_reports.labels(result="recorded").inc()
-        self.metrics.holds.labels(**labels, outcome=report.outcome.value).inc()
-        self.metrics.hold_seconds.labels(**labels).observe(report.hold_seconds)
-        self.metrics.late_traffic_seconds.labels(**labels).observe(report.late_traffic_seconds)
-        if report.stage1_seconds is not None:
-            self.metrics.slice_propagation_seconds.labels(**labels).observe(report.stage1_seconds)
-        if report.stage2_seconds is not None:
-            self.metrics.dataplane_propagation_seconds.labels(**labels).observe(report.stage2_seconds)
-        self.metrics.requests_lost_after_release.labels(**labels).inc(report.lost_after_release or 0)
 
     # ---- pods being deleted: what reports are judged by --------------------------------------
 
@@ -269,6 +306,7 @@ class ShutdownObserver:
         if observed is not None and observed.deployment is not None:
             for report in self.deletions.saw(observed, deleted):
                 self._judge(report, self.deletions.pod(observed.uid))
+        self.missing.pod_seen(pod, deleted)
         self._terminated(pod, deleted)
 
     def _terminated(self, pod: Mapping[str, Any], deleted: bool) -> None:
@@ -342,6 +380,20 @@ class ShutdownObserver:
         return (
             deployment_samples(self.deployments, self._learned_delay, self.learned_max_hold) if recording else iter(())
         )
+
+
+def count_report(metrics: OperatorMetrics, report: HoldReport, policy: PolicyRef) -> None:
+    """A trusted report in the fleet metrics, under the policy the operator resolved."""
+    labels = {"namespace": report.namespace, "policy": str(policy)}
+    metrics.hold_reports.labels(result="recorded").inc()
+    metrics.holds.labels(**labels, outcome=report.outcome.value).inc()
+    metrics.hold_seconds.labels(**labels).observe(report.hold_seconds)
+    metrics.late_traffic_seconds.labels(**labels).observe(report.late_traffic_seconds)
+    if report.stage1_seconds is not None:
+        metrics.slice_propagation_seconds.labels(**labels).observe(report.stage1_seconds)
+    if report.stage2_seconds is not None:
+        metrics.dataplane_propagation_seconds.labels(**labels).observe(report.stage2_seconds)
+    metrics.requests_lost_after_release.labels(**labels).inc(report.lost_after_release or 0)
 
 
 def policy_shutdown_status(

@@ -82,6 +82,13 @@ def observation_over(*, native: bool, terminated: bool, listening: bool, now: fl
 POST_MARGIN_SECONDS = 1.0
 
 
+def last_post_start(*, started: float, grace_period: float | None, api_timeout: float) -> float | None:
+    """The latest moment a post of the report may start and still end (within the API timeout)
+    before the pod's grace period, counted from the hold's start, ends and kubelet SIGKILLs the
+    sidecar; None when the grace period is unknown."""
+    return None if grace_period is None else started + grace_period - api_timeout - POST_MARGIN_SECONDS
+
+
 def observation_deadline(
     *,
     native: bool,
@@ -95,7 +102,8 @@ def observation_deadline(
     before the pod's grace period (counted from the hold's start) ends. A classic sidecar gives
     the app its drainTimeout; a native one waits for its own signal, which comes after the app's
     exit, so within the grace period (or drainTimeout when the grace period is unknown)."""
-    limit = math.inf if grace_period is None else started + grace_period - api_timeout - POST_MARGIN_SECONDS
+    last_start = last_post_start(started=started, grace_period=grace_period, api_timeout=api_timeout)
+    limit = math.inf if last_start is None else last_start
     if native and grace_period is not None:
         return max(released, limit)
     return max(released, min(released + drain_timeout, limit))

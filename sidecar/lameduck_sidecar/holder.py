@@ -37,6 +37,7 @@ from lameduck_sidecar.lame_duck import (
 from lameduck_sidecar.learned import deployment_name, learned_delay, learned_max_hold, max_hold_in_force
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.pod_reads import Look, PodLookup, PodReads
+from lameduck_sidecar.report_retry import RetrySchedule
 from lameduck_sidecar.reporter import POLL_SECONDS, AfterReleaseReporter, EventPoster, record_hold
 from lameduck_sidecar.slices import headless, listings, released
 from lameduck_sidecar.traffic import Snapshot, Traffic
@@ -63,6 +64,7 @@ class Holder:
         post_event: EventPoster | None = None,
         learned: LearnedLookup | None = None,
         read_interval: float = READ_INTERVAL,
+        report_retry: RetrySchedule | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -74,6 +76,7 @@ class Holder:
         # Calls whose pod could not be read: fallback holds that use nothing up.
         self.unconfirmed = UnconfirmedHolds(config, metrics, snapshot, traffic, clock)
         self.post_event = post_event
+        self.report_retry = report_retry  # how a failed report is posted again (report_retry.py)
         self.learned = learned
         self.pod: dict[str, Any] | None = None  # as read when the hold began
         # After the hold has been answered: watching until the app exits, then the report.
@@ -182,8 +185,11 @@ class Holder:
             self.metrics.in_flight.dec()
         fates.released(self.clock())
         self._record(result, self.callers, self.started_at)
-        reporter = AfterReleaseReporter(self.config, self.metrics, self.snapshot, self.clock, self.post_event)
-        reporter.terminated_at = self.terminated_at
+        reporter = AfterReleaseReporter(
+            self.config, self.metrics, self.snapshot, self.clock, self.post_event, retry=self.report_retry
+        )
+        if self.terminated_at is not None:
+            reporter.terminate(self.terminated_at)
         self.reporter = reporter
         self.report_task = asyncio.create_task(
             reporter.run(hold, fates, result, list(self.callers), pod=self.pod, grace_period=self.grace_period)
@@ -194,8 +200,8 @@ class Holder:
         """The sidecar got its own SIGTERM."""
         if self.terminated_at is None:
             self.terminated_at = self.clock()
-        if self.reporter is not None and self.reporter.terminated_at is None:
-            self.reporter.terminated_at = self.terminated_at
+        if self.reporter is not None:
+            self.reporter.terminate(self.terminated_at)
 
     async def _watch_slices(self, hold: Hold) -> None:
         """Stage 1: until no EndpointSlice holds the pod, or fall back."""

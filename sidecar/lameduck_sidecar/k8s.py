@@ -28,7 +28,12 @@ GONE = 410
 
 
 class ApiError(Exception):
-    """The API could not be asked (unreachable, forbidden, malformed answer)."""
+    """The API could not be asked (unreachable, forbidden, malformed answer). `status` is the HTTP
+    status it answered with; None when no answer came."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class NamespaceApi:
@@ -96,7 +101,7 @@ class NamespaceApi:
             except HttpError as err:
                 raise ApiError(f"posting the hold report: {err}") from err
         if posted.status != 201:
-            raise ApiError(f"posting the hold report: HTTP {posted.status}")
+            raise ApiError(f"posting the hold report: HTTP {posted.status}", status=posted.status)
 
     async def _get(
         self, session: Session, path: str, params: dict[str, str], what: str, *, missing_ok: bool = False

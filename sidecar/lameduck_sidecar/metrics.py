@@ -217,7 +217,8 @@ class SidecarMetrics:
         )
         self.reports = Counter(
             "lameduck_sidecar_hold_reports_total",
-            "Hold reports (an Event on the pod at the end of a hold) by result (posted, failed).",
+            "Hold reports (an Event on the pod at the end of a hold) by result: posted, posted_after_retry "
+            "(stored by a later attempt), failed (given up).",
             ("result",),
         )
         self.in_flight = Gauge("lameduck_sidecar_holds_in_flight", "Holds in progress.")

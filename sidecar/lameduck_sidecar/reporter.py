@@ -1,10 +1,13 @@
 """After the hold is answered: watch until the app exits (what the hold could not save, which
 connections let go by themselves), then post the hold report, one Event on the pod that
-outlives it. Pure parts in after_release.py and report.py; this only runs them in order."""
+outlives it, again after a failure while that may pass and the pod's grace period leaves time.
+Pure parts in after_release.py, report.py and report_retry.py; this only runs them in order."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,6 +19,7 @@ from lameduck_sidecar.after_release import (
     ConnectionFates,
     LossCount,
     app_listening,
+    last_post_start,
     listening_ports,
     observation_deadline,
     observation_over,
@@ -25,6 +29,7 @@ from lameduck_sidecar.hold import Hold, HoldResult, Outcome
 from lameduck_sidecar.k8s import ApiError
 from lameduck_sidecar.metrics import SidecarMetrics
 from lameduck_sidecar.report import hold_report_event, report_message
+from lameduck_sidecar.report_retry import RetrySchedule, next_attempt, retryable
 from lameduck_sidecar.traffic import Snapshot
 
 # How often the kernel's view is read, during the hold and after it.
@@ -41,14 +46,31 @@ class AfterReleaseReporter:
         snapshot: Callable[[], Snapshot],
         clock: Callable[[], float],
         post_event: EventPoster | None,
+        *,
+        retry: RetrySchedule | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.snapshot = snapshot
         self.clock = clock
         self.post_event = post_event
-        # When the sidecar got its own SIGTERM (before_exit), on `clock`.
+        self.retry = retry or RetrySchedule()
+        # When the sidecar got its own SIGTERM (before_exit), on `clock`; it wakes a retry's wait.
         self.terminated_at: float | None = None
+        self._terminated = asyncio.Event()
+        # The latest moment a post may start and end before the pod's grace period does, once known.
+        self.last_start: float | None = None
+
+    def terminate(self, at: float) -> None:
+        """The sidecar got its own SIGTERM at `at`."""
+        if self.terminated_at is None:
+            self.terminated_at = at
+        self._terminated.set()
+
+    def posting_ends_by(self) -> float | None:
+        """When the last attempt to post ends at the latest, on `clock`; None: the grace period is
+        unknown (then the sidecar's SIGTERM ends the retries)."""
+        return None if self.last_start is None else self.last_start + self.config.hold.api_timeout
 
     async def run(
         self,
@@ -61,6 +83,8 @@ class AfterReleaseReporter:
         grace_period: float | None,
     ) -> None:
         """Watch until the app exits, then post the report: it outlives the pod, unlike the metrics."""
+        api_timeout = self.config.hold.api_timeout
+        self.last_start = last_post_start(started=hold.started, grace_period=grace_period, api_timeout=api_timeout)
         try:
             after = await self._observe(hold, fates, grace_period)
         except Exception:  # a bug of ours: the report still goes out
@@ -143,13 +167,44 @@ class AfterReleaseReporter:
             pod_uid=self.config.pod_uid,
             now=datetime.now(UTC),
         )
-        try:
-            await asyncio.wait_for(self.post_event(event), self.config.hold.api_timeout)
-        except (TimeoutError, ApiError) as err:
-            self.metrics.reports.labels(result="failed").inc()
-            log.warning(json.dumps({"event": "report_failed", "pod": self.config.pod_name, "reason": str(err)}))
+        await self._post(event)
+
+    async def _post(self, event: dict[str, Any]) -> None:
+        """Until it is stored, or report_retry.next_attempt gives up: each failure logged, the
+        outcome counted once (posted, posted_after_retry, failed)."""
+        assert self.post_event is not None
+        for attempts in itertools.count(1):
+            try:
+                await asyncio.wait_for(self.post_event(event), self.config.hold.api_timeout)
+            except (TimeoutError, ApiError) as err:
+                now = self.clock()
+                again = next_attempt(
+                    self.retry,
+                    attempts=attempts,
+                    now=now,
+                    may_pass=retryable(err.status if isinstance(err, ApiError) else None),
+                    last_start=self.last_start,
+                    terminated=self.terminated_at is not None,
+                )
+                failed = {"event": "report_failed", "pod": self.config.pod_name, "reason": str(err) or repr(err)}
+                retry_in = None if again is None else round(max(0.0, again - now), 3)
+                log.warning(json.dumps(failed | {"attempt": attempts, "retry_in": retry_in}))
+                if again is None:
+                    self.metrics.reports.labels(result="failed").inc()
+                    return
+                await self._wait_until(again)
+            else:
+                self.metrics.reports.labels(result="posted" if attempts == 1 else "posted_after_retry").inc()
+                return
+
+    async def _wait_until(self, at: float) -> None:
+        """Until `at` on `clock`; the sidecar's SIGTERM, if it comes first, ends the wait once."""
+        delay = max(0.0, at - self.clock())
+        if self.terminated_at is not None:
+            await asyncio.sleep(delay)
             return
-        self.metrics.reports.labels(result="posted").inc()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._terminated.wait(), delay)
 
 
 def record_hold(

@@ -89,7 +89,8 @@ async def before_exit(holder: Holder, *, native: bool) -> None:
     """On the sidecar's own SIGTERM. A native sidecar gets it only once the app containers
     have exited: its watch after release ends at once and it posts the hold report. A classic
     sidecar gets it together with the app: it first finishes the holds the app may still be
-    waiting on, then watches until the app no longer listens (at most drainTimeout) and posts."""
+    waiting on, then watches until the app no longer listens (at most drainTimeout) and posts.
+    A post that failed is retried (report_retry.py) at most until the pod's grace period ends."""
     holder.terminate()
     settings = holder.config.hold
     waited_on = holder.waited_on()  # the hold, or fallback holds
@@ -98,7 +99,11 @@ async def before_exit(holder: Holder, *, native: bool) -> None:
         await asyncio.wait(waited_on, timeout=max(settings.max_hold, settings.max_hold_cap or 0.0))
     if holder.report_task is not None:  # the hold report is posted before the sidecar exits
         watching = 0.0 if native else settings.drain_timeout
-        await asyncio.wait({holder.report_task}, timeout=watching + settings.api_timeout + REPORT_WAIT_MARGIN)
+        timeout = watching + settings.api_timeout
+        ends_by = None if holder.reporter is None else holder.reporter.posting_ends_by()
+        if ends_by is not None:  # its retries end in time on their own
+            timeout = max(timeout, ends_by - holder.clock())
+        await asyncio.wait({holder.report_task}, timeout=timeout + REPORT_WAIT_MARGIN)
 
 
 class HoldServer:

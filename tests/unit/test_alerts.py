@@ -27,6 +27,7 @@ EXPECTED_ALERTS = [
     "LameduckPodsKilled",
     "LameduckMaxHoldBelowLateTraffic",
     "LameduckRequestsLostAfterRelease",
+    "LameduckHoldReportsMissing",
     "LameduckOperatorDown",
     "LameduckWebhookErrors",
     "LameduckWebhookCertificateNotLoaded",

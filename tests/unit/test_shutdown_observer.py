@@ -17,6 +17,7 @@ from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef, PolicySpec
 from lameduck_operator.shutdown_observer import ShutdownObserver
 from tests.unit.builders import policy as policy_body
+from tests.unit.test_report_ledger import injected_pod
 from tests.unit.test_report_trust import DELETED_AT
 from tests.unit.test_shutdown import WEB_POLICY, pod, report_event
 
@@ -378,3 +379,76 @@ def test_a_terminations_policy_is_the_operators_never_the_one_the_pod_names(h: H
     unknown["status"] = named["status"]
     h.observer.pod_seen(unknown)
     assert DeploymentRef("attacker", "fake") not in h.observer.deployments
+
+
+# ---- hold reports that never came --------------------------------------------------------------
+
+MISSING = 'lameduck_hold_reports_missing_total{namespace="shop"}'
+LATE = 'lameduck_hold_reports_late_total{namespace="shop"}'
+
+
+def held_pod() -> dict[str, Any]:
+    """Pod p1 of web in shop as lameduck injects it (a Sidecar hold), its app running when deleted."""
+    return injected_pod() | {"metadata": pod()["metadata"]}
+
+
+async def periodic_check(h: Harness) -> None:
+    """One round of the check the runtime runs every few seconds, at the harness's time."""
+    task = asyncio.create_task(h.observer.missing.expire_forever(0.001))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_pod_gone_without_its_report_is_counted_missing_by_the_leader_then_late_once(h: Harness) -> None:
+    h.observer.lead()
+    h.observer.pod_seen(held_pod())
+    h.observer.pod_seen(held_pod(), deleted=True)
+    h.now += POD_KEPT_SECONDS - 1
+    await periodic_check(h)
+    assert MISSING not in h.exported(), "still within the window"
+    h.now += 1
+    await periodic_check(h)  # no pod event needed: the periodic check counts it
+    assert sample(h.exported(), MISSING) == 1
+    h.observer.report_seen(report_event())
+    h.observer.report_seen(report_event() | {"metadata": {**report_event()["metadata"], "uid": "e2"}})
+    text = h.exported()
+    assert (sample(text, MISSING), sample(text, LATE)) == (1, 1), "late once; the pod stays counted missing"
+
+
+def test_a_report_that_came_in_time_counts_no_missing_one(h: Harness) -> None:
+    h.observer.lead()
+    h.observer.pod_seen(held_pod())
+    h.observer.pod_seen(held_pod(), deleted=True)
+    h.now += POD_KEPT_SECONDS - 1
+    h.observer.report_seen(report_event())
+    h.now += 1000
+    h.observer.pod_seen(pod(deleted=None))
+    assert MISSING not in h.exported()
+    assert sample(h.exported(), outcome("lameduck_holds_total", "quiet")) == 1
+
+
+def test_a_pod_that_holds_nothing_owes_no_report(h: Harness) -> None:
+    h.observer.lead()
+    for body in (pod(CLEAN), injected_pod(hold="Sleep") | {"metadata": pod()["metadata"]}):
+        h.observer.pod_seen(body)
+        h.observer.pod_seen(body, deleted=True)
+    h.now += 1000
+    h.observer.pod_seen(pod(deleted=None))
+    assert MISSING not in h.exported()
+
+
+def test_a_follower_keeps_the_ledger_but_only_the_leader_counts(h: Harness) -> None:
+    h.observer.pod_seen(held_pod())
+    h.observer.pod_seen(held_pod(), deleted=True)
+    h.now += POD_KEPT_SECONDS
+    h.observer.pod_seen(pod(deleted=None))
+    assert MISSING not in h.exported(), "a follower counts nothing: the leader does"
+    second = injected_pod() | {"metadata": deleting("p2", "web-7d9f8c-fghij", "web-7d9f8c")["metadata"]}
+    h.observer.pod_seen(second)
+    h.observer.pod_seen(second, deleted=True)
+    h.observer.lead()
+    h.now += POD_KEPT_SECONDS
+    h.observer.pod_seen(pod(deleted=None))
+    assert sample(h.exported(), MISSING) == 1, "what it saw before leading, counted once its window ends"

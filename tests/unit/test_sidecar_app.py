@@ -23,6 +23,7 @@ from lameduck_sidecar.hold import HoldSettings
 from lameduck_sidecar.holder import Holder
 from lameduck_sidecar.learned import learned_max_hold, max_hold_in_force
 from lameduck_sidecar.metrics import SidecarMetrics
+from lameduck_sidecar.report_retry import RetrySchedule
 from lameduck_sidecar.serving import HoldServer, before_exit, holder_for
 from lameduck_sidecar.sockdiag import ESTABLISHED, LISTEN, TcpSocket
 from lameduck_sidecar.traffic import Snapshot, TrafficCounter, Work
@@ -62,7 +63,7 @@ class FakeApiServer:
         status: int = 200,
         flip_after: float = 0.3,
         hang: bool = False,
-        grace_period: int = 60,
+        grace_period: int | None = 60,
         deleting: bool = True,
         watch: str = "flip",
         pod_status: int = 200,
@@ -77,6 +78,8 @@ class FakeApiServer:
         self.requests: list[str] = []
         self.events: list[dict[str, Any]] = []  # posted Events: the hold reports
         self.event_status = 201
+        self.event_failures = 0  # posts answered 503 before event_status is
+        self.posts = 0
         self.lists = 0
         self.address_only = False  # endpoints without a targetRef
         # The namespace's lameduck-learned ConfigMap's data; None: there is none (404).
@@ -101,6 +104,9 @@ class FakeApiServer:
 
     async def event(self, request: web.Request) -> web.Response:
         assert request.headers["Authorization"] == "Bearer t0ken"
+        self.posts += 1
+        if self.posts <= self.event_failures:
+            return web.json_response({"kind": "Status", "code": 503}, status=503)
         if self.event_status != 201:
             return web.json_response({"kind": "Status", "code": self.event_status}, status=self.event_status)
         body = await request.json()
@@ -120,7 +126,9 @@ class FakeApiServer:
             "ownerReferences": [{"kind": "ReplicaSet", "name": "web-7d9f8c", "controller": True}],
         }
         if self.deleting:
-            metadata |= {"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": self.grace_period}
+            metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+            if self.grace_period is not None:
+                metadata["deletionGracePeriodSeconds"] = self.grace_period
         return web.json_response({"metadata": metadata})
 
     async def slices(self, request: web.Request) -> web.StreamResponse:
@@ -465,6 +473,72 @@ async def test_a_refused_report_is_counted_and_the_hold_is_answered_as_usual(sid
     await terminate(client)
     assert 'result="failed"} 1.0' in metrics.exposition().decode()
     assert api.events == []
+    assert api.posts == 1, "a refusal would be the same the next time: not posted again"
+
+
+QUICK_RETRY = RetrySchedule(first_wait=0.05, max_wait=0.1, max_attempts=4)
+
+
+def report_failures(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if '"event": "report_failed"' in r.getMessage()]
+
+
+async def test_a_report_the_api_server_failed_is_posted_again_and_counted_once(
+    sidecar: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    api.event_failures = 2
+    client, _, metrics = await sidecar(api)
+    client.holder.report_retry = QUICK_RETRY
+    assert (await (await client.get("/hold/app")).json())["outcome"] == "quiet"
+    await terminate(client)
+    assert (api.posts, len(api.events)) == (3, 1), "stored by the third attempt, once"
+    exported = metrics.exposition().decode()
+    assert 'lameduck_sidecar_hold_reports_total{result="posted_after_retry"} 1.0' in exported
+    assert 'result="posted"}' not in exported
+    assert 'result="failed"}' not in exported
+    failures = report_failures(caplog)
+    assert [(f["attempt"], f["retry_in"] is not None) for f in failures] == [(1, True), (2, True)]
+    assert failures[0]["reason"] == "posting the hold report: HTTP 503"
+
+
+async def test_a_report_that_keeps_failing_is_given_up_after_its_attempts(
+    sidecar: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = FakeApiServer(flip_after=0.1)
+    api.event_failures = 100
+    client, _, metrics = await sidecar(api)
+    client.holder.report_retry = QUICK_RETRY
+    await (await client.get("/hold/app")).json()
+    await terminate(client)
+    assert (api.posts, api.events) == (QUICK_RETRY.max_attempts, [])
+    assert 'lameduck_sidecar_hold_reports_total{result="failed"} 1.0' in metrics.exposition().decode()
+    assert [f["retry_in"] is None for f in report_failures(caplog)] == [False, False, False, True]
+
+
+async def test_the_sidecar_stays_past_its_usual_wait_for_a_retry_within_the_grace_period(sidecar: Start) -> None:
+    """Without a retry it waits the API timeout (0.5 s) and a margin (0.5 s) on its SIGTERM; the
+    retry 1.5 s after a failure still ends long before the grace period (60 s), so it waits for it."""
+    api = FakeApiServer(flip_after=0.1)
+    api.event_failures = 1
+    client, _, _ = await sidecar(api)
+    client.holder.report_retry = RetrySchedule(first_wait=1.5)
+    await (await client.get("/hold/app")).json()
+    started = asyncio.get_running_loop().time()
+    await terminate(client)
+    assert asyncio.get_running_loop().time() - started >= 1.5
+    assert (api.posts, len(api.events)) == (2, 1), "posted before the sidecar exits"
+
+
+async def test_with_the_grace_period_unknown_the_attempt_at_the_sidecars_sigterm_is_the_last(sidecar: Start) -> None:
+    api = FakeApiServer(flip_after=0.1, grace_period=None)
+    api.event_failures = 100
+    client, _, metrics = await sidecar(api)
+    client.holder.report_retry = QUICK_RETRY
+    await (await client.get("/hold/app")).json()
+    await terminate(client)
+    assert api.posts == 1, "a native sidecar posts at its SIGTERM: nothing bounds a longer stay"
+    assert 'lameduck_sidecar_hold_reports_total{result="failed"} 1.0' in metrics.exposition().decode()
 
 
 @pytest.mark.parametrize("first_watch", ["end", "gone"])
@@ -561,6 +635,9 @@ async def test_own_sigterm_during_a_hold(tmp_path: Path, native: bool, waits: bo
     assert (await hold).outcome.value == "quiet"
     if waits:
         assert len(api.events) == 1, "the hold report is posted before the sidecar exits"
+    assert holder.report_task is not None
+    await holder.report_task  # a native one's report goes out as the hold ends: it was signalled
+    assert len(api.events) == 1
     await server.close()
 
 

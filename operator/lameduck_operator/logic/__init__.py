@@ -11,7 +11,9 @@ The policy decision (webhook, reconciler and CLI take the same one):
 The readiness gate:
     readiness (the condition a pod should carry).
 Shutdown, as observed:
-    shutdown (hold reports and terminations into late traffic and recommendations).
+    shutdown (hold reports and terminations into late traffic and recommendations),
+    report_trust (which reports are believed), report_ledger (which reports never came),
+    learning (the learned delay).
 The operator's own health:
     retry (backoff per key), stall (what held the event loop).
 """
