@@ -89,6 +89,10 @@ class HoldsOutage:
     fault: str = "holds-outage"
     replicas: int = 0
     outage_seconds: int = 0
+    # Seconds from every pod showing its deletion to the stop: 0 catches the sidecars reading
+    # their Pod (a fallback that posts no report), a few seconds lets them read it and start
+    # stage 1 first (a fallback whose report must wait for the API server).
+    outage_after_seconds: float = 0.0
     missing_window_seconds: float = 0.0
     commands: list[str] = field(default_factory=list)
     # epoch seconds: the deletion, every pod deleting, the stop begun, the API server surely
@@ -279,13 +283,14 @@ def report_events(kube: Kube) -> dict[str, dict[str, Any]]:
 
 
 def run_holds_outage(
-    kube: Kube, operator: Operator, *, replicas: int, outage: int, missing_window: float
+    kube: Kube, operator: Operator, *, replicas: int, outage: int, missing_window: float, outage_after: float = 0.0
 ) -> HoldsOutage:
     """The phase, recorded even when a wait runs out (its problems say where it stopped)."""
     phase = HoldsOutage(
         f"API server down {outage} s during holds",
         replicas=replicas,
         outage_seconds=outage,
+        outage_after_seconds=outage_after,
         missing_window_seconds=missing_window,
     )
     kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
@@ -367,6 +372,8 @@ class HoldsRun:
 
         self.deleting = wait_until(every_one_deleting, 30, "every pod shows its deletionTimestamp", 0.05)
         phase.timeline["every_pod_deleting"] = time.time()
+        if phase.outage_after_seconds:
+            time.sleep(phase.outage_after_seconds)  # the fault's schedule, not a wait for a state
         command, times, phase.outage_log = api_server_outage(phase.outage_seconds)
         phase.commands.append(command)
         phase.timeline.update(times)

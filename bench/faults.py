@@ -5,7 +5,7 @@ webhook has no endpoint.
 
     python -m bench.faults [--deployments 200] [--limit 20] [--out bench/results/faults.json]
         [--faults sigkill-leader,sigkill-leader-loop,apiserver-outage]   # the default
-    python -m bench.faults --faults holds-outage [--holds-replicas 4] [--outage 30] [--missing-window 150]
+    python -m bench.faults --faults holds-outage [--holds-replicas 4] [--outage 30] [--outage-after 0] [--missing-window 150]
     python -m bench.faults --deployments 100 --faults webhook-outage [--webhook-writes 100] [--webhook-concurrency 4]
 
 On the local cluster (hack/cluster.sh) with kwok's fake nodes (hack/kwok.sh), lameduck
@@ -382,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         help="holds-outage: seconds after the outage (and the pods' end) before the operator's count "
         "of missing reports is read: its wait for a report, and a margin",
     )
+    parser.add_argument(
+        "--outage-after",
+        type=float,
+        default=0.0,
+        help="holds-outage: seconds from every pod deleting to the API server's stop (0: at once, as "
+        "the sidecars read their Pod; a few: once their holds are under way)",
+    )
     parser.add_argument("--webhook-writes", type=int, default=None, help="webhook-outage: creates per round")
     parser.add_argument("--webhook-concurrency", type=int, default=4, help="webhook-outage: creates at a time")
     parser.add_argument("--out", type=Path, default=RESULT)
@@ -440,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         before = restarts_by_pod(operator)
         leader_before = operator.leader()
         phase = run_holds_outage(
-            kube, operator, replicas=args.holds_replicas, outage=args.outage, missing_window=args.missing_window
+            kube, operator, replicas=args.holds_replicas, outage=args.outage,
+            missing_window=args.missing_window,
+            outage_after=args.outage_after,
         )
         restarted = restarts_by_pod(operator) - before
         phase.operator_restarts = sum(restarted.values())
