@@ -5,7 +5,8 @@ webhook has no endpoint.
 
     python -m bench.faults [--deployments 200] [--limit 20] [--out bench/results/faults.json]
         [--faults sigkill-leader,sigkill-leader-loop,apiserver-outage]   # the default
-    python -m bench.faults --faults holds-outage [--holds-replicas 4] [--outage 30] [--outage-after 0] [--missing-window 150]
+    python -m bench.faults --faults holds-outage [--holds-replicas 4] [--outage 30] [--outage-after 0]
+        [--missing-window 150]
     python -m bench.faults --deployments 100 --faults webhook-outage [--webhook-writes 100] [--webhook-concurrency 4]
 
 On the local cluster (hack/cluster.sh) with kwok's fake nodes (hack/kwok.sh), lameduck
@@ -447,7 +448,10 @@ def main(argv: list[str] | None = None) -> int:
         before = restarts_by_pod(operator)
         leader_before = operator.leader()
         phase = run_holds_outage(
-            kube, operator, replicas=args.holds_replicas, outage=args.outage,
+            kube,
+            operator,
+            replicas=args.holds_replicas,
+            outage=args.outage,
             missing_window=args.missing_window,
             outage_after=args.outage_after,
         )
