@@ -2,7 +2,7 @@
 
 A Deployment as the API returns it is about 5 KB of JSON and some 30 KB once parsed into
 Python objects: at 5,000 Deployments, 150 MiB. The reconcile loop needs a whole body only
-when it judges that Deployment, so each is kept as its JSON, compressed, and parsed on
+when it judges that Deployment, so each is kept serialised, compressed, and read back on
 demand (tens of microseconds); what the fleet reads of many Deployments at once (labels and
 lameduck's annotations, to find those a policy change affects; the pods' service account and
 container images, for the sidecar's access in a namespace) is kept parsed beside it, and so
@@ -13,11 +13,17 @@ the status subresource's managedFields entries) is kept apart, so that such a wr
 more per rollout, replaces only that part: the rest is compared with what is kept, not stored
 again with everything derived from it (bench.apply_path: a whole body stored was the largest
 part of the operator's CPU per apply).
+
+Serialised by marshal, version 2: the interpreter's own format, written in a third of the time
+JSON takes and read back faster, and never read by anything but this process. Its version 2
+writes a value alike whatever object holds it (no references, no interned flags), so equal
+bodies give equal bytes, which put_status compares. Compressed it is about a fifth larger than
+JSON (2.2 KB against 1.85 KB for bench.apply_path's Deployment after lameduck's apply).
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import sys
 import zlib
 from collections.abc import Iterator, Mapping
@@ -29,14 +35,16 @@ from lameduck_operator.logic.selection import DeploymentRef, deployment_ref
 
 # Compression level 1: most of the saving, at the least CPU.
 LEVEL = 1
+# marshal's format with neither references nor interned flags (see the module's docstring).
+MARSHAL_VERSION = 2
 STATUS = "status"
 
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    # The body as JSON, compressed, with a null in place of each value a status write changes.
+    # The body serialised, compressed, with None in place of each value a status write changes.
     packed: bytes
-    # Those values (see _split), as JSON, compressed.
+    # Those values (see _split), serialised, compressed.
     status: bytes
     # What is read of every Deployment at once: a body with only these metadata fields.
     meta: Mapping[str, Any]
@@ -89,7 +97,7 @@ def _of_status(entry: Any) -> bool:
 
 
 def _split(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """body with a null in place of each value a status write changes (its status, its
+    """body with None in place of each value a status write changes (its status, its
     resourceVersion, the status subresource's managedFields entries: the places kept, so that
     _joined gives back the same body, key order and list positions included), and those values."""
     rest = dict(body)
@@ -119,11 +127,15 @@ def _joined(rest: dict[str, Any], changed: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _packed(value: Any) -> bytes:
-    return zlib.compress(_text(value), LEVEL)
+    return zlib.compress(_serialised(value), LEVEL)
 
 
-def _text(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+def _serialised(value: Any) -> bytes:
+    return marshal.dumps(value, MARSHAL_VERSION)
+
+
+def _unpacked(packed: bytes) -> Any:
+    return marshal.loads(zlib.decompress(packed))
 
 
 def _version(body: Mapping[str, Any]) -> str:
@@ -160,7 +172,7 @@ class DeploymentStore:
         ):
             return False
         rest, changed = _split(body)
-        if _text(rest) != zlib.decompress(stored.packed):
+        if _serialised(rest) != zlib.decompress(stored.packed):
             return False
         self._items[ref] = Stored(stored.packed, _packed(changed), stored.meta, stored.judged, _version(body))
         return True
@@ -169,7 +181,7 @@ class DeploymentStore:
         stored = self._items.get(ref)
         if stored is None:
             return None
-        return _joined(json.loads(zlib.decompress(stored.packed)), json.loads(zlib.decompress(stored.status)))
+        return _joined(_unpacked(stored.packed), _unpacked(stored.status))
 
     def meta(self, ref: DeploymentRef) -> Mapping[str, Any] | None:
         """The Deployment with only its name, namespace, labels, lameduck's annotations, and its

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.logic.selection import DeploymentRef
@@ -189,3 +191,27 @@ def test_a_body_without_status_resource_version_or_managed_fields_comes_back_as_
     null_status["status"] = None
     ref = store.put(null_status)
     assert json.dumps(store.get(ref)) == json.dumps(null_status), "a null of its own is not taken for a place kept"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(extra=st.dictionaries(st.text(max_size=8), JSON, max_size=4), status=JSON)
+def test_whatever_json_a_deployment_carries_comes_back_equal_and_in_its_order(
+    extra: dict[str, Any], status: Any
+) -> None:
+    store = DeploymentStore("lameduck.dev/")
+    body = _rolled_out()
+    body["spec"]["template"]["metadata"] = {"annotations": {"x": json.dumps(extra)}}
+    body |= {"extra": extra}
+    ref = store.put(body)
+    back = store.get(ref)
+    assert back == body
+    assert json.dumps(back) == json.dumps(body)
+    written = copy.deepcopy(body) | {"status": status}
+    assert store.put_status(written)
+    assert json.dumps(store.get(ref)) == json.dumps(written)
