@@ -21,14 +21,7 @@ from lameduck_operator.logic.admitted import _ABSENT, KeyedItems, _at, reverted,
 from lameduck_operator.logic.compliance import Reason, State
 from lameduck_operator.logic.decision import MAX_TEMPLATE_CONTAINERS, Action, Decision, Moment, decide
 from lameduck_operator.logic.intent import FieldPath
-from lameduck_operator.logic.ownership import (
-    Selectors,
-    _item_matches,
-    merge_trees,
-    merged_view,
-    owners,
-    restrict,
-)
+from lameduck_operator.logic.ownership import Selectors, _item_matches, merge_trees, owners, restrict
 from lameduck_operator.names import ADMITTED_ANNOTATION, SIDECAR_NAME
 from lameduck_operator.settings import Settings
 from tests.unit.builders import policy
@@ -185,19 +178,6 @@ def test_merging_trees_in_place_agrees_with_merging_copies(seed: int) -> None:
         ]
         before = copy.deepcopy(trees)
         assert merge_trees(trees) == merge_trees_by_copying(trees)
-        assert trees == before, "the inputs are left as they were"
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_a_merged_view_of_trees_equals_their_merge_and_leaves_them_as_they_were(seed: int) -> None:
-    rng = random.Random(seed)
-    for _ in range(CASES):
-        trees: list[Mapping[str, Any]] = [
-            {f"f:{rng.choice(NAMES)}": {f"f:{rng.choice(NAMES)}": {}} for _ in range(rng.randint(0, 4))}
-            for _ in range(rng.randint(0, 4))
-        ]
-        before = copy.deepcopy(trees)
-        assert merged_view(trees) == merge_trees(trees)
         assert trees == before, "the inputs are left as they were"
 
 

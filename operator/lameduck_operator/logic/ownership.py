@@ -32,27 +32,6 @@ def merge_trees(trees: list[FieldsTree]) -> dict[str, Any]:
     return merged
 
 
-def merged_view(trees: list[FieldsTree]) -> FieldsTree:
-    """The trees merged, to be read only: a node only one of them has is that tree's own, not a
-    copy (foreign_view copied every node of the other managers' trees at every decision). Equal to
-    merge_trees' for fieldsV1 as the API server keeps them (objects of objects)."""
-    merged: FieldsTree = {}
-    for tree in trees:
-        merged = _union(merged, tree)
-    return merged
-
-
-def _union(a: FieldsTree, b: FieldsTree) -> FieldsTree:
-    if not b:
-        return a
-    if not a:
-        return b
-    out = dict(a)
-    for key, sub in b.items():
-        out[key] = _union(out[key], sub) if key in out else sub
-    return out
-
-
 def _merge_tree_into(merged: dict[str, Any], tree: FieldsTree) -> None:
     # In place: merging each tree into a fresh copy of all the trees before it made the cost
     # grow with the product of the managers and the tree's size.
@@ -274,7 +253,7 @@ class Ownership:
         very old objects) are taken whole."""
         if not self.ours and not self.others:
             return dict(obj)
-        view = restrict(obj, merged_view([e.get("fieldsV1") or {} for e in self.others]))
+        view = restrict(obj, merge_trees([e.get("fieldsV1") or {} for e in self.others]))
         meta = obj.get("metadata") or {}
         # Identity is needed to plan whatever anyone owns.
         view["metadata"] = {
