@@ -15,9 +15,11 @@ idle, then SETTLE_SECONDS more so that anything it posts per interval is posted.
 Measured: the process's CPU (time.process_time, every thread) less the fake API's own (its
 calls and the watch events' serialisation, timed inside it), per apply; the API calls by kind,
 per apply; the watch events, reconciles, Deployments stored (serialised and compressed) and read
-back (decompressed and parsed) per apply. Offline applies/s is the burst's applies over its wall
-time with an API that answers at once: what the operator's CPU alone allows, not a cluster's
-figure (bench.fleet_ab measures that against a plain client on the cluster).
+back (decompressed and parsed) per apply, and the status writes kept alone (by a build whose
+store has put_status: the rest compared, the status kept, the whole not stored again). Offline
+applies/s is the burst's applies over its wall time with an API that answers at once: what the
+operator's CPU alone allows, not a cluster's figure (bench.fleet_ab measures that against a
+plain client on the cluster).
 
     python -m bench.apply_path [--deployments 1000] [--rounds 3] [--before /tmp/tree-of-base]
     python -m bench.apply_path --one [--profile]    # one round of this checkout's operator, JSON out
@@ -282,6 +284,17 @@ def counting(calls: Counter[str], name: str, method: Callable[..., Any]) -> Call
     return counted
 
 
+def kept_counting(work: Counter[str], put_status: Callable[[Mapping[str, Any]], bool]) -> Callable[..., bool]:
+    """put_status, counting the status writes it kept alone (when it says False, put follows)."""
+
+    def counted(body: Mapping[str, Any]) -> bool:
+        kept = put_status(body)
+        work["status kept"] += kept
+        return kept
+
+    return counted
+
+
 async def one_round(
     n: int, workers: int, profile: cProfile.Profile | None, settle: float = SETTLE_SECONDS
 ) -> dict[str, Any]:
@@ -313,6 +326,8 @@ async def one_round(
     fleet.queue.reconcile = counting(work, "reconciles", fleet.queue.reconcile)
     fleet.deployments.put = counting(work, "stored", fleet.deployments.put)  # type: ignore[method-assign]
     fleet.deployments.get = counting(work, "read back", fleet.deployments.get)  # type: ignore[method-assign]
+    if hasattr(fleet.deployments, "put_status"):
+        fleet.deployments.put_status = kept_counting(work, fleet.deployments.put_status)  # type: ignore[method-assign]
     fleet.policy_seen(policy("Audit", 1, "30s", n))
     for k in range(NAMESPACES):
         name = namespace_of(k, NAMESPACES)
@@ -366,6 +381,7 @@ async def one_round(
         "reconciles_per_apply": round(work["reconciles"] / applied, 2),
         "stored_per_apply": round(work["stored"] / applied, 2),
         "read_back_per_apply": round(work["read back"] / applied, 2),
+        "status_kept_per_apply": round(work["status kept"] / applied, 2),
     }
 
 
@@ -395,13 +411,27 @@ def child(tree: Path | None, n: int, workers: int) -> dict[str, Any]:
 
 def print_table(rounds: list[dict[str, Any]]) -> None:
     print(
-        "| build | applies | CPU per apply | API calls per apply | Events | reconciles, stored, read back per apply |"
+        "| build | applies | CPU per apply | API calls per apply | Events "
+        "| reconciles, stored, status kept, read back per apply |"
     )
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for r in rounds:
-        work = f"{r['reconciles_per_apply']}, {r['stored_per_apply']}, {r['read_back_per_apply']}"
+        kept = r.get("status_kept_per_apply", 0)
+        work = f"{r['reconciles_per_apply']}, {r['stored_per_apply']}, {kept}, {r['read_back_per_apply']}"
         row = [r["variant"], r["applies"], f"{r['cpu_ms_per_apply']} ms", r["api_calls_per_apply"], r["events"], work]
         print("| " + " | ".join(str(v) for v in row) + " |")
+
+
+WORK = (
+    "cpu_ms_per_apply",
+    "api_calls_per_apply",
+    "applies_per_second_offline",
+    "reconciles_per_apply",
+    "stored_per_apply",
+    "status_kept_per_apply",
+    "read_back_per_apply",
+    "watch_events_per_apply",
+)
 
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -411,7 +441,8 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         found[variant] = {
             key: {"median": statistics.median(r[key] for r in mine), "min": min(r[key] for r in mine)}
             | {"max": max(r[key] for r in mine)}
-            for key in ("cpu_ms_per_apply", "api_calls_per_apply", "applies_per_second_offline")
+            for key in WORK
+            if all(key in r for r in mine)
         }
     return found
 

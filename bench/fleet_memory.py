@@ -1,7 +1,7 @@
 """What keeping N Deployments costs the operator, with no cluster: N bodies as the API returns
 them (the shapes of bench.fleet, with the server's metadata, managedFields, defaults and
 status, about 5 KB of JSON each) kept as parsed dicts (as the fleet kept them) and in the
-DeploymentStore (compressed JSON with the metadata the fleet reads of all at once), each in a
+DeploymentStore (serialised and compressed, with the metadata the fleet reads of all at once), each in a
 fresh process: tracemalloc's count of what stays allocated, and the time to read one back.
 
     python -m bench.fleet_memory [--deployments 1000,5000]

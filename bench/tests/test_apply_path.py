@@ -19,6 +19,8 @@ async def test_a_round_counts_the_bursts_applies_and_their_api_calls_only() -> N
     assert found["api_calls"][apply_path.APPLIED] == 31, "the Audit phase's calls are not counted"
     # Each apply's watch events: its own write and three status updates of its rollout.
     assert found["watch_events_per_apply"] == 4.0
+    # The apply's answer is stored whole; the three status updates keep only what they change.
+    assert (found["stored_per_apply"], found["status_kept_per_apply"]) == (1.0, 3.0)
     assert found["cpu_ms_per_apply"] > 0
     assert found["events"] >= 1
 

@@ -156,12 +156,14 @@ class Fleet:
             # the apply started as not begun and free its slot for another. The very one stored:
             # the watch's event of lameduck's own write, whose answer was stored and judged.
             return
-        previous = self.deployments.write_times(ref)
-        if previous is not None:
-            self.writers.setdefault(ref, set()).update(managers_since(previous, body))
         judged = self.deployments.judged(ref)
-        self.store(body)
+        if not self.deployments.put_status(body):  # more changed than a status write changes: stored whole
+            previous = self.deployments.write_times(ref)
+            if previous is not None:
+                self.writers.setdefault(ref, set()).update(managers_since(previous, body))
+            self.deployments.put(body)
         decision = self.decisions.get(ref)
+        self.slots.observed(ref, decision, body)
         if judged != self.deployments.judged(ref) or decision is None or not holds_through_status(decision):
             self.enqueue(ref)
         # Else only its status changed (its rollout's progress, for the slots), which its decision does not read.
@@ -204,11 +206,6 @@ class Fleet:
         """Decide about ref and act; the decision taken, intent included (the one kept for
         status is without it), or None for a Deployment no longer known."""
         return await self.reconciler.reconcile(ref)
-
-    def store(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
-        ref = self.deployments.put(body)
-        self.slots.observed(ref, self.decisions.get(ref), body)
-        return body
 
     # ---- what the other loops, the runtime and the webhook ask ------------------------
 
@@ -343,7 +340,9 @@ class Reconciler:
             try:
                 stored, result = await self.writes.carry_out(ref, body, decision)
                 if stored is not None:
-                    body = fleet.store(stored)
+                    body = stored
+                    fleet.deployments.put(body)
+                    fleet.slots.observed(ref, fleet.decisions.get(ref), body)
                 fleet.errors.pop(ref, None)
                 fleet.queue.succeeded(ref)
             except Exception as err:

@@ -40,14 +40,17 @@ class RolloutSlots:
         self.spec_of = spec_of
         self.wake = wake
         self.rolling: dict[DeploymentRef, PolicyRef] = {}
+        # How many of rolling each policy holds: in_flight is asked at every decision, and counting
+        # rolling each time made a burst's decisions quadratic in its rollouts.
+        self._rolling_counts: dict[PolicyRef, int] = defaultdict(int)
         # Per policy, the Deployments waiting for a rollout slot, in the order they began to wait.
         self.waiting: dict[PolicyRef, dict[DeploymentRef, None]] = defaultdict(dict)
         # Applies on their way to the API server hold a rollout slot of their policy.
         self._applying: dict[DeploymentRef, PolicyRef] = {}
 
     def in_flight(self, policy: PolicyRef) -> int:
-        rolling = sum(1 for p in self.rolling.values() if p == policy)
-        return rolling + sum(1 for r, p in self._applying.items() if p == policy and r not in self.rolling)
+        applying = sum(1 for r, p in self._applying.items() if p == policy and r not in self.rolling)
+        return self._rolling_counts.get(policy, 0) + applying
 
     @contextlib.contextmanager
     def applying(self, ref: DeploymentRef, decision: Decision) -> Iterator[None]:
@@ -88,11 +91,17 @@ class RolloutSlots:
 
     def _set_rolling(self, ref: DeploymentRef, policy: PolicyRef | None) -> None:
         before = self.rolling.get(ref)
+        if before == policy:
+            return
         if policy is None:
-            self.rolling.pop(ref, None)
+            del self.rolling[ref]
         else:
             self.rolling[ref] = policy
-        if before is not None and before != policy:
+            self._rolling_counts[policy] += 1
+        if before is not None:
+            self._rolling_counts[before] -= 1
+            if not self._rolling_counts[before]:
+                del self._rolling_counts[before]
             self._release_waiting(before)
 
     def _release_waiting(self, policy: PolicyRef) -> None:

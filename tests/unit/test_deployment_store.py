@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from lameduck_operator.deployment_store import DeploymentStore
 from lameduck_operator.logic.selection import DeploymentRef
 from tests.unit.builders import deployment
@@ -104,3 +112,106 @@ def test_the_very_deployment_stored_is_recognised_by_its_uid_and_resource_versio
     unversioned = deployment("api")
     store.put(unversioned)
     assert not store.is_stored(unversioned), "without a resourceVersion nothing is known to be the same"
+
+
+def _rolled_out(uid: str = "u-1") -> dict[str, Any]:
+    """A Deployment as the API server returns it: managedFields with the deployment controller's
+    status entry between two main-resource entries, a resourceVersion and a status."""
+    body = deployment("web")
+    body["metadata"] |= {"uid": uid, "generation": 2, "resourceVersion": "7"}
+    body["metadata"]["managedFields"] = [
+        {"manager": "kubectl", "operation": "Apply", "time": "2026-01-01T00:00:01Z", "fieldsV1": {"f:spec": {}}},
+        {
+            "manager": "kube-controller-manager",
+            "operation": "Update",
+            "subresource": "status",
+            "time": "2026-01-01T00:00:02Z",
+            "fieldsV1": {"f:status": {"f:replicas": {}}},
+        },
+        {"manager": "lameduck", "operation": "Apply", "time": "2026-01-01T00:00:03Z", "fieldsV1": {}},
+    ]
+    body["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 0}
+    return body
+
+
+def _status_written(body: dict[str, Any], version: str) -> dict[str, Any]:
+    """body after a status write of the deployment controller: its status, its resourceVersion
+    and its status entry's time."""
+    written = copy.deepcopy(body)
+    written["metadata"]["resourceVersion"] = version
+    written["metadata"]["managedFields"][1]["time"] = "2026-01-01T00:00:09Z"
+    written["status"] = {"observedGeneration": 2, "replicas": 1, "updatedReplicas": 1}
+    return written
+
+
+def test_a_status_write_keeps_only_what_it_changes_and_the_body_comes_back_as_it_was_written() -> None:
+    store = DeploymentStore("lameduck.dev/")
+    ref = store.put(_rolled_out())
+    written = _status_written(_rolled_out(), "8")
+    assert store.put_status(written)
+    back = store.get(ref)
+    assert back == written
+    assert json.dumps(back) == json.dumps(written), "key order and list positions as written"
+    assert store.is_stored(written), "its resourceVersion is the one kept"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: b["metadata"]["labels"].update(team="a"),
+        lambda b: b["metadata"].update(finalizers=["example.com/keep"]),
+        lambda b: b["metadata"]["managedFields"][0].update(fieldsV1={"f:metadata": {}}),
+        lambda b: b["spec"].update(paused=True),
+        lambda b: b["metadata"].update(uid="u-2"),
+        lambda b: b["metadata"].update(generation=3),
+    ],
+    ids=["labels", "finalizers", "a main-resource entry", "spec, same generation", "uid", "generation"],
+)
+def test_a_write_that_changes_more_than_the_status_is_not_kept_by_put_status(change: Any) -> None:
+    store = DeploymentStore("lameduck.dev/")
+    ref = store.put(_rolled_out())
+    written = _status_written(_rolled_out(), "8")
+    change(written)
+    assert not store.put_status(written)
+    assert store.get(ref) == _rolled_out(), "nothing of it kept"
+    other = _status_written(_rolled_out(), "8")
+    other["metadata"]["name"] = "other"
+    assert not store.put_status(other), "nothing stored under that name"
+
+
+def test_a_body_without_status_resource_version_or_managed_fields_comes_back_as_it_went_in() -> None:
+    store = DeploymentStore("lameduck.dev/")
+    body = deployment("web")
+    for key in ("status", "resourceVersion", "managedFields"):
+        body.pop(key, None)
+        body["metadata"].pop(key, None)
+    ref = store.put(body)
+    assert json.dumps(store.get(ref)) == json.dumps(body)
+    null_status = _rolled_out()
+    null_status["status"] = None
+    ref = store.put(null_status)
+    assert json.dumps(store.get(ref)) == json.dumps(null_status), "a null of its own is not taken for a place kept"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(extra=st.dictionaries(st.text(max_size=8), JSON, max_size=4), status=JSON)
+def test_whatever_json_a_deployment_carries_comes_back_equal_and_in_its_order(
+    extra: dict[str, Any], status: Any
+) -> None:
+    store = DeploymentStore("lameduck.dev/")
+    body = _rolled_out()
+    body["spec"]["template"]["metadata"] = {"annotations": {"x": json.dumps(extra)}}
+    body |= {"extra": extra}
+    ref = store.put(body)
+    back = store.get(ref)
+    assert back == body
+    assert json.dumps(back) == json.dumps(body)
+    written = copy.deepcopy(body) | {"status": status}
+    assert store.put_status(written)
+    assert json.dumps(store.get(ref)) == json.dumps(written)

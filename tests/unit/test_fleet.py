@@ -319,6 +319,30 @@ async def test_an_apply_is_judged_once_and_its_rollouts_progress_is_stored_witho
     assert h.fleet.queued == {api}, "a change its decision reads is judged"
 
 
+async def test_a_rollouts_progress_is_kept_without_storing_the_whole_deployment_again(h: Harness) -> None:
+    api = DeploymentRef("shop", "api")
+    h.add("api")
+    h.policy(apply="Immediate")
+    await h.fleet.drain()
+    stored: list[Mapping[str, Any]] = []
+    put = h.fleet.deployments.put
+
+    def counted(body: Mapping[str, Any]) -> DeploymentRef:
+        stored.append(body)
+        return put(body)
+
+    h.fleet.deployments.put = counted  # type: ignore[method-assign]
+    done = h.api.complete_rollout("shop", "api")
+    h.observe("api")
+    assert stored == [], "only its status changed: kept alone"
+    assert h.fleet.deployments.get(api) == done, "read back as the watch delivered it"
+    assert h.fleet.slots.rolling == {}, "its slot is free"
+    h.api.edit_base("shop", "api", lambda b: b["metadata"]["labels"].update(team="a"))
+    h.observe("api")
+    assert [b["metadata"]["labels"] for b in stored] == [{"team": "a"}], "the rest changed: stored"
+    assert h.fleet.queued == {api}
+
+
 async def test_the_watch_event_of_a_write_that_comes_before_its_answer_is_not_judged_again(h: Harness) -> None:
     h.add("api")
     h.policy(apply="Immediate")

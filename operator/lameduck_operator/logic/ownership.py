@@ -131,10 +131,9 @@ class Selectors:
 
 def restrict(value: Any, tree: FieldsTree) -> Any:
     """The parts of value that tree names; a leaf node (no children) keeps the whole value."""
-    children = {k: v for k, v in tree.items() if k != "."}
-    if not children:
+    if not tree or (len(tree) == 1 and "." in tree):
         return value
-    if isinstance(value, Mapping):
+    if isinstance(value, dict | Mapping):
         kept = {}
         for key, sub_value in value.items():
             sub_tree = tree.get(f"f:{key}")
@@ -143,6 +142,7 @@ def restrict(value: Any, tree: FieldsTree) -> Any:
         return kept
     if isinstance(value, list):
         items = []
+        children = {k: v for k, v in tree.items() if k != "."}
         selectors = Selectors(children)
         for index, item in enumerate(value):
             match = selectors.match(item)

@@ -109,7 +109,10 @@ def server_side_write(
     handed_back = tuple(holding.values())
     # Recorded until their owners have them back: a failed write in between loses nothing.
     record.extend(handed_back)
-    applied = with_values(intent, [(change.path, change.was) for change in handed_back])
+    # A copy only when something goes into it: the intent as decided is not changed after.
+    applied = dict(intent)
+    if handed_back:
+        applied = with_values(intent, [(change.path, change.was) for change in handed_back])
     if record:
         applied = with_values(applied, [(RECORD_PATH, encode(record))])
     hooks = [
