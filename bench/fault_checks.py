@@ -89,13 +89,16 @@ class CounterReading:
     error: str = ""
 
 
-def counter_increase(before: Mapping[str, CounterReading], after: Mapping[str, CounterReading]) -> float | None:
-    """How much a counter grew across the operator's replicas (by pod name). A replica that
-    restarted in between (or is new, or read lower than before) counted from zero since; None
-    when no replica declares the metric afterwards."""
+def counter_increase(
+    before: Mapping[str, CounterReading], after: Mapping[str, CounterReading], *, every_replica: bool = False
+) -> float | None:
+    """How much a counter grew across the operator's replicas (by pod name): the sum of their
+    growths for a count only the leader keeps, the highest for one `every_replica` keeps whole
+    (the missing reports). A replica that restarted in between (or is new, or read lower than
+    before) counted from zero since; None when no replica declares the metric afterwards."""
     if all(reading.value is None for reading in after.values()):
         return None
-    total = 0.0
+    growths: list[float] = []
     for pod, now in after.items():
         if now.value is None:
             continue
@@ -103,8 +106,8 @@ def counter_increase(before: Mapping[str, CounterReading], after: Mapping[str, C
         base = 0.0
         if was is not None and was.value is not None and was.restarts == now.restarts and now.value >= was.value:
             base = was.value
-        total += now.value - base
-    return total
+        growths.append(now.value - base)
+    return max(growths) if every_replica else sum(growths)
 
 
 def report_accounting(deleted: set[str], reported: set[str], missing: float | None) -> tuple[dict[str, Any], list[str]]:

@@ -411,7 +411,7 @@ class HoldsRun:
         while True:
             posted = len(set(self.ids) & set(report_events(self.kube)))
             readings = counter_readings(self.operator, MISSING_METRIC)
-            counted = counter_increase(self.missing_before, readings)
+            counted = counter_increase(self.missing_before, readings, every_replica=True)
             self.phase.window_series.append([round(time.time() - start, 1), posted, counted])
             if time.time() >= end:
                 self.phase.timeline["window_end"] = time.time()
@@ -465,8 +465,10 @@ class HoldsRun:
             "before": {pod: vars(r) for pod, r in self.missing_before.items()},
             "after": {pod: vars(r) for pod, r in self.missing_after.items()},
         }
-        missing = counter_increase(self.missing_before, self.missing_after)
-        phase.missing_counted_in_all_namespaces = counter_increase(self.all_missing_before, self.all_missing_after)
+        missing = counter_increase(self.missing_before, self.missing_after, every_replica=True)
+        phase.missing_counted_in_all_namespaces = counter_increase(
+            self.all_missing_before, self.all_missing_after, every_replica=True
+        )
         phase.accounting, problems = report_accounting(set(self.ids), set(reports), missing)
         phase.problems.extend(problems)
         phase.killed_by_operator = counter_increase(self.killed_before, self.killed_after)

@@ -82,6 +82,14 @@ def test_counter_increase_is_the_difference_on_a_replica_that_did_not_restart() 
     assert counter_increase(before, after) == 4.0
 
 
+def test_a_count_every_replica_keeps_whole_grows_by_the_highest_replica_not_the_sum() -> None:
+    # the leader restarted (its ledger gone, counted 1 after); the standby counted all 4 pods
+    before = {"op-a": CounterReading(4.0, 1), "op-b": CounterReading(0.0, 0)}
+    after = {"op-a": CounterReading(1.0, 2), "op-b": CounterReading(4.0, 0)}
+    assert counter_increase(before, after, every_replica=True) == 4.0
+    assert counter_increase(before, after) == 5.0
+
+
 def test_counter_increase_counts_a_restarted_or_new_replica_from_zero() -> None:
     before = {"op-a": CounterReading(7.0, 0), "op-b": CounterReading(1.0, 0)}
     after = {"op-a": CounterReading(2.0, 1), "op-b": CounterReading(1.0, 0), "op-c": CounterReading(3.0, 0)}

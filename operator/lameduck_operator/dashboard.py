@@ -55,6 +55,12 @@ def _rate(metric: str, labels: str = "", by: str = "") -> str:
     return f"sum by ({by}) ({inner})" if by else f"sum({inner})"
 
 
+def _max_rate(metric: str, by: str = "") -> str:
+    """A counter every replica keeps whole (not only the leader's share): the replicas' highest rate."""
+    inner = f"rate({metric}[$__rate_interval])"
+    return f"max by ({by}) ({inner})" if by else f"max({inner})"
+
+
 def _quantile(q: float, histogram: str, labels: str = "") -> str:
     """The q-quantile of a histogram (its base name, without _bucket) over the rate interval."""
     return f"histogram_quantile({q}, {_rate(f'{histogram}_bucket', labels, by='le')})"
@@ -181,13 +187,14 @@ def hold_panels() -> list[Panel]:
             "by reason (lameduck_hold_reports_untrusted_total); the reports that never came, by namespace "
             "(lameduck_hold_reports_missing_total: a pod deleted with the Sidecar hold and gone for 2 minutes "
             "without one), those that came after that (lameduck_hold_reports_late_total), and pods the "
-            "operator stopped waiting for to stay within its bound (lameduck_hold_reports_forgotten_total).",
+            "operator stopped waiting for to stay within its bound (lameduck_hold_reports_forgotten_total); "
+            "these three are counted by every replica, so the highest replica's rate is shown.",
             [
                 _query(_rate("lameduck_hold_reports_total", by="result"), "{{result}}"),
                 _query(_rate("lameduck_hold_reports_untrusted_total", by="reason"), "untrusted: {{reason}}", "B"),
-                _query(_rate("lameduck_hold_reports_missing_total", by="namespace"), "missing: {{namespace}}", "C"),
-                _query(_rate("lameduck_hold_reports_late_total", by="namespace"), "late: {{namespace}}", "D"),
-                _query(_rate("lameduck_hold_reports_forgotten_total"), "forgotten", "E"),
+                _query(_max_rate("lameduck_hold_reports_missing_total", "namespace"), "missing: {{namespace}}", "C"),
+                _query(_max_rate("lameduck_hold_reports_late_total", "namespace"), "late: {{namespace}}", "D"),
+                _query(_max_rate("lameduck_hold_reports_forgotten_total"), "forgotten", "E"),
             ],
             colors={"malformed": RED, "untrusted": ORANGE, "forgotten": ORANGE},
         ),

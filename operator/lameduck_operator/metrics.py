@@ -233,20 +233,22 @@ class OperatorMetrics:
         self.hold_reports_missing = Counter(
             "lameduck_hold_reports_missing_total",
             "Pods deleted with lameduck's sidecar hold whose hold report never came: none within "
-            f"{REPORT_WINDOW_SECONDS:g} s of the pod's removal (the sidecar gave up posting it, or could not post).",
+            f"{REPORT_WINDOW_SECONDS:g} s of the pod's removal (the sidecar gave up posting it, or could not post). "
+            "Counted by every replica, leader or not: read with max over replicas.",
             ["namespace"],
             registry=self.registry,
         )
         self.hold_reports_late = Counter(
             "lameduck_hold_reports_late_total",
-            "Hold reports that came after their pod had been counted missing (it stays counted missing).",
+            "Hold reports that came after their pod had been counted missing (it stays counted missing). "
+            "Counted by every replica.",
             ["namespace"],
             registry=self.registry,
         )
         self.hold_reports_forgotten = Counter(
             "lameduck_hold_reports_forgotten_total",
             f"Pods awaiting their hold report that the operator stopped waiting for, to keep at most {MAX_PODS:,} "
-            "(the first seen deleted first): counted neither received nor missing.",
+            "(the first seen deleted first): counted neither received nor missing. Counted by every replica.",
             registry=self.registry,
         )
         # Every series from the start: what a report can add is counts, never series.

@@ -14,8 +14,10 @@ for a minute at most) and is judged when it is; the pods are kept a little after
 for reports that come late. Every structure here is bounded whatever reports arrive, and
 per-Deployment state exists only for Deployments the operator knows.
 
-The reports that never came are counted too (MissingReports, logic/report_ledger.py): every
-replica keeps the ledger from the same two watches, and only the leader counts, as above.
+The reports that never came are counted too (MissingReports, logic/report_ledger.py), by every
+replica from the same two watches, leader or not: a leader that loses the API server exits (it
+cannot renew its Lease), and its ledger with it, while the standby that saw the same deletions
+goes on. Each replica's count is whole, so it is read with max over replicas, not sum.
 """
 
 from __future__ import annotations
@@ -150,12 +152,11 @@ class KilledPodsNotice:
 
 class MissingReports:
     """The hold reports that never came (logic/report_ledger.py), from the observer's two watches:
-    kept on every replica, counted only while `recording` says this one leads."""
+    kept and counted on every replica (the module's docstring says why)."""
 
-    def __init__(self, metrics: OperatorMetrics, monotonic: Callable[[], float], recording: Callable[[], bool]) -> None:
+    def __init__(self, metrics: OperatorMetrics, monotonic: Callable[[], float]) -> None:
         self.metrics = metrics
         self.monotonic = monotonic
-        self.recording = recording
         self.ledger = ReportLedger()
 
     def pod_seen(self, pod: Mapping[str, Any], deleted: bool) -> None:
@@ -178,8 +179,6 @@ class MissingReports:
             self._count(self.ledger.expire(self.monotonic()))
 
     def _count(self, counted: list[Counted]) -> None:
-        if not self.recording():
-            return
         for each in counted:
             if each.settled is Settled.MISSING:
                 self.metrics.hold_reports_missing.labels(namespace=each.pod.namespace).inc()
@@ -220,7 +219,7 @@ class ShutdownObserver:
         # reports waiting for theirs; the pods whose hold was reported.
         self.deletions = DeletionsSeen(monotonic, clock)
         self._reported = Remembered(MAX_REMEMBERED)
-        self.missing = MissingReports(metrics, monotonic, lambda: self.recording)
+        self.missing = MissingReports(metrics, monotonic)
         self.killed = KilledPodsNotice(metrics, post_event, monotonic)
         metrics.deployment_shutdown.source = self._samples
 

@@ -3,11 +3,13 @@ Pure: reporter.py posts and waits; this only decides, from the attempts so far a
 
 The report is the one record of a hold that outlives the pod, so a post that fails for a reason
 that waiting may cure (no answer: the API server down, unreachable or slower than the API
-timeout; a 5xx; a 429) is tried again after 1, 2, 4, 8, 8, ... s, each attempt bounded by the
+timeout; a 5xx; a 429) is tried again after 1, 2, 4, 4, ... s, each attempt bounded by the
 API timeout, until it is stored or one of these ends it:
 
 - a failure that waiting does not cure (403 forbidden, 422 invalid, any other answer);
-- MAX_ATTEMPTS failed attempts;
+- with the grace period unknown, MAX_ATTEMPTS failed attempts (with it known, the grace period
+  alone bounds them: an outage whose end a cap had missed by seconds lost every report of its
+  holds, while an attempt every MAX_WAIT_SECONDS costs one request per terminating pod);
 - no attempt could end before the pod's grace period does (kubelet SIGKILLs the sidecar then):
   the last one starts at the latest moment that still ends in time (`last_start`), rather than
   none at all;
@@ -24,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FIRST_WAIT_SECONDS = 1.0
-MAX_WAIT_SECONDS = 8.0
-# With the waits above: about a minute and a half of trying, past an API server outage of 30 s.
-MAX_ATTEMPTS = 10
+MAX_WAIT_SECONDS = 4.0
+# With the grace period unknown, with the waits above: about a minute and a half of trying.
+MAX_ATTEMPTS = 25
 TOO_MANY_REQUESTS = 429
 SERVER_ERRORS = range(500, 600)
 
@@ -61,11 +63,13 @@ def next_attempt(
     retryable()); None: give up. `last_start` is the latest moment an attempt may start and still
     end before the pod's grace period does, on the same clock (None: the grace period is unknown);
     `terminated`: the sidecar got its own SIGTERM."""
-    if not may_pass or attempts >= schedule.max_attempts:
+    if not may_pass:
         return None
     wanted = now + schedule.wait_after(attempts)
     if last_start is not None:
         return None if now >= last_start else min(wanted, last_start)
+    if attempts >= schedule.max_attempts:
+        return None
     # Unknown grace period: the wait is cut short by the sidecar's SIGTERM (reporter.py), and the
     # attempt that follows it, or the one it came during, is the last.
     return None if terminated else wanted

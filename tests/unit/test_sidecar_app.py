@@ -502,18 +502,23 @@ async def test_a_report_the_api_server_failed_is_posted_again_and_counted_once(
     assert failures[0]["reason"] == "posting the hold report: HTTP 503"
 
 
-async def test_a_report_that_keeps_failing_is_given_up_after_its_attempts(
+async def test_a_report_that_keeps_failing_is_retried_until_the_grace_period_then_given_up(
     sidecar: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    api = FakeApiServer(flip_after=0.1)
-    api.event_failures = 100
+    """The grace period (3 s here) bounds the retries, not a number of attempts."""
+    api = FakeApiServer(flip_after=0.1, grace_period=3)
+    api.event_failures = 1000
     client, _, metrics = await sidecar(api)
     client.holder.report_retry = QUICK_RETRY
+    started = asyncio.get_running_loop().time()
     await (await client.get("/hold/app")).json()
     await terminate(client)
-    assert (api.posts, api.events) == (QUICK_RETRY.max_attempts, [])
+    assert asyncio.get_running_loop().time() - started < 3.0, "gone before kubelet's SIGKILL"
+    assert api.posts > QUICK_RETRY.max_attempts
+    assert api.events == []
     assert 'lameduck_sidecar_hold_reports_total{result="failed"} 1.0' in metrics.exposition().decode()
-    assert [f["retry_in"] is None for f in report_failures(caplog)] == [False, False, False, True]
+    failures = [f["retry_in"] is None for f in report_failures(caplog)]
+    assert failures == [False] * (len(failures) - 1) + [True]
 
 
 async def test_the_sidecar_stays_past_its_usual_wait_for_a_retry_within_the_grace_period(sidecar: Start) -> None:
