@@ -1,9 +1,11 @@
 """bench/faults.py's holds-outage phase: kube-apiserver stopped while the sidecars hold.
 
 The demo app runs on the real node (not kwok) with its sidecar, under a GracefulPolicy of its
-own (method Sidecar) in a namespace of its own, behind a Service (so that stage 1 has slices to
-watch). Every pod is deleted at once; as soon as each shows its deletionTimestamp, the API
-server is stopped (`hack/cluster.sh apiserver-outage`, which returns once it answers again).
+own (method Sidecar, propagationDelay 10 s) in a namespace of its own, behind a Service (so
+that stage 1 has slices to watch). Every pod is deleted at once; as soon as each shows its
+deletionTimestamp (or --outage-after seconds later: the holds then in stage 2, the apps
+running), the API server is stopped (`hack/cluster.sh apiserver-outage`, which returns once it
+answers again).
 Then, pod by pod: whether it ended within its grace period (the containers' finishedAt from
 the pod if the phase saw it terminated, else containerd's task exit, read on this node by
 `ctr events`, which goes on through the outage), its hold report (an Event, if the sidecar
@@ -61,6 +63,9 @@ POLICY = "holds"
 MISSING_METRIC = "lameduck_hold_reports_missing_total"
 KILLED_METRIC = "lameduck_pods_killed_total"
 POLL_SECONDS = 5.0  # of the reports and the counter while the operator's window runs
+# Long enough that an outage begun a few seconds after the deletions (--outage-after) finds the
+# holds in stage 2 and the apps running: their reports then wait for the API server.
+PROPAGATION_DELAY = "10s"
 
 
 def deployment(replicas: int) -> dict[str, Any]:
@@ -79,7 +84,11 @@ def policy() -> dict[str, Any]:
         "apiVersion": "lameduck.dev/v1alpha1",
         "kind": "GracefulPolicy",
         "metadata": {"name": POLICY, "namespace": NAMESPACE},
-        "spec": {"apply": "Immediate", "selector": {"matchLabels": dict(LABEL)}, "hold": {"method": "Sidecar"}},
+        "spec": {
+            "apply": "Immediate",
+            "selector": {"matchLabels": dict(LABEL)},
+            "hold": {"method": "Sidecar", "propagationDelay": PROPAGATION_DELAY},
+        },
     }
 
 

@@ -30,7 +30,7 @@ def test_the_holds_phase_runs_the_demo_app_on_the_real_node_under_a_sidecar_poli
     assert "nodeSelector" not in spec
     assert "tolerations" not in spec  # kwok's fake nodes are tainted: the pods go to the real one
     policy = fault_holds.policy()
-    assert policy["spec"]["hold"] == {"method": "Sidecar"}
+    assert policy["spec"]["hold"] == {"method": "Sidecar", "propagationDelay": "10s"}
     assert policy["spec"]["apply"] == "Immediate"
     assert policy["spec"]["selector"]["matchLabels"].items() <= body["metadata"]["labels"].items()
 
