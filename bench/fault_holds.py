@@ -291,6 +291,15 @@ def report_events(kube: Kube) -> dict[str, dict[str, Any]]:
     return found
 
 
+def remove_pods(kube: Kube) -> None:
+    """The Deployment, its pods gone before the namespace goes: a pod deleted with its namespace
+    cannot post its report there (403, the namespace is terminating), which the operator rightly
+    counts missing, minutes later: in the next run's window, as an earlier version of this phase
+    found."""
+    kube.run("delete", "deployment", APP, "-n", NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False)
+    kube.run("wait", "--for=delete", "pods", "-l", f"app={APP}", "-n", NAMESPACE, "--timeout=120s", check=False)
+
+
 def run_holds_outage(
     kube: Kube, operator: Operator, *, replicas: int, outage: int, missing_window: float, outage_after: float = 0.0
 ) -> HoldsOutage:
@@ -302,6 +311,7 @@ def run_holds_outage(
         outage_after_seconds=outage_after,
         missing_window_seconds=missing_window,
     )
+    remove_pods(kube)  # an earlier run's, left by an interrupted run
     kube.run("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=300s")
     kube.run("create", "namespace", NAMESPACE)
     try:
@@ -309,6 +319,7 @@ def run_holds_outage(
     except (AssertionError, subprocess.SubprocessError) as error:
         phase.problems.append(f"stopped early: {error}"[:1000])
     finally:
+        remove_pods(kube)
         # The policy carries lameduck's finalizer: deleted while the operator runs.
         kube.run("delete", "gracefulpolicies", "--all", "-n", NAMESPACE, "--timeout=120s", check=False)
         kube.run("delete", "namespace", NAMESPACE, "--wait=false", check=False)
