@@ -431,6 +431,42 @@ CASES: list[Hostile] = [
         gp({"namespaceSelector": {}}),
         (("spec.namespaceSelector", ErrorType.UNKNOWN_FIELD),),
     ),
+    # What a namespaced policy must not make the operator inject or reach: no field says it.
+    Hostile(
+        "another-sidecar-image",
+        gp({"sidecar": {"image": "evil.example/x:1"}}),
+        (("spec.sidecar", ErrorType.UNKNOWN_FIELD),),
+    ),
+    Hostile(
+        "an-image-in-the-hold",
+        gp({"hold": {"image": "evil.example/x:1"}}),
+        (("spec.hold.image", ErrorType.UNKNOWN_FIELD),),
+    ),
+    Hostile(
+        "a-volume-mount",
+        gp({"volumeMounts": [{"name": "host", "mountPath": "/host"}]}),
+        (("spec.volumeMounts", ErrorType.UNKNOWN_FIELD),),
+    ),
+    Hostile(
+        "a-host-path-volume",
+        gp({"volumes": [{"name": "host", "hostPath": {"path": "/"}}]}),
+        (("spec.volumes", ErrorType.UNKNOWN_FIELD),),
+    ),
+    Hostile(
+        "a-capability",
+        gp({"securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}}),
+        (("spec.securityContext", ErrorType.UNKNOWN_FIELD),),
+    ),
+    Hostile(
+        "env-from-a-secret",
+        gp({"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
+        (("spec.env", ErrorType.UNKNOWN_FIELD),),
+    ),
+    Hostile(
+        "a-deployment-in-another-namespace",
+        gp({"namespace": "kube-system"}),
+        (("spec.namespace", ErrorType.UNKNOWN_FIELD),),
+    ),
     # spec's CEL rule: terminationGracePeriodSeconds * 1000 >= maxHold + drainTimeout in ms (these two).
     *both_kinds(
         Hostile(
