@@ -39,6 +39,9 @@ FAILURES_ONLY = (
     "lameduck_api_errors_total",
     "lameduck_event_loop_stalls_total",
     "lameduck_pods_killed_total",
+    # hold reports that never came, or came after being counted missing: no series until one does
+    "lameduck_hold_reports_missing_total",
+    "lameduck_hold_reports_late_total",
 )
 
 

@@ -216,6 +216,7 @@ def test_requests_on_an_open_keep_alive_connection_keep_the_pod_from_quiet(
     connection = http.client.HTTPConnection(pod_ip(kube, namespace, pod), 8080, timeout=2)
     connection.request("GET", "/")  # opened before the deletion: no new connection from here on
     connection.getresponse().read()
+    opened = connection.sock  # http.client opens another one by itself if this one was closed
     log = SidecarLog(kube, namespace, pod, tmp_path / "sidecar.log")
     kube.run("delete", "pod", pod, "-n", namespace, "--wait=false")
     time.sleep(1.5)  # the connection idles while stage 1 ends (pacing, not a poll)
@@ -227,6 +228,7 @@ def test_requests_on_an_open_keep_alive_connection_keep_the_pod_from_quiet(
         response = connection.getresponse()
         response.read()
         answered += response.status == 200
+        assert connection.sock is opened, "the client opened a new connection: the app closed the first"
         if time.monotonic() >= end:
             break
         time.sleep(0.3)  # pacing the requests (not a poll for a condition)
