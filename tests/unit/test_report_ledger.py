@@ -199,6 +199,10 @@ def test_the_oldest_pod_waiting_is_forgotten_beyond_the_bound_and_counted() -> N
     ], "p1 reported: let go without a count"
     assert ledger.deleting(pods[0]) == [], "a pod forgotten is not expected again by its later events"
     assert ledger.reported(pods[0], 1) == [], "nor is its report counted"
+    assert ledger.deleting(pods[1]) == [], "nor is a pod let go once reported"
+    for pod in pods:
+        ledger.gone(pod.uid, 2)
+    assert [c.pod for c in ledger.expire(1000)] == pods[3:], "the three still awaited, missing; p1 not again"
 
 
 def test_every_kind_of_entry_is_bounded() -> None:

@@ -28,8 +28,9 @@ not have been believed either.
 
 Bounded: at most `max_pods` pods expected (the reported ones until their window ends), as many
 reports waiting for their pod (the oldest let go first: its pod, if it is seen later, is counted
-missing, never lost in silence) and as many pods counted missing or forgotten, remembered for a
-late report and so that a forgotten pod's later events do not expect it again.
+missing, never lost in silence) and as many pods settled (counted missing or forgotten, or let go
+at the bound once reported), remembered for a late report and so that their later events do not
+expect them again.
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ class ReportLedger:
         # Reports whose pod was not seen being deleted yet, by the pod they name: until when they
         # wait for it (a report naming another pod on the same uid does not push a genuine one out).
         self._early: OrderedDict[PodRef, float] = OrderedDict()
-        # Pods counted missing (for a report that comes late) or forgotten (so that the pod's later
-        # events do not expect it again), by uid.
+        # Pods counted missing (for a report that comes late), forgotten or let go once reported (so
+        # that the pod's later events do not expect it again), by uid.
         self._settled: OrderedDict[str, Counted] = OrderedDict()
 
     def deleting(self, pod: PodRef) -> list[Counted]:
@@ -157,7 +158,9 @@ class ReportLedger:
         while len(self._expected) > self.max_pods:
             uid, oldest = self._expected.popitem(last=False)
             self._due.pop(uid, None)
-            if not oldest.reported:
+            if oldest.reported:  # counted already: remembered only, so that its later events do not expect it again
+                self._settle(Counted(oldest.pod, Settled.RECEIVED))
+            else:
                 counted.append(self._settle(Counted(oldest.pod, Settled.FORGOTTEN)))
         return counted
 
