@@ -293,9 +293,9 @@ def report_events(kube: Kube) -> dict[str, dict[str, Any]]:
 
 def remove_pods(kube: Kube) -> None:
     """The Deployment, its pods gone before the namespace goes: a pod deleted with its namespace
-    cannot post its report there (403, the namespace is terminating), which the operator rightly
-    counts missing, minutes later: in the next run's window, as an earlier version of this phase
-    found."""
+    cannot post its report there (403, the namespace is terminating). The operator expects none
+    of such a pod now (logic/report_ledger.py); one built before that counted it missing minutes
+    later, in the next run's window, as an earlier version of this phase found."""
     kube.run("delete", "deployment", APP, "-n", NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False)
     kube.run("wait", "--for=delete", "pods", "-l", f"app={APP}", "-n", NAMESPACE, "--timeout=120s", check=False)
 

@@ -102,6 +102,7 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def namespace_event(event: kopf.RawEvent, **_: Any) -> None:
         fleet_of().namespace_seen(event["object"], deleted=event["type"] == "DELETED")
+        shutdown_of().namespace_seen(event["object"], deleted=event["type"] == "DELETED")
 
     # Deployments and Pods are watched by the runtime's own informers (k8s/informer.py).
 

@@ -234,6 +234,7 @@ class OperatorMetrics:
             "lameduck_hold_reports_missing_total",
             "Pods deleted with lameduck's sidecar hold whose hold report never came: none within "
             f"{REPORT_WINDOW_SECONDS:g} s of the pod's removal (the sidecar gave up posting it, or could not post). "
+            "Not of pods deleted with their namespace (the API server refuses their reports). "
             "Counted by every replica, leader or not: read with max over replicas.",
             ["namespace"],
             registry=self.registry,

@@ -17,7 +17,8 @@ per-Deployment state exists only for Deployments the operator knows.
 The reports that never came are counted too (MissingReports, logic/report_ledger.py), by every
 replica from the same two watches, leader or not: a leader that loses the API server exits (it
 cannot renew its Lease), and its ledger with it, while the standby that saw the same deletions
-goes on. Each replica's count is whole, so it is read with max over replicas, not sum.
+goes on. Each replica's count is whole, so it is read with max over replicas, not sum. The
+namespace watch tells it which namespaces are being deleted: their pods cannot post a report.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from typing import Any
 from lameduck_operator.deletions_seen import DeletionsSeen
 from lameduck_operator.learned_delays import LearnedDelays
 from lameduck_operator.logic.decision import DeploymentEvent
-from lameduck_operator.logic.report_ledger import Counted, PodRef, ReportLedger, Settled, report_expected
+from lameduck_operator.logic.report_ledger import (
+    Counted,
+    PodRef,
+    ReportLedger,
+    Settled,
+    namespace_terminating,
+    report_expected,
+)
 from lameduck_operator.logic.report_trust import ObservedPod, Trusted, Untrusted, judge_report, observed_pod
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.logic.shutdown import (
@@ -165,6 +173,11 @@ class MissingReports:
         if deleted:
             self.ledger.gone(str((pod.get("metadata") or {}).get("uid") or ""), self.monotonic())
         self._count([*counted, *self.ledger.expire(self.monotonic())])
+
+    def namespace_seen(self, namespace: Mapping[str, Any], deleted: bool) -> None:
+        """The pods of a namespace being deleted owe no report: the API server refuses them (403)."""
+        name = str((namespace.get("metadata") or {}).get("name") or "")
+        self._count(self.ledger.namespace_seen(name, not deleted and namespace_terminating(namespace)))
 
     def report_seen(self, report: HoldReport) -> None:
         """A report as its Event names its pod: an Event about a pod elsewhere names none."""
@@ -352,6 +365,11 @@ class ShutdownObserver:
                 cause.value,
             )
             self.killed.tell(ref, recent.ends, termination.grace_period_seconds, cause)
+
+    # ---- namespaces: the pods of one being deleted owe no report -----------------------------
+
+    def namespace_seen(self, namespace: Mapping[str, Any], deleted: bool = False) -> None:
+        self.missing.namespace_seen(namespace, deleted)
 
     # ---- per Deployment ----------------------------------------------------------------------
 

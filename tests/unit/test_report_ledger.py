@@ -1,6 +1,7 @@
 """The hold reports that never came (logic/report_ledger.py, pure): which deleted pods owe one,
-how each such pod is settled once (received, missing or forgotten) and a late report counted,
-in tables, over generated sequences of watch events (Hypothesis) and at its bounds."""
+how each such pod is settled once (received, missing, forgotten, or excused with its namespace)
+and a late report counted, in tables, over generated sequences of watch events (Hypothesis) and
+at its bounds."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lameduck_operator.logic.report_ledger import (
     PodRef,
     ReportLedger,
     Settled,
+    namespace_terminating,
     report_expected,
 )
 from lameduck_operator.settings import Settings, SidecarSettings
@@ -97,8 +99,16 @@ def test_a_report_is_expected_of_a_deleted_pod_whose_sidecar_held(pod: dict[str,
 
 # --- the ledger, step by step ---------------------------------------------------------------
 
-# A step: ("deleting" | "gone" | "report" | "report as web-other" | "expire", seconds after the start).
+# A step: ("deleting" | "gone" | "report" | "report as web-other" | "expire" | one of NAMESPACE_SEEN,
+# seconds after the start).
 Step = tuple[str, float]
+# What the namespace watch shows: (namespace, terminating); not terminating is also how it is seen gone.
+NAMESPACE_SEEN = {
+    "shop terminating": ("shop", True),
+    "shop gone": ("shop", False),
+    "shop created again": ("shop", False),
+    "batch terminating": ("batch", True),
+}
 OTHER_NAME = PodRef("p1", "shop", "web-other")
 
 
@@ -117,11 +127,13 @@ def play(steps: list[Step], max_pods: int = MAX_PODS) -> list[Settled]:
             counted += ledger.reported(P1, at)
         elif what == "report as web-other":
             counted += ledger.reported(OTHER_NAME, at)
+        elif what in NAMESPACE_SEEN:
+            counted += ledger.namespace_seen(*NAMESPACE_SEEN[what])
     assert all(c.pod == P1 for c in counted)
     return [c.settled for c in counted]
 
 
-RECEIVED, MISSING, LATE = Settled.RECEIVED, Settled.MISSING, Settled.LATE
+RECEIVED, MISSING, LATE, EXCUSED = Settled.RECEIVED, Settled.MISSING, Settled.LATE, Settled.EXCUSED
 
 
 @pytest.mark.parametrize(
@@ -185,6 +197,93 @@ def test_each_expected_pod_is_settled_once(steps: list[Step], counted: list[Sett
     assert play(steps) == counted
 
 
+@pytest.mark.parametrize(
+    ("namespace", "terminating"),
+    [
+        pytest.param({"metadata": {"name": "shop"}, "status": {"phase": "Active"}}, False, id="active"),
+        pytest.param({"metadata": {"name": "shop"}}, False, id="no status yet"),
+        pytest.param(
+            {"metadata": {"name": "shop", "deletionTimestamp": DELETED}, "status": {"phase": "Terminating"}},
+            True,
+            id="being deleted",
+        ),
+        pytest.param(
+            {"metadata": {"name": "shop", "deletionTimestamp": DELETED}, "status": {"phase": "Active"}},
+            True,
+            id="deletion asked for, phase not yet updated",
+        ),
+        pytest.param({"metadata": {"name": "shop"}, "status": {"phase": "Terminating"}}, True, id="phase only"),
+    ],
+)
+def test_a_namespace_with_a_deletion_timestamp_or_phase_terminating_is_being_deleted(
+    namespace: dict[str, Any], terminating: bool
+) -> None:
+    assert namespace_terminating(namespace) is terminating
+
+
+# The API server refuses the report of a pod whose namespace is terminating (403): the two watches
+# are not ordered, so the namespace's deletion may be seen before or after the pod's.
+@pytest.mark.parametrize(
+    ("steps", "counted"),
+    [
+        pytest.param(
+            [("shop terminating", 0), ("deleting", 1), ("gone", 10), ("shop gone", 11), ("expire", 1000)],
+            [EXCUSED],
+            id="the namespace seen terminating before the pod's deletion",
+        ),
+        pytest.param(
+            [("deleting", 0), ("shop terminating", 1), ("gone", 10), ("shop gone", 11), ("expire", 1000)],
+            [EXCUSED],
+            id="the namespace seen terminating after the pod's deletion",
+        ),
+        pytest.param(
+            [("deleting", 0), ("gone", 10), ("shop terminating", 10 + WINDOW - 0.1), ("shop gone", 200)],
+            [EXCUSED],
+            id="the namespace seen terminating after the pod was gone, within its window",
+        ),
+        pytest.param(
+            [("shop terminating", 0), ("deleting", 1), ("shop gone", 9), ("deleting", 9.5), ("gone", 10)],
+            [EXCUSED],
+            id="the namespace seen gone before the pod's last events: excused once",
+        ),
+        pytest.param(
+            [("deleting", 0), ("shop terminating", 1), ("shop terminating", 2), ("gone", 10), ("expire", 1000)],
+            [EXCUSED],
+            id="the namespace seen terminating twice: excused once",
+        ),
+        pytest.param(
+            [("shop terminating", 0), ("deleting", 1), ("gone", 10), ("report", 20), ("expire", 1000)],
+            [EXCUSED],
+            id="a report of an excused pod counts nothing, not late either",
+        ),
+        pytest.param(
+            [("deleting", 0), ("report", 5), ("shop terminating", 6), ("gone", 10), ("expire", 1000)],
+            [RECEIVED],
+            id="a report that came before is received",
+        ),
+        pytest.param(
+            [("deleting", 0), ("gone", 10), ("expire", 10 + WINDOW), ("shop terminating", 200)],
+            [MISSING],
+            id="the namespace seen terminating after the window: the pod stays counted missing",
+        ),
+        pytest.param(
+            [("batch terminating", 0), ("deleting", 1), ("gone", 10), ("expire", 1000)],
+            [MISSING],
+            id="another namespace being deleted excuses nothing",
+        ),
+        pytest.param(
+            [("shop terminating", 0), ("shop created again", 5), ("deleting", 10), ("gone", 20), ("expire", 1000)],
+            [MISSING],
+            id="a namespace created again under its name: its pods owe reports again",
+        ),
+    ],
+)
+def test_a_pod_deleted_with_its_namespace_owes_no_report_whichever_watch_shows_it_first(
+    steps: list[Step], counted: list[Settled]
+) -> None:
+    assert play(steps) == counted
+
+
 def test_the_oldest_pod_waiting_is_forgotten_beyond_the_bound_and_counted() -> None:
     ledger = ReportLedger(WINDOW, max_pods=3)
     pods = [PodRef(f"p{n}", "shop", f"web-{n}") for n in range(6)]
@@ -199,6 +298,10 @@ def test_the_oldest_pod_waiting_is_forgotten_beyond_the_bound_and_counted() -> N
     ], "p1 reported: let go without a count"
     assert ledger.deleting(pods[0]) == [], "a pod forgotten is not expected again by its later events"
     assert ledger.reported(pods[0], 1) == [], "nor is its report counted"
+    assert ledger.deleting(pods[1]) == [], "nor is a pod let go once reported"
+    for pod in pods:
+        ledger.gone(pod.uid, 2)
+    assert [c.pod for c in ledger.expire(1000)] == pods[3:], "the three still awaited, missing; p1 not again"
 
 
 def test_every_kind_of_entry_is_bounded() -> None:
@@ -220,7 +323,16 @@ def test_every_kind_of_entry_is_bounded() -> None:
 UIDS = 4
 OPS = st.lists(
     st.tuples(
-        st.sampled_from(["deleting", "gone", "report", "report as another pod"]),
+        st.sampled_from(
+            [
+                "deleting",
+                "gone",
+                "report",
+                "report as another pod",
+                "namespace terminating",
+                "namespace not terminating",
+            ]
+        ),
         st.integers(0, UIDS - 1),
         st.sampled_from([0.0, 0.5, 30.0, WINDOW - 1, WINDOW, 300.0]),
     ),
@@ -231,7 +343,7 @@ OPS = st.lists(
 class Run:
     """Generated watch events played through a ledger, expire() before each as the observer does,
     then every pod gone and every window over; what was counted for each pod, and when what
-    happened."""
+    happened (the pods' namespace, shop, seen terminating or not among them)."""
 
     def __init__(self, ops: list[tuple[str, int, float]], max_pods: int, check: Callable[[ReportLedger], None]) -> None:
         ledger = ReportLedger(WINDOW, max_pods)
@@ -239,12 +351,22 @@ class Run:
         self.deleted: dict[str, float] = {}
         self.gone: dict[str, float] = {}
         self.reports: dict[str, list[float]] = defaultdict(list)
+        # When shop was seen turning terminating (step, time); at which step each pod's deletion was
+        # first seen, and whether shop was terminating then (steps order events of the same time).
+        self.terminating: list[tuple[int, float]] = []
+        self.deleted_step: dict[str, int] = {}
+        self.deleted_while_terminating: set[str] = set()
+        terminating = False
         now = 0.0
-        for what, n, step in ops:
+        for index, (what, n, step) in enumerate(ops):
             now += step
             self._note(ledger.expire(now))
             pod = PodRef(f"p{n}", "shop", f"web-{n}")
             if what == "deleting" and pod.uid not in self.gone:  # a pod's events end when it is gone
+                if pod.uid not in self.deleted:
+                    self.deleted_step[pod.uid] = index
+                    if terminating:
+                        self.deleted_while_terminating.add(pod.uid)
                 self.deleted.setdefault(pod.uid, now)
                 self._note(ledger.deleting(pod))
             elif what == "gone" and pod.uid in self.deleted and pod.uid not in self.gone:
@@ -255,6 +377,12 @@ class Run:
                 self._note(ledger.reported(pod, now))
             elif what == "report as another pod":
                 self._note(ledger.reported(PodRef(pod.uid, "shop", "someone-else"), now))
+            elif what.startswith("namespace"):
+                turning = what == "namespace terminating" and not terminating
+                terminating = what == "namespace terminating"
+                if turning:
+                    self.terminating.append((index, now))
+                self._note(ledger.namespace_seen("shop", terminating))
             check(ledger)
         for uid in self.deleted.keys() - self.gone.keys():
             self.gone[uid] = now
@@ -266,28 +394,42 @@ class Run:
             self.counted[each.pod.uid].append(each.settled)
 
 
-ENDS = {Settled.RECEIVED, Settled.MISSING, Settled.FORGOTTEN}
+ENDS = {Settled.RECEIVED, Settled.MISSING, Settled.FORGOTTEN, Settled.EXCUSED}
 
 
-def settled_once(run: Run) -> None:
+def settled(run: Run, once: bool = True) -> None:
+    """Each pod seen being deleted ends counted: exactly once within the bound; at least once past
+    it, where the ledger may let go of a settled pod and a later event of it (a pod still being
+    deleted after more than max_pods others settled) expects it again. A report alone counts
+    nothing; a late one only right after missing."""
     for uid in run.deleted:
-        assert len([s for s in run.counted[uid] if s in ENDS]) == 1, (uid, run.counted[uid])
+        ends = len([s for s in run.counted[uid] if s in ENDS])
+        assert ends == 1 if once else ends >= 1, (uid, run.counted[uid])
     assert run.counted.keys() <= run.deleted.keys(), "a report alone counts nothing"
     for counted in run.counted.values():
-        if Settled.LATE in counted:
-            assert counted == [Settled.MISSING, Settled.LATE], "late once, after missing"
+        for before, each in zip([None, *counted[:-1]], counted, strict=True):
+            if each is Settled.LATE:
+                assert before is Settled.MISSING, "late once, right after missing"
 
 
 @given(OPS)
-def test_every_expected_pod_ends_counted_exactly_once_and_as_received_only_when_reported(
+def test_every_expected_pod_ends_counted_exactly_once_received_only_when_reported_excused_only_with_its_namespace(
     ops: list[tuple[str, int, float]],
 ) -> None:
     run = Run(ops, MAX_PODS, lambda _: None)
-    settled_once(run)
+    settled(run)
     for uid, deleted in run.deleted.items():
         reports, gone = run.reports[uid], run.gone[uid]
         received = Settled.RECEIVED in run.counted[uid]
-        if any(deleted <= at < gone + WINDOW for at in reports):
+        # Its namespace was known terminating when its deletion was seen, or turned so while it was awaited.
+        with_namespace = uid in run.deleted_while_terminating or any(
+            step > run.deleted_step[uid] and at < gone + WINDOW for step, at in run.terminating
+        )
+        if Settled.EXCUSED in run.counted[uid]:
+            assert with_namespace, "excused only with its namespace being deleted"
+        elif with_namespace:
+            assert received, "with its namespace being deleted: excused, unless its report came first"
+        elif any(deleted <= at < gone + WINDOW for at in reports):
             assert received, "a report after the deletion was seen and within the window is received"
         if not any(at < gone + WINDOW for at in reports):
             assert not received, "received only with a report of the pod's own name in time"
@@ -295,10 +437,10 @@ def test_every_expected_pod_ends_counted_exactly_once_and_as_received_only_when_
 
 
 @given(OPS)
-def test_beyond_its_bound_each_pod_is_still_counted_once_and_the_ledger_stays_bounded(
+def test_beyond_its_bound_no_pod_goes_uncounted_and_the_ledger_stays_bounded(
     ops: list[tuple[str, int, float]],
 ) -> None:
     def bounded(ledger: ReportLedger) -> None:
         assert len(ledger) <= 3 * 2
 
-    settled_once(Run(ops, 2, bounded))
+    settled(Run(ops, 2, bounded), once=False)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import generate_latest
 
+from lameduck_operator.config import OperatorConfig
 from lameduck_operator.deletions_seen import MAX_OBSERVED_PODS, MAX_PENDING, PENDING_SECONDS, POD_KEPT_SECONDS
+from lameduck_operator.handlers import build_registry
 from lameduck_operator.logic.decision import DeploymentEvent
 from lameduck_operator.logic.report_trust import Untrusted
 from lameduck_operator.logic.selection import DeploymentRef
 from lameduck_operator.metrics import OperatorMetrics
 from lameduck_operator.model import PolicyRef, PolicySpec
+from lameduck_operator.runtime import Runtime
+from lameduck_operator.settings import Settings
 from lameduck_operator.shutdown_observer import ShutdownObserver
 from tests.unit.builders import policy as policy_body
 from tests.unit.test_report_ledger import injected_pod
@@ -454,3 +458,67 @@ def test_a_standby_counts_missing_reports_too_since_a_leader_that_loses_the_api_
     h.now += POD_KEPT_SECONDS
     h.observer.pod_seen(pod(deleted=None))
     assert sample(h.exported(), MISSING) == 2, "leading changes nothing: each pod once"
+
+
+# ---- a pod deleted with its namespace: the API server refuses its report ----------------------
+
+
+def terminating(name: str) -> dict[str, Any]:
+    """A namespace being deleted, as its watch shows it until it is gone."""
+    metadata = {"name": name, "uid": f"ns-{name}", "deletionTimestamp": "2026-11-21T09:59:59Z"}
+    return {"metadata": metadata, "status": {"phase": "Terminating"}}
+
+
+class NamespacesOnly:
+    """The fleet's side of the namespace handler, which these tests do not look at."""
+
+    def namespace_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        pass
+
+
+async def namespace_event(h: Harness, kind: str, body: dict[str, Any]) -> None:
+    """A namespace event through the operator's kopf handler, to the harness's observer."""
+    runtime = Runtime(OperatorConfig(Settings(), "lameduck-system", 8080, 1.0, "INFO"))
+    runtime.fleet, runtime.shutdown = cast(Any, NamespacesOnly()), h.observer
+    registry = build_registry(runtime)
+    (handler,) = [
+        x.fn for x in registry._watching.get_all_handlers() if getattr(x.fn, "__name__", None) == "namespace_event"
+    ]
+    called: Any = handler  # the handlers take the event and ignore kopf's other arguments
+    await called(event={"type": kind, "object": body})
+
+
+# What the watches show, in the order this replica sees them (they are not ordered between them).
+POD_DELETING, POD_GONE = "pod deleting", "pod gone"
+SHOP_TERMINATING, SHOP_GONE = ("MODIFIED", terminating("shop")), ("DELETED", terminating("shop"))
+BATCH_TERMINATING = ("MODIFIED", terminating("batch"))
+
+
+@pytest.mark.parametrize(
+    ("seen", "missing"),
+    [
+        pytest.param(
+            [SHOP_TERMINATING, POD_DELETING, POD_GONE, SHOP_GONE], None, id="the namespace's deletion seen first"
+        ),
+        pytest.param([POD_DELETING, SHOP_TERMINATING, POD_GONE, SHOP_GONE], None, id="seen after the pod's deletion"),
+        pytest.param([POD_DELETING, POD_GONE, SHOP_TERMINATING, SHOP_GONE], None, id="seen after the pod was gone"),
+        pytest.param([POD_DELETING, POD_GONE], 1, id="an ordinary pod is counted missing"),
+        pytest.param([BATCH_TERMINATING, POD_DELETING, POD_GONE], 1, id="another namespace's deletion excuses nothing"),
+    ],
+)
+async def test_a_pod_deleted_with_its_namespace_is_not_counted_missing_whichever_watch_shows_it_first(
+    h: Harness, seen: list[Any], missing: int | None
+) -> None:
+    h.observer.lead()
+    for each in seen:
+        if each == POD_DELETING:
+            h.observer.pod_seen(held_pod())
+        elif each == POD_GONE:
+            h.observer.pod_seen(held_pod(), deleted=True)
+        else:
+            await namespace_event(h, *each)
+        h.now += 1
+    h.now += POD_KEPT_SECONDS
+    await periodic_check(h)
+    text = h.exported()
+    assert (sample(text, MISSING) if MISSING in text else None) == missing

@@ -12,7 +12,17 @@ pod `report_expected` picks and settles each such pod once:
   believed is counted there, by reason);
 - MISSING: none came within the window;
 - FORGOTTEN: the ledger let go of the pod, still waiting, to stay within its bound (the pod
-  first seen being deleted goes first).
+  first seen being deleted goes first);
+- EXCUSED: its namespace is being deleted. The API server creates nothing in a terminating
+  namespace (it answers 403), so no report is owed: a pod seen being deleted while its namespace
+  is known to be terminating is not awaited, and the pods still awaited without a report when
+  the namespace is first seen terminating are let go. The latter covers both orders of the two
+  watches (the namespace's deletion may be seen after its pods') and a pod deleted before its
+  namespace was, whose report, posted at the end of its hold, is refused all the same. This is
+  decided as the namespace is seen, not when a pod's window ends: a namespace is removed soon
+  after its last pod, and the ledger knows it as terminating only until it is seen gone. A pod
+  already counted missing stays counted; one whose deletion the pod watch shows only after its
+  namespace is seen gone (behind by the pod's whole shutdown) is awaited as any other.
 
 A report that comes for a pod already counted MISSING is LATE, once: the pod stays counted
 missing (a counter only goes up). A report that comes before its pod is seen being deleted (the
@@ -28,8 +38,10 @@ not have been believed either.
 
 Bounded: at most `max_pods` pods expected (the reported ones until their window ends), as many
 reports waiting for their pod (the oldest let go first: its pod, if it is seen later, is counted
-missing, never lost in silence) and as many pods counted missing or forgotten, remembered for a
-late report and so that a forgotten pod's later events do not expect it again.
+missing, never lost in silence) and as many pods settled (counted missing, forgotten or excused,
+or let go at the bound once reported), remembered for a late report and so that their later
+events do not expect them again. And the names of the namespaces being deleted, each let go when
+it is seen gone (or not terminating: created again under its name).
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ class Settled(StrEnum):
     MISSING = "missing"
     LATE = "late"
     FORGOTTEN = "forgotten"
+    EXCUSED = "excused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +143,13 @@ def report_expected(pod: Mapping[str, Any]) -> PodRef | None:
     return PodRef(uid, str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
 
 
+def namespace_terminating(namespace: Mapping[str, Any]) -> bool:
+    """Whether the namespace is being deleted: its deletionTimestamp is set (its phase becomes
+    Terminating with it; either says so)."""
+    metadata, status = namespace.get("metadata") or {}, namespace.get("status") or {}
+    return bool(metadata.get("deletionTimestamp")) or status.get("phase") == "Terminating"
+
+
 class ReportLedger:
     def __init__(self, window: float = REPORT_WINDOW_SECONDS, max_pods: int = MAX_PODS) -> None:
         self.window = window
@@ -141,14 +161,19 @@ class ReportLedger:
         # Reports whose pod was not seen being deleted yet, by the pod they name: until when they
         # wait for it (a report naming another pod on the same uid does not push a genuine one out).
         self._early: OrderedDict[PodRef, float] = OrderedDict()
-        # Pods counted missing (for a report that comes late) or forgotten (so that the pod's later
-        # events do not expect it again), by uid.
+        # Pods counted missing (for a report that comes late), forgotten, excused or let go once
+        # reported (so that the pod's later events do not expect it again), by uid.
         self._settled: OrderedDict[str, Counted] = OrderedDict()
+        # The namespaces seen being deleted and not yet seen gone: their pods owe no report.
+        self._terminating: set[str] = set()
 
     def deleting(self, pod: PodRef) -> list[Counted]:
         """A pod report_expected picked was seen (again) being deleted."""
         if pod.uid in self._expected or pod.uid in self._settled:
             return []
+        if pod.namespace in self._terminating:
+            self._early.pop(pod, None)
+            return [self._settle(Counted(pod, Settled.EXCUSED))]
         expected = self._expected[pod.uid] = _Expected(pod)
         counted = []
         if self._early.pop(pod, None) is not None:
@@ -157,9 +182,26 @@ class ReportLedger:
         while len(self._expected) > self.max_pods:
             uid, oldest = self._expected.popitem(last=False)
             self._due.pop(uid, None)
-            if not oldest.reported:
+            if oldest.reported:  # counted already: remembered only, so that its later events do not expect it again
+                self._settle(Counted(oldest.pod, Settled.RECEIVED))
+            else:
                 counted.append(self._settle(Counted(oldest.pod, Settled.FORGOTTEN)))
         return counted
+
+    def namespace_seen(self, namespace: str, terminating: bool) -> list[Counted]:
+        """A namespace was seen, terminating or not (gone counts as not: its name is let go). The
+        first time it is seen terminating, its pods still awaited without a report are excused."""
+        if not terminating:
+            self._terminating.discard(namespace)
+            return []
+        if namespace in self._terminating:
+            return []
+        self._terminating.add(namespace)
+        excused = [e.pod for e in self._expected.values() if e.pod.namespace == namespace and not e.reported]
+        for pod in excused:
+            del self._expected[pod.uid]
+            self._due.pop(pod.uid, None)
+        return [self._settle(Counted(pod, Settled.EXCUSED)) for pod in excused]
 
     def gone(self, uid: str, now: float) -> None:
         """A pod was seen removed: its window starts (the first time only)."""
