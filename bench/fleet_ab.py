@@ -14,7 +14,14 @@ and the same figures for a webhook that does nothing, called for the same writes
 (bench.null_webhook): the floor any webhook meets on this cluster under that load.
 Then the build is uninstalled and the rollouts it started are waited for.
 
+With --plain, a third variant takes its turn in the same order (A B P P B A ...): no lameduck
+installed, a plain client patches the template of as many Deployments as the policy matches,
+from as many threads as the operator has reconcile workers (bench.fleet's ceiling phase): the
+rate this cluster takes such writes at that moment, which the operator's applies/s is read
+against (issue 23's target: 90 %). Without --before, only this checkout and the plain client.
+
     python -m bench.fleet_ab --before <commit> --deployments 5000 --rounds 2
+    python -m bench.fleet_ab --plain --deployments 1000 --rounds 3 --webhook-updates 0
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from bench.fleet import (
     create_fleet,
     expected,
     local_cluster_with_fake_nodes,
+    plain_client_ceiling,
     policy,
     remove_fleet,
     running_pods,
@@ -50,6 +58,7 @@ from harness.kube import Kube, wait_until
 RESULTS = REPO / "bench" / "results" / "fleet_ab.json"
 BEFORE_TREE = Path("/tmp/lameduck-fleet-ab-before")
 TAGS = {"before": "before", "after": "dev"}
+PLAIN = "plain"
 WEBHOOK_FIGURES = (
     "webhook_apiserver_p50_ms",
     "webhook_apiserver_p99_ms",
@@ -122,6 +131,18 @@ def one_round(
     }
 
 
+def plain_round(kube: Kube, watcher: RolloutWatch, n: int, namespaces: int, *, threads: int) -> dict[str, Any]:
+    """The plain client's turn: as many template updates as the policy's burst applies."""
+    ceiling = plain_client_ceiling(kube, watcher, n, namespaces, updates=expected(n)["matched"], threads=threads)
+    return {"variant": PLAIN, "applied": ceiling["updates"], **ceiling}
+
+
+def round_order(variants: list[str], rounds: int) -> list[str]:
+    """Each round runs every variant, in turn forwards and backwards (A B B A, A B P P B A):
+    drift in the cluster's speed over the run falls on each variant alike."""
+    return [v for i in range(rounds) for v in (variants if i % 2 == 0 else variants[::-1])]
+
+
 def webhook_figures(webhook: dict[str, Any]) -> dict[str, Any]:
     """The webhook burst's figures by name, with its whole record."""
     figures = {
@@ -149,8 +170,10 @@ def _apiserver_figures(summary: dict[str, Any] | None, prefix: str) -> dict[str,
 
 def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     by_variant: dict[str, dict[str, Any]] = {}
-    for variant in TAGS:
+    for variant in (*TAGS, PLAIN):
         mine = [r for r in rounds if r["variant"] == variant]
+        if not mine:
+            continue
         by_variant[variant] = {
             key: {"each": [r[key] for r in mine], "median": statistics.median(r[key] for r in mine)}
             for key in (
@@ -164,22 +187,40 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             )
             if all(key in r for r in mine)
         }
+    if PLAIN in by_variant and "after" in by_variant:
+        share = [
+            round(ours / plain, 3)
+            for ours, plain in zip(
+                by_variant["after"]["applies_per_second"]["each"],
+                by_variant[PLAIN]["applies_per_second"]["each"],
+                strict=False,
+            )
+        ]
+        by_variant["after"]["share_of_plain_client"] = {"each": share, "median": statistics.median(share)}
     return by_variant
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(
-        f"\n| {result['deployments']:,} Deployments | before ({result['before'][:7]}) | after ({result['after'][:7]}) |"
-    )
-    print("| --- | --- | --- |")
-    for key, values in result["summary"]["before"].items():
-        after = result["summary"]["after"][key]
-        print(f"| {key} | {values['each']} (median {values['median']}) | {after['each']} (median {after['median']}) |")
+    summary = result["summary"]
+    names = {"before": f"before ({(result['before'] or '')[:7]})", "after": f"after ({result['after'][:7]})"}
+    variants = [v for v in (*TAGS, PLAIN) if v in summary]
+    print(f"\n| {result['deployments']:,} Deployments | " + " | ".join(names.get(v, v) for v in variants) + " |")
+    print("| --- |" + " --- |" * len(variants))
+    keys = list(dict.fromkeys(key for v in variants for key in summary[v]))
+    for key in keys:
+        cells = [
+            f"{summary[v][key]['each']} (median {summary[v][key]['median']})" if key in summary[v] else ""
+            for v in variants
+        ]
+        print(f"| {key} | " + " | ".join(cells) + " |")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--before", required=True, help="the commit whose operator is compared with the checkout's")
+    parser.add_argument("--before", help="the commit whose operator is compared with the checkout's")
+    parser.add_argument(
+        "--plain", action="store_true", help="a plain client's template updates as a variant of each round"
+    )
     parser.add_argument("--deployments", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=2, help="rounds per build, in the order A B B A ...")
     parser.add_argument("--nodes", type=int, default=100)
@@ -191,8 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if not args.before and not args.plain:
+        parser.error("nothing to compare: give --before, --plain or both")
     kube = local_cluster_with_fake_nodes(args.nodes)
-    before = build_before(args.before)
+    before = build_before(args.before) if args.before else None
     after = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -201,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     wait_until(lambda: running_pods(kube) >= n, 1800, f"{n} pods run on the fake nodes", 5)
     null_ca = null_webhook.deploy(kube) if args.webhook_updates and not args.no_null_webhook else None
     watcher = RolloutWatch(kube.kubeconfig)
-    order = [("before", "after") if i % 2 == 0 else ("after", "before") for i in range(args.rounds)]
+    variants = [*(["before"] if before else []), "after", *([PLAIN] if args.plain else [])]
     rounds: list[dict[str, Any]] = []
     result: dict[str, Any] = {
         "command": "python -m bench.fleet_ab " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -213,9 +256,11 @@ def main(argv: list[str] | None = None) -> None:
     }
     try:
         hold = 40
-        for pair in order:
-            for variant in pair:
-                print(f"== round {len(rounds) + 1}: {variant}", flush=True)
+        for variant in round_order(variants, args.rounds):
+            print(f"== round {len(rounds) + 1}: {variant}", flush=True)
+            if variant == PLAIN:
+                rounds.append(plain_round(kube, watcher, n, args.namespaces, threads=args.reconcile_workers))
+            else:
                 rounds.append(
                     one_round(
                         kube,
@@ -230,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 )
                 hold += 2
-                write_result(args.out, result)
+            write_result(args.out, result)
         result["summary"] = summary(rounds)
         write_result(args.out, result)
         print_table(result)

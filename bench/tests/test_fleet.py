@@ -52,3 +52,28 @@ def test_the_ab_webhook_figures_read_the_share_the_api_server_saw_answered_withi
     assert (figures["webhook_apiserver_p99_ms"], figures["webhook_handler_p99_ms"]) == (420.0, 9.5)
     rounds = [{"variant": v, "applies_per_second": 1.0, **figures} for v in ("before", "after")]
     assert fleet_ab.summary(rounds)["after"]["webhook_apiserver_within_100ms"] == {"each": [0.9], "median": 0.9}
+
+
+def test_each_variant_takes_its_turn_forwards_then_backwards() -> None:
+    assert fleet_ab.round_order(["after", "plain"], 3) == ["after", "plain", "plain", "after", "after", "plain"]
+    assert fleet_ab.round_order(["before", "after", "plain"], 2) == [
+        "before",
+        "after",
+        "plain",
+        "plain",
+        "after",
+        "before",
+    ]
+
+
+def test_the_operators_rate_is_read_against_the_plain_clients_of_the_same_round() -> None:
+    rounds: list[dict[str, float | str]] = [
+        {"variant": "after", "applies_per_second": 40.0},
+        {"variant": "plain", "applies_per_second": 50.0},
+        {"variant": "plain", "applies_per_second": 80.0},
+        {"variant": "after", "applies_per_second": 60.0},
+    ]
+    summary = fleet_ab.summary(rounds)
+    assert summary["plain"]["applies_per_second"] == {"each": [50.0, 80.0], "median": 65.0}
+    assert summary["after"]["share_of_plain_client"] == {"each": [0.8, 0.75], "median": 0.775}
+    assert "before" not in summary
