@@ -80,16 +80,9 @@ def deployment(replicas: int) -> dict[str, Any]:
 
 
 def policy() -> dict[str, Any]:
-    return {
-        "apiVersion": "lameduck.dev/v1alpha1",
-        "kind": "GracefulPolicy",
-        "metadata": {"name": POLICY, "namespace": NAMESPACE},
-        "spec": {
-            "apply": "Immediate",
-            "selector": {"matchLabels": dict(LABEL)},
-            "hold": {"method": "Sidecar", "propagationDelay": PROPAGATION_DELAY},
-        },
-    }
+    return manifests.guarded(
+        NAMESPACE, name=POLICY, labels=LABEL, hold={"method": "Sidecar", "propagationDelay": PROPAGATION_DELAY}
+    )
 
 
 @dataclass

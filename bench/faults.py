@@ -104,17 +104,13 @@ def deployment(i: int, prefix: str = "app") -> dict[str, Any]:
 
 def policy(limit: int, propagation_delay: str) -> dict[str, Any]:
     """Each phase sets another propagationDelay: the sidecar's settings change, so must every template."""
-    return {
-        "apiVersion": "lameduck.dev/v1alpha1",
-        "kind": "GracefulPolicy",
-        "metadata": {"name": POLICY, "namespace": NAMESPACE},
-        "spec": {
-            "apply": "Immediate",
-            "maxConcurrentRollouts": limit,
-            "selector": {"matchLabels": dict(LABEL)},
-            "hold": {"propagationDelay": propagation_delay, "maxHold": "20s"},
-        },
-    }
+    return manifests.guarded(
+        NAMESPACE,
+        name=POLICY,
+        labels=LABEL,
+        maxConcurrentRollouts=limit,
+        hold={"propagationDelay": propagation_delay, "maxHold": "20s"},
+    )
 
 
 def rolling_out(body: dict[str, Any]) -> bool:

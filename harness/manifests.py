@@ -114,14 +114,17 @@ def service_account_with_role(namespace: str, name: str, rules: list[dict[str, A
     ]
 
 
-def guarded(namespace: str, **spec: Any) -> dict[str, Any]:
-    """A GracefulPolicy `guard` (the defaults, `apply: Immediate`) over Deployments labelled
-    `lameduck: yes`; spec: more of its fields (hold, drainTimeout, ...)."""
+def guarded(
+    namespace: str, *, name: str = "guard", labels: Mapping[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A GracefulPolicy `name` (the defaults, `apply: Immediate`) over Deployments carrying
+    labels (`lameduck: yes` unless given); spec: more of its fields (hold, drainTimeout, ...)."""
+    match_labels = {"lameduck": "yes"} if labels is None else dict(labels)
     return {
         "apiVersion": "lameduck.dev/v1alpha1",
         "kind": "GracefulPolicy",
-        "metadata": {"name": "guard", "namespace": namespace},
-        "spec": {"apply": "Immediate", "selector": {"matchLabels": {"lameduck": "yes"}}, **spec},
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"apply": "Immediate", "selector": {"matchLabels": match_labels}, **spec},
     }
 
 
