@@ -1,10 +1,11 @@
 """Fleet scale: the operator over thousands of Deployments whose pods run on kwok's fake nodes.
 
-    python -m bench.fleet [--deployments 1000,5000] [--nodes 100] [--namespaces 50]
-        [--reconcile-workers 8] [--rollout-sample 200]
+    python -m bench.fleet [--deployments 1000,5000] [--nodes 100] [--pods-per-node 110]
+        [--namespaces 50] [--reconcile-workers 8] [--rollout-sample 200]
+        [--replicas 1] [--churn 0] [--gate-share 0]
 
 On the local cluster (hack/cluster.sh, with hack/kwok.sh's fake nodes). For each N:
-N Deployments of 1 replica over the namespaces, in varied shapes (1 to 4 containers, every
+N Deployments of --replicas (1) over the namespaces, in varied shapes (1 to 4 containers, every
 third with a readiness probe, every seventh with its own preStop, every tenth opted out),
 their pods on the fake nodes. Then, with a ClusterGracefulPolicy over all of them:
 
@@ -27,27 +28,54 @@ For every phase: the leader's peak RSS (sampled every second) and CPU seconds, i
 event loop stall, and its API requests by verb and resource with any 429, from the API
 server's audit log (requests of the operator's service account). Prints a table and writes
 bench/results/fleet.json; removes the namespaces and lameduck after each N.
+
+A fleet of realistic shape (issue 23: 10,000 Deployments of 3 pods, a tenth gated, 10 % of the
+pods a minute churning):
+
+    python -m bench.fleet --deployments 10000 --replicas 3 --gate-share 0.1 --churn 0.1 \
+        --nodes 200 --pods-per-node 200 --rollout-sample 100 --out bench/results/fleet_10000x3.json
+
+--gate-share: every k-th Deployment (k = 1/share, the last of each k, so never an opted-out
+one) is labelled GATE_LABEL and carries lameduck's readiness gate in its pod template, as the
+gate's policy would have left it, so its pods carry the gate from the first phase on. A second
+policy, GATED_POLICY, selects those with `readinessGate.enabled`; the main one leaves them out.
+Both move through the phases together, the rollout limits shared in proportion (18 + 2, 900 +
+100), and each phase waits for both statuses. kwok's pod-ready stage sets every readiness
+gate's condition True itself (with no reason), so no pod waits on the gate; the leader still
+writes its own reason on each gated pod once (NoService: the fleet has no Services), as on a
+real node: about 3,000 writes from the install on (every pod is new to it), and one for each
+gated pod the churn replaces.
+
+--churn: from lameduck's install until the last phase ends, a thread deletes that share of the
+fleet's pods a minute at a steady rate (0.1 of 30,000: 50 a second), a random pod of a random
+Deployment at a time, with the pod's own grace period (kwok removes a deleted pod at once
+whatever it is); the ReplicaSets replace them. Each phase records the pods deleted during it
+and the Deployments short of available pods at its end; the result, the churn's rate, count
+and errors. The fake nodes must take the fleet at its busiest (fleet_shape.pods_at_most), or
+the bench stops before it starts a cluster.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import random
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
-from bench import null_webhook
+from bench import fleet_shape, null_webhook
+from bench.provenance import write_result
 from bench.webhook_latency import (
     WEBHOOK_NAME,
     Buckets,
@@ -66,11 +94,16 @@ from harness import REPO, manifests
 from harness.images import PAUSE_IMAGE, build_images
 from harness.install import OPERATOR_NAMESPACE, Operator, install_lameduck
 from harness.kube import LOCAL_AUDIT_LOG, LOCAL_KUBECONFIG, Kube, wait_until
+from lameduck_operator.names import READINESS_CONDITION
 
 RESULTS = REPO / "bench" / "results" / "fleet.json"
 FLEET_NS = "namespace/fleet-"
 POLICY = "fleet"
 LABEL = {"lameduck-fleet": "yes"}
+# With --gate-share, the gated Deployments carry this label and are governed by a policy of
+# their own, which turns the readiness gate on; the main policy leaves them out.
+GATED_POLICY = "fleet-gated"
+GATE_LABEL = "lameduck-fleet-gate"
 SELECTOR = ",".join(f"{k}={v}" for k, v in LABEL.items())
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:lameduck-operator"
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
@@ -81,10 +114,13 @@ def namespace_of(i: int, namespaces: int) -> str:
     return f"fleet-{i % namespaces:02d}"
 
 
-def fleet_deployment(i: int) -> dict[str, Any]:
+def fleet_deployment(i: int, *, replicas: int = 1, gate_every: int = 0) -> dict[str, Any]:
     """Deployment i: 1 to 4 containers; every third with a readiness probe, every seventh with
-    its own preStop (a conflict lameduck reports), every tenth opted out."""
+    its own preStop (a conflict lameduck reports), every tenth opted out. A gated one (see
+    fleet_shape.is_gated) carries GATE_LABEL and lameduck's readiness gate in its pod template,
+    as the gated policy's apply leaves it, so that its pods carry the gate from the start."""
     name = f"app-{i:05d}"
+    gated = fleet_shape.is_gated(i, gate_every)
     containers = []
     for c in range(1 + i % 4):
         container = manifests.container(f"c{c}", PAUSE_IMAGE, 8080 + c, imagePullPolicy="Never")
@@ -93,22 +129,35 @@ def fleet_deployment(i: int) -> dict[str, Any]:
         containers.append(container)
     if i % 7 == 0:
         containers[0]["lifecycle"] = {"preStop": {"exec": {"command": ["/pause"]}}}
-    return manifests.deployment(
+    body = manifests.deployment(
         name,
         containers,
-        labels=LABEL,
+        labels={**LABEL, GATE_LABEL: "yes"} if gated else LABEL,
         annotations={"lameduck.dev/skip": "true"} if i % 10 == 0 else None,
-        replicas=1,
+        replicas=replicas,
         nodeSelector={"type": "kwok"},
         tolerations=[KWOK_TOLERATION],
     )
+    if gated:
+        body["spec"]["template"]["spec"]["readinessGates"] = [{"conditionType": READINESS_CONDITION}]
+    return body
 
 
-def expected(n: int) -> dict[str, int]:
-    """What the policy's status must count: opted-out ones are skipped, own preStops conflict."""
-    skipped = sum(1 for i in range(n) if i % 10 == 0)
-    conflicting = sum(1 for i in range(n) if i % 10 != 0 and i % 7 == 0)
-    return {"matched": n - skipped, "skipped": skipped, "conflicting": conflicting}
+def expected(n: int, gate_every: int = 0, *, gated: bool = False) -> dict[str, int]:
+    """What a policy's status must count, of the Deployments it selects (the gated policy the
+    gated ones, the main policy the rest): opted-out ones are skipped, own preStops conflict."""
+    selected = [i for i in range(n) if fleet_shape.is_gated(i, gate_every) == gated]
+    skipped = sum(1 for i in selected if i % 10 == 0)
+    conflicting = sum(1 for i in selected if i % 10 != 0 and i % 7 == 0)
+    return {"matched": len(selected) - skipped, "skipped": skipped, "conflicting": conflicting}
+
+
+def expected_by_policy(n: int, gate_every: int) -> dict[str, dict[str, int]]:
+    """expected() for each of the fleet's policies, by name: the gated one only when there is one."""
+    want = {POLICY: expected(n, gate_every)}
+    if gate_every:
+        want[GATED_POLICY] = expected(n, gate_every, gated=True)
+    return want
 
 
 def audited(status: dict[str, Any], want: dict[str, int]) -> bool:
@@ -133,6 +182,43 @@ def policy(mode: str, apply: str, limit: int = 5, max_hold: str = "30s") -> dict
             "hold": {"maxHold": max_hold},
         },
     }
+
+
+def policies(
+    mode: str, apply: str, limit: int = 5, max_hold: str = "30s", *, gate_every: int = 0
+) -> list[dict[str, Any]]:
+    """The fleet's policies: policy() alone; with gated Deployments, the main one leaving them
+    out and a second selecting them with the readiness gate on, the limit shared between the
+    two (fleet_shape.split_limit)."""
+    if not gate_every:
+        return [policy(mode, apply, limit, max_hold)]
+    main_limit, gated_limit = fleet_shape.split_limit(limit, gate_every)
+    main = policy(mode, apply, main_limit, max_hold)
+    main["spec"]["selector"]["matchExpressions"] = [{"key": GATE_LABEL, "operator": "DoesNotExist"}]
+    gated = policy(mode, apply, gated_limit, max_hold)
+    gated["metadata"]["name"] = GATED_POLICY
+    gated["spec"]["selector"]["matchLabels"][GATE_LABEL] = "yes"
+    gated["spec"]["readinessGate"] = {"enabled": True}
+    return [main, gated]
+
+
+def every_policy_audited(statuses: dict[str, dict[str, Any]], want: dict[str, dict[str, int]]) -> bool:
+    return all(audited(statuses.get(name, {}), counts) for name, counts in want.items())
+
+
+def up_to_date(status: dict[str, Any], want: dict[str, int]) -> bool:
+    """An Enforce policy's status is up to date: every matched Deployment pending, compliant
+    or in conflict, and the conflicts the ones expected."""
+    return (
+        status.get("observedGeneration") == status.get("generation")
+        and status.get("matched") == want["matched"]
+        and status.get("pending", 0) + status.get("compliant", 0) + status.get("conflicting", 0) == want["matched"]
+        and status.get("conflicting") == want["conflicting"]
+    )
+
+
+def compliant(statuses: dict[str, dict[str, Any]]) -> int:
+    return sum(status.get("compliant") or 0 for status in statuses.values())
 
 
 class Sampler:
@@ -233,6 +319,133 @@ class RolloutWatch:
         self.stream.stop()
 
 
+CHURN_TICK_SECONDS = 1.0
+CHURN_THREADS = 8
+ERROR_SAMPLES = 5
+# (namespace, label selector) -> the pods' bodies; (namespace, name) -> None.
+ListPods = Callable[[str, str], list[dict[str, Any]]]
+DeletePod = Callable[[str, str], None]
+
+
+def pod_calls(kubeconfig: str) -> tuple[ListPods, DeletePod]:
+    """Listing and deleting pods, in raw JSON both ways: the client's models would cost this
+    process CPU that the operator shares."""
+    core = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+
+    def list_pods(namespace: str, selector: str) -> list[dict[str, Any]]:
+        listed: Any = core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        items: list[dict[str, Any]] = json.loads(listed.data)["items"]
+        return items
+
+    def delete_pod(namespace: str, name: str) -> None:
+        core.delete_namespaced_pod(name, namespace, _preload_content=False)
+
+    return list_pods, delete_pod
+
+
+class Churn:
+    """Pods of the fleet deleted at a steady rate, fraction_per_minute of its `pods` a minute,
+    from start() until stop(); their ReplicaSets replace them. Each deletion picks a Deployment
+    at random (seeded), lists its pods and deletes one not already terminating, with its own
+    grace period: kwok's fast pod-delete stage removes it at once whatever the grace period, and
+    the operator sees what a real cluster shows it, the pod terminating, then gone. Counts the
+    deletions picked (due), done, finding no pod to delete, and the errors."""
+
+    def __init__(
+        self,
+        list_pods: ListPods,
+        delete_pod: DeletePod,
+        *,
+        n: int,
+        namespaces: int,
+        pods: int,
+        fraction_per_minute: float,
+        seed: int = 0,
+    ) -> None:
+        self.list_pods, self.delete_pod = list_pods, delete_pod
+        self.n, self.namespaces, self.pods, self.fraction = n, namespaces, pods, fraction_per_minute
+        self.random = random.Random(seed)
+        self.picked = self.deleted = self.no_pod = 0
+        self.errors: Counter[str] = Counter()
+        self.error_samples: list[str] = []
+        self.lapped = 0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.began = time.monotonic()
+        self.ended: float | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Churn:
+        self.began = time.monotonic()
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        with ThreadPoolExecutor(CHURN_THREADS) as pool:
+            while not self.stopped.wait(CHURN_TICK_SECONDS):
+                self.tick(time.monotonic() - self.began, pool)
+
+    def tick(self, elapsed_seconds: float, pool: Executor | None = None) -> int:
+        """The deletions due after elapsed_seconds and not picked yet, on `pool` (here without),
+        each tick's ended before the next counts what is due; how many it picked."""
+        due = fleet_shape.pods_to_delete(self.pods, self.fraction, elapsed_seconds, self.picked)
+        picks = [(self.random.randrange(self.n), self.random.random()) for _ in range(due)]
+        self.picked += due
+        list(pool.map(self.delete_one, picks) if pool else map(self.delete_one, picks))
+        return due
+
+    def delete_one(self, pick: tuple[int, float]) -> None:
+        """Deployment i's pod at `choice` (0 to 1) of its running pods by name."""
+        if self.stopped.is_set():
+            return
+        i, choice = pick
+        namespace = namespace_of(i, self.namespaces)
+        try:
+            pods = self.list_pods(namespace, f"app=app-{i:05d}")
+            alive = sorted(p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp"))
+            if not alive:
+                with self.lock:
+                    self.no_pod += 1
+                return
+            self.delete_pod(namespace, alive[int(choice * len(alive))])
+            with self.lock:
+                self.deleted += 1
+        except Exception as error:  # counted, never raised: the churn goes on
+            kind = str(error.status) if isinstance(error, ApiException) else type(error).__name__
+            with self.lock:
+                self.errors[kind] += 1
+                if len(self.error_samples) < ERROR_SAMPLES:
+                    self.error_samples.append(f"{kind}: {str(error).splitlines()[0][:200]}")
+
+    def lap(self) -> int:
+        """Pods deleted since the last lap (or the start)."""
+        with self.lock:
+            deleted, self.lapped = self.deleted - self.lapped, self.deleted
+        return deleted
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=60)
+        self.ended = time.monotonic()
+
+    def record(self) -> dict[str, Any]:
+        seconds = (self.ended or time.monotonic()) - self.began
+        with self.lock:
+            return {
+                "fraction_per_minute": self.fraction,
+                "pods": self.pods,
+                "pods_per_second": round(self.pods * self.fraction / 60, 2),
+                "seconds": round(seconds, 1),
+                "due": fleet_shape.pods_due(self.pods, self.fraction, seconds),
+                "picked": self.picked,
+                "deleted": self.deleted,
+                "no_running_pod": self.no_pod,
+                "errors": dict(self.errors),
+                "error_samples": list(self.error_samples),
+            }
+
+
 def audit_position() -> int:
     return LOCAL_AUDIT_LOG.stat().st_size if LOCAL_AUDIT_LOG.exists() else 0
 
@@ -259,8 +472,8 @@ def api_requests(since: int) -> dict[str, Any]:
     return {"by_verb_resource": dict(by.most_common()), "total": sum(by.values()), "429": throttled}
 
 
-def status_of(kube: Kube) -> dict[str, Any]:
-    got = kube.run("get", "clustergracefulpolicy", POLICY, "-o", "json", check=False)
+def status_of(kube: Kube, name: str = POLICY) -> dict[str, Any]:
+    got = kube.run("get", "clustergracefulpolicy", name, "-o", "json", check=False)
     if got.returncode != 0:
         return {}
     body = json.loads(got.stdout)
@@ -269,16 +482,27 @@ def status_of(kube: Kube) -> dict[str, Any]:
     return status
 
 
+def statuses(kube: Kube, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    return {name: status_of(kube, name) for name in names}
+
+
 def phase(
-    name: str, kube: Kube, operator: Operator, done: Callable[[dict[str, Any]], bool], timeout: float
+    name: str,
+    kube: Kube,
+    operator: Operator,
+    done: Callable[[dict[str, dict[str, Any]]], bool],
+    timeout: float,
+    *,
+    policies: Iterable[str] = (POLICY,),
 ) -> dict[str, Any]:
-    """Waits until done(status); the time, and what the leader spent meanwhile."""
+    """Waits until done(the policies' statuses by name); the time, and what the leader spent meanwhile."""
+    names = tuple(policies)
     since = audit_position()
     cpu_before = sample(operator.metrics_text(), "process_cpu_seconds_total")
     sampler = Sampler(operator)
     started = time.monotonic()
     try:
-        wait_until(lambda: done(status_of(kube)), timeout, f"{name}: the policy's status is up to date", 0.5)
+        wait_until(lambda: done(statuses(kube, names)), timeout, f"{name}: the policy's status is up to date", 0.5)
     finally:
         sampler.stop()
     return {"seconds": round(time.monotonic() - started, 1), **spent(operator, sampler, cpu_before, since)}
@@ -313,15 +537,15 @@ def stalls_by_cause(text: str) -> dict[str, int]:
     }
 
 
-def remove_policy(kube: Kube) -> None:
-    """The fleet's policy deleted, also with no operator running: its finalizer (the revert's) is
+def remove_policy(kube: Kube, name: str = POLICY) -> None:
+    """A fleet policy deleted, also with no operator running: its finalizer (the revert's) is
     taken off by hand once the operator had its chance. Only for Audit policies, which have
     nothing to revert."""
-    kube.run("delete", "clustergracefulpolicy", POLICY, "--ignore-not-found", "--wait=false", check=False)
+    kube.run("delete", "clustergracefulpolicy", name, "--ignore-not-found", "--wait=false", check=False)
     kube.run(
-        "patch", "clustergracefulpolicy", POLICY, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False
+        "patch", "clustergracefulpolicy", name, "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False
     )
-    wait_until(lambda: not status_of(kube), 60, "the policy is gone")
+    wait_until(lambda: not status_of(kube, name), 60, f"the policy {name} is gone")
 
 
 APPLIED = 'lameduck_reconciles_total{result="applied"}'
@@ -333,7 +557,7 @@ def applied_count(text: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(APPLIED + " "))
 
 
-def apply_burst(kube: Kube, operator: Operator, body: dict[str, Any]) -> dict[str, Any]:
+def apply_burst(kube: Kube, operator: Operator, *bodies: dict[str, Any]) -> dict[str, Any]:
     """A policy change that lets up to 1,000 Deployments roll at once: the operator's applies
     per second, from the change until it applies nothing more for BURST_QUIET_SECONDS (it has
     used every slot; the rollouts themselves go at the fake nodes' pace, not measured here)."""
@@ -342,7 +566,7 @@ def apply_burst(kube: Kube, operator: Operator, body: dict[str, Any]) -> dict[st
     before, cpu_before = applied_count(text), sample(text, "process_cpu_seconds_total")
     sampler = Sampler(operator)
     started = time.monotonic()
-    kube.apply(body)
+    kube.apply(*bodies)
     count, last_growth = before, None
     try:
         while time.monotonic() - started < 600:
@@ -378,12 +602,13 @@ def remove_fleet(kube: Kube, namespaces: int) -> None:
     )
 
 
-def create_fleet(kube: Kube, n: int, namespaces: int) -> None:
+def create_fleet(kube: Kube, n: int, namespaces: int, *, replicas: int = 1, gate_every: int = 0) -> None:
     for ns in sorted({namespace_of(i, namespaces) for i in range(min(n, namespaces))}):
         kube.run("create", "namespace", ns, check=False)
     by_namespace: dict[str, list[dict[str, Any]]] = {}
     for i in range(n):
-        by_namespace.setdefault(namespace_of(i, namespaces), []).append(fleet_deployment(i))
+        deployment = fleet_deployment(i, replicas=replicas, gate_every=gate_every)
+        by_namespace.setdefault(namespace_of(i, namespaces), []).append(deployment)
     for ns, items in sorted(by_namespace.items()):
         for start in range(0, len(items), APPLY_CHUNK):
             chunk = {"apiVersion": "v1", "kind": "List", "items": items[start : start + APPLY_CHUNK]}
@@ -511,22 +736,53 @@ def run_fleet(
     reconcile_workers: int,
     rollout_sample: int,
     ceiling_updates: int,
+    replicas: int = 1,
+    gate_share: float = 0.0,
+    churn_per_minute: float = 0.0,
 ) -> dict[str, Any]:
     """The phases for N Deployments; `save` gets the result so far after each phase, so that a
     run that fails or is stopped leaves what it measured."""
-    want = expected(n)
-    print(f"== {n} Deployments: creating them and their pods on the fake nodes", flush=True)
+    gate_every = fleet_shape.gate_every(gate_share)
+    want = expected_by_policy(n, gate_every)
+    names = tuple(want)
+    pods = n * replicas
+    print(f"== {n} Deployments of {replicas}: creating them and their pods on the fake nodes", flush=True)
     created = time.monotonic()
-    create_fleet(kube, n, namespaces)
-    wait_until(lambda: running_pods(kube) >= n, 1800, f"{n} pods run on the fake nodes", 5)
+    create_fleet(kube, n, namespaces, replicas=replicas, gate_every=gate_every)
+    wait_until(
+        lambda: running_pods(kube) >= pods,
+        fleet_shape.setup_timeout_seconds(pods),
+        f"{pods} pods run on the fake nodes",
+        max(5, pods // 2000),  # each poll lists every pod
+    )
     result: dict[str, Any] = {
         "deployments": n,
+        "replicas": replicas,
+        "gate_share": gate_share,
+        "gated_deployments": sum(1 for i in range(n) if fleet_shape.is_gated(i, gate_every)),
+        "churn_fraction_per_minute": churn_per_minute,
         "reconcile_workers": reconcile_workers,
-        "expected": want,
+        "expected": want[POLICY],
+        **({"expected_gated": want[GATED_POLICY]} if gate_every else {}),
         "setup_seconds": round(time.monotonic() - created),
     }
     watcher = RolloutWatch(kube.kubeconfig)
     operator: Operator | None = None
+    churn: Churn | None = None
+
+    def lap(measured: dict[str, Any]) -> dict[str, Any]:
+        """A phase's result, with the pods the churn deleted during it and the Deployments still
+        short of available pods at its end (replacements the cluster has not started yet)."""
+        if churn is not None:
+            measured["pods_deleted"] = churn.lap()
+            with watcher.lock:
+                measured["deployments_unavailable_at_end"] = len(watcher.unavailable_since)
+            result["churn"] = churn.record()
+        return measured
+
+    def fleet_policies(mode: str, apply: str, limit: int = 5, max_hold: str = "30s") -> list[dict[str, Any]]:
+        return policies(mode, apply, limit, max_hold, gate_every=gate_every)
+
     try:
         if ceiling_updates:
             print(f"== plain client: {ceiling_updates} template updates, no lameduck installed", flush=True)
@@ -534,8 +790,14 @@ def run_fleet(
                 kube, watcher, n, namespaces, updates=ceiling_updates, threads=reconcile_workers
             )
             save(result)
-        remove_policy(kube)  # one an earlier run left would have its status up to date already
-        kube.apply(policy("Audit", "OnNextRollout"))
+        for name in names:
+            remove_policy(kube, name)  # one an earlier run left would have its status up to date already
+        kube.apply(*fleet_policies("Audit", "OnNextRollout"))
+        if churn_per_minute:
+            print(f"== churn: {churn_per_minute:.0%} of the {pods} pods a minute from now on", flush=True)
+            churn = Churn(
+                *pod_calls(kube.kubeconfig), n=n, namespaces=namespaces, pods=pods, fraction_per_minute=churn_per_minute
+            ).start()
         print("== audit: installing lameduck (helm) with the Audit policy in place", flush=True)
         since = audit_position()
         operator = install_lameduck(
@@ -543,85 +805,105 @@ def run_fleet(
         )
         started_at = leader_started_at(kube, operator)
 
-        audit = phase("audit", kube, operator, lambda status: audited(status, want), 1800)
+        audit = phase("audit", kube, operator, lambda got: every_policy_audited(got, want), 1800, policies=names)
         audit["seconds_from_operator_start"] = round(time.time() - started_at, 1)
         audit["api"] = api_requests(since)
-        result["audit"] = audit
+        result["audit"] = lap(audit)
         save(result)
 
-        def up_to_date(status: dict[str, Any]) -> bool:
-            return (
-                status.get("observedGeneration") == status.get("generation")
-                and status.get("matched") == want["matched"]
-                and status.get("pending", 0) + status.get("compliant", 0) + status.get("conflicting", 0)
-                == want["matched"]
-                and status.get("conflicting") == want["conflicting"]
-            )
-
         print("== on-next-rollout: Enforce + OnNextRollout", flush=True)
-        kube.apply(policy("Enforce", "OnNextRollout"))
-        result["on_next_rollout"] = phase("on-next-rollout", kube, operator, up_to_date, 1800)
+        kube.apply(*fleet_policies("Enforce", "OnNextRollout"))
+        result["on_next_rollout"] = lap(
+            phase(
+                "on-next-rollout",
+                kube,
+                operator,
+                lambda got: all(up_to_date(got[name], counts) for name, counts in want.items()),
+                1800,
+                policies=names,
+            )
+        )
         save(result)
 
         print(f"== immediate-20: Immediate, maxConcurrentRollouts 20, until {rollout_sample} have rolled", flush=True)
         watcher.reset()
-        kube.apply(policy("Enforce", "Immediate", limit=20))
+        kube.apply(*fleet_policies("Enforce", "Immediate", limit=20))
         immediate = phase(
-            "immediate-20", kube, operator, lambda status: (status.get("compliant") or 0) >= rollout_sample, 3600
+            "immediate-20", kube, operator, lambda got: compliant(got) >= rollout_sample, 3600, policies=names
         )
         immediate["observed_rollouts_at_once_max"] = watcher.most
         immediate["observed_rollouts_at_once_max_as_lameduck_counts"] = watcher.most_as_lameduck_counts
         immediate["new_pod_ready_seconds"] = new_pod_ready_seconds(kube)
-        immediate["rolled"] = status_of(kube).get("compliant")
+        immediate["rolled"] = compliant(statuses(kube, names))
         immediate["seconds_per_1000"] = round(immediate["seconds"] * 1000 / immediate["rolled"], 1)
-        result["immediate_20"] = immediate
+        result["immediate_20"] = lap(immediate)
         save(result)
 
         print("== immediate-max: maxHold changed, maxConcurrentRollouts 1000", flush=True)
-        result["immediate_max"] = apply_burst(
-            kube, operator, policy("Enforce", "Immediate", limit=1000, max_hold="31s")
+        result["immediate_max"] = lap(
+            apply_burst(
+                kube, operator, *fleet_policies("Enforce", "Immediate", limit=fleet_shape.BURST_LIMIT, max_hold="31s")
+            )
         )
         save(result)
 
         print(f"== webhook: {updates} template updates from 16 threads", flush=True)
         null_webhook.follow_lameduck(kube, null_webhook.deploy(kube))
-        result["webhook"] = webhook_burst(kube, operator, n, namespaces, updates, floor=null_webhook.WEBHOOK_LABEL)
+        webhook = webhook_burst(kube, operator, n, namespaces, updates, floor=null_webhook.WEBHOOK_LABEL)
+        result["webhook"] = lap(webhook)
         result["loop_lag_max_seconds"] = sample(operator.metrics_text(), "lameduck_event_loop_lag_max_seconds")
     finally:
+        if churn is not None:
+            churn.stop()
+            result["churn"] = churn.record()
         watcher.stop()
         print("== cleaning up", flush=True)
         # The namespaces first: with them goes every Deployment the policy's deletion would revert.
         null_webhook.remove(kube)
         remove_fleet(kube, namespaces)
-        kube.run("delete", "clustergracefulpolicy", POLICY, "--ignore-not-found", "--timeout=600s", check=False)
+        for name in names:
+            kube.run("delete", "clustergracefulpolicy", name, "--ignore-not-found", "--timeout=600s", check=False)
         if operator is not None:
             operator.uninstall()
     return result
 
 
+def shape_cells(result: dict[str, Any]) -> str:
+    """The table's shape columns: Deployments x replicas, the gated ones, the churn and the pods
+    it deleted (results from before those were recorded: 1 replica, none gated, no churn)."""
+    churn = result.get("churn_fraction_per_minute") or 0
+    deleted = (result.get("churn") or {}).get("deleted", 0)
+    return f"{result['deployments']:,} x {result.get('replicas', 1)} | {result.get('gated_deployments', 0):,} | " + (
+        f"{churn:.0%}/min ({deleted:,} deleted)" if churn else "none"
+    )
+
+
 def print_table(results: list[dict[str, Any]]) -> None:
     print(
-        "| Deployments | audit from start | OnNextRollout | Immediate/20 per 1,000 (most at once) | "
-        "Immediate/1000 applies/s | peak RSS | loop stall max | 429s | webhook p50/p99 (operator) |"
+        "| Deployments x pods | gated | churn | audit from start | OnNextRollout | Immediate/20 per 1,000 "
+        "(most at once: kubectl's rule / lameduck's) | Immediate/1000 applies/s | peak RSS | loop stall max | "
+        "429s | webhook p50/p99 (operator) |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
         phases = [r["audit"], r["on_next_rollout"], r["immediate_20"], r["immediate_max"]]
         hook = r["webhook"]["operator"]
         print(
-            f"| {r['deployments']:,} | {r['audit']['seconds_from_operator_start']} s | "
+            f"| {shape_cells(r)} | {r['audit']['seconds_from_operator_start']} s | "
             f"{r['on_next_rollout']['seconds']} s | {r['immediate_20']['seconds_per_1000']} s "
-            f"({r['immediate_20']['observed_rollouts_at_once_max']}) | {r['immediate_max']['applies_per_second']} | "
+            f"({r['immediate_20']['observed_rollouts_at_once_max']} / "
+            f"{r['immediate_20']['observed_rollouts_at_once_max_as_lameduck_counts']}) | "
+            f"{r['immediate_max']['applies_per_second']} | "
             f"{max(p['peak_rss_mib'] for p in phases)} MiB | {r['loop_lag_max_seconds']:.2f} s | "
             f"{sum(p['api']['429'] for p in phases)} | {hook['p50_ms']}/{hook['p99_ms']} ms |"
         )
 
 
-def local_cluster_with_fake_nodes(nodes: int) -> Kube:
+def local_cluster_with_fake_nodes(nodes: int, pods_per_node: int = 110) -> Kube:
     """The local cluster up, with kwok's fake nodes, the images built and lameduck's CRDs."""
     subprocess.run(["bash", str(REPO / "hack" / "cluster.sh"), "up"], check=True)
     subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "up"], check=True)
-    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "nodes", str(nodes)], check=True)
+    subprocess.run(["bash", str(REPO / "hack" / "kwok.sh"), "nodes", str(nodes), str(pods_per_node)], check=True)
     build_images()
     kube = Kube(LOCAL_KUBECONFIG)
     kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
@@ -644,34 +926,47 @@ def main(argv: list[str] | None = None) -> None:
         default=1000,
         help="template updates from a plain client before lameduck is installed (0: none)",
     )
+    parser.add_argument("--replicas", type=int, default=1, help="replicas of each fleet Deployment")
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        help="this share of the fleet's pods deleted a minute, from lameduck's install to the last phase (0: none)",
+    )
+    parser.add_argument(
+        "--gate-share",
+        type=float,
+        default=0.0,
+        help="this share of the Deployments (every k-th) carries the readiness gate, under a policy of its own",
+    )
+    parser.add_argument("--pods-per-node", type=int, default=110, help="each fake node's pod capacity (at most 250)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    kube = local_cluster_with_fake_nodes(args.nodes)
+    counts = [int(x) for x in args.deployments.split(",")]
+    if args.replicas < 1 or not 0 <= args.churn <= 1 or not 0 <= args.gate_share <= 1:
+        parser.error("--replicas is at least 1; --churn and --gate-share are from 0 to 1")
+    busiest = fleet_shape.pods_at_most(
+        max(counts), args.replicas, fleet_shape.rolling_at_once(args.plain_client_updates, args.webhook_updates)
+    )
+    if (no_room := fleet_shape.room_on_fake_nodes(busiest, args.nodes, args.pods_per_node)) is not None:
+        parser.error(no_room)
+    kube = local_cluster_with_fake_nodes(args.nodes, args.pods_per_node)
     results: list[dict[str, Any]] = []
 
     def save(partial: dict[str, Any]) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {
-                    "command": "python -m bench.fleet " + " ".join(sys.argv[1:] if argv is None else argv),
-                    "commit": subprocess.run(
-                        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
-                    ).stdout.strip(),
-                    "machine": {
-                        "cpus": len(__import__("os").sched_getaffinity(0)),
-                        "python": platform.python_version(),
-                    },
-                    "nodes": args.nodes,
-                    "namespaces": args.namespaces,
-                    "results": [*results, partial] if partial not in results else results,
-                },
-                indent=2,
-            )
-            + "\n"
+        write_result(
+            args.out,
+            {
+                "command": "python -m bench.fleet " + " ".join(sys.argv[1:] if argv is None else argv),
+                "nodes": args.nodes,
+                "pods_per_node": args.pods_per_node,
+                "namespaces": args.namespaces,
+                "results": [*results, partial] if partial not in results else results,
+            },
         )
 
-    for n in (int(x) for x in args.deployments.split(",")):
+    for n in counts:
         results.append(
             run_fleet(
                 kube,
@@ -682,6 +977,9 @@ def main(argv: list[str] | None = None) -> None:
                 reconcile_workers=args.reconcile_workers,
                 rollout_sample=args.rollout_sample,
                 ceiling_updates=args.plain_client_updates,
+                replicas=args.replicas,
+                gate_share=args.gate_share,
+                churn_per_minute=args.churn,
             )
         )
         save(results[-1])

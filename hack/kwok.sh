@@ -4,7 +4,8 @@
 # preStop hooks, so termination behaviour must be tested on the real node.
 #
 #   hack/kwok.sh up            start kwok (needs `hack/cluster.sh up`); manages nodes labelled type=kwok
-#   hack/kwok.sh nodes N       make sure fake nodes kwok-node-0..N-1 exist (tainted kwok.x-k8s.io/node=fake:NoSchedule)
+#   hack/kwok.sh nodes N [P]   make sure fake nodes kwok-node-0..N-1 exist (tainted kwok.x-k8s.io/node=fake:NoSchedule),
+#                              each taking P pods (default 110, at most 250: one /24 of addresses)
 #   hack/kwok.sh down          delete the fake nodes, stop kwok (hack/cluster.sh down stops it too)
 #   hack/kwok.sh status
 #
@@ -69,8 +70,11 @@ cmd_up() {
 }
 
 cmd_nodes() {
-  local n="${1:?usage: kwok.sh nodes N}" i
+  local n="${1:?usage: kwok.sh nodes N [PODS]}" pods="${2:-110}" i name have
   ((n <= 255)) || die "at most 255 fake nodes (one /24 of the pod CIDR 10.214.0.0/16 each)"
+  if ! [[ "$pods" =~ ^[0-9]+$ ]] || ((pods < 1 || pods > 250)); then
+    die "1 to 250 pods a fake node (one /24 of addresses each)"
+  fi
   kwok_pid >/dev/null || die "kwok not running: hack/kwok.sh up"
   for ((i = 0; i < n; i++)); do
     cat <<EOF
@@ -86,10 +90,17 @@ spec:
   taints:
   - {key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "$pods"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "$pods"}
 EOF
   done | kc apply -f - >/dev/null
+  # apply leaves an existing node's status as it was: nodes made with another capacity get this one.
+  kc get nodes -l type=kwok -o jsonpath='{range .items[*]}{.metadata.name} {.status.capacity.pods}{"\n"}{end}' |
+    while read -r name have; do
+      [[ "$have" == "$pods" ]] && continue
+      kc patch node "$name" --subresource=status --type=merge \
+        -p "{\"status\":{\"capacity\":{\"pods\":\"$pods\"},\"allocatable\":{\"pods\":\"$pods\"}}}" >/dev/null
+    done
   kc wait --for=condition=Ready node -l type=kwok --timeout=300s >/dev/null
   log "$(kc get nodes -l type=kwok --no-headers | grep -c ' Ready') fake nodes Ready"
 }
