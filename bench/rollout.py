@@ -62,7 +62,7 @@ from bench.rollout_objects import (
     policy,
     service,
 )
-from bench.rollout_phases import run_phases
+from bench.rollout_phases import lost_after_release, run_phases
 from bench.rollout_report import chart, environment, print_breakdown, print_table, sidecar_rss_mib, summarize_all
 from bench.rollout_watch import PodWatch, hold_report_events, unanswered_syns
 from harness import REPO
@@ -333,6 +333,8 @@ class Bench:
         deleted = {name for name, pod in run["old_pods"].items() if pod["deleted_at"] is not None}
         events = hold_report_events(self.kube, NAMESPACE, deleted) if variant.lameduck else []
         run["phases"] = run_phases({n: run["old_pods"][n] for n in deleted}, events, run["started_at"])
+        if variant.lameduck:  # per pod in phases; the sum beside the load generator's errors
+            run["lost_after_release"] = lost_after_release(run["phases"])
         if stop.replicas_after != 3:
             self.kube.run("scale", f"deployment/{label}", "--replicas=3", "-n", NAMESPACE)
         self.wait_steady(label, 3)
@@ -363,10 +365,18 @@ class Bench:
                         if lb
                         else ""
                     )
+                    sidecars = run.get("lost_after_release")
+                    sidecar_text = (
+                        f", sidecars counted {sidecars['total']} lost after release "
+                        f"({sidecars['pods_counted']} of {sidecars['pods']} pods counted)"
+                        if sidecars
+                        else ""
+                    )
                     print(
                         f"{condition.name:<6} {stop.name:<15} {variant.title:<30} round {round_number}: "
                         f"{run['requests']} requests, {sum(run['errors'].values())} errors {run['errors'] or ''}, "
-                        f"{run['duration_seconds']}s (run took {time.monotonic() - started:.0f}s){lb_text}",
+                        f"{run['duration_seconds']}s (run took {time.monotonic() - started:.0f}s)"
+                        f"{sidecar_text}{lb_text}",
                         flush=True,
                     )
 
