@@ -60,9 +60,10 @@ from bench.rollout_objects import (
     disruption_budget,
     endpoints_target,
     policy,
+    routes,
     service,
 )
-from bench.rollout_phases import run_phases
+from bench.rollout_phases import lost_after_release, run_phases
 from bench.rollout_report import chart, environment, print_breakdown, print_table, sidecar_rss_mib, summarize_all
 from bench.rollout_watch import PodWatch, hold_report_events, unanswered_syns
 from harness import REPO
@@ -173,6 +174,7 @@ class Bench:
                     demo_deployment(self.args.demo_image, app, variant),
                     service(app, variant),
                     disruption_budget(app, variant),
+                    *routes(app, variant),
                     namespace=NAMESPACE,
                 )
             if variant.lameduck:
@@ -182,6 +184,8 @@ class Bench:
         for variant in self.variants:
             if variant.lameduck:
                 self.wait_compliant(policy(variant)["metadata"]["name"], len(self.apps))
+            if variant.ingress:
+                self.wait_starting_budget(variant)
             for app in self.apps:
                 self.wait_steady(app_label(app, variant), 3)
         for front in self.fronts:
@@ -203,6 +207,23 @@ class Bench:
             return bool(self.kube.get("gracefulpolicy", name, NAMESPACE).get("status", {}).get("compliant") == wanted)
 
         wait_until(compliant, 180, f"{name}'s Deployments are compliant", 0.5)
+
+    def wait_starting_budget(self, variant: Variant) -> None:
+        """A variant behind an Ingress measures the starting budget only if the operator saw the
+        hop: wait until its policy's status lists each of its Deployments at the starting budget
+        (status.startingBudgets), and keep the entries in the result file."""
+        name = policy(variant)["metadata"]["name"]
+        wanted = {app_label(app, variant) for app in self.apps}
+        listed: list[dict[str, Any]] = []
+
+        def starting() -> bool:
+            nonlocal listed
+            status = self.kube.get("gracefulpolicy", name, NAMESPACE).get("status") or {}
+            listed = [entry for entry in status.get("startingBudgets") or [] if entry.get("name") in wanted]
+            return {entry.get("name") for entry in listed} == wanted
+
+        wait_until(starting, 180, f"{name}'s Deployments are at the starting budget", 0.5)
+        self.report["environment"].setdefault("starting_budgets", {})[variant.name] = listed
 
     def wait_steady(self, label: str, replicas: int) -> None:
         wait_until(lambda: steady(self.kube, label, replicas), 300, f"{label} is steady with {replicas} pods", 0.5)
@@ -333,6 +354,8 @@ class Bench:
         deleted = {name for name, pod in run["old_pods"].items() if pod["deleted_at"] is not None}
         events = hold_report_events(self.kube, NAMESPACE, deleted) if variant.lameduck else []
         run["phases"] = run_phases({n: run["old_pods"][n] for n in deleted}, events, run["started_at"])
+        if variant.lameduck:  # per pod in phases; the sum beside the load generator's errors
+            run["lost_after_release"] = lost_after_release(run["phases"])
         if stop.replicas_after != 3:
             self.kube.run("scale", f"deployment/{label}", "--replicas=3", "-n", NAMESPACE)
         self.wait_steady(label, 3)
@@ -363,10 +386,18 @@ class Bench:
                         if lb
                         else ""
                     )
+                    sidecars = run.get("lost_after_release")
+                    sidecar_text = (
+                        f", sidecars counted {sidecars['total']} lost after release "
+                        f"({sidecars['pods_counted']} of {sidecars['pods']} pods counted)"
+                        if sidecars
+                        else ""
+                    )
                     print(
                         f"{condition.name:<6} {stop.name:<15} {variant.title:<30} round {round_number}: "
                         f"{run['requests']} requests, {sum(run['errors'].values())} errors {run['errors'] or ''}, "
-                        f"{run['duration_seconds']}s (run took {time.monotonic() - started:.0f}s){lb_text}",
+                        f"{run['duration_seconds']}s (run took {time.monotonic() - started:.0f}s)"
+                        f"{sidecar_text}{lb_text}",
                         flush=True,
                     )
 

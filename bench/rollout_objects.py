@@ -30,6 +30,7 @@ class Variant:
     lame_duck: bool = False  # the policy asks the demo app's lame-duck mode (spec.hold.lameDuck)
     slow_lb: bool = False  # the policy's hold carries SLOW_LB_HOLD (below)
     learned_budget: bool = False  # the policy's hold carries LEARNED_BUDGET_HOLD (below)
+    ingress: bool = False  # an Ingress names the variant's Service as its backend (routes, below)
     grace_period: int | None = None  # the pod's terminationGracePeriodSeconds; None: Kubernetes' 30 s
 
 
@@ -53,6 +54,15 @@ VARIANTS = {
     # still arrives, then sized per Deployment from its trusted reports, within the cap
     "lameduck-learned": Variant(
         "lameduck-learned", "(j) lameduck, learned budget (cap 2m)", lameduck=True, learned_budget=True
+    ),
+    # The same behind an L7 hop the operator sees: with no history it starts at the starting
+    # budget (docs/policy.md, "How a Deployment with no history starts"), not at maxHold
+    "lameduck-learned-ingress": Variant(
+        "lameduck-learned-ingress",
+        "(k) lameduck, learned budget (cap 2m), behind an Ingress",
+        lameduck=True,
+        learned_budget=True,
+        ingress=True,
     ),
 }
 DEFAULT_VARIANTS = ("none", "sleep5", "sleep20", "lameduck")
@@ -141,6 +151,26 @@ def demo_deployment(image: str, app: str, variant: Variant, replicas: int = 3) -
 
 def service(app: str, variant: Variant) -> dict[str, Any]:
     return manifests.service(app_label(app, variant), [{"name": "http", "port": 80, "targetPort": "http"}])
+
+
+def routes(app: str, variant: Variant) -> list[dict[str, Any]]:
+    """For a variant behind an L7 hop: an Ingress whose default backend is the app's Service; none
+    otherwise. The operator only reads it (logic/l7_backends.py: the backend's Service name, not
+    its class nor whether a controller serves it), so none is needed, and the load does not go
+    through it: the condition's data plane carries the load, the Ingress only tells the operator
+    that an L7 hop sends to the Deployment."""
+    if not variant.ingress:
+        return []
+    name = app_label(app, variant)
+    backend = {"service": {"name": name, "port": {"name": "http"}}}  # the API server requires a port
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"defaultBackend": backend},
+        }
+    ]
 
 
 def disruption_budget(app: str, variant: Variant) -> dict[str, Any]:

@@ -11,6 +11,12 @@ in whole seconds, stamped when the sidecar posted it after the app's exit. So th
 call's moment is placed from the app's exit backwards: from the exit the pod watch saw (this
 machine's clock, as deleted_at is) when it saw one, else from the Event's time. Deletion to
 preStop call is what is left over, and carries that anchor's error (up to about a second).
+
+Each reported pod's phases also keep two figures of its report: the maxHold its hold was given
+(maxHoldSeconds: the policy's, a learned one or the starting budget) and lostAfterRelease (the
+connection attempts refused or reset on the app's ports after release, as the sidecar counted
+them; None when it could not count, or from a sidecar older than the count). lost_after_release
+sums the latter over a run's pods, beside the losses the load generator saw.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ def termination_phases(
         stage1=_round(report.stage1_seconds),
         stage2=_round(report.stage2_seconds),
         release_to_exit=_round(report.app_exit_seconds),
+        max_hold=_round(report.max_hold_seconds),
+        lost_after_release=report.lost_after_release,
     )
     anchor: str | None = None
     exit_at: float | None = None
@@ -102,6 +110,22 @@ def run_phases(
         report, event_at = reports.get(name) or (None, None)
         found[name] = termination_phases(pod, report, event_at, started)
     return found
+
+
+def lost_after_release(phases: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What the sidecars counted lost after release over one run's stopped pods (run_phases's
+    `phases`): the sum of the counts (`total`; None when no report carried one: a variant without
+    lameduck, sidecars that could not count, a result file from before the count was kept), and
+    how many pods had a count, a hold report, and were stopped. A pod without a count adds
+    nothing, so the sum is a lower bound unless every stopped pod was counted."""
+    reported = [pod for pod in phases.values() if "hold" in pod]
+    counts = [pod["lost_after_release"] for pod in reported if isinstance(pod.get("lost_after_release"), int)]
+    return {
+        "total": sum(counts) if counts else None,
+        "pods_counted": len(counts),
+        "pods_reported": len(reported),
+        "pods": len(phases),
+    }
 
 
 def _median(values: list[float]) -> float | None:

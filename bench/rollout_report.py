@@ -18,7 +18,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from bench.rollout_objects import CONDITIONS, STOPS, VARIANTS, policy
-from bench.rollout_phases import medians
+from bench.rollout_phases import lost_after_release, medians
 from harness import REPO
 from harness.kube import Kube
 
@@ -181,6 +181,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "programmed_min_per_run": [m for m, _ in programmed],
         "seconds_below_target_per_run": [s for m, s in programmed if m is not None],
     }
+    # What the sidecars counted lost after release, beside what the load generator saw
+    losses = [lost_after_release(run.get("phases") or {}) for run in runs]
+    counted = [each["total"] for each in losses if each["total"] is not None]
+    summary.update(
+        lost_after_release=sum(counted) if counted else None,
+        lost_after_release_per_run=[each["total"] for each in losses],
+        lost_after_release_pods_counted=sum(each["pods_counted"] for each in losses),
+        stopped_pods=sum(each["pods"] for each in losses),
+    )
     lb_runs = [run["external_lb"] for run in runs if "external_lb" in run]
     if lb_runs:
         summary["external_lb"] = external_lb_summary(lb_runs)
@@ -223,11 +232,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for (condition, stop), members in groups.items():
         print(f"\n{CONDITIONS[condition].title}: {STOPS[stop].title}\n")
         print(
-            "| variant | runs | requests | errors from the disruption on (per run) | kinds "
+            "| variant | runs | requests | errors from the disruption on (per run) "
+            "| lost after release, as the sidecars counted (per run) | kinds "
             "| duration s, median (min-max) | termination s, median (min-max) | new pod ready s (median) "
             "| programmed and ready endpoints, min per run (target) | s below target per run |"
         )
-        print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | --- |")
+        print("| --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | --- | --- |")
         for row in members:
             print(_row(row))
         lb_rows = [row for row in members if "external_lb" in row]
@@ -252,10 +262,26 @@ def _row(row: dict[str, Any]) -> str:
     below = ", ".join(f"{s:.1f}" for s in row["seconds_below_target_per_run"]) if known else ""
     return (
         f"| {row['title']} | {row['runs']} | {row['requests']} "
-        f"| **{row['errors_from_disruption']}** ({per_run}) | {kinds} | {_spread_text(row['duration_seconds'])} "
+        f"| **{row['errors_from_disruption']}** ({per_run}) | {lost_after_release_text(row)} | {kinds} "
+        f"| {_spread_text(row['duration_seconds'])} "
         f"| {_spread_text(row['termination_seconds'])} | {'' if ready is None else ready} "
         f"| {programmed_text} | {below} |"
     )
+
+
+def lost_after_release_text(row: dict[str, Any]) -> str:
+    """The sidecars' count of requests lost after release: "-" for a variant without lameduck (no
+    hold reports), "n/a" where no report carried a count (a result file from before it was kept,
+    or sidecars that could not count); else the sum and each run's ("?": none counted in that
+    run), and how many of the stopped pods were counted when not all were (a lower bound then)."""
+    if not VARIANTS[row["variant"]].lameduck:
+        return "-"
+    if row["lost_after_release"] is None:
+        return "n/a"
+    runs = ", ".join("?" if n is None else str(n) for n in row["lost_after_release_per_run"])
+    text = f"**{row['lost_after_release']}** ({runs})"
+    counted, pods = row["lost_after_release_pods_counted"], row["stopped_pods"]
+    return text if counted == pods else f"{text}, {counted} of {pods} pods counted"
 
 
 def _lb_row(row: dict[str, Any]) -> str:

@@ -4,9 +4,23 @@ grace period it needs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.lb_targets import DEFAULT_DEREGISTRATION_DELAY
-from bench.rollout_objects import CONDITIONS, DEFAULT_CONDITIONS, VARIANTS, demo_deployment, policy
-from lameduck_operator.logic.budget import budget_seconds
+from bench.rollout_objects import (
+    CONDITIONS,
+    DEFAULT_CONDITIONS,
+    NAMESPACE,
+    VARIANTS,
+    demo_deployment,
+    policy,
+    routes,
+    service,
+)
+from lameduck_operator.logic.budget import BudgetSource, budget_seconds, max_hold_for
+from lameduck_operator.logic.l7_backends import RouteKind, deployment_is_l7_backend, route_kind_of, route_of
+from lameduck_operator.logic.readiness import service_view
+from lameduck_operator.logic.shapes import l7_errors
 from lameduck_operator.model import parse_policy
 
 
@@ -37,3 +51,41 @@ def test_the_learned_budget_variant_starts_at_the_default_and_may_learn_past_the
     assert spec.hold.max_hold == default.hold.max_hold
     assert spec.hold.learned_budget is not None
     assert spec.hold.learned_budget.max_hold_cap > DEFAULT_DEREGISTRATION_DELAY
+
+
+def in_namespace(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as the API server keeps it after `kubectl apply -n NAMESPACE`."""
+    return {**obj, "metadata": {**obj["metadata"], "namespace": NAMESPACE}}
+
+
+def is_l7_backend(variant_name: str) -> bool:
+    """Whether the operator's own reading of every variant's objects in the bench's namespace sees
+    an L7 hop send to this variant's Deployment (as l7_routes.py and the CLI decide it)."""
+    deployment = in_namespace(demo_deployment("demo:dev", "demo", VARIANTS[variant_name]))
+    found = [route_of(in_namespace(each)) for variant in VARIANTS.values() for each in routes("demo", variant)]
+    services = [service_view(in_namespace(service("demo", variant))) for variant in VARIANTS.values()]
+    return deployment_is_l7_backend(deployment, NAMESPACE, services, [r for r in found if r is not None])
+
+
+def test_the_ingress_variant_s_deployment_starts_behind_an_l7_hop_at_a_budget_past_the_lb() -> None:
+    variant = VARIANTS["lameduck-learned-ingress"]
+    (ingress,) = routes("demo", variant)
+    assert route_kind_of(ingress) is RouteKind.INGRESS  # networking.k8s.io/v1, as the operator watches
+    assert "ingressClassName" not in ingress["spec"]  # nothing serves it: the operator only reads it
+    assert l7_errors(ingress, RouteKind.INGRESS) == []
+    assert is_l7_backend("lameduck-learned-ingress")
+    hold = parse_policy(policy(variant)).spec.hold
+    start = max_hold_for(hold, learned=None, l7_backend=True)
+    assert start.source is BudgetSource.L7_BACKEND
+    assert start.seconds > DEFAULT_DEREGISTRATION_DELAY  # the first rollout may outlast the LB
+    assert max_hold_for(hold, learned=None, l7_backend=False).seconds < DEFAULT_DEREGISTRATION_DELAY
+
+
+def test_the_ingress_names_only_its_own_variant_s_service() -> None:
+    assert [name for name in VARIANTS if routes("demo", VARIANTS[name])] == ["lameduck-learned-ingress"]
+    # the same policy without the hop, in the same namespace: what the Ingress variant compares with
+    assert not is_l7_backend("lameduck-learned")
+    learned, behind_ingress = (
+        policy(VARIANTS[name])["spec"] for name in ("lameduck-learned", "lameduck-learned-ingress")
+    )
+    assert learned["hold"] == behind_ingress["hold"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench.rollout_phases import latest_reports, medians, run_phases, termination_phases
+from bench.rollout_phases import latest_reports, lost_after_release, medians, run_phases, termination_phases
 from bench.rollout_report import BREAKDOWN_COLUMNS, breakdown_rows
 from lameduck_operator.logic.shutdown import parse_hold_report
 from lameduck_sidecar.after_release import AfterRelease
@@ -20,7 +20,13 @@ STARTED = datetime(2026, 12, 7, 10, 0, 0, 500000, tzinfo=UTC).timestamp()
 
 
 def report_event(
-    pod: str, *, hold: float = 3.4, stage1: float | None = 0.4, app_exit: float | None = 0.5, posted_second: int = 7
+    pod: str,
+    *,
+    hold: float = 3.4,
+    stage1: float | None = 0.4,
+    app_exit: float | None = 0.5,
+    posted_second: int = 7,
+    lost: int | None = 0,
 ) -> dict[str, Any]:
     """The Event a sidecar posts (run clock: posted at `posted_second` - 0.5, as it stamps whole seconds)."""
     stage2 = None if stage1 is None else round(hold - stage1, 3)
@@ -32,7 +38,7 @@ def report_event(
         grace_period=37.0,
         pod=None,
         containers=["app"],
-        after=AfterRelease(0, None, 0, app_exit),
+        after=AfterRelease(lost, None, 0, app_exit),
     )
     now = datetime(2026, 12, 7, 10, 0, posted_second, tzinfo=UTC)
     return hold_report_event(message, namespace="lameduck-bench", pod_name=pod, pod_uid="uid", now=now)
@@ -58,6 +64,8 @@ def held(pod: str = "demo-1", **kwargs: Any) -> tuple[Any, float]:
                 "exit_to_gone": 0.8,
                 "deletion_to_gone": 4.9,
                 "outcome": "quiet",
+                "max_hold": 30.0,
+                "lost_after_release": 0,
             },
             id="placed from the app exit the watch saw",
         ),
@@ -74,6 +82,8 @@ def held(pod: str = "demo-1", **kwargs: Any) -> tuple[Any, float]:
                 "exit_to_gone": 1.4,
                 "deletion_to_gone": 5.9,
                 "outcome": "quiet",
+                "max_hold": 30.0,
+                "lost_after_release": 0,
             },
             id="without a seen exit, placed from the Event's time",
         ),
@@ -90,6 +100,8 @@ def held(pod: str = "demo-1", **kwargs: Any) -> tuple[Any, float]:
                 "exit_to_gone": 0.8,
                 "deletion_to_gone": 4.9,
                 "outcome": "quiet",
+                "max_hold": 30.0,
+                "lost_after_release": 0,
             },
             id="the sidecar did not see the exit: the preStop call is not placed",
         ),
@@ -133,6 +145,27 @@ def test_a_run_s_pods_without_a_report_keep_their_totals() -> None:
     phases = run_phases(old, [report_event("demo-1")], STARTED)
     assert phases["demo-1"]["deletion_to_prestop"] == 0.2
     assert phases["demo-2"] == {"deletion_to_exit": 0.5, "exit_to_gone": 0.5, "deletion_to_gone": 1.0}
+
+
+def test_a_run_s_loss_after_release_is_the_sidecars_counts_summed_over_its_stopped_pods() -> None:
+    old = {f"demo-{i}": {"deleted_at": 2.0, "exited_at": 6.1, "gone_at": 6.9} for i in range(1, 5)}
+    events = [report_event("demo-1", lost=3), report_event("demo-2", lost=0), report_event("demo-3", lost=None)]
+    phases = run_phases(old, events, STARTED)
+    assert [phases[f"demo-{i}"].get("lost_after_release") for i in range(1, 5)] == [3, 0, None, None]
+    assert lost_after_release(phases) == {"total": 3, "pods_counted": 2, "pods_reported": 3, "pods": 4}
+
+
+@pytest.mark.parametrize(
+    "phases",
+    [
+        pytest.param({"a": {"deletion_to_exit": 0.5, "exit_to_gone": 0.5, "deletion_to_gone": 1.0}}, id="no report"),
+        pytest.param({"a": {"hold": 3.4, "outcome": "quiet"}}, id="a report from before the count was kept"),
+        pytest.param({"a": {"hold": 3.4, "lost_after_release": None}}, id="a sidecar that could not count"),
+        pytest.param({}, id="no stopped pod"),
+    ],
+)
+def test_without_any_count_a_run_s_loss_after_release_is_unknown_not_zero(phases: dict[str, Any]) -> None:
+    assert lost_after_release(phases)["total"] is None
 
 
 def lameduck_run(variant: str, deletion_to_prestop: list[float], ready: list[float]) -> dict[str, Any]:

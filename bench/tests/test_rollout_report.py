@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from bench.rollout_objects import STOPS, endpoints_target
-from bench.rollout_report import errors_from_disruption, live_endpoints_during, spread, summarize
+from bench.rollout_report import (
+    errors_from_disruption,
+    live_endpoints_during,
+    print_table,
+    spread,
+    summarize,
+    summarize_all,
+)
 
 
 def run(**overrides: Any) -> dict[str, Any]:
@@ -135,3 +142,55 @@ def test_a_summary_of_external_lb_runs_carries_the_lb_s_counters_per_run() -> No
         "resets_per_run": [2, 2],
     }
     assert "external_lb" not in summarize([run()])
+
+
+def held(*lost: int | None) -> dict[str, Any]:
+    """A run's phases (bench/rollout_phases.py) where each stopped pod's hold report counted
+    `lost` after release (None: the report carries no count)."""
+    return {f"pod-{i}": {"hold": 3.4, "outcome": "quiet", "lost_after_release": n} for i, n in enumerate(lost)}
+
+
+def test_a_summary_sums_what_the_sidecars_counted_lost_after_release_per_run() -> None:
+    summary = summarize([run(phases=held(0, 3, 0)), run(round=2, phases=held(2, None, 0))])
+    assert summary["lost_after_release"] == 5
+    assert summary["lost_after_release_per_run"] == [3, 2]
+    assert (summary["lost_after_release_pods_counted"], summary["stopped_pods"]) == (5, 6)
+
+
+def table_column(capsys: pytest.CaptureFixture[str], runs: list[dict[str, Any]], heading: str) -> dict[str, str]:
+    """One column of the printed rollout table, by variant title; checks that it stands beside
+    the load generator's errors."""
+    print_table(summarize_all({"runs": runs}))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    column = header.index(heading)
+    assert header[column - 1] == "errors from the disruption on (per run)"
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]  # after the rule
+    return {cells[0]: cells[column] for cells in rows}
+
+
+SIDECARS = "lost after release, as the sidecars counted (per run)"
+
+
+def test_the_table_shows_the_sidecars_count_per_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [
+        run(errors_by_second={"5": 4}, phases=held(0, 3, 0)),
+        run(round=2, phases=held(1, 0, 0)),
+        run(variant="lameduck-learned", phases=held(2, None, 0)),
+        run(variant="none", phases={"pod-0": {"deletion_to_gone": 1.0}}),
+    ]
+    column = table_column(capsys, runs, SIDECARS)
+    assert column == {
+        "(d) lameduck defaults": "**4** (3, 1)",
+        "(j) lameduck, learned budget (cap 2m)": "**2** (2), 2 of 3 pods counted",
+        "(a) no policy": "-",
+    }
+
+
+def test_a_result_file_from_before_the_count_was_kept_still_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [
+        run(),  # no phases at all
+        run(round=2, phases={"pod-0": {"hold": 3.4, "outcome": "quiet"}}),  # phases without the count
+        run(variant="sleep5"),
+    ]
+    assert table_column(capsys, runs, SIDECARS) == {"(d) lameduck defaults": "n/a", "(b) preStop sleep 5s": "-"}
