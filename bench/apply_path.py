@@ -21,6 +21,13 @@ applies/s is the burst's applies over its wall time with an API that answers at 
 operator's CPU alone allows, not a cluster's figure (bench.fleet_ab measures that against a
 plain client on the cluster).
 
+The official client's own work on each call (its argument checks, the body's
+sanitize_for_serialization and json.dumps) and the parse of each answer run in the operator's
+threads before and after the fake's pool manager, and count as the operator's. Not modelled:
+urllib3's HTTP, sockets and TLS, the watch's HTTP stream (read and split into lines by the
+informer on a cluster), and the watches of anything but these Deployments (the pods of each
+rollout, on a cluster).
+
     python -m bench.apply_path [--deployments 1000] [--rounds 3] [--before /tmp/tree-of-base]
     python -m bench.apply_path --one [--profile]    # one round of this checkout's operator, JSON out
 

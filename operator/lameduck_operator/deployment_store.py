@@ -149,6 +149,10 @@ class DeploymentStore:
     def __init__(self, annotation_prefix: str) -> None:
         self.annotation_prefix = annotation_prefix
         self._items: dict[DeploymentRef, Stored] = {}
+        # The refs of each namespace, in the order of _items: the sidecar's access reads a
+        # namespace's Deployments at each publish, for every namespace judged since the last
+        # (in a burst, all of them), which a pass over every Deployment each made quadratic.
+        self._in_namespace: dict[str, dict[DeploymentRef, None]] = {}
 
     def put(self, body: Mapping[str, Any]) -> DeploymentRef:
         ref = deployment_ref(body)
@@ -156,6 +160,7 @@ class DeploymentStore:
         judged = _shared_part(JudgedPart.of(body))
         meta = _meta(body, self.annotation_prefix)
         self._items[ref] = Stored(_packed(rest), _packed(changed), meta, judged, _version(body))
+        self._in_namespace.setdefault(ref.namespace, {})[ref] = None
         return ref
 
     def put_status(self, body: Mapping[str, Any]) -> bool:
@@ -220,6 +225,11 @@ class DeploymentStore:
 
     def pop(self, ref: DeploymentRef) -> None:
         self._items.pop(ref, None)
+        refs = self._in_namespace.get(ref.namespace)
+        if refs is not None:
+            refs.pop(ref, None)
+            if not refs:
+                del self._in_namespace[ref.namespace]
 
     def __contains__(self, ref: object) -> bool:
         return ref in self._items
@@ -235,4 +245,5 @@ class DeploymentStore:
 
     def metas_in(self, namespace: str) -> list[Mapping[str, Any]]:
         """The metadata views (see meta()) of one namespace's Deployments."""
-        return [stored.meta for ref, stored in self._items.items() if ref.namespace == namespace]
+        items = self._items
+        return [items[ref].meta for ref in self._in_namespace.get(namespace, ())]

@@ -62,6 +62,28 @@ def test_namespaces_and_removal() -> None:
     assert len(store) == 2
 
 
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.sampled_from(["a", "b", "c"]), st.sampled_from(["shop", "ops"]), st.integers(0, 2)),
+        max_size=25,
+    )
+)
+def test_a_namespaces_deployments_are_those_stored_there_now_in_the_order_first_stored(
+    steps: list[tuple[bool, str, str, int]],
+) -> None:
+    """metas_in reads an index kept per namespace: after any puts (again, with other labels) and
+    removals it gives what a pass over every Deployment would, in the same order, latest first."""
+    store = DeploymentStore("lameduck.dev/")
+    for put, name, namespace, version in steps:
+        if put:
+            store.put(deployment(name, namespace=namespace, labels={"v": str(version)}))
+        else:
+            store.pop(DeploymentRef(namespace, name))
+    for namespace in ("shop", "ops", "none"):
+        by_pass = [meta for ref, meta in store.metas() if ref.namespace == namespace]
+        assert store.metas_in(namespace) == by_pass
+
+
 def test_when_other_managers_last_wrote_is_kept_without_the_body_and_without_lameduck_or_subresources() -> None:
     store = DeploymentStore("lameduck.dev/")
     body = deployment("web")

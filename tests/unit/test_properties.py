@@ -235,6 +235,40 @@ def test_merging_an_intent_leaves_it_a_subset_and_merging_it_again_changes_nothi
     _assert_handlers_replaced_whole(intent, merged)
 
 
+def _subset_by_definition(intent: Any, actual: Any, key: str | None = None) -> bool:
+    """is_subset as first written, without its shortcuts: maps key by key (a preStop handler's
+    keys exactly), keyed lists item by item, anything else by equality."""
+    if isinstance(intent, Mapping):
+        if not isinstance(actual, Mapping):
+            return False
+        if key == "preStop" and set(intent) != set(actual):
+            return False
+        return all(k in actual and _subset_by_definition(v, actual[k], k) for k, v in intent.items())
+    if isinstance(intent, list) and key in KEYED_LISTS:
+        if not isinstance(actual, list):
+            return False
+        by_key = {a.get(KEYED_LISTS[key]): a for a in actual if isinstance(a, Mapping)}
+        return all(
+            i.get(KEYED_LISTS[key]) in by_key and _subset_by_definition(i, by_key[i.get(KEYED_LISTS[key])])
+            for i in intent
+        )
+    return bool(intent == actual)
+
+
+@given(manifests(unique=True), manifests(unique=False))
+@example({"lifecycle": {"preStop": {"sleep": {}}}}, {"lifecycle": {"preStop": {"sleep": {}, "exec": {}}}})
+@example({"containers": [{"name": "a", "b": 1}]}, {"containers": [{"name": "b", "b": 1}, 3]})
+@example({"env": [{"name": "a"}]}, {"env": {"name": "a"}})
+@example({"a": 1.0, "b": None}, {"a": True, "b": None})
+def test_is_subset_agrees_with_its_definition(intent: dict[str, Any], actual: dict[str, Any]) -> None:
+    """Its shortcuts (leaves compared at once, dicts before the Mapping check) change no answer,
+    on a manifest against another, against itself and against the intent merged into it."""
+    merged = merge(actual, intent)
+    for other in (actual, intent, merged):
+        assert is_subset(intent, other) is _subset_by_definition(intent, other)
+        assert is_subset(other, intent) is _subset_by_definition(other, intent)
+
+
 def _assert_handlers_replaced_whole(intent: Mapping[str, Any], merged: Mapping[str, Any]) -> None:
     """A preStop handler's fields exclude each other: the intent's replaces the manifest's whole."""
     for key, value in intent.items():
