@@ -13,6 +13,10 @@
 #   hack/kind.sh netpol-start  enforce NetworkPolicy in the node: kube-router's firewall
 #                              (hack/netpol.sh), run from this host in the node's network namespace
 #   hack/kind.sh netpol-stop   stop it and remove its rules (down does too)
+#   hack/kind.sh registry-host this host's address on the node's network (a registry served there
+#                              is one both reach: the release e2e test's)
+#   hack/kind.sh registry-trust HOST:PORT   let the node's containerd pull from the plain-HTTP
+#                              registry there (HOST: registry-host's); registry-untrust undoes it
 #   hack/kind.sh down          delete the cluster and the routes
 #   hack/kind.sh dockerd-stop  stop the dockerd of our pidfile
 # Env: KIND_VERSION KIND_K8S_VERSION KIND_CRICTL_VERSION KIND_ETCD_VERSION KIND_ETCD_TAG (versions.env),
@@ -409,6 +413,31 @@ netpol() {  # start|stop|status
     NETPOL_MASTER="$master" NETPOL_NODE="$node" NETPOL_SERVICE_CIDR="$SERVICE_CIDR" bash "$HACK/netpol.sh" "$1"
 }
 
+# The host as the node sees it: the gateway of the node container's network (kind's bridge).
+registry_host() {
+  local gw
+  gw="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.Gateway}}{{end}}' "$CLUSTER-control-plane" 2>/dev/null)" ||
+    die "no kind cluster $CLUSTER running: hack/kind.sh up first"
+  [[ "$gw" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "the node's network has no IPv4 gateway ('$gw')"
+  echo "$gw"
+}
+
+# containerd in the node reads /etc/containerd/certs.d/HOST:PORT/hosts.toml at each pull
+# (config_path in hack/kind-base/containerd.toml): no restart.
+registry() {  # trust|untrust HOST:PORT
+  local addr="${2:-}" host dir
+  host="$(registry_host)"
+  [[ "$addr" =~ ^${host//./\\.}:[0-9]{1,5}$ ]] || die "registry-$1 takes $host:PORT (hack/kind.sh registry-host), not '$addr'"
+  dir="/etc/containerd/certs.d/$addr"
+  if [[ "$1" == trust ]]; then
+    docker exec "$CLUSTER-control-plane" sh -c "mkdir -p '$dir' && cat >'$dir/hosts.toml'" \
+      < <(printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$addr" "$addr")
+    log "the node's containerd pulls from http://$addr ($dir/hosts.toml)"
+  else
+    docker exec "$CLUSTER-control-plane" rm -rf "$dir" || true
+  fi
+}
+
 down() {
   netpol stop || log "stopping kube-router (NetworkPolicy) failed; see $KIND_DIR/netpol/kube-router.log"
   routes del
@@ -432,5 +461,8 @@ case "$cmd" in
   test-images) build_test_images ;;
   netpol-start) netpol start ;;
   netpol-stop) netpol stop ;;
-  *) sed -n '2,21p' "$0" >&2; exit 2 ;;
+  registry-host) registry_host ;;
+  registry-trust) registry trust "${1:-}" ;;
+  registry-untrust) registry untrust "${1:-}" ;;
+  *) sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac

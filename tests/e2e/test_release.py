@@ -3,10 +3,12 @@ OCI archives with digests and SBOMs and packages the chart, hack/release.sh push
 registry, and the `helm install` line it prints takes the chart from that registry and both images
 by digest (docs/release.md). Once, in the whole suite.
 
-The registry is crane's (`crane registry serve`), on this host's loopback at a port the kernel
-picks, owned by this test and stopped by its pid. A cluster pulls from it only if its nodes run on
-this host: the local harness does (its containerd is told to pull over plain HTTP from that address
-with `hack/cluster.sh registry-trust`). On any other cluster set LAMEDUCK_E2E_RELEASE_REGISTRY to a
+The registry is crane's (`crane registry serve`) at a port the kernel picks, owned by this test and
+stopped by its pid, on an address of this host the cluster's node reaches: on the local harness,
+whose node is this host, its loopback (its containerd is told to pull over plain HTTP from there
+with `hack/cluster.sh registry-trust`); on hack/kind.sh's kind cluster, this host's address on the
+node container's network (`hack/kind.sh registry-host`, trusted by the node's containerd with
+`hack/kind.sh registry-trust`). On any other cluster set LAMEDUCK_E2E_RELEASE_REGISTRY to a
 registry both this host and the cluster's nodes reach (LAMEDUCK_E2E_RELEASE_PLAIN_HTTP=1 if it
 speaks HTTP); without it the test says why it cannot run there.
 
@@ -31,7 +33,7 @@ import pytest
 
 from harness import REPO
 from harness.install import OPERATOR_NAMESPACE, RELEASE, Operator, helm_binary
-from harness.kube import Kube, is_local, wait_until
+from harness.kube import Kube, is_kind, is_local, wait_until
 from harness.manifests import pause_deployment as workload
 from harness.tools import harness_crane
 from tests.e2e.test_operator import policy, status
@@ -54,15 +56,15 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def serve_registry(storage: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """crane's registry on 127.0.0.1 at a port the kernel picks (read back from its log)."""
+def serve_registry(storage: Path, log: Path, host: str) -> tuple[subprocess.Popen[bytes], str]:
+    """crane's registry on `host` at a port the kernel picks (read back from its log)."""
     crane = harness_crane()
     storage.mkdir(parents=True, exist_ok=True)  # its disk store writes there and never creates it
     if not crane.exists():
         subprocess.run(["bash", str(REPO / "hack" / "build-k8s.sh"), "crane"], check=True, timeout=1800)
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(crane), "registry", "serve", "--address", "127.0.0.1:0", "--disk", str(storage)],
+            [str(crane), "registry", "serve", "--address", f"{host}:0", "--disk", str(storage)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -73,7 +75,7 @@ def serve_registry(storage: Path, log: Path) -> tuple[subprocess.Popen[bytes], s
         found = re.search(r"serving on port (\d+)", log.read_text())
         return found[1] if found else None
 
-    return process, f"127.0.0.1:{wait_until(port, 30, 'the registry says its port')}"
+    return process, f"{host}:{wait_until(port, 30, 'the registry says its port')}"
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +85,19 @@ def registry(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     if given:
         yield given, os.environ.get(PLAIN_HTTP_ENV) == "1"
         return
-    if not on_local_harness(kube):
+    if on_local_harness(kube):
+        cluster, host = ["bash", str(REPO / "hack" / "cluster.sh")], "127.0.0.1"
+    elif is_kind(kube.kubeconfig):
+        cluster = ["bash", str(REPO / "hack" / "kind.sh")]
+        host = subprocess.run([*cluster, "registry-host"], check=True, capture_output=True, text=True).stdout.strip()
+    else:
         pytest.skip(
-            f"{kube.kubeconfig} is not the local harness, whose node is this host: its nodes cannot pull from "
-            f"a registry on this host's loopback. Set {REGISTRY_ENV} (and {PLAIN_HTTP_ENV}=1 for HTTP) to a "
-            "registry both reach (docs/release.md)."
+            f"{kube.kubeconfig} is neither the local harness nor hack/kind.sh's kind cluster, whose nodes reach "
+            f"this host: set {REGISTRY_ENV} (and {PLAIN_HTTP_ENV}=1 for HTTP) to a registry both reach "
+            "(docs/release.md)."
         )
     root = tmp_path_factory.mktemp("registry")
-    process, address = serve_registry(root / "blobs", root / "registry.log")
-    cluster = ["bash", str(REPO / "hack" / "cluster.sh")]
+    process, address = serve_registry(root / "blobs", root / "registry.log", host)
     try:
         subprocess.run([*cluster, "registry-trust", address], check=True, timeout=60)
         yield address, True
