@@ -127,14 +127,26 @@ def one_round(
         "install_to_audited_seconds": round(audit_seconds, 1),
         **burst,
         "cpu_ms_per_apply": round(burst["cpu_seconds"] * 1000 / max(1, burst["applied"]), 1),
+        **server_time(burst.get("api") or {}),
         **(webhook_figures(webhook) if webhook else {}),
     }
+
+
+def server_time(api: dict[str, Any]) -> dict[str, float]:
+    """The API server's median time on the operator's Deployment patches (its audit log), if seen."""
+    served = api.get("patch_deployments_server_ms")
+    return {"server_ms_per_write_p50": served["p50_ms"]} if served else {}
 
 
 def plain_round(kube: Kube, watcher: RolloutWatch, n: int, namespaces: int, *, threads: int) -> dict[str, Any]:
     """The plain client's turn: as many template updates as the policy's burst applies."""
     ceiling = plain_client_ceiling(kube, watcher, n, namespaces, updates=expected(n)["matched"], threads=threads)
-    return {"variant": PLAIN, "applied": ceiling["updates"], **ceiling}
+    return {
+        "variant": PLAIN,
+        "applied": ceiling["updates"],
+        **ceiling,
+        "client_ms_per_write_p50": ceiling["client"]["p50_ms"],
+    }
 
 
 def round_order(variants: list[str], rounds: int) -> list[str]:
@@ -183,6 +195,8 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
                 "loop_lag_max_seconds",
                 "gc_seconds",
                 "install_to_audited_seconds",
+                "server_ms_per_write_p50",
+                "client_ms_per_write_p50",
                 *WEBHOOK_FIGURES,
             )
             if all(key in r for r in mine)

@@ -4,6 +4,7 @@ gated Deployments under a policy of their own, churn); bench.fleet_ab summarises
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,3 +308,43 @@ def test_the_table_shows_the_shape_and_reads_older_results_as_todays() -> None:
         "churn": {"deleted": 12_345},
     }
     assert fleet.shape_cells(shaped) == "10,000 x 3 | 1,000 | 10%/min (12,345 deleted)"
+
+
+def test_the_api_servers_time_on_each_operator_patch_is_read_from_the_audit_log(tmp_path: Path) -> None:
+    def entry(user: str, verb: str, resource: str, received: str, done: str) -> str:
+        received, done = f"2026-12-08T00:00:{received}Z", f"2026-12-08T00:00:{done}Z"
+        return json.dumps(
+            {
+                "user": {"username": user},
+                "verb": verb,
+                "objectRef": {"resource": resource},
+                "responseStatus": {"code": 200},
+                "requestReceivedTimestamp": received,
+                "stageTimestamp": done,
+            }
+        )
+
+    log = tmp_path / "audit.log"
+    log.write_text(
+        "\n".join(
+            [
+                entry(fleet.OPERATOR_USER, "patch", "deployments", "00.000000", "00.040000"),
+                entry(fleet.OPERATOR_USER, "patch", "deployments", "01.000000", "01.120000"),
+                entry(fleet.OPERATOR_USER, "create", "events", "02.000000", "02.900000"),
+                entry(
+                    "system:serviceaccount:x:other",
+                    "patch",
+                    "deployments",
+                    "2026-12-08T00:00:03Z",
+                    "2026-12-08T00:00:09Z",
+                ),
+            ]
+        )
+        + "\n"
+    )
+    got = fleet.api_requests(0, log)
+    assert got["by_verb_resource"] == {"patch deployments": 2, "create events": 1}
+    served = got["patch_deployments_server_ms"]
+    assert (served["count"], served["min_ms"], served["max_ms"]) == (2, 40.0, 120.0)
+    assert fleet_ab.server_time(got) == {"server_ms_per_write_p50": served["p50_ms"]}
+    assert fleet_ab.server_time({"total": 0}) == {}
