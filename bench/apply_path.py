@@ -19,7 +19,13 @@ back (decompressed and parsed) per apply, and the status writes kept alone (by a
 store has put_status: the rest compared, the status kept, the whole not stored again). Offline
 applies/s is the burst's applies over its wall time with an API that answers at once: what the
 operator's CPU alone allows, not a cluster's figure (bench.fleet_ab measures that against a
-plain client on the cluster).
+plain client on the cluster). The threads' time runnable but not running during the burst
+(run_queue_wait_seconds, from /proc/self/task/*/schedstat) tells a round the machine starved
+(another job's CPU, `nice`) from one the operator paced; loop_thread_busy_share is the event
+loop thread's time running or runnable over the burst (near 1: the loop is what paces it).
+With --api-latency-ms, every call is answered after that long, the calling thread asleep as on
+a socket: the rate a cluster answering in that time allows, the reconcile workers' waits
+included.
 
 The official client's own work on each call (its argument checks, the body's
 sanitize_for_serialization and json.dumps) and the parse of each answer run in the operator's
@@ -28,7 +34,7 @@ urllib3's HTTP, sockets and TLS, the watch's HTTP stream (read and split into li
 informer on a cluster), and the watches of anything but these Deployments (the pods of each
 rollout, on a cluster).
 
-    python -m bench.apply_path [--deployments 1000] [--rounds 3] [--before /tmp/tree-of-base]
+    python -m bench.apply_path [--deployments 1000] [--rounds 3] [--before /tmp/tree-of-base] [--api-latency-ms 70]
     python -m bench.apply_path --one [--profile]    # one round of this checkout's operator, JSON out
 
 With --before, rounds of the operator checked out there (PYTHONPATH=<tree>/operator) and of this
@@ -148,8 +154,9 @@ class FakeServer:
     their watch events handed to `seen` (on the event loop) as the informer would. `cpu` is the
     CPU time spent in here (per thread), left out of the operator's."""
 
-    def __init__(self, seen: Callable[[Mapping[str, Any]], None]) -> None:
+    def __init__(self, seen: Callable[[Mapping[str, Any]], None], latency: float = 0.0) -> None:
         self.seen = seen
+        self.latency = latency
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
         self.cpu = 0.0
@@ -185,6 +192,8 @@ class FakeServer:
     # ---- the HTTP layer: urllib3's PoolManager.request, as the client calls it --------------
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **_: Any) -> Any:
+        if self.latency:
+            time.sleep(self.latency)  # the server's time: the thread waits, as on its socket
         with self.timed():
             path = urlsplit(url).path
             content_type = (headers or {}).get("Content-Type")
@@ -302,8 +311,36 @@ def kept_counting(work: Counter[str], put_status: Callable[[Mapping[str, Any]], 
     return counted
 
 
+def scheduled() -> dict[str, tuple[int, int]]:
+    """Per thread of this process, nanoseconds on a CPU and runnable waiting for one (empty
+    where the kernel does not tell)."""
+    found = {}
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ():
+        try:
+            running, waiting, _ = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        found[tid] = (int(running), int(waiting))
+    return found
+
+
+def waits_between(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Seconds runnable but not running, all threads and the loop's (this one, the main
+    thread), and the loop's seconds on a CPU, between two `scheduled()`."""
+    main = str(os.getpid())
+
+    def spent(tid: str, k: int) -> float:
+        return (after[tid][k] - before.get(tid, (0, 0))[k]) / 1e9
+
+    return {
+        "all": sum(spent(tid, 1) for tid in after),
+        "loop_waiting": spent(main, 1) if main in after else 0.0,
+        "loop_running": spent(main, 0) if main in after else 0.0,
+    }
+
+
 async def one_round(
-    n: int, workers: int, profile: cProfile.Profile | None, settle: float = SETTLE_SECONDS
+    n: int, workers: int, profile: cProfile.Profile | None, settle: float = SETTLE_SECONDS, latency: float = 0.0
 ) -> dict[str, Any]:
     """One round (see the module's docstring) of the operator imported here."""
     from kubernetes import client  # noqa: PLC0415
@@ -323,7 +360,7 @@ async def one_round(
     def seen(body: Mapping[str, Any]) -> None:
         holder[0].deployment_seen(body)
 
-    server = FakeServer(seen)
+    server = FakeServer(seen, latency)
     server.loop = loop
     api_client = client.ApiClient(client.Configuration(host="https://api.bench"))
     api_client.rest_client.pool_manager = server  # type: ignore[assignment]
@@ -351,6 +388,7 @@ async def one_round(
     work.clear()
     server.watch_events = 0
     fake_cpu, cpu, started = server.cpu, time.process_time(), time.perf_counter()
+    sched = scheduled()
     loop_cpu = time.thread_time()
     if profile is not None:
         profile.enable()
@@ -361,6 +399,7 @@ async def one_round(
         "every apply made and its rollout done",
     )
     burst = time.perf_counter() - started
+    waits = waits_between(sched, scheduled()) if sched else None
     await asyncio.sleep(settle)
     if profile is not None:
         profile.disable()
@@ -389,12 +428,17 @@ async def one_round(
         "stored_per_apply": round(work["stored"] / applied, 2),
         "read_back_per_apply": round(work["read back"] / applied, 2),
         "status_kept_per_apply": round(work["status kept"] / applied, 2),
+        "api_latency_ms": round(latency * 1000, 1),
+        "run_queue_wait_seconds": round(waits["all"], 2) if waits else None,
+        "loop_thread_busy_share": (
+            round((waits["loop_running"] + waits["loop_waiting"]) / burst, 2) if waits else None
+        ),
     }
 
 
-def run_one(n: int, workers: int, profile: bool) -> dict[str, Any]:
+def run_one(n: int, workers: int, profile: bool, latency: float = 0.0) -> dict[str, Any]:
     profiler = cProfile.Profile(time.thread_time) if profile else None
-    result = asyncio.run(one_round(n, workers, profiler))
+    result = asyncio.run(one_round(n, workers, profiler, latency=latency))
     result["operator"] = operator_source()
     if profiler is not None:
         out = io.StringIO()
@@ -406,11 +450,12 @@ def run_one(n: int, workers: int, profile: bool) -> dict[str, Any]:
     return result
 
 
-def child(tree: Path | None, n: int, workers: int) -> dict[str, Any]:
+def child(tree: Path | None, n: int, workers: int, latency_ms: float) -> dict[str, Any]:
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(tree / "operator"), str(REPO)])
     command = [sys.executable, "-m", "bench.apply_path", "--one", "--deployments", str(n), "--workers", str(workers)]
+    command += ["--api-latency-ms", str(latency_ms)]
     done = subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -438,6 +483,8 @@ WORK = (
     "status_kept_per_apply",
     "read_back_per_apply",
     "watch_events_per_apply",
+    "run_queue_wait_seconds",
+    "loop_thread_busy_share",
 )
 
 
@@ -449,7 +496,7 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             key: {"median": statistics.median(r[key] for r in mine), "min": min(r[key] for r in mine)}
             | {"max": max(r[key] for r in mine)}
             for key in WORK
-            if all(key in r for r in mine)
+            if all(r.get(key) is not None for r in mine)
         }
     return found
 
@@ -463,20 +510,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one", action="store_true", help="one round in this process; JSON on stdout")
     parser.add_argument("--profile", action="store_true", help="with --one: cProfile of the burst on stderr")
+    parser.add_argument(
+        "--api-latency-ms", type=float, default=0.0, help="every API call answered after this long (0: at once)"
+    )
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.deployments, args.workers, args.profile)))
+        print(json.dumps(run_one(args.deployments, args.workers, args.profile, args.api_latency_ms / 1000)))
         return
     order = ["before", "after", "after", "before"] if args.before else ["after"]
     plan = [order[k % len(order)] for k in range(args.rounds * (2 if args.before else 1))]
     rounds = []
     for variant in plan:
-        result = child(args.before if variant == "before" else None, args.deployments, args.workers)
+        result = child(
+            args.before if variant == "before" else None, args.deployments, args.workers, args.api_latency_ms
+        )
         rounds.append({"variant": variant, **result})
-        print(f"{variant}: {result['cpu_ms_per_apply']} ms/apply, {result['api_calls_per_apply']} calls", flush=True)
+        print(
+            f"{variant}: {result['applies_per_second_offline']} applies/s, {result['cpu_ms_per_apply']} ms/apply, "
+            f"{result['api_calls_per_apply']} calls, {result['run_queue_wait_seconds']} s runnable waiting",
+            flush=True,
+        )
     print_table(rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_result(args.out, {"deployments": args.deployments, "rounds": rounds, "summary": summary(rounds)})
+    found = {"deployments": args.deployments, "api_latency_ms": args.api_latency_ms, "rounds": rounds}
+    write_result(args.out, found | {"summary": summary(rounds)})
 
 
 if __name__ == "__main__":

@@ -35,3 +35,19 @@ def test_a_deployment_is_served_with_its_writers_managed_fields_keyed_as_the_api
             "f:template": {"f:spec": {"f:containers": {'k:{"name":"c0"}': {".": {}, "f:name": {}, "f:image": {}}}}}
         }
     }
+
+
+async def test_an_api_latency_holds_each_call_and_the_threads_waits_are_told() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        found = await apply_path.one_round(40, workers=2, profile=None, settle=0.1, latency=0.04)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    assert found["api_latency_ms"] == 40.0
+    # Two workers, each apply waiting 40 ms for its answer, then the last rollout's steps.
+    rollout = apply_path.CONTROLLER_STEPS * apply_path.CONTROLLER_STEP_SECONDS
+    assert found["burst_seconds"] >= found["applies"] * 0.04 / 2 + rollout
+    assert found["run_queue_wait_seconds"] is not None
+    assert found["run_queue_wait_seconds"] >= 0
+    assert 0 < found["loop_thread_busy_share"] <= 1.05

@@ -199,8 +199,9 @@ class Fleet:
         await self.queue.run(self.workers)
 
     async def drain(self) -> None:
-        """Reconcile until the queue is empty (for tests)."""
+        """Reconcile until the queue is empty and the Deployments' Events are posted (for tests)."""
         await self.queue.drain()
+        await self.reconciler.events.idle()
 
     async def reconcile(self, ref: DeploymentRef) -> Decision | None:
         """Decide about ref and act; the decision taken, intent included (the one kept for
@@ -223,8 +224,10 @@ class Fleet:
         await self.status.publish()
 
     async def tell_pending(self) -> None:
-        """Post the policies' Events still gathering their burst (the operator is stopping)."""
+        """Post the policies' Events still gathering their burst and end the Deployments' posts
+        under way (the operator is stopping)."""
         await self.reconciler.events.policies.post_all()
+        await self.reconciler.events.idle()
 
     def recheck_access(self, namespaces: Iterable[str]) -> None:
         self.access.recheck(namespaces)
@@ -351,7 +354,7 @@ class Reconciler:
         self._record(ref, decision if stored is None else self._written(ref, decision, body), previous, body)
         self.metrics.reconciles.labels(result=result).inc()
         self.metrics.reconcile_seconds.observe(self.monotonic() - started)
-        await self.events.tell(ref, decision, body)
+        self.events.tell(ref, decision, body)
         return decision
 
     def _written(self, ref: DeploymentRef, decision: Decision, body: Mapping[str, Any]) -> Decision:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
+from lameduck_operator.deployment_events import POSTS_AT_ONCE
 from lameduck_operator.fleet import Fleet
 from lameduck_operator.logic.admitted import injected
 from lameduck_operator.logic.compliance import Reason, State
@@ -247,6 +248,43 @@ async def test_drift_is_restored_and_told(h: Harness) -> None:
     assert drift[0].message.startswith(
         'kubectl changed lameduck\'s fields (container "app" lacks the lameduck preStop hold)'
     )
+
+
+class SlowEvents(FakeApi):
+    """Posts of Deployments' Events that wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.through = asyncio.Event()
+        self.posting = 0
+        self.most_posting = 0
+
+    async def post_event(self, deployment: Mapping[str, Any], event: Any) -> None:
+        self.posting += 1
+        self.most_posting = max(self.most_posting, self.posting)
+        await self.through.wait()
+        self.posting -= 1
+        await super().post_event(deployment, event)
+
+
+async def test_a_conflicts_event_is_posted_beside_the_reconciles_a_few_at_a_time() -> None:
+    h = Harness(SlowEvents())
+    api = h.api
+    assert isinstance(api, SlowEvents)
+    hook = {"preStop": {"exec": {"command": ["sleep", "9"]}}}
+    for i in range(5):
+        h.add(f"legacy-{i}", containers=[container("app", lifecycle=hook)])
+    h.add("api")
+    h.policy(apply="Immediate")
+    # Every reconcile ends while the conflicts' Events wait: no worker is held by one.
+    await asyncio.wait_for(h.fleet.queue.drain(), 1)
+    assert "initContainers" in h.pod("api"), "applied while every conflict's Event waits"
+    assert api.events == []
+    await asyncio.sleep(0)
+    assert api.most_posting == POSTS_AT_ONCE, "the rest wait their turn"
+    api.through.set()
+    await h.fleet.drain()
+    assert sorted(n for n, e in api.events if e.reason == "Conflict") == [f"legacy-{i}" for i in range(5)]
 
 
 async def test_foreign_prestop_is_a_conflict_and_one_bad_deployment_blocks_nothing(h: Harness) -> None:
