@@ -430,7 +430,7 @@ registry() {  # trust|untrust HOST:PORT
   [[ "$addr" =~ ^${host//./\\.}:[0-9]{1,5}$ ]] || die "registry-$1 takes $host:PORT (hack/kind.sh registry-host), not '$addr'"
   dir="/etc/containerd/certs.d/$addr"
   if [[ "$1" == trust ]]; then
-    docker exec "$CLUSTER-control-plane" sh -c "mkdir -p '$dir' && cat >'$dir/hosts.toml'" \
+    docker exec -i "$CLUSTER-control-plane" sh -c "mkdir -p '$dir' && cat >'$dir/hosts.toml'" \
       < <(printf 'server = "http://%s"\n[host."http://%s"]\n  capabilities = ["pull", "resolve"]\n' "$addr" "$addr")
     log "the node's containerd pulls from http://$addr ($dir/hosts.toml)"
   else
