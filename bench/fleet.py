@@ -662,16 +662,29 @@ def leader_started_at(kube: Kube, operator: Operator) -> float:
     return epoch_seconds(status["state"]["running"]["startedAt"])
 
 
+def applied_by_the_policy(n: int) -> list[int]:
+    """The Deployments a policy over the whole fleet (no gated share) applies to: neither opted
+    out nor in conflict (expected()'s matched less conflicting)."""
+    return [i for i in range(n) if i % 10 != 0 and i % 7 != 0]
+
+
 def plain_client_ceiling(
-    kube: Kube, watcher: RolloutWatch, n: int, namespaces: int, *, updates: int, threads: int
+    kube: Kube,
+    watcher: RolloutWatch,
+    n: int,
+    namespaces: int,
+    *,
+    updates: int,
+    threads: int,
+    targets: list[int] | None = None,
 ) -> dict[str, Any]:
     """The burst's kind of write without lameduck installed: `updates` pod-template changes,
     each starting a rollout, from a plain client `threads` at a time (as many as the operator's
     reconcile workers). The writes per second this cluster takes, which no operator's burst on
     it can beat; then the rollouts are waited for, so that the next phase starts from a quiet
-    fleet."""
+    fleet. targets: which Deployments (by index), else the first `updates`."""
     apps = apps_api(kube.kubeconfig)
-    targets = list(range(n))[:updates]
+    targets = list(range(n))[:updates] if targets is None else targets
     stamp = str(time.time())
 
     def update(i: int) -> float:

@@ -38,6 +38,7 @@ from bench import null_webhook
 from bench.fleet import (
     POLICY,
     RolloutWatch,
+    applied_by_the_policy,
     apply_burst,
     audited,
     create_fleet,
@@ -139,8 +140,9 @@ def server_time(api: dict[str, Any]) -> dict[str, float]:
 
 
 def plain_round(kube: Kube, watcher: RolloutWatch, n: int, namespaces: int, *, threads: int) -> dict[str, Any]:
-    """The plain client's turn: as many template updates as the policy's burst applies."""
-    ceiling = plain_client_ceiling(kube, watcher, n, namespaces, updates=expected(n)["matched"], threads=threads)
+    """The plain client's turn: a template update of each Deployment the policy's burst applies to."""
+    targets = applied_by_the_policy(n)
+    ceiling = plain_client_ceiling(kube, watcher, n, namespaces, updates=len(targets), threads=threads, targets=targets)
     return {
         "variant": PLAIN,
         "applied": ceiling["updates"],
@@ -207,7 +209,7 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             for ours, plain in zip(
                 by_variant["after"]["applies_per_second"]["each"],
                 by_variant[PLAIN]["applies_per_second"]["each"],
-                strict=False,
+                strict=True,
             )
         ]
         by_variant["after"]["share_of_plain_client"] = {"each": share, "median": statistics.median(share)}

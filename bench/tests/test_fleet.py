@@ -331,13 +331,7 @@ def test_the_api_servers_time_on_each_operator_patch_is_read_from_the_audit_log(
                 entry(fleet.OPERATOR_USER, "patch", "deployments", "00.000000", "00.040000"),
                 entry(fleet.OPERATOR_USER, "patch", "deployments", "01.000000", "01.120000"),
                 entry(fleet.OPERATOR_USER, "create", "events", "02.000000", "02.900000"),
-                entry(
-                    "system:serviceaccount:x:other",
-                    "patch",
-                    "deployments",
-                    "2026-12-08T00:00:03Z",
-                    "2026-12-08T00:00:09Z",
-                ),
+                entry("system:serviceaccount:x:other", "patch", "deployments", "03.000000", "09.000000"),
             ]
         )
         + "\n"
@@ -348,3 +342,10 @@ def test_the_api_servers_time_on_each_operator_patch_is_read_from_the_audit_log(
     assert (served["count"], served["min_ms"], served["max_ms"]) == (2, 40.0, 120.0)
     assert fleet_ab.server_time(got) == {"server_ms_per_write_p50": served["p50_ms"]}
     assert fleet_ab.server_time({"total": 0}) == {}
+
+
+def test_the_plain_client_writes_the_deployments_the_policy_applies_to() -> None:
+    want = fleet.expected(1000)
+    targets = fleet.applied_by_the_policy(1000)
+    assert len(targets) == want["matched"] - want["conflicting"] == 772
+    assert not [i for i in targets if i % 10 == 0 or i % 7 == 0]

@@ -59,12 +59,19 @@ class DeploymentEvents:
     async def idle(self) -> None:
         """Until the posts under way and waiting have ended (for tests and drain)."""
         while self._posting:
-            await asyncio.gather(*self._posting)
+            # a post cancelled (the Lease lost) has ended too
+            await asyncio.gather(*self._posting, return_exceptions=True)
+
+    def cancel(self) -> None:
+        """Drop the posts under way and waiting: this replica no longer leads, so it tells nothing."""
+        for task in self._posting:
+            task.cancel()
 
     async def _post(self, ref: DeploymentRef, involved: Mapping[str, Any], event: DeploymentEvent) -> None:
-        async with self._posts:
-            try:
+        # the wait for a turn inside the try too: a failure there is counted and logged as well
+        try:
+            async with self._posts:
                 await self.api.post_event(involved, event)
-            except Exception as err:  # events are best effort
-                self.metrics.api_errors.labels(operation="event").inc()
-                log.info("could not post event on %s: %s", ref, err)
+        except Exception as err:  # events are best effort
+            self.metrics.api_errors.labels(operation="event").inc()
+            log.info("could not post event on %s: %s", ref, err)

@@ -287,6 +287,23 @@ async def test_a_conflicts_event_is_posted_beside_the_reconciles_a_few_at_a_time
     assert sorted(n for n, e in api.events if e.reason == "Conflict") == [f"legacy-{i}" for i in range(5)]
 
 
+async def test_a_replica_that_lost_its_lease_posts_none_of_the_events_still_waiting() -> None:
+    h = Harness(SlowEvents())
+    api = h.api
+    assert isinstance(api, SlowEvents)
+    hook = {"preStop": {"exec": {"command": ["sleep", "9"]}}}
+    for i in range(4):
+        h.add(f"legacy-{i}", containers=[container("app", lifecycle=hook)])
+    h.policy(apply="Immediate")
+    await asyncio.wait_for(h.fleet.queue.drain(), 1)
+    await asyncio.sleep(0)
+    assert api.posting == POSTS_AT_ONCE
+    h.fleet.stop_telling()
+    api.through.set()
+    await asyncio.wait_for(h.fleet.drain(), 1)
+    assert [e for _, e in api.events if e.reason == "Conflict"] == []
+
+
 async def test_foreign_prestop_is_a_conflict_and_one_bad_deployment_blocks_nothing(h: Harness) -> None:
     h.add("legacy", containers=[container("app", lifecycle={"preStop": {"exec": {"command": ["sleep", "9"]}}})])
     h.add("api")
