@@ -390,6 +390,8 @@ class Bench:
                     sidecar_text = (
                         f", sidecars counted {sidecars['total']} lost after release "
                         f"({sidecars['pods_counted']} of {sidecars['pods']} pods counted)"
+                        if sidecars and sidecars["total"] is not None
+                        else ", no sidecar counted what it lost after release"
                         if sidecars
                         else ""
                     )

@@ -72,7 +72,7 @@ def test_a_namespaces_deployments_are_those_stored_there_now_in_the_order_first_
     steps: list[tuple[bool, str, str, int]],
 ) -> None:
     """metas_in reads an index kept per namespace: after any puts (again, with other labels) and
-    removals it gives what a pass over every Deployment would, in the same order, latest first."""
+    removals it gives what a pass over every Deployment would, in the same order: first stored first."""
     store = DeploymentStore("lameduck.dev/")
     for put, name, namespace, version in steps:
         if put:
