@@ -229,10 +229,6 @@ class Fleet:
         await self.reconciler.events.policies.post_all()
         await self.reconciler.events.idle()
 
-    def stop_telling(self) -> None:
-        """The Lease is lost: the Deployments' Events still to post are dropped."""
-        self.reconciler.events.cancel()
-
     def recheck_access(self, namespaces: Iterable[str]) -> None:
         self.access.recheck(namespaces)
 

@@ -258,8 +258,8 @@ class Runtime:
         self.metrics.leader.set(0)
         for task in self.tasks:
             task.cancel()
-        if self.fleet is not None:
-            self.fleet.stop_telling()
+        if self.fleet is not None:  # the Deployments' Events still to post are dropped
+            self.fleet.reconciler.events.cancel()
         log.warning("lost the leader Lease %s: stopping", self.config.lease_name)
         self.stop_flag.set()
 

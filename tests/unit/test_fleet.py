@@ -298,7 +298,7 @@ async def test_a_replica_that_lost_its_lease_posts_none_of_the_events_still_wait
     await asyncio.wait_for(h.fleet.queue.drain(), 1)
     await asyncio.sleep(0)
     assert api.posting == POSTS_AT_ONCE
-    h.fleet.stop_telling()
+    h.fleet.reconciler.events.cancel()  # as Runtime._lose does
     api.through.set()
     await asyncio.wait_for(h.fleet.drain(), 1)
     assert [e for _, e in api.events if e.reason == "Conflict"] == []
