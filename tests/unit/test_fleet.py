@@ -267,13 +267,19 @@ class SlowEvents(FakeApi):
         await super().post_event(deployment, event)
 
 
-async def test_a_conflicts_event_is_posted_beside_the_reconciles_a_few_at_a_time() -> None:
-    h = Harness(SlowEvents())
-    api = h.api
-    assert isinstance(api, SlowEvents)
+def with_conflicts(count: int) -> tuple[Harness, SlowEvents]:
+    """A fleet of `count` Deployments with their own preStop (each a conflict to tell), whose
+    Events wait until the test lets them through."""
+    api = SlowEvents()
+    h = Harness(api)
     hook = {"preStop": {"exec": {"command": ["sleep", "9"]}}}
-    for i in range(5):
+    for i in range(count):
         h.add(f"legacy-{i}", containers=[container("app", lifecycle=hook)])
+    return h, api
+
+
+async def test_a_conflicts_event_is_posted_beside_the_reconciles_a_few_at_a_time() -> None:
+    h, api = with_conflicts(5)
     h.add("api")
     h.policy(apply="Immediate")
     # Every reconcile ends while the conflicts' Events wait: no worker is held by one.
@@ -288,12 +294,7 @@ async def test_a_conflicts_event_is_posted_beside_the_reconciles_a_few_at_a_time
 
 
 async def test_a_replica_that_lost_its_lease_posts_none_of_the_events_still_waiting() -> None:
-    h = Harness(SlowEvents())
-    api = h.api
-    assert isinstance(api, SlowEvents)
-    hook = {"preStop": {"exec": {"command": ["sleep", "9"]}}}
-    for i in range(4):
-        h.add(f"legacy-{i}", containers=[container("app", lifecycle=hook)])
+    h, api = with_conflicts(4)
     h.policy(apply="Immediate")
     await asyncio.wait_for(h.fleet.queue.drain(), 1)
     await asyncio.sleep(0)
